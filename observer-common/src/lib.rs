@@ -1,0 +1,13 @@
+//! Types shared by the eBPF programs and the userspace daemon.
+//!
+//! Everything that crosses the ring buffer or is handed to the kernel as a global lives here:
+//! `#[repr(C)]`, explicit padding, explicit discriminants, sizes checked at compile time.
+#![no_std]
+
+pub mod probe_config;
+pub mod record;
+pub mod tcp_state;
+
+pub use probe_config::StateProbeConfig;
+pub use record::{RAW_CAPACITY, RecordHeader, RecordKind, StateRecord};
+pub use tcp_state::TcpState;

@@ -1,0 +1,240 @@
+//! The command line: what each command and option means, with examples.
+
+use std::net::IpAddr;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use observer::{
+    decode::Family,
+    load::{DEFAULT_RING_BUFFER_BYTES, LoadOptions},
+    track::StateClock,
+    watch::{Filter, WatchOptions},
+};
+use observer_common::TcpState;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "observer",
+    version,
+    about = "Observe TCP connection states with eBPF and report the ones that go wrong",
+    long_about = "Observe TCP connection states with eBPF and report the ones that go wrong.\n\n\
+        observer attaches to the kernel's sock:inet_sock_set_state tracepoint and sees every TCP \
+        state change on the host, in every network namespace, as it happens. It needs root (or \
+        CAP_BPF and CAP_PERFMON) and Linux 5.8 or newer.",
+    after_help = "Examples:\n  \
+        sudo observer watch                       every transition, live\n  \
+        sudo observer watch --port 443            connections to or from port 443\n  \
+        sudo observer watch --state close-wait    sockets entering or leaving CLOSE_WAIT\n  \
+        sudo observer watch --json | jq .         one JSON object per line"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log level for messages on stderr: error, warn, info, debug or trace. RUST_LOG, when
+    /// set, takes precedence.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream TCP state transitions live, one line each.
+    ///
+    /// Each line shows the wall-clock time, the owning process (pid/comm, `?` when not yet
+    /// known: transitions driven by incoming packets run in softirq context, where the current
+    /// process is unrelated), local -> remote address, OLD -> NEW state, and in parentheses the
+    /// time the socket spent in OLD when its entry into OLD was seen.
+    ///
+    /// Filters: values of one option are alternatives, different options must all match.
+    #[command(after_help = "Examples:\n  \
+        sudo observer watch --port 8080 -4\n  \
+        sudo observer watch --addr 10.0.0.0/8 --state established --state close\n  \
+        sudo observer watch --pid 1234 --json\n  \
+        sudo observer watch --netns $(stat -Lc %i /run/netns/blue)")]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Show only connections with this local or remote port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+
+    /// Show only connections with this local or remote address, or one inside this network
+    /// (CIDR, e.g. 10.0.0.0/8 or fd00::/8).
+    #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_net)]
+    pub addr: Vec<IpNet>,
+
+    /// Show only transitions from or to this state (e.g. established, close-wait, fin-wait2).
+    #[arg(long, value_name = "STATE", value_parser = parse_state)]
+    pub state: Vec<TcpState>,
+
+    /// Show only sockets owned by this process id. The owner is learnt from the transitions it
+    /// drives (connect, listen, close, shutdown); earlier transitions of an accepted socket
+    /// cannot be attributed.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+
+    /// Show only IPv4 connections.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Show only IPv6 connections.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Show only sockets in this network namespace (inode number, as `stat -Lc %i
+    /// /proc/PID/ns/net` prints it).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Vec<u32>,
+
+    /// One JSON object per line instead of text (fields are listed in the README).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit after showing this many transitions.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Size of the kernel ring buffer: a power of two, at least 4K (suffixes K, M, G).
+    /// Raise it if transitions are reported lost because the ring buffer was full.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_size)]
+    pub ring_buffer_size: u32,
+
+    /// Most sockets whose time in state is tracked at once; sockets beyond it are counted.
+    #[arg(long, value_name = "N", default_value_t = StateClock::DEFAULT_CAPACITY)]
+    pub max_sockets: usize,
+}
+
+impl WatchArgs {
+    pub fn into_options(self) -> WatchOptions {
+        let family = match (self.ipv4, self.ipv6) {
+            (true, _) => Some(Family::Ipv4),
+            (_, true) => Some(Family::Ipv6),
+            _ => None,
+        };
+        WatchOptions {
+            load: LoadOptions {
+                ring_buffer_bytes: self.ring_buffer_size,
+            },
+            filter: Filter {
+                ports: self.port,
+                nets: self.addr,
+                states: self.state,
+                pids: self.pid,
+                family,
+                netns: self.netns,
+            },
+            json: self.json,
+            count: self.count,
+            max_sockets: self.max_sockets,
+        }
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("`{s}` is not an IP address or CIDR network (e.g. 127.0.0.1, ::1, 10.0.0.0/8)")
+        })
+}
+
+fn parse_state(s: &str) -> Result<TcpState, String> {
+    TcpState::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = TcpState::ALL
+            .iter()
+            .map(|s| s.name().to_ascii_lowercase())
+            .collect();
+        format!("`{s}` is not a TCP state; use one of: {}", names.join(", "))
+    })
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit; use a number of bytes with K, M or G"
+            ));
+        }
+    };
+    let value = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(shift))
+        .filter(|n| *n <= u64::from(u32::MAX))
+        .ok_or_else(|| format!("`{s}` is not a size this option accepts (at most 2G)"))?;
+    let value = u32::try_from(value).expect("checked above");
+    if value < 4096 || !value.is_power_of_two() {
+        return Err(format!(
+            "`{s}` must be a power of two of at least 4K, e.g. 1M, 4M or 16M"
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_units_and_reject_non_powers_of_two() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("256k"), Ok(256 << 10));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("3M").unwrap_err().contains("power of two"));
+        assert!(parse_size("1K").unwrap_err().contains("at least 4K"));
+        assert!(parse_size("8G").is_err());
+        assert!(parse_size("4Q").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn filters_parse_from_the_command_line() {
+        let cli = Cli::try_parse_from([
+            "observer",
+            "watch",
+            "--port",
+            "80",
+            "--port",
+            "443",
+            "--addr",
+            "10.0.0.0/8",
+            "--addr",
+            "::1",
+            "--state",
+            "close-wait",
+            "-6",
+            "--netns",
+            "4026531840",
+        ])
+        .unwrap();
+        let Command::Watch(args) = cli.command;
+        let o = args.into_options();
+        assert_eq!(o.filter.ports, [80, 443]);
+        assert_eq!(o.filter.nets.len(), 2);
+        assert_eq!(o.filter.states, [TcpState::CloseWait]);
+        assert_eq!(o.filter.family, Some(Family::Ipv6));
+        assert_eq!(o.filter.netns, [4_026_531_840]);
+        let err = Cli::try_parse_from(["observer", "watch", "--state", "closed"]).unwrap_err();
+        assert!(err.to_string().contains("use one of: established"), "{err}");
+        assert!(Cli::try_parse_from(["observer", "watch", "-4", "-6"]).is_err());
+    }
+}

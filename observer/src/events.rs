@@ -1,0 +1,116 @@
+//! The stream of decoded transitions: attached probes -> ring buffer -> [`Transition`]s.
+//!
+//! Shared by every consumer (`observer watch`, the integration tests) so that all of them read,
+//! decode and count losses the same way.
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    decode::{DecodeError, StateLayout, Transition},
+    load::{KernelLosses, LoadError, LoadOptions, Probes},
+};
+
+/// Everything lost between the kernel and the consumer, so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Losses {
+    pub kernel: KernelLosses,
+    /// Records that failed decoding (counted, skipped).
+    pub malformed: u64,
+}
+
+impl Losses {
+    #[must_use]
+    pub const fn total(&self) -> u64 {
+        self.kernel.total() + self.malformed
+    }
+}
+
+pub struct TransitionStream {
+    probes: Probes,
+    ring: AsyncFd<RingBuf<MapData>>,
+    decoder: Decoder,
+}
+
+/// Decodes records and counts what it receives and what it rejects.
+struct Decoder {
+    layout: StateLayout,
+    received: u64,
+    malformed: u64,
+    last_error: Option<DecodeError>,
+}
+
+impl Decoder {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Transition>) {
+        while let Some(item) = ring.next() {
+            match self.layout.decode(&item) {
+                Ok(t) => {
+                    self.received += 1;
+                    out.push(t);
+                }
+                Err(e) => {
+                    self.malformed += 1;
+                    self.last_error = Some(e);
+                }
+            }
+        }
+    }
+}
+
+impl TransitionStream {
+    /// Loads and attaches the probes. Must run inside a tokio runtime.
+    pub fn open(options: &LoadOptions) -> Result<Self, LoadError> {
+        let mut probes = Probes::load(options)?;
+        let ring = probes
+            .take_events()
+            .expect("fresh probes still own their ring buffer");
+        // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, until dropped.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| LoadError::Poll(e.into()))?;
+        let decoder = Decoder {
+            layout: probes.layout(),
+            received: 0,
+            malformed: 0,
+            last_error: None,
+        };
+        Ok(Self {
+            probes,
+            ring,
+            decoder,
+        })
+    }
+
+    /// Waits until records are available, then appends every available transition to `out`.
+    /// Cancel-safe: nothing is consumed until the ring buffer is readable.
+    pub async fn next_batch(&mut self, out: &mut Vec<Transition>) -> std::io::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        // Cleared before draining, so a record submitted during the drain wakes us again.
+        guard.clear_ready();
+        self.decoder.drain(guard.get_inner_mut(), out);
+        Ok(())
+    }
+
+    /// Appends what is in the ring buffer now, without waiting (used before exiting so that
+    /// nothing already observed is dropped).
+    pub fn drain_now(&mut self, out: &mut Vec<Transition>) {
+        self.decoder.drain(self.ring.get_mut(), out);
+    }
+
+    /// Transitions decoded so far.
+    #[must_use]
+    pub const fn received(&self) -> u64 {
+        self.decoder.received
+    }
+
+    /// The most recent decoding failure, for the log.
+    pub fn take_decode_error(&mut self) -> Option<DecodeError> {
+        self.decoder.last_error.take()
+    }
+
+    pub fn losses(&self) -> Result<Losses, LoadError> {
+        Ok(Losses {
+            kernel: self.probes.losses()?,
+            malformed: self.decoder.malformed,
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! observer: TCP connection states observed with eBPF.
+//!
+//! The pipeline, in module order: [`load`] attaches the eBPF programs, [`events`] reads and
+//! [`decode`]s their records, [`track`] keeps per-socket state, and [`watch`] shows it live.
+
+pub mod decode;
+pub mod events;
+pub mod load;
+pub mod track;
+pub mod watch;

@@ -1,0 +1,201 @@
+//! tracefs: where it is, mounting it when allowed, and reading tracepoint format files.
+
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+#[derive(Debug, Error)]
+pub enum TracefsError {
+    #[error(
+        "tracefs is not mounted and mounting it at {TRACEFS} failed ({source}); mount it as root \
+         with `mount -t tracefs nodev {TRACEFS}` and run again"
+    )]
+    NotMounted { source: io::Error },
+    #[error(
+        "tracepoint {category}:{name} does not exist on this kernel (no {path}); it needs Linux \
+         4.16 or newer with CONFIG_TRACEPOINTS — check `uname -r`"
+    )]
+    MissingTracepoint {
+        category: String,
+        name: String,
+        path: PathBuf,
+    },
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: field `{field}` is missing; this kernel's tracepoint layout is not supported")]
+    MissingField { path: PathBuf, field: String },
+}
+
+/// Returns the tracefs mount point, mounting tracefs at /sys/kernel/tracing if it is not
+/// mounted anywhere (aya, which resolves tracepoint ids through tracefs, then finds it too).
+pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
+    for dir in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    mount_tracefs().map_err(|source| TracefsError::NotMounted { source })?;
+    Ok(PathBuf::from(TRACEFS))
+}
+
+fn mount_tracefs() -> io::Result<()> {
+    let c = |s: &str| CString::new(s).expect("no NUL in constant");
+    let (src, target, fstype) = (c("nodev"), c(TRACEFS), c("tracefs"));
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One field of a tracepoint record, from its `format` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// The fields of a tracepoint record by name.
+#[derive(Clone, Debug, Default)]
+pub struct Format {
+    path: PathBuf,
+    fields: HashMap<String, Field>,
+}
+
+impl Format {
+    /// Reads `events/CATEGORY/NAME/format` under `tracefs`.
+    pub fn read(tracefs: &Path, category: &str, name: &str) -> Result<Self, TracefsError> {
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Self::parse(path, &text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(TracefsError::MissingTracepoint {
+                category: category.to_owned(),
+                name: name.to_owned(),
+                path,
+            }),
+            Err(source) => Err(TracefsError::Read { path, source }),
+        }
+    }
+
+    /// Parses the text of a format file. Lines look like
+    /// `field:__u8 saddr[4];	offset:32;	size:4;	signed:0;`.
+    #[must_use]
+    pub fn parse(path: PathBuf, text: &str) -> Self {
+        let mut fields = HashMap::new();
+        for line in text.lines() {
+            let mut decl = None;
+            let (mut offset, mut size) = (None, None);
+            for part in line.trim().split(';') {
+                let part = part.trim();
+                if let Some(d) = part.strip_prefix("field:") {
+                    decl = Some(d);
+                } else if let Some(o) = part.strip_prefix("offset:") {
+                    offset = o.parse().ok();
+                } else if let Some(s) = part.strip_prefix("size:") {
+                    size = s.parse().ok();
+                }
+            }
+            if let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) {
+                // The name is the last word of the declaration, without any array suffix.
+                let name = decl.rsplit([' ', '*']).next().unwrap_or(decl);
+                let name = name.split('[').next().unwrap_or(name);
+                fields.insert(name.to_owned(), Field { offset, size });
+            }
+        }
+        Self { path, fields }
+    }
+
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<Field> {
+        self.fields.get(name).copied()
+    }
+
+    pub fn field(&self, name: &str) -> Result<Field, TracefsError> {
+        self.get(name).ok_or_else(|| TracefsError::MissingField {
+            path: self.path.clone(),
+            field: name.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `sock:inet_sock_set_state` as Linux 6.18 prints it.
+    pub const INET_SOCK_SET_STATE_6_18: &str = "name: inet_sock_set_state
+ID: 2287
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
+
+print fmt: \"family=%s ...\"
+";
+
+    #[test]
+    fn parses_every_field_with_offset_and_size() {
+        let f = Format::parse(PathBuf::from("format"), INET_SOCK_SET_STATE_6_18);
+        assert_eq!(f.get("skaddr"), Some(Field { offset: 8, size: 8 }));
+        assert_eq!(
+            f.get("protocol"),
+            Some(Field {
+                offset: 30,
+                size: 2
+            })
+        );
+        assert_eq!(
+            f.get("saddr"),
+            Some(Field {
+                offset: 32,
+                size: 4
+            })
+        );
+        assert_eq!(
+            f.get("daddr_v6"),
+            Some(Field {
+                offset: 56,
+                size: 16
+            })
+        );
+        assert_eq!(f.get("common_pid"), Some(Field { offset: 4, size: 4 }));
+        assert_eq!(f.get("name"), None);
+        let err = f.field("reason").unwrap_err().to_string();
+        assert!(err.contains("`reason` is missing"), "{err}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Which transitions `observer watch` shows.
+//!
+//! Values given to one option are alternatives (`--port 80 --port 443`: either); different
+//! options must all match.
+
+use ipnet::IpNet;
+use observer_common::TcpState;
+
+use crate::decode::{Family, Transition};
+
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Local or remote port.
+    pub ports: Vec<u16>,
+    /// Local or remote address, within any of these networks.
+    pub nets: Vec<IpNet>,
+    /// Old or new state.
+    pub states: Vec<TcpState>,
+    /// Owning process.
+    pub pids: Vec<u32>,
+    pub family: Option<Family>,
+    /// Network namespace inode.
+    pub netns: Vec<u32>,
+}
+
+impl Filter {
+    /// Whether `t`, owned by `owner_pid` when known, passes.
+    #[must_use]
+    pub fn matches(&self, t: &Transition, owner_pid: Option<u32>) -> bool {
+        let any = |empty: bool, hit: bool| empty || hit;
+        any(
+            self.ports.is_empty(),
+            self.ports
+                .iter()
+                .any(|p| *p == t.local.port() || *p == t.remote.port()),
+        ) && any(
+            self.nets.is_empty(),
+            self.nets
+                .iter()
+                .any(|n| n.contains(&t.local.ip()) || n.contains(&t.remote.ip())),
+        ) && any(
+            self.states.is_empty(),
+            self.states.iter().any(|s| *s == t.old || *s == t.new),
+        ) && any(
+            self.pids.is_empty(),
+            owner_pid.is_some_and(|p| self.pids.contains(&p)),
+        ) && self.family.is_none_or(|f| f == t.family)
+            && any(
+                self.netns.is_empty(),
+                t.netns.is_some_and(|n| self.netns.contains(&n)),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::TcpState::{CloseWait, Established, LastAck, SynSent};
+
+    use super::*;
+    use crate::decode::Task;
+
+    fn t(local: &str, remote: &str, old: TcpState, new: TcpState) -> Transition {
+        let local: std::net::SocketAddr = local.parse().unwrap();
+        Transition {
+            mono_ns: 0,
+            sock: 1,
+            old,
+            new,
+            family: if local.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
+            local,
+            remote: remote.parse().unwrap(),
+            netns: Some(77),
+            task: Task::new(5, 5, [0; 16]),
+            owner_context: false,
+        }
+    }
+
+    #[test]
+    fn each_option_excludes_what_it_should() {
+        let v4 = t("127.0.0.1:40000", "127.0.0.2:8080", SynSent, Established);
+        let v6 = t("[::1]:40001", "[::1]:9090", CloseWait, LastAck);
+        let all = Filter::default();
+        assert!(all.matches(&v4, None) && all.matches(&v6, None));
+
+        let port = Filter {
+            ports: vec![8080],
+            ..Filter::default()
+        };
+        assert!(port.matches(&v4, None) && !port.matches(&v6, None));
+        let local_port = Filter {
+            ports: vec![40001],
+            ..Filter::default()
+        };
+        assert!(!local_port.matches(&v4, None) && local_port.matches(&v6, None));
+
+        let addr = Filter {
+            nets: vec!["127.0.0.2/32".parse().unwrap()],
+            ..Filter::default()
+        };
+        assert!(addr.matches(&v4, None) && !addr.matches(&v6, None));
+        let net = Filter {
+            nets: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            ..Filter::default()
+        };
+        assert!(net.matches(&v4, None) && net.matches(&v6, None));
+
+        let state = Filter {
+            states: vec![CloseWait],
+            ..Filter::default()
+        };
+        assert!(!state.matches(&v4, None) && state.matches(&v6, None));
+
+        let pid = Filter {
+            pids: vec![42],
+            ..Filter::default()
+        };
+        assert!(pid.matches(&v4, Some(42)) && !pid.matches(&v4, Some(5)));
+        assert!(
+            !pid.matches(&v4, None),
+            "an unknown owner does not match a pid"
+        );
+
+        let four = Filter {
+            family: Some(Family::Ipv4),
+            ..Filter::default()
+        };
+        assert!(four.matches(&v4, None) && !four.matches(&v6, None));
+        let six = Filter {
+            family: Some(Family::Ipv6),
+            ..Filter::default()
+        };
+        assert!(!six.matches(&v4, None) && six.matches(&v6, None));
+
+        let ns = Filter {
+            netns: vec![78],
+            ..Filter::default()
+        };
+        assert!(!ns.matches(&v4, None));
+        let ns = Filter {
+            netns: vec![77],
+            ..Filter::default()
+        };
+        assert!(ns.matches(&v4, None));
+
+        let both = Filter {
+            ports: vec![8080],
+            states: vec![CloseWait],
+            ..Filter::default()
+        };
+        assert!(
+            !both.matches(&v4, None) && !both.matches(&v6, None),
+            "options combine with AND"
+        );
+    }
+}

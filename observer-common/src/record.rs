@@ -36,7 +36,7 @@ pub struct RecordHeader {
 #[derive(Clone, Copy, Debug)]
 pub struct StateRecord {
     pub header: RecordHeader,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`, nanoseconds.
     pub ts_ns: u64,
     /// `bpf_get_current_pid_tgid()` of the task running when the transition happened.
     pub pid_tgid: u64,
@@ -52,7 +52,7 @@ pub struct StateRecord {
 
 const _: () = assert!(size_of::<RecordHeader>() == 8);
 const _: () = assert!(size_of::<StateRecord>() == 48 + RAW_CAPACITY);
-const _: () = assert!(size_of::<StateRecord>() % 8 == 0);
+const _: () = assert!(size_of::<StateRecord>().is_multiple_of(8));
 
 impl RecordHeader {
     #[must_use]

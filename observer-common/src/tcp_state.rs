@@ -39,11 +39,7 @@ impl TcpState {
     #[must_use]
     pub const fn from_kernel(value: i32) -> Option<Self> {
         if value >= 1 && value <= 12 {
-            #[expect(
-                clippy::cast_sign_loss,
-                clippy::cast_possible_truncation,
-                reason = "1..=12"
-            )]
+            #[expect(clippy::cast_sign_loss, reason = "1..=12")]
             Some(Self::ALL[(value - 1) as usize])
         } else {
             None
@@ -70,7 +66,7 @@ impl TcpState {
     }
 
     /// Parses a state name case-insensitively, with or without `TCP_`, ignoring `_` and `-`
-    /// (`close_wait`, `CLOSE-WAIT`, `TCP_CLOSE_WAIT` and `closewait` are all CLOSE_WAIT).
+    /// (`close_wait`, `CLOSE-WAIT`, `TCP_CLOSE_WAIT` and `closewait` are all `CLOSE_WAIT`).
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
         let letters = |s: &str| {
@@ -94,9 +90,9 @@ impl TcpState {
     ///
     /// Transitions driven by incoming packets or timers run in softirq context, where the
     /// current task is whichever one was interrupted. Only transitions that are always made by
-    /// the owner's own call count: connect() (-> SYN_SENT), listen() (-> LISTEN),
-    /// close()/shutdown() of an established socket (-> FIN_WAIT1), close() after the peer's FIN
-    /// (CLOSE_WAIT -> LAST_ACK) and close() of a listener. A transition to CLOSE from a
+    /// the owner's own call count: `connect()` (-> `SYN_SENT`), `listen()` (-> LISTEN),
+    /// `close()/shutdown()` of an established socket (-> `FIN_WAIT1`), `close()` after the peer's FIN
+    /// (`CLOSE_WAIT` -> `LAST_ACK`) and `close()` of a listener. A transition to CLOSE from a
     /// connected state is ambiguous (the owner's abortive close, or an incoming RST), so it does
     /// not count.
     #[must_use]

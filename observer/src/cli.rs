@@ -31,7 +31,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log level for messages on stderr: error, warn, info, debug or trace. RUST_LOG, when
+    /// Log level for messages on stderr: error, warn, info, debug or trace. `RUST_LOG`, when
     /// set, takes precedence.
     #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
@@ -62,7 +62,7 @@ pub struct WatchArgs {
     pub port: Vec<u16>,
 
     /// Show only connections with this local or remote address, or one inside this network
-    /// (CIDR, e.g. 10.0.0.0/8 or fd00::/8).
+    /// (CIDR, e.g. 10.0.0.0/8 or `fd00::/8`).
     #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_net)]
     pub addr: Vec<IpNet>,
 
@@ -172,7 +172,7 @@ fn parse_size(s: &str) -> Result<u32, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_shl(shift))
-        .filter(|n| *n <= u64::from(u32::MAX))
+        .filter(|n| u32::try_from(*n).is_ok())
         .ok_or_else(|| format!("`{s}` is not a size this option accepts (at most 2G)"))?;
     let value = u32::try_from(value).expect("checked above");
     if value < 4096 || !value.is_power_of_two() {

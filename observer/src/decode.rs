@@ -91,7 +91,7 @@ impl Task {
 /// One TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
-    /// CLOCK_MONOTONIC nanoseconds.
+    /// `CLOCK_MONOTONIC` nanoseconds.
     pub mono_ns: u64,
     /// Kernel address of the socket: its identity while it lives (reused after it is freed).
     pub sock: u64,
@@ -127,6 +127,7 @@ pub struct StateLayout {
 impl StateLayout {
     /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
     /// Kernel struct offsets (for the netns) are filled in by the loader.
+    #[expect(clippy::similar_names, reason = "the kernel's field names")]
     pub fn from_format(format: &Format) -> Result<(Self, StateProbeConfig), TracefsError> {
         let names = [
             "skaddr", "oldstate", "newstate", "sport", "dport", "family", "saddr", "daddr",
@@ -324,7 +325,7 @@ pub(crate) mod tests {
         let mut rec = StateRecord {
             header: RecordHeader::new(RecordKind::StateChange, size_of::<StateRecord>()),
             ts_ns,
-            pid_tgid: (1234u64 << 32) | 1235,
+            pid_tgid: (1234u64 << 32) + 1235,
             netns: 4_026_531_840,
             raw_len: cfg.span_len,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",

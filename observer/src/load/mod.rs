@@ -7,6 +7,8 @@ pub mod privileges;
 pub mod prog_stats;
 pub mod tracefs;
 
+use std::os::fd::AsFd as _;
+
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
@@ -204,7 +206,6 @@ impl Probes {
                 name: STATE_PROGRAM,
                 source,
             })?;
-            use std::os::fd::AsFd as _;
             recursion_misses += prog_stats::read(fd.as_fd())
                 .map_err(LoadError::Stats)?
                 .recursion_misses;
@@ -235,7 +236,7 @@ fn resolve_netns_offsets(config: &mut StateProbeConfig) {
     }
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so loading does not fail
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; lift it so loading does not fail
 /// there. Newer kernels use memory cgroups and ignore it.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {

@@ -1,4 +1,4 @@
-//! The kernel's own per-program counters, read with BPF_OBJ_GET_INFO_BY_FD.
+//! The kernel's own per-program counters, read with `BPF_OBJ_GET_INFO_BY_FD`.
 //!
 //! aya exposes run time and run count but not `recursion_misses`: the number of times the
 //! kernel skipped the program because another tracing program was already running on that CPU.

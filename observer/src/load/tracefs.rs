@@ -100,7 +100,7 @@ impl Format {
     }
 
     /// Parses the text of a format file. Lines look like
-    /// `field:__u8 saddr[4];	offset:32;	size:4;	signed:0;`.
+    /// `field:__u8 saddr[4];<TAB>offset:32;<TAB>size:4;<TAB>signed:0;`.
     #[must_use]
     pub fn parse(path: PathBuf, text: &str) -> Self {
         let mut fields = HashMap::new();

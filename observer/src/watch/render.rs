@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use crate::{decode::Transition, track::Observation};
 
-/// Converts CLOCK_MONOTONIC timestamps to wall-clock time.
+/// Converts `CLOCK_MONOTONIC` timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct WallClock {
-    /// CLOCK_REALTIME - CLOCK_MONOTONIC, nanoseconds.
+    /// `CLOCK_REALTIME` - `CLOCK_MONOTONIC`, nanoseconds.
     offset_ns: i128,
 }
 

@@ -1,0 +1,238 @@
+//! Privileged integration tests: the real probes on the running kernel, real TCP connections on
+//! loopback inside a network namespace each test creates, exact expectations.
+
+mod support;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use observer_common::TcpState::{
+    self, Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
+};
+use support::{
+    Conn, Recorder, V4, V6, closed_sockets, netns::NetNs, of_socket, privileged, serial,
+    socket_where,
+};
+
+const CLIENT_CLOSES_FIRST: [(TcpState, TcpState); 5] = [
+    (Close, SynSent),
+    (SynSent, Established),
+    (Established, FinWait1),
+    (FinWait1, FinWait2),
+    (FinWait2, Close),
+];
+const SERVER_AFTER_PEER_CLOSE: [(TcpState, TcpState); 5] = [
+    (Listen, SynRecv),
+    (SynRecv, Established),
+    (Established, CloseWait),
+    (CloseWait, LastAck),
+    (LastAck, Close),
+];
+const LISTENER: [(TcpState, TcpState); 2] = [(Close, Listen), (Listen, Close)];
+
+/// Checks the three sockets of one connection: exact transitions, addresses, owner.
+fn assert_connection(
+    seen: &[observer::decode::Transition],
+    addr: IpAddr,
+    conn: Conn,
+    client: &[(TcpState, TcpState)],
+    server: &[(TcpState, TcpState)],
+) {
+    let server_addr = SocketAddr::new(addr, conn.server_port);
+    let client_addr = SocketAddr::new(addr, conn.client_port);
+    let listener = socket_where(seen, |t| t.new == Listen && t.local == server_addr);
+    let client_sock = socket_where(seen, |t| t.local == client_addr);
+    let server_sock = socket_where(seen, |t| t.local == server_addr && t.remote == client_addr);
+    assert_eq!(of_socket(seen, listener), LISTENER);
+    assert_eq!(
+        of_socket(seen, client_sock),
+        client,
+        "client socket in {seen:#?}"
+    );
+    assert_eq!(
+        of_socket(seen, server_sock),
+        server,
+        "server socket in {seen:#?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .map(|t| t.sock)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3,
+        "only these sockets"
+    );
+
+    let me = std::process::id();
+    for t in seen {
+        let family = if addr.is_ipv4() {
+            observer::decode::Family::Ipv4
+        } else {
+            observer::decode::Family::Ipv6
+        };
+        assert_eq!(t.family, family);
+        if t.sock == client_sock && t.old != Close {
+            assert_eq!(t.remote, server_addr, "{t:?}");
+        }
+        if t.owner_context {
+            assert_eq!(
+                t.task.pid, me,
+                "an owner-context transition names this process: {t:?}"
+            );
+        }
+    }
+    let connect = seen.iter().find(|t| t.sock == client_sock).unwrap();
+    assert!(
+        connect.owner_context && connect.task.pid == me,
+        "connect() is attributed: {connect:?}"
+    );
+}
+
+fn client_closes_first(addr: IpAddr) {
+    let _serial = serial();
+    let ns = NetNs::new("close").unwrap();
+    let mut rec = Recorder::start(ns.inode());
+    let conn = ns.enter(|| support::client_closes_first(addr));
+    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
+    assert_connection(
+        seen,
+        addr,
+        conn,
+        &CLIENT_CLOSES_FIRST,
+        &SERVER_AFTER_PEER_CLOSE,
+    );
+}
+
+#[test]
+fn client_closes_first_ipv4() {
+    if privileged("client_closes_first_ipv4") {
+        client_closes_first(V4);
+    }
+}
+
+#[test]
+fn client_closes_first_ipv6() {
+    if privileged("client_closes_first_ipv6") {
+        client_closes_first(V6);
+    }
+}
+
+/// `close()` with `SO_LINGER` {on, 0}: the client aborts with an RST, no FIN exchange.
+fn linger_zero_close(addr: IpAddr) {
+    let _serial = serial();
+    let ns = NetNs::new("linger").unwrap();
+    let mut rec = Recorder::start(ns.inode());
+    let conn = ns.enter(|| {
+        let listener = TcpListener::bind((addr, 0)).unwrap();
+        let server_port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect((addr, server_port)).unwrap();
+        let client_port = client.local_addr().unwrap().port();
+        let (mut server, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let err = server.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the server gets the RST"
+        );
+        Conn {
+            client_port,
+            server_port,
+        }
+    });
+    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
+    let aborted = [
+        (Close, SynSent),
+        (SynSent, Established),
+        (Established, Close),
+    ];
+    let reset = [
+        (Listen, SynRecv),
+        (SynRecv, Established),
+        (Established, Close),
+    ];
+    assert_connection(seen, addr, conn, &aborted, &reset);
+}
+
+#[test]
+fn linger_zero_close_ipv4() {
+    if privileged("linger_zero_close_ipv4") {
+        linger_zero_close(V4);
+    }
+}
+
+#[test]
+fn linger_zero_close_ipv6() {
+    if privileged("linger_zero_close_ipv6") {
+        linger_zero_close(V6);
+    }
+}
+
+/// `shutdown(SHUT_WR)` by the client; the server keeps sending after the client's FIN, then closes.
+fn half_close(addr: IpAddr) {
+    let _serial = serial();
+    let ns = NetNs::new("halfclose").unwrap();
+    let mut rec = Recorder::start(ns.inode());
+    let payload = b"sent after the client's FIN";
+    let (conn, received) = ns.enter(|| {
+        let listener = TcpListener::bind((addr, 0)).unwrap();
+        let server_port = listener.local_addr().unwrap().port();
+        let mut client = TcpStream::connect((addr, server_port)).unwrap();
+        let client_port = client.local_addr().unwrap().port();
+        let (mut server, _) = listener.accept().unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            server.read(&mut [0u8; 16]).unwrap(),
+            0,
+            "server sees the FIN"
+        );
+        server.write_all(payload).unwrap();
+        drop(server);
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        drop(listener);
+        (
+            Conn {
+                client_port,
+                server_port,
+            },
+            received,
+        )
+    });
+    assert_eq!(received, payload, "the half-closed client still receives");
+    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
+    assert_connection(
+        seen,
+        addr,
+        conn,
+        &CLIENT_CLOSES_FIRST,
+        &SERVER_AFTER_PEER_CLOSE,
+    );
+    // The client's shutdown() is attributed to this process, and the server's
+    // CLOSE_WAIT -> LAST_ACK came after the data it sent.
+    let shutdown = seen
+        .iter()
+        .find(|t| t.old == Established && t.new == FinWait1)
+        .unwrap();
+    assert!(shutdown.owner_context);
+}
+
+#[test]
+fn half_close_ipv4() {
+    if privileged("half_close_ipv4") {
+        half_close(V4);
+    }
+}
+
+#[test]
+fn half_close_ipv6() {
+    if privileged("half_close_ipv6") {
+        half_close(V6);
+    }
+}

@@ -1,0 +1,157 @@
+//! Shared by the privileged integration tests.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+pub mod netns;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use observer::{decode::Transition, events::TransitionStream, load::LoadOptions};
+use observer_common::TcpState;
+
+pub const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// Whether this test may run. Without privileges it is skipped loudly, except under CI=true,
+/// where a skipped privileged test is a failure.
+#[must_use]
+pub fn privileged(test: &str) -> bool {
+    if observer::load::privileges::can_load_probes() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root (CAP_BPF + CAP_PERFMON); under CI=true it may not be skipped"
+    );
+    eprintln!(
+        "\n*** SKIPPED {test}: needs root (CAP_BPF + CAP_PERFMON); run `sudo cargo xtask test` ***\n"
+    );
+    false
+}
+
+/// Privileged tests run one at a time: some count the programs attached to the kernel.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The observer's own pipeline, attached in-process, keeping the transitions of one netns.
+pub struct Recorder {
+    runtime: tokio::runtime::Runtime,
+    stream: TransitionStream,
+    netns: u32,
+    pub seen: Vec<Transition>,
+}
+
+impl Recorder {
+    pub fn start(netns: u32) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stream = {
+            let _guard = runtime.enter();
+            TransitionStream::open(&LoadOptions::default()).expect("loading the probes")
+        };
+        Self {
+            runtime,
+            stream,
+            netns,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Collects until `done(seen)` holds, failing after 10 s.
+    pub fn collect_until(&mut self, done: impl Fn(&[Transition]) -> bool) -> &[Transition] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut batch = Vec::new();
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out; transitions so far: {:#?}",
+                self.seen
+            );
+            let stream = &mut self.stream;
+            let _ = self.runtime.block_on(async {
+                tokio::time::timeout(left, stream.next_batch(&mut batch)).await
+            });
+            self.seen
+                .extend(batch.drain(..).filter(|t| t.netns == Some(self.netns)));
+        }
+        let losses = self.stream.losses().unwrap();
+        assert_eq!(losses.total(), 0, "transitions were lost: {losses:?}");
+        &self.seen
+    }
+}
+
+/// The transitions of one socket, in order.
+#[must_use]
+pub fn of_socket(seen: &[Transition], sock: u64) -> Vec<(TcpState, TcpState)> {
+    seen.iter()
+        .filter(|t| t.sock == sock)
+        .map(|t| (t.old, t.new))
+        .collect()
+}
+
+/// Number of distinct sockets that have reached CLOSE.
+#[must_use]
+pub fn closed_sockets(seen: &[Transition]) -> usize {
+    seen.iter().filter(|t| t.new == TcpState::Close).count()
+}
+
+/// The socket whose transitions match `pred` (exactly one must).
+#[must_use]
+pub fn socket_where(seen: &[Transition], pred: impl Fn(&Transition) -> bool) -> u64 {
+    let mut socks: Vec<u64> = seen.iter().filter(|t| pred(t)).map(|t| t.sock).collect();
+    socks.dedup();
+    assert_eq!(
+        socks.len(),
+        1,
+        "expected one socket, got {socks:x?} in {seen:#?}"
+    );
+    socks[0]
+}
+
+/// Ports of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    pub client_port: u16,
+    pub server_port: u16,
+}
+
+/// Client connects, closes first; the server reads EOF and closes. Runs in the caller's netns.
+pub fn client_closes_first(addr: IpAddr) -> Conn {
+    let listener = TcpListener::bind((addr, 0)).unwrap();
+    let server_port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect((addr, server_port)).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let (mut server, _) = listener.accept().unwrap();
+    drop(client);
+    assert_eq!(
+        server.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "server sees the client's FIN"
+    );
+    drop(server);
+    drop(listener);
+    Conn {
+        client_port,
+        server_port,
+    }
+}
+
+/// Writes everything and ignores a peer that already went away.
+pub fn send(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).unwrap();
+}
+
+#[must_use]
+pub fn local_is(t: &Transition, addr: IpAddr, port: u16) -> bool {
+    t.local == SocketAddr::new(addr, port)
+}

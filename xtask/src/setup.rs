@@ -1,0 +1,157 @@
+//! Installs the toolchain pieces the eBPF build needs, idempotently, saying what it does.
+//!
+//! - the nightly toolchain's `rust-src` (the eBPF crate is built with `-Z build-std=core`);
+//! - `bpf-linker`, built against the LLVM that ships inside the nightly toolchain: the default
+//!   build wants a system LLVM that distributions do not have.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+const NIGHTLY: &str = "nightly";
+
+pub fn run() -> anyhow::Result<()> {
+    ensure_nightly()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn ensure_nightly() -> anyhow::Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if toolchains.lines().any(|l| l.starts_with("nightly-")) {
+        return Ok(());
+    }
+    eprintln!("setup: installing the nightly Rust toolchain (the eBPF programs need it)");
+    status(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))
+}
+
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("setup: installing rust-src for the nightly toolchain (needed by -Z build-std=core)");
+    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    // The nightly toolchain ships libLLVM as lib/libLLVM.so.<version>-rust-<rustc version>;
+    // bpf-linker's build looks for $LLVM_PREFIX/lib/libLLVM.so.
+    let sysroot = PathBuf::from(
+        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?.trim(),
+    );
+    let lib = find_libllvm(&sysroot.join("lib"))?;
+    let name = lib
+        .file_name()
+        .context("libLLVM path has a file name")?
+        .to_string_lossy()
+        .into_owned();
+    let major =
+        llvm_major(&name).with_context(|| format!("cannot tell the LLVM version of {name}"))?;
+    let prefix = std::env::temp_dir().join(format!("observer-llvm-prefix-{major}"));
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    for link in ["libLLVM.so".to_owned(), name.clone()] {
+        let path = prefix.join("lib").join(&link);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&lib, &path)
+            .with_context(|| format!("linking {}", path.display()))?;
+    }
+    eprintln!(
+        "setup: building bpf-linker against the nightly toolchain's LLVM {major} ({name}); this takes about a minute"
+    );
+    status(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("installing bpf-linker failed; see the cargo output above")
+}
+
+fn find_libllvm(dir: &Path) -> anyhow::Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("libLLVM.so.") {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "no libLLVM.so.* in {}: is the nightly toolchain complete? (`rustup component list --toolchain nightly`)",
+        dir.display()
+    )
+}
+
+/// `libLLVM.so.22.1-rust-1.97.0-nightly` -> 22.
+fn llvm_major(file_name: &str) -> Option<u32> {
+    file_name
+        .strip_prefix("libLLVM.so.")?
+        .split(['.', '-'])
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn llvm_major_version_comes_from_the_file_name() {
+        assert_eq!(
+            super::llvm_major("libLLVM.so.22.1-rust-1.97.0-nightly"),
+            Some(22)
+        );
+        assert_eq!(
+            super::llvm_major("libLLVM.so.19-rust-1.85.0-nightly"),
+            Some(19)
+        );
+        assert_eq!(super::llvm_major("libLLVM-22.so"), None);
+    }
+}

@@ -53,7 +53,17 @@ fn main() -> anyhow::Result<()> {
             } else {
                 args
             };
-            let status = Command::new(workspace_root().join("target/release/observer"))
+            let binary = workspace_root().join("target/release/observer");
+            // The probes need root; ask sudo for it rather than fail.
+            let mut cmd = if is_root() {
+                Command::new(&binary)
+            } else {
+                eprintln!("xtask: observer needs root to load eBPF programs; running it with sudo");
+                let mut sudo = Command::new("sudo");
+                sudo.arg(&binary);
+                sudo
+            };
+            let status = cmd
                 .args(&args)
                 .status()
                 .context("starting target/release/observer")?;

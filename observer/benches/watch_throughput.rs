@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo xtask bench-watch` (root needed).
 
+#![expect(clippy::cast_precision_loss, reason = "figures for display")]
+
 #[path = "../tests/support/netns.rs"]
 mod netns;
 
@@ -58,7 +60,7 @@ struct Level {
 }
 
 /// Connect, accept, client closes, server reads EOF and closes; until the budget runs out.
-/// Destination addresses rotate over 127.0.0.0/8 so that TIME_WAIT never exhausts 4-tuples.
+/// Destination addresses rotate over `127.0.0.0/8` so that `TIME_WAIT` never exhausts 4-tuples.
 fn churn(threads: usize, max_connections: u64, deadline: Instant) -> u64 {
     let per_thread = max_connections / threads as u64;
     std::thread::scope(|s| {
@@ -68,8 +70,9 @@ fn churn(threads: usize, max_connections: u64, deadline: Instant) -> u64 {
                     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
                     let port = listener.local_addr().unwrap().port();
                     let mut done = 0u64;
-                    while done < per_thread && (done % 256 != 0 || Instant::now() < deadline) {
-                        #[expect(clippy::cast_possible_truncation, reason = "modulo 250")]
+                    while done < per_thread
+                        && (!done.is_multiple_of(256) || Instant::now() < deadline)
+                    {
                         let dst = Ipv4Addr::new(127, 0, 0, 1 + (done % 250) as u8);
                         let client = TcpStream::connect(SocketAddr::from((dst, port))).unwrap();
                         let (mut server, _) = listener.accept().unwrap();

@@ -354,3 +354,33 @@ fn each_filter_shows_exactly_what_matches() {
     );
     assert!(all.iter().all(|v| v["netns"] == ns.inode()));
 }
+
+/// Runs without any privileges (as nobody when we are root) and gets a sentence saying what to
+/// do, not a bare EPERM. Needs no privileges itself.
+#[test]
+fn without_privileges_watch_explains_what_to_do() {
+    let bin = env!("CARGO_BIN_EXE_observer");
+    let root = observer::load::privileges::can_load_probes();
+    let out = if root {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin,
+                "watch",
+            ])
+            .output()
+    } else {
+        Command::new(bin).arg("watch").output()
+    }
+    .expect("running observer");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("missing privileges")
+            && stderr.contains("CAP_BPF")
+            && stderr.contains("sudo"),
+        "{stderr}"
+    );
+}

@@ -169,6 +169,21 @@ print fmt: \"family=%s ...\"
 ";
 
     #[test]
+    fn a_missing_tracepoint_says_which_kernel_is_needed() {
+        let dir = std::env::temp_dir().join(format!("observer-tracefs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("events")).unwrap();
+        let err = Format::read(&dir, "sock", "inet_sock_set_state")
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            err.contains("sock:inet_sock_set_state does not exist"),
+            "{err}"
+        );
+        assert!(err.contains("Linux 4.16 or newer"), "{err}");
+    }
+
+    #[test]
     fn parses_every_field_with_offset_and_size() {
         let f = Format::parse(PathBuf::from("format"), INET_SOCK_SET_STATE_6_18);
         assert_eq!(f.get("skaddr"), Some(Field { offset: 8, size: 8 }));

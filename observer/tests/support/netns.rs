@@ -44,11 +44,6 @@ impl NetNs {
         Ok(ns)
     }
 
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Inode number of the namespace: what `observer watch --netns` and events carry.
     #[must_use]
     pub fn inode(&self) -> u32 {
@@ -68,14 +63,6 @@ impl NetNs {
             .join()
             .expect("thread inside the namespace panicked")
         })
-    }
-
-    /// A command that runs inside the namespace.
-    #[must_use]
-    pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
     }
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -13,9 +13,30 @@ use observer_common::TcpState::{
     self, Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
 };
 use support::{
-    Conn, Recorder, V4, V6, closed_sockets, netns::NetNs, of_socket, privileged, serial,
+    Conn, Pair, Recorder, V4, V6, closed_sockets, netns::NetNs, of_socket, privileged, serial,
     socket_where,
 };
+
+/// One test per address family, each skipped loudly without privileges.
+macro_rules! both_families {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn ipv4() {
+                if super::privileged(concat!(stringify!($scenario), "::ipv4")) {
+                    super::$scenario(super::V4);
+                }
+            }
+
+            #[test]
+            fn ipv6() {
+                if super::privileged(concat!(stringify!($scenario), "::ipv6")) {
+                    super::$scenario(super::V6);
+                }
+            }
+        }
+    };
+}
 
 const CLIENT_CLOSES_FIRST: [(TcpState, TcpState); 5] = [
     (Close, SynSent),
@@ -106,19 +127,7 @@ fn client_closes_first(addr: IpAddr) {
     );
 }
 
-#[test]
-fn client_closes_first_ipv4() {
-    if privileged("client_closes_first_ipv4") {
-        client_closes_first(V4);
-    }
-}
-
-#[test]
-fn client_closes_first_ipv6() {
-    if privileged("client_closes_first_ipv6") {
-        client_closes_first(V6);
-    }
-}
+both_families!(client_closes_first);
 
 /// `close()` with `SO_LINGER` {on, 0}: the client aborts with an RST, no FIN exchange.
 fn linger_zero_close(addr: IpAddr) {
@@ -126,11 +135,12 @@ fn linger_zero_close(addr: IpAddr) {
     let ns = NetNs::new("linger").unwrap();
     let mut rec = Recorder::start(ns.inode());
     let conn = ns.enter(|| {
-        let listener = TcpListener::bind((addr, 0)).unwrap();
-        let server_port = listener.local_addr().unwrap().port();
-        let client = TcpStream::connect((addr, server_port)).unwrap();
-        let client_port = client.local_addr().unwrap().port();
-        let (mut server, _) = listener.accept().unwrap();
+        let Pair {
+            listener,
+            client,
+            mut server,
+            conn,
+        } = support::connected_pair(addr);
         socket2::SockRef::from(&client)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
@@ -141,10 +151,8 @@ fn linger_zero_close(addr: IpAddr) {
             std::io::ErrorKind::ConnectionReset,
             "the server gets the RST"
         );
-        Conn {
-            client_port,
-            server_port,
-        }
+        drop(listener);
+        conn
     });
     let seen = rec.collect_until(|s| closed_sockets(s) == 3);
     let aborted = [
@@ -160,19 +168,7 @@ fn linger_zero_close(addr: IpAddr) {
     assert_connection(seen, addr, conn, &aborted, &reset);
 }
 
-#[test]
-fn linger_zero_close_ipv4() {
-    if privileged("linger_zero_close_ipv4") {
-        linger_zero_close(V4);
-    }
-}
-
-#[test]
-fn linger_zero_close_ipv6() {
-    if privileged("linger_zero_close_ipv6") {
-        linger_zero_close(V6);
-    }
-}
+both_families!(linger_zero_close);
 
 /// `shutdown(SHUT_WR)` by the client; the server keeps sending after the client's FIN, then closes.
 fn half_close(addr: IpAddr) {
@@ -181,11 +177,12 @@ fn half_close(addr: IpAddr) {
     let mut rec = Recorder::start(ns.inode());
     let payload = b"sent after the client's FIN";
     let (conn, received) = ns.enter(|| {
-        let listener = TcpListener::bind((addr, 0)).unwrap();
-        let server_port = listener.local_addr().unwrap().port();
-        let mut client = TcpStream::connect((addr, server_port)).unwrap();
-        let client_port = client.local_addr().unwrap().port();
-        let (mut server, _) = listener.accept().unwrap();
+        let Pair {
+            listener,
+            mut client,
+            mut server,
+            conn,
+        } = support::connected_pair(addr);
         client.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(
             server.read(&mut [0u8; 16]).unwrap(),
@@ -197,13 +194,7 @@ fn half_close(addr: IpAddr) {
         let mut received = Vec::new();
         client.read_to_end(&mut received).unwrap();
         drop(listener);
-        (
-            Conn {
-                client_port,
-                server_port,
-            },
-            received,
-        )
+        (conn, received)
     });
     assert_eq!(received, payload, "the half-closed client still receives");
     let seen = rec.collect_until(|s| closed_sockets(s) == 3);
@@ -223,16 +214,4 @@ fn half_close(addr: IpAddr) {
     assert!(shutdown.owner_context);
 }
 
-#[test]
-fn half_close_ipv4() {
-    if privileged("half_close_ipv4") {
-        half_close(V4);
-    }
-}
-
-#[test]
-fn half_close_ipv6() {
-    if privileged("half_close_ipv6") {
-        half_close(V6);
-    }
-}
+both_families!(half_close);

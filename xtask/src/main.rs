@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
-            cargo(&cmd)
+            test(&cmd)
         }
         Task::BenchWatch { args } => {
             setup::run()?;
@@ -89,6 +89,48 @@ fn main() -> anyhow::Result<()> {
             cargo(&cmd)
         }
     }
+}
+
+/// Runs `cargo test`, passing its output through, and closes with the totals of every test
+/// binary it ran.
+fn test(args: &[&str]) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = std::io::BufReader::new(child.stdout.take().context("piped stdout")?);
+    for line in stdout.lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            for part in counts.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (
+                    words.next().and_then(|n| n.parse::<u64>().ok()),
+                    words.next(),
+                ) {
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("\nevery test binary together ({ignored} ignored):");
+    println!("total: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {

@@ -4,8 +4,8 @@
 pub mod netns;
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    io::Read as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -125,13 +125,41 @@ pub struct Conn {
     pub server_port: u16,
 }
 
-/// Client connects, closes first; the server reads EOF and closes. Runs in the caller's netns.
-pub fn client_closes_first(addr: IpAddr) -> Conn {
+/// A connected client and the server's accepted socket, with the listener still open.
+pub struct Pair {
+    pub listener: TcpListener,
+    pub client: TcpStream,
+    pub server: TcpStream,
+    pub conn: Conn,
+}
+
+/// Listens on an ephemeral port of `addr`, connects and accepts. Runs in the caller's netns.
+#[must_use]
+pub fn connected_pair(addr: IpAddr) -> Pair {
     let listener = TcpListener::bind((addr, 0)).unwrap();
     let server_port = listener.local_addr().unwrap().port();
     let client = TcpStream::connect((addr, server_port)).unwrap();
     let client_port = client.local_addr().unwrap().port();
-    let (mut server, _) = listener.accept().unwrap();
+    let (server, _) = listener.accept().unwrap();
+    Pair {
+        listener,
+        client,
+        server,
+        conn: Conn {
+            client_port,
+            server_port,
+        },
+    }
+}
+
+/// Client connects, closes first; the server reads EOF and closes. Runs in the caller's netns.
+pub fn client_closes_first(addr: IpAddr) -> Conn {
+    let Pair {
+        listener,
+        client,
+        mut server,
+        conn,
+    } = connected_pair(addr);
     drop(client);
     assert_eq!(
         server.read(&mut [0u8; 16]).unwrap(),
@@ -140,18 +168,5 @@ pub fn client_closes_first(addr: IpAddr) -> Conn {
     );
     drop(server);
     drop(listener);
-    Conn {
-        client_port,
-        server_port,
-    }
-}
-
-/// Writes everything and ignores a peer that already went away.
-pub fn send(stream: &mut TcpStream, data: &[u8]) {
-    stream.write_all(data).unwrap();
-}
-
-#[must_use]
-pub fn local_is(t: &Transition, addr: IpAddr, port: u16) -> bool {
-    t.local == SocketAddr::new(addr, port)
+    conn
 }

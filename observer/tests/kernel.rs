@@ -54,14 +54,16 @@ const SERVER_AFTER_PEER_CLOSE: [(TcpState, TcpState); 5] = [
 ];
 const LISTENER: [(TcpState, TcpState); 2] = [(Close, Listen), (Listen, Close)];
 
-/// Checks the three sockets of one connection: exact transitions, addresses, owner.
-fn assert_connection(
-    seen: &[observer::decode::Transition],
+/// Collects until the connection's three sockets (listener, client, server) have closed,
+/// then checks them: exact transitions, addresses, owner. Returns what was seen.
+fn assert_connection<'r>(
+    rec: &'r mut Recorder,
     addr: IpAddr,
     conn: Conn,
     client: &[(TcpState, TcpState)],
     server: &[(TcpState, TcpState)],
-) {
+) -> &'r [observer::decode::Transition] {
+    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
     let server_addr = SocketAddr::new(addr, conn.server_port);
     let client_addr = SocketAddr::new(addr, conn.client_port);
     let listener = socket_where(seen, |t| t.new == Listen && t.local == server_addr);
@@ -110,6 +112,7 @@ fn assert_connection(
         connect.owner_context && connect.task.pid == me,
         "connect() is attributed: {connect:?}"
     );
+    seen
 }
 
 fn client_closes_first(addr: IpAddr) {
@@ -117,9 +120,8 @@ fn client_closes_first(addr: IpAddr) {
     let ns = NetNs::new("close").unwrap();
     let mut rec = Recorder::start(ns.inode());
     let conn = ns.enter(|| support::client_closes_first(addr));
-    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
     assert_connection(
-        seen,
+        &mut rec,
         addr,
         conn,
         &CLIENT_CLOSES_FIRST,
@@ -154,7 +156,6 @@ fn linger_zero_close(addr: IpAddr) {
         drop(listener);
         conn
     });
-    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
     let aborted = [
         (Close, SynSent),
         (SynSent, Established),
@@ -165,7 +166,7 @@ fn linger_zero_close(addr: IpAddr) {
         (SynRecv, Established),
         (Established, Close),
     ];
-    assert_connection(seen, addr, conn, &aborted, &reset);
+    assert_connection(&mut rec, addr, conn, &aborted, &reset);
 }
 
 both_families!(linger_zero_close);
@@ -197,9 +198,8 @@ fn half_close(addr: IpAddr) {
         (conn, received)
     });
     assert_eq!(received, payload, "the half-closed client still receives");
-    let seen = rec.collect_until(|s| closed_sockets(s) == 3);
-    assert_connection(
-        seen,
+    let seen = assert_connection(
+        &mut rec,
         addr,
         conn,
         &CLIENT_CLOSES_FIRST,

@@ -95,13 +95,10 @@ fn main() -> anyhow::Result<()> {
 /// binary it ran.
 fn test(args: &[&str]) -> anyhow::Result<()> {
     use std::io::BufRead as _;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut child = Command::new(&cargo)
-        .args(args)
-        .current_dir(workspace_root())
+    let mut child = cargo_command(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     let stdout = std::io::BufReader::new(child.stdout.take().context("piped stdout")?);
     for line in stdout.lines() {
@@ -150,13 +147,17 @@ fn workspace_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// `cargo ARGS` in the workspace root, with the cargo that runs xtask.
+fn cargo_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.args(args).current_dir(workspace_root());
+    cmd
+}
+
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(workspace_root())
+    let status = cargo_command(args)
         .status()
-        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }

@@ -8,6 +8,6 @@ pub mod probe_config;
 pub mod record;
 pub mod tcp_state;
 
-pub use probe_config::StateProbeConfig;
-pub use record::{RAW_CAPACITY, RecordHeader, RecordKind, StateRecord};
+pub use probe_config::{SpanProbeConfig, TimerProbeConfig};
+pub use record::{RAW_CAPACITY, RecordHeader, RecordKind, SpanRecord, TimerRecord};
 pub use tcp_state::TcpState;

@@ -2,21 +2,45 @@
 
 /// Version of the record layout. Bumped whenever a record changes shape, so that a daemon never
 /// misreads records from an object built for another layout.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
-/// Bytes of the tracepoint record copied verbatim into a [`StateRecord`].
+/// Bytes of the tracepoint record copied verbatim into a [`SpanRecord`].
 ///
 /// The eBPF side copies the span of the tracepoint record that holds the fields we decode; the
 /// daemon decodes it with the offsets it read from tracefs, so a kernel that moves fields needs no
-/// new eBPF object. 96 bytes leaves room for fields that newer kernels add to the 64 in use today.
+/// new eBPF object. 96 bytes leaves room for fields that newer kernels add (`tcp_send_reset` uses
+/// 80 today, `inet_sock_set_state` 64).
 pub const RAW_CAPACITY: usize = 96;
+
+/// Bytes of a timewait socket's `struct sock_common` copied into a [`TimerRecord`]: addresses,
+/// ports and family, decoded in userspace with offsets from BTF.
+pub const COMMON_CAPACITY: usize = 96;
 
 /// Record kinds. Discriminants are part of the wire format: never reuse one.
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordKind {
-    /// A `sock:inet_sock_set_state` transition of a TCP socket.
+    /// A `sock:inet_sock_set_state` transition of a TCP socket ([`SpanRecord`]).
     StateChange = 1,
+    /// A `tcp:tcp_send_reset` ([`SpanRecord`]).
+    SendReset = 2,
+    /// A `tcp:tcp_receive_reset` ([`SpanRecord`]).
+    ReceiveReset = 3,
+    /// A timer event on a timewait socket's timer ([`TimerRecord`]).
+    TimewaitTimer = 4,
+}
+
+impl RecordKind {
+    #[must_use]
+    pub const fn from_u16(value: u16) -> Option<Self> {
+        match value {
+            1 => Some(Self::StateChange),
+            2 => Some(Self::SendReset),
+            3 => Some(Self::ReceiveReset),
+            4 => Some(Self::TimewaitTimer),
+            _ => None,
+        }
+    }
 }
 
 /// Fixed header at offset 0 of every record.
@@ -31,28 +55,75 @@ pub struct RecordHeader {
     pub size: u32,
 }
 
-/// One TCP state transition, as written by the `inet_sock_set_state` program.
+/// [`SpanRecord::flags`]: `sk->sk_socket` was read.
+pub const FLAG_SK_SOCKET_READ: u16 = 1;
+/// [`SpanRecord::flags`]: `sk->sk_socket` was NULL: no `struct socket` (never accepted, or
+/// already orphaned by `close()`).
+pub const FLAG_NO_SK_SOCKET: u16 = 2;
+
+/// A tracepoint record copied verbatim (a span of it), with the context around it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct StateRecord {
+pub struct SpanRecord {
     pub header: RecordHeader,
     /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`, nanoseconds.
     pub ts_ns: u64,
-    /// `bpf_get_current_pid_tgid()` of the task running when the transition happened.
+    /// `bpf_get_current_pid_tgid()` of the task running when the event happened.
     pub pid_tgid: u64,
     /// Inode number of the socket's network namespace; 0 when it could not be read.
     pub netns: u32,
     /// Bytes of `raw` filled from the tracepoint record.
-    pub raw_len: u32,
+    pub raw_len: u16,
+    /// `FLAG_*` bits.
+    pub flags: u16,
     /// `bpf_get_current_comm()` of that task.
     pub comm: [u8; 16],
-    /// The tracepoint record from `StateProbeConfig::span_start`, `raw_len` bytes.
+    /// The tracepoint record from `SpanProbeConfig::span_start`, `raw_len` bytes.
     pub raw: [u8; RAW_CAPACITY],
 }
 
+/// What happened to a timewait socket's timer.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// `timer:timer_start`: armed (entering TIME_WAIT, or rescheduled).
+    Start = 1,
+    /// `timer:timer_cancel`: disarmed (just before expiry, before a reschedule, or killed).
+    Cancel = 2,
+    /// `timer:timer_expire_entry`: the timer fired; the timewait socket ends now.
+    Expire = 3,
+}
+
+/// An event on the timer of a timewait socket (`tw_timer_handler`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TimerRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    /// Address of the timer: identifies the timewait socket while it lives.
+    pub timer: u64,
+    /// Jiffies at which the timer fires ([`TimerEvent::Start`] only).
+    pub expires: u64,
+    /// Jiffies now ([`TimerEvent::Start`] and [`TimerEvent::Expire`]).
+    pub now: u64,
+    /// Network namespace inode of the timewait socket ([`TimerEvent::Start`] only).
+    pub netns: u32,
+    /// A [`TimerEvent`] discriminant.
+    pub event: u8,
+    /// `tw_substate`: `TIME_WAIT`, or `FIN_WAIT2` for an orphaned `FIN_WAIT2` that waits in a
+    /// timewait socket ([`TimerEvent::Start`] only).
+    pub substate: u8,
+    /// Bytes of `common` filled.
+    pub common_len: u16,
+    /// The timewait socket's `struct sock_common`, from offset 0 ([`TimerEvent::Start`] only).
+    pub common: [u8; COMMON_CAPACITY],
+}
+
 const _: () = assert!(size_of::<RecordHeader>() == 8);
-const _: () = assert!(size_of::<StateRecord>() == 48 + RAW_CAPACITY);
-const _: () = assert!(size_of::<StateRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<SpanRecord>() == 48 + RAW_CAPACITY);
+const _: () = assert!(size_of::<SpanRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<TimerRecord>() == 48 + COMMON_CAPACITY);
+const _: () = assert!(size_of::<TimerRecord>().is_multiple_of(8));
 
 impl RecordHeader {
     #[must_use]
@@ -73,11 +144,14 @@ impl RecordHeader {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// `bpf_ringbuf_reserve` failed: the ring buffer was full and a transition was dropped.
+    /// `bpf_ringbuf_reserve` failed: the ring buffer was full and an event was dropped.
     RingbufFull = 0,
     /// The tracepoint record could not be read (should never happen; counted, not hidden).
     ReadFailed = 1,
+    /// A timewait timer could not be remembered because the `TW_TIMERS` map was full: its
+    /// cancellation will not be seen (its expiry still is).
+    TimewaitTableFull = 2,
 }
 
 /// Number of slots in the `COUNTERS` map.
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 3;

@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use observer::{
     decode::Family,
-    load::{DEFAULT_RING_BUFFER_BYTES, LoadOptions},
-    track::StateClock,
+    load::{DEFAULT_MAX_TIMEWAIT_TIMERS, DEFAULT_RING_BUFFER_BYTES, LoadOptions},
+    track::DEFAULT_MAX_SOCKETS,
     watch::{Filter, WatchOptions},
 };
 use observer_common::TcpState;
@@ -19,13 +19,17 @@ use observer_common::TcpState;
     about = "Observe TCP connection states with eBPF and report the ones that go wrong",
     long_about = "Observe TCP connection states with eBPF and report the ones that go wrong.\n\n\
         observer attaches to the kernel's sock:inet_sock_set_state tracepoint and sees every TCP \
-        state change on the host, in every network namespace, as it happens. It needs root (or \
-        CAP_BPF and CAP_PERFMON) and Linux 5.8 or newer.",
+        state change on the host, in every network namespace, as it happens. TIME_WAIT, which \
+        no transition reports, is followed through the timewait socket's timer, and every RST \
+        is named with the kernel's reason. Sockets that existed before it started are learnt \
+        from sock_diag. It needs root (or CAP_BPF, CAP_PERFMON, CAP_SYSLOG and CAP_NET_ADMIN) \
+        and Linux 5.8 or newer.",
     after_help = "Examples:\n  \
         sudo observer watch                       every transition, live\n  \
         sudo observer watch --port 443            connections to or from port 443\n  \
         sudo observer watch --state close-wait    sockets entering or leaving CLOSE_WAIT\n  \
-        sudo observer watch --json | jq .         one JSON object per line"
+        sudo observer watch --json | jq .         one JSON object per line\n  \
+        sudo observer watch --summary 10          plus CLOSE_WAIT list, counts and RSTs every 10 s"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -44,7 +48,12 @@ pub enum Command {
     /// Each line shows the wall-clock time, the owning process (pid/comm, `?` when not yet
     /// known: transitions driven by incoming packets run in softirq context, where the current
     /// process is unrelated), local -> remote address, OLD -> NEW state, and in parentheses the
-    /// time the socket spent in OLD when its entry into OLD was seen.
+    /// time the socket spent in OLD when its entry into OLD was seen (`>=` when the socket
+    /// existed before observer started, so only a lower bound is known).
+    ///
+    /// TIME_WAIT appears as FIN_WAIT2 -> TIME_WAIT and TIME_WAIT -> CLOSE, with the time spent
+    /// and whether the timer expired or the socket was killed early. RSTs appear as their own
+    /// lines: direction, the socket's state, what they mean, and the kernel's reason.
     ///
     /// Filters: values of one option are alternatives, different options must all match.
     #[command(after_help = "Examples:\n  \
@@ -102,9 +111,31 @@ pub struct WatchArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_size)]
     pub ring_buffer_size: u32,
 
-    /// Most sockets whose time in state is tracked at once; sockets beyond it are counted.
-    #[arg(long, value_name = "N", default_value_t = StateClock::DEFAULT_CAPACITY)]
+    /// Most sockets tracked at once (and, separately, most timewait sockets). When full, the
+    /// oldest socket is evicted and counted. About 150 bytes each.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
+
+    /// Most armed timewait timers the kernel side remembers (to recognise their
+    /// cancellation); beyond it a killed TIME_WAIT is noticed only by reconciliation.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TIMEWAIT_TIMERS)]
+    pub max_timewait_timers: u32,
+
+    /// Also print the tracker's state every SECONDS: sockets per state, the CLOSE_WAIT list
+    /// with ages and owners, TIME_WAIT ends, RSTs by meaning, connections closed before
+    /// accept(), and every loss counter.
+    #[arg(long, value_name = "SECONDS")]
+    pub summary: Option<u64>,
+
+    /// Resolve the process holding a CLOSE_WAIT socket (through /proc/PID/fd) once it has been
+    /// in CLOSE_WAIT this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub owner_after: u64,
+
+    /// Compare with sock_diag this often: sockets whose end was lost are dropped, sockets
+    /// whose start was lost are added; both are counted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub reconcile_every: u64,
 }
 
 impl WatchArgs {
@@ -117,6 +148,7 @@ impl WatchArgs {
         WatchOptions {
             load: LoadOptions {
                 ring_buffer_bytes: self.ring_buffer_size,
+                max_timewait_timers: self.max_timewait_timers,
             },
             filter: Filter {
                 ports: self.port,
@@ -129,6 +161,9 @@ impl WatchArgs {
             json: self.json,
             count: self.count,
             max_sockets: self.max_sockets,
+            summary_every: self.summary.map(std::time::Duration::from_secs),
+            owner_after: std::time::Duration::from_secs(self.owner_after),
+            reconcile_every: std::time::Duration::from_secs(self.reconcile_every.max(1)),
         }
     }
 }

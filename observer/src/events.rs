@@ -1,4 +1,4 @@
-//! The stream of decoded transitions: attached probes -> ring buffer -> [`Transition`]s.
+//! The stream of decoded events: attached probes -> ring buffer -> [`Event`]s.
 //!
 //! Shared by every consumer (`observer watch`, the integration tests) so that all of them read,
 //! decode and count losses the same way.
@@ -7,8 +7,8 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    decode::{DecodeError, StateLayout, Transition},
-    load::{KernelLosses, LoadError, LoadOptions, Probes},
+    decode::{DecodeError, Decoder, Event},
+    load::{Features, KernelLosses, LoadError, LoadOptions, Probes},
 };
 
 /// Everything lost between the kernel and the consumer, so far.
@@ -26,22 +26,22 @@ impl Losses {
     }
 }
 
-pub struct TransitionStream {
+pub struct EventStream {
     probes: Probes,
     ring: AsyncFd<RingBuf<MapData>>,
-    decoder: Decoder,
+    decoder: Counting,
 }
 
 /// Decodes records and counts what it receives and what it rejects.
-struct Decoder {
-    layout: StateLayout,
+struct Counting {
+    layout: Decoder,
     received: u64,
     malformed: u64,
     last_error: Option<DecodeError>,
 }
 
-impl Decoder {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Transition>) {
+impl Counting {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Event>) {
         while let Some(item) = ring.next() {
             match self.layout.decode(&item) {
                 Ok(t) => {
@@ -57,7 +57,7 @@ impl Decoder {
     }
 }
 
-impl TransitionStream {
+impl EventStream {
     /// Loads and attaches the probes. Must run inside a tokio runtime.
     pub fn open(options: &LoadOptions) -> Result<Self, LoadError> {
         let mut probes = Probes::load(options)?;
@@ -67,8 +67,8 @@ impl TransitionStream {
         // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, until dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| LoadError::Poll(e.into()))?;
-        let decoder = Decoder {
-            layout: probes.layout(),
+        let decoder = Counting {
+            layout: probes.decoder(),
             received: 0,
             malformed: 0,
             last_error: None,
@@ -80,9 +80,9 @@ impl TransitionStream {
         })
     }
 
-    /// Waits until records are available, then appends every available transition to `out`.
+    /// Waits until records are available, then appends every available event to `out`.
     /// Cancel-safe: nothing is consumed until the ring buffer is readable.
-    pub async fn next_batch(&mut self, out: &mut Vec<Transition>) -> std::io::Result<()> {
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;
         // Cleared before draining, so a record submitted during the drain wakes us again.
         guard.clear_ready();
@@ -92,11 +92,11 @@ impl TransitionStream {
 
     /// Appends what is in the ring buffer now, without waiting (used before exiting so that
     /// nothing already observed is dropped).
-    pub fn drain_now(&mut self, out: &mut Vec<Transition>) {
+    pub fn drain_now(&mut self, out: &mut Vec<Event>) {
         self.decoder.drain(self.ring.get_mut(), out);
     }
 
-    /// Transitions decoded so far.
+    /// Events decoded so far.
     #[must_use]
     pub const fn received(&self) -> u64 {
         self.decoder.received
@@ -105,6 +105,12 @@ impl TransitionStream {
     /// The most recent decoding failure, for the log.
     pub fn take_decode_error(&mut self) -> Option<DecodeError> {
         self.decoder.last_error.take()
+    }
+
+    /// Which optional parts of the observation work on this kernel.
+    #[must_use]
+    pub const fn features(&self) -> &Features {
+        self.probes.features()
     }
 
     pub fn losses(&self) -> Result<Losses, LoadError> {

@@ -126,6 +126,7 @@ fn states(lines: &[Value], port: u64) -> Vec<(String, String)> {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn watch_json_output_is_complete_and_exits_cleanly() {
     if !privileged("watch_json_output_is_complete_and_exits_cleanly") {
         return;
@@ -177,6 +178,9 @@ fn watch_json_output_is_complete_and_exits_cleanly() {
         "task_comm",
         "owner_context",
         "gap",
+        "prev_state_lower_bound",
+        "note",
+        "timewait_timeout_ns",
     ];
     for t in transitions {
         let keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
@@ -197,10 +201,16 @@ fn watch_json_output_is_complete_and_exits_cleanly() {
             pair("SYN_SENT", "ESTABLISHED"),
             pair("ESTABLISHED", "FIN_WAIT1"),
             pair("FIN_WAIT1", "FIN_WAIT2"),
-            pair("FIN_WAIT2", "CLOSE")
+            pair("FIN_WAIT2", "TIME_WAIT")
         ],
-        "client (its CLOSE -> SYN_SENT has local port 0)"
+        "client (its CLOSE -> SYN_SENT has local port 0); its full socket's FIN_WAIT2 -> \
+         CLOSE is shown as what it is: the connection waiting on in a timewait socket"
     );
+    let time_wait = transitions
+        .iter()
+        .find(|t| t["new_state"] == "TIME_WAIT")
+        .unwrap();
+    assert_eq!(time_wait["note"], "timewait_entered", "{time_wait}");
     // Time in the previous state is known for every transition after the first of a socket.
     let timed = transitions
         .iter()

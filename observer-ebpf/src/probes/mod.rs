@@ -1,1 +1,4 @@
+pub mod reset;
+pub mod span;
 pub mod state;
+pub mod timewait;

@@ -13,6 +13,8 @@ pub enum BtfError {
     Unavailable(String),
     #[error("kernel BTF has no member `{path}` in struct {strukt}")]
     NoMember { strukt: String, path: String },
+    #[error("kernel BTF has no enum {0}")]
+    NoEnum(String),
 }
 
 /// Kernel BTF, parsed once.
@@ -45,6 +47,26 @@ impl KernelBtf {
             ty = member_ty;
         }
         Ok(bits / 8)
+    }
+
+    /// The values of enum `name` with their names, e.g. `sk_rst_reason`.
+    pub fn enum_values(&self, name: &str) -> Result<Vec<(u32, String)>, BtfError> {
+        let found = self
+            .0
+            .resolve_types_by_name(name)
+            .ok()
+            .and_then(|types| {
+                types.into_iter().find_map(|t| match t {
+                    Type::Enum(e) => Some(e),
+                    _ => None,
+                })
+            })
+            .ok_or_else(|| BtfError::NoEnum(name.to_owned()))?;
+        Ok(found
+            .members
+            .iter()
+            .map(|m| (m.val(), self.0.resolve_name(m).unwrap_or_default()))
+            .collect())
     }
 
     /// Finds `name` in struct/union `ty`, descending into anonymous members.
@@ -111,5 +133,9 @@ mod tests {
         assert!(btf.offset_of("sock", "__sk_common.skc_net.net").is_ok());
         assert!(btf.offset_of("net", "ns.inum").is_ok());
         assert!(btf.offset_of("sock", "no_such_member").is_err());
+        let states = btf.enum_values("sk_rst_reason").unwrap_or_default();
+        if !states.is_empty() {
+            assert!(states.contains(&(1, "SK_RST_REASON_NO_SOCKET".to_owned())));
+        }
     }
 }

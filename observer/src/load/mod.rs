@@ -3,6 +3,9 @@
 //! First step of the pipeline: load -> decode -> track -> output.
 
 pub mod btf;
+mod configure;
+pub mod kallsyms;
+pub mod kernel_config;
 pub mod privileges;
 pub mod prog_stats;
 pub mod tracefs;
@@ -14,17 +17,21 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use observer_common::{StateProbeConfig, record::Counter};
+use observer_common::record::Counter;
 use thiserror::Error;
 
-use crate::decode::StateLayout;
+use crate::decode::Decoder;
 
 /// The eBPF object built by build.rs from the observer-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
-/// Default ring buffer size: 4 MiB holds about 28,000 transitions, several times what this
+/// Default ring buffer size: 4 MiB holds about 28,000 records, several times what this
 /// machine can produce between two reads even at peak churn.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
+
+/// Default number of armed timewait timers the kernel side remembers: twice Linux's default
+/// `tcp_max_tw_buckets` for a host with 4 GiB or more. About 20 MiB of kernel memory when full.
+pub const DEFAULT_MAX_TIMEWAIT_TIMERS: u32 = 1 << 18;
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -69,47 +76,133 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// Capacity of the kernel-side table of armed timewait timers.
+    pub max_timewait_timers: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            max_timewait_timers: DEFAULT_MAX_TIMEWAIT_TIMERS,
         }
     }
 }
 
-/// Losses counted in the kernel. Every one is a transition that userspace never saw.
+/// Whether an optional part of the observation works on this kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Availability {
+    #[default]
+    Active,
+    /// Off, and why.
+    Unavailable(String),
+}
+
+impl Availability {
+    #[must_use]
+    pub const fn is_active(&self) -> bool {
+        matches!(self, Self::Active)
+    }
+}
+
+/// The optional parts of the observation and whether each one works here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// RSTs sent and received (`tcp:tcp_send_reset`, `tcp:tcp_receive_reset`).
+    pub resets: Availability,
+    /// The kernel says why it sent each RST (Linux 6.10+).
+    pub reset_reasons: bool,
+    /// TIME_WAIT entry and end, through the timewait timer.
+    pub timewait: Availability,
+    /// Whether a socket was ever accepted (`sk->sk_socket` from BTF).
+    pub closed_before_accept: Availability,
+}
+
+/// Losses counted in the kernel. Every one is an event that userspace never saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLosses {
     /// The ring buffer was full (`--ring-buffer-size` too small for the load).
     pub ring_buffer_full: u64,
     /// The tracepoint record could not be read.
     pub read_failed: u64,
-    /// The kernel skipped the program because another tracing program was running on that CPU.
+    /// The kernel skipped a transition or reset program because another tracing program was
+    /// running on that CPU.
     pub recursion_misses: u64,
+    /// The same for the timer programs. Most of these runs would have been for other timers
+    /// than timewait ones, so this is an upper bound of timewait events missed.
+    pub timer_recursion_misses: u64,
+    /// Timewait timers the kernel-side table had no room for: their cancellation is not seen.
+    pub timewait_table_full: u64,
 }
 
 impl KernelLosses {
+    /// Events certainly lost (the timer upper bound is not included).
     #[must_use]
     pub const fn total(&self) -> u64 {
         self.ring_buffer_full + self.read_failed + self.recursion_misses
     }
 }
 
+/// One program of the object: its name, tracepoint, and whether the observation needs it.
+struct ProgramSpec {
+    name: &'static str,
+    category: &'static str,
+    required: bool,
+    timer: bool,
+}
+
+const PROGRAMS: [ProgramSpec; 6] = [
+    ProgramSpec {
+        name: "inet_sock_set_state",
+        category: "sock",
+        required: true,
+        timer: false,
+    },
+    ProgramSpec {
+        name: "tcp_send_reset",
+        category: "tcp",
+        required: false,
+        timer: false,
+    },
+    ProgramSpec {
+        name: "tcp_receive_reset",
+        category: "tcp",
+        required: false,
+        timer: false,
+    },
+    ProgramSpec {
+        name: "timer_start",
+        category: "timer",
+        required: false,
+        timer: true,
+    },
+    ProgramSpec {
+        name: "timer_cancel",
+        category: "timer",
+        required: false,
+        timer: true,
+    },
+    ProgramSpec {
+        name: "timer_expire_entry",
+        category: "timer",
+        required: false,
+        timer: true,
+    },
+];
+
 /// The attached programs. Dropping this detaches them.
 pub struct Probes {
     ebpf: Ebpf,
-    layout: StateLayout,
+    decoder: Decoder,
+    features: Features,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
 }
 
-const STATE_PROGRAM: &str = "inet_sock_set_state";
-
 impl Probes {
-    /// Checks privileges and kernel support, reads the tracepoint layout, loads the programs
-    /// and attaches them. Errors say what the user can do about them.
+    /// Checks privileges and kernel support, reads the tracepoint layouts, loads the programs
+    /// and attaches them. Errors say what the user can do about them; optional parts that this
+    /// kernel lacks are switched off with a warning (see [`Probes::features`]).
     pub fn load(options: &LoadOptions) -> Result<Self, LoadError> {
         privileges::check_capabilities()?;
         privileges::check_ring_buffer_support()?;
@@ -118,39 +211,59 @@ impl Probes {
             return Err(LoadError::RingBufferSize(size));
         }
         let tracefs = tracefs::ensure_mounted()?;
-        let format = tracefs::Format::read(&tracefs, "sock", STATE_PROGRAM)?;
-        let (layout, mut config) = StateLayout::from_format(&format)?;
-        resolve_netns_offsets(&mut config);
+        let plan = configure::plan(&tracefs)?;
         raise_memlock_limit();
 
-        let mut ebpf = EbpfLoader::new()
-            .override_global("STATE_PROBE_CONFIG", &config, true)
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("STATE_PROBE_CONFIG", &plan.state, true)
             .map_max_entries("EVENTS", size)
-            .load(EBPF_OBJECT)
-            .map_err(LoadError::Load)?;
+            .map_max_entries("TW_TIMERS", options.max_timewait_timers.max(1));
+        if let Some(cfg) = &plan.send_reset {
+            loader.override_global("SEND_RESET_CONFIG", cfg, true);
+        }
+        if let Some(cfg) = &plan.receive_reset {
+            loader.override_global("RECEIVE_RESET_CONFIG", cfg, true);
+        }
+        if let Some(cfg) = &plan.timer {
+            loader.override_global("TIMER_PROBE_CONFIG", cfg, true);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
         start_ebpf_logger(&mut ebpf);
-        let program: &mut TracePoint = ebpf
-            .program_mut(STATE_PROGRAM)
-            .ok_or(LoadError::Program {
-                name: STATE_PROGRAM,
-                source: ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                name: STATE_PROGRAM,
-                source,
-            })?;
-        program.load().map_err(|source| LoadError::Program {
-            name: STATE_PROGRAM,
-            source,
-        })?;
-        program
-            .attach("sock", STATE_PROGRAM)
-            .map_err(|source| LoadError::Attach {
-                category: "sock",
-                name: STATE_PROGRAM,
-                source,
-            })?;
+
+        let mut features = plan.features;
+        let wanted = |spec: &ProgramSpec| match spec.name {
+            "tcp_send_reset" => plan.send_reset.is_some(),
+            "tcp_receive_reset" => plan.receive_reset.is_some(),
+            _ if spec.timer => plan.timer.is_some(),
+            _ => true,
+        };
+        for spec in PROGRAMS.iter().filter(|s| wanted(s)) {
+            match attach(&mut ebpf, spec) {
+                Ok(()) => {}
+                Err(e) if spec.required => return Err(e),
+                Err(e) => {
+                    let slot = if spec.timer {
+                        &mut features.timewait
+                    } else {
+                        &mut features.resets
+                    };
+                    *slot = Availability::Unavailable(e.to_string());
+                }
+            }
+        }
+        if let Availability::Unavailable(why) = &features.resets {
+            log::warn!("RSTs will not be observed: {why}");
+        }
+        if let Availability::Unavailable(why) = &features.timewait {
+            log::warn!("TIME_WAIT will not be observed: {why}");
+        }
+        if let Availability::Unavailable(why) = &features.closed_before_accept {
+            log::warn!("connections closed before accept() will not be told apart: {why}");
+        }
+        if features.resets.is_active() && !features.reset_reasons {
+            log::info!("this kernel does not say why it sends RSTs (Linux 6.10+ does)");
+        }
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(LoadError::Map {
@@ -171,7 +284,8 @@ impl Probes {
             })?;
         Ok(Self {
             ebpf,
-            layout,
+            decoder: plan.decoder,
+            features,
             counters,
             events: Some(events),
         })
@@ -179,8 +293,14 @@ impl Probes {
 
     /// How to decode this kernel's records.
     #[must_use]
-    pub const fn layout(&self) -> StateLayout {
-        self.layout
+    pub fn decoder(&self) -> Decoder {
+        self.decoder.clone()
+    }
+
+    /// Which optional parts of the observation work on this kernel.
+    #[must_use]
+    pub const fn features(&self) -> &Features {
+        &self.features
     }
 
     /// The ring buffer the programs write to; can be taken once.
@@ -188,7 +308,7 @@ impl Probes {
         self.events.take()
     }
 
-    /// Transitions the kernel side could not deliver, so far.
+    /// Events the kernel side could not deliver, so far.
     pub fn losses(&self) -> Result<KernelLosses, LoadError> {
         let sum = |counter: Counter| -> Result<u64, LoadError> {
             let values =
@@ -200,40 +320,50 @@ impl Probes {
                     })?;
             Ok(values.iter().sum())
         };
-        let mut recursion_misses = 0;
-        for (_, program) in self.ebpf.programs() {
-            let fd = program.fd().map_err(|source| LoadError::Program {
-                name: STATE_PROGRAM,
-                source,
-            })?;
-            recursion_misses += prog_stats::read(fd.as_fd())
+        let (mut recursion_misses, mut timer_recursion_misses) = (0, 0);
+        for spec in &PROGRAMS {
+            // Programs this kernel could not attach have no fd and no statistics.
+            let Some(Ok(fd)) = self.ebpf.program(spec.name).map(|p| p.fd()) else {
+                continue;
+            };
+            let misses = prog_stats::read(fd.as_fd())
                 .map_err(LoadError::Stats)?
                 .recursion_misses;
+            if spec.timer {
+                timer_recursion_misses += misses;
+            } else {
+                recursion_misses += misses;
+            }
         }
         Ok(KernelLosses {
             ring_buffer_full: sum(Counter::RingbufFull)?,
             read_failed: sum(Counter::ReadFailed)?,
             recursion_misses,
+            timer_recursion_misses,
+            timewait_table_full: sum(Counter::TimewaitTableFull)?,
         })
     }
 }
 
-/// Fills in the `struct sock` -> netns inode offsets from BTF. Without BTF the probes still
-/// work; events then carry no network namespace, and the user is told once.
-fn resolve_netns_offsets(config: &mut StateProbeConfig) {
-    let resolved = btf::KernelBtf::load().and_then(|btf| {
-        Ok((
-            btf.offset_of("sock", "__sk_common.skc_net.net")?,
-            btf.offset_of("net", "ns.inum")?,
-        ))
-    });
-    match resolved {
-        Ok((sock_net, inum)) => {
-            config.sock_net_offset = sock_net;
-            config.net_inum_offset = inum;
-        }
-        Err(e) => log::warn!("network namespaces will not be reported: {e}"),
-    }
+fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
+    let program_error = |source| LoadError::Program {
+        name: spec.name,
+        source,
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut(spec.name)
+        .ok_or(program_error(ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(program_error)?;
+    program.load().map_err(program_error)?;
+    program
+        .attach(spec.category, spec.name)
+        .map_err(|source| LoadError::Attach {
+            category: spec.category,
+            name: spec.name,
+            source,
+        })?;
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; lift it so loading does not fail

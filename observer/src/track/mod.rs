@@ -1,5 +1,525 @@
-//! Per-socket state kept between transitions.
+//! The connection tracker: fed decoded events, queried for state. Pure: no I/O, no clock of
+//! its own (time comes from the events and from [`Tracker::advance`]), so recorded event
+//! sequences test it exactly.
+//!
+//! Third step of the pipeline: load -> decode -> track -> output.
 
-pub mod state_clock;
+pub mod durations;
+mod report;
+pub mod resets;
+mod seed;
+mod table;
+mod timewait;
 
-pub use state_clock::{Observation, Owner, StateClock};
+use std::net::SocketAddr;
+
+use observer_common::TcpState;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+pub use report::{Note, Observation, Report, TimewaitEnd};
+pub use seed::{ReconcileOutcome, SeedSocket};
+
+use crate::decode::{Event, Family, Reset, Task, Transition};
+use durations::StateDurations;
+use resets::{Preceding, ResetClass, classify};
+use table::{Conn, LAST_IN_OWNER, NEVER_ACCEPTED, OWNER_FROM_FD, PASSIVE, SEEDED, Table};
+use timewait::Timewaits;
+
+/// Default cap on tracked sockets (and, separately, on tracked timewait sockets).
+pub const DEFAULT_MAX_SOCKETS: usize = 1 << 20;
+
+/// How long a just-closed socket is remembered, to explain an RST that follows its close and to
+/// notice a close that should have left a timewait socket. Also the grace for a timewait
+/// timer's cancel to be followed by its restart or expiry.
+pub const GRACE_NS: u64 = 1_000_000_000;
+
+/// At most this many just-closed sockets are remembered (their entries are small).
+const RECENT_CAPACITY: usize = 1 << 16;
+
+/// At most this many (namespace, listening port) pairs get their own closed-before-accept
+/// count; the rest are added to an overflow count.
+const LISTENER_PORTS_CAPACITY: usize = 4096;
+
+/// A connection's identity on the wire: namespace (0 when unknown) and both ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Tuple {
+    #[must_use]
+    pub fn family(&self) -> Family {
+        if self.local.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }
+    }
+
+    fn of(t: &Transition) -> Self {
+        Self {
+            netns: t.netns.unwrap_or(0),
+            local: t.local,
+            remote: t.remote,
+        }
+    }
+}
+
+/// Counters of what the tracker could not know, and of what it did about it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerStats {
+    /// Transitions proving that an earlier one was missed (the state is repaired).
+    pub gaps: u64,
+    /// Sockets evicted because the table was full (oldest first).
+    pub evicted: u64,
+    /// Timewait sockets not tracked because their table was full.
+    pub timewait_untracked: u64,
+    /// Sockets learnt from sock_diag (start-up seeding and reconciliation).
+    pub seeded: u64,
+    /// Sockets dropped because sock_diag no longer lists them: their end was lost.
+    pub reconciled_stale: u64,
+    /// Timewait sockets whose end was not seen (dropped by reconciliation, or their timer
+    /// reused by another).
+    pub timewait_end_lost: u64,
+    /// Connections that should have left a timewait socket and did not.
+    pub timewait_missing: u64,
+    /// Timewait sockets whose full socket's close was not seen.
+    pub timewait_unlinked: u64,
+    /// Timewait timer restarts.
+    pub timewait_restarted: u64,
+    /// Timewait sockets found at their end in another substate than last seen (FIN_WAIT2 ->
+    /// TIME_WAIT on a FIN from a remote peer that left the timer in its wheel bucket): their
+    /// TIME_WAIT time includes the FIN_WAIT2 wait before it.
+    pub timewait_substate_unseen: u64,
+    /// Closed-before-accept counts that did not fit the per-port table.
+    pub closed_before_accept_overflow: u64,
+    /// Sockets tracked now.
+    pub tracked_sockets: usize,
+    /// Timewait sockets tracked now.
+    pub tracked_timewait: usize,
+}
+
+/// Why a never-accepted connection ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NeverAccepted {
+    /// ESTABLISHED -> CLOSE_WAIT in the accept queue: the client gave up and closed.
+    pub peer_closed: u64,
+    /// ESTABLISHED -> CLOSE in the accept queue: the client reset it.
+    pub peer_reset: u64,
+}
+
+/// A socket in CLOSE_WAIT: the peer closed, the application has not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseWaitEntry {
+    /// Tracker key (kernel socket address, or a sock_diag cookie for seeded sockets).
+    pub key: u64,
+    pub tuple: Tuple,
+    /// `CLOCK_MONOTONIC` ns when it entered CLOSE_WAIT (or was first seen, with `lower_bound`).
+    pub since_ns: u64,
+    pub lower_bound: bool,
+    pub owner: Option<Task>,
+    /// Whether `owner` is the process holding the file descriptor (resolved through /proc).
+    pub owner_from_fd: bool,
+}
+
+/// RST counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResetCounts {
+    /// `[sent, received][class index]`.
+    by_class: [[u64; ResetClass::ALL.len()]; 2],
+    /// Sent RSTs by the kernel's reason code.
+    pub by_reason: FxHashMap<u32, u64>,
+}
+
+impl ResetCounts {
+    #[must_use]
+    pub fn get(&self, direction: crate::decode::ResetDirection, class: ResetClass) -> u64 {
+        self.by_class[direction as usize][class.index()]
+    }
+}
+
+/// A socket that closed within the last [`GRACE_NS`].
+#[derive(Clone, Copy, Debug)]
+struct Closed {
+    preceding: Preceding,
+    at_ns: u64,
+    owner: Option<Task>,
+    /// Closed from FIN_WAIT2/CLOSING: a timewait socket should exist.
+    expects_timewait: bool,
+    reset: bool,
+}
+
+pub struct Tracker {
+    sockets: Table,
+    timewaits: Timewaits,
+    /// Sockets known from sock_diag by their tuple, until their first transition names them.
+    seeded_by_tuple: FxHashMap<Tuple, u64>,
+    next_seed_key: u64,
+    recent: FxHashMap<u64, Closed>,
+    recent_order: VecDeque<(u64, u64)>,
+    /// Listening sockets' owners, inherited by the connections they accept.
+    listeners: FxHashMap<(u32, u16), Task>,
+    states: [u64; 12],
+    durations: StateDurations,
+    resets: ResetCounts,
+    never_accepted: FxHashMap<(u32, u16), NeverAccepted>,
+    stats: TrackerStats,
+    now_ns: u64,
+}
+
+impl Tracker {
+    #[must_use]
+    pub fn new(max_sockets: usize) -> Self {
+        Self {
+            sockets: Table::new(max_sockets),
+            timewaits: Timewaits::new(max_sockets),
+            seeded_by_tuple: FxHashMap::default(),
+            next_seed_key: 1,
+            recent: FxHashMap::default(),
+            recent_order: VecDeque::new(),
+            listeners: FxHashMap::default(),
+            states: [0; 12],
+            durations: StateDurations::default(),
+            resets: ResetCounts::default(),
+            never_accepted: FxHashMap::default(),
+            stats: TrackerStats::default(),
+            now_ns: 0,
+        }
+    }
+
+    /// Feeds one event; what is worth showing about it is appended to `out`.
+    pub fn apply(&mut self, event: &Event, out: &mut Vec<Report>) {
+        self.now_ns = self.now_ns.max(event.mono_ns());
+        match event {
+            Event::Transition(t) => self.transition(t, out),
+            Event::Reset(r) => self.reset(r, out),
+            Event::Timewait(t) => self.timewait_timer(t, out),
+        }
+    }
+
+    /// Moves time forward to `now_ns` (`CLOCK_MONOTONIC`): concludes what waited for a grace
+    /// period (a timewait timer cancelled and not restarted was killed; a close that left no
+    /// timewait socket). Call it after draining the ring buffer.
+    pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Report>) {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.expire_timewait_cancels(out);
+        while let Some(&(key, closed_ns)) = self.recent_order.front() {
+            if self.now_ns.saturating_sub(closed_ns) < GRACE_NS
+                && self.recent_order.len() <= RECENT_CAPACITY
+            {
+                break;
+            }
+            self.recent_order.pop_front();
+            if let Some(c) = self.recent.get(&key).copied()
+                && c.at_ns == closed_ns
+            {
+                self.recent.remove(&key);
+                if c.expects_timewait && !c.reset {
+                    self.stats.timewait_missing += 1;
+                }
+            }
+        }
+    }
+
+    fn count_state(&mut self, state: TcpState, delta: i64) {
+        let slot = &mut self.states[state as usize - 1];
+        *slot = slot.saturating_add_signed(delta);
+    }
+
+    fn transition(&mut self, t: &Transition, out: &mut Vec<Report>) {
+        let tuple = Tuple::of(t);
+        let new_socket =
+            t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv);
+        if self.sockets.get(t.sock).is_none() && !new_socket {
+            self.adopt_seeded(t.sock, &tuple);
+        }
+        let known = if new_socket {
+            // A socket address seen again from CLOSE is a new socket (the old one was freed).
+            if let Some(old) = self.sockets.remove(t.sock) {
+                self.count_state(old.state, -1);
+            }
+            None
+        } else {
+            self.sockets.get(t.sock).copied()
+        };
+        let gap = known.is_some_and(|c| c.state != t.old);
+        if gap {
+            self.stats.gaps += 1;
+        }
+        let lower_bound = known.is_some_and(|c| c.has(SEEDED) && c.state == t.old);
+        let previous_state_ns = known
+            .filter(|_| !gap)
+            .map(|c| t.mono_ns.saturating_sub(c.since_ns));
+        let expects_timewait =
+            t.new == TcpState::Close && matches!(t.old, TcpState::FinWait2 | TcpState::Closing);
+        if let Some(ns) = previous_state_ns
+            && !lower_bound
+            && !expects_timewait
+        {
+            self.durations.record(t.old, ns);
+        }
+        let owner = self.owner_of(t, known);
+        if t.old == TcpState::CloseWait && t.new == TcpState::LastAck {
+            self.peer_sent_fin(t, out);
+        }
+        let (flags, mut note) = self.flags_of(t, known);
+
+        if let Some(c) = known {
+            self.count_state(c.state, -1);
+        }
+        if t.new == TcpState::Close {
+            self.sockets.remove(t.sock);
+            if expects_timewait {
+                if self.link_timewait(t, owner, known, out) {
+                    return;
+                }
+                if let Some(ns) = previous_state_ns
+                    && !lower_bound
+                {
+                    self.durations.record(t.old, ns);
+                }
+                note = Some(Note::NoTimewait);
+            }
+            self.remember_closed(
+                t.sock,
+                Closed {
+                    preceding: Preceding {
+                        old: t.old,
+                        new: t.new,
+                        owner_context: t.owner_context,
+                    },
+                    at_ns: t.mono_ns,
+                    owner,
+                    expects_timewait,
+                    reset: false,
+                },
+            );
+        } else {
+            self.count_state(t.new, 1);
+            let conn = Conn {
+                state: t.new,
+                prev: t.old,
+                flags,
+                generation: 0,
+                since_ns: t.mono_ns,
+                first_ns: known.map_or(t.mono_ns, |c| c.first_ns),
+                owner,
+                tuple,
+            };
+            if let Some(slot) = self.sockets.get_mut(t.sock) {
+                *slot = Conn {
+                    generation: slot.generation,
+                    ..conn
+                };
+            } else if let Some(evicted) = self.sockets.insert(t.sock, conn) {
+                self.stats.evicted += 1;
+                self.count_state(evicted.state, -1);
+            }
+        }
+        out.push(Report::Transition {
+            transition: *t,
+            seen: Observation {
+                previous_state_ns,
+                lower_bound,
+                owner,
+                gap,
+            },
+            note,
+        });
+    }
+
+    /// The socket's owner after `t`: the task itself when it drove the transition, else what
+    /// was known (for an accepted child: its listener's owner). Keeps the listener index.
+    fn owner_of(&mut self, t: &Transition, known: Option<Conn>) -> Option<Task> {
+        let key = (t.netns.unwrap_or(0), t.local.port());
+        let inherited = known.and_then(|c| c.owner).or_else(|| {
+            (t.new == TcpState::SynRecv)
+                .then(|| self.listeners.get(&key).copied())
+                .flatten()
+        });
+        let owner_from_fd = known.is_some_and(|c| c.has(OWNER_FROM_FD));
+        let owner = if t.owner_context && !owner_from_fd {
+            Some(t.task)
+        } else {
+            inherited
+        };
+        match (t.old, t.new) {
+            (_, TcpState::Listen) => {
+                if let Some(o) = owner {
+                    self.listeners.insert(key, o);
+                }
+            }
+            (TcpState::Listen, TcpState::Close) => {
+                self.listeners.remove(&key);
+            }
+            _ => {}
+        }
+        owner
+    }
+
+    /// The socket's flags after `t`, counting a connection closed before accept().
+    fn flags_of(&mut self, t: &Transition, known: Option<Conn>) -> (u8, Option<Note>) {
+        let mut note = None;
+        let mut flags = known.map_or(0, |c| c.flags & !LAST_IN_OWNER);
+        if t.owner_context {
+            flags |= LAST_IN_OWNER;
+        }
+        if matches!(t.new, TcpState::SynRecv) || matches!(t.old, TcpState::SynRecv) {
+            flags |= PASSIVE;
+        }
+        // No `struct socket` yet on a connection the peer ended: it sat in the accept queue.
+        if t.old == TcpState::Established
+            && t.has_socket == Some(false)
+            && !t.owner_context
+            && flags & NEVER_ACCEPTED == 0
+            && matches!(t.new, TcpState::CloseWait | TcpState::Close)
+        {
+            flags |= NEVER_ACCEPTED;
+            note = Some(Note::ClosedBeforeAccept);
+            let netns = t.netns.unwrap_or(0);
+            self.count_never_accepted(netns, t.local.port(), t.new == TcpState::Close);
+        }
+        (flags, note)
+    }
+
+    fn count_never_accepted(&mut self, netns: u32, port: u16, reset: bool) {
+        let full = self.never_accepted.len() >= LISTENER_PORTS_CAPACITY;
+        let slot = if full && !self.never_accepted.contains_key(&(netns, port)) {
+            self.stats.closed_before_accept_overflow += 1;
+            return;
+        } else {
+            self.never_accepted.entry((netns, port)).or_default()
+        };
+        if reset {
+            slot.peer_reset += 1;
+        } else {
+            slot.peer_closed += 1;
+        }
+    }
+
+    fn remember_closed(&mut self, sock: u64, closed: Closed) {
+        self.recent.insert(sock, closed);
+        self.recent_order.push_back((sock, closed.at_ns));
+    }
+
+    fn reset(&mut self, r: &Reset, out: &mut Vec<Report>) {
+        let live = r.sock.and_then(|s| self.sockets.get(s).copied());
+        let closed = r.sock.and_then(|s| self.recent.get_mut(&s));
+        let (preceding, owner) = match (live, closed) {
+            (Some(c), _) => (
+                Some(Preceding {
+                    old: c.prev,
+                    new: c.state,
+                    owner_context: c.has(LAST_IN_OWNER),
+                }),
+                c.owner,
+            ),
+            (None, Some(c)) => {
+                c.reset = true;
+                (Some(c.preceding), c.owner)
+            }
+            (None, None) => (None, None),
+        };
+        let state = r
+            .state
+            .or(live.map(|c| c.state))
+            .or(preceding.map(|p| p.new));
+        let class = classify(r.direction, r.sock.is_some(), r.reason, state, preceding);
+        self.resets.by_class[r.direction as usize][class.index()] += 1;
+        if let Some(reason) = r.reason {
+            *self.resets.by_reason.entry(reason.0).or_default() += 1;
+        }
+        out.push(Report::Reset {
+            reset: *r,
+            state,
+            class,
+            owner,
+        });
+    }
+
+    // ----- queries -----
+
+    /// Sockets now in each state (index: kernel value - 1). Timewait sockets count under
+    /// TIME_WAIT, or FIN_WAIT2 for an orphaned FIN_WAIT2 waiting in one, as `ss` shows them.
+    #[must_use]
+    pub fn counts_by_state(&self) -> [u64; 12] {
+        let mut counts = self.states;
+        for (substate, n) in self.timewaits.counts() {
+            counts[substate as usize - 1] += n;
+        }
+        counts
+    }
+
+    /// Every socket now in CLOSE_WAIT, oldest first.
+    #[must_use]
+    pub fn close_wait(&self) -> Vec<CloseWaitEntry> {
+        let mut list: Vec<CloseWaitEntry> = self
+            .sockets
+            .iter()
+            .filter(|(_, c)| c.state == TcpState::CloseWait)
+            .map(|(key, c)| CloseWaitEntry {
+                key,
+                tuple: c.tuple,
+                since_ns: c.since_ns,
+                lower_bound: c.has(SEEDED),
+                owner: c.owner,
+                owner_from_fd: c.has(OWNER_FROM_FD),
+            })
+            .collect();
+        list.sort_by_key(|e| e.since_ns);
+        list
+    }
+
+    /// Records the process holding a socket's file descriptor (resolved through /proc).
+    pub fn set_owner_from_fd(&mut self, key: u64, owner: Task) {
+        if let Some(c) = self.sockets.get_mut(key) {
+            c.owner = Some(owner);
+            c.flags |= OWNER_FROM_FD;
+        }
+    }
+
+    #[must_use]
+    pub const fn durations(&self) -> &StateDurations {
+        &self.durations
+    }
+
+    #[must_use]
+    pub const fn resets(&self) -> &ResetCounts {
+        &self.resets
+    }
+
+    /// Connections closed before accept(), by (network namespace, listening port).
+    #[must_use]
+    pub fn closed_before_accept(&self) -> Vec<((u32, u16), NeverAccepted)> {
+        let mut v: Vec<_> = self.never_accepted.iter().map(|(k, v)| (*k, *v)).collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// How timewait sockets ended so far: (expired, killed).
+    #[must_use]
+    pub const fn timewait_ends(&self) -> (u64, u64) {
+        self.timewaits.ends()
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> TrackerStats {
+        TrackerStats {
+            tracked_sockets: self.sockets.len(),
+            tracked_timewait: self.timewaits.len(),
+            ..self.stats
+        }
+    }
+
+    /// Heap bytes held by the socket tables, estimated from their capacities.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.sockets.heap_bytes() + self.timewaits.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests;

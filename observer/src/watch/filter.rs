@@ -6,7 +6,7 @@
 use ipnet::IpNet;
 use observer_common::TcpState;
 
-use crate::decode::{Family, Transition};
+use crate::decode::{Family, Reset, Transition};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -27,27 +27,59 @@ impl Filter {
     /// Whether `t`, owned by `owner_pid` when known, passes.
     #[must_use]
     pub fn matches(&self, t: &Transition, owner_pid: Option<u32>) -> bool {
+        self.matches_parts(
+            (t.local, t.remote),
+            &[t.old, t.new],
+            owner_pid,
+            t.family,
+            t.netns,
+        )
+    }
+
+    /// Whether an RST on a socket in `state` passes (`--state` matches the socket's state).
+    #[must_use]
+    pub fn matches_reset(
+        &self,
+        r: &Reset,
+        state: Option<TcpState>,
+        owner_pid: Option<u32>,
+    ) -> bool {
+        let states: &[TcpState] = match &state {
+            Some(s) => std::slice::from_ref(s),
+            None => &[],
+        };
+        self.matches_parts((r.local, r.remote), states, owner_pid, r.family, r.netns)
+    }
+
+    fn matches_parts(
+        &self,
+        (local, remote): (std::net::SocketAddr, std::net::SocketAddr),
+        states: &[TcpState],
+        owner_pid: Option<u32>,
+        family: Family,
+        netns: Option<u32>,
+    ) -> bool {
         let any = |empty: bool, hit: bool| empty || hit;
         any(
             self.ports.is_empty(),
             self.ports
                 .iter()
-                .any(|p| *p == t.local.port() || *p == t.remote.port()),
+                .any(|p| *p == local.port() || *p == remote.port()),
         ) && any(
             self.nets.is_empty(),
             self.nets
                 .iter()
-                .any(|n| n.contains(&t.local.ip()) || n.contains(&t.remote.ip())),
+                .any(|n| n.contains(&local.ip()) || n.contains(&remote.ip())),
         ) && any(
             self.states.is_empty(),
-            self.states.iter().any(|s| *s == t.old || *s == t.new),
+            self.states.iter().any(|s| states.contains(s)),
         ) && any(
             self.pids.is_empty(),
             owner_pid.is_some_and(|p| self.pids.contains(&p)),
-        ) && self.family.is_none_or(|f| f == t.family)
+        ) && self.family.is_none_or(|f| f == family)
             && any(
                 self.netns.is_empty(),
-                t.netns.is_some_and(|n| self.netns.contains(&n)),
+                netns.is_some_and(|n| self.netns.contains(&n)),
             )
     }
 }
@@ -76,6 +108,7 @@ mod tests {
             netns: Some(77),
             task: Task::new(5, 5, [0; 16]),
             owner_context: false,
+            has_socket: None,
         }
     }
 

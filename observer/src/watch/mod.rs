@@ -3,7 +3,12 @@
 pub mod filter;
 pub mod render;
 
-use std::io::{self, IsTerminal as _, Write as _};
+mod summary;
+
+use std::{
+    io::{self, IsTerminal as _, Write as _},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -11,22 +16,29 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     decode::Transition,
-    events::{Losses, TransitionStream},
+    events::{EventStream, Losses},
+    inventory::{Inventory, mono_now_ns},
     load::LoadOptions,
-    track::StateClock,
+    track::{Note, Observation, Report, Tracker, TrackerStats},
 };
 pub use filter::Filter;
-use render::{JsonTransition, WallClock};
+use render::{JsonReset, JsonTransition, WallClock};
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
     pub load: LoadOptions,
     pub filter: Filter,
     pub json: bool,
-    /// Exit after this many transitions have been shown.
+    /// Exit after this many lines (transitions and RSTs) have been shown.
     pub count: Option<u64>,
-    /// Sockets whose state entry times are kept, for the time-in-state column.
+    /// Most sockets tracked at once.
     pub max_sockets: usize,
+    /// Print the tracker's state this often.
+    pub summary_every: Option<Duration>,
+    /// Resolve CLOSE_WAIT owners through /proc after this long in CLOSE_WAIT.
+    pub owner_after: Duration,
+    /// Reconcile with sock_diag this often.
+    pub reconcile_every: Duration,
 }
 
 /// Loss counters as they appear in the JSON stream (`"type": "loss"` records and the summary).
@@ -37,6 +49,11 @@ struct LossCounts {
     lost_recursion_misses: u64,
     lost_read_failed: u64,
     malformed: u64,
+    /// Upper bound of timewait timer events missed (most skipped timer runs were for other
+    /// timers); not part of `lost_total`.
+    timer_recursion_misses: u64,
+    /// Timewait timers the kernel-side table had no room for.
+    timewait_table_full: u64,
 }
 
 impl From<Losses> for LossCounts {
@@ -47,6 +64,8 @@ impl From<Losses> for LossCounts {
             lost_recursion_misses: l.kernel.recursion_misses,
             lost_read_failed: l.kernel.read_failed,
             malformed: l.malformed,
+            timer_recursion_misses: l.kernel.timer_recursion_misses,
+            timewait_table_full: l.kernel.timewait_table_full,
         }
     }
 }
@@ -70,15 +89,17 @@ struct Summary {
     #[serde(flatten)]
     losses: LossCounts,
     gaps: u64,
-    untracked_sockets: u64,
+    evicted_sockets: u64,
+    #[serde(skip)]
+    tracker: TrackerStats,
 }
 
 impl Summary {
     fn sentence(&self) -> String {
         let l = &self.losses;
         format!(
-            "{} transitions received, {} shown; lost {} (ring buffer full {}, recursion misses {}, \
-             unreadable {}), malformed {}, gaps {}, untracked sockets {}",
+            "{} events received, {} shown; lost {} (ring buffer full {}, recursion misses {}, \
+             unreadable {}), malformed {}, gaps {}, evicted sockets {}, seeded {}, stale {}",
             self.received,
             self.shown,
             l.lost_total,
@@ -87,7 +108,9 @@ impl Summary {
             l.lost_read_failed,
             l.malformed,
             self.gaps,
-            self.untracked_sockets
+            self.evicted_sockets,
+            self.tracker.seeded,
+            self.tracker.reconciled_stale,
         )
     }
 }
@@ -103,12 +126,72 @@ struct Output {
 }
 
 impl Output {
-    fn transition(&mut self, t: &Transition, seen: &crate::track::Observation) -> io::Result<()> {
+    fn stdout(json: bool) -> Self {
+        Self {
+            out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+            json,
+            color: !json && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            wall: WallClock::now(),
+            tz: jiff::tz::TimeZone::system(),
+            own_netns: own_netns(),
+        }
+    }
+
+    fn report(&mut self, report: &Report) -> io::Result<()> {
+        match report {
+            Report::Transition {
+                transition,
+                seen,
+                note,
+            } => self.transition(transition, seen, *note),
+            Report::Reset {
+                reset,
+                state,
+                class,
+                owner,
+            } => {
+                if self.json {
+                    let json = JsonReset::new(reset, *state, *class, owner.as_ref(), &self.wall);
+                    serde_json::to_writer(&mut self.out, &json)?;
+                    self.out.write_all(b"\n")
+                } else {
+                    let line = render::reset_line(
+                        reset,
+                        *state,
+                        *class,
+                        owner.as_ref(),
+                        &self.wall,
+                        &self.tz,
+                        self.own_netns,
+                    );
+                    writeln!(self.out, "{line}")
+                }
+            }
+        }
+    }
+
+    fn transition(
+        &mut self,
+        t: &Transition,
+        seen: &Observation,
+        note: Option<Note>,
+    ) -> io::Result<()> {
         if self.json {
-            serde_json::to_writer(&mut self.out, &JsonTransition::new(t, seen, &self.wall))?;
+            serde_json::to_writer(
+                &mut self.out,
+                &JsonTransition::new(t, seen, note, &self.wall),
+            )?;
             self.out.write_all(b"\n")
         } else {
-            let line = render::text_line(t, seen, &self.wall, &self.tz, self.own_netns, self.color);
+            let line = render::text_line(
+                t,
+                seen,
+                note,
+                &self.wall,
+                &self.tz,
+                self.own_netns,
+                self.color,
+            );
             writeln!(self.out, "{line}")
         }
     }
@@ -126,33 +209,63 @@ fn own_netns() -> Option<u32> {
     u32::try_from(ino).ok()
 }
 
-/// Runs until Ctrl-C, SIGTERM, `--count` transitions, or a closed stdout.
+/// Whether a report passes the filter.
+fn shown(filter: &Filter, report: &Report) -> bool {
+    match report {
+        Report::Transition {
+            transition, seen, ..
+        } => filter.matches(transition, seen.owner.map(|o| o.pid)),
+        Report::Reset {
+            reset,
+            state,
+            owner,
+            ..
+        } => filter.matches_reset(reset, *state, owner.map(|o| o.pid)),
+    }
+}
+
+/// A sock_diag dump running on a blocking thread.
+type PendingDump = tokio::task::JoinHandle<Inventory>;
+
+/// Runs until Ctrl-C, SIGTERM, `--count` lines, or a closed stdout.
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
-    let mut stream = TransitionStream::open(&options.load)?;
-    let mut clock = StateClock::new(options.max_sockets);
-    let mut output = Output {
-        out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
-        json: options.json,
-        color: !options.json
-            && io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none(),
-        wall: WallClock::now(),
-        tz: jiff::tz::TimeZone::system(),
-        own_netns: own_netns(),
-    };
+    let mut stream = EventStream::open(&options.load)?;
+    let mut tracker = Tracker::new(options.max_sockets);
+    let mut output = Output::stdout(options.json);
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    eprintln!("observer: watching TCP state transitions; Ctrl-C stops");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reconcile = tokio::time::interval(options.reconcile_every);
+    reconcile.tick().await; // the first dump is the start-up seed below
+    let mut summary_tick =
+        tokio::time::interval(options.summary_every.unwrap_or(Duration::MAX / 4));
+    summary_tick.tick().await;
+
+    // Seed before showing anything: sockets that existed before the programs attached.
+    let seed = tokio::task::spawn_blocking(Inventory::take)
+        .await
+        .context("the sock_diag dump panicked")?;
+    let mut batch = Vec::with_capacity(1024);
+    let mut reports = Vec::with_capacity(1024);
+    let mut shown_count = 0u64;
+    let limit = options.count.unwrap_or(u64::MAX);
+    stream.drain_now(&mut batch);
+    apply_batch(&mut tracker, &mut batch, &mut reports);
+    let seeded = tracker.seed(&seed.seeds(), seed.started_ns);
+    log_failed_namespaces(&seed);
+    let mut inventory = seed;
+    eprintln!(
+        "observer: watching TCP connections; {seeded} sockets already open in {} network \
+         namespaces; Ctrl-C stops",
+        inventory.dumped.len()
+    );
     if !options.json {
         writeln!(output.out, "{}", render::HEADER)?;
         output.out.flush()?;
     }
 
-    let mut batch = Vec::with_capacity(1024);
-    let mut shown = 0u64;
     let mut reported = Losses::default();
-    let limit = options.count.unwrap_or(u64::MAX);
+    let mut pending: Option<PendingDump> = None;
     let mut done = false;
     while !done {
         tokio::select! {
@@ -161,7 +274,22 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                 // Re-anchor wall-clock time: NTP may have stepped the clock.
                 output.wall = WallClock::now();
                 reported = report_new_losses(&mut stream, reported, &mut output)?;
-                continue;
+            }
+            _ = reconcile.tick(), if pending.is_none() => {
+                pending = Some(tokio::task::spawn_blocking(Inventory::take));
+            }
+            dump = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                pending = None;
+                let dump = dump.context("the sock_diag dump panicked")?;
+                inventory = reconcile_with(&mut tracker, &mut stream, &mut batch, &mut reports, dump);
+            }
+            _ = summary_tick.tick() => {
+                let now = mono_now_ns();
+                inventory.resolve_close_wait_owners(&mut tracker, nanos(options.owner_after), now);
+                let losses = stream.losses()?;
+                if let Err(e) = summary::print(&mut output, &tracker, &losses, now) {
+                    return quiet_on_broken_pipe(e);
+                }
             }
             _ = sigint.recv() => done = true,
             _ = sigterm.recv() => done = true,
@@ -169,30 +297,30 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         if done {
             stream.drain_now(&mut batch);
         }
-        for t in batch.drain(..) {
-            let seen = clock.observe(&t);
-            if shown < limit && options.filter.matches(&t, seen.owner.map(|o| o.pid)) {
-                if let Err(e) = output.transition(&t, &seen) {
-                    return quiet_on_broken_pipe(e);
-                }
-                shown += 1;
-            }
-        }
-        done |= shown >= limit;
-        if let Err(e) = output.out.flush() {
+        apply_batch(&mut tracker, &mut batch, &mut reports);
+        tracker.advance(mono_now_ns(), &mut reports);
+        if let Err(e) = show(
+            &mut output,
+            &options.filter,
+            &mut reports,
+            &mut shown_count,
+            limit,
+        ) {
             return quiet_on_broken_pipe(e);
         }
+        done |= shown_count >= limit;
     }
 
     let losses = stream.losses()?;
-    let stats = clock.stats();
+    let stats = tracker.stats();
     let summary = Summary {
         kind: "summary",
         received: stream.received(),
-        shown,
+        shown: shown_count,
         losses: losses.into(),
         gaps: stats.gaps,
-        untracked_sockets: stats.untracked,
+        evicted_sockets: stats.evicted,
+        tracker: stats,
     };
     if options.json {
         output.json_record(&summary)?;
@@ -201,9 +329,71 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Applies what the ring buffer holds, then compares the tracker with the dump.
+fn reconcile_with(
+    tracker: &mut Tracker,
+    stream: &mut EventStream,
+    batch: &mut Vec<crate::decode::Event>,
+    reports: &mut Vec<Report>,
+    dump: Inventory,
+) -> Inventory {
+    // Everything up to the end of the dump must be applied before comparing.
+    stream.drain_now(batch);
+    apply_batch(tracker, batch, reports);
+    let outcome = tracker.reconcile(&dump.seeds(), &dump.dumped, dump.started_ns, mono_now_ns());
+    if outcome.stale + outcome.stale_timewait > 0 {
+        log::info!(
+            "reconciliation: {} sockets and {} timewait sockets had ended unseen; {} sockets \
+             were not tracked yet",
+            outcome.stale,
+            outcome.stale_timewait,
+            outcome.added
+        );
+    }
+    log_failed_namespaces(&dump);
+    dump
+}
+
+/// Writes the reports that pass the filter, up to `limit` lines in all.
+fn show(
+    output: &mut Output,
+    filter: &Filter,
+    reports: &mut Vec<Report>,
+    shown_count: &mut u64,
+    limit: u64,
+) -> io::Result<()> {
+    for report in reports.drain(..) {
+        if *shown_count < limit && shown(filter, &report) {
+            output.report(&report)?;
+            *shown_count += 1;
+        }
+    }
+    output.out.flush()
+}
+
+fn apply_batch(
+    tracker: &mut Tracker,
+    batch: &mut Vec<crate::decode::Event>,
+    out: &mut Vec<Report>,
+) {
+    for event in batch.drain(..) {
+        tracker.apply(&event, out);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn log_failed_namespaces(inventory: &Inventory) {
+    for failure in &inventory.failed {
+        log::debug!("sock_diag: {failure}");
+    }
+}
+
 /// Says so on stderr (and in the JSON stream) when anything new was lost since the last report.
 fn report_new_losses(
-    stream: &mut TransitionStream,
+    stream: &mut EventStream,
     reported: Losses,
     output: &mut Output,
 ) -> anyhow::Result<Losses> {
@@ -240,7 +430,9 @@ fn report_new_losses(
                 now.malformed - reported.malformed
             ));
         }
-        log::warn!("lost transitions: {}", why.join("; "));
+        if !why.is_empty() {
+            log::warn!("lost events: {}", why.join("; "));
+        }
         if output.json {
             output.json_record(&LossRecord {
                 kind: "loss",

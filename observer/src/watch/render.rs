@@ -6,7 +6,10 @@ use anstyle::{AnsiColor, Style};
 use observer_common::TcpState;
 use serde::Serialize;
 
-use crate::{decode::Transition, track::Observation};
+use crate::{
+    decode::{Reset, Task, Transition},
+    track::{Note, Observation, TimewaitEnd, resets::ResetClass},
+};
 
 /// Converts `CLOCK_MONOTONIC` timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +89,7 @@ pub const HEADER: &str = "TIME            PID/COMM                              
 pub fn text_line(
     t: &Transition,
     seen: &Observation,
+    note: Option<Note>,
     clock: &WallClock,
     tz: &jiff::tz::TimeZone,
     own_netns: Option<u32>,
@@ -113,7 +117,11 @@ pub fn text_line(
         paint(t.new),
     );
     if let Some(ns) = seen.previous_state_ns {
-        let _ = write!(line, " ({})", human_duration(ns));
+        let at_least = if seen.lower_bound { ">=" } else { "" };
+        let _ = write!(line, " ({at_least}{})", human_duration(ns));
+    }
+    if let Some(note) = note {
+        let _ = write!(line, " [{}]", describe(note));
     }
     if seen.gap {
         line.push_str(" [missed transitions before this one]");
@@ -122,6 +130,132 @@ pub fn text_line(
         let _ = write!(line, " netns {ns}");
     }
     line
+}
+
+fn describe(note: Note) -> String {
+    match note {
+        Note::ClosedBeforeAccept => "closed by the peer before accept()".to_owned(),
+        Note::TimewaitEntered { timeout_ns } | Note::TimewaitRestarted { timeout_ns } => {
+            let what = if matches!(note, Note::TimewaitEntered { .. }) {
+                "timewait socket"
+            } else {
+                "timewait timer restarted"
+            };
+            match timeout_ns {
+                Some(ns) => format!("{what}, ends in {}", human_duration(ns)),
+                None => what.to_owned(),
+            }
+        }
+        Note::TimewaitEnded(TimewaitEnd::Expired) => "expired".to_owned(),
+        Note::TimewaitEnded(TimewaitEnd::Killed) => "killed early".to_owned(),
+        Note::NoTimewait => "no timewait socket".to_owned(),
+    }
+}
+
+/// The JSON `note` value (README: "JSON output").
+const fn note_name(note: Note) -> &'static str {
+    match note {
+        Note::ClosedBeforeAccept => "closed_before_accept",
+        Note::TimewaitEntered { .. } => "timewait_entered",
+        Note::TimewaitRestarted { .. } => "timewait_restarted",
+        Note::TimewaitEnded(TimewaitEnd::Expired) => "timewait_expired",
+        Note::TimewaitEnded(TimewaitEnd::Killed) => "timewait_killed",
+        Note::NoTimewait => "no_timewait",
+    }
+}
+
+/// One RST as a terminal line.
+#[must_use]
+pub fn reset_line(
+    r: &Reset,
+    state: Option<TcpState>,
+    class: ResetClass,
+    owner: Option<&Task>,
+    clock: &WallClock,
+    tz: &jiff::tz::TimeZone,
+    own_netns: Option<u32>,
+) -> String {
+    let time = clock.at(r.mono_ns).to_zoned(tz.clone());
+    let who = owner.map_or_else(|| "?".to_owned(), |o| format!("{}/{}", o.pid, o.comm()));
+    let mut line = format!(
+        "{} {:<22} {:>25} -> {:<25} RST {} in {}: {}",
+        time.strftime("%H:%M:%S%.6f"),
+        who,
+        r.local.to_string(),
+        r.remote.to_string(),
+        r.direction.name(),
+        state.map_or("no socket", TcpState::name),
+        class.describe(),
+    );
+    if let Some(name) = r.reason.map(|x| {
+        x.name()
+            .map_or_else(|| format!("reason {}", x.0), str::to_owned)
+    }) {
+        let _ = write!(line, " ({name})");
+    }
+    if let Some(ns) = r.netns.filter(|ns| Some(*ns) != own_netns) {
+        let _ = write!(line, " netns {ns}");
+    }
+    line
+}
+
+/// An RST as one JSON object (README: "JSON output").
+#[derive(Serialize)]
+pub struct JsonReset<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub mono_ns: u64,
+    /// `sent` or `received`.
+    pub direction: &'static str,
+    /// Kernel socket address, hex; null for a reset sent without a socket.
+    pub sock: Option<String>,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    /// The socket's state, null when there is no socket.
+    pub state: Option<&'static str>,
+    /// Plain-words class (a closed set; README).
+    pub class: &'static str,
+    /// The kernel's `sk_rst_reason` name (Linux 6.10+, sent RSTs), else null.
+    pub reason: Option<String>,
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+    pub comm: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> JsonReset<'a> {
+    #[must_use]
+    pub fn new(
+        r: &Reset,
+        state: Option<TcpState>,
+        class: ResetClass,
+        owner: Option<&'a Task>,
+        clock: &WallClock,
+    ) -> Self {
+        Self {
+            kind: "reset",
+            time: clock.at(r.mono_ns).to_string(),
+            mono_ns: r.mono_ns,
+            direction: r.direction.name(),
+            sock: r.sock.map(|s| format!("{s:#x}")),
+            family: r.family.name(),
+            local_addr: r.local.ip().to_string(),
+            local_port: r.local.port(),
+            remote_addr: r.remote.ip().to_string(),
+            remote_port: r.remote.port(),
+            state: state.map(TcpState::name),
+            class: class.name(),
+            reason: r
+                .reason
+                .map(|x| x.name().map_or_else(|| format!("{}", x.0), str::to_owned)),
+            netns: r.netns,
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(Task::comm),
+        }
+    }
 }
 
 /// A transition as one JSON object. Field names are part of the interface (README: "JSON
@@ -144,6 +278,13 @@ pub struct JsonTransition<'a> {
     pub new_state: &'static str,
     /// Nanoseconds in `old_state`, null when its start was not seen.
     pub prev_state_ns: Option<u64>,
+    /// `prev_state_ns` is a lower bound: the socket existed before observer started.
+    pub prev_state_lower_bound: bool,
+    /// What else happened: `timewait_entered`, `timewait_restarted`, `timewait_expired`,
+    /// `timewait_killed`, `no_timewait`, `closed_before_accept`; null otherwise.
+    pub note: Option<&'static str>,
+    /// For `timewait_entered`/`timewait_restarted`: nanoseconds until the timer fires.
+    pub timewait_timeout_ns: Option<u64>,
     pub netns: Option<u32>,
     /// Owning process, null when unknown.
     pub pid: Option<u32>,
@@ -159,7 +300,12 @@ pub struct JsonTransition<'a> {
 
 impl<'a> JsonTransition<'a> {
     #[must_use]
-    pub fn new(t: &'a Transition, seen: &'a Observation, clock: &WallClock) -> Self {
+    pub fn new(
+        t: &'a Transition,
+        seen: &'a Observation,
+        note: Option<Note>,
+        clock: &WallClock,
+    ) -> Self {
         Self {
             kind: "transition",
             time: clock.at(t.mono_ns).to_string(),
@@ -173,6 +319,14 @@ impl<'a> JsonTransition<'a> {
             old_state: t.old.name(),
             new_state: t.new.name(),
             prev_state_ns: seen.previous_state_ns,
+            prev_state_lower_bound: seen.lower_bound,
+            note: note.map(note_name),
+            timewait_timeout_ns: match note {
+                Some(
+                    Note::TimewaitEntered { timeout_ns } | Note::TimewaitRestarted { timeout_ns },
+                ) => timeout_ns,
+                _ => None,
+            },
             netns: t.netns,
             pid: seen.owner.map(|o| o.pid),
             comm: seen.owner.as_ref().map(crate::decode::Task::comm),
@@ -213,12 +367,14 @@ mod tests {
             netns: Some(9),
             task: Task::new(7, 8, *b"ksoftirqd/0\0\0\0\0\0"),
             owner_context: false,
+            has_socket: Some(true),
         };
         let owner = Task::new(42, 42, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
         (
             t,
             Observation {
                 previous_state_ns: Some(250_000),
+                lower_bound: false,
                 owner: Some(owner),
                 gap: false,
             },
@@ -229,7 +385,15 @@ mod tests {
     fn text_line_shows_owner_addresses_states_and_time_in_state() {
         let (t, seen) = sample();
         let clock = WallClock { offset_ns: 0 };
-        let line = text_line(&t, &seen, &clock, &jiff::tz::TimeZone::UTC, Some(9), false);
+        let line = text_line(
+            &t,
+            &seen,
+            None,
+            &clock,
+            &jiff::tz::TimeZone::UTC,
+            Some(9),
+            false,
+        );
         assert!(line.starts_with("00:00:00.000000 42/curl "), "{line}");
         assert!(line.contains("[::1]:40000 -> [::1]:8080"), "{line}");
         assert!(line.contains("SYN_SENT -> ESTABLISHED (250µs)"), "{line}");
@@ -237,11 +401,13 @@ mod tests {
         let unknown = Observation {
             owner: None,
             previous_state_ns: None,
+            lower_bound: false,
             gap: true,
         };
         let line = text_line(
             &t,
             &unknown,
+            None,
             &clock,
             &jiff::tz::TimeZone::UTC,
             Some(1),
@@ -258,9 +424,13 @@ mod tests {
     #[test]
     fn json_has_the_documented_fields() {
         let (t, seen) = sample();
-        let json =
-            serde_json::to_value(JsonTransition::new(&t, &seen, &WallClock { offset_ns: 0 }))
-                .unwrap();
+        let json = serde_json::to_value(JsonTransition::new(
+            &t,
+            &seen,
+            None,
+            &WallClock { offset_ns: 0 },
+        ))
+        .unwrap();
         assert_eq!(json["type"], "transition");
         assert_eq!(json["time"], "1970-01-01T00:00:00.000000005Z");
         assert_eq!(json["sock"], "0xffff888000000001");

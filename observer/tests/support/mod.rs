@@ -10,7 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer::{decode::Transition, events::TransitionStream, load::LoadOptions};
+use observer::{
+    decode::{Event, Transition},
+    events::EventStream,
+    inventory::mono_now_ns,
+    load::LoadOptions,
+    track::{Report, Tracker},
+};
 use observer_common::TcpState;
 
 pub const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -40,12 +46,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The observer's own pipeline, attached in-process, keeping the transitions of one netns.
+/// The observer's own pipeline, attached in-process: the tracker is fed every event of the
+/// host, and what concerns one netns is kept.
 pub struct Recorder {
     runtime: tokio::runtime::Runtime,
-    stream: TransitionStream,
+    stream: EventStream,
     netns: u32,
+    pub tracker: Tracker,
+    /// Transitions in the netns, as the kernel reported them.
     pub seen: Vec<Transition>,
+    /// The tracker's reports about the netns.
+    pub reports: Vec<Report>,
 }
 
 impl Recorder {
@@ -56,37 +67,75 @@ impl Recorder {
             .unwrap();
         let stream = {
             let _guard = runtime.enter();
-            TransitionStream::open(&LoadOptions::default()).expect("loading the probes")
+            EventStream::open(&LoadOptions::default()).expect("loading the probes")
         };
         Self {
             runtime,
             stream,
             netns,
+            tracker: Tracker::new(1 << 16),
             seen: Vec::new(),
+            reports: Vec::new(),
         }
     }
 
-    /// Collects until `done(seen)` holds, failing after 10 s.
+    /// Collects until `done(transitions)` holds, failing after 10 s.
     pub fn collect_until(&mut self, done: impl Fn(&[Transition]) -> bool) -> &[Transition] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut batch = Vec::new();
-        while !done(&self.seen) {
+        self.collect(Duration::from_secs(10), |r| done(&r.seen));
+        &self.seen
+    }
+
+    /// Collects until `done(reports)` holds, failing after `timeout`.
+    pub fn reports_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Report]) -> bool,
+    ) -> &[Report] {
+        self.collect(timeout, |r| done(&r.reports));
+        &self.reports
+    }
+
+    fn collect(&mut self, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        let mut batch: Vec<Event> = Vec::new();
+        let mut out = Vec::new();
+        while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "timed out; transitions so far: {:#?}",
-                self.seen
+                "timed out; transitions so far: {:#?}\nreports: {:#?}",
+                self.seen,
+                self.reports
             );
             let stream = &mut self.stream;
+            let wait = left.min(Duration::from_millis(200));
             let _ = self.runtime.block_on(async {
-                tokio::time::timeout(left, stream.next_batch(&mut batch)).await
+                tokio::time::timeout(wait, stream.next_batch(&mut batch)).await
             });
-            self.seen
-                .extend(batch.drain(..).filter(|t| t.netns == Some(self.netns)));
+            for event in batch.drain(..) {
+                if let Event::Transition(t) = &event
+                    && t.netns == Some(self.netns)
+                {
+                    self.seen.push(*t);
+                }
+                self.tracker.apply(&event, &mut out);
+            }
+            self.tracker.advance(mono_now_ns(), &mut out);
+            let netns = self.netns;
+            self.reports
+                .extend(out.drain(..).filter(|r| report_netns(r) == Some(netns)));
         }
         let losses = self.stream.losses().unwrap();
-        assert_eq!(losses.total(), 0, "transitions were lost: {losses:?}");
-        &self.seen
+        assert_eq!(losses.total(), 0, "events were lost: {losses:?}");
+    }
+}
+
+/// The network namespace a report is about.
+#[must_use]
+pub fn report_netns(r: &Report) -> Option<u32> {
+    match r {
+        Report::Transition { transition, .. } => transition.netns,
+        Report::Reset { reset, .. } => reset.netns,
     }
 }
 

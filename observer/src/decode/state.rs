@@ -1,92 +1,16 @@
-//! Ring-buffer records -> typed transitions.
-//!
-//! The eBPF program copies the tracepoint record verbatim; this module knows where each field
-//! is (from the tracefs format file) and checks every record's kind, version and size. A record
-//! that fails a check is an error the caller counts and skips, never a panic.
+//! `sock:inet_sock_set_state` records -> [`Transition`]s.
 
-use std::{
-    borrow::Cow,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_common::{
-    RAW_CAPACITY, RecordKind, StateProbeConfig, StateRecord, TcpState, record::RECORD_VERSION,
+    RecordKind, SpanProbeConfig, TcpState,
+    record::{FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ},
 };
-use thiserror::Error;
 
+use super::{
+    AF_INET, AF_INET6, DecodeError, Family, Task, as_u32, octets, read_int, read_span, span_bounds,
+};
 use crate::load::tracefs::{Field, Format, TracefsError};
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than its header")]
-    Short(usize),
-    #[error("record kind {0} is unknown")]
-    UnknownKind(u16),
-    #[error(
-        "record version {found}, expected {RECORD_VERSION}: the eBPF object and the daemon do not match"
-    )]
-    Version { found: u16 },
-    #[error("record of {found} bytes (header says {header}), expected {expected}")]
-    Size {
-        found: usize,
-        header: u32,
-        expected: usize,
-    },
-    #[error("record carries {0} bytes of tracepoint data, fewer than the layout needs")]
-    Truncated(u32),
-    #[error("unknown TCP state {0}")]
-    UnknownState(i64),
-    #[error("unknown address family {0}")]
-    UnknownFamily(u64),
-}
-
-/// IPv4 or IPv6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Ipv4 => "ipv4",
-            Self::Ipv6 => "ipv6",
-        }
-    }
-}
-
-/// The task that was running on the CPU when the transition happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Task {
-    /// Process id (the kernel's tgid).
-    pub pid: u32,
-    /// Thread id (the kernel's pid).
-    pub tid: u32,
-    comm: [u8; 16],
-}
-
-impl Task {
-    #[must_use]
-    pub fn new(pid: u32, tid: u32, comm: [u8; 16]) -> Self {
-        Self { pid, tid, comm }
-    }
-
-    /// The task's command name (up to 15 bytes, as the kernel keeps it).
-    #[must_use]
-    pub fn comm(&self) -> Cow<'_, str> {
-        let len = self
-            .comm
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.comm.len());
-        String::from_utf8_lossy(&self.comm[..len])
-    }
-}
 
 /// One TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +29,9 @@ pub struct Transition {
     pub task: Task,
     /// Whether `task` is the socket's owner (see [`TcpState::in_owner_context`]).
     pub owner_context: bool,
+    /// Whether the socket had a `struct socket` (`sk->sk_socket`), when it could be read. A
+    /// server-side child has none until the application accepts it, nor after `close()`.
+    pub has_socket: Option<bool>,
 }
 
 /// Where each `inet_sock_set_state` field sits in the copied span.
@@ -128,7 +55,7 @@ impl StateLayout {
     /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
     /// Kernel struct offsets (for the netns) are filled in by the loader.
     #[expect(clippy::similar_names, reason = "the kernel's field names")]
-    pub fn from_format(format: &Format) -> Result<(Self, StateProbeConfig), TracefsError> {
+    pub fn from_format(format: &Format) -> Result<(Self, SpanProbeConfig), TracefsError> {
         let names = [
             "skaddr", "oldstate", "newstate", "sport", "dport", "family", "saddr", "daddr",
             "saddr_v6", "daddr_v6",
@@ -138,27 +65,9 @@ impl StateLayout {
             *slot = format.field(name)?;
         }
         let protocol = format.field("protocol")?;
-        let start = fields
-            .iter()
-            .chain([&protocol])
-            .map(|f| f.offset)
-            .min()
-            .unwrap_or(0);
-        let end = fields
-            .iter()
-            .chain([&protocol])
-            .map(|f| f.offset + f.size)
-            .max()
-            .unwrap_or(0);
-        if end - start > RAW_CAPACITY {
-            return Err(TracefsError::MissingField {
-                path: "inet_sock_set_state/format".into(),
-                field: format!(
-                    "(fields span {} bytes, more than the {RAW_CAPACITY} supported)",
-                    end - start
-                ),
-            });
-        }
+        let mut all = fields.to_vec();
+        all.push(protocol);
+        let (start, end) = span_bounds("inet_sock_set_state", &all)?;
         let rel = |f: Field| Field {
             offset: f.offset - start,
             size: f.size,
@@ -188,47 +97,27 @@ impl StateLayout {
             daddr_v6,
             needed: end - start,
         };
-        let as_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        let config = StateProbeConfig {
+        let config = SpanProbeConfig {
             configured: 1,
             span_start: as_u32(start),
             span_len: as_u32(end - start),
             protocol_offset: as_u32(protocol.offset),
             protocol_size: as_u32(protocol.size),
             skaddr_offset: as_u32(skaddr.offset + start),
-            ..StateProbeConfig::UNSET
+            ..SpanProbeConfig::UNSET
         };
         Ok((layout, config))
     }
 
     /// Decodes one ring-buffer record.
     pub fn decode(&self, bytes: &[u8]) -> Result<Transition, DecodeError> {
-        let expected = size_of::<StateRecord>();
-        if bytes.len() < 8 {
-            return Err(DecodeError::Short(bytes.len()));
+        if bytes.len() >= 2 {
+            let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
+            if kind != RecordKind::StateChange as u16 {
+                return Err(DecodeError::UnknownKind(kind));
+            }
         }
-        let u16_at = |o: usize| u16::from_ne_bytes([bytes[o], bytes[o + 1]]);
-        let (kind, version) = (u16_at(0), u16_at(2));
-        let header_size = u32::from_ne_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        if kind != RecordKind::StateChange as u16 {
-            return Err(DecodeError::UnknownKind(kind));
-        }
-        if version != RECORD_VERSION {
-            return Err(DecodeError::Version { found: version });
-        }
-        if bytes.len() != expected || header_size as usize != expected {
-            return Err(DecodeError::Size {
-                found: bytes.len(),
-                header: header_size,
-                expected,
-            });
-        }
-        // SAFETY: the length matches and StateRecord is plain old data; read_unaligned because
-        // the ring buffer guarantees only 8-byte alignment, which is all StateRecord needs anyway.
-        let rec: StateRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        if (rec.raw_len as usize) < self.needed || rec.raw_len as usize > RAW_CAPACITY {
-            return Err(DecodeError::Truncated(rec.raw_len));
-        }
+        let rec = read_span(bytes, self.needed)?;
         let raw = &rec.raw[..rec.raw_len as usize];
         let state = |f: Field| {
             let v = read_int(raw, f);
@@ -257,8 +146,7 @@ impl StateLayout {
             ),
             v => return Err(DecodeError::UnknownFamily(v)),
         };
-        #[expect(clippy::cast_possible_truncation, reason = "splitting pid_tgid")]
-        let task = Task::new((rec.pid_tgid >> 32) as u32, rec.pid_tgid as u32, rec.comm);
+        let task = Task::from_record(rec.pid_tgid, rec.comm);
         Ok(Transition {
             mono_ns: rec.ts_ns,
             sock: read_int(raw, self.skaddr),
@@ -270,39 +158,20 @@ impl StateLayout {
             netns: (rec.netns != 0).then_some(rec.netns),
             task,
             owner_context: TcpState::in_owner_context(old, new),
+            has_socket: (rec.flags & FLAG_SK_SOCKET_READ != 0)
+                .then_some(rec.flags & FLAG_NO_SK_SOCKET == 0),
         })
     }
 }
 
-/// Reads an unsigned native-endian integer field of size 1, 2, 4 or 8.
-fn read_int(raw: &[u8], f: Field) -> u64 {
-    let mut buf = [0u8; 8];
-    let n = f.size.min(8);
-    let bytes = &raw[f.offset..f.offset + n];
-    if cfg!(target_endian = "little") {
-        buf[..n].copy_from_slice(bytes);
-        u64::from_le_bytes(buf)
-    } else {
-        buf[8 - n..].copy_from_slice(bytes);
-        u64::from_be_bytes(buf)
-    }
-}
-
-fn octets<const N: usize>(raw: &[u8], f: Field) -> [u8; N] {
-    let mut out = [0u8; N];
-    let n = f.size.min(N);
-    out[..n].copy_from_slice(&raw[f.offset..f.offset + n]);
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use observer_common::RecordHeader;
+    use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord};
 
     use super::*;
     use crate::load::tracefs::tests::INET_SOCK_SET_STATE_6_18;
 
-    pub fn layout() -> (StateLayout, StateProbeConfig) {
+    pub fn layout() -> (StateLayout, SpanProbeConfig) {
         let format = Format::parse("format".into(), INET_SOCK_SET_STATE_6_18);
         StateLayout::from_format(&format).unwrap()
     }
@@ -322,22 +191,24 @@ pub(crate) mod tests {
         tp[36..40].copy_from_slice(&[127, 0, 0, 2]);
         tp[55] = 1; // ::1
         tp[71] = 2; // ::2
-        let mut rec = StateRecord {
-            header: RecordHeader::new(RecordKind::StateChange, size_of::<StateRecord>()),
+        let mut rec = SpanRecord {
+            header: RecordHeader::new(RecordKind::StateChange, size_of::<SpanRecord>()),
             ts_ns,
             pid_tgid: (1234u64 << 32) + 1235,
             netns: 4_026_531_840,
-            raw_len: cfg.span_len,
+            #[expect(clippy::cast_possible_truncation, reason = "64 bytes")]
+            raw_len: cfg.span_len as u16,
+            flags: FLAG_SK_SOCKET_READ,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
             raw: [0; RAW_CAPACITY],
         };
         let span = &tp[cfg.span_start as usize..(cfg.span_start + cfg.span_len) as usize];
         rec.raw[..span.len()].copy_from_slice(span);
-        // SAFETY: StateRecord is plain old data without padding.
+        // SAFETY: SpanRecord is plain old data without padding.
         unsafe {
             std::slice::from_raw_parts(
                 std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<StateRecord>(),
+                size_of::<SpanRecord>(),
             )
         }
         .to_vec()
@@ -373,6 +244,7 @@ pub(crate) mod tests {
             (1234, 1235, "curl")
         );
         assert!(!t.owner_context);
+        assert_eq!(t.has_socket, Some(true));
 
         let t = layout.decode(&record(7, 2, AF_INET6, 5)).unwrap();
         assert_eq!(t.local, "[::1]:43210".parse().unwrap());
@@ -408,7 +280,7 @@ pub(crate) mod tests {
             Err(DecodeError::UnknownFamily(1))
         );
         let mut bad = good;
-        bad[28..32].copy_from_slice(&10u32.to_ne_bytes()); // raw_len
+        bad[28..30].copy_from_slice(&10u16.to_ne_bytes()); // raw_len
         assert_eq!(layout.decode(&bad), Err(DecodeError::Truncated(10)));
     }
 }

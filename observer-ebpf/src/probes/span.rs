@@ -1,0 +1,158 @@
+//! The shared body of the programs that copy a span of their tracepoint record verbatim.
+//!
+//! Decoding happens in userspace, which knows each field's offset from tracefs; the kernel side
+//! only filters, copies, and adds what the record cannot carry (time, task, network namespace).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
+    },
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use observer_common::{
+    RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord,
+    probe_config::UNKNOWN,
+    record::{Counter, FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ},
+};
+
+use crate::maps::{EVENTS, count};
+
+const IPPROTO_TCP: u16 = 6;
+
+/// Reads a configuration global. Volatile: the value is patched into the object at load time,
+/// so the compiler must not fold in the compiled-in `UNSET`.
+#[inline(always)]
+pub fn config<T: Copy>(global: &T) -> T {
+    // SAFETY: a valid reference to a plain-data global.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+/// Filters on the protocol (when configured), then writes one [`SpanRecord`] of `kind`.
+#[inline(always)]
+pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
+    if cfg.configured == 0 {
+        return;
+    }
+    if cfg.protocol_offset != UNKNOWN {
+        // SAFETY: in-bounds read of the tracepoint record, checked by the helper.
+        let protocol = unsafe {
+            if cfg.protocol_size == 1 {
+                ctx.read_at::<u8>(cfg.protocol_offset as usize)
+                    .map(u16::from)
+            } else {
+                ctx.read_at::<u16>(cfg.protocol_offset as usize)
+            }
+        };
+        if protocol != Ok(IPPROTO_TCP) {
+            return;
+        }
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<SpanRecord>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // Bounded for the verifier; the daemon never configures more than RAW_CAPACITY.
+    let len = (cfg.span_len as usize).min(RAW_CAPACITY);
+    // SAFETY: `rec` points at a reserved record of the right size; kernel memory is read only
+    // through probe-read helpers.
+    unsafe {
+        let raw = &mut (*rec).raw;
+        let src = ctx
+            .as_ptr()
+            .cast::<u8>()
+            .cast_const()
+            .add(cfg.span_start as usize);
+        if bpf_probe_read_kernel_buf(src, &mut raw[..len]).is_err() {
+            count(Counter::ReadFailed);
+            entry.discard(0);
+            warn!(
+                ctx,
+                "record kind {}: reading {} tracepoint bytes at offset {} failed",
+                kind as u16,
+                len,
+                cfg.span_start
+            );
+            return;
+        }
+        (*rec).header = RecordHeader::new(kind, size_of::<SpanRecord>());
+        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).pid_tgid = bpf_get_current_pid_tgid();
+        #[expect(clippy::cast_possible_truncation, reason = "len <= RAW_CAPACITY")]
+        {
+            (*rec).raw_len = len as u16;
+        }
+        (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let sk = ctx
+            .read_at::<*const u8>(cfg.skaddr_offset as usize)
+            .unwrap_or(core::ptr::null());
+        (*rec).netns = if sk.is_null() {
+            skb_netns_inum(ctx, cfg)
+        } else {
+            netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
+        };
+        (*rec).flags = sk_socket_flags(sk, cfg);
+    }
+    entry.submit(0);
+}
+
+/// Inode number of the network namespace that `object` (a socket, or a device) points to at
+/// `net_offset`; 0 when unknown.
+#[inline(always)]
+pub unsafe fn netns_inum(object: *const u8, net_offset: u32, inum_offset: u32) -> u32 {
+    if object.is_null() || net_offset == UNKNOWN || inum_offset == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: probe reads of kernel memory; failures give 0.
+    unsafe {
+        let Ok(net) = bpf_probe_read_kernel(object.add(net_offset as usize).cast::<*const u8>())
+        else {
+            return 0;
+        };
+        if net.is_null() {
+            return 0;
+        }
+        bpf_probe_read_kernel(net.add(inum_offset as usize).cast::<u32>()).unwrap_or(0)
+    }
+}
+
+/// The namespace of a socketless event (a reset to a closed port): the packet's device's.
+#[inline(always)]
+unsafe fn skb_netns_inum(ctx: &TracePointContext, cfg: &SpanProbeConfig) -> u32 {
+    if cfg.skbaddr_offset == UNKNOWN || cfg.skb_dev_offset == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: probe reads of kernel memory; failures give 0.
+    unsafe {
+        let Ok(skb) = ctx.read_at::<*const u8>(cfg.skbaddr_offset as usize) else {
+            return 0;
+        };
+        if skb.is_null() {
+            return 0;
+        }
+        let Ok(dev) =
+            bpf_probe_read_kernel(skb.add(cfg.skb_dev_offset as usize).cast::<*const u8>())
+        else {
+            return 0;
+        };
+        netns_inum(dev, cfg.dev_net_offset, cfg.net_inum_offset)
+    }
+}
+
+/// Whether the socket has a `struct socket`: a child socket has none until `accept()`.
+#[inline(always)]
+unsafe fn sk_socket_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
+    if sk.is_null() || cfg.sk_socket_offset == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: probe read of kernel memory.
+    match unsafe { bpf_probe_read_kernel(sk.add(cfg.sk_socket_offset as usize).cast::<u64>()) } {
+        Ok(0) => FLAG_SK_SOCKET_READ | FLAG_NO_SK_SOCKET,
+        Ok(_) => FLAG_SK_SOCKET_READ,
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,278 @@
+//! Ring-buffer records -> typed events.
+//!
+//! The eBPF programs copy tracepoint records verbatim; this module knows where each field is
+//! (from tracefs format files and kernel BTF) and checks every record's kind, version and size.
+//! A record that fails a check is an error the caller counts and skips, never a panic.
+
+pub mod reset;
+pub mod state;
+pub mod timewait;
+
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use observer_common::{RAW_CAPACITY, RecordKind, SpanRecord, TimerRecord, record::RECORD_VERSION};
+use thiserror::Error;
+
+pub use reset::{Reset, ResetDirection, ResetLayout, ResetReason};
+pub use state::{StateLayout, Transition};
+pub use timewait::{TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer};
+
+use crate::load::tracefs::{Field, TracefsError};
+
+pub(crate) const AF_INET: u16 = 2;
+pub(crate) const AF_INET6: u16 = 10;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("record kind {0} is unknown")]
+    UnknownKind(u16),
+    #[error("record kind {0} arrived, but this daemon did not enable it")]
+    NotEnabled(u16),
+    #[error(
+        "record version {found}, expected {RECORD_VERSION}: the eBPF object and the daemon do not match"
+    )]
+    Version { found: u16 },
+    #[error("record of {found} bytes (header says {header}), expected {expected}")]
+    Size {
+        found: usize,
+        header: u32,
+        expected: usize,
+    },
+    #[error("record carries {0} bytes of tracepoint data, fewer than the layout needs")]
+    Truncated(u32),
+    #[error("unknown TCP state {0}")]
+    UnknownState(i64),
+    #[error("unknown address family {0}")]
+    UnknownFamily(u64),
+    #[error("unknown timer event {0}")]
+    UnknownTimerEvent(u8),
+}
+
+/// IPv4 or IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// The task that was running on the CPU when the event happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    comm: [u8; 16],
+}
+
+impl Task {
+    #[must_use]
+    pub fn new(pid: u32, tid: u32, comm: [u8; 16]) -> Self {
+        Self { pid, tid, comm }
+    }
+
+    /// A task known only by pid and name (e.g. from /proc).
+    #[must_use]
+    pub fn named(pid: u32, name: &str) -> Self {
+        let mut comm = [0u8; 16];
+        let n = name.len().min(15);
+        comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Self {
+            pid,
+            tid: pid,
+            comm,
+        }
+    }
+
+    /// The task's command name (up to 15 bytes, as the kernel keeps it).
+    #[must_use]
+    pub fn comm(&self) -> Cow<'_, str> {
+        let len = self
+            .comm
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.comm.len());
+        String::from_utf8_lossy(&self.comm[..len])
+    }
+
+    fn from_record(pid_tgid: u64, comm: [u8; 16]) -> Self {
+        #[expect(clippy::cast_possible_truncation, reason = "splitting pid_tgid")]
+        Self::new((pid_tgid >> 32) as u32, pid_tgid as u32, comm)
+    }
+}
+
+/// One decoded record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Transition(Transition),
+    Reset(Reset),
+    Timewait(TimewaitTimer),
+}
+
+impl Event {
+    /// `CLOCK_MONOTONIC` nanoseconds when it happened.
+    #[must_use]
+    pub const fn mono_ns(&self) -> u64 {
+        match self {
+            Self::Transition(t) => t.mono_ns,
+            Self::Reset(r) => r.mono_ns,
+            Self::Timewait(t) => t.mono_ns,
+        }
+    }
+}
+
+/// Decodes every record kind the loaded programs produce on this kernel.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    pub state: StateLayout,
+    /// `None` when the kernel lacks the tracepoint (the program was not attached).
+    pub send_reset: Option<ResetLayout>,
+    pub receive_reset: Option<ResetLayout>,
+    pub timer: Option<TimerLayout>,
+}
+
+impl Decoder {
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        if bytes.len() < 8 {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        let raw_kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        let kind = RecordKind::from_u16(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
+        let off = || DecodeError::NotEnabled(raw_kind);
+        match kind {
+            RecordKind::StateChange => self.state.decode(bytes).map(Event::Transition),
+            RecordKind::SendReset => self
+                .send_reset
+                .as_ref()
+                .ok_or_else(off)?
+                .decode(bytes)
+                .map(Event::Reset),
+            RecordKind::ReceiveReset => self
+                .receive_reset
+                .as_ref()
+                .ok_or_else(off)?
+                .decode(bytes)
+                .map(Event::Reset),
+            RecordKind::TimewaitTimer => self
+                .timer
+                .as_ref()
+                .ok_or_else(off)?
+                .decode(bytes)
+                .map(Event::Timewait),
+        }
+    }
+}
+
+/// Checks a record's header and size, and copies it out of the ring buffer.
+pub(crate) fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let expected = size_of::<T>();
+    if bytes.len() < 8 {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let version = u16::from_ne_bytes([bytes[2], bytes[3]]);
+    let header_size = u32::from_ne_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if version != RECORD_VERSION {
+        return Err(DecodeError::Version { found: version });
+    }
+    if bytes.len() != expected || header_size as usize != expected {
+        return Err(DecodeError::Size {
+            found: bytes.len(),
+            header: header_size,
+            expected,
+        });
+    }
+    // SAFETY: the length matches, and callers only instantiate this with the plain-old-data
+    // record types below; read_unaligned because the ring buffer guarantees only 8 bytes.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+/// Reads a [`SpanRecord`] whose span must hold at least `needed` bytes.
+pub(crate) fn read_span(bytes: &[u8], needed: usize) -> Result<SpanRecord, DecodeError> {
+    let rec: SpanRecord = read_record(bytes)?;
+    if (rec.raw_len as usize) < needed || rec.raw_len as usize > RAW_CAPACITY {
+        return Err(DecodeError::Truncated(u32::from(rec.raw_len)));
+    }
+    Ok(rec)
+}
+
+/// Reads a [`TimerRecord`].
+pub(crate) fn read_timer(bytes: &[u8]) -> Result<TimerRecord, DecodeError> {
+    read_record(bytes)
+}
+
+/// The smallest span of a tracepoint record that holds `fields`: (start, end).
+pub(crate) fn span_bounds(event: &str, fields: &[Field]) -> Result<(usize, usize), TracefsError> {
+    let start = fields.iter().map(|f| f.offset).min().unwrap_or(0);
+    let end = fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
+    if end - start > RAW_CAPACITY {
+        return Err(TracefsError::MissingField {
+            path: format!("{event}/format").into(),
+            field: format!(
+                "(fields span {} bytes, more than the {RAW_CAPACITY} supported)",
+                end - start
+            ),
+        });
+    }
+    Ok((start, end))
+}
+
+pub(crate) fn as_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Reads an unsigned native-endian integer field of size 1, 2, 4 or 8.
+pub(crate) fn read_int(raw: &[u8], f: Field) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = f.size.min(8);
+    let bytes = &raw[f.offset..f.offset + n];
+    if cfg!(target_endian = "little") {
+        buf[..n].copy_from_slice(bytes);
+        u64::from_le_bytes(buf)
+    } else {
+        buf[8 - n..].copy_from_slice(bytes);
+        u64::from_be_bytes(buf)
+    }
+}
+
+pub(crate) fn octets<const N: usize>(raw: &[u8], f: Field) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = f.size.min(N);
+    out[..n].copy_from_slice(&raw[f.offset..f.offset + n]);
+    out
+}
+
+/// Decodes a `struct sockaddr_in`/`sockaddr_in6` as the reset tracepoints store them.
+pub(crate) fn sockaddr(raw: &[u8], f: Field) -> Result<(Family, SocketAddr), DecodeError> {
+    let b = &raw[f.offset..f.offset + f.size];
+    if b.len() < 8 {
+        return Err(DecodeError::Truncated(as_u32(b.len())));
+    }
+    let family = u16::from_ne_bytes([b[0], b[1]]);
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    match family {
+        AF_INET => {
+            let ip = Ipv4Addr::from(<[u8; 4]>::try_from(&b[4..8]).expect("4 bytes"));
+            Ok((Family::Ipv4, SocketAddr::new(IpAddr::V4(ip), port)))
+        }
+        AF_INET6 if b.len() >= 24 => {
+            let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&b[8..24]).expect("16 bytes"));
+            Ok((Family::Ipv6, SocketAddr::new(IpAddr::V6(ip), port)))
+        }
+        other => Err(DecodeError::UnknownFamily(u64::from(other))),
+    }
+}

@@ -1,0 +1,420 @@
+//! `tcp:tcp_send_reset` and `tcp:tcp_receive_reset` records -> [`Reset`]s.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::OnceLock,
+};
+
+use observer_common::{RecordKind, SpanProbeConfig, TcpState};
+
+use super::{
+    AF_INET, AF_INET6, DecodeError, Family, Task, as_u32, octets, read_int, read_span, sockaddr,
+    span_bounds,
+};
+use crate::load::tracefs::{Field, Format, TracefsError};
+
+/// Which way the RST went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetDirection {
+    Sent,
+    Received,
+}
+
+impl ResetDirection {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+        }
+    }
+}
+
+/// The kernel's `enum sk_rst_reason` value (Linux 6.10+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResetReason(pub u32);
+
+/// Names of `enum sk_rst_reason`, from kernel BTF, without the `SK_RST_REASON_` prefix.
+static REASON_NAMES: OnceLock<Vec<(u32, String)>> = OnceLock::new();
+
+impl ResetReason {
+    /// Sets the names (once per process; later calls are ignored: the kernel does not change).
+    pub fn set_names(values: Vec<(u32, String)>) {
+        let stripped = values
+            .into_iter()
+            .map(|(v, n)| {
+                let short = n.strip_prefix("SK_RST_REASON_").unwrap_or(&n).to_owned();
+                (v, short)
+            })
+            .collect();
+        let _ = REASON_NAMES.set(stripped);
+    }
+
+    /// The kernel's name, e.g. `NO_SOCKET` or `TCP_ABORT_ON_CLOSE`; `None` when unknown.
+    #[must_use]
+    pub fn name(self) -> Option<&'static str> {
+        REASON_NAMES
+            .get()?
+            .iter()
+            .find(|(v, _)| *v == self.0)
+            .map(|(_, n)| n.as_str())
+    }
+
+    #[must_use]
+    pub fn is(self, name: &str) -> bool {
+        self.name() == Some(name)
+    }
+}
+
+/// One RST, sent or received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    pub mono_ns: u64,
+    pub direction: ResetDirection,
+    /// Kernel address of the socket; `None` for a reset sent without one (closed port).
+    pub sock: Option<u64>,
+    /// The socket's state as the tracepoint reports it (send side only; `None` when unknown).
+    pub state: Option<TcpState>,
+    /// The kernel's reason (send side, Linux 6.10+).
+    pub reason: Option<ResetReason>,
+    pub family: Family,
+    /// This host's end.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: Option<u32>,
+    pub task: Task,
+}
+
+/// Where the addresses are: as `struct sockaddr_in6`-sized blobs (Linux 6.10+ send side), or
+/// as separate ports, family and v4/v6 addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Addresses {
+    Sockaddr {
+        saddr: Field,
+        daddr: Field,
+    },
+    Split {
+        sport: Field,
+        dport: Field,
+        family: Field,
+        saddr: Field,
+        daddr: Field,
+        saddr_v6: Field,
+        daddr_v6: Field,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetLayout {
+    direction: ResetDirection,
+    skaddr: Field,
+    state: Option<Field>,
+    reason: Option<Field>,
+    addresses: Addresses,
+    needed: usize,
+}
+
+impl ResetLayout {
+    /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
+    #[expect(clippy::similar_names, reason = "the kernel's field names")]
+    pub fn from_format(
+        format: &Format,
+        direction: ResetDirection,
+    ) -> Result<(Self, SpanProbeConfig), TracefsError> {
+        let skaddr = format.field("skaddr")?;
+        let skbaddr = format.field("skbaddr").ok();
+        let state = format.field("state").ok();
+        let reason = format.field("reason").ok();
+        let saddr = format.field("saddr")?;
+        let daddr = format.field("daddr")?;
+        let addresses = if saddr.size >= 16 {
+            Addresses::Sockaddr { saddr, daddr }
+        } else {
+            Addresses::Split {
+                sport: format.field("sport")?,
+                dport: format.field("dport")?,
+                family: format.field("family")?,
+                saddr,
+                daddr,
+                saddr_v6: format.field("saddr_v6")?,
+                daddr_v6: format.field("daddr_v6")?,
+            }
+        };
+        let mut all = vec![skaddr, saddr, daddr];
+        all.extend(skbaddr.iter().chain(&state).chain(&reason).copied());
+        if let Addresses::Split {
+            sport,
+            dport,
+            family,
+            saddr_v6,
+            daddr_v6,
+            ..
+        } = addresses
+        {
+            all.extend([sport, dport, family, saddr_v6, daddr_v6]);
+        }
+        let event = match direction {
+            ResetDirection::Sent => "tcp_send_reset",
+            ResetDirection::Received => "tcp_receive_reset",
+        };
+        let (start, end) = span_bounds(event, &all)?;
+        let rel = |f: Field| Field {
+            offset: f.offset - start,
+            size: f.size,
+        };
+        let addresses = match addresses {
+            Addresses::Sockaddr { saddr, daddr } => Addresses::Sockaddr {
+                saddr: rel(saddr),
+                daddr: rel(daddr),
+            },
+            Addresses::Split {
+                sport,
+                dport,
+                family,
+                saddr,
+                daddr,
+                saddr_v6,
+                daddr_v6,
+            } => Addresses::Split {
+                sport: rel(sport),
+                dport: rel(dport),
+                family: rel(family),
+                saddr: rel(saddr),
+                daddr: rel(daddr),
+                saddr_v6: rel(saddr_v6),
+                daddr_v6: rel(daddr_v6),
+            },
+        };
+        let layout = Self {
+            direction,
+            skaddr: rel(skaddr),
+            state: state.map(rel),
+            reason: reason.map(rel),
+            addresses,
+            needed: end - start,
+        };
+        let config = SpanProbeConfig {
+            configured: 1,
+            span_start: as_u32(start),
+            span_len: as_u32(end - start),
+            skaddr_offset: as_u32(skaddr.offset),
+            skbaddr_offset: skbaddr
+                .map_or(observer_common::probe_config::UNKNOWN, |f| as_u32(f.offset)),
+            ..SpanProbeConfig::UNSET
+        };
+        Ok((layout, config))
+    }
+
+    /// Whether this kernel says why it sent a reset.
+    #[must_use]
+    pub const fn has_reason(&self) -> bool {
+        self.reason.is_some()
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Reset, DecodeError> {
+        let expected_kind = match self.direction {
+            ResetDirection::Sent => RecordKind::SendReset,
+            ResetDirection::Received => RecordKind::ReceiveReset,
+        };
+        let kind = u16::from_ne_bytes([
+            bytes.first().copied().unwrap_or(0),
+            bytes.get(1).copied().unwrap_or(0),
+        ]);
+        if kind != expected_kind as u16 {
+            return Err(DecodeError::UnknownKind(kind));
+        }
+        let rec = read_span(bytes, self.needed)?;
+        let raw = &rec.raw[..rec.raw_len as usize];
+        let sock = read_int(raw, self.skaddr);
+        // State 0 means "no socket / unknown" on kernels that report it.
+        let state = self.state.and_then(|f| {
+            i32::try_from(read_int(raw, f))
+                .ok()
+                .and_then(TcpState::from_kernel)
+        });
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "enum sk_rst_reason is 32-bit"
+        )]
+        let reason = self.reason.map(|f| ResetReason(read_int(raw, f) as u32));
+        let (family, local, remote) = match self.addresses {
+            Addresses::Sockaddr { saddr, daddr } => {
+                let (family, local) = sockaddr(raw, saddr)?;
+                let (_, remote) = sockaddr(raw, daddr)?;
+                (family, local, remote)
+            }
+            Addresses::Split {
+                sport,
+                dport,
+                family,
+                saddr,
+                daddr,
+                saddr_v6,
+                daddr_v6,
+            } => {
+                #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit fields")]
+                let (sp, dp) = (read_int(raw, sport) as u16, read_int(raw, dport) as u16);
+                match read_int(raw, family) {
+                    v if v == u64::from(AF_INET) => (
+                        Family::Ipv4,
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, saddr))), sp),
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, daddr))), dp),
+                    ),
+                    v if v == u64::from(AF_INET6) => (
+                        Family::Ipv6,
+                        SocketAddr::new(
+                            IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, saddr_v6))),
+                            sp,
+                        ),
+                        SocketAddr::new(
+                            IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, daddr_v6))),
+                            dp,
+                        ),
+                    ),
+                    v => return Err(DecodeError::UnknownFamily(v)),
+                }
+            }
+        };
+        Ok(Reset {
+            mono_ns: rec.ts_ns,
+            direction: self.direction,
+            sock: (sock != 0).then_some(sock),
+            state,
+            reason,
+            family,
+            local,
+            remote,
+            netns: (rec.netns != 0).then_some(rec.netns),
+            task: Task::from_record(rec.pid_tgid, rec.comm),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord};
+
+    use super::*;
+
+    pub const TCP_SEND_RESET_6_18: &str = "name: tcp_send_reset
+ID: 1
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:60;\tsize:28;\tsigned:0;
+
+print fmt: \"skbaddr=%p\"
+";
+
+    pub const TCP_RECEIVE_RESET_6_18: &str = "name: tcp_receive_reset
+ID: 2
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
+\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
+
+print fmt: \"skaddr=%p\"
+";
+
+    fn span_record(kind: RecordKind, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
+        let mut rec = SpanRecord {
+            header: RecordHeader::new(kind, size_of::<SpanRecord>()),
+            ts_ns: 7,
+            pid_tgid: (10u64 << 32) + 11,
+            netns: 99,
+            #[expect(clippy::cast_possible_truncation, reason = "small")]
+            raw_len: cfg.span_len as u16,
+            flags: 0,
+            comm: [0; 16],
+            raw: [0; RAW_CAPACITY],
+        };
+        let span = &tp[cfg.span_start as usize..(cfg.span_start + cfg.span_len) as usize];
+        rec.raw[..span.len()].copy_from_slice(span);
+        // SAFETY: SpanRecord is plain old data without padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&rec).cast::<u8>(),
+                size_of::<SpanRecord>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_a_socketless_sent_reset_with_its_reason() {
+        let format = Format::parse("f".into(), TCP_SEND_RESET_6_18);
+        let (layout, cfg) = ResetLayout::from_format(&format, ResetDirection::Sent).unwrap();
+        assert!(layout.has_reason());
+        assert_eq!(
+            (cfg.span_start, cfg.span_len, cfg.skbaddr_offset),
+            (8, 80, 8)
+        );
+        let mut tp = [0u8; 88];
+        tp[8..16].copy_from_slice(&0xffffu64.to_ne_bytes()); // skb
+        tp[28..32].copy_from_slice(&1u32.to_ne_bytes()); // NO_SOCKET
+        tp[32..34].copy_from_slice(&AF_INET6.to_ne_bytes());
+        tp[34..36].copy_from_slice(&9000u16.to_be_bytes());
+        tp[55] = 1;
+        tp[60..62].copy_from_slice(&AF_INET6.to_ne_bytes());
+        tp[62..64].copy_from_slice(&40000u16.to_be_bytes());
+        tp[83] = 1;
+        let r = layout
+            .decode(&span_record(RecordKind::SendReset, &tp, &cfg))
+            .unwrap();
+        assert_eq!(
+            (r.sock, r.state, r.reason),
+            (None, None, Some(ResetReason(1)))
+        );
+        assert_eq!(r.local, "[::1]:9000".parse().unwrap());
+        assert_eq!(r.remote, "[::1]:40000".parse().unwrap());
+        assert_eq!(
+            (r.family, r.netns, r.task.pid),
+            (Family::Ipv6, Some(99), 10)
+        );
+    }
+
+    #[test]
+    fn decodes_a_received_reset_and_falls_back_without_a_reason_field() {
+        let format = Format::parse("f".into(), TCP_RECEIVE_RESET_6_18);
+        let (layout, cfg) = ResetLayout::from_format(&format, ResetDirection::Received).unwrap();
+        assert!(!layout.has_reason());
+        assert_eq!(cfg.skbaddr_offset, observer_common::probe_config::UNKNOWN);
+        let mut tp = [0u8; 72];
+        tp[8..16].copy_from_slice(&0xabcdu64.to_ne_bytes());
+        tp[16..18].copy_from_slice(&5000u16.to_ne_bytes());
+        tp[18..20].copy_from_slice(&6000u16.to_ne_bytes());
+        tp[20..22].copy_from_slice(&AF_INET.to_ne_bytes());
+        tp[22..26].copy_from_slice(&[127, 0, 0, 1]);
+        tp[26..30].copy_from_slice(&[127, 0, 0, 2]);
+        let r = layout
+            .decode(&span_record(RecordKind::ReceiveReset, &tp, &cfg))
+            .unwrap();
+        assert_eq!(
+            (r.sock, r.reason, r.direction),
+            (Some(0xabcd), None, ResetDirection::Received)
+        );
+        assert_eq!(r.local, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(r.remote, "127.0.0.2:6000".parse().unwrap());
+        // A send-reset record handed to the receive layout is refused, not misread.
+        assert!(matches!(
+            layout.decode(&span_record(RecordKind::SendReset, &tp, &cfg)),
+            Err(DecodeError::UnknownKind(2))
+        ));
+    }
+}

@@ -1,0 +1,328 @@
+//! Timewait-timer records -> [`TimewaitTimer`] events.
+//!
+//! The start record carries the timewait socket's `struct sock_common` verbatim; the offsets
+//! of its members come from kernel BTF, so nothing here is tied to one kernel.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use observer_common::{
+    RecordKind, TcpState, TimerProbeConfig, TimerRecord,
+    probe_config::UNKNOWN,
+    record::{COMMON_CAPACITY, TimerEvent},
+};
+
+use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, read_timer};
+use crate::load::tracefs::{Format, TracefsError};
+
+/// The timewait socket a timer belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimewaitSocket {
+    /// `TimeWait`, or `FinWait2` for an orphaned FIN_WAIT2 waiting in a timewait socket.
+    pub substate: TcpState,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: Option<u32>,
+}
+
+/// What happened to the timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerAction {
+    /// Armed: the connection entered TIME_WAIT (or its FIN_WAIT2 wait), or the wait restarted.
+    Start {
+        socket: TimewaitSocket,
+        /// Time until the timer fires, when the kernel's HZ is known.
+        timeout_ns: Option<u64>,
+    },
+    /// Disarmed: right before an expiry or a restart, or the timewait socket was killed.
+    Cancel,
+    /// Fired: the timewait socket ends now. The socket is read again here, so that one whose
+    /// start was not seen (it existed before the daemon) can still be matched.
+    Expire { socket: Option<TimewaitSocket> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimewaitTimer {
+    pub mono_ns: u64,
+    /// Address of the timer; identifies the timewait socket while it lives.
+    pub timer: u64,
+    pub action: TimerAction,
+}
+
+/// Offsets of the `struct sock_common` members a timewait socket's identity is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommonOffsets {
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub dport: u32,
+    pub num: u32,
+    pub family: u32,
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub net: u32,
+}
+
+/// Offsets inside `struct inet_timewait_sock` and `struct net`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimewaitOffsets {
+    pub timer: u32,
+    pub substate: u32,
+    pub net_inum: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerLayout {
+    common: CommonOffsets,
+    needed: usize,
+    /// The kernel's timer frequency (`CONFIG_HZ`), when known.
+    hz: Option<u32>,
+}
+
+impl TimerLayout {
+    /// Builds the layout and the eBPF configuration. `handler` is the address of
+    /// `tw_timer_handler`; the caller has already refused 0.
+    pub fn new(
+        formats: [&Format; 3],
+        common: CommonOffsets,
+        tw: TimewaitOffsets,
+        handler: u64,
+        hz: Option<u32>,
+    ) -> Result<(Self, TimerProbeConfig), TracefsError> {
+        let [start, cancel, expire] = formats;
+        let off = |format: &Format, name: &str| format.field(name).map(|f| as_u32(f.offset));
+        let ends = [
+            common.daddr + 4,
+            common.rcv_saddr + 4,
+            common.dport + 2,
+            common.num + 2,
+            common.family + 2,
+            common.v6_daddr + 16,
+            common.v6_rcv_saddr + 16,
+        ];
+        let needed = ends.iter().copied().max().unwrap_or(0) as usize;
+        if needed > COMMON_CAPACITY {
+            return Err(TracefsError::MissingField {
+                path: "struct sock_common".into(),
+                field: format!("(members span {needed} bytes, more than {COMMON_CAPACITY})"),
+            });
+        }
+        let config = TimerProbeConfig {
+            tw_timer_handler: handler,
+            start_timer: off(start, "timer")?,
+            start_function: off(start, "function")?,
+            start_expires: off(start, "expires")?,
+            start_now: off(start, "now")?,
+            cancel_timer: off(cancel, "timer")?,
+            expire_timer: off(expire, "timer")?,
+            expire_function: off(expire, "function")?,
+            expire_now: off(expire, "now")?,
+            tw_timer_offset: tw.timer,
+            tw_substate_offset: tw.substate,
+            common_len: as_u32(needed),
+            common_net_offset: common.net,
+            net_inum_offset: tw.net_inum,
+            pad: 0,
+        };
+        Ok((Self { common, needed, hz }, config))
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<TimewaitTimer, DecodeError> {
+        let kind = u16::from_ne_bytes([
+            bytes.first().copied().unwrap_or(0),
+            bytes.get(1).copied().unwrap_or(0),
+        ]);
+        if kind != RecordKind::TimewaitTimer as u16 {
+            return Err(DecodeError::UnknownKind(kind));
+        }
+        let rec = read_timer(bytes)?;
+        let action = match rec.event {
+            e if e == TimerEvent::Cancel as u8 => TimerAction::Cancel,
+            e if e == TimerEvent::Expire as u8 => TimerAction::Expire {
+                socket: if rec.common_len == 0 {
+                    None
+                } else {
+                    Some(self.socket(&rec)?)
+                },
+            },
+            e if e == TimerEvent::Start as u8 => {
+                let jiffies = rec.expires.wrapping_sub(rec.now);
+                TimerAction::Start {
+                    socket: self.socket(&rec)?,
+                    timeout_ns: self
+                        .hz
+                        .map(|hz| jiffies.saturating_mul(1_000_000_000) / u64::from(hz.max(1))),
+                }
+            }
+            other => return Err(DecodeError::UnknownTimerEvent(other)),
+        };
+        Ok(TimewaitTimer {
+            mono_ns: rec.ts_ns,
+            timer: rec.timer,
+            action,
+        })
+    }
+}
+
+impl TimerLayout {
+    /// Decodes the copied `struct sock_common`.
+    fn socket(&self, rec: &TimerRecord) -> Result<TimewaitSocket, DecodeError> {
+        if (rec.common_len as usize) < self.needed || rec.common_len as usize > COMMON_CAPACITY {
+            return Err(DecodeError::Truncated(u32::from(rec.common_len)));
+        }
+        let c = &rec.common[..rec.common_len as usize];
+        let at = |o: u32, n: usize| &c[o as usize..o as usize + n];
+        let u16_ne = |o: u32| u16::from_ne_bytes(at(o, 2).try_into().expect("2 bytes"));
+        let local_port = u16_ne(self.common.num);
+        let remote_port = u16::from_be_bytes(at(self.common.dport, 2).try_into().expect("2 bytes"));
+        let v4 = |o| {
+            IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(at(o, 4)).expect("4 bytes"),
+            ))
+        };
+        let v6 = |o| {
+            IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(at(o, 16)).expect("16 bytes"),
+            ))
+        };
+        let (family, local, remote) = match u16_ne(self.common.family) {
+            AF_INET => (
+                Family::Ipv4,
+                v4(self.common.rcv_saddr),
+                v4(self.common.daddr),
+            ),
+            AF_INET6 => (
+                Family::Ipv6,
+                v6(self.common.v6_rcv_saddr),
+                v6(self.common.v6_daddr),
+            ),
+            other => return Err(DecodeError::UnknownFamily(u64::from(other))),
+        };
+        let substate = TcpState::from_kernel(i32::from(rec.substate))
+            .ok_or(DecodeError::UnknownState(i64::from(rec.substate)))?;
+        Ok(TimewaitSocket {
+            substate,
+            family,
+            local: SocketAddr::new(local, local_port),
+            remote: SocketAddr::new(remote, remote_port),
+            netns: (rec.netns != 0).then_some(rec.netns),
+        })
+    }
+}
+
+impl CommonOffsets {
+    /// For tests and for kernels where BTF is missing: nothing is known.
+    pub const UNKNOWN: Self = Self {
+        daddr: UNKNOWN,
+        rcv_saddr: UNKNOWN,
+        dport: UNKNOWN,
+        num: UNKNOWN,
+        family: UNKNOWN,
+        v6_daddr: UNKNOWN,
+        v6_rcv_saddr: UNKNOWN,
+        net: UNKNOWN,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::RecordHeader;
+
+    use super::*;
+
+    /// `struct sock_common` offsets on Linux 6.18 x86_64.
+    const COMMON_6_18: CommonOffsets = CommonOffsets {
+        daddr: 0,
+        rcv_saddr: 4,
+        dport: 12,
+        num: 14,
+        family: 16,
+        v6_daddr: 56,
+        v6_rcv_saddr: 72,
+        net: 48,
+    };
+
+    fn formats() -> [Format; 3] {
+        let start = "format:\n\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * function;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned long expires;\toffset:24;\tsize:8;\tsigned:0;\n\tfield:unsigned long now;\toffset:40;\tsize:8;\tsigned:0;\n";
+        let cancel = "format:\n\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;\n";
+        let expire = "format:\n\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:unsigned long now;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:void * function;\toffset:24;\tsize:8;\tsigned:0;\n";
+        [start, cancel, expire].map(|f| Format::parse("f".into(), f))
+    }
+
+    #[test]
+    fn decodes_a_timewait_start_from_sock_common() {
+        let [s, c, e] = formats();
+        let tw = TimewaitOffsets {
+            timer: 96,
+            substate: 20,
+            net_inum: 160,
+        };
+        let (layout, cfg) =
+            TimerLayout::new([&s, &c, &e], COMMON_6_18, tw, 0xffff_1234, Some(250)).unwrap();
+        assert_eq!(
+            (cfg.start_function, cfg.expire_function, cfg.cancel_timer),
+            (16, 24, 8)
+        );
+        assert_eq!(cfg.common_len, 88);
+        let mut rec = TimerRecord {
+            header: RecordHeader::new(RecordKind::TimewaitTimer, size_of::<TimerRecord>()),
+            ts_ns: 5,
+            timer: 0xdead,
+            expires: 16_000,
+            now: 1_000,
+            netns: 42,
+            event: TimerEvent::Start as u8,
+            substate: TcpState::TimeWait as u8,
+            common_len: 88,
+            common: [0; COMMON_CAPACITY],
+        };
+        rec.common[0..4].copy_from_slice(&[127, 0, 0, 2]);
+        rec.common[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        rec.common[12..14].copy_from_slice(&8080u16.to_be_bytes());
+        rec.common[14..16].copy_from_slice(&40000u16.to_ne_bytes());
+        rec.common[16..18].copy_from_slice(&AF_INET.to_ne_bytes());
+        // SAFETY: TimerRecord is plain old data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&rec).cast::<u8>(),
+                size_of::<TimerRecord>(),
+            )
+        };
+        let t = layout.decode(bytes).unwrap();
+        assert_eq!(t.timer, 0xdead);
+        assert_eq!(
+            t.action,
+            TimerAction::Start {
+                socket: TimewaitSocket {
+                    substate: TcpState::TimeWait,
+                    family: Family::Ipv4,
+                    local: "127.0.0.1:40000".parse().unwrap(),
+                    remote: "127.0.0.2:8080".parse().unwrap(),
+                    netns: Some(42),
+                },
+                timeout_ns: Some(60_000_000_000),
+            }
+        );
+        rec.event = TimerEvent::Expire as u8;
+        rec.common_len = 0;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&rec).cast::<u8>(),
+                size_of::<TimerRecord>(),
+            )
+        };
+        assert_eq!(
+            layout.decode(bytes).unwrap().action,
+            TimerAction::Expire { socket: None }
+        );
+        rec.event = 9;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&rec).cast::<u8>(),
+                size_of::<TimerRecord>(),
+            )
+        };
+        assert_eq!(layout.decode(bytes), Err(DecodeError::UnknownTimerEvent(9)));
+    }
+}

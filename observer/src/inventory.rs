@@ -1,0 +1,119 @@
+//! What sock_diag says exists, as tracker input: start-up seeding, periodic reconciliation,
+//! and the processes holding lingering CLOSE_WAIT sockets.
+//!
+//! Blocking (netlink dumps, a walk of /proc): run it off the event loop.
+
+use std::collections::HashSet;
+
+use observer_common::TcpState;
+use rustc_hash::FxHashSet;
+
+use crate::{
+    decode::Task,
+    sockdiag::{self, DiagSocket, DiagTimer},
+    track::{SeedSocket, Tracker, Tuple},
+};
+
+/// One sock_diag dump of every network namespace that could be listed.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    pub sockets: Vec<DiagSocket>,
+    /// Namespaces dumped completely.
+    pub dumped: FxHashSet<u32>,
+    /// Namespaces that could not be dumped, with the reason (for the log).
+    pub failed: Vec<String>,
+    /// `CLOCK_MONOTONIC` ns when the dump began.
+    pub started_ns: u64,
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+#[must_use]
+pub fn mono_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+impl Inventory {
+    /// Dumps every namespace.
+    #[must_use]
+    pub fn take() -> Self {
+        let mut inv = Self {
+            started_ns: mono_now_ns(),
+            ..Self::default()
+        };
+        for ns in sockdiag::list_netns() {
+            match sockdiag::dump_netns(&ns) {
+                Ok(sockets) => {
+                    inv.dumped.insert(ns.inode);
+                    inv.sockets.extend(sockets);
+                }
+                Err(e) => inv.failed.push(format!("{}: {e}", ns.path.display())),
+            }
+        }
+        inv
+    }
+
+    /// The dump as tracker input.
+    #[must_use]
+    pub fn seeds(&self) -> Vec<SeedSocket> {
+        self.sockets
+            .iter()
+            .map(|s| SeedSocket {
+                tuple: tuple(s),
+                state: s.state,
+                // Timewait sockets have no file; their timer says which kind they are.
+                timewait: s.state == TcpState::TimeWait
+                    || (s.inode == 0 && s.timer == DiagTimer::TimeWait),
+                owner: None,
+            })
+            .collect()
+    }
+
+    /// Resolves, through /proc, the process holding each CLOSE_WAIT socket that has been in
+    /// CLOSE_WAIT for at least `older_than_ns` and whose holder is not known yet. Returns how
+    /// many were resolved.
+    pub fn resolve_close_wait_owners(
+        &self,
+        tracker: &mut Tracker,
+        older_than_ns: u64,
+        now_ns: u64,
+    ) -> usize {
+        let wanted: Vec<_> = tracker
+            .close_wait()
+            .into_iter()
+            .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
+            .filter_map(|e| {
+                self.sockets
+                    .iter()
+                    .find(|s| s.state == TcpState::CloseWait && s.inode != 0 && tuple(s) == e.tuple)
+                    .map(|s| (e.key, s.inode))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return 0;
+        }
+        let inodes: HashSet<u64> = wanted.iter().map(|(_, inode)| *inode).collect();
+        let holders = sockdiag::holders_of(&inodes);
+        let mut resolved = 0;
+        for (key, inode) in wanted {
+            if let Some(h) = holders.get(&inode).and_then(|h| h.first()) {
+                tracker.set_owner_from_fd(key, Task::named(h.pid, &h.comm));
+                resolved += 1;
+            }
+        }
+        resolved
+    }
+}
+
+fn tuple(s: &DiagSocket) -> Tuple {
+    Tuple {
+        netns: s.netns,
+        local: s.local,
+        remote: s.remote,
+    }
+}

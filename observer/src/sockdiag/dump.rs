@@ -1,0 +1,429 @@
+//! One `SOCK_DIAG_BY_FAMILY` dump of the TCP sockets in the calling thread's network namespace.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    os::fd::AsRawFd as _,
+};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    AF_INET, AF_INET6, IPPROTO_TCP, SockDiagMessage,
+    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+use observer_common::TcpState;
+
+use super::{DiagSocket, DiagTimer, SockDiagError};
+use crate::decode::Family;
+
+/// Receive buffer per `recv`. The kernel fills at most about 32 KiB per dump datagram; twice
+/// that leaves room, and `MSG_TRUNC` still reports a datagram that would not fit.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// The kernel answers a dump at once; a silent socket for this long means something is wrong.
+const RECV_TIMEOUT_SECS: libc::time_t = 10;
+
+/// Every state `TcpState` can name (bits 1..=12). `StateFlags` of the crate lacks
+/// `NEW_SYN_RECV`, so the mask is built here and passed through `from_bits_retain`. Bit 13
+/// (`TCP_BOUND_INACTIVE`, bound but neither listening nor connected) is left out on purpose:
+/// it is not a TCP state and `TcpState` cannot hold it.
+const ALL_STATES: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < TcpState::ALL.len() {
+        mask |= 1 << TcpState::ALL[i] as u32;
+        i += 1;
+    }
+    mask
+};
+
+// Offsets into `struct inet_diag_msg` of the fields that `InetResponseHeader` folds into its
+// `Timer` enum: it keeps no expiry for the TIME_WAIT timer, retransmits only for the
+// retransmit timer, and maps unknown timer values to `None`. These three are read from the
+// raw reply; everything else comes from the crate's parse.
+const TIMER: usize = 2;
+const RETRANSMITS: usize = 3;
+const EXPIRES: std::ops::Range<usize> = 52..56;
+
+/// Dumps IPv4 then IPv6 TCP sockets; `netns` is recorded in each entry.
+pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
+    socket.bind_auto().map_err(stage("bind"))?;
+    socket
+        .connect(&netlink_sys::SocketAddr::new(0, 0))
+        .map_err(stage("connect"))?;
+    set_receive_timeout(&socket).map_err(stage("setsockopt(SO_RCVTIMEO)"))?;
+
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut sockets = Vec::new();
+    for (seq, family) in [(1, Family::Ipv4), (2, Family::Ipv6)] {
+        let request = request(family, seq);
+        let sent = socket.send(&request, 0).map_err(stage("send"))?;
+        if sent != request.len() {
+            return Err(SockDiagError::Io {
+                stage: "send",
+                source: io::Error::other(format!("sent {sent} of {} bytes", request.len())),
+            });
+        }
+        let mut reply = Reply {
+            netns,
+            family,
+            seq,
+            sockets: &mut sockets,
+        };
+        loop {
+            let len = recv(&socket, &mut buf)?;
+            if reply.feed(&buf[..len])? {
+                break;
+            }
+        }
+    }
+    Ok(sockets)
+}
+
+/// A kernel that never answers must not hang the caller (reconciliation runs periodically).
+fn set_receive_timeout(socket: &Socket) -> io::Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: RECV_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid socket, and a timeval of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            libc::socklen_t::try_from(size_of::<libc::timeval>()).expect("small"),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn stage(stage: &'static str) -> impl FnOnce(io::Error) -> SockDiagError {
+    move |source| SockDiagError::Io { stage, source }
+}
+
+fn request(family: Family, seq: u32) -> Vec<u8> {
+    let (af, socket_id) = match family {
+        Family::Ipv4 => (AF_INET, SocketId::new_v4()),
+        Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
+    };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family: af,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::from_bits_retain(ALL_STATES),
+            socket_id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    buf
+}
+
+/// One datagram; an error if it did not fit `buf`.
+fn recv(socket: &Socket, buf: &mut [u8]) -> Result<usize, SockDiagError> {
+    loop {
+        // MSG_TRUNC makes recv return the datagram's real length even when it was cut short.
+        match socket.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+            Ok(len) if len > buf.len() => {
+                return Err(SockDiagError::Truncated {
+                    len,
+                    capacity: buf.len(),
+                });
+            }
+            Ok(len) => return Ok(len),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(SockDiagError::Io {
+                    stage: "recv",
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no reply from the kernel within {RECV_TIMEOUT_SECS} s"),
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(SockDiagError::Io {
+                    stage: "recv",
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+/// Collects the reply to one request, datagram by datagram.
+struct Reply<'a> {
+    netns: u32,
+    family: Family,
+    seq: u32,
+    sockets: &'a mut Vec<DiagSocket>,
+}
+
+impl Reply<'_> {
+    /// Takes the messages of one datagram; true once the dump is complete.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<bool, SockDiagError> {
+        while !bytes.is_empty() {
+            let nl = NetlinkBuffer::new_checked(bytes).map_err(|e| self.decode(&e))?;
+            let len = nl.length() as usize;
+            let raw = nl.payload();
+            if nl.sequence_number() == self.seq {
+                let message = NetlinkMessage::<SockDiagMessage>::deserialize(&bytes[..len])
+                    .map_err(|e| self.decode(&e))?;
+                match message.payload {
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                        if let Some(socket) = self.socket(&response, raw)? {
+                            self.sockets.push(socket);
+                        }
+                    }
+                    NetlinkPayload::Done(done) if done.code < 0 => {
+                        return Err(self.kernel(done.code));
+                    }
+                    NetlinkPayload::Done(_) => return Ok(true),
+                    // A zero code is an acknowledgement, which a dump does not ask for.
+                    NetlinkPayload::Error(error) => {
+                        if let Some(code) = error.code {
+                            return Err(self.kernel(code.get()));
+                        }
+                    }
+                    NetlinkPayload::Overrun(_) => {
+                        return Err(self.decode(&"the kernel reported a netlink overrun"));
+                    }
+                    _ => {}
+                }
+            }
+            // Messages start at 4-byte boundaries; the last one may end the datagram unpadded.
+            let next = len.next_multiple_of(usize::from(NLMSG_ALIGNTO));
+            bytes = bytes.get(next..).unwrap_or_default();
+        }
+        Ok(false)
+    }
+
+    fn socket(
+        &self,
+        response: &InetResponse,
+        raw: &[u8],
+    ) -> Result<Option<DiagSocket>, SockDiagError> {
+        let header = &response.header;
+        let (Some(&timer), Some(&retransmits), Some(expires)) =
+            (raw.get(TIMER), raw.get(RETRANSMITS), raw.get(EXPIRES))
+        else {
+            return Err(self.decode(&format_args!(
+                "inet_diag_msg of {} bytes is too short",
+                raw.len()
+            )));
+        };
+        let expires = u32::from_ne_bytes(expires.try_into().expect("four bytes"));
+        let family = match header.family {
+            AF_INET => Family::Ipv4,
+            AF_INET6 => Family::Ipv6,
+            other => {
+                return Err(self.decode(&format_args!("address family {other} in a TCP dump")));
+            }
+        };
+        let Some(state) = TcpState::from_kernel(i32::from(header.state)) else {
+            log::warn!(
+                "sock_diag: skipping a TCP socket in unknown state {} (netns {})",
+                header.state,
+                self.netns
+            );
+            return Ok(None);
+        };
+        let id = &header.socket_id;
+        Ok(Some(DiagSocket {
+            netns: self.netns,
+            family,
+            state,
+            local: address(id.source_address, id.source_port),
+            remote: address(id.destination_address, id.destination_port),
+            inode: u64::from(header.inode),
+            uid: header.uid,
+            cookie: cookie(id.cookie),
+            timer: DiagTimer::from_kernel(timer),
+            expires_ms: expires,
+            retransmits,
+            rqueue: header.recv_queue,
+            wqueue: header.send_queue,
+        }))
+    }
+
+    fn decode(&self, what: &dyn std::fmt::Display) -> SockDiagError {
+        SockDiagError::Decode {
+            family: self.family.name(),
+            message: what.to_string(),
+        }
+    }
+
+    fn kernel(&self, code: i32) -> SockDiagError {
+        SockDiagError::Kernel {
+            family: self.family.name(),
+            source: io::Error::from_raw_os_error(code.saturating_abs()),
+        }
+    }
+}
+
+fn address(ip: IpAddr, port: u16) -> SocketAddr {
+    // Scope ids are left at 0, as the eBPF decoder does, so the two sources compare equal.
+    SocketAddr::new(ip, port)
+}
+
+/// `idiag_cookie` is two host-order u32 words, low word first.
+fn cookie(raw: [u8; 8]) -> u64 {
+    let low = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let high = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    u64::from(low) | u64::from(high) << 32
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const NLMSG_DONE: u16 = 3;
+    const NLMSG_ERROR: u16 = 2;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+    fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(16 + payload.len()).unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(&len.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&2u16.to_ne_bytes()); // NLM_F_MULTI
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(payload);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out
+    }
+
+    /// A `TIME_WAIT` `inet_diag_msg` for 10.0.0.1:40000 -> 10.0.0.2:80, plus one attribute.
+    fn time_wait_v4() -> Vec<u8> {
+        let mut m = vec![AF_INET, 6, 3, 0];
+        m.extend_from_slice(&40000u16.to_be_bytes());
+        m.extend_from_slice(&80u16.to_be_bytes());
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        m.extend_from_slice(&src);
+        m.extend_from_slice(&dst);
+        m.extend_from_slice(&0u32.to_ne_bytes()); // idiag_if
+        m.extend_from_slice(&0x1122_3344u32.to_ne_bytes()); // cookie[0]
+        m.extend_from_slice(&0x5566_7788u32.to_ne_bytes()); // cookie[1]
+        m.extend_from_slice(&59_123u32.to_ne_bytes()); // expires
+        m.extend_from_slice(&0u32.to_ne_bytes()); // rqueue
+        m.extend_from_slice(&0u32.to_ne_bytes()); // wqueue
+        m.extend_from_slice(&0u32.to_ne_bytes()); // uid
+        m.extend_from_slice(&0u32.to_ne_bytes()); // inode
+        assert_eq!(m.len(), 72);
+        // INET_DIAG_SHUTDOWN (8), one byte, padded.
+        m.extend_from_slice(&5u16.to_ne_bytes());
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&[3, 0, 0, 0]);
+        m
+    }
+
+    fn reply(family: Family, seq: u32, sockets: &mut Vec<DiagSocket>) -> Reply<'_> {
+        Reply {
+            netns: 4_026_531_840,
+            family,
+            seq,
+            sockets,
+        }
+    }
+
+    #[test]
+    fn state_mask_covers_every_tcp_state() {
+        assert_eq!(ALL_STATES, 0x1ffe);
+    }
+
+    #[test]
+    fn request_is_a_tcp_dump_of_all_states() {
+        let bytes = request(Family::Ipv6, 7);
+        assert_eq!(bytes.len(), 16 + 56, "nlmsghdr + inet_diag_req_v2");
+        let nl = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
+        assert_eq!(nl.message_type(), SOCK_DIAG_BY_FAMILY);
+        assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(nl.sequence_number(), 7);
+        let p = nl.payload();
+        assert_eq!((p[0], p[1]), (AF_INET6, IPPROTO_TCP));
+        assert_eq!(u32::from_ne_bytes(p[4..8].try_into().unwrap()), ALL_STATES);
+    }
+
+    #[test]
+    fn parses_a_multipart_reply_up_to_done() {
+        let mut datagram = message(SOCK_DIAG_BY_FAMILY, 1, &time_wait_v4());
+        // A stray message of another request is ignored.
+        datagram.extend(message(SOCK_DIAG_BY_FAMILY, 9, &time_wait_v4()));
+        let mut sockets = Vec::new();
+        let mut r = reply(Family::Ipv4, 1, &mut sockets);
+        assert!(!r.feed(&datagram).unwrap());
+        assert!(
+            r.feed(&message(NLMSG_DONE, 1, &0i32.to_ne_bytes()))
+                .unwrap()
+        );
+        assert_eq!(
+            sockets,
+            [DiagSocket {
+                netns: 4_026_531_840,
+                family: Family::Ipv4,
+                state: TcpState::TimeWait,
+                local: SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 40000),
+                remote: SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 80),
+                inode: 0,
+                uid: 0,
+                cookie: 0x5566_7788_1122_3344,
+                timer: DiagTimer::TimeWait,
+                expires_ms: 59_123,
+                retransmits: 0,
+                rqueue: 0,
+                wqueue: 0,
+            }]
+        );
+    }
+
+    #[test]
+    fn an_error_message_fails_the_dump() {
+        let mut payload = (-libc::EINVAL).to_ne_bytes().to_vec();
+        payload.extend_from_slice(&[0; 16]);
+        let mut sockets = Vec::new();
+        let err = reply(Family::Ipv6, 2, &mut sockets)
+            .feed(&message(NLMSG_ERROR, 2, &payload))
+            .unwrap_err();
+        assert!(
+            matches!(&err, SockDiagError::Kernel { family: "ipv6", source }
+                if source.raw_os_error() == Some(libc::EINVAL)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_message_is_a_decode_error() {
+        let datagram = message(SOCK_DIAG_BY_FAMILY, 1, &time_wait_v4());
+        let mut sockets = Vec::new();
+        let err = reply(Family::Ipv4, 1, &mut sockets)
+            .feed(&datagram[..40])
+            .unwrap_err();
+        assert!(matches!(err, SockDiagError::Decode { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,80 @@
+//! Distributions of time spent in each state, with fixed buckets from a millisecond to hours.
+
+use observer_common::TcpState;
+use serde::Serialize;
+
+/// Upper bounds of the buckets, in seconds. Dense around 60 s, where TIME_WAIT ends (Linux's
+/// fixed 2*MSL; the timer wheel fires it up to a second late).
+pub const BUCKET_BOUNDS_SECONDS: [f64; 24] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 55.0, 59.0, 60.0, 60.5, 61.0, 62.0,
+    65.0, 90.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+];
+
+/// One distribution: per-bucket counts (not cumulative), with the +Inf bucket last.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Histogram {
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            buckets: vec![0; BUCKET_BOUNDS_SECONDS.len() + 1],
+            count: 0,
+            sum_seconds: 0.0,
+        }
+    }
+
+    pub fn record(&mut self, ns: u64) {
+        #[expect(clippy::cast_precision_loss, reason = "durations far below 2^52 ns")]
+        let secs = ns as f64 / 1e9;
+        let i = BUCKET_BOUNDS_SECONDS.partition_point(|b| *b < secs);
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_seconds += secs;
+    }
+}
+
+/// A histogram per TCP state (index: kernel value - 1).
+#[derive(Clone, Debug)]
+pub struct StateDurations {
+    by_state: Vec<Histogram>,
+}
+
+impl Default for StateDurations {
+    fn default() -> Self {
+        Self {
+            by_state: TcpState::ALL.iter().map(|_| Histogram::new()).collect(),
+        }
+    }
+}
+
+impl StateDurations {
+    pub fn record(&mut self, state: TcpState, ns: u64) {
+        self.by_state[state as usize - 1].record(ns);
+    }
+
+    #[must_use]
+    pub fn of(&self, state: TcpState) -> &Histogram {
+        &self.by_state[state as usize - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_upper_bounds() {
+        let mut h = Histogram::new();
+        h.record(1_000_000); // exactly 1 ms: first bucket (le=0.001)
+        h.record(60_900_000_000); // a TIME_WAIT expiry: le=61
+        h.record(u64::MAX / 2); // +Inf
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[14], 1);
+        assert_eq!(h.buckets[24], 1);
+        assert_eq!(h.count, 3);
+    }
+}

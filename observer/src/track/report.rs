@@ -1,0 +1,78 @@
+//! What the tracker says about each event it is fed, for live views (`observer watch`).
+
+use observer_common::TcpState;
+
+use super::resets::ResetClass;
+use crate::decode::{Reset, Task, Transition};
+
+/// What the tracker knows about one transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// Nanoseconds spent in the state just left, when its entry was seen (or, with
+    /// `lower_bound`, at least this long: the socket existed before the daemon started).
+    pub previous_state_ns: Option<u64>,
+    /// `previous_state_ns` is a lower bound, not an exact time.
+    pub lower_bound: bool,
+    /// The socket's owner, from this transition, an earlier one it drove, its listener, or the
+    /// process holding its file descriptor.
+    pub owner: Option<Task>,
+    /// The transition's old state differs from the last new state seen for this socket: at
+    /// least one transition in between was lost.
+    pub gap: bool,
+}
+
+/// How a timewait socket ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimewaitEnd {
+    /// Its timer fired: the full 2*MSL (or `tcp_fin_timeout`) elapsed.
+    Expired,
+    /// Its timer was cancelled and not restarted: the 4-tuple was reused, an RST arrived, or
+    /// the namespace was torn down.
+    Killed,
+}
+
+impl TimewaitEnd {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Killed => "killed",
+        }
+    }
+}
+
+/// Facts about a transition beyond the states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// The peer closed (or reset) a connection the application never accepted.
+    ClosedBeforeAccept,
+    /// The connection entered TIME_WAIT (or its orphaned FIN_WAIT2 wait). The kernel's own
+    /// transition was FIN_WAIT2/CLOSING -> CLOSE of the full socket.
+    TimewaitEntered { timeout_ns: Option<u64> },
+    /// The timewait timer restarted (a retransmitted FIN, or FIN_WAIT2 -> TIME_WAIT).
+    TimewaitRestarted { timeout_ns: Option<u64> },
+    /// The timewait socket ended.
+    TimewaitEnded(TimewaitEnd),
+    /// FIN_WAIT2/CLOSING -> CLOSE without a timewait socket (`tcp_max_tw_buckets` exhausted,
+    /// or its timer event was lost).
+    NoTimewait,
+}
+
+/// One thing worth showing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// A state transition. TIME_WAIT entry and end are transitions too; for them `sock` is
+    /// the timewait socket's timer address.
+    Transition {
+        transition: Transition,
+        seen: Observation,
+        note: Option<Note>,
+    },
+    Reset {
+        reset: Reset,
+        /// The socket's state: the tracepoint's, else the tracker's.
+        state: Option<TcpState>,
+        class: ResetClass,
+        owner: Option<Task>,
+    },
+}

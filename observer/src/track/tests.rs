@@ -1,0 +1,523 @@
+//! The tracker on recorded event sequences, shaped like what Linux 6.18 emits.
+
+use std::net::SocketAddr;
+
+use observer_common::TcpState::{
+    self, Close, CloseWait, Closing, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv,
+    SynSent, TimeWait,
+};
+
+use super::*;
+use crate::decode::{ResetDirection, ResetReason, TimerAction, TimewaitSocket, TimewaitTimer};
+
+const NS: u32 = 4_026_532_000;
+const MS: u64 = 1_000_000;
+const CLIENT: &str = "127.0.0.1:40000";
+const SERVER: &str = "127.0.0.1:8080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn task(pid: u32) -> Task {
+    Task::named(pid, "app")
+}
+
+/// A transition of socket `sock` between `local` and `remote` at `ms` milliseconds.
+fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Event {
+    Event::Transition(Transition {
+        mono_ns: ms * MS,
+        sock,
+        old,
+        new,
+        family: Family::Ipv4,
+        local: addr(local),
+        remote: addr(remote),
+        netns: Some(NS),
+        task: task(if TcpState::in_owner_context(old, new) {
+            100
+        } else {
+            999
+        }),
+        owner_context: TcpState::in_owner_context(old, new),
+        has_socket: Some(true),
+    })
+}
+
+fn timer(timer: u64, ms: u64, action: TimerAction) -> Event {
+    Event::Timewait(TimewaitTimer {
+        mono_ns: ms * MS,
+        timer,
+        action,
+    })
+}
+
+fn tw_socket(substate: TcpState, local: &str, remote: &str) -> TimewaitSocket {
+    TimewaitSocket {
+        substate,
+        family: Family::Ipv4,
+        local: addr(local),
+        remote: addr(remote),
+        netns: Some(NS),
+    }
+}
+
+fn start(t: u64, ms: u64, substate: TcpState) -> Event {
+    timer(
+        t,
+        ms,
+        TimerAction::Start {
+            socket: tw_socket(substate, CLIENT, SERVER),
+            timeout_ns: Some(60_000 * MS),
+        },
+    )
+}
+
+fn feed(tracker: &mut Tracker, events: &[Event]) -> Vec<Report> {
+    let mut out = Vec::new();
+    for e in events {
+        tracker.apply(e, &mut out);
+    }
+    out
+}
+
+/// (old, new, time in old, note) of each transition report.
+fn transitions(reports: &[Report]) -> Vec<(TcpState, TcpState, Option<u64>, Option<Note>)> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Transition {
+                transition,
+                seen,
+                note,
+            } => Some((
+                transition.old,
+                transition.new,
+                seen.previous_state_ns,
+                *note,
+            )),
+            Report::Reset { .. } => None,
+        })
+        .collect()
+}
+
+/// The client side of a close-first connection, up to FIN_WAIT2 (socket 0xA).
+fn client_until_fin_wait2() -> Vec<Event> {
+    vec![
+        tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+        tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
+        tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
+        tr(0xA, 11, FinWait1, FinWait2, CLIENT, SERVER),
+    ]
+}
+
+#[test]
+fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    // The peer's FIN: the timer starts just before the full socket closes, on the same CPU.
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    let last = transitions(&reports).pop().unwrap();
+    assert_eq!(
+        last,
+        (
+            FinWait2,
+            TimeWait,
+            Some(9 * MS),
+            Some(Note::TimewaitEntered {
+                timeout_ns: Some(60_000 * MS)
+            })
+        )
+    );
+    assert_eq!(tracker.counts_by_state()[TimeWait as usize - 1], 1);
+    // Owner carried over from connect()/close().
+    if let Report::Transition { seen, .. } = reports.last().unwrap() {
+        assert_eq!(seen.owner.map(|o| o.pid), Some(100));
+    }
+
+    let end = feed(
+        &mut tracker,
+        &[
+            timer(0x7, 60_920, TimerAction::Cancel),
+            timer(0x7, 60_920, TimerAction::Expire { socket: None }),
+        ],
+    );
+    assert_eq!(
+        transitions(&end),
+        vec![(
+            TimeWait,
+            Close,
+            Some(60_900 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Expired))
+        )]
+    );
+    assert_eq!(tracker.timewait_ends(), (1, 0));
+    assert_eq!(tracker.durations().of(TimeWait).count, 1);
+    assert_eq!(tracker.counts_by_state(), [0; 12]);
+    assert_eq!(tracker.stats().timewait_missing, 0);
+}
+
+#[test]
+fn a_cancel_not_followed_by_restart_or_expiry_is_a_kill_and_a_restart_is_not() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    // A retransmitted FIN restarts the timer: cancel + start.
+    events.push(timer(0x7, 500, TimerAction::Cancel));
+    events.push(start(0x7, 500, TimeWait));
+    // Then the 4-tuple is reused: the timewait socket is killed (cancel alone).
+    events.push(timer(0x7, 3_000, TimerAction::Cancel));
+    let reports = feed(&mut tracker, &events);
+    assert!(matches!(
+        transitions(&reports).pop().unwrap().3,
+        Some(Note::TimewaitRestarted { .. })
+    ));
+    assert_eq!(tracker.stats().timewait_restarted, 1);
+    let mut out = Vec::new();
+    tracker.advance(3_000 * MS + GRACE_NS / 2, &mut out);
+    assert!(out.is_empty(), "still within the grace period");
+    tracker.advance(3_000 * MS + GRACE_NS, &mut out);
+    assert_eq!(
+        transitions(&out),
+        vec![(
+            TimeWait,
+            Close,
+            Some(2_980 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Killed))
+        )]
+    );
+    assert_eq!(tracker.timewait_ends(), (0, 1));
+}
+
+#[test]
+fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    // close() before the peer's FIN: the kernel hands FIN_WAIT2 to a timewait socket at once.
+    events.push(start(0x7, 11, FinWait2));
+    events.push(tr(0xA, 11, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).last().unwrap().1,
+        FinWait2,
+        "no CLOSE shown: the connection is still in FIN_WAIT2"
+    );
+    assert_eq!(tracker.counts_by_state()[FinWait2 as usize - 1], 1);
+    // The (local) peer closes: its FIN moves ours to TIME_WAIT.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0xB, 50, CloseWait, LastAck, SERVER, CLIENT)],
+    );
+    assert_eq!(
+        transitions(&reports)[0],
+        (
+            FinWait2,
+            TimeWait,
+            Some(39 * MS),
+            Some(Note::TimewaitEntered { timeout_ns: None })
+        )
+    );
+    assert_eq!(tracker.counts_by_state()[TimeWait as usize - 1], 1);
+}
+
+#[test]
+fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).pop().unwrap().3,
+        Some(Note::NoTimewait)
+    );
+    let mut out = Vec::new();
+    tracker.advance(20 * MS + GRACE_NS, &mut out);
+    assert_eq!(tracker.stats().timewait_missing, 1);
+}
+
+#[test]
+fn a_dropped_transition_is_a_counted_gap_and_the_state_is_repaired_without_invented_time() {
+    let mut tracker = Tracker::new(16);
+    // FIN_WAIT1 -> FIN_WAIT2 was lost.
+    let reports = feed(
+        &mut tracker,
+        &[
+            tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+            tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
+            tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
+            tr(0xA, 20, FinWait2, Close, CLIENT, SERVER),
+        ],
+    );
+    let t = transitions(&reports);
+    assert_eq!(
+        t[3].2, None,
+        "the time in FIN_WAIT2 is unknown, not invented"
+    );
+    assert_eq!(tracker.stats().gaps, 1);
+    assert_eq!(tracker.durations().of(FinWait2).count, 0);
+    assert_eq!(
+        tracker.counts_by_state(),
+        [0; 12],
+        "state repaired: the socket is gone"
+    );
+}
+
+#[test]
+fn a_new_socket_at_a_freed_address_is_a_new_connection() {
+    let mut tracker = Tracker::new(16);
+    feed(
+        &mut tracker,
+        &[
+            tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+            tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
+        ],
+    );
+    // The close was lost; the address comes back for another socket.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0xA, 5, Close, Listen, "0.0.0.0:9000", "0.0.0.0:0")],
+    );
+    let Report::Transition { seen, .. } = reports[0] else {
+        panic!()
+    };
+    assert_eq!((seen.gap, seen.previous_state_ns), (false, None));
+    assert_eq!(tracker.counts_by_state()[Listen as usize - 1], 1);
+    assert_eq!(tracker.counts_by_state()[Established as usize - 1], 0);
+}
+
+#[test]
+fn closed_before_accept_is_counted_once_for_its_listening_port() {
+    let mut tracker = Tracker::new(16);
+    let mut close_wait = tr(0xC, 3, Established, CloseWait, SERVER, CLIENT);
+    if let Event::Transition(t) = &mut close_wait {
+        t.has_socket = Some(false);
+    }
+    let reports = feed(
+        &mut tracker,
+        &[
+            tr(0xC, 1, Listen, SynRecv, SERVER, CLIENT),
+            tr(0xC, 2, SynRecv, Established, SERVER, CLIENT),
+            close_wait,
+            // Accepted later, then closed by the application: not counted again.
+            tr(0xC, 9, CloseWait, LastAck, SERVER, CLIENT),
+            tr(0xC, 10, LastAck, Close, SERVER, CLIENT),
+        ],
+    );
+    assert_eq!(transitions(&reports)[2].3, Some(Note::ClosedBeforeAccept));
+    assert_eq!(
+        tracker.closed_before_accept(),
+        vec![(
+            (NS, 8080),
+            NeverAccepted {
+                peer_closed: 1,
+                peer_reset: 0
+            }
+        )]
+    );
+}
+
+#[test]
+fn resets_are_classified_from_the_reason_and_the_close_before_them() {
+    ResetReason::set_names(vec![
+        (1, "SK_RST_REASON_NO_SOCKET".into()),
+        (11, "SK_RST_REASON_TCP_ABORT_ON_CLOSE".into()),
+        (14, "SK_RST_REASON_TCP_STATE".into()),
+    ]);
+    let mut tracker = Tracker::new(16);
+    let reset = |ms: u64,
+                 direction: ResetDirection,
+                 sock: Option<u64>,
+                 state: Option<TcpState>,
+                 reason: Option<u32>| {
+        Event::Reset(Reset {
+            mono_ns: ms * MS,
+            direction,
+            sock,
+            state,
+            reason: reason.map(ResetReason),
+            family: Family::Ipv4,
+            local: addr(CLIENT),
+            remote: addr(SERVER),
+            netns: Some(NS),
+            task: task(100),
+        })
+    };
+    let mut events = vec![
+        tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+        tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
+        tr(0xB, 1, SynRecv, Established, SERVER, CLIENT),
+        // SO_LINGER {on, 0}: close() takes it straight to CLOSE, then the RST goes out.
+        tr(0xA, 5, Established, Close, CLIENT, SERVER),
+    ];
+    // On loopback the peer receives it before the sender's tracepoint fires.
+    events.push(reset(5, ResetDirection::Received, Some(0xB), None, None));
+    events.push(reset(
+        5,
+        ResetDirection::Sent,
+        Some(0xA),
+        Some(Close),
+        Some(14),
+    ));
+    events.push(reset(6, ResetDirection::Sent, None, None, Some(1)));
+    let reports = feed(&mut tracker, &events);
+    let classes: Vec<_> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Reset { class, state, .. } => Some((*class, *state)),
+            Report::Transition { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        vec![
+            (ResetClass::PeerAbort, Some(Established)),
+            (ResetClass::AbortiveClose, Some(Close)),
+            (ResetClass::NoSocket, None),
+        ]
+    );
+    let counts = tracker.resets();
+    assert_eq!(
+        counts.get(ResetDirection::Sent, ResetClass::AbortiveClose),
+        1
+    );
+    assert_eq!(counts.by_reason.get(&14), Some(&1));
+    let mut out = Vec::new();
+    tracker.advance(10_000 * MS, &mut out);
+    assert_eq!(tracker.stats().timewait_missing, 0);
+}
+
+#[test]
+fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
+    let mut tracker = Tracker::new(16);
+    let tuple = |local: &str, remote: &str| Tuple {
+        netns: NS,
+        local: addr(local),
+        remote: addr(remote),
+    };
+    let seeds = [
+        SeedSocket {
+            tuple: tuple(SERVER, CLIENT),
+            state: CloseWait,
+            timewait: false,
+            owner: None,
+        },
+        SeedSocket {
+            tuple: tuple("127.0.0.1:40001", SERVER),
+            state: TimeWait,
+            timewait: true,
+            owner: None,
+        },
+        SeedSocket {
+            tuple: tuple("127.0.0.1:40002", SERVER),
+            state: Established,
+            timewait: false,
+            owner: None,
+        },
+    ];
+    assert_eq!(tracker.seed(&seeds, 1_000 * MS), 3);
+    assert_eq!(tracker.seed(&seeds, 1_000 * MS), 0, "already tracked");
+    let cw = tracker.close_wait();
+    assert_eq!((cw.len(), cw[0].lower_bound), (1, true));
+
+    // Its first transition names it: the time in CLOSE_WAIT is a lower bound.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0xB, 5_000, CloseWait, LastAck, SERVER, CLIENT)],
+    );
+    let Report::Transition { seen, .. } = reports[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (seen.previous_state_ns, seen.lower_bound, seen.gap),
+        (Some(4_000 * MS), true, false)
+    );
+    assert_eq!(
+        tracker.durations().of(CloseWait).count,
+        0,
+        "lower bounds stay out of histograms"
+    );
+
+    // The seeded timewait socket's expiry is matched by its addresses.
+    let reports = feed(
+        &mut tracker,
+        &[timer(
+            0x99,
+            30_000,
+            TimerAction::Expire {
+                socket: Some(tw_socket(TimeWait, "127.0.0.1:40001", SERVER)),
+            },
+        )],
+    );
+    let Report::Transition { seen, .. } = reports[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (seen.previous_state_ns, seen.lower_bound),
+        (Some(29_000 * MS), true)
+    );
+
+    // A dump that no longer lists the ESTABLISHED one (its close was lost): dropped, counted.
+    // It lists one the tracker never saw (its start was lost): added.
+    let unseen = SeedSocket {
+        tuple: tuple("127.0.0.1:40003", SERVER),
+        ..seeds[2]
+    };
+    let dumped = [NS].into_iter().collect();
+    let outcome = tracker.reconcile(&[seeds[0], unseen], &dumped, 40_000 * MS, 40_001 * MS);
+    assert_eq!((outcome.stale, outcome.added), (1, 1));
+    assert_eq!(tracker.stats().reconciled_stale, 1);
+    assert_eq!(tracker.counts_by_state()[Established as usize - 1], 1);
+}
+
+#[test]
+fn the_table_is_bounded_and_evicts_the_oldest() {
+    let mut tracker = Tracker::new(2);
+    for i in 0..3u64 {
+        feed(
+            &mut tracker,
+            &[tr(
+                0x100 + i,
+                i,
+                Close,
+                Listen,
+                &format!("0.0.0.0:{}", 9000 + i),
+                "0.0.0.0:0",
+            )],
+        );
+    }
+    let stats = tracker.stats();
+    assert_eq!((stats.tracked_sockets, stats.evicted), (2, 1));
+    assert_eq!(tracker.counts_by_state()[Listen as usize - 1], 2);
+    // The oldest (0x100) went: its next transition is from an unknown socket.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0x100, 9, Listen, Close, "0.0.0.0:9000", "0.0.0.0:0")],
+    );
+    let Report::Transition { seen, .. } = reports[0] else {
+        panic!()
+    };
+    assert_eq!(seen.previous_state_ns, None);
+}
+
+#[test]
+fn simultaneous_close_through_closing_also_enters_time_wait() {
+    let mut tracker = Tracker::new(16);
+    let reports = feed(
+        &mut tracker,
+        &[
+            tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+            tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
+            tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
+            tr(0xA, 11, FinWait1, Closing, CLIENT, SERVER),
+            start(0x7, 12, TimeWait),
+            tr(0xA, 12, Closing, Close, CLIENT, SERVER),
+        ],
+    );
+    assert_eq!(
+        transitions(&reports).pop().unwrap().0..=transitions(&reports).pop().unwrap().1,
+        Closing..=TimeWait
+    );
+}

@@ -1,6 +1,7 @@
 //! Privileged integration tests: the real probes on the running kernel, real TCP connections on
 //! loopback inside a network namespace each test creates, exact expectations.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -16,27 +17,6 @@ use support::{
     Conn, Pair, Recorder, V4, V6, closed_sockets, netns::NetNs, of_socket, privileged, serial,
     socket_where,
 };
-
-/// One test per address family, each skipped loudly without privileges.
-macro_rules! both_families {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[test]
-            fn ipv4() {
-                if super::privileged(concat!(stringify!($scenario), "::ipv4")) {
-                    super::$scenario(super::V4);
-                }
-            }
-
-            #[test]
-            fn ipv6() {
-                if super::privileged(concat!(stringify!($scenario), "::ipv6")) {
-                    super::$scenario(super::V6);
-                }
-            }
-        }
-    };
-}
 
 const CLIENT_CLOSES_FIRST: [(TcpState, TcpState); 5] = [
     (Close, SynSent),

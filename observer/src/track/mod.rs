@@ -473,6 +473,13 @@ impl Tracker {
         list
     }
 
+    /// Every timewait socket now: (tuple, substate, since when in that substate, whether that
+    /// time is a lower bound).
+    #[must_use]
+    pub fn timewait_sockets(&self) -> Vec<(Tuple, TcpState, u64, bool)> {
+        self.timewaits.list()
+    }
+
     /// Records the process holding a socket's file descriptor (resolved through /proc).
     pub fn set_owner_from_fd(&mut self, key: u64, owner: Task) {
         if let Some(c) = self.sockets.get_mut(key) {

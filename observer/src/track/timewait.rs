@@ -76,6 +76,13 @@ impl Timewaits {
         [(TcpState::TimeWait, tw), (TcpState::FinWait2, fin_wait2)].into_iter()
     }
 
+    pub fn list(&self) -> Vec<(Tuple, TcpState, u64, bool)> {
+        self.by_timer
+            .values()
+            .map(|t| (t.tuple, t.substate, t.substate_since_ns, t.lower_bound))
+            .collect()
+    }
+
     pub fn tuples(&self) -> impl Iterator<Item = &Tuple> {
         self.by_timer.values().map(|t| &t.tuple)
     }

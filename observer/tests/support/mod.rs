@@ -3,6 +3,28 @@
 
 pub mod netns;
 
+/// One test per address family, each skipped loudly without privileges.
+#[allow(unused_macros, reason = "each test binary uses a different part")]
+macro_rules! both_families {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn ipv4() {
+                if super::privileged(concat!(stringify!($scenario), "::ipv4")) {
+                    super::$scenario(super::V4);
+                }
+            }
+
+            #[test]
+            fn ipv6() {
+                if super::privileged(concat!(stringify!($scenario), "::ipv6")) {
+                    super::$scenario(super::V6);
+                }
+            }
+        }
+    };
+}
+
 use std::{
     io::Read as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream},
@@ -99,7 +121,11 @@ impl Recorder {
         let deadline = Instant::now() + timeout;
         let mut batch: Vec<Event> = Vec::new();
         let mut out = Vec::new();
-        while !done(self) {
+        // Always read once, so that what has arrived and the passing of time are applied even
+        // when `done` already holds.
+        let mut polled = false;
+        while !polled || !done(self) {
+            polled = true;
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),

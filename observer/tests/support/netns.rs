@@ -50,6 +50,19 @@ impl NetNs {
         u32::try_from(self.handle.metadata().expect("netns handle").ino()).expect("32-bit inode")
     }
 
+    /// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_max_tw_buckets`.
+    #[allow(dead_code, reason = "not every user sets sysctls")]
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        ip(&[
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ])
+    }
+
     /// Runs `f` on a thread inside the namespace. Sockets it creates stay in the namespace
     /// and can be used from any thread afterwards.
     pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

@@ -122,8 +122,18 @@ impl Table {
 
     /// Bytes of heap this table holds, estimated from its capacities.
     pub fn heap_bytes(&self) -> usize {
-        // hashbrown: one control byte per bucket besides the (key, value) slot.
-        self.map.capacity() * (size_of::<(u64, Conn)>() + 1)
+        // hashbrown: a power-of-two bucket count holding up to 7/8 of it, one control byte per
+        // bucket besides the (key, value) slot.
+        buckets(self.map.capacity()) * (size_of::<(u64, Conn)>() + 1)
             + self.order.capacity() * size_of::<(u64, u32)>()
+    }
+}
+
+/// Buckets hashbrown allocates for a map that can hold `capacity` entries.
+pub fn buckets(capacity: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
     }
 }

@@ -128,8 +128,8 @@ impl Timewaits {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.by_timer.capacity() * (size_of::<(u64, Tw)>() + 1)
-            + self.by_tuple.capacity() * (size_of::<(Tuple, u64)>() + 1)
+        super::table::buckets(self.by_timer.capacity()) * (size_of::<(u64, Tw)>() + 1)
+            + super::table::buckets(self.by_tuple.capacity()) * (size_of::<(Tuple, u64)>() + 1)
     }
 }
 

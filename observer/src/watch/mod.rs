@@ -86,6 +86,8 @@ struct Summary {
     kind: &'static str,
     received: u64,
     shown: u64,
+    /// Shown lines that were TIME_WAIT ends and timer restarts, not kernel transitions.
+    shown_timewait_ends: u64,
     #[serde(flatten)]
     losses: LossCounts,
     gaps: u64,
@@ -98,10 +100,12 @@ impl Summary {
     fn sentence(&self) -> String {
         let l = &self.losses;
         format!(
-            "{} events received, {} shown; lost {} (ring buffer full {}, recursion misses {}, \
-             unreadable {}), malformed {}, gaps {}, evicted sockets {}, seeded {}, stale {}",
+            "{} events received, {} shown ({} of them TIME_WAIT ends and restarts); lost {} (ring \
+             buffer full {}, recursion misses {}, unreadable {}), malformed {}, gaps {}, evicted \
+             sockets {}, seeded {}, stale {}",
             self.received,
             self.shown,
+            self.shown_timewait_ends,
             l.lost_total,
             l.lost_ring_buffer_full,
             l.lost_recursion_misses,
@@ -247,7 +251,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         .context("the sock_diag dump panicked")?;
     let mut batch = Vec::with_capacity(1024);
     let mut reports = Vec::with_capacity(1024);
-    let mut shown_count = 0u64;
+    let mut shown_count = Shown::default();
     let limit = options.count.unwrap_or(u64::MAX);
     stream.drain_now(&mut batch);
     apply_batch(&mut tracker, &mut batch, &mut reports);
@@ -308,7 +312,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         ) {
             return quiet_on_broken_pipe(e);
         }
-        done |= shown_count >= limit;
+        done |= shown_count.lines >= limit;
     }
 
     let losses = stream.losses()?;
@@ -316,7 +320,8 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let summary = Summary {
         kind: "summary",
         received: stream.received(),
-        shown: shown_count,
+        shown: shown_count.lines,
+        shown_timewait_ends: shown_count.timewait_ends,
         losses: losses.into(),
         gaps: stats.gaps,
         evicted_sockets: stats.evicted,
@@ -354,18 +359,32 @@ fn reconcile_with(
     dump
 }
 
+/// Lines shown so far.
+#[derive(Default)]
+struct Shown {
+    lines: u64,
+    timewait_ends: u64,
+}
+
 /// Writes the reports that pass the filter, up to `limit` lines in all.
 fn show(
     output: &mut Output,
     filter: &Filter,
     reports: &mut Vec<Report>,
-    shown_count: &mut u64,
+    shown_count: &mut Shown,
     limit: u64,
 ) -> io::Result<()> {
     for report in reports.drain(..) {
-        if *shown_count < limit && shown(filter, &report) {
+        if shown_count.lines < limit && shown(filter, &report) {
             output.report(&report)?;
-            *shown_count += 1;
+            shown_count.lines += 1;
+            if let Report::Transition {
+                note: Some(Note::TimewaitEnded(_) | Note::TimewaitRestarted { .. }),
+                ..
+            } = report
+            {
+                shown_count.timewait_ends += 1;
+            }
         }
     }
     output.out.flush()

@@ -1,0 +1,746 @@
+//! How fast the connection tracker digests a recorded-like event stream, and how much memory it
+//! holds per tracked socket. Pure userspace on one thread: no eBPF, no root.
+//!
+//! The stream is what Linux 6.18 emits for loopback connections where the client closes first
+//! (13 events each), with one connection in ten closed by `SO_LINGER {on, 0}` instead (8 events,
+//! 2 of them RSTs). A connection starts every millisecond and stays open for about a second, so
+//! (after the first minute of replayed time) about 1000 are open and 54 000 in TIME_WAIT at a
+//! time, as on a busy server. Every run checks the tracker's counters against the stream, so a
+//! broken run cannot pass for a fast one.
+//!
+//! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
+
+#![expect(clippy::cast_precision_loss, reason = "figures for display")]
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use observer::{
+    decode::{
+        Event, Family, Reset, ResetDirection, ResetReason, Task, TimerAction, TimewaitSocket,
+        TimewaitTimer, Transition,
+    },
+    track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},
+};
+use observer_common::TcpState::{
+    self, Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
+    TimeWait,
+};
+
+#[derive(Parser)]
+#[command(about = "connection tracker throughput and memory per tracked socket")]
+struct Options {
+    /// Connections in the replayed event stream.
+    #[arg(
+        long,
+        default_value_t = 200_000,
+        value_parser = clap::value_parser!(u64).range(1..=4_000_000)
+    )]
+    connections: u64,
+    /// Open sockets tracked at once for the memory figures.
+    #[arg(
+        long,
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(1..=16_000_000)
+    )]
+    sockets: u64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Internal: measure one family's memory run in this (fresh) process, print it as JSON.
+    #[arg(long, hide = true, value_parser = ["ipv4", "ipv6"])]
+    memory_run: Option<String>,
+    /// Ignored: cargo bench passes it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const US: u64 = 1_000;
+const MS: u64 = 1_000_000;
+/// Where the replayed clock starts (`CLOCK_MONOTONIC` is never near 0 on a running host).
+const T0: u64 = 10_000 * MS;
+const START_EVERY_NS: u64 = MS;
+/// Connections stay open 0.5 s to 1.5 s (1 s on average): about 1000 open at a time.
+const OPEN_MIN_NS: u64 = 500 * MS;
+const OPEN_SPREAD_MS: u64 = 1_000;
+/// Linux's fixed TIME_WAIT length.
+const TIMEWAIT_NS: u64 = 60_000 * MS;
+/// Every this many connections, one is closed with `SO_LINGER {on, 0}`.
+const LINGER_EVERY: u64 = 10;
+/// Events applied between two `advance` calls, as one ring-buffer drain of the daemon.
+const BATCH: usize = 1024;
+/// Events generated at a time while filling the memory runs' trackers.
+const CHUNK: usize = 4096;
+const RUNS: usize = 3;
+
+const NETNS: u32 = 4_026_531_840;
+const SOCK_BASE: u64 = 0xffff_8880_0000_0000;
+/// Timewait sockets live in their own slab: keep their timer addresses apart from full sockets.
+const TIMER_BASE: u64 = 0xffff_88c0_0000_0060;
+const SERVER_PORT: u16 = 8080;
+/// Linux's default ephemeral port range (32768-60999); the server address rotates after it.
+const EPHEMERAL_FIRST: u64 = 32_768;
+const EPHEMERAL_PORTS: u64 = 28_232;
+/// `SK_RST_REASON_TCP_STATE`: what `tcp_disconnect` sends on a `SO_LINGER {on, 0}` close.
+const REASON_TCP_STATE: u32 = 14;
+
+/// Reports per connection: every transition (FIN_WAIT2 -> CLOSE shows as the TIME_WAIT entry;
+/// the timer start, linked to it, and the cancel show nothing) plus the TIME_WAIT end.
+const REPORTS_CLOSE_FIRST: u64 = 11;
+/// Every event of an abortive close is shown.
+const REPORTS_LINGER: u64 = 8;
+
+fn client_task() -> Task {
+    Task::named(4100, "client")
+}
+
+fn server_task() -> Task {
+    Task::named(4200, "server")
+}
+
+/// (client, server) ends of connection `i`: distinct 4-tuples for any count the options allow.
+fn ends(family: Family, i: u64) -> (SocketAddr, SocketAddr) {
+    let port = u16::try_from(EPHEMERAL_FIRST + i % EPHEMERAL_PORTS).expect("ephemeral port");
+    let server_index = u32::try_from(i / EPHEMERAL_PORTS).expect("a few hundred servers");
+    let (client, server) = match family {
+        Family::Ipv4 => (
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::LOCALHOST) + server_index,
+            )),
+        ),
+        Family::Ipv6 => (
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+            IpAddr::V6(Ipv6Addr::from(
+                u128::from(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, 0)) + u128::from(server_index),
+            )),
+        ),
+    };
+    (
+        SocketAddr::new(client, port),
+        SocketAddr::new(server, SERVER_PORT),
+    )
+}
+
+/// Kernel addresses of connection `i`'s client and server sockets, and of its timewait timer.
+fn socks(i: u64) -> (u64, u64, u64) {
+    (
+        SOCK_BASE + 2 * i * 0x1000,
+        SOCK_BASE + (2 * i + 1) * 0x1000,
+        TIMER_BASE + i * 0x1000,
+    )
+}
+
+/// A transition as `sock:inet_sock_set_state` reports it. Outside the owner's syscalls it runs
+/// in softirq, which on loopback is the peer's syscall that sent the segment.
+#[expect(clippy::too_many_arguments, reason = "one per field of the record")]
+fn transition(
+    mono_ns: u64,
+    sock: u64,
+    old: TcpState,
+    new: TcpState,
+    local: SocketAddr,
+    remote: SocketAddr,
+    own: Task,
+    peer: Task,
+    has_socket: bool,
+) -> Event {
+    let owner_context = TcpState::in_owner_context(old, new);
+    Event::Transition(Transition {
+        mono_ns,
+        sock,
+        old,
+        new,
+        family: family_of(local),
+        local,
+        remote,
+        netns: Some(NETNS),
+        task: if owner_context { own } else { peer },
+        owner_context,
+        has_socket: Some(has_socket),
+    })
+}
+
+fn family_of(a: SocketAddr) -> Family {
+    if a.is_ipv4() {
+        Family::Ipv4
+    } else {
+        Family::Ipv6
+    }
+}
+
+fn timer(mono_ns: u64, timer: u64, action: TimerAction) -> Event {
+    Event::Timewait(TimewaitTimer {
+        mono_ns,
+        timer,
+        action,
+    })
+}
+
+fn is_linger(i: u64) -> bool {
+    i % LINGER_EVERY == LINGER_EVERY - 1
+}
+
+/// How long connection `i` stays open: spread so that closes do not come in opening order.
+fn open_ns(i: u64) -> u64 {
+    let mut x = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    OPEN_MIN_NS + (x % OPEN_SPREAD_MS) * MS
+}
+
+/// Offset from the connection's start of each of its events, in stream order (never
+/// decreasing, so that sorting by time keeps each connection's order).
+fn offsets(i: u64) -> Vec<u64> {
+    let open = open_ns(i);
+    let mut v = vec![0, 40 * US, 50 * US, 51 * US];
+    if is_linger(i) {
+        v.extend([open, open + 10 * US, open + 10 * US, open + 15 * US]);
+    } else {
+        let fin = open + 220 * US;
+        v.extend([
+            open,
+            open + 20 * US,
+            open + 25 * US,
+            open + 200 * US,
+            fin,
+            fin,
+            open + 240 * US,
+            fin + TIMEWAIT_NS,
+            fin + TIMEWAIT_NS,
+        ]);
+    }
+    v
+}
+
+/// Event `step` of connection `i`, at `mono_ns`.
+fn event(i: u64, step: u8, at: u64) -> Event {
+    let (client, server) = ends(Family::Ipv4, i);
+    let (csk, ssk, tw_timer) = socks(i);
+    let (ct, st) = (client_task(), server_task());
+    let unbound = SocketAddr::new(client.ip(), 0);
+    let tw = TimewaitSocket {
+        substate: TimeWait,
+        family: family_of(client),
+        local: client,
+        remote: server,
+        netns: Some(NETNS),
+    };
+    let reset = |direction, sock, state, reason: Option<u32>, local, remote, task| {
+        Event::Reset(Reset {
+            mono_ns: at,
+            direction,
+            sock: Some(sock),
+            state,
+            reason: reason.map(ResetReason),
+            family: family_of(local),
+            local,
+            remote,
+            netns: Some(NETNS),
+            task,
+        })
+    };
+    match (is_linger(i), step) {
+        // connect(), SYN / SYN-ACK / ACK; the child has no `struct socket` until accept().
+        (_, 0) => transition(at, csk, Close, SynSent, unbound, server, ct, st, true),
+        (_, 1) => transition(at, csk, SynSent, Established, client, server, ct, st, true),
+        (_, 2) => transition(at, ssk, Listen, SynRecv, server, client, st, ct, false),
+        (_, 3) => transition(at, ssk, SynRecv, Established, server, client, st, ct, false),
+        // The client's close(), the server's close() on EOF, TIME_WAIT for 60 s.
+        (false, 4) => transition(at, csk, Established, FinWait1, client, server, ct, st, true),
+        (false, 5) => transition(
+            at,
+            ssk,
+            Established,
+            CloseWait,
+            server,
+            client,
+            st,
+            ct,
+            true,
+        ),
+        (false, 6) => transition(at, csk, FinWait1, FinWait2, client, server, ct, st, true),
+        (false, 7) => transition(at, ssk, CloseWait, LastAck, server, client, st, ct, true),
+        (false, 8) => timer(
+            at,
+            tw_timer,
+            TimerAction::Start {
+                socket: tw,
+                timeout_ns: Some(TIMEWAIT_NS),
+            },
+        ),
+        (false, 9) => transition(at, csk, FinWait2, Close, client, server, ct, st, false),
+        (false, 10) => transition(at, ssk, LastAck, Close, server, client, st, ct, false),
+        (false, 11) => timer(at, tw_timer, TimerAction::Cancel),
+        (false, 12) => timer(at, tw_timer, TimerAction::Expire { socket: Some(tw) }),
+        // SO_LINGER {on, 0}: CLOSE at once, and an RST the peer receives before the sender's
+        // tracepoint fires.
+        (true, 4) => transition(at, csk, Established, Close, client, server, ct, st, true),
+        (true, 5) => reset(
+            ResetDirection::Received,
+            ssk,
+            None,
+            None,
+            server,
+            client,
+            ct,
+        ),
+        (true, 6) => transition(at, ssk, Established, Close, server, client, st, ct, true),
+        (true, 7) => reset(
+            ResetDirection::Sent,
+            csk,
+            Some(Close),
+            Some(REASON_TCP_STATE),
+            client,
+            server,
+            ct,
+        ),
+        _ => unreachable!("connection {i} has no step {step}"),
+    }
+}
+
+/// The whole stream, ordered by time (ties: by connection, then by step).
+fn build_stream(connections: u64) -> Vec<Event> {
+    let mut keys: Vec<u128> = Vec::with_capacity(usize::try_from(connections * 13).expect("fits"));
+    for i in 0..connections {
+        let start = T0 + i * START_EVERY_NS;
+        for (step, offset) in offsets(i).into_iter().enumerate() {
+            let step = u128::try_from(step).expect("13 steps at most");
+            keys.push((u128::from(start + offset) << 64) | (u128::from(i) << 8) | step);
+        }
+    }
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|k| {
+            let (ns, i, step) = unpack(k);
+            event(i, step, ns)
+        })
+        .collect()
+}
+
+/// (time, connection, step) of a sort key.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "unpacking the fields packed by build_stream"
+)]
+fn unpack(key: u128) -> (u64, u64, u8) {
+    let low = key as u64;
+    ((key >> 64) as u64, low >> 8, (low & 0xff) as u8)
+}
+
+struct Expected {
+    connections: u64,
+    close_first: u64,
+    linger: u64,
+}
+
+impl Expected {
+    fn of(connections: u64) -> Self {
+        let linger = (0..connections).filter(|i| is_linger(*i)).count();
+        let linger = u64::try_from(linger).expect("fits");
+        Self {
+            connections,
+            close_first: connections - linger,
+            linger,
+        }
+    }
+
+    fn events(&self) -> u64 {
+        13 * self.close_first + 8 * self.linger
+    }
+
+    fn reports(&self) -> u64 {
+        REPORTS_CLOSE_FIRST * self.close_first + REPORTS_LINGER * self.linger
+    }
+}
+
+struct StreamRun {
+    elapsed: Duration,
+    reports: u64,
+    peak_sockets: usize,
+    peak_timewait: usize,
+}
+
+/// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`.
+fn run_stream(stream: &[Event], expected: &Expected) -> StreamRun {
+    let mut tracker = Tracker::new(DEFAULT_MAX_SOCKETS);
+    let mut out: Vec<Report> = Vec::with_capacity(2 * BATCH);
+    let mut reports = 0;
+    let (mut peak_sockets, mut peak_timewait) = (0, 0);
+    let start = Instant::now();
+    for batch in stream.chunks(BATCH) {
+        for e in batch {
+            tracker.apply(e, &mut out);
+        }
+        tracker.advance(batch.last().map_or(0, Event::mono_ns), &mut out);
+        reports += out.len() as u64;
+        out.clear();
+        let stats = tracker.stats();
+        peak_sockets = peak_sockets.max(stats.tracked_sockets);
+        peak_timewait = peak_timewait.max(stats.tracked_timewait);
+    }
+    let elapsed = start.elapsed();
+
+    // Long after the last event: every grace period is over.
+    let end = stream.last().map_or(0, Event::mono_ns) + 10 * GRACE_NS;
+    tracker.advance(end, &mut out);
+    reports += out.len() as u64;
+    check(&tracker, expected, reports);
+    StreamRun {
+        elapsed,
+        reports,
+        peak_sockets,
+        peak_timewait,
+    }
+}
+
+/// Panics unless the tracker saw exactly what the stream holds.
+fn check(tracker: &Tracker, expected: &Expected, reports: u64) {
+    let stats = tracker.stats();
+    let (gaps, missing) = (stats.gaps, stats.timewait_missing);
+    assert_eq!(
+        gaps, 0,
+        "transitions missed in a complete stream: {stats:?}"
+    );
+    assert_eq!(missing, 0, "TIME_WAIT entries not linked: {stats:?}");
+    assert_eq!(
+        (
+            stats.evicted,
+            stats.timewait_untracked,
+            stats.timewait_unlinked
+        ),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.timewait_end_lost, stats.timewait_restarted),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.tracked_sockets, stats.tracked_timewait),
+        (0, 0),
+        "every connection ended: {stats:?}"
+    );
+    assert_eq!(
+        tracker.timewait_ends(),
+        (expected.close_first, 0),
+        "(expired, killed)"
+    );
+    assert_eq!(tracker.durations().of(TimeWait).count, expected.close_first);
+    assert_eq!(tracker.counts_by_state(), [0; 12]);
+    assert!(tracker.closed_before_accept().is_empty());
+    let resets = tracker.resets();
+    assert_eq!(
+        (
+            resets.get(ResetDirection::Received, ResetClass::PeerAbort),
+            resets.get(ResetDirection::Sent, ResetClass::AbortiveClose),
+        ),
+        (expected.linger, expected.linger),
+        "RSTs of the SO_LINGER closes"
+    );
+    assert_eq!(reports, expected.reports(), "reports");
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemoryRun {
+    heap_bytes_per_socket: f64,
+    rss_bytes_per_socket: f64,
+    insert_events_per_s: f64,
+}
+
+/// Connection `i`'s connect() and its completion: a socket that stays ESTABLISHED.
+fn open_socket(family: Family, i: u64, out: &mut Vec<Event>) {
+    let (client, server) = ends(family, i);
+    let c = SOCK_BASE + i * 0x1000;
+    let (ct, st) = (client_task(), server_task());
+    let ns = T0 + i * US;
+    let unbound = SocketAddr::new(client.ip(), 0);
+    out.push(transition(
+        ns, c, Close, SynSent, unbound, server, ct, st, true,
+    ));
+    out.push(transition(
+        ns + 40 * US,
+        c,
+        SynSent,
+        Established,
+        client,
+        server,
+        ct,
+        st,
+        true,
+    ));
+}
+
+/// Tracks `sockets` open sockets in a fresh tracker, generating their events a chunk at a time
+/// so that no event vector inflates the resident set.
+fn memory_run(family: Family, sockets: u64) -> MemoryRun {
+    let per_chunk = u64::try_from(CHUNK / 2).expect("fits");
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut out: Vec<Report> = Vec::with_capacity(CHUNK + BATCH);
+    // Touch the buffers before the baseline: they are not the tracker's.
+    for i in 0..per_chunk.min(sockets) {
+        open_socket(family, i, &mut chunk);
+    }
+    chunk.clear();
+    let before = rss_bytes();
+    let mut tracker = Tracker::new(usize::try_from(sockets).expect("fits"));
+    let mut busy = Duration::ZERO;
+    for first in (0..sockets).step_by(CHUNK / 2) {
+        chunk.clear();
+        for i in first..(first + per_chunk).min(sockets) {
+            open_socket(family, i, &mut chunk);
+        }
+        let start = Instant::now();
+        for e in &chunk {
+            tracker.apply(e, &mut out);
+        }
+        tracker.advance(chunk.last().map_or(0, Event::mono_ns), &mut out);
+        busy += start.elapsed();
+        out.clear();
+    }
+    let after = rss_bytes();
+    let stats = tracker.stats();
+    assert_eq!(
+        (stats.tracked_sockets as u64, stats.evicted, stats.gaps),
+        (sockets, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(tracker.counts_by_state()[Established as usize - 1], sockets);
+    let n = sockets as f64;
+    MemoryRun {
+        heap_bytes_per_socket: tracker.heap_bytes() as f64 / n,
+        rss_bytes_per_socket: (after as f64 - before as f64) / n,
+        insert_events_per_s: 2.0 * n / busy.as_secs_f64(),
+    }
+}
+
+/// Resident bytes of this process, from `/proc/self/statm`.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("reading /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .expect("resident pages in /proc/self/statm");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).expect("a positive page size")
+}
+
+/// One memory run in a child process. Each starts with a fresh allocator: in one process, a
+/// second run's RSS would also hold table sizes the first one freed and malloc kept.
+fn memory_run_apart(family: Family, sockets: u64) -> anyhow::Result<MemoryRun> {
+    let exe = std::env::current_exe().context("finding this benchmark's executable")?;
+    let child = std::process::Command::new(exe)
+        .args([
+            "--memory-run",
+            family.name(),
+            "--sockets",
+            &sockets.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running a memory run")?;
+    anyhow::ensure!(
+        child.status.success(),
+        "the {} memory run failed",
+        family.name()
+    );
+    serde_json::from_slice(&child.stdout).context("reading a memory run's figures")
+}
+
+/// Figures of several runs of one family.
+struct MemoryFigures {
+    family: Family,
+    runs: Vec<MemoryRun>,
+}
+
+impl MemoryFigures {
+    fn median(&self, f: impl Fn(&MemoryRun) -> f64) -> f64 {
+        let mut v: Vec<f64> = self.runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    fn best_insert(&self) -> f64 {
+        self.runs
+            .iter()
+            .map(|r| r.insert_events_per_s)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// `1234567` -> `1_234_567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut s = String::with_capacity(digits.len() * 4 / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            s.push('_');
+        }
+        s.push(d);
+    }
+    s
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "positive figures far below 2^64, rounded for display"
+)]
+fn whole(x: f64) -> u64 {
+    x.round() as u64
+}
+
+/// The stream's runs, fastest first.
+struct StreamFigures {
+    expected: Expected,
+    runs: Vec<StreamRun>,
+}
+
+impl StreamFigures {
+    fn best(&self) -> &StreamRun {
+        &self.runs[0]
+    }
+
+    fn median(&self) -> &StreamRun {
+        &self.runs[self.runs.len() / 2]
+    }
+
+    fn rate(&self, r: &StreamRun) -> f64 {
+        self.expected.events() as f64 / r.elapsed.as_secs_f64()
+    }
+
+    fn ns_per_event(&self, r: &StreamRun) -> f64 {
+        r.elapsed.as_secs_f64() * 1e9 / self.expected.events() as f64
+    }
+}
+
+fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) {
+    let (expected, best) = (&stream.expected, stream.best());
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("tracker benchmark (single thread; {build} build)");
+    println!(
+        "stream: {} connections ({} closed with SO_LINGER 0), {} events, {} reports",
+        grouped(expected.connections),
+        grouped(expected.linger),
+        grouped(expected.events()),
+        grouped(best.reports),
+    );
+    println!(
+        "  up to {} sockets and {} timewait sockets tracked (seen between batches); \
+         {RUNS} runs, batches of {BATCH}",
+        grouped(best.peak_sockets as u64),
+        grouped(best.peak_timewait as u64),
+    );
+    println!("  {:<8} {:>12} {:>9}", "run", "events/s", "ns/event");
+    for (name, r) in [("best", best), ("median", stream.median())] {
+        println!(
+            "  {name:<8} {:>12} {:>9.1}",
+            grouped(whole(stream.rate(r))),
+            stream.ns_per_event(r)
+        );
+    }
+    println!(
+        "memory: {} tracked sockets; {RUNS} runs each in a fresh process \
+         (medians; insert: best, median)",
+        grouped(sockets)
+    );
+    println!(
+        "  {:<7} {:>25} {:>17} {:>16} {:>12}",
+        "family", "heap bytes/socket (est.)", "RSS bytes/socket", "insert events/s", "median"
+    );
+    for m in memory {
+        println!(
+            "  {:<7} {:>25.1} {:>17.1} {:>16} {:>12}",
+            m.family.name(),
+            m.median(|r| r.heap_bytes_per_socket),
+            m.median(|r| r.rss_bytes_per_socket),
+            grouped(whole(m.best_insert())),
+            grouped(whole(m.median(|r| r.insert_events_per_s))),
+        );
+    }
+}
+
+fn to_json(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) -> serde_json::Value {
+    let (expected, best, median) = (&stream.expected, stream.best(), stream.median());
+    serde_json::json!({
+        "stream": {
+            "connections": expected.connections,
+            "linger_connections": expected.linger,
+            "events": expected.events(),
+            "reports": best.reports,
+            "peak_tracked_sockets": best.peak_sockets,
+            "peak_tracked_timewait": best.peak_timewait,
+            "batch": BATCH,
+            "runs_seconds": stream.runs.iter().map(|r| r.elapsed.as_secs_f64()).collect::<Vec<_>>(),
+            "best_events_per_s": stream.rate(best),
+            "median_events_per_s": stream.rate(median),
+            "best_ns_per_event": stream.ns_per_event(best),
+            "median_ns_per_event": stream.ns_per_event(median),
+        },
+        "memory": {
+            "sockets": sockets,
+            "families": memory.iter().map(|m| serde_json::json!({
+                "family": m.family.name(),
+                "heap_bytes_per_socket": m.median(|r| r.heap_bytes_per_socket),
+                "rss_bytes_per_socket": m.median(|r| r.rss_bytes_per_socket),
+                "best_insert_events_per_s": m.best_insert(),
+                "median_insert_events_per_s": m.median(|r| r.insert_events_per_s),
+                "runs": m.runs,
+            })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    // What the daemon loads from kernel BTF; the SO_LINGER RSTs are classified by it.
+    ResetReason::set_names(vec![(REASON_TCP_STATE, "SK_RST_REASON_TCP_STATE".into())]);
+
+    if let Some(family) = &options.memory_run {
+        let family = if family == "ipv4" {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
+        let run = memory_run(family, options.sockets);
+        println!("{}", serde_json::to_string(&run)?);
+        return Ok(());
+    }
+
+    let mut memory = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let runs = (0..RUNS)
+            .map(|_| memory_run_apart(family, options.sockets))
+            .collect::<anyhow::Result<_>>()?;
+        memory.push(MemoryFigures { family, runs });
+    }
+
+    let expected = Expected::of(options.connections);
+    let events = build_stream(options.connections);
+    assert_eq!(events.len() as u64, expected.events());
+    assert!(events.windows(2).all(|w| w[0].mono_ns() <= w[1].mono_ns()));
+    let mut runs: Vec<StreamRun> = (0..RUNS).map(|_| run_stream(&events, &expected)).collect();
+    drop(events);
+    runs.sort_by_key(|r| r.elapsed);
+    let stream = StreamFigures { expected, runs };
+
+    print_table(&stream, options.sockets, &memory);
+    if let Some(path) = &options.output {
+        let text = serde_json::to_string_pretty(&to_json(&stream, options.sockets, &memory))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -136,7 +136,7 @@ fn run_level(threads: usize, options: &Options) -> Level {
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
     assert!(child.wait().unwrap().success());
     let last = rx.iter().last().expect("observer printed a summary");
-    // "N events received, N shown (N of them TIME_WAIT ends and restarts); lost N (ring buffer
+    // "N events received, N shown (N of them RSTs, TIME_WAIT ends and restarts); lost N (ring buffer
     // full N, recursion misses N, unreadable N), malformed N, gaps N, evicted sockets N,
     // seeded N, stale N"
     let summary: Vec<u64> = last
@@ -182,7 +182,8 @@ fn main() {
     let mut best = None;
     for &threads in &options.threads {
         let l = run_level(threads, &options);
-        // TIME_WAIT ends (ports reused by the churn kill timewait sockets) are not kernel
+        // RSTs and TIME_WAIT ends (the churn reuses ports, which kills timewait sockets, and
+        // fills tcp_max_tw_buckets, after which the peer's FIN meets no socket) are not kernel
         // transitions: they are not part of the expected count.
         let (shown, lost, gaps) = (l.summary[1] - l.summary[2], l.summary[3], l.summary[8]);
         let rate = l.expected as f64 / l.churn_secs;

@@ -86,8 +86,9 @@ struct Summary {
     kind: &'static str,
     received: u64,
     shown: u64,
-    /// Shown lines that were TIME_WAIT ends and timer restarts, not kernel transitions.
-    shown_timewait_ends: u64,
+    /// Shown lines that are not transitions the kernel reported: TIME_WAIT ends and timer
+    /// restarts, and RSTs.
+    shown_not_transitions: u64,
     #[serde(flatten)]
     losses: LossCounts,
     gaps: u64,
@@ -100,12 +101,12 @@ impl Summary {
     fn sentence(&self) -> String {
         let l = &self.losses;
         format!(
-            "{} events received, {} shown ({} of them TIME_WAIT ends and restarts); lost {} (ring \
+            "{} events received, {} shown ({} of them RSTs, TIME_WAIT ends and restarts); lost {} (ring \
              buffer full {}, recursion misses {}, unreadable {}), malformed {}, gaps {}, evicted \
              sockets {}, seeded {}, stale {}",
             self.received,
             self.shown,
-            self.shown_timewait_ends,
+            self.shown_not_transitions,
             l.lost_total,
             l.lost_ring_buffer_full,
             l.lost_recursion_misses,
@@ -321,7 +322,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         kind: "summary",
         received: stream.received(),
         shown: shown_count.lines,
-        shown_timewait_ends: shown_count.timewait_ends,
+        shown_not_transitions: shown_count.not_transitions,
         losses: losses.into(),
         gaps: stats.gaps,
         evicted_sockets: stats.evicted,
@@ -363,7 +364,7 @@ fn reconcile_with(
 #[derive(Default)]
 struct Shown {
     lines: u64,
-    timewait_ends: u64,
+    not_transitions: u64,
 }
 
 /// Writes the reports that pass the filter, up to `limit` lines in all.
@@ -378,12 +379,15 @@ fn show(
         if shown_count.lines < limit && shown(filter, &report) {
             output.report(&report)?;
             shown_count.lines += 1;
-            if let Report::Transition {
-                note: Some(Note::TimewaitEnded(_) | Note::TimewaitRestarted { .. }),
-                ..
-            } = report
-            {
-                shown_count.timewait_ends += 1;
+            if matches!(
+                report,
+                Report::Reset { .. }
+                    | Report::Transition {
+                        note: Some(Note::TimewaitEnded(_) | Note::TimewaitRestarted { .. }),
+                        ..
+                    }
+            ) {
+                shown_count.not_transitions += 1;
             }
         }
     }

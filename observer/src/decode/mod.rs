@@ -276,3 +276,30 @@ pub(crate) fn sockaddr(raw: &[u8], f: Field) -> Result<(Family, SocketAddr), Dec
         other => Err(DecodeError::UnknownFamily(u64::from(other))),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use observer_common::{SpanProbeConfig, SpanRecord};
+
+    /// The bytes the eBPF side writes: `rec` with the configured span of the tracepoint
+    /// record `tp` copied into it.
+    pub fn span_record_bytes(mut rec: SpanRecord, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
+        let span = &tp[cfg.span_start as usize..(cfg.span_start + cfg.span_len) as usize];
+        rec.raw[..span.len()].copy_from_slice(span);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "spans are at most 96 bytes"
+        )]
+        {
+            rec.raw_len = cfg.span_len as u16;
+        }
+        // SAFETY: SpanRecord is plain old data without padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&rec).cast::<u8>(),
+                size_of::<SpanRecord>(),
+            )
+        }
+        .to_vec()
+    }
+}

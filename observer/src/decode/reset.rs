@@ -333,27 +333,17 @@ print fmt: \"skaddr=%p\"
 ";
 
     fn span_record(kind: RecordKind, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
-        let mut rec = SpanRecord {
+        let rec = SpanRecord {
             header: RecordHeader::new(kind, size_of::<SpanRecord>()),
             ts_ns: 7,
             pid_tgid: (10u64 << 32) + 11,
             netns: 99,
-            #[expect(clippy::cast_possible_truncation, reason = "small")]
-            raw_len: cfg.span_len as u16,
+            raw_len: 0,
             flags: 0,
             comm: [0; 16],
             raw: [0; RAW_CAPACITY],
         };
-        let span = &tp[cfg.span_start as usize..(cfg.span_start + cfg.span_len) as usize];
-        rec.raw[..span.len()].copy_from_slice(span);
-        // SAFETY: SpanRecord is plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<SpanRecord>(),
-            )
-        }
-        .to_vec()
+        crate::decode::tests::span_record_bytes(rec, tp, cfg)
     }
 
     #[test]

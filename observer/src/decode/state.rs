@@ -191,27 +191,17 @@ pub(crate) mod tests {
         tp[36..40].copy_from_slice(&[127, 0, 0, 2]);
         tp[55] = 1; // ::1
         tp[71] = 2; // ::2
-        let mut rec = SpanRecord {
+        let rec = SpanRecord {
             header: RecordHeader::new(RecordKind::StateChange, size_of::<SpanRecord>()),
             ts_ns,
             pid_tgid: (1234u64 << 32) + 1235,
             netns: 4_026_531_840,
-            #[expect(clippy::cast_possible_truncation, reason = "64 bytes")]
-            raw_len: cfg.span_len as u16,
+            raw_len: 0,
             flags: FLAG_SK_SOCKET_READ,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
             raw: [0; RAW_CAPACITY],
         };
-        let span = &tp[cfg.span_start as usize..(cfg.span_start + cfg.span_len) as usize];
-        rec.raw[..span.len()].copy_from_slice(span);
-        // SAFETY: SpanRecord is plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<SpanRecord>(),
-            )
-        }
-        .to_vec()
+        crate::decode::tests::span_record_bytes(rec, &tp, &cfg)
     }
 
     #[test]

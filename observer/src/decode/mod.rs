@@ -20,7 +20,7 @@ pub use reset::{Reset, ResetDirection, ResetLayout, ResetReason};
 pub use state::{StateLayout, Transition};
 pub use timewait::{TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer};
 
-use crate::load::tracefs::{Field, TracefsError};
+use crate::load::tracefs::{Field, Format, TracefsError};
 
 pub(crate) const AF_INET: u16 = 2;
 pub(crate) const AF_INET6: u16 = 10;
@@ -175,6 +175,94 @@ impl Decoder {
                 .decode(bytes)
                 .map(Event::Timewait),
         }
+    }
+}
+
+/// Refuses a record of another kind than the layout decodes.
+pub(crate) fn check_kind(bytes: &[u8], expected: RecordKind) -> Result<(), DecodeError> {
+    match bytes {
+        [a, b, ..] if u16::from_ne_bytes([*a, *b]) != expected as u16 => {
+            Err(DecodeError::UnknownKind(u16::from_ne_bytes([*a, *b])))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Addresses stored as separate ports, family, and IPv4 and IPv6 addresses (the layout of
+/// `inet_sock_set_state`, `tcp_receive_reset`, and `tcp_send_reset` before Linux 6.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SplitAddresses {
+    sport: Field,
+    dport: Field,
+    family: Field,
+    saddr: Field,
+    daddr: Field,
+    saddr_v6: Field,
+    daddr_v6: Field,
+}
+
+impl SplitAddresses {
+    pub fn from_format(format: &Format) -> Result<Self, TracefsError> {
+        Ok(Self {
+            sport: format.field("sport")?,
+            dport: format.field("dport")?,
+            family: format.field("family")?,
+            saddr: format.field("saddr")?,
+            daddr: format.field("daddr")?,
+            saddr_v6: format.field("saddr_v6")?,
+            daddr_v6: format.field("daddr_v6")?,
+        })
+    }
+
+    pub const fn fields(&self) -> [Field; 7] {
+        [
+            self.sport,
+            self.dport,
+            self.family,
+            self.saddr,
+            self.daddr,
+            self.saddr_v6,
+            self.daddr_v6,
+        ]
+    }
+
+    pub const fn relative_to(self, start: usize) -> Self {
+        Self {
+            sport: self.sport.relative_to(start),
+            dport: self.dport.relative_to(start),
+            family: self.family.relative_to(start),
+            saddr: self.saddr.relative_to(start),
+            daddr: self.daddr.relative_to(start),
+            saddr_v6: self.saddr_v6.relative_to(start),
+            daddr_v6: self.daddr_v6.relative_to(start),
+        }
+    }
+
+    /// (family, source, destination) from the copied span.
+    pub fn decode(&self, raw: &[u8]) -> Result<(Family, SocketAddr, SocketAddr), DecodeError> {
+        #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit fields")]
+        let (sport, dport) = (
+            read_int(raw, self.sport) as u16,
+            read_int(raw, self.dport) as u16,
+        );
+        let (family, src, dst) = match read_int(raw, self.family) {
+            v if v == u64::from(AF_INET) => (
+                Family::Ipv4,
+                IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, self.saddr))),
+                IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, self.daddr))),
+            ),
+            v if v == u64::from(AF_INET6) => (
+                Family::Ipv6,
+                IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, self.saddr_v6))),
+                IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, self.daddr_v6))),
+            ),
+            v => return Err(DecodeError::UnknownFamily(v)),
+        };
+        Ok((
+            family,
+            SocketAddr::new(src, sport),
+            SocketAddr::new(dst, dport),
+        ))
     }
 }
 

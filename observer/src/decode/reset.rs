@@ -1,14 +1,11 @@
 //! `tcp:tcp_send_reset` and `tcp:tcp_receive_reset` records -> [`Reset`]s.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::OnceLock,
-};
+use std::{net::SocketAddr, sync::OnceLock};
 
 use observer_common::{RecordKind, SpanProbeConfig, TcpState};
 
 use super::{
-    AF_INET, AF_INET6, DecodeError, Family, Task, as_u32, octets, read_int, read_span, sockaddr,
+    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, sockaddr,
     span_bounds,
 };
 use crate::load::tracefs::{Field, Format, TracefsError};
@@ -89,19 +86,8 @@ pub struct Reset {
 /// as separate ports, family and v4/v6 addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Addresses {
-    Sockaddr {
-        saddr: Field,
-        daddr: Field,
-    },
-    Split {
-        sport: Field,
-        dport: Field,
-        family: Field,
-        saddr: Field,
-        daddr: Field,
-        saddr_v6: Field,
-        daddr_v6: Field,
-    },
+    Sockaddr { saddr: Field, daddr: Field },
+    Split(SplitAddresses),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,66 +116,30 @@ impl ResetLayout {
         let addresses = if saddr.size >= 16 {
             Addresses::Sockaddr { saddr, daddr }
         } else {
-            Addresses::Split {
-                sport: format.field("sport")?,
-                dport: format.field("dport")?,
-                family: format.field("family")?,
-                saddr,
-                daddr,
-                saddr_v6: format.field("saddr_v6")?,
-                daddr_v6: format.field("daddr_v6")?,
-            }
+            Addresses::Split(SplitAddresses::from_format(format)?)
         };
         let mut all = vec![skaddr, saddr, daddr];
         all.extend(skbaddr.iter().chain(&state).chain(&reason).copied());
-        if let Addresses::Split {
-            sport,
-            dport,
-            family,
-            saddr_v6,
-            daddr_v6,
-            ..
-        } = addresses
-        {
-            all.extend([sport, dport, family, saddr_v6, daddr_v6]);
+        if let Addresses::Split(split) = addresses {
+            all.extend(split.fields());
         }
         let event = match direction {
             ResetDirection::Sent => "tcp_send_reset",
             ResetDirection::Received => "tcp_receive_reset",
         };
         let (start, end) = span_bounds(event, &all)?;
-        let rel = |f: Field| Field {
-            offset: f.offset - start,
-            size: f.size,
-        };
         let addresses = match addresses {
             Addresses::Sockaddr { saddr, daddr } => Addresses::Sockaddr {
-                saddr: rel(saddr),
-                daddr: rel(daddr),
+                saddr: saddr.relative_to(start),
+                daddr: daddr.relative_to(start),
             },
-            Addresses::Split {
-                sport,
-                dport,
-                family,
-                saddr,
-                daddr,
-                saddr_v6,
-                daddr_v6,
-            } => Addresses::Split {
-                sport: rel(sport),
-                dport: rel(dport),
-                family: rel(family),
-                saddr: rel(saddr),
-                daddr: rel(daddr),
-                saddr_v6: rel(saddr_v6),
-                daddr_v6: rel(daddr_v6),
-            },
+            Addresses::Split(split) => Addresses::Split(split.relative_to(start)),
         };
         let layout = Self {
             direction,
-            skaddr: rel(skaddr),
-            state: state.map(rel),
-            reason: reason.map(rel),
+            skaddr: skaddr.relative_to(start),
+            state: state.map(|f| f.relative_to(start)),
+            reason: reason.map(|f| f.relative_to(start)),
             addresses,
             needed: end - start,
         };
@@ -216,13 +166,7 @@ impl ResetLayout {
             ResetDirection::Sent => RecordKind::SendReset,
             ResetDirection::Received => RecordKind::ReceiveReset,
         };
-        let kind = u16::from_ne_bytes([
-            bytes.first().copied().unwrap_or(0),
-            bytes.get(1).copied().unwrap_or(0),
-        ]);
-        if kind != expected_kind as u16 {
-            return Err(DecodeError::UnknownKind(kind));
-        }
+        check_kind(bytes, expected_kind)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = &rec.raw[..rec.raw_len as usize];
         let sock = read_int(raw, self.skaddr);
@@ -243,37 +187,7 @@ impl ResetLayout {
                 let (_, remote) = sockaddr(raw, daddr)?;
                 (family, local, remote)
             }
-            Addresses::Split {
-                sport,
-                dport,
-                family,
-                saddr,
-                daddr,
-                saddr_v6,
-                daddr_v6,
-            } => {
-                #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit fields")]
-                let (sp, dp) = (read_int(raw, sport) as u16, read_int(raw, dport) as u16);
-                match read_int(raw, family) {
-                    v if v == u64::from(AF_INET) => (
-                        Family::Ipv4,
-                        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, saddr))), sp),
-                        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, daddr))), dp),
-                    ),
-                    v if v == u64::from(AF_INET6) => (
-                        Family::Ipv6,
-                        SocketAddr::new(
-                            IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, saddr_v6))),
-                            sp,
-                        ),
-                        SocketAddr::new(
-                            IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, daddr_v6))),
-                            dp,
-                        ),
-                    ),
-                    v => return Err(DecodeError::UnknownFamily(v)),
-                }
-            }
+            Addresses::Split(split) => split.decode(raw)?,
         };
         Ok(Reset {
             mono_ns: rec.ts_ns,
@@ -295,6 +209,7 @@ pub(crate) mod tests {
     use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord};
 
     use super::*;
+    use crate::decode::{AF_INET, AF_INET6};
 
     pub const TCP_SEND_RESET_6_18: &str = "name: tcp_send_reset
 ID: 1

@@ -1,6 +1,6 @@
 //! `sock:inet_sock_set_state` records -> [`Transition`]s.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use observer_common::{
     RecordKind, SpanProbeConfig, TcpState,
@@ -8,7 +8,7 @@ use observer_common::{
 };
 
 use super::{
-    AF_INET, AF_INET6, DecodeError, Family, Task, as_u32, octets, read_int, read_span, span_bounds,
+    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, span_bounds,
 };
 use crate::load::tracefs::{Field, Format, TracefsError};
 
@@ -40,13 +40,7 @@ pub struct StateLayout {
     skaddr: Field,
     oldstate: Field,
     newstate: Field,
-    sport: Field,
-    dport: Field,
-    family: Field,
-    saddr: Field,
-    daddr: Field,
-    saddr_v6: Field,
-    daddr_v6: Field,
+    addresses: SplitAddresses,
     /// Bytes of the span the fields above need.
     needed: usize,
 }
@@ -54,47 +48,20 @@ pub struct StateLayout {
 impl StateLayout {
     /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
     /// Kernel struct offsets (for the netns) are filled in by the loader.
-    #[expect(clippy::similar_names, reason = "the kernel's field names")]
     pub fn from_format(format: &Format) -> Result<(Self, SpanProbeConfig), TracefsError> {
-        let names = [
-            "skaddr", "oldstate", "newstate", "sport", "dport", "family", "saddr", "daddr",
-            "saddr_v6", "daddr_v6",
-        ];
-        let mut fields = [Field { offset: 0, size: 0 }; 10];
-        for (slot, name) in fields.iter_mut().zip(names) {
-            *slot = format.field(name)?;
-        }
+        let skaddr = format.field("skaddr")?;
+        let oldstate = format.field("oldstate")?;
+        let newstate = format.field("newstate")?;
+        let addresses = SplitAddresses::from_format(format)?;
         let protocol = format.field("protocol")?;
-        let mut all = fields.to_vec();
-        all.push(protocol);
+        let mut all = vec![skaddr, oldstate, newstate, protocol];
+        all.extend(addresses.fields());
         let (start, end) = span_bounds("inet_sock_set_state", &all)?;
-        let rel = |f: Field| Field {
-            offset: f.offset - start,
-            size: f.size,
-        };
-        let [
-            skaddr,
-            oldstate,
-            newstate,
-            sport,
-            dport,
-            family,
-            saddr,
-            daddr,
-            saddr_v6,
-            daddr_v6,
-        ] = fields.map(rel);
         let layout = Self {
-            skaddr,
-            oldstate,
-            newstate,
-            sport,
-            dport,
-            family,
-            saddr,
-            daddr,
-            saddr_v6,
-            daddr_v6,
+            skaddr: skaddr.relative_to(start),
+            oldstate: oldstate.relative_to(start),
+            newstate: newstate.relative_to(start),
+            addresses: addresses.relative_to(start),
             needed: end - start,
         };
         let config = SpanProbeConfig {
@@ -103,7 +70,7 @@ impl StateLayout {
             span_len: as_u32(end - start),
             protocol_offset: as_u32(protocol.offset),
             protocol_size: as_u32(protocol.size),
-            skaddr_offset: as_u32(skaddr.offset + start),
+            skaddr_offset: as_u32(skaddr.offset),
             ..SpanProbeConfig::UNSET
         };
         Ok((layout, config))
@@ -111,12 +78,7 @@ impl StateLayout {
 
     /// Decodes one ring-buffer record.
     pub fn decode(&self, bytes: &[u8]) -> Result<Transition, DecodeError> {
-        if bytes.len() >= 2 {
-            let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
-            if kind != RecordKind::StateChange as u16 {
-                return Err(DecodeError::UnknownKind(kind));
-            }
-        }
+        check_kind(bytes, RecordKind::StateChange)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = &rec.raw[..rec.raw_len as usize];
         let state = |f: Field| {
@@ -128,24 +90,7 @@ impl StateLayout {
         };
         let old = state(self.oldstate)?;
         let new = state(self.newstate)?;
-        #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit fields")]
-        let (sport, dport) = (
-            read_int(raw, self.sport) as u16,
-            read_int(raw, self.dport) as u16,
-        );
-        let (family, src, dst) = match read_int(raw, self.family) {
-            v if v == u64::from(AF_INET) => (
-                Family::Ipv4,
-                IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, self.saddr))),
-                IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, self.daddr))),
-            ),
-            v if v == u64::from(AF_INET6) => (
-                Family::Ipv6,
-                IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, self.saddr_v6))),
-                IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, self.daddr_v6))),
-            ),
-            v => return Err(DecodeError::UnknownFamily(v)),
-        };
+        let (family, local, remote) = self.addresses.decode(raw)?;
         let task = Task::from_record(rec.pid_tgid, rec.comm);
         Ok(Transition {
             mono_ns: rec.ts_ns,
@@ -153,8 +98,8 @@ impl StateLayout {
             old,
             new,
             family,
-            local: SocketAddr::new(src, sport),
-            remote: SocketAddr::new(dst, dport),
+            local,
+            remote,
             netns: (rec.netns != 0).then_some(rec.netns),
             task,
             owner_context: TcpState::in_owner_context(old, new),
@@ -169,6 +114,7 @@ pub(crate) mod tests {
     use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord};
 
     use super::*;
+    use crate::decode::{AF_INET, AF_INET6};
     use crate::load::tracefs::tests::INET_SOCK_SET_STATE_6_18;
 
     pub fn layout() -> (StateLayout, SpanProbeConfig) {
@@ -213,6 +159,13 @@ pub(crate) mod tests {
             (30, 2, 8)
         );
         assert_eq!(layout.oldstate, Field { offset: 8, size: 4 });
+        assert_eq!(
+            layout.addresses.fields()[0],
+            Field {
+                offset: 16,
+                size: 2
+            }
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use observer_common::{
     record::{COMMON_CAPACITY, TimerEvent},
 };
 
-use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, read_timer};
+use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, check_kind, read_timer};
 use crate::load::tracefs::{Format, TracefsError};
 
 /// The timewait socket a timer belongs to.
@@ -127,13 +127,7 @@ impl TimerLayout {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<TimewaitTimer, DecodeError> {
-        let kind = u16::from_ne_bytes([
-            bytes.first().copied().unwrap_or(0),
-            bytes.get(1).copied().unwrap_or(0),
-        ]);
-        if kind != RecordKind::TimewaitTimer as u16 {
-            return Err(DecodeError::UnknownKind(kind));
-        }
+        check_kind(bytes, RecordKind::TimewaitTimer)?;
         let rec = read_timer(bytes)?;
         let action = match rec.event {
             e if e == TimerEvent::Cancel as u8 => TimerAction::Cancel,

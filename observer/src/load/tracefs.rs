@@ -73,6 +73,17 @@ pub struct Field {
     pub size: usize,
 }
 
+impl Field {
+    /// The same field, with its offset counted from `start` (the first copied byte).
+    #[must_use]
+    pub const fn relative_to(self, start: usize) -> Self {
+        Self {
+            offset: self.offset - start,
+            size: self.size,
+        }
+    }
+}
+
 /// The fields of a tracepoint record by name.
 #[derive(Clone, Debug, Default)]
 pub struct Format {

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use observer_common::TcpState;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     decode::Task,
@@ -83,16 +83,17 @@ impl Inventory {
         older_than_ns: u64,
         now_ns: u64,
     ) -> usize {
+        let inodes_by_tuple: FxHashMap<Tuple, u64> = self
+            .sockets
+            .iter()
+            .filter(|s| s.state == TcpState::CloseWait && s.inode != 0)
+            .map(|s| (tuple(s), s.inode))
+            .collect();
         let wanted: Vec<_> = tracker
             .close_wait()
             .into_iter()
             .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
-            .filter_map(|e| {
-                self.sockets
-                    .iter()
-                    .find(|s| s.state == TcpState::CloseWait && s.inode != 0 && tuple(s) == e.tuple)
-                    .map(|s| (e.key, s.inode))
-            })
+            .filter_map(|e| inodes_by_tuple.get(&e.tuple).map(|inode| (e.key, *inode)))
             .collect();
         if wanted.is_empty() {
             return 0;

@@ -10,6 +10,22 @@ pub const BUCKET_BOUNDS_SECONDS: [f64; 24] = [
     65.0, 90.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
 ];
 
+/// The same bounds in nanoseconds, so that recording compares integers.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "positive bounds below 2^64 ns"
+)]
+const BUCKET_BOUNDS_NS: [u64; BUCKET_BOUNDS_SECONDS.len()] = {
+    let mut out = [0; BUCKET_BOUNDS_SECONDS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (BUCKET_BOUNDS_SECONDS[i] * 1e9) as u64;
+        i += 1;
+    }
+    out
+};
+
 /// One distribution: per-bucket counts (not cumulative), with the +Inf bucket last.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Histogram {
@@ -28,12 +44,13 @@ impl Histogram {
     }
 
     pub fn record(&mut self, ns: u64) {
-        #[expect(clippy::cast_precision_loss, reason = "durations far below 2^52 ns")]
-        let secs = ns as f64 / 1e9;
-        let i = BUCKET_BOUNDS_SECONDS.partition_point(|b| *b < secs);
+        let i = BUCKET_BOUNDS_NS.partition_point(|b| *b < ns);
         self.buckets[i] += 1;
         self.count += 1;
-        self.sum_seconds += secs;
+        #[expect(clippy::cast_precision_loss, reason = "durations far below 2^52 ns")]
+        {
+            self.sum_seconds += ns as f64 * 1e-9;
+        }
     }
 }
 

@@ -233,7 +233,7 @@ impl Tracker {
         let tuple = Tuple::of(t);
         let new_socket =
             t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv);
-        if self.sockets.get(t.sock).is_none() && !new_socket {
+        if !new_socket && self.sockets.get(t.sock).is_none() {
             self.adopt_seeded(t.sock, &tuple);
         }
         let known = if new_socket {

@@ -20,7 +20,6 @@ pub(super) struct Tw {
     pub lower_bound: bool,
     pub owner: Option<Task>,
     pub timeout_ns: Option<u64>,
-    pub linked: bool,
 }
 
 pub(super) struct Timewaits {
@@ -127,6 +126,12 @@ impl Timewaits {
         }
     }
 
+    /// Whether the timewait socket `key` is known as its connection's (linked to the close of
+    /// its full socket, announced without it, or seeded), rather than waiting for that close.
+    fn is_linked(&self, key: u64, tuple: &Tuple) -> bool {
+        self.unlinked.get(tuple) != Some(&key)
+    }
+
     pub fn heap_bytes(&self) -> usize {
         super::table::buckets(self.by_timer.capacity()) * (size_of::<(u64, Tw)>() + 1)
             + super::table::buckets(self.by_tuple.capacity()) * (size_of::<(Tuple, u64)>() + 1)
@@ -192,7 +197,7 @@ impl Tracker {
                     }
                     updated.substate_since_ns = now;
                     updated.lower_bound = false;
-                    if tw.linked || !self.timewaits.unlinked.contains_key(&tuple) {
+                    if self.timewaits.is_linked(timer, &tuple) {
                         out.push(timewait_report(
                             &updated,
                             timer,
@@ -203,7 +208,7 @@ impl Tracker {
                             Note::TimewaitEntered { timeout_ns },
                         ));
                     }
-                } else if tw.linked {
+                } else if self.timewaits.is_linked(timer, &tuple) {
                     out.push(timewait_report(
                         &updated,
                         timer,
@@ -230,7 +235,6 @@ impl Tracker {
             lower_bound: false,
             owner: None,
             timeout_ns,
-            linked: false,
         };
         if self.timewaits.insert(timer, tw) {
             self.timewaits.unlinked.insert(tuple, timer);
@@ -256,7 +260,6 @@ impl Tracker {
         let Some(tw) = self.timewaits.by_timer.get_mut(&timer) else {
             return false;
         };
-        tw.linked = true;
         tw.owner = owner;
         let spent = known.map(|c| t.mono_ns.saturating_sub(c.since_ns));
         let lower_bound = known.is_some_and(|c| c.has(super::table::SEEDED));
@@ -334,15 +337,13 @@ impl Tracker {
                 break;
             }
             self.timewaits.unlinked_order.pop_front();
-            let Some(tw) = self.timewaits.by_timer.get_mut(&timer) else {
+            let Some(tw) = self.timewaits.by_timer.get(&timer).copied() else {
                 continue;
             };
-            if tw.linked || self.timewaits.unlinked.get(&tw.tuple) != Some(&timer) {
+            if self.timewaits.is_linked(timer, &tw.tuple) {
                 continue;
             }
             self.timewaits.unlinked.remove(&tw.tuple);
-            tw.linked = true;
-            let tw = *tw;
             self.stats.timewait_unlinked += 1;
             out.push(timewait_report(
                 &tw,
@@ -372,7 +373,7 @@ impl Tracker {
         let Some(tw) = self.timewaits.by_timer.get_mut(&key) else {
             return;
         };
-        if tw.substate != TcpState::FinWait2 || !tw.linked {
+        if tw.substate != TcpState::FinWait2 || self.timewaits.unlinked.get(&ours) == Some(&key) {
             return;
         }
         let spent = t.mono_ns.saturating_sub(tw.substate_since_ns);
@@ -410,7 +411,6 @@ impl Tracker {
             lower_bound: true,
             owner: None,
             timeout_ns: None,
-            linked: true,
         };
         if self.timewaits.insert(key, tw) {
             self.timewaits.seeded.insert(tuple, key);

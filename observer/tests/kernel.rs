@@ -7,7 +7,6 @@ mod support;
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr},
-    time::Duration,
 };
 
 use observer_common::TcpState::{
@@ -116,26 +115,7 @@ fn linger_zero_close(addr: IpAddr) {
     let _serial = serial();
     let ns = NetNs::new("linger").unwrap();
     let mut rec = Recorder::start(ns.inode());
-    let conn = ns.enter(|| {
-        let Pair {
-            listener,
-            client,
-            mut server,
-            conn,
-        } = support::connected_pair(addr);
-        socket2::SockRef::from(&client)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(client);
-        let err = server.read(&mut [0u8; 16]).unwrap_err();
-        assert_eq!(
-            err.kind(),
-            std::io::ErrorKind::ConnectionReset,
-            "the server gets the RST"
-        );
-        drop(listener);
-        conn
-    });
+    let conn = ns.enter(|| support::client_aborts(addr));
     let aborted = [
         (Close, SynSent),
         (SynSent, Established),

@@ -79,11 +79,8 @@ fn ended(reports: &[Report], local: SocketAddr) -> Option<(u64, TimewaitEnd)> {
 fn reusable_client(addr: IpAddr, bind: Option<SocketAddr>, server: SocketAddr) -> TcpStream {
     let socket = Socket::new(Domain::for_address(server), Type::STREAM, None).unwrap();
     socket.set_reuse_address(true).unwrap();
-    if let Some(local) = bind {
-        socket.bind(&local.into()).unwrap();
-    } else {
-        socket.bind(&SocketAddr::new(addr, 0).into()).unwrap();
-    }
+    let local = bind.unwrap_or(SocketAddr::new(addr, 0));
+    socket.bind(&local.into()).unwrap();
     socket.connect(&server.into()).unwrap();
     socket.into()
 }
@@ -260,21 +257,7 @@ fn linger_zero_is_an_abortive_close(addr: IpAddr) {
     let _serial = serial();
     let ns = NetNs::new("rstlinger").unwrap();
     let mut rec = Recorder::start(ns.inode());
-    let conn = ns.enter(|| {
-        let Pair {
-            listener,
-            client,
-            mut server,
-            conn,
-        } = support::connected_pair(addr);
-        socket2::SockRef::from(&client)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(client);
-        assert!(server.read(&mut [0u8; 4]).is_err());
-        drop((server, listener));
-        conn
-    });
+    let conn = ns.enter(|| support::client_aborts(addr));
     let client_addr = SocketAddr::new(addr, conn.client_port);
     let server_addr = SocketAddr::new(addr, conn.server_port);
     let reports = rec.reports_until(Duration::from_secs(10), |r| {

@@ -101,14 +101,28 @@ fn transitions(reports: &[Report]) -> Vec<(TcpState, TcpState, Option<u64>, Opti
         .collect()
 }
 
-/// The client side of a close-first connection, up to FIN_WAIT2 (socket 0xA).
-fn client_until_fin_wait2() -> Vec<Event> {
+/// The client side of a connection up to its close() (socket 0xA, FIN_WAIT1 at 10 ms).
+fn client_until_fin_wait1() -> Vec<Event> {
     vec![
         tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
         tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
         tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
-        tr(0xA, 11, FinWait1, FinWait2, CLIENT, SERVER),
     ]
+}
+
+/// The same, up to FIN_WAIT2 at 11 ms.
+fn client_until_fin_wait2() -> Vec<Event> {
+    let mut events = client_until_fin_wait1();
+    events.push(tr(0xA, 11, FinWait1, FinWait2, CLIENT, SERVER));
+    events
+}
+
+/// What the tracker knew about a transition report.
+fn observation(report: &Report) -> Observation {
+    match report {
+        Report::Transition { seen, .. } => *seen,
+        Report::Reset { .. } => panic!("expected a transition, got {report:?}"),
+    }
 }
 
 #[test]
@@ -133,9 +147,10 @@ fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() 
     );
     assert_eq!(tracker.counts_by_state()[TimeWait as usize - 1], 1);
     // Owner carried over from connect()/close().
-    if let Report::Transition { seen, .. } = reports.last().unwrap() {
-        assert_eq!(seen.owner.map(|o| o.pid), Some(100));
-    }
+    assert_eq!(
+        observation(reports.last().unwrap()).owner.map(|o| o.pid),
+        Some(100)
+    );
 
     let end = feed(
         &mut tracker,
@@ -242,15 +257,9 @@ fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
 fn a_dropped_transition_is_a_counted_gap_and_the_state_is_repaired_without_invented_time() {
     let mut tracker = Tracker::new(16);
     // FIN_WAIT1 -> FIN_WAIT2 was lost.
-    let reports = feed(
-        &mut tracker,
-        &[
-            tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
-            tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
-            tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
-            tr(0xA, 20, FinWait2, Close, CLIENT, SERVER),
-        ],
-    );
+    let mut events = client_until_fin_wait1();
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
     let t = transitions(&reports);
     assert_eq!(
         t[3].2, None,
@@ -280,9 +289,7 @@ fn a_new_socket_at_a_freed_address_is_a_new_connection() {
         &mut tracker,
         &[tr(0xA, 5, Close, Listen, "0.0.0.0:9000", "0.0.0.0:0")],
     );
-    let Report::Transition { seen, .. } = reports[0] else {
-        panic!()
-    };
+    let seen = observation(&reports[0]);
     assert_eq!((seen.gap, seen.previous_state_ns), (false, None));
     assert_eq!(tracker.counts_by_state()[Listen as usize - 1], 1);
     assert_eq!(tracker.counts_by_state()[Established as usize - 1], 0);
@@ -427,9 +434,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
         &mut tracker,
         &[tr(0xB, 5_000, CloseWait, LastAck, SERVER, CLIENT)],
     );
-    let Report::Transition { seen, .. } = reports[0] else {
-        panic!()
-    };
+    let seen = observation(&reports[0]);
     assert_eq!(
         (seen.previous_state_ns, seen.lower_bound, seen.gap),
         (Some(4_000 * MS), true, false)
@@ -451,9 +456,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
             },
         )],
     );
-    let Report::Transition { seen, .. } = reports[0] else {
-        panic!()
-    };
+    let seen = observation(&reports[0]);
     assert_eq!(
         (seen.previous_state_ns, seen.lower_bound),
         (Some(29_000 * MS), true)
@@ -496,26 +499,20 @@ fn the_table_is_bounded_and_evicts_the_oldest() {
         &mut tracker,
         &[tr(0x100, 9, Listen, Close, "0.0.0.0:9000", "0.0.0.0:0")],
     );
-    let Report::Transition { seen, .. } = reports[0] else {
-        panic!()
-    };
+    let seen = observation(&reports[0]);
     assert_eq!(seen.previous_state_ns, None);
 }
 
 #[test]
 fn simultaneous_close_through_closing_also_enters_time_wait() {
     let mut tracker = Tracker::new(16);
-    let reports = feed(
-        &mut tracker,
-        &[
-            tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
-            tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
-            tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
-            tr(0xA, 11, FinWait1, Closing, CLIENT, SERVER),
-            start(0x7, 12, TimeWait),
-            tr(0xA, 12, Closing, Close, CLIENT, SERVER),
-        ],
-    );
+    let mut events = client_until_fin_wait1();
+    events.extend([
+        tr(0xA, 11, FinWait1, Closing, CLIENT, SERVER),
+        start(0x7, 12, TimeWait),
+        tr(0xA, 12, Closing, Close, CLIENT, SERVER),
+    ]);
+    let reports = feed(&mut tracker, &events);
     assert_eq!(
         transitions(&reports).pop().unwrap().0..=transitions(&reports).pop().unwrap().1,
         Closing..=TimeWait

@@ -245,3 +245,26 @@ pub fn client_closes_first(addr: IpAddr) -> Conn {
     drop(listener);
     conn
 }
+
+/// The client closes with `SO_LINGER` {on, 0}: an RST instead of a FIN, which the server's
+/// next read reports. Runs in the caller's netns.
+pub fn client_aborts(addr: IpAddr) -> Conn {
+    let Pair {
+        listener,
+        client,
+        mut server,
+        conn,
+    } = connected_pair(addr);
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let err = server.read(&mut [0u8; 16]).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionReset,
+        "the server gets the RST"
+    );
+    drop((server, listener));
+    conn
+}

@@ -1,14 +1,18 @@
 //! The command line: what each command and option means, with examples.
 
-use std::net::IpAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use observer::{
+    config::Config,
     decode::Family,
     load::{DEFAULT_MAX_TIMEWAIT_TIMERS, DEFAULT_RING_BUFFER_BYTES, LoadOptions},
     track::DEFAULT_MAX_SOCKETS,
-    watch::{Filter, WatchOptions},
+    watch::{Filter, WatchAlerts, WatchOptions},
 };
 use observer_common::TcpState;
 
@@ -29,7 +33,10 @@ use observer_common::TcpState;
         sudo observer watch --port 443            connections to or from port 443\n  \
         sudo observer watch --state close-wait    sockets entering or leaving CLOSE_WAIT\n  \
         sudo observer watch --json | jq .         one JSON object per line\n  \
-        sudo observer watch --summary 10          plus CLOSE_WAIT list, counts and RSTs every 10 s"
+        sudo observer watch --summary 10          plus CLOSE_WAIT list, counts and RSTs every 10 s\n  \
+        sudo observer watch --alerts              plus alerts of the built-in rules as they fire\n  \
+        sudo observer run                         the daemon: metrics on 127.0.0.1:9977, alerts\n  \
+        sudo observer run --config my.toml        with rules and sinks from a file"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -62,9 +69,41 @@ pub enum Command {
         sudo observer watch --pid 1234 --json\n  \
         sudo observer watch --netns $(stat -Lc %i /run/netns/blue)")]
     Watch(WatchArgs),
+
+    /// Run the daemon: track every TCP socket, serve Prometheus metrics, evaluate alert rules.
+    ///
+    /// Metrics are served on http://127.0.0.1:9977/metrics by default, and the alerts now
+    /// pending or firing on /alerts. Alert rules (built in, and from the config file) are
+    /// evaluated every few seconds; each state change (pending, firing, resolved) is logged,
+    /// and can be appended to a JSON-lines file and pushed to Alertmanager.
+    ///
+    /// Without --config, /etc/observer/observer.toml is read if it exists; otherwise every
+    /// setting has its default (deploy/observer.toml documents each). Logs go to stderr, with
+    /// syslog priorities when started by systemd; --log-level or RUST_LOG set the level.
+    #[command(after_help = "Examples:\n  \
+        sudo observer run\n  \
+        sudo observer run --config /etc/observer/observer.toml\n  \
+        sudo observer run --listen 0.0.0.0:9977 --log-level debug\n  \
+        curl -s localhost:9977/metrics | grep observer_tcp_sockets")]
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML). Default: /etc/observer/observer.toml when it exists.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address to serve /metrics and /alerts on (overrides metrics.listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 pub struct WatchArgs {
     /// Show only connections with this local or remote port.
     #[arg(long, value_name = "PORT")]
@@ -136,10 +175,21 @@ pub struct WatchArgs {
     /// whose start was lost are added; both are counted.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub reconcile_every: u64,
+
+    /// Also evaluate the alert rules (the built-in ones, or those of --config) and show each
+    /// alert that becomes pending, fires or resolves, as `observer run` would deliver it.
+    #[arg(long)]
+    pub alerts: bool,
+
+    /// Configuration file whose alert rules --alerts evaluates (same format as `observer
+    /// run`'s; only its [alerts] table is used).
+    #[arg(long, value_name = "PATH", requires = "alerts")]
+    pub config: Option<PathBuf>,
 }
 
 impl WatchArgs {
-    pub fn into_options(self) -> WatchOptions {
+    /// The options, with `alerts` the configuration whose rules --alerts evaluates.
+    pub fn into_options(self, alerts: Option<&Config>) -> WatchOptions {
         let family = match (self.ipv4, self.ipv6) {
             (true, _) => Some(Family::Ipv4),
             (_, true) => Some(Family::Ipv6),
@@ -164,6 +214,11 @@ impl WatchArgs {
             summary_every: self.summary.map(std::time::Duration::from_secs),
             owner_after: std::time::Duration::from_secs(self.owner_after),
             reconcile_every: std::time::Duration::from_secs(self.reconcile_every.max(1)),
+            alerts: alerts.map(|c| WatchAlerts {
+                rules: c.effective_rules(),
+                max_per_rule: c.alerts.max_alerts_per_rule,
+                evaluation_interval: c.alerts.evaluation_interval,
+            }),
         }
     }
 }
@@ -261,8 +316,10 @@ mod tests {
             "4026531840",
         ])
         .unwrap();
-        let Command::Watch(args) = cli.command;
-        let o = args.into_options();
+        let Command::Watch(args) = cli.command else {
+            panic!("parsed as watch")
+        };
+        let o = args.into_options(None);
         assert_eq!(o.filter.ports, [80, 443]);
         assert_eq!(o.filter.nets.len(), 2);
         assert_eq!(o.filter.states, [TcpState::CloseWait]);

@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     decode::Task,
-    sockdiag::{self, DiagSocket, DiagTimer},
+    sockdiag::{self, DiagSocket, DiagTimer, NetLimits},
     track::{SeedSocket, Tracker, Tuple},
 };
 
@@ -24,6 +24,8 @@ pub struct Inventory {
     pub failed: Vec<String>,
     /// `CLOCK_MONOTONIC` ns when the dump began.
     pub started_ns: u64,
+    /// Each dumped namespace's TIME_WAIT limits.
+    pub limits: FxHashMap<u32, NetLimits>,
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
@@ -47,10 +49,11 @@ impl Inventory {
             ..Self::default()
         };
         for ns in sockdiag::list_netns() {
-            match sockdiag::dump_netns(&ns) {
-                Ok(sockets) => {
+            match sockdiag::dump_netns_with_limits(&ns) {
+                Ok((sockets, limits)) => {
                     inv.dumped.insert(ns.inode);
                     inv.sockets.extend(sockets);
+                    inv.limits.insert(ns.inode, limits);
                 }
                 Err(e) => inv.failed.push(format!("{}: {e}", ns.path.display())),
             }

@@ -1,13 +1,20 @@
 //! observer: TCP connection states observed with eBPF.
 //!
-//! The pipeline, in module order: [`load`] attaches the eBPF programs, [`events`] reads and
-//! [`decode`]s their records, [`track`] keeps per-connection state (seeded and reconciled from
-//! [`sockdiag`] through [`inventory`]), and [`watch`] shows it live.
+//! The pipeline: [`load`] attaches the eBPF programs, [`events`] reads and [`decode`]s their
+//! records, [`feed`] applies them to the [`track`]er (seeded and reconciled from [`sockdiag`]
+//! through [`inventory`]), and the tracker's knowledge goes out as Prometheus metrics
+//! ([`export`]) and [`alerts`]. [`run`] is the daemon, [`watch`] the live terminal view;
+//! [`config`] is the daemon's configuration file.
 
+pub mod alerts;
+pub mod config;
 pub mod decode;
 pub mod events;
+pub mod export;
+pub mod feed;
 pub mod inventory;
 pub mod load;
+pub mod run;
 pub mod sockdiag;
 pub mod track;
 pub mod watch;

@@ -26,7 +26,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run every test: unit tests, and the privileged integration tests against
+    /// Set up (including Debian's prometheus and prometheus-alertmanager, which the tests
+    /// run), then run every test: unit tests, and the privileged integration tests against
     /// the running kernel (skipped loudly without root; a failure under CI=true).
     Test {
         /// Extra arguments for `cargo test`.
@@ -71,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             setup::run()?;
+            setup::test_tools()?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
             test(&cmd)

@@ -20,6 +20,65 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian packages the integration tests run for real: Prometheus (and promtool) scrapes the
+/// daemon and checks the shipped rules; Alertmanager receives its alerts.
+const TEST_PACKAGES: [(&str, &str); 2] = [
+    ("prometheus", "/usr/bin/promtool"),
+    (
+        "prometheus-alertmanager",
+        "/usr/bin/prometheus-alertmanager",
+    ),
+];
+
+/// Installs what the tests need beyond the build, when apt-get can (as root on Debian).
+/// Without it the tests that need these programs skip loudly (and fail under CI=true).
+pub fn test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(_, binary)| !Path::new(binary).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !super::is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        eprintln!(
+            "setup: {} not installed and cannot be installed here (needs root and apt-get); \
+             the tests that run them will be skipped",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {} with apt-get (for the tests)",
+        missing.join(", ")
+    );
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return Ok(());
+    }
+    // A fresh machine may have no package lists yet.
+    status(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if !install() {
+        bail!(
+            "apt-get install {} failed; see its output above",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .stderr(Stdio::inherit())

@@ -7,6 +7,7 @@
 //! ([`holders_of`]) for the sockets that linger in `CLOSE_WAIT`.
 
 mod dump;
+mod limits;
 mod netns;
 mod owners;
 
@@ -17,6 +18,7 @@ use observer_common::TcpState;
 use crate::decode::Family;
 
 pub use self::{
+    limits::NetLimits,
     netns::list_netns,
     owners::{Holder, holders_of},
 };
@@ -161,6 +163,15 @@ pub fn dump_current() -> Result<Vec<DiagSocket>, SockDiagError> {
 /// Every TCP socket of the namespace `ns`, dumped from a short-lived thread that enters it.
 pub fn dump_netns(ns: &NetnsRef) -> Result<Vec<DiagSocket>, SockDiagError> {
     netns::run_in(ns, || dump::tcp_sockets(ns.inode))
+}
+
+/// [`dump_netns`], plus the namespace's TIME_WAIT limits read from inside it.
+pub fn dump_netns_with_limits(
+    ns: &NetnsRef,
+) -> Result<(Vec<DiagSocket>, NetLimits), SockDiagError> {
+    netns::run_in(ns, || {
+        Ok((dump::tcp_sockets(ns.inode)?, NetLimits::of_current()))
+    })
 }
 
 /// Every namespace's sockets; failures listed separately.

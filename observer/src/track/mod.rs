@@ -10,6 +10,7 @@ pub mod resets;
 mod seed;
 mod table;
 mod timewait;
+mod usage;
 
 use std::net::SocketAddr;
 
@@ -18,11 +19,16 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
 pub use report::{Note, Observation, Report, TimewaitEnd};
+pub use resets::ResetClass;
 pub use seed::{ReconcileOutcome, SeedSocket};
+pub use usage::TimewaitUsage;
 
-use crate::decode::{Event, Family, Reset, Task, Transition};
+use crate::{
+    decode::{Event, Family, Reset, Task, Transition},
+    sockdiag::NetLimits,
+};
 use durations::StateDurations;
-use resets::{Preceding, ResetClass, classify};
+use resets::{Preceding, classify};
 use table::{Conn, LAST_IN_OWNER, NEVER_ACCEPTED, OWNER_FROM_FD, PASSIVE, SEEDED, Table};
 use timewait::Timewaits;
 
@@ -471,6 +477,22 @@ impl Tracker {
             .collect();
         list.sort_by_key(|e| e.since_ns);
         list
+    }
+
+    /// The oldest socket in CLOSE_WAIT: since when, and whether that is a lower bound.
+    #[must_use]
+    pub fn oldest_close_wait(&self) -> Option<(u64, bool)> {
+        self.sockets
+            .iter()
+            .filter(|(_, c)| c.state == TcpState::CloseWait)
+            .map(|(_, c)| (c.since_ns, c.has(SEEDED)))
+            .min()
+    }
+
+    /// Timewait sockets against the limits of their namespaces.
+    #[must_use]
+    pub fn timewait_usage(&self, limits: &FxHashMap<u32, NetLimits>) -> TimewaitUsage {
+        TimewaitUsage::of(self.timewaits.tuples(), limits)
     }
 
     /// Every timewait socket now: (tuple, substate, since when in that substate, whether that

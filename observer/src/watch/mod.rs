@@ -15,8 +15,10 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    alerts::{Change, Engine, Inputs, Status},
     decode::Transition,
     events::{EventStream, Losses},
+    feed,
     inventory::{Inventory, mono_now_ns},
     load::LoadOptions,
     track::{Note, Observation, Report, Tracker, TrackerStats},
@@ -39,6 +41,16 @@ pub struct WatchOptions {
     pub owner_after: Duration,
     /// Reconcile with sock_diag this often.
     pub reconcile_every: Duration,
+    /// Evaluate alert rules and show their state changes.
+    pub alerts: Option<WatchAlerts>,
+}
+
+/// The alert rules `observer watch --alerts` evaluates.
+#[derive(Clone, Debug)]
+pub struct WatchAlerts {
+    pub rules: Vec<crate::config::AlertRule>,
+    pub max_per_rule: usize,
+    pub evaluation_interval: Duration,
 }
 
 /// Loss counters as they appear in the JSON stream (`"type": "loss"` records and the summary).
@@ -201,6 +213,16 @@ impl Output {
         }
     }
 
+    fn alert(&mut self, change: &Change) -> io::Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, &render::JsonAlert::new(change))?;
+            self.out.write_all(b"\n")
+        } else {
+            let line = render::alert_line(change, &self.tz, self.color);
+            writeln!(self.out, "{line}")
+        }
+    }
+
     fn json_record(&mut self, record: &impl Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")?;
@@ -242,9 +264,11 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reconcile = tokio::time::interval(options.reconcile_every);
     reconcile.tick().await; // the first dump is the start-up seed below
-    let mut summary_tick =
-        tokio::time::interval(options.summary_every.unwrap_or(Duration::MAX / 4));
+    let mut summary_tick = every_or_never(options.summary_every);
     summary_tick.tick().await;
+    let a = options.alerts.as_ref();
+    let mut engine = a.map(|a| Engine::new(a.rules.clone(), a.max_per_rule));
+    let mut evaluate = every_or_never(a.map(|a| a.evaluation_interval));
 
     // Seed before showing anything: sockets that existed before the programs attached.
     let seed = tokio::task::spawn_blocking(Inventory::take)
@@ -254,10 +278,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let mut reports = Vec::with_capacity(1024);
     let mut shown_count = Shown::default();
     let limit = options.count.unwrap_or(u64::MAX);
-    stream.drain_now(&mut batch);
-    apply_batch(&mut tracker, &mut batch, &mut reports);
-    let seeded = tracker.seed(&seed.seeds(), seed.started_ns);
-    log_failed_namespaces(&seed);
+    let seeded = feed::seed(&mut tracker, &mut stream, &mut batch, &mut reports, &seed);
     let mut inventory = seed;
     eprintln!(
         "observer: watching TCP connections; {seeded} sockets already open in {} network \
@@ -286,11 +307,23 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
             dump = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                 pending = None;
                 let dump = dump.context("the sock_diag dump panicked")?;
-                inventory = reconcile_with(&mut tracker, &mut stream, &mut batch, &mut reports, dump);
+                feed::reconcile(&mut tracker, &mut stream, &mut batch, &mut reports, &dump);
+                inventory = dump;
+            }
+            _ = evaluate.tick(), if engine.is_some() => {
+                let engine = engine.as_mut().expect("guarded");
+                let alerts = AlertSources {
+                    inventory: &inventory,
+                    owner_after: options.owner_after,
+                    lost_total: stream.losses()?.total(),
+                };
+                if let Err(e) = show_alerts(engine, &alerts, &mut tracker, &mut output) {
+                    return quiet_on_broken_pipe(e);
+                }
             }
             _ = summary_tick.tick() => {
                 let now = mono_now_ns();
-                inventory.resolve_close_wait_owners(&mut tracker, nanos(options.owner_after), now);
+                inventory.resolve_close_wait_owners(&mut tracker, feed::nanos(options.owner_after), now);
                 let losses = stream.losses()?;
                 if let Err(e) = summary::print(&mut output, &tracker, &losses, now) {
                     return quiet_on_broken_pipe(e);
@@ -302,7 +335,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         if done {
             stream.drain_now(&mut batch);
         }
-        apply_batch(&mut tracker, &mut batch, &mut reports);
+        feed::apply(&mut tracker, &mut batch, &mut reports);
         tracker.advance(mono_now_ns(), &mut reports);
         if let Err(e) = show(
             &mut output,
@@ -316,48 +349,70 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         done |= shown_count.lines >= limit;
     }
 
+    finish(&stream, &tracker, &shown_count, &mut output)
+}
+
+/// The closing totals: on stderr, and as the last JSON line.
+fn finish(
+    stream: &EventStream,
+    tracker: &Tracker,
+    shown: &Shown,
+    output: &mut Output,
+) -> anyhow::Result<()> {
     let losses = stream.losses()?;
     let stats = tracker.stats();
     let summary = Summary {
         kind: "summary",
         received: stream.received(),
-        shown: shown_count.lines,
-        shown_not_transitions: shown_count.not_transitions,
+        shown: shown.lines,
+        shown_not_transitions: shown.not_transitions,
         losses: losses.into(),
         gaps: stats.gaps,
         evicted_sockets: stats.evicted,
         tracker: stats,
     };
-    if options.json {
+    if output.json {
         output.json_record(&summary)?;
     }
     eprintln!("observer: {}", summary.sentence());
     Ok(())
 }
 
-/// Applies what the ring buffer holds, then compares the tracker with the dump.
-fn reconcile_with(
+/// Ticks every `period`, or (in effect) never.
+fn every_or_never(period: Option<Duration>) -> tokio::time::Interval {
+    tokio::time::interval(period.unwrap_or(Duration::MAX / 4))
+}
+
+/// What alert evaluation needs besides the tracker.
+struct AlertSources<'a> {
+    inventory: &'a Inventory,
+    owner_after: Duration,
+    lost_total: u64,
+}
+
+/// Evaluates the alert rules and shows each state change worth a line.
+fn show_alerts(
+    engine: &mut Engine,
+    sources: &AlertSources<'_>,
     tracker: &mut Tracker,
-    stream: &mut EventStream,
-    batch: &mut Vec<crate::decode::Event>,
-    reports: &mut Vec<Report>,
-    dump: Inventory,
-) -> Inventory {
-    // Everything up to the end of the dump must be applied before comparing.
-    stream.drain_now(batch);
-    apply_batch(tracker, batch, reports);
-    let outcome = tracker.reconcile(&dump.seeds(), &dump.dumped, dump.started_ns, mono_now_ns());
-    if outcome.stale + outcome.stale_timewait > 0 {
-        log::info!(
-            "reconciliation: {} sockets and {} timewait sockets had ended unseen; {} sockets \
-             were not tracked yet",
-            outcome.stale,
-            outcome.stale_timewait,
-            outcome.added
-        );
+    output: &mut Output,
+) -> io::Result<()> {
+    let now = mono_now_ns();
+    sources
+        .inventory
+        .resolve_close_wait_owners(tracker, feed::nanos(sources.owner_after), now);
+    let inputs = Inputs {
+        tracker,
+        limits: &sources.inventory.limits,
+        lost_total: sources.lost_total,
+        now_ns: now,
+    };
+    for change in engine.evaluate(&inputs, jiff::Timestamp::now()) {
+        if change.status != Status::Inactive {
+            output.alert(&change)?;
+        }
     }
-    log_failed_namespaces(&dump);
-    dump
+    output.out.flush()
 }
 
 /// Lines shown so far.
@@ -392,26 +447,6 @@ fn show(
         }
     }
     output.out.flush()
-}
-
-fn apply_batch(
-    tracker: &mut Tracker,
-    batch: &mut Vec<crate::decode::Event>,
-    out: &mut Vec<Report>,
-) {
-    for event in batch.drain(..) {
-        tracker.apply(&event, out);
-    }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn log_failed_namespaces(inventory: &Inventory) {
-    for failure in &inventory.failed {
-        log::debug!("sock_diag: {failure}");
-    }
 }
 
 /// Says so on stderr (and in the JSON stream) when anything new was lost since the last report.

@@ -7,6 +7,7 @@ use observer_common::TcpState;
 use serde::Serialize;
 
 use crate::{
+    alerts::{Change, Status},
     decode::{Reset, Task, Transition},
     track::{Note, Observation, TimewaitEnd, resets::ResetClass},
 };
@@ -458,5 +459,61 @@ mod tests {
             (Some(false), Some(false))
         );
         assert_eq!(json["netns"], 9);
+    }
+}
+
+/// An alert state change as a line: time, ALERT, state, rule, what is wrong.
+#[must_use]
+pub fn alert_line(change: &Change, tz: &jiff::tz::TimeZone, color: bool) -> String {
+    let time = jiff::Timestamp::now().to_zoned(tz.clone());
+    let word = match change.status {
+        Status::Pending => "pending",
+        Status::Firing => "FIRING",
+        Status::Resolved => "resolved",
+        Status::Inactive => "inactive",
+    };
+    let description = change
+        .alert
+        .annotations
+        .get("description")
+        .map_or("", String::as_str);
+    let line = format!(
+        "{} ALERT {word} {}: {description}",
+        time.strftime("%H:%M:%S%.6f"),
+        change.alert.name()
+    );
+    if color && change.status == Status::Firing {
+        let style = AnsiColor::Red.on_default().bold();
+        format!("{style}{line}{style:#}")
+    } else {
+        line
+    }
+}
+
+/// An alert state change as a JSON line (`"type": "alert"`).
+#[derive(Serialize)]
+pub struct JsonAlert<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: Status,
+    alertname: &'a str,
+    value: f64,
+    active_since: jiff::Timestamp,
+    labels: &'a std::collections::BTreeMap<String, String>,
+    annotations: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> JsonAlert<'a> {
+    #[must_use]
+    pub fn new(change: &'a Change) -> Self {
+        Self {
+            kind: "alert",
+            status: change.status,
+            alertname: change.alert.name(),
+            value: change.alert.value,
+            active_since: change.alert.active_since,
+            labels: &change.alert.labels,
+            annotations: &change.alert.annotations,
+        }
     }
 }

@@ -2,6 +2,8 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod netns;
+pub mod promql;
+pub mod services;
 
 /// One test per address family, each skipped loudly without privileges.
 #[allow(unused_macros, reason = "each test binary uses a different part")]

@@ -1,0 +1,223 @@
+//! Where alert state changes go: a log line each, a JSON-lines file, and Alertmanager.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::PathBuf,
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{
+    Alert, AlertState, Change, NotificationCounts, Status,
+    alertmanager::{Alertmanager, AlertmanagerError, AlertmanagerOptions, Notification},
+};
+use crate::config::{AlertmanagerConfig, AlertsConfig};
+
+#[derive(Clone, Debug)]
+pub struct DeliveryOptions {
+    pub log: bool,
+    pub file: Option<PathBuf>,
+    pub alertmanager: Option<AlertmanagerConfig>,
+    pub evaluation_interval: Duration,
+    /// Where an alert links back to (the daemon's /alerts page).
+    pub generator_url: Option<String>,
+}
+
+impl DeliveryOptions {
+    #[must_use]
+    pub fn from_config(alerts: &AlertsConfig, generator_url: Option<String>) -> Self {
+        Self {
+            log: alerts.log,
+            file: alerts.file.clone(),
+            alertmanager: alerts.alertmanager.clone(),
+            evaluation_interval: alerts.evaluation_interval,
+            generator_url,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(
+        "cannot open the alerts file {path} for appending: {source} (create its directory, or \
+         change alerts.file)"
+    )]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Alertmanager(#[from] AlertmanagerError),
+}
+
+pub struct Delivery {
+    log: bool,
+    file: Option<(PathBuf, File)>,
+    alertmanager: Option<Alertmanager>,
+    resend_every: Duration,
+    /// How long a firing alert stays valid in Alertmanager without a resend.
+    valid_for: Duration,
+    generator_url: Option<String>,
+    file_written: u64,
+    file_failed: u64,
+}
+
+/// One line of the JSON-lines file.
+#[derive(Serialize)]
+struct FileRecord<'a> {
+    time: Timestamp,
+    status: Status,
+    alertname: &'a str,
+    value: f64,
+    active_since: Timestamp,
+    labels: &'a std::collections::BTreeMap<String, String>,
+    annotations: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl Delivery {
+    /// Opens the file and starts the Alertmanager client (on the current tokio runtime).
+    pub fn new(options: DeliveryOptions) -> Result<Self, DeliveryError> {
+        let file = options
+            .file
+            .map(|path| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map(|f| (path.clone(), f))
+                    .map_err(|source| DeliveryError::File { path, source })
+            })
+            .transpose()?;
+        let (alertmanager, resend_every) = match options.alertmanager {
+            Some(am) => {
+                let mut o = AlertmanagerOptions::new(am.url.clone());
+                o.timeout = am.timeout;
+                o.max_attempts = am.max_attempts;
+                (Some(Alertmanager::spawn(o)?), am.resend_every)
+            }
+            None => (None, Duration::from_mins(1)),
+        };
+        Ok(Self {
+            log: options.log,
+            file,
+            alertmanager,
+            resend_every,
+            // As Prometheus does: several missed resends before Alertmanager gives up on it.
+            valid_for: 4 * resend_every.max(options.evaluation_interval),
+            generator_url: options.generator_url,
+            file_written: 0,
+            file_failed: 0,
+        })
+    }
+
+    /// How often firing alerts are re-sent to Alertmanager.
+    #[must_use]
+    pub const fn resend_every(&self) -> Duration {
+        self.resend_every
+    }
+
+    /// Delivers state changes: log, file, and Alertmanager for firing and resolved.
+    pub fn changes(&mut self, changes: &[Change], now: Timestamp) {
+        for c in changes {
+            if self.log {
+                log_change(c);
+            }
+            self.write_file(c, now);
+        }
+        let batch: Vec<_> = changes
+            .iter()
+            .filter(|c| matches!(c.status, Status::Firing | Status::Resolved))
+            .map(|c| self.notification(&c.alert, c.status, now))
+            .collect();
+        if let Some(am) = &self.alertmanager {
+            am.send(batch);
+        }
+    }
+
+    /// Re-sends every firing alert, so Alertmanager keeps it (and learns it again after its
+    /// own restart).
+    pub fn resend<'a>(&self, active: impl Iterator<Item = &'a Alert>, now: Timestamp) {
+        if let Some(am) = &self.alertmanager {
+            let batch: Vec<_> = active
+                .filter(|a| a.state == AlertState::Firing)
+                .map(|a| self.notification(a, Status::Firing, now))
+                .collect();
+            am.send(batch);
+        }
+    }
+
+    #[must_use]
+    pub fn counts(&self) -> NotificationCounts {
+        NotificationCounts {
+            alertmanager: self
+                .alertmanager
+                .as_ref()
+                .map(Alertmanager::counts)
+                .unwrap_or_default(),
+            file_written: self.file_written,
+            file_failed: self.file_failed,
+        }
+    }
+
+    /// At exit: gives queued notifications (resolutions included) a few seconds to arrive.
+    pub async fn flush(self) {
+        if let Some(am) = self.alertmanager {
+            let counts = am.flush(Duration::from_secs(5)).await;
+            log::debug!("alertmanager notifications at exit: {counts:?}");
+        }
+    }
+
+    fn notification(&self, alert: &Alert, status: Status, now: Timestamp) -> Notification {
+        let ends_at = if status == Status::Resolved {
+            now
+        } else {
+            now.checked_add(self.valid_for).unwrap_or(now)
+        };
+        Notification {
+            labels: alert.labels.clone(),
+            annotations: alert.annotations.clone(),
+            starts_at: alert.active_since,
+            ends_at,
+            generator_url: self.generator_url.clone(),
+        }
+    }
+
+    fn write_file(&mut self, c: &Change, now: Timestamp) {
+        let Some((path, file)) = &mut self.file else {
+            return;
+        };
+        let record = FileRecord {
+            time: now,
+            status: c.status,
+            alertname: c.alert.name(),
+            value: c.alert.value,
+            active_since: c.alert.active_since,
+            labels: &c.alert.labels,
+            annotations: &c.alert.annotations,
+        };
+        let mut line = serde_json::to_vec(&record).expect("alerts serialize");
+        line.push(b'\n');
+        match file.write_all(&line) {
+            Ok(()) => self.file_written += 1,
+            Err(e) => {
+                self.file_failed += 1;
+                log::warn!("cannot write to the alerts file {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+fn log_change(c: &Change) {
+    let a = &c.alert;
+    let description = a.annotations.get("description").map_or("", String::as_str);
+    let (level, word) = match c.status {
+        Status::Firing => (log::Level::Warn, "firing"),
+        Status::Pending => (log::Level::Info, "pending"),
+        Status::Resolved => (log::Level::Info, "resolved"),
+        Status::Inactive => (log::Level::Debug, "no longer pending"),
+    };
+    log::log!(level, "alert {} {word}: {description}", a.name());
+}

@@ -1,0 +1,377 @@
+//! What each kind of rule looks at: the conditions that hold now, one instance per socket,
+//! namespace, destination, class or port.
+
+use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
+
+use rustc_hash::FxHashMap;
+
+use crate::{
+    config::{AlertRule, RuleKind},
+    decode::ResetDirection,
+    sockdiag::NetLimits,
+    track::{ResetClass, Tracker},
+};
+
+/// What rules are evaluated against.
+pub struct Inputs<'a> {
+    pub tracker: &'a Tracker,
+    pub limits: &'a FxHashMap<u32, NetLimits>,
+    /// Events lost so far (every reason).
+    pub lost_total: u64,
+    /// `CLOCK_MONOTONIC` ns now.
+    pub now_ns: u64,
+}
+
+/// A condition that holds now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// Identity within its rule (stable while the condition holds).
+    pub key: String,
+    /// Labels beyond the rule's own.
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    /// What is wrong, in a sentence, for the `description` annotation.
+    pub description: String,
+}
+
+/// Counter values at one evaluation, for rates.
+#[derive(Clone, Debug)]
+struct Sample {
+    at_ns: u64,
+    resets: [[u64; ResetClass::ALL.len()]; 2],
+    closed_before_accept: FxHashMap<(u32, u16), u64>,
+    lost: u64,
+}
+
+const DIRECTIONS: [ResetDirection; 2] = [ResetDirection::Sent, ResetDirection::Received];
+
+impl Sample {
+    fn take(inputs: &Inputs<'_>) -> Self {
+        let mut resets = [[0; ResetClass::ALL.len()]; 2];
+        for (d, direction) in DIRECTIONS.into_iter().enumerate() {
+            for (c, class) in ResetClass::ALL.into_iter().enumerate() {
+                resets[d][c] = inputs.tracker.resets().get(direction, class);
+            }
+        }
+        Self {
+            at_ns: inputs.now_ns,
+            resets,
+            closed_before_accept: inputs
+                .tracker
+                .closed_before_accept()
+                .into_iter()
+                .map(|(k, n)| (k, n.peer_closed + n.peer_reset))
+                .collect(),
+            lost: inputs.lost_total,
+        }
+    }
+}
+
+/// Counter samples over the longest window any rule uses.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: VecDeque<Sample>,
+}
+
+impl History {
+    /// Records the counters now; keeps what `longest` windows need.
+    pub fn record(&mut self, inputs: &Inputs<'_>, longest: Duration) {
+        self.samples.push_back(Sample::take(inputs));
+        let keep_from = inputs.now_ns.saturating_sub(nanos(longest));
+        // Keep one sample at or before the window's start, so a full window has a base.
+        while self.samples.len() > 2 && self.samples[1].at_ns <= keep_from {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The newest sample and the oldest within `window` of it (older than the newest).
+    fn span(&self, window: Duration) -> Option<(&Sample, &Sample)> {
+        let now = self.samples.back()?;
+        let from = now.at_ns.saturating_sub(nanos(window));
+        let base = self
+            .samples
+            .iter()
+            .rev()
+            .skip(1)
+            .take_while(|s| s.at_ns >= from)
+            .last()
+            .or_else(|| self.samples.iter().rev().nth(1))?;
+        (base.at_ns < now.at_ns).then_some((base, now))
+    }
+
+    /// Per-second increase of `value` over `window`; `None` before two samples exist.
+    fn rate(&self, window: Duration, value: impl Fn(&Sample) -> u64) -> Option<f64> {
+        let (base, now) = self.span(window)?;
+        let dt = seconds(now.at_ns - base.at_ns);
+        Some(f(value(now).saturating_sub(value(base))) / dt)
+    }
+}
+
+/// The instances of `rule` whose condition holds now, most severe first.
+#[must_use]
+pub fn instances(rule: &AlertRule, inputs: &Inputs<'_>, history: &History) -> Vec<Instance> {
+    let mut found = match &rule.kind {
+        RuleKind::CloseWaitAge { older_than } => close_wait_age(inputs, *older_than),
+        RuleKind::TimewaitUsage {
+            above_count,
+            above_bucket_fraction,
+            above_port_range_fraction,
+        } => timewait_usage(
+            inputs,
+            *above_count,
+            *above_bucket_fraction,
+            *above_port_range_fraction,
+        ),
+        RuleKind::ResetRate {
+            above_per_second,
+            classes,
+            window,
+        } => reset_rate(history, *above_per_second, classes, *window),
+        RuleKind::ClosedBeforeAcceptRate {
+            above_per_second,
+            ports,
+            window,
+        } => closed_before_accept_rate(history, *above_per_second, ports, *window),
+        RuleKind::LostEventsRate {
+            above_per_second,
+            window,
+        } => lost_events_rate(history, *above_per_second, *window),
+    };
+    found.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.key.cmp(&b.key)));
+    found
+}
+
+/// The longest rate window among `rules` (the history to keep).
+#[must_use]
+pub fn longest_window(rules: &[AlertRule]) -> Duration {
+    rules
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RuleKind::ResetRate { window, .. }
+            | RuleKind::ClosedBeforeAcceptRate { window, .. }
+            | RuleKind::LostEventsRate { window, .. } => Some(*window),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+fn labels<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn close_wait_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
+    let older_than = nanos(older_than);
+    inputs
+        .tracker
+        .close_wait()
+        .into_iter()
+        .take_while(|e| inputs.now_ns.saturating_sub(e.since_ns) > older_than)
+        .map(|e| {
+            let age_ns = inputs.now_ns.saturating_sub(e.since_ns);
+            let t = e.tuple;
+            let mut l = labels([
+                ("netns", t.netns.to_string()),
+                ("local_address", t.local.ip().to_string()),
+                ("local_port", t.local.port().to_string()),
+                ("remote_address", t.remote.ip().to_string()),
+                ("remote_port", t.remote.port().to_string()),
+            ]);
+            let holder = e.owner.map_or_else(
+                || "an unknown process".to_owned(),
+                |o| {
+                    l.insert("pid".to_owned(), o.pid.to_string());
+                    l.insert("comm".to_owned(), o.comm().into_owned());
+                    format!("{} (pid {})", o.comm(), o.pid)
+                },
+            );
+            let age = humantime::format_duration(Duration::from_secs(age_ns / 1_000_000_000));
+            Instance {
+                key: format!("{}@{}", e.key, e.since_ns),
+                labels: l,
+                value: seconds(age_ns),
+                description: format!(
+                    "{} -> {} has been in CLOSE_WAIT for {}{age}: the peer closed, and {holder} \
+                     has not closed its socket",
+                    t.local,
+                    t.remote,
+                    if e.lower_bound { "at least " } else { "" },
+                ),
+            }
+        })
+        .collect()
+}
+
+fn timewait_usage(
+    inputs: &Inputs<'_>,
+    above_count: Option<u64>,
+    above_buckets: Option<f64>,
+    above_ports: Option<f64>,
+) -> Vec<Instance> {
+    let usage = inputs.tracker.timewait_usage(inputs.limits);
+    let mut found = Vec::new();
+    if let Some(max) = above_count {
+        for (netns, n) in &usage.per_netns {
+            if *n > max {
+                found.push(Instance {
+                    key: format!("count/{netns}"),
+                    labels: labels([("netns", netns.to_string()), ("limit", "count".into())]),
+                    value: f(*n),
+                    description: format!(
+                        "{n} sockets in TIME_WAIT in network namespace {netns} (threshold {max})"
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(fraction) = above_buckets {
+        for (netns, n, ratio) in usage.bucket_ratios(inputs.limits) {
+            if ratio > fraction {
+                found.push(Instance {
+                    key: format!("buckets/{netns}"),
+                    labels: labels([
+                        ("netns", netns.to_string()),
+                        ("limit", "tcp_max_tw_buckets".into()),
+                    ]),
+                    value: ratio,
+                    description: format!(
+                        "{n} timewait sockets in network namespace {netns} use {:.0}% of \
+                         net.ipv4.tcp_max_tw_buckets; beyond it, closing connections skip \
+                         TIME_WAIT",
+                        ratio * 100.0
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(fraction) = above_ports {
+        for ((netns, local, remote), n, ratio) in usage.port_ratios(inputs.limits) {
+            if ratio > fraction {
+                found.push(Instance {
+                    key: format!("ports/{netns}/{local}/{remote}"),
+                    labels: labels([
+                        ("netns", netns.to_string()),
+                        ("limit", "ip_local_port_range".into()),
+                        ("local_address", local.to_string()),
+                        ("remote_address", remote.ip().to_string()),
+                        ("remote_port", remote.port().to_string()),
+                    ]),
+                    value: ratio,
+                    description: format!(
+                        "{n} timewait sockets from {local} to {remote} hold {:.0}% of the \
+                         ephemeral ports (net.ipv4.ip_local_port_range): new connections to \
+                         {remote} will fail with EADDRNOTAVAIL when they run out",
+                        ratio * 100.0
+                    ),
+                });
+            }
+        }
+    }
+    found
+}
+
+fn reset_rate(
+    history: &History,
+    above: f64,
+    classes: &[ResetClass],
+    window: Duration,
+) -> Vec<Instance> {
+    let mut found = Vec::new();
+    for (d, direction) in DIRECTIONS.into_iter().enumerate() {
+        for (c, class) in ResetClass::ALL.into_iter().enumerate() {
+            if !classes.is_empty() && !classes.contains(&class) {
+                continue;
+            }
+            let Some(rate) = history.rate(window, |s| s.resets[d][c]) else {
+                return found;
+            };
+            if rate > above {
+                found.push(Instance {
+                    key: format!("{}/{}", direction.name(), class.name()),
+                    labels: labels([
+                        ("direction", direction.name().into()),
+                        ("class", class.name().into()),
+                    ]),
+                    value: rate,
+                    description: format!(
+                        "{rate:.1} RSTs {} per second ({}) over the last {}",
+                        direction.name(),
+                        class.describe(),
+                        humantime::format_duration(window)
+                    ),
+                });
+            }
+        }
+    }
+    found
+}
+
+fn closed_before_accept_rate(
+    history: &History,
+    above: f64,
+    ports: &[u16],
+    window: Duration,
+) -> Vec<Instance> {
+    let Some(now) = history.samples.back() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for &(netns, port) in now.closed_before_accept.keys() {
+        if !ports.is_empty() && !ports.contains(&port) {
+            continue;
+        }
+        let count = |s: &Sample| {
+            s.closed_before_accept
+                .get(&(netns, port))
+                .copied()
+                .unwrap_or(0)
+        };
+        let Some(rate) = history.rate(window, count) else {
+            break;
+        };
+        if rate > above {
+            found.push(Instance {
+                key: format!("{netns}/{port}"),
+                labels: labels([("netns", netns.to_string()), ("port", port.to_string())]),
+                value: rate,
+                description: format!(
+                    "{rate:.1} connections per second to port {port} (network namespace \
+                     {netns}) were closed by their clients before the server accepted them: \
+                     the server is not calling accept() fast enough"
+                ),
+            });
+        }
+    }
+    found
+}
+
+fn lost_events_rate(history: &History, above: f64, window: Duration) -> Vec<Instance> {
+    match history.rate(window, |s| s.lost) {
+        Some(rate) if rate > above => vec![Instance {
+            key: String::new(),
+            labels: BTreeMap::new(),
+            value: rate,
+            description: format!(
+                "the observer lost {rate:.2} events per second over the last {} \
+                 (observer_events_lost_total says why; a larger ring buffer or a higher \
+                 priority helps)",
+                humantime::format_duration(window)
+            ),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+fn f(n: u64) -> f64 {
+    n as f64
+}

@@ -1,0 +1,351 @@
+//! The snapshot as OpenMetrics text, through prometheus-client's collector interface.
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use super::MetricsSnapshot;
+use crate::track::{ResetClass, durations::BUCKET_BOUNDS_SECONDS};
+
+pub(super) fn openmetrics(snapshot: &MetricsSnapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(MetricsSnapshot);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// Writes one family: `values` are (labels, value) pairs.
+fn family<'a, V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    values: impl IntoIterator<Item = (Labels<'a>, V)>,
+) -> Result<(), std::fmt::Error>
+where
+    V: Into<f64> + Copy + std::fmt::Debug,
+{
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in values {
+        let value: f64 = value.into();
+        let sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value).encode(sample)?,
+            _ => ConstGauge::new(value).encode(sample)?,
+        }
+    }
+    Ok(())
+}
+
+/// Counts as f64: exact up to 2^53, far beyond any counter here.
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+fn f(n: impl Into<u64>) -> f64 {
+    n.into() as f64
+}
+
+impl Collector for SnapshotCollector {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one flat list of families reads best"
+    )]
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let s = &self.0;
+        family(
+            &mut e,
+            "observer_build_info",
+            "Version of the observer and release of the kernel it runs on; always 1.",
+            Gauge,
+            [(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("kernel", s.kernel.as_str()),
+                ],
+                1.0,
+            )],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_transitions",
+            "TCP state transitions, by old and new state (TIME_WAIT entries and ends included).",
+            Counter,
+            s.transitions
+                .iter()
+                .map(|(from, to, n)| (vec![("from", from.name()), ("to", to.name())], f(*n))),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_sockets",
+            "Sockets now in each TCP state (timewait sockets under TIME_WAIT, or FIN_WAIT2 for \
+             an orphan waiting in one).",
+            Gauge,
+            observer_common::TcpState::ALL
+                .into_iter()
+                .map(|st| (vec![("state", st.name())], f(s.sockets[st as usize - 1]))),
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "observer_tcp_state_duration_seconds",
+                "Time sockets spent in a state, observed when they left it.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (state, h) in &s.durations {
+                let mut cumulative = 0;
+                let buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_SECONDS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(&h.buckets)
+                    .map(|(bound, n)| {
+                        cumulative += n;
+                        (bound, cumulative)
+                    })
+                    .collect();
+                let labels = [("state", state.name())];
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &buckets, None)?;
+            }
+        }
+        family(
+            &mut e,
+            "observer_tcp_resets",
+            "RSTs by direction and meaning (see the README for each class).",
+            Counter,
+            ["sent", "received"]
+                .into_iter()
+                .enumerate()
+                .flat_map(|(d, dir)| {
+                    ResetClass::ALL
+                        .into_iter()
+                        .enumerate()
+                        .map(move |(c, class)| {
+                            (
+                                vec![("direction", dir), ("class", class.name())],
+                                f(s.resets[d][c]),
+                            )
+                        })
+                }),
+        )?;
+        let ports: Vec<String> = s
+            .closed_before_accept
+            .iter()
+            .map(|(p, ..)| p.value())
+            .collect();
+        family(
+            &mut e,
+            "observer_tcp_closed_before_accept",
+            "Connections the client closed (peer_closed) or reset (peer_reset) while they \
+             waited in the accept queue, by listening port.",
+            Counter,
+            s.closed_before_accept
+                .iter()
+                .zip(&ports)
+                .flat_map(|((_, closed, reset), port)| {
+                    [
+                        (
+                            vec![("port", port.as_str()), ("how", "peer_closed")],
+                            f(*closed),
+                        ),
+                        (
+                            vec![("port", port.as_str()), ("how", "peer_reset")],
+                            f(*reset),
+                        ),
+                    ]
+                }),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_timewait_ended",
+            "Timewait sockets ended: their timer expired, or they were killed early (4-tuple \
+             reused, RST).",
+            Counter,
+            [
+                (vec![("cause", "expired")], f(s.timewait_expired)),
+                (vec![("cause", "killed")], f(s.timewait_killed)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_close_wait_oldest_seconds",
+            "Age of the oldest socket in CLOSE_WAIT (0 when there is none): the peer closed, \
+             the application has not.",
+            Gauge,
+            [(vec![], s.close_wait_oldest_seconds)],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_timewait_bucket_usage_ratio",
+            "Highest, over network namespaces, of timewait sockets / net.ipv4.tcp_max_tw_buckets.",
+            Gauge,
+            [(vec![], s.timewait_bucket_usage)],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_timewait_port_usage_ratio",
+            "Highest, over destinations, of timewait sockets holding an ephemeral port toward \
+             that destination / size of net.ipv4.ip_local_port_range.",
+            Gauge,
+            [(vec![], s.timewait_port_usage)],
+        )?;
+        family(
+            &mut e,
+            "observer_events_received",
+            "Records read from the kernel's ring buffer.",
+            Counter,
+            [(vec![], f(s.received))],
+        )?;
+        let k = &s.losses.kernel;
+        family(
+            &mut e,
+            "observer_events_lost",
+            "Events lost, by reason: the ring buffer was full, the kernel skipped the program \
+             while another ran on the CPU, the tracepoint record was unreadable, or the record \
+             was malformed.",
+            Counter,
+            [
+                (vec![("reason", "ring_buffer_full")], f(k.ring_buffer_full)),
+                (vec![("reason", "recursion_miss")], f(k.recursion_misses)),
+                (vec![("reason", "unreadable")], f(k.read_failed)),
+                (vec![("reason", "malformed")], f(s.losses.malformed)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "observer_timewait_timers_untracked",
+            "Timewait timers the kernel-side table had no room for (their early kill is then \
+             found only by reconciliation).",
+            Counter,
+            [(vec![], f(k.timewait_table_full))],
+        )?;
+        family(
+            &mut e,
+            "observer_timer_recursion_misses",
+            "Timer tracepoint runs the kernel skipped (an upper bound of timewait timer events \
+             missed: most were for other timers).",
+            Counter,
+            [(vec![], f(k.timer_recursion_misses))],
+        )?;
+        let st = &s.stats;
+        family(
+            &mut e,
+            "observer_tracker_gaps",
+            "Transitions proving that an earlier one was missed (the state is repaired).",
+            Counter,
+            [(vec![], f(st.gaps))],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_sockets",
+            "Sockets tracked now, by table.",
+            Gauge,
+            [
+                (vec![("table", "sockets")], f(st.tracked_sockets as u64)),
+                (vec![("table", "timewait")], f(st.tracked_timewait as u64)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_evicted",
+            "Sockets evicted (sockets table) or not tracked (timewait table) because the table \
+             was full.",
+            Counter,
+            [
+                (vec![("table", "sockets")], f(st.evicted)),
+                (vec![("table", "timewait")], f(st.timewait_untracked)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_seeded",
+            "Sockets learnt from sock_diag (at start-up and by reconciliation).",
+            Counter,
+            [(vec![], f(st.seeded))],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_stale",
+            "Tracked sockets dropped because sock_diag no longer listed them (their end was \
+             lost).",
+            Counter,
+            [(vec![], f(st.reconciled_stale))],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_closed_before_accept_unlabelled",
+            "Closed-before-accept counts beyond the per-port table (not in \
+             observer_tcp_closed_before_accept).",
+            Counter,
+            [(vec![], f(st.closed_before_accept_overflow))],
+        )?;
+        family(
+            &mut e,
+            "observer_alerts",
+            "Alert instances of the observer's own rules, by rule and state.",
+            Gauge,
+            s.alerts.iter().flat_map(|r| {
+                [
+                    (
+                        vec![("alertname", r.name.as_str()), ("alertstate", "pending")],
+                        f(r.pending),
+                    ),
+                    (
+                        vec![("alertname", r.name.as_str()), ("alertstate", "firing")],
+                        f(r.firing),
+                    ),
+                ]
+            }),
+        )?;
+        family(
+            &mut e,
+            "observer_alerts_suppressed",
+            "Alert instances not raised because their rule already held max_alerts_per_rule.",
+            Counter,
+            s.alerts
+                .iter()
+                .map(|r| (vec![("alertname", r.name.as_str())], f(r.suppressed))),
+        )?;
+        let n = &s.notifications;
+        family(
+            &mut e,
+            "observer_alert_notifications",
+            "Alert notifications by sink and result (alertmanager: alerts accepted, failed \
+             requests, alerts given up on; file: lines written, failed writes).",
+            Counter,
+            [
+                (
+                    vec![("sink", "alertmanager"), ("result", "sent")],
+                    f(n.alertmanager.sent),
+                ),
+                (
+                    vec![("sink", "alertmanager"), ("result", "failed")],
+                    f(n.alertmanager.failed_attempts),
+                ),
+                (
+                    vec![("sink", "alertmanager"), ("result", "dropped")],
+                    f(n.alertmanager.dropped),
+                ),
+                (
+                    vec![("sink", "file"), ("result", "sent")],
+                    f(n.file_written),
+                ),
+                (
+                    vec![("sink", "file"), ("result", "failed")],
+                    f(n.file_failed),
+                ),
+            ],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Prometheus metrics: what the tracker knows, as one consistent snapshot per scrape.
+//!
+//! A scrape copies plain values under the daemon's lock ([`MetricsSnapshot::take`]) and encodes
+//! them after releasing it ([`MetricsSnapshot::encode`]), so a slow client never holds up event
+//! processing. Every label is bounded by construction: states, RST classes and causes are
+//! closed sets, ports are [`PortLabels`], alert names come from the configuration.
+
+mod encode;
+mod ports;
+pub mod text_format;
+mod transitions;
+
+use observer_common::TcpState;
+use rustc_hash::FxHashMap;
+
+pub use self::{
+    ports::{PortLabel, PortLabels},
+    transitions::TransitionCounts,
+};
+use crate::{
+    alerts::{NotificationCounts, RuleCounts},
+    decode::ResetDirection,
+    events::Losses,
+    sockdiag::NetLimits,
+    track::{ResetClass, Tracker, TrackerStats, durations::Histogram},
+};
+
+/// What a snapshot is taken from: the daemon's state, borrowed under its lock.
+pub struct Sources<'a> {
+    pub tracker: &'a Tracker,
+    pub transitions: &'a TransitionCounts,
+    pub received: u64,
+    pub losses: Losses,
+    pub limits: &'a FxHashMap<u32, NetLimits>,
+    pub alerts: &'a [RuleCounts],
+    pub notifications: NotificationCounts,
+    pub ports: &'a mut PortLabels,
+    /// `CLOCK_MONOTONIC` ns now.
+    pub now_ns: u64,
+}
+
+/// Every exported value, copied out of the daemon's state.
+#[derive(Clone, Debug)]
+pub struct MetricsSnapshot {
+    pub kernel: String,
+    pub transitions: Vec<(TcpState, TcpState, u64)>,
+    pub sockets: [u64; 12],
+    pub durations: Vec<(TcpState, Histogram)>,
+    /// `[sent, received][class]`.
+    pub resets: [[u64; ResetClass::ALL.len()]; 2],
+    /// (port, peer closed, peer reset), summed over namespaces.
+    pub closed_before_accept: Vec<(PortLabel, u64, u64)>,
+    pub timewait_expired: u64,
+    pub timewait_killed: u64,
+    pub close_wait_oldest_seconds: f64,
+    pub timewait_bucket_usage: f64,
+    pub timewait_port_usage: f64,
+    pub received: u64,
+    pub losses: Losses,
+    pub stats: TrackerStats,
+    pub alerts: Vec<RuleCounts>,
+    pub notifications: NotificationCounts,
+}
+
+impl MetricsSnapshot {
+    /// Copies what the metrics need. Cost grows with the number of CLOSE_WAIT and timewait
+    /// sockets (one pass over each), not with the number of events.
+    #[must_use]
+    pub fn take(s: &mut Sources<'_>) -> Self {
+        let t = s.tracker;
+        let mut resets = [[0; ResetClass::ALL.len()]; 2];
+        for (d, direction) in [ResetDirection::Sent, ResetDirection::Received]
+            .into_iter()
+            .enumerate()
+        {
+            for (c, class) in ResetClass::ALL.into_iter().enumerate() {
+                resets[d][c] = t.resets().get(direction, class);
+            }
+        }
+        let mut by_port: FxHashMap<PortLabel, (u64, u64)> = FxHashMap::default();
+        for ((_, port), n) in t.closed_before_accept() {
+            let slot = by_port.entry(s.ports.label(port)).or_default();
+            slot.0 += n.peer_closed;
+            slot.1 += n.peer_reset;
+        }
+        let mut closed_before_accept: Vec<_> =
+            by_port.into_iter().map(|(p, (c, r))| (p, c, r)).collect();
+        closed_before_accept.sort_unstable_by_key(|(p, ..)| *p);
+        let usage = t.timewait_usage(s.limits);
+        let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
+        let (timewait_expired, timewait_killed) = t.timewait_ends();
+        Self {
+            kernel: kernel_release(),
+            transitions: s.transitions.nonzero(),
+            sockets: t.counts_by_state(),
+            durations: TcpState::ALL
+                .into_iter()
+                .map(|st| (st, t.durations().of(st).clone()))
+                .collect(),
+            resets,
+            closed_before_accept,
+            timewait_expired,
+            timewait_killed,
+            close_wait_oldest_seconds: t
+                .oldest_close_wait()
+                .map_or(0.0, |(since, _)| seconds(s.now_ns.saturating_sub(since))),
+            timewait_bucket_usage: max(&mut usage.bucket_ratios(s.limits).map(|(.., r)| r)),
+            timewait_port_usage: max(&mut usage.port_ratios(s.limits).map(|(.., r)| r)),
+            received: s.received,
+            losses: s.losses,
+            stats: t.stats(),
+            alerts: s.alerts.to_vec(),
+            notifications: s.notifications,
+        }
+    }
+
+    /// OpenMetrics text, as Prometheus asks for it.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        encode::openmetrics(self)
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// `uname -r`, for the build info metric.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,64 @@
+//! What the event loop and the HTTP server share, behind one lock.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
+
+use crate::{
+    alerts::{Alert, NotificationCounts, RuleCounts},
+    events::Losses,
+    export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
+    inventory::mono_now_ns,
+    sockdiag::NetLimits,
+    track::Tracker,
+};
+
+/// The daemon's state. The event loop holds the lock while it applies a batch; a scrape holds
+/// it while it copies a snapshot.
+pub struct State {
+    pub tracker: Tracker,
+    pub transitions: TransitionCounts,
+    pub received: u64,
+    pub losses: Losses,
+    pub limits: FxHashMap<u32, NetLimits>,
+    pub ports: PortLabels,
+    pub alert_counts: Vec<RuleCounts>,
+    pub notifications: NotificationCounts,
+    /// Alerts pending or firing at the last evaluation, for /alerts.
+    pub active_alerts: Vec<Alert>,
+}
+
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<State>>);
+
+impl Shared {
+    #[must_use]
+    pub fn new(state: State) -> Self {
+        Self(Arc::new(Mutex::new(state)))
+    }
+
+    /// The state, even if a panic poisoned the lock (the data stays consistent per field).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A metrics snapshot, taken under the lock.
+    #[must_use]
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        MetricsSnapshot::take(&mut Sources {
+            tracker: &s.tracker,
+            transitions: &s.transitions,
+            received: s.received,
+            losses: s.losses,
+            limits: &s.limits,
+            alerts: &s.alert_counts,
+            notifications: s.notifications,
+            ports: &mut s.ports,
+            now_ns: mono_now_ns(),
+        })
+    }
+}

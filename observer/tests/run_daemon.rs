@@ -1,0 +1,387 @@
+//! `observer run` as operators run it, against real Prometheus and Alertmanager: every query
+//! of the shipped dashboard and rules returns data, and a CLOSE_WAIT leak made in a network
+//! namespace fires the built-in alert, reaches Alertmanager, and resolves when the socket
+//! closes.
+
+mod support;
+
+use std::{
+    io::Read as _,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::{
+    V4, V6,
+    netns::NetNs,
+    privileged, promql,
+    services::{Process, TempDir, encode, free_port, get, have, wait_for},
+};
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+const PROMTOOL: &str = "/usr/bin/promtool";
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn json(addr: SocketAddr, path: &str) -> Option<Value> {
+    let r = get(addr, path, None).ok()?;
+    (r.status == 200).then(|| serde_json::from_str(&r.body).ok())?
+}
+
+fn start_alertmanager(dir: &TempDir) -> (Process, SocketAddr) {
+    let config = dir.path("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: nowhere\n  group_wait: 1s\nreceivers:\n  - name: nowhere\n",
+    )
+    .unwrap();
+    let addr = local(free_port());
+    let process = Process::spawn(
+        "alertmanager",
+        Command::new(ALERTMANAGER)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path("am").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address="),
+    );
+    wait_for(Duration::from_secs(20), "alertmanager to answer", || {
+        json(addr, "/api/v2/status")
+    });
+    (process, addr)
+}
+
+fn start_observer(dir: &TempDir, alertmanager: SocketAddr) -> (Process, SocketAddr) {
+    let addr = local(free_port());
+    let config = dir.path("observer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[metrics]
+listen = "{addr}"
+
+[alerts]
+evaluation_interval = "500ms"
+file = "{file}"
+
+[alerts.alertmanager]
+url = "http://{alertmanager}"
+resend_every = "2s"
+
+# The built-in rule, with a threshold a test can wait for.
+[[alerts.rules]]
+name = "TcpCloseWaitStuck"
+kind = "close_wait_age"
+older_than = "2s"
+labels = {{ team = "tests" }}
+"#,
+            file = dir.path("alerts.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let mut process = Process::spawn(
+        "observer",
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["run", "--config"])
+            .arg(&config),
+    );
+    wait_for(Duration::from_mins(1), "observer to serve /metrics", || {
+        if let Some(status) = process.exited() {
+            panic!("observer run exited ({status}):\n{}", process.log());
+        }
+        get(addr, "/metrics", None).ok().filter(|r| r.status == 200)
+    });
+    (process, addr)
+}
+
+fn start_prometheus(dir: &TempDir, observer: SocketAddr) -> (Process, SocketAddr) {
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus/observer-rules.yml");
+    let config = dir.path("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: observer\n    static_configs:\n      - targets: ['{observer}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let addr = local(free_port());
+    let process = Process::spawn(
+        "prometheus",
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}")),
+    );
+    (process, addr)
+}
+
+/// The result vector of an instant query, once it has one.
+fn query(prometheus: SocketAddr, expr: &str) -> Option<Vec<Value>> {
+    let v = json(prometheus, &format!("/api/v1/query?query={}", encode(expr)))?;
+    assert_eq!(v["status"], "success", "query {expr}: {v}");
+    let result = v["data"]["result"].as_array()?.clone();
+    (!result.is_empty()).then_some(result)
+}
+
+/// Alertmanager's active TcpCloseWaitStuck alert for `port` in `netns`.
+fn alertmanager_alert(am: SocketAddr, netns: u32, port: u16) -> Option<Value> {
+    let filter = encode("alertname=\"TcpCloseWaitStuck\"");
+    let alerts = json(am, &format!("/api/v2/alerts?filter={filter}"))?;
+    alerts
+        .as_array()?
+        .iter()
+        .find(|a| is_socket(a, netns, port))
+        .cloned()
+}
+
+/// Whether an alert (or a JSON-lines record) is about the socket on `port` in `netns`.
+fn is_socket(alert: &Value, netns: u32, port: u16) -> bool {
+    let label = |name: &str| alert["labels"][name].as_str().map(str::to_owned);
+    label("netns") == Some(netns.to_string()) && label("local_port") == Some(port.to_string())
+}
+
+/// Traffic for every panel: a connection each way of closing, an abort, one closed before
+/// accept(), and a CLOSE_WAIT leak per family (returned: the leaking server sockets).
+fn traffic(ns: &NetNs) -> Vec<(TcpStream, u16)> {
+    ns.enter(|| {
+        let mut leaks = Vec::new();
+        for addr in [V4, V6] {
+            support::client_closes_first(addr);
+            support::client_aborts(addr);
+            // Closed before accept(): the client gives up while it waits in the queue.
+            let listener = TcpListener::bind((addr, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            drop(TcpStream::connect((addr, port)).unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+            drop(listener);
+            // The leak: the client closes, the server never does.
+            let support::Pair {
+                client,
+                mut server,
+                conn,
+                ..
+            } = support::connected_pair(addr);
+            drop(client);
+            assert_eq!(server.read(&mut [0u8; 8]).unwrap(), 0, "server sees EOF");
+            leaks.push((server, conn.server_port));
+        }
+        leaks
+    })
+}
+
+#[test]
+fn prometheus_scrapes_and_alertmanager_receives_a_close_wait_leak() {
+    const TEST: &str = "prometheus_scrapes_and_alertmanager_receives_a_close_wait_leak";
+    if !privileged(TEST)
+        || ![PROMETHEUS, PROMTOOL, ALERTMANAGER]
+            .iter()
+            .all(|b| have(b, TEST))
+    {
+        return;
+    }
+    let dir = TempDir::new("run");
+    let (_am_process, am) = start_alertmanager(&dir);
+    let (mut observer, metrics) = start_observer(&dir, am);
+    let (_prometheus_process, prometheus) = start_prometheus(&dir, metrics);
+    let ns = NetNs::new("run").unwrap();
+    let netns = ns.inode();
+    let leaks = traffic(&ns);
+
+    // Alertmanager receives one alert per leaked socket, with its owner and addresses.
+    for (_, port) in &leaks {
+        let alert = wait_for(
+            Duration::from_secs(30),
+            "the CLOSE_WAIT alert in Alertmanager",
+            || alertmanager_alert(am, netns, *port),
+        );
+        let labels = &alert["labels"];
+        assert_eq!(labels["pid"], std::process::id().to_string(), "{alert}");
+        assert_eq!(labels["severity"], "warning");
+        assert_eq!(labels["team"], "tests");
+        assert!(
+            labels["remote_port"]
+                .as_str()
+                .unwrap()
+                .parse::<u16>()
+                .is_ok()
+        );
+        assert!(
+            alert["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("CLOSE_WAIT")
+        );
+        assert!(alert["generatorURL"].as_str().unwrap().ends_with("/alerts"));
+    }
+    check_daemon_endpoints(metrics);
+    check_queries_in_prometheus(prometheus);
+
+    // Closing the sockets resolves the alerts, in Alertmanager too.
+    let ports: Vec<u16> = leaks.iter().map(|(_, p)| *p).collect();
+    drop(leaks);
+    for port in &ports {
+        wait_for(
+            Duration::from_secs(30),
+            "the alert to resolve in Alertmanager",
+            || alertmanager_alert(am, netns, *port).is_none().then_some(()),
+        );
+    }
+    let file = std::fs::read_to_string(dir.path("alerts.jsonl")).unwrap();
+    let records: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for port in &ports {
+        let statuses: Vec<&str> = records
+            .iter()
+            .filter(|r| is_socket(r, netns, *port))
+            .map(|r| r["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["firing", "resolved"], "{file}");
+    }
+    let log = observer.log();
+    assert!(log.contains("alert TcpCloseWaitStuck firing"), "{log}");
+    assert!(log.contains("alert TcpCloseWaitStuck resolved"), "{log}");
+
+    let status = observer.terminate().expect("observer exits on SIGTERM");
+    assert!(
+        status.success(),
+        "observer exited with {status}: {}",
+        observer.log()
+    );
+}
+
+/// /alerts lists the alert; /metrics speaks OpenMetrics to Prometheus and the Prometheus text
+/// format to others, which `promtool check metrics` finds clean.
+fn check_daemon_endpoints(metrics: SocketAddr) {
+    let page = get(metrics, "/alerts", None).unwrap();
+    assert!(page.body.contains("TcpCloseWaitStuck"), "{}", page.body);
+    let om = get(
+        metrics,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    )
+    .unwrap();
+    assert!(
+        om.content_type.starts_with("application/openmetrics-text"),
+        "{}",
+        om.content_type
+    );
+    assert!(om.body.ends_with("# EOF\n"));
+    assert!(
+        om.body.lines().any(|l| l
+            .starts_with("observer_alerts{alertname=\"TcpCloseWaitStuck\",alertstate=\"firing\"}")
+            && !l.ends_with(" 0")),
+        "{}",
+        om.body
+    );
+    let text = get(metrics, "/metrics", None).unwrap();
+    assert!(text.content_type.starts_with("text/plain; version=0.0.4"));
+    let mut promtool = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(text.body.as_bytes());
+    assert!(
+        promtool.0.success(),
+        "promtool check metrics: {}",
+        promtool.1
+    );
+    promtool.1.retain(|c| !c.is_whitespace());
+    assert_eq!(promtool.1, "", "promtool check metrics has remarks");
+}
+
+/// Every dashboard query, and the query side of every shipped rule, returns data from a real
+/// Prometheus scraping the daemon; every shipped rule evaluates without error.
+fn check_queries_in_prometheus(prometheus: SocketAddr) {
+    wait_for(
+        Duration::from_secs(30),
+        "Prometheus to scrape the daemon",
+        || query(prometheus, "up{job=\"observer\"} == 1"),
+    );
+    let mut queries = promql::dashboard_queries();
+    queries.extend(
+        promql::rule_queries()
+            .into_iter()
+            .map(|(name, _, lhs)| (format!("rule {name}"), lhs)),
+    );
+    for (what, expr) in &queries {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("data for {what}: {expr}"),
+            || query(prometheus, expr),
+        );
+    }
+    let rules = wait_for(
+        Duration::from_secs(20),
+        "Prometheus to evaluate the rules",
+        || {
+            let v = json(prometheus, "/api/v1/rules")?;
+            let rules: Vec<Value> = v["data"]["groups"]
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            (!rules.is_empty()
+                && rules
+                    .iter()
+                    .all(|r| r["lastEvaluation"] != "0001-01-01T00:00:00Z"))
+            .then_some(rules)
+        },
+    );
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    assert_eq!(rules.len(), promql::rule_names().len());
+}
+
+#[test]
+fn a_bad_config_is_rejected_with_its_line_and_field() {
+    let dir = TempDir::new("bad-config");
+    let path = dir.path("bad.toml");
+    std::fs::write(
+        &path,
+        "[alerts]\nevaluation_interval = \"5s\"\n\n[[alerts.rules]]\nname = \"Leak\"\nkind = \"close_wait_age\"\nolder_than = \"5 parsecs\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("bad.toml:7:"), "names the line: {stderr}");
+    assert!(stderr.contains("older_than"), "names the field: {stderr}");
+}
+
+/// `Command::output` with bytes written to its stdin: (status, stdout + stderr).
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String);
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String) {
+        use std::io::Write as _;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status, text)
+    }
+}

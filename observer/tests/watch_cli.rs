@@ -66,6 +66,21 @@ impl Watch {
             .collect()
     }
 
+    /// Waits until a line satisfies `pred` (15 s at most).
+    fn wait_until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.got.iter().any(&pred) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.got.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
+                ),
+                Err(e) => panic!("{e}: no line for {what}: {:#?}", self.got),
+            }
+        }
+    }
+
     /// Waits until `n` transitions arrived (10 s at most).
     fn wait_for(&mut self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -367,6 +382,62 @@ fn each_filter_shows_exactly_what_matches() {
 
 /// Runs without any privileges (as nobody when we are root) and gets a sentence saying what to
 /// do, not a bare EPERM. Needs no privileges itself.
+#[test]
+fn watch_alerts_shows_a_close_wait_leak_firing_then_resolved() {
+    if !privileged("watch_alerts_shows_a_close_wait_leak_firing_then_resolved") {
+        return;
+    }
+    let config =
+        std::env::temp_dir().join(format!("observer-watch-alerts-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[alerts]\nevaluation_interval = \"200ms\"\nbuiltin_rules = false\n\n\
+         [[alerts.rules]]\nname = \"Leak\"\nkind = \"close_wait_age\"\nolder_than = \"1s\"\n",
+    )
+    .unwrap();
+    let ns = NetNs::new("alerts").unwrap();
+    let netns = ns.inode().to_string();
+    let mut watch = Watch::start(&[
+        "--netns",
+        &netns,
+        "--alerts",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (server, port) = ns.enter(|| {
+        let support::Pair {
+            client,
+            mut server,
+            conn,
+            ..
+        } = support::connected_pair(V6);
+        drop(client);
+        assert_eq!(std::io::Read::read(&mut server, &mut [0u8; 4]).unwrap(), 0);
+        (server, conn.server_port.to_string())
+    });
+    let about_leak = |v: &Value, status: &str| {
+        v["type"] == "alert"
+            && v["alertname"] == "Leak"
+            && v["status"] == status
+            && v["labels"]["local_port"].as_str() == Some(port.as_str())
+            && v["labels"]["netns"].as_str() == Some(netns.as_str())
+    };
+    watch.wait_until("the Leak alert firing", |v| about_leak(v, "firing"));
+    let firing = watch.got.iter().find(|v| about_leak(v, "firing")).unwrap();
+    assert_eq!(
+        firing["labels"]["pid"],
+        std::process::id().to_string(),
+        "{firing}"
+    );
+    assert!(firing["value"].as_f64().unwrap() > 1.0);
+    drop(server);
+    watch.wait_until("the Leak alert resolved", |v| about_leak(v, "resolved"));
+    let lines = watch.stop();
+    let fired = lines.iter().filter(|v| about_leak(v, "firing")).count();
+    assert_eq!(fired, 1, "fired once");
+    let _ = std::fs::remove_file(config);
+}
+
 #[test]
 fn without_privileges_watch_explains_what_to_do() {
     let bin = env!("CARGO_BIN_EXE_observer");

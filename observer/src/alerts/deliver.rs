@@ -65,16 +65,32 @@ pub struct Delivery {
     file_failed: u64,
 }
 
-/// One line of the JSON-lines file.
+/// An alert state change as a JSON object: a line of the alerts file, and (with a `type`)
+/// of `observer watch --alerts --json`.
 #[derive(Serialize)]
-struct FileRecord<'a> {
-    time: Timestamp,
-    status: Status,
-    alertname: &'a str,
-    value: f64,
-    active_since: Timestamp,
-    labels: &'a std::collections::BTreeMap<String, String>,
-    annotations: &'a std::collections::BTreeMap<String, String>,
+pub struct ChangeRecord<'a> {
+    pub time: Timestamp,
+    pub status: Status,
+    pub alertname: &'a str,
+    pub value: f64,
+    pub active_since: Timestamp,
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> ChangeRecord<'a> {
+    #[must_use]
+    pub fn new(c: &'a Change, time: Timestamp) -> Self {
+        Self {
+            time,
+            status: c.status,
+            alertname: c.alert.name(),
+            value: c.alert.value,
+            active_since: c.alert.active_since,
+            labels: &c.alert.labels,
+            annotations: &c.alert.annotations,
+        }
+    }
 }
 
 impl Delivery {
@@ -189,16 +205,7 @@ impl Delivery {
         let Some((path, file)) = &mut self.file else {
             return;
         };
-        let record = FileRecord {
-            time: now,
-            status: c.status,
-            alertname: c.alert.name(),
-            value: c.alert.value,
-            active_since: c.alert.active_since,
-            labels: &c.alert.labels,
-            annotations: &c.alert.annotations,
-        };
-        let mut line = serde_json::to_vec(&record).expect("alerts serialize");
+        let mut line = serde_json::to_vec(&ChangeRecord::new(c, now)).expect("alerts serialize");
         line.push(b'\n');
         match file.write_all(&line) {
             Ok(()) => self.file_written += 1,

@@ -7,7 +7,7 @@ use observer_common::TcpState;
 use serde::Serialize;
 
 use crate::{
-    alerts::{Change, Status},
+    alerts::{Change, Status, deliver::ChangeRecord},
     decode::{Reset, Task, Transition},
     track::{Note, Observation, TimewaitEnd, resets::ResetClass},
 };
@@ -495,12 +495,8 @@ pub fn alert_line(change: &Change, tz: &jiff::tz::TimeZone, color: bool) -> Stri
 pub struct JsonAlert<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    status: Status,
-    alertname: &'a str,
-    value: f64,
-    active_since: jiff::Timestamp,
-    labels: &'a std::collections::BTreeMap<String, String>,
-    annotations: &'a std::collections::BTreeMap<String, String>,
+    #[serde(flatten)]
+    record: ChangeRecord<'a>,
 }
 
 impl<'a> JsonAlert<'a> {
@@ -508,12 +504,7 @@ impl<'a> JsonAlert<'a> {
     pub fn new(change: &'a Change) -> Self {
         Self {
             kind: "alert",
-            status: change.status,
-            alertname: change.alert.name(),
-            value: change.alert.value,
-            active_since: change.alert.active_since,
-            labels: &change.alert.labels,
-            annotations: &change.alert.annotations,
+            record: ChangeRecord::new(change, jiff::Timestamp::now()),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use observer::{
-    config::Config,
+    config::{AlertmanagerConfig, Config},
     decode::Family,
     load::{DEFAULT_MAX_TIMEWAIT_TIMERS, DEFAULT_RING_BUFFER_BYTES, LoadOptions},
     track::DEFAULT_MAX_SOCKETS,
@@ -26,8 +26,8 @@ use observer_common::TcpState;
         state change on the host, in every network namespace, as it happens. TIME_WAIT, which \
         no transition reports, is followed through the timewait socket's timer, and every RST \
         is named with the kernel's reason. Sockets that existed before it started are learnt \
-        from sock_diag. It needs root (or CAP_BPF, CAP_PERFMON, CAP_SYSLOG and CAP_NET_ADMIN) \
-        and Linux 5.8 or newer.",
+        from sock_diag. It needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYSLOG, CAP_SYS_PTRACE and \
+        CAP_DAC_READ_SEARCH) and Linux 5.8 or newer; `observer doctor` checks a host.",
     after_help = "Examples:\n  \
         sudo observer watch                       every transition, live\n  \
         sudo observer watch --port 443            connections to or from port 443\n  \
@@ -86,6 +86,32 @@ pub enum Command {
         sudo observer run --listen 0.0.0.0:9977 --log-level debug\n  \
         curl -s localhost:9977/metrics | grep observer_tcp_sockets")]
     Run(RunArgs),
+
+    /// Check a configuration file and show the rules it gives, without starting anything.
+    ///
+    /// Errors name the line, the column and the field, and say what to write instead. Exits 0
+    /// when the file is valid, 1 otherwise.
+    #[command(after_help = "Examples:\n  \
+        observer check-config\n  \
+        observer check-config deploy/observer.toml")]
+    CheckConfig(CheckConfigArgs),
+
+    /// Check that this host has what observer needs, and what each missing piece costs.
+    ///
+    /// Kernel version, BTF, tracefs, capabilities, every tracepoint used, the RST reason field,
+    /// the TIME_WAIT timer symbol; finally the programs are loaded and attached once. Exits 0
+    /// when observer can run (possibly with degraded features), 1 when it cannot.
+    Doctor(DoctorArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    #[command(after_help = "Examples:\n  \
+        observer completions bash > /etc/bash_completion.d/observer\n  \
+        observer completions zsh > ~/.zfunc/_observer")]
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +123,77 @@ pub struct RunArgs {
     /// Address to serve /metrics and /alerts on (overrides metrics.listen).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+
+    /// Kernel ring buffer size, a power of two (overrides kernel.ring_buffer_size).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub ring_buffer_size: Option<u32>,
+
+    /// Most sockets tracked at once (overrides tracker.max_sockets).
+    #[arg(long, value_name = "N")]
+    pub max_sockets: Option<usize>,
+
+    /// Where restart state is kept (overrides tracker.state_file; "" keeps none).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
+    /// Append alert state changes to this JSON-lines file (overrides alerts.file).
+    #[arg(long, value_name = "PATH")]
+    pub alerts_file: Option<PathBuf>,
+
+    /// Push alerts to this Alertmanager, e.g. http://127.0.0.1:9093 (overrides
+    /// alerts.alertmanager.url).
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Option<String>,
+}
+
+impl RunArgs {
+    /// The flags given, over `config`.
+    pub fn apply_to(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.metrics.listen = listen;
+        }
+        if let Some(size) = self.ring_buffer_size {
+            config.kernel.ring_buffer_size = size;
+        }
+        if let Some(n) = self.max_sockets {
+            config.tracker.max_sockets = n;
+        }
+        if let Some(path) = &self.state_file {
+            config.tracker.state_file = (!path.as_os_str().is_empty()).then(|| path.clone());
+        }
+        if let Some(path) = &self.alerts_file {
+            config.alerts.file = Some(path.clone());
+        }
+        if let Some(url) = &self.alertmanager_url {
+            match &mut config.alerts.alertmanager {
+                Some(am) => am.url.clone_from(url),
+                None => {
+                    config.alerts.alertmanager = Some(AlertmanagerConfig::with_url(url.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The file to check (default: /etc/observer/observer.toml).
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -70,7 +70,13 @@ pub struct TrackerConfig {
     pub owner_after: Duration,
     /// How often the table is reconciled with the kernel's socket list. Default 30s, at least 1s.
     pub reconcile_every: Duration,
+    /// Where the daemon keeps what must survive a restart (when each CLOSE_WAIT began, since
+    /// when each alert holds). Default [`DEFAULT_STATE_FILE`]; `""` keeps nothing.
+    pub state_file: Option<PathBuf>,
 }
+
+/// The daemon's restart state, in systemd's StateDirectory.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/observer/state.json";
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -78,6 +84,7 @@ impl Default for TrackerConfig {
             max_sockets: DEFAULT_MAX_SOCKETS,
             owner_after: Duration::from_secs(10),
             reconcile_every: Duration::from_secs(30),
+            state_file: Some(PathBuf::from(DEFAULT_STATE_FILE)),
         }
     }
 }
@@ -147,6 +154,19 @@ pub struct AlertmanagerConfig {
     pub resend_every: Duration,
     /// Tries per batch before it is dropped. Default 5, at least 1.
     pub max_attempts: u32,
+}
+
+impl AlertmanagerConfig {
+    /// Alertmanager at `url`, every other setting at its default.
+    #[must_use]
+    pub fn with_url(url: String) -> Self {
+        Self {
+            url,
+            timeout: Duration::from_secs(10),
+            resend_every: Duration::from_mins(1),
+            max_attempts: 5,
+        }
+    }
 }
 
 /// One `[[alerts.rules]]` entry.
@@ -562,6 +582,7 @@ struct RawTracker {
     max_sockets: Option<Count<1024, U32_MAX>>,
     owner_after: Option<Dur<0>>,
     reconcile_every: Option<Dur<1000>>,
+    state_file: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -612,6 +633,11 @@ impl RawConfig {
                 max_sockets: t.max_sockets.map_or(tracker.max_sockets, Count::usize),
                 owner_after: t.owner_after.map_or(tracker.owner_after, |d| d.0),
                 reconcile_every: t.reconcile_every.map_or(tracker.reconcile_every, |d| d.0),
+                state_file: match t.state_file {
+                    None => tracker.state_file,
+                    Some(path) if path.is_empty() => None,
+                    Some(path) => Some(PathBuf::from(path)),
+                },
             },
             kernel: KernelConfig {
                 ring_buffer_size: k.ring_buffer_size.map_or(kernel.ring_buffer_size, |s| s.0),
@@ -629,11 +655,14 @@ impl RawConfig {
                     .map_or(alerts.max_alerts_per_rule, Count::usize),
                 file: a.file.or(alerts.file),
                 log: a.log.unwrap_or(alerts.log),
-                alertmanager: a.alertmanager.map(|am| AlertmanagerConfig {
-                    url: am.url.0,
-                    timeout: am.timeout.map_or(Duration::from_secs(10), |d| d.0),
-                    resend_every: am.resend_every.map_or(Duration::from_mins(1), |d| d.0),
-                    max_attempts: am.max_attempts.map_or(5, Count::u32),
+                alertmanager: a.alertmanager.map(|am| {
+                    let defaults = AlertmanagerConfig::with_url(am.url.0);
+                    AlertmanagerConfig {
+                        timeout: am.timeout.map_or(defaults.timeout, |t| t.0),
+                        resend_every: am.resend_every.map_or(defaults.resend_every, |r| r.0),
+                        max_attempts: am.max_attempts.map_or(defaults.max_attempts, Count::u32),
+                        url: defaults.url,
+                    }
                 }),
                 rules: rules(a.rules)?,
             },
@@ -1494,6 +1523,7 @@ max_port_labels = 16
 max_sockets = 4096
 owner_after = "2s"
 reconcile_every = "1m 30s"
+state_file = ""
 
 [kernel]
 ring_buffer_size = "256K"
@@ -1558,6 +1588,7 @@ window = "1m"
                 max_sockets: 4096,
                 owner_after: Duration::from_secs(2),
                 reconcile_every: Duration::from_secs(90),
+                state_file: None,
             },
             kernel: KernelConfig {
                 ring_buffer_size: 256 << 10,

@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod config;
 pub mod decode;
+pub mod doctor;
 pub mod events;
 pub mod export;
 pub mod feed;

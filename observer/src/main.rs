@@ -5,12 +5,29 @@ mod cli;
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use observer::config::{self, Config};
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     init_logging(cli.log_level);
+    match cli.command {
+        cli::Command::CheckConfig(args) => check_config(args.path.as_deref()),
+        cli::Command::Doctor(args) => {
+            let can_run = observer::doctor::run(args.json)?;
+            std::process::exit(i32::from(!can_run));
+        }
+        cli::Command::Completions(args) => {
+            let mut command = cli::Cli::command();
+            clap_complete::generate(args.shell, &mut command, "observer", &mut std::io::stdout());
+            return Ok(());
+        }
+        cli::Command::Manpage => {
+            clap_mangen::Man::new(cli::Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        cli::Command::Watch(_) | cli::Command::Run(_) => {}
+    }
     // One thread is plenty: the work per event is small and ordering matters.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -26,29 +43,69 @@ fn main() -> anyhow::Result<()> {
                 observer::watch::run(args.into_options(alerts.as_ref())).await
             }
             cli::Command::Run(args) => {
+                let path = config_path(args.config.as_deref());
                 let mut config = load_config(args.config.as_deref())?;
-                if let Some(listen) = args.listen {
-                    config.metrics.listen = listen;
-                }
-                observer::run::run(config).await
+                args.apply_to(&mut config);
+                observer::run::run(config, path, Box::new(move |c| args.apply_to(c))).await
             }
+            _ => unreachable!("handled above"),
         }
     })
 }
 
-/// The named file, else the default path if it exists, else the defaults.
-fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+/// The file the configuration comes from: the one named, else the default path if it exists.
+fn config_path(path: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
     let default = std::path::Path::new(config::DEFAULT_PATH);
     match path {
-        Some(path) => Ok(Config::load(path)?),
-        None if default.exists() => Config::load(default)
-            .with_context(|| format!("{} (or pass --config)", config::DEFAULT_PATH)),
-        None => {
+        Some(path) => Some(path.to_owned()),
+        None if default.exists() => Some(default.to_owned()),
+        None => None,
+    }
+}
+
+/// The named file, else the default path if it exists, else the defaults.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match (path, config_path(path)) {
+        (Some(_), Some(path)) => Ok(Config::load(&path)?),
+        (None, Some(path)) => {
+            Config::load(&path).with_context(|| format!("{} (or pass --config)", path.display()))
+        }
+        _ => {
             log::info!(
                 "no configuration file at {}: using the defaults",
                 config::DEFAULT_PATH
             );
             Ok(Config::default())
+        }
+    }
+}
+
+/// `observer check-config`: the verdict, and the rules the file gives; exits 1 when invalid.
+fn check_config(path: Option<&std::path::Path>) -> ! {
+    let path = path.unwrap_or_else(|| std::path::Path::new(config::DEFAULT_PATH));
+    match Config::load(path) {
+        Ok(config) => {
+            let rules = config.effective_rules();
+            println!(
+                "{}: valid; metrics on {}, {} alert rules every {}:",
+                path.display(),
+                config.metrics.listen,
+                rules.len(),
+                humantime::format_duration(config.alerts.evaluation_interval)
+            );
+            for rule in rules {
+                println!(
+                    "  {} (for {}, severity {})",
+                    rule.name,
+                    humantime::format_duration(rule.for_),
+                    rule.severity
+                );
+            }
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
         }
     }
 }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::{AlertmanagerConfig, AlertsConfig};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryOptions {
     pub log: bool,
     pub file: Option<PathBuf>,

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::AlertRule;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// The condition holds, for less than the rule's `for` so far.
@@ -63,6 +63,15 @@ pub struct Change {
     pub status: Status,
 }
 
+/// An alert a previous run of the daemon held, waiting to be recognised by its labels.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct SavedAlert {
+    pub labels: BTreeMap<String, String>,
+    pub state: AlertState,
+    pub active_since: Timestamp,
+    pub fired_at: Option<Timestamp>,
+}
+
 /// The rules and their live instances.
 pub struct Engine {
     rules: Vec<AlertRule>,
@@ -71,6 +80,9 @@ pub struct Engine {
     alerts: BTreeMap<(String, String), Alert>,
     suppressed: BTreeMap<String, u64>,
     history: History,
+    /// Restored alerts not matched yet, and the `CLOCK_MONOTONIC` ns until which they wait.
+    restored: Vec<SavedAlert>,
+    restored_until_ns: u64,
 }
 
 impl Engine {
@@ -82,7 +94,58 @@ impl Engine {
             alerts: BTreeMap::new(),
             suppressed: BTreeMap::new(),
             history: History::default(),
+            restored: Vec::new(),
+            restored_until_ns: 0,
         }
+    }
+
+    /// Replaces the rules (a configuration reload). Alerts of rules that keep their name keep
+    /// their state; firing alerts of rules that are gone are resolved.
+    pub fn set_rules(&mut self, rules: Vec<AlertRule>, max_per_rule: usize) -> Vec<Change> {
+        let names: std::collections::BTreeSet<&str> =
+            rules.iter().map(|r| r.name.as_str()).collect();
+        let gone: Vec<_> = self
+            .alerts
+            .keys()
+            .filter(|(rule, _)| !names.contains(rule.as_str()))
+            .cloned()
+            .collect();
+        let mut changes = Vec::new();
+        for key in gone {
+            let alert = self.alerts.remove(&key).expect("listed above");
+            if alert.state == AlertState::Firing {
+                changes.push(Change {
+                    alert,
+                    status: Status::Resolved,
+                });
+            }
+        }
+        self.rules = rules;
+        self.max_per_rule = max_per_rule;
+        changes
+    }
+
+    /// What must survive a restart: every alert with the time it began.
+    #[must_use]
+    pub fn saved(&self) -> Vec<SavedAlert> {
+        self.alerts
+            .values()
+            .map(|a| SavedAlert {
+                labels: a.labels.clone(),
+                state: a.state,
+                active_since: a.active_since,
+                fired_at: a.fired_at,
+            })
+            .collect()
+    }
+
+    /// Alerts of a previous run: an instance with the same labels that holds again within
+    /// `horizon()` (and a minute) takes over its start (and its firing state, without a new pending period).
+    pub fn restore(&mut self, saved: Vec<SavedAlert>, now_ns: u64) {
+        self.restored = saved;
+        // A condition needs up to `horizon` to hold again, plus a few evaluations to be seen.
+        let wait = self.horizon() + std::time::Duration::from_mins(1);
+        self.restored_until_ns = now_ns.saturating_add(nanos(wait));
     }
 
     #[must_use]
@@ -93,6 +156,9 @@ impl Engine {
     /// Evaluates every rule now. `wall` is the wall-clock time of `inputs.now_ns`.
     pub fn evaluate(&mut self, inputs: &Inputs<'_>, wall: Timestamp) -> Vec<Change> {
         self.history.record(inputs, longest_window(&self.rules));
+        if inputs.now_ns > self.restored_until_ns {
+            self.restored.clear();
+        }
         let mut changes = Vec::new();
         let mut holding = std::collections::BTreeSet::new();
         for rule in &self.rules {
@@ -102,18 +168,39 @@ impl Engine {
             for instance in found.into_iter().take(self.max_per_rule) {
                 let key = (rule.name.clone(), instance.key.clone());
                 holding.insert(key.clone());
-                let alert = self.alerts.entry(key).or_insert_with(|| Alert {
-                    labels: BTreeMap::new(),
-                    annotations: BTreeMap::new(),
-                    state: AlertState::Pending,
-                    value: instance.value,
-                    active_since: wall,
-                    fired_at: None,
-                    active_since_ns: inputs.now_ns,
+                let restored = &mut self.restored;
+                let mut new = false;
+                let alert = self.alerts.entry(key).or_insert_with(|| {
+                    new = true;
+                    let labels = labels_of(rule, &instance);
+                    let earlier = restored
+                        .iter()
+                        .position(|s| same_identity(&s.labels, &labels))
+                        .map(|i| restored.swap_remove(i));
+                    let mut alert = Alert {
+                        labels: BTreeMap::new(),
+                        annotations: BTreeMap::new(),
+                        state: AlertState::Pending,
+                        value: instance.value,
+                        active_since: wall,
+                        fired_at: None,
+                        active_since_ns: inputs.now_ns,
+                    };
+                    if let Some(s) = earlier {
+                        alert.labels = s.labels;
+                        let held = wall.duration_since(s.active_since);
+                        let held_ns = u64::try_from(held.as_nanos()).unwrap_or(0);
+                        alert.active_since = s.active_since;
+                        alert.active_since_ns = inputs.now_ns.saturating_sub(held_ns);
+                        if s.state == AlertState::Firing {
+                            alert.state = AlertState::Firing;
+                            alert.fired_at = s.fired_at;
+                        }
+                    }
+                    alert
                 });
-                let new = alert.labels.is_empty();
                 // Labels are an alert's identity in Alertmanager: fixed once it has fired.
-                if alert.state == AlertState::Pending {
+                if alert.state == AlertState::Pending || alert.labels.is_empty() {
                     alert.labels = labels_of(rule, &instance);
                 }
                 alert.value = instance.value;
@@ -127,9 +214,14 @@ impl Engine {
                         status: Status::Firing,
                     });
                 } else if new {
+                    // A restored firing alert is announced again, with its original start.
+                    let status = match alert.state {
+                        AlertState::Pending => Status::Pending,
+                        AlertState::Firing => Status::Firing,
+                    };
                     changes.push(Change {
                         alert: alert.clone(),
-                        status: Status::Pending,
+                        status,
                     });
                 }
             }
@@ -190,6 +282,20 @@ impl Engine {
             .unwrap_or_default()
             .max(longest_window(&self.rules))
     }
+}
+
+/// Labels that may be learnt after an alert began (the process holding a socket).
+const LATE_LABELS: [&str; 2] = ["pid", "comm"];
+
+/// Whether two label sets name the same alert, whatever was learnt late.
+fn same_identity(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    let core = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .filter(|(k, _)| !LATE_LABELS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    core(a) == core(b)
 }
 
 fn labels_of(rule: &AlertRule, instance: &Instance) -> BTreeMap<String, String> {

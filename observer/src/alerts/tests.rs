@@ -340,3 +340,47 @@ fn lost_events_fire_on_any_loss_and_timewait_usage_against_limits() {
     assert_eq!(limits_hit.len(), 2, "{limits_hit:?}");
     assert!(limits_hit.contains(&"count") && limits_hit.contains(&"ip_local_port_range"));
 }
+
+#[test]
+fn a_restored_alert_keeps_its_start_and_labels_learnt_before_the_restart() {
+    let mut tracker = Tracker::new(64);
+    close_wait(&mut tracker, 0xA, 40000, 0);
+    let stuck = || {
+        rule(
+            "Stuck",
+            0,
+            RuleKind::CloseWaitAge {
+                older_than: Duration::ZERO,
+            },
+        )
+    };
+    let mut before = Engine::new(vec![stuck()], 16);
+    let first = evaluate(&mut before, &tracker, S, 0);
+    assert_eq!(statuses(&first), [("Stuck".to_owned(), Status::Firing)]);
+    assert_eq!(first[0].alert.labels["pid"], "4242");
+    let saved = before.saved();
+
+    // The next run sees the socket again, but has not learnt its owner yet.
+    let mut after_restart = Tracker::new(64);
+    let mut out = Vec::new();
+    after_restart.apply(
+        &tr(
+            0xB,
+            5 * S,
+            Established,
+            CloseWait,
+            "10.0.0.1:40000",
+            "10.0.0.2:80",
+        ),
+        &mut out,
+    );
+    let mut after = Engine::new(vec![stuck()], 16);
+    after.restore(saved, 5 * S);
+    let again = evaluate(&mut after, &after_restart, 6 * S, 0);
+    assert_eq!(statuses(&again), [("Stuck".to_owned(), Status::Firing)]);
+    assert_eq!(
+        again[0].alert.labels, first[0].alert.labels,
+        "same identity"
+    );
+    assert_eq!(again[0].alert.active_since, first[0].alert.active_since);
+}

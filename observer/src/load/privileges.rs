@@ -3,9 +3,9 @@
 
 use thiserror::Error;
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_PERFMON: u32 = 38;
+pub(crate) const CAP_BPF: u32 = 39;
 
 #[derive(Debug, Error)]
 pub enum PrivilegeError {
@@ -24,7 +24,7 @@ pub enum PrivilegeError {
 }
 
 /// Effective capability bits of this process, from /proc/self/status.
-fn effective_capabilities() -> Option<u64> {
+pub(crate) fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let hex = status
         .lines()

@@ -9,8 +9,8 @@ use std::{
 
 use thiserror::Error;
 
-const TRACEFS: &str = "/sys/kernel/tracing";
-const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
+pub(crate) const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
 #[derive(Debug, Error)]
 pub enum TracefsError {

@@ -42,6 +42,32 @@ const fn comparable(state: TcpState) -> bool {
 }
 
 impl Tracker {
+    /// Moves a seeded socket's start back to `since_ns` when it is still in `state`: what a
+    /// previous run of the daemon saw, restored after a restart. `lower_bound` says whether
+    /// that earlier start was itself a lower bound. Returns whether a socket was found.
+    pub fn backdate(
+        &mut self,
+        tuple: &Tuple,
+        state: TcpState,
+        since_ns: u64,
+        lower_bound: bool,
+    ) -> bool {
+        let Some(&key) = self.seeded_by_tuple.get(tuple) else {
+            return false;
+        };
+        match self.sockets.get_mut(key) {
+            Some(c) if c.state == state && c.has(SEEDED) && since_ns < c.since_ns => {
+                c.since_ns = since_ns;
+                c.first_ns = c.first_ns.min(since_ns);
+                if !lower_bound {
+                    c.flags &= !SEEDED;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Tracks sockets that are not tracked yet. Their ages are lower bounds: they existed
     /// before `now_ns`, since when is unknown. Returns how many were added.
     pub fn seed(&mut self, sockets: &[SeedSocket], now_ns: u64) -> u64 {

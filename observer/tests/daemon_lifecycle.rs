@@ -1,0 +1,273 @@
+//! `observer run` as systemd runs it: sd_notify messages on a socket the test owns, SIGHUP
+//! reloads (a changed rule takes effect, a broken file changes nothing), and kill -9 followed
+//! by a restart keeps CLOSE_WAIT ages and alerts.
+
+mod support;
+
+use std::{
+    io::Read as _,
+    net::{SocketAddr, TcpStream},
+    os::unix::net::UnixDatagram,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{
+    V4,
+    netns::NetNs,
+    privileged,
+    services::{Process, TempDir, free_port, get, wait_for},
+};
+
+fn start(config: &Path, extra_env: &[(&str, &str)], extra_args: &[&str]) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_observer"));
+    cmd.args(["run", "--config"]).arg(config).args(extra_args);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    Process::spawn("observer", &mut cmd)
+}
+
+fn wait_serving(process: &mut Process, addr: SocketAddr) {
+    wait_for(Duration::from_mins(1), "observer to serve /metrics", || {
+        if let Some(status) = process.exited() {
+            panic!("observer run exited ({status}):\n{}", process.log());
+        }
+        get(addr, "/metrics", None).ok().filter(|r| r.status == 200)
+    });
+}
+
+/// The daemon's alerts for the socket on `port` in `netns`, from /alerts.
+fn alerts_for(addr: SocketAddr, netns: u32, port: u16) -> Vec<Value> {
+    let Ok(r) = get(addr, "/alerts", None) else {
+        return Vec::new();
+    };
+    let all: Vec<Value> = serde_json::from_str(&r.body).unwrap_or_default();
+    all.into_iter()
+        .filter(|a| {
+            a["labels"]["netns"].as_str() == Some(netns.to_string().as_str())
+                && a["labels"]["local_port"].as_str() == Some(port.to_string().as_str())
+        })
+        .collect()
+}
+
+/// A metric's value from the Prometheus text output.
+fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let body = get(addr, "/metrics", None).ok()?.body;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A server socket left in CLOSE_WAIT (the client closed; the server never will).
+fn leak(ns: &NetNs) -> (TcpStream, u16) {
+    ns.enter(|| {
+        let support::Pair {
+            client,
+            mut server,
+            conn,
+            ..
+        } = support::connected_pair(V4);
+        drop(client);
+        assert_eq!(server.read(&mut [0u8; 4]).unwrap(), 0);
+        (server, conn.server_port)
+    })
+}
+
+fn config(dir: &TempDir, listen: SocketAddr, older_than: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.path("observer.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[metrics]\nlisten = \"{listen}\"\n\n[tracker]\nstate_file = \"{}\"\n\n\
+             [alerts]\nevaluation_interval = \"300ms\"\nbuiltin_rules = false\n{extra}\n\
+             [[alerts.rules]]\nname = \"Leak\"\nkind = \"close_wait_age\"\nolder_than = \"{older_than}\"\n",
+            dir.path("state.json").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_reload_and_stopping() {
+    if !privileged("sd_notify_ready_status_watchdog_reload_and_stopping") {
+        return;
+    }
+    let dir = TempDir::new("notify");
+    let socket_path = dir.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = config(&dir, addr, "1h", "");
+    let notify = socket_path.to_str().unwrap();
+    let mut observer = start(
+        &config,
+        &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "400000")],
+        &[],
+    );
+    let mut messages: Vec<String> = Vec::new();
+    let mut receive_until = |what: &str, done: &dyn Fn(&[String]) -> bool| {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while !done(&messages) {
+            assert!(Instant::now() < deadline, "no {what} in {messages:?}");
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = socket.recv(&mut buf) {
+                messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        messages.clone()
+    };
+    let got = receive_until("READY=1", &|m| m.iter().any(|m| m.contains("READY=1")));
+    // READY comes once the programs are attached and the seed is applied: /metrics answers.
+    assert!(get(addr, "/metrics", None).unwrap().status == 200);
+    let ready = got.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(ready.contains("STATUS=tracking "), "{ready}");
+    // WATCHDOG=1 every 200 ms (half of WATCHDOG_USEC).
+    let start = Instant::now();
+    let got = receive_until("three WATCHDOG=1", &|m| {
+        m.iter().filter(|m| m.as_str() == "WATCHDOG=1").count() >= 3
+    });
+    assert!(start.elapsed() < Duration::from_secs(3), "{got:?}");
+
+    // SIGHUP: RELOADING=1, then READY=1 again.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(observer_pid(&observer), libc::SIGHUP) };
+    let got = receive_until("READY=1 after RELOADING=1", &|m| {
+        m.iter()
+            .position(|m| m.contains("RELOADING=1"))
+            .is_some_and(|i| m[i..].iter().any(|m| m.contains("READY=1")))
+    });
+    let reloading = got.iter().find(|m| m.contains("RELOADING=1")).unwrap();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+
+    let status = observer.terminate().expect("exits on SIGTERM");
+    assert!(status.success());
+    receive_until("STOPPING=1", &|m| {
+        m.iter().any(|m| m.contains("STOPPING=1"))
+    });
+}
+
+fn observer_pid(p: &Process) -> i32 {
+    i32::try_from(p.pid()).unwrap()
+}
+
+#[test]
+fn sighup_applies_a_changed_rule_and_keeps_running_on_a_broken_file() {
+    if !privileged("sighup_applies_a_changed_rule_and_keeps_running_on_a_broken_file") {
+        return;
+    }
+    let dir = TempDir::new("sighup");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let path = config(&dir, addr, "1h", "");
+    let mut observer = start(&path, &[], &[]);
+    wait_serving(&mut observer, addr);
+    let ns = NetNs::new("sighup").unwrap();
+    let netns = ns.inode();
+    let (server, port) = leak(&ns);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        alerts_for(addr, netns, port).is_empty(),
+        "1h threshold: no alert"
+    );
+
+    // A changed rule takes effect on SIGHUP.
+    config(&dir, addr, "1s", "");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(observer_pid(&observer), libc::SIGHUP) };
+    let alert = wait_for(
+        Duration::from_secs(20),
+        "the alert after the reload",
+        || alerts_for(addr, netns, port).into_iter().next(),
+    );
+    assert_eq!(alert["state"], "firing");
+
+    // A broken file is refused, with its line; the daemon keeps running the old one.
+    std::fs::write(&path, "[alerts]\nevaluation_interval = \"soon\"\n").unwrap();
+    let received = metric(addr, "observer_events_received_total").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(observer_pid(&observer), libc::SIGHUP) };
+    wait_for(
+        Duration::from_secs(10),
+        "the reload error in the log",
+        || {
+            observer
+                .log()
+                .contains("configuration not reloaded")
+                .then_some(())
+        },
+    );
+    let log = observer.log();
+    assert!(log.contains("observer.toml:2:"), "names the line: {log}");
+    assert!(observer.exited().is_none(), "still running");
+    assert_eq!(
+        alerts_for(addr, netns, port).len(),
+        1,
+        "the rule still holds"
+    );
+    // Events are still processed: a new connection is counted.
+    ns.enter(|| support::client_closes_first(V4));
+    wait_for(
+        Duration::from_secs(10),
+        "new events after the failed reload",
+        || (metric(addr, "observer_events_received_total")? > received).then_some(()),
+    );
+    drop(server);
+    assert!(observer.terminate().unwrap().success());
+}
+
+#[test]
+fn kill_9_then_restart_keeps_close_wait_ages_and_alerts() {
+    if !privileged("kill_9_then_restart_keeps_close_wait_ages_and_alerts") {
+        return;
+    }
+    let dir = TempDir::new("restart");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let path = config(&dir, addr, "1s", "");
+    let mut observer = start(&path, &[], &[]);
+    wait_serving(&mut observer, addr);
+    let ns = NetNs::new("restart").unwrap();
+    let netns = ns.inode();
+    let (server, port) = leak(&ns);
+    let leaked_at = Instant::now();
+    let before = wait_for(Duration::from_secs(20), "the alert", || {
+        alerts_for(addr, netns, port)
+            .into_iter()
+            .find(|a| a["state"] == "firing")
+    });
+    // Let a save happen after the alert fired, then kill -9: no chance to write anything more.
+    std::thread::sleep(Duration::from_secs(2));
+    observer.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut observer = start(&path, &[], &[]);
+    wait_serving(&mut observer, addr);
+    let after = wait_for(
+        Duration::from_secs(20),
+        "the alert after the restart",
+        || {
+            alerts_for(addr, netns, port)
+                .into_iter()
+                .find(|a| a["state"] == "firing")
+        },
+    );
+    assert_eq!(
+        after["active_since"], before["active_since"],
+        "{before} vs {after}"
+    );
+    // The socket's age continues: at least the time since the leak, not since the restart.
+    let age = metric(addr, "observer_tcp_close_wait_oldest_seconds").unwrap();
+    let expected = leaked_at.elapsed().as_secs_f64();
+    assert!(
+        age >= expected - 1.0,
+        "CLOSE_WAIT age {age} s after the restart, expected about {expected} s"
+    );
+    assert!(observer.log().contains("restored from the previous run"));
+    drop(server);
+    assert!(observer.terminate().unwrap().success());
+}

@@ -1,0 +1,199 @@
+//! `observer doctor` as a user runs it: the binary, its output and its exit status.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
+
+/// Checks whose status is always `info`: they change nothing observer does.
+const INFORMATIONAL: [&str; 3] = [
+    "CAP_NET_ADMIN",
+    "kernel.bpf_stats_enabled",
+    "kernel.unprivileged_bpf_disabled",
+];
+
+fn doctor(prefix: &[&str], json: bool) -> Output {
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.push(OBSERVER);
+    args.push("doctor");
+    if json {
+        args.push("--json");
+    }
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    eprintln!(
+        "$ {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn parse(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).expect("doctor --json prints one JSON object")
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .expect("checks is an array")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+}
+
+#[test]
+fn everything_is_present_on_the_test_machine() {
+    if !support::privileged("everything_is_present_on_the_test_machine") {
+        return;
+    }
+    let _serial = support::serial();
+
+    let text = doctor(&[], false);
+    assert_eq!(text.status.code(), Some(0));
+    let stdout = String::from_utf8(text.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let (table, closing) = lines.split_at(lines.len() - 2);
+    for line in table {
+        // Informational names are one word, so the second word tells them apart.
+        let mut words = line.split_whitespace();
+        let (status, name) = (words.next().unwrap(), words.next().unwrap());
+        let expected = if INFORMATIONAL.contains(&name) {
+            "info"
+        } else {
+            "ok"
+        };
+        assert_eq!(status, expected, "{line}");
+    }
+    assert_eq!(
+        closing,
+        ["", "observer can run here; nothing is degraded."],
+        "{stdout}"
+    );
+    assert!(
+        table.iter().any(|l| l.starts_with("ok    trial load")),
+        "{stdout}"
+    );
+
+    let json = doctor(&[], true);
+    assert_eq!(json.status.code(), Some(0));
+    let report = parse(&json);
+    assert_eq!(report["can_run"], true);
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), table.len());
+    for c in checks {
+        let name = c["name"].as_str().unwrap();
+        let expected = if INFORMATIONAL.contains(&name) {
+            "info"
+        } else {
+            "ok"
+        };
+        assert_eq!(c["status"], expected, "{c}");
+        assert!(c["finding"].as_str().is_some_and(|f| !f.is_empty()), "{c}");
+        assert!(c["costs"].is_null() && c["fix"].is_null(), "{c}");
+    }
+    for name in [
+        "kernel",
+        "BTF",
+        "tracefs",
+        "sock:inet_sock_set_state",
+        "timer:timer_expire_entry",
+        "RST reasons",
+        "tw_timer_handler",
+        "CONFIG_HZ",
+        "trial load",
+    ] {
+        assert_eq!(check(&report, name)["status"], "ok", "{name}");
+    }
+}
+
+#[test]
+fn without_capabilities_it_cannot_run_and_says_how_to_grant_them() {
+    if !support::privileged("without_capabilities_it_cannot_run_and_says_how_to_grant_them") {
+        return;
+    }
+    let _serial = support::serial();
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "setpriv (util-linux) is needed to drop capabilities; under CI=true this test may \
+             not be skipped"
+        );
+        eprintln!("\n*** SKIPPED: setpriv (util-linux) is not installed ***\n");
+        return;
+    };
+    // Root without any capability, in the effective set and in every set it could regain.
+    let drop_all = [setpriv, "--inh-caps=-all", "--bounding-set=-all"];
+
+    let text = doctor(&drop_all, false);
+    assert_eq!(text.status.code(), Some(1));
+    let stdout = String::from_utf8(text.stdout).unwrap();
+    for cap in ["CAP_BPF", "CAP_PERFMON"] {
+        let at = stdout
+            .lines()
+            .position(|l| l.starts_with("fail") && l.split_whitespace().nth(1) == Some(cap))
+            .unwrap_or_else(|| panic!("no failing {cap} line in\n{stdout}"));
+        let advice: Vec<&str> = stdout.lines().skip(at + 1).take(2).collect();
+        assert!(
+            advice[0].starts_with("      costs: observer cannot run"),
+            "{advice:?}"
+        );
+        assert!(
+            advice[1].starts_with("      fix: run as root"),
+            "{advice:?}"
+        );
+        assert!(
+            advice[1].contains("setcap cap_bpf,cap_perfmon"),
+            "{advice:?}"
+        );
+    }
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("observer cannot run here: ")),
+        "{stdout}"
+    );
+
+    let json = doctor(&drop_all, true);
+    assert_eq!(json.status.code(), Some(1));
+    let report = parse(&json);
+    assert_eq!(report["can_run"], false);
+    for name in ["CAP_BPF", "CAP_PERFMON", "trial load"] {
+        let c = check(&report, name);
+        assert_eq!(c["status"], "fail", "{c}");
+        assert!(c["costs"].is_string(), "{c}");
+    }
+    for name in ["CAP_BPF", "CAP_PERFMON"] {
+        let fix = check(&report, name)["fix"].as_str().unwrap();
+        assert!(fix.contains("sudo setcap"), "{fix}");
+    }
+    assert!(
+        check(&report, "trial load")["finding"]
+            .as_str()
+            .unwrap()
+            .contains("missing privileges")
+    );
+    // Hidden kernel addresses cost TIME_WAIT, and say so.
+    let kallsyms = check(&report, "tw_timer_handler");
+    assert_eq!(kallsyms["status"], "warn");
+    assert!(
+        kallsyms["costs"]
+            .as_str()
+            .unwrap()
+            .contains("TIME_WAIT is not observed")
+    );
+    // What does not depend on privileges is still found.
+    for name in ["kernel", "BTF", "sock:inet_sock_set_state"] {
+        assert_eq!(check(&report, name)["status"], "ok", "{name}");
+    }
+}

@@ -14,7 +14,8 @@ pub enum KallsymsError {
     Missing(String),
     #[error(
         "{KALLSYMS} shows {0} at address 0: kernel addresses are hidden from this process. Run \
-         with CAP_SYSLOG (root has it), or set kernel.kptr_restrict to 0 or 1"
+         with CAP_SYSLOG (root has it), or set kernel.kptr_restrict to 0 and \
+         kernel.perf_event_paranoid to 1 or less"
     )]
     Hidden(String),
 }

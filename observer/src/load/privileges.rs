@@ -12,8 +12,9 @@ pub enum PrivilegeError {
     #[error(
         "missing privileges: loading eBPF programs needs CAP_BPF and CAP_PERFMON (or \
          CAP_SYS_ADMIN), and this process has {have}. Run it as root (`sudo observer ...`), or \
-         grant the binary the capabilities: `sudo setcap cap_bpf,cap_perfmon,cap_sys_admin+ep \
-         $(command -v observer)`"
+         grant the binary the capabilities it uses: `sudo setcap \
+         cap_bpf,cap_perfmon,cap_sys_admin,cap_syslog,cap_sys_ptrace,cap_dac_read_search+ep \
+         $(command -v observer)` (`observer doctor` says what each one is for)"
     )]
     MissingCapabilities { have: String },
     #[error(

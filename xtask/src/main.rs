@@ -1,6 +1,7 @@
 //! Project tasks that cargo cannot do alone: installing the eBPF toolchain pieces, running the
 //! observer and the privileged test suite, and the throughput measurement.
 
+mod package;
 mod setup;
 
 use std::process::Command;
@@ -40,6 +41,16 @@ enum Task {
         /// Extra arguments for the benchmark (`--help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Set up, build the release binary and package it as a .deb with dpkg-deb
+    /// (target/debian/observer_<version>_<arch>.deb).
+    Deb {
+        /// Directory the .deb is written to (default: target/debian in the workspace).
+        #[arg(long, value_name = "DIR")]
+        output: Option<std::path::PathBuf>,
+        /// Package the existing target/release/observer without building it.
+        #[arg(long)]
+        no_build: bool,
     },
 }
 
@@ -90,6 +101,7 @@ fn main() -> anyhow::Result<()> {
             cmd.extend(args.iter().map(String::as_str));
             cargo(&cmd)
         }
+        Task::Deb { output, no_build } => package::deb(output, !no_build),
     }
 }
 

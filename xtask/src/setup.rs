@@ -33,6 +33,7 @@ const TEST_PACKAGES: [(&str, &str); 2] = [
 /// Installs what the tests need beyond the build, when apt-get can (as root on Debian).
 /// Without it the tests that need these programs skip loudly (and fail under CI=true).
 pub fn test_tools() -> anyhow::Result<()> {
+    kubernetes_validate()?;
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .filter(|(_, binary)| !Path::new(binary).exists())
@@ -77,6 +78,73 @@ pub fn test_tools() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where `kubernetes_validate()` installs the PyPI package when python3 cannot import it;
+/// observer/tests/package_files.rs looks there too.
+const PYTHON_TOOLS_DIR: &str = "target/python-tools";
+
+/// Installs PyPI's `kubernetes-validate` (which brings PyYAML), with which the tests check the
+/// Kubernetes manifests offline, when python3 cannot import it yet. It goes into
+/// target/python-tools with `pip install --target`: Debian's python3 refuses installs into
+/// its own environment (PEP 668), and the system stays untouched. Without python3 or pip the
+/// manifest tests skip loudly (and fail under CI=true).
+pub fn kubernetes_validate() -> anyhow::Result<()> {
+    let dir = super::workspace_root().join(PYTHON_TOOLS_DIR);
+    let importable = |with_dir: bool| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", "import kubernetes_validate, yaml"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if with_dir {
+            cmd.env("PYTHONPATH", &dir);
+        }
+        cmd.status().is_ok_and(|s| s.success())
+    };
+    if importable(false) || importable(true) {
+        return Ok(());
+    }
+    let has_pip = || {
+        Command::new("python3")
+            .args(["-m", "pip", "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_pip() {
+        if !super::is_root() || !Path::new("/usr/bin/apt-get").exists() {
+            eprintln!(
+                "setup: kubernetes-validate needs python3 and pip, which are missing and cannot \
+                 be installed here (needs root and apt-get); the manifest tests will be skipped"
+            );
+            return Ok(());
+        }
+        eprintln!(
+            "setup: installing python3-pip with apt-get (to install kubernetes-validate for the tests)"
+        );
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "python3-pip"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("apt-get install python3-pip failed; see its output above")?;
+    }
+    eprintln!(
+        "setup: installing kubernetes-validate from PyPI into {} (checks the Kubernetes \
+         manifests offline, for the tests)",
+        dir.display()
+    );
+    status(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+            .arg(&dir)
+            // Pinned: the tests validate against the Kubernetes versions this release bundles.
+            .arg("kubernetes-validate==1.37.0")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+    )
+    .context("pip install kubernetes-validate failed; see its output above")
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {

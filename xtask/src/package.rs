@@ -509,16 +509,7 @@ fn walk(tree: &Path) -> anyhow::Result<(u64, Vec<String>)> {
     Ok((kib, files))
 }
 
-fn output_bytes(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({})", out.status);
-    }
-    Ok(out.stdout)
-}
+use crate::setup::output_bytes;
 
 fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output_bytes(cmd)?).into_owned())

@@ -148,6 +148,11 @@ pub fn kubernetes_validate() -> anyhow::Result<()> {
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&output_bytes(cmd)?).into_owned())
+}
+
+/// A command's stdout; its stderr passes through, and failure is an error naming it.
+pub fn output_bytes(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -155,7 +160,7 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
     if !out.status.success() {
         bail!("{cmd:?} failed ({})", out.status);
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 fn status(cmd: &mut Command) -> anyhow::Result<()> {

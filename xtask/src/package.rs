@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
+use crate::setup::output_bytes;
+
 const PACKAGE: &str = "observer";
 
 /// Workspace files installed as they are: (source, path in the package, mode).
@@ -508,8 +510,6 @@ fn walk(tree: &Path) -> anyhow::Result<(u64, Vec<String>)> {
     files.sort();
     Ok((kib, files))
 }
-
-use crate::setup::output_bytes;
 
 fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output_bytes(cmd)?).into_owned())

@@ -24,6 +24,39 @@ impl Losses {
     pub const fn total(&self) -> u64 {
         self.kernel.total() + self.malformed
     }
+
+    /// What was lost since `before`, one phrase per cause, each saying what to do about it.
+    #[must_use]
+    pub fn new_since(&self, before: &Self) -> Vec<String> {
+        let (k, b) = (self.kernel, before.kernel);
+        let mut why = Vec::new();
+        if k.ring_buffer_full > b.ring_buffer_full {
+            why.push(format!(
+                "{} because the ring buffer was full (raise --ring-buffer-size, or \
+                 kernel.ring_buffer_size in the configuration)",
+                k.ring_buffer_full - b.ring_buffer_full
+            ));
+        }
+        if k.recursion_misses > b.recursion_misses {
+            why.push(format!(
+                "{} skipped by the kernel while another BPF program ran on the same CPU",
+                k.recursion_misses - b.recursion_misses
+            ));
+        }
+        if k.read_failed > b.read_failed {
+            why.push(format!(
+                "{} unreadable tracepoint records",
+                k.read_failed - b.read_failed
+            ));
+        }
+        if self.malformed > before.malformed {
+            why.push(format!(
+                "{} malformed records",
+                self.malformed - before.malformed
+            ));
+        }
+        why
+    }
 }
 
 pub struct EventStream {

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::{
     RuleCounts,
-    rules::{History, Inputs, Instance, instances, longest_window, nanos},
+    rules::{History, Inputs, Instance, instances, longest_window},
 };
-use crate::config::AlertRule;
+use crate::{config::AlertRule, feed::nanos};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

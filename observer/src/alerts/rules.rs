@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     config::{AlertRule, RuleKind},
     decode::ResetDirection,
+    feed::nanos,
     sockdiag::NetLimits,
     track::{ResetClass, Tracker},
 };
@@ -47,15 +48,9 @@ const DIRECTIONS: [ResetDirection; 2] = [ResetDirection::Sent, ResetDirection::R
 
 impl Sample {
     fn take(inputs: &Inputs<'_>) -> Self {
-        let mut resets = [[0; ResetClass::ALL.len()]; 2];
-        for (d, direction) in DIRECTIONS.into_iter().enumerate() {
-            for (c, class) in ResetClass::ALL.into_iter().enumerate() {
-                resets[d][c] = inputs.tracker.resets().get(direction, class);
-            }
-        }
         Self {
             at_ns: inputs.now_ns,
-            resets,
+            resets: inputs.tracker.resets().matrix(),
             closed_before_accept: inputs
                 .tracker
                 .closed_before_accept()
@@ -360,10 +355,6 @@ fn lost_events_rate(history: &History, above: f64, window: Duration) -> Vec<Inst
         }],
         _ => Vec::new(),
     }
-}
-
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]

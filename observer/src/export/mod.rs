@@ -19,7 +19,6 @@ pub use self::{
 };
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
-    decode::ResetDirection,
     events::Losses,
     sockdiag::NetLimits,
     track::{ResetClass, Tracker, TrackerStats, durations::Histogram},
@@ -68,15 +67,6 @@ impl MetricsSnapshot {
     #[must_use]
     pub fn take(s: &mut Sources<'_>) -> Self {
         let t = s.tracker;
-        let mut resets = [[0; ResetClass::ALL.len()]; 2];
-        for (d, direction) in [ResetDirection::Sent, ResetDirection::Received]
-            .into_iter()
-            .enumerate()
-        {
-            for (c, class) in ResetClass::ALL.into_iter().enumerate() {
-                resets[d][c] = t.resets().get(direction, class);
-            }
-        }
         let mut by_port: FxHashMap<PortLabel, (u64, u64)> = FxHashMap::default();
         for ((_, port), n) in t.closed_before_accept() {
             let slot = by_port.entry(s.ports.label(port)).or_default();
@@ -97,7 +87,7 @@ impl MetricsSnapshot {
                 .into_iter()
                 .map(|st| (st, t.durations().of(st).clone()))
                 .collect(),
-            resets,
+            resets: t.resets().matrix(),
             closed_before_accept,
             timewait_expired,
             timewait_killed,

@@ -383,25 +383,8 @@ fn every_or_never(period: Option<Duration>) -> Interval {
 }
 
 fn log_new_losses(now: &Losses, before: &Losses) {
-    let k = now.kernel;
-    let b = before.kernel;
-    if k.ring_buffer_full > b.ring_buffer_full {
-        log::warn!(
-            "lost {} events because the ring buffer was full (raise kernel.ring_buffer_size)",
-            k.ring_buffer_full - b.ring_buffer_full
-        );
-    }
-    if k.recursion_misses > b.recursion_misses {
-        log::warn!(
-            "the kernel skipped {} events while another BPF program ran on the same CPU",
-            k.recursion_misses - b.recursion_misses
-        );
-    }
-    if k.read_failed > b.read_failed || now.malformed > before.malformed {
-        log::warn!(
-            "{} unreadable and {} malformed records",
-            k.read_failed - b.read_failed,
-            now.malformed - before.malformed
-        );
+    let why = now.new_since(before);
+    if !why.is_empty() {
+        log::warn!("lost events: {}", why.join("; "));
     }
 }

@@ -145,6 +145,12 @@ impl ResetCounts {
     pub fn get(&self, direction: crate::decode::ResetDirection, class: ResetClass) -> u64 {
         self.by_class[direction as usize][class.index()]
     }
+
+    /// Every count: `[sent, received][class]`, classes in [`ResetClass::ALL`] order.
+    #[must_use]
+    pub const fn matrix(&self) -> [[u64; ResetClass::ALL.len()]; 2] {
+        self.by_class
+    }
 }
 
 /// A socket that closed within the last [`GRACE_NS`].

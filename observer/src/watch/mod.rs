@@ -457,36 +457,12 @@ fn report_new_losses(
 ) -> anyhow::Result<Losses> {
     let now = stream.losses()?;
     if now.total() > reported.total() {
-        let k = now.kernel;
-        let r = reported.kernel;
-        let mut why = Vec::new();
-        if k.ring_buffer_full > r.ring_buffer_full {
-            why.push(format!(
-                "{} because the ring buffer was full (raise --ring-buffer-size)",
-                k.ring_buffer_full - r.ring_buffer_full
-            ));
-        }
-        if k.recursion_misses > r.recursion_misses {
-            why.push(format!(
-                "{} skipped by the kernel while another BPF program ran on the same CPU",
-                k.recursion_misses - r.recursion_misses
-            ));
-        }
-        if k.read_failed > r.read_failed {
-            why.push(format!(
-                "{} unreadable tracepoint records",
-                k.read_failed - r.read_failed
-            ));
-        }
-        if now.malformed > reported.malformed {
-            let last = stream
-                .take_decode_error()
-                .map(|e| format!(", last: {e}"))
-                .unwrap_or_default();
-            why.push(format!(
-                "{} malformed records{last}",
-                now.malformed - reported.malformed
-            ));
+        let mut why = now.new_since(&reported);
+        if now.malformed > reported.malformed
+            && let Some(e) = stream.take_decode_error()
+            && let Some(last) = why.last_mut()
+        {
+            *last = format!("{last}, last: {e}");
         }
         if !why.is_empty() {
             log::warn!("lost events: {}", why.join("; "));

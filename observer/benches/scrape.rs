@@ -12,10 +12,10 @@ use std::{
 
 use clap::Parser;
 use observer::{
+    clock::mono_now_ns,
     decode::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
     events::Losses,
     export::{PortLabels, TransitionCounts, text_format},
-    inventory::mono_now_ns,
     run::{Shared, State, http},
     sockdiag::NetLimits,
     track::Tracker,

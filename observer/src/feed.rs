@@ -2,10 +2,11 @@
 //! applied before a sock_diag dump is compared with the tracker.
 
 use crate::{
+    alerts::{Change, Engine, Inputs},
     decode::Event,
     events::EventStream,
-    inventory::{Inventory, mono_now_ns},
     track::{Report, Tracker},
+    {clock::mono_now_ns, inventory::Inventory},
 };
 
 /// Applies `batch` (emptied), appending what is worth showing to `reports`.
@@ -58,6 +59,27 @@ fn log_failed_namespaces(inventory: &Inventory) {
     for failure in &inventory.failed {
         log::debug!("sock_diag: {failure}");
     }
+}
+
+/// Evaluates the alert rules now, at wall-clock time `wall`. The holders of CLOSE_WAIT sockets
+/// older than `owner_after` are resolved first, so that alerts name them.
+pub fn evaluate_alerts(
+    engine: &mut Engine,
+    tracker: &mut Tracker,
+    inventory: &Inventory,
+    owner_after: std::time::Duration,
+    lost_total: u64,
+    wall: jiff::Timestamp,
+) -> Vec<Change> {
+    let now = mono_now_ns();
+    inventory.resolve_close_wait_owners(tracker, nanos(owner_after), now);
+    let inputs = Inputs {
+        tracker,
+        limits: &inventory.limits,
+        lost_total,
+        now_ns: now,
+    };
+    engine.evaluate(&inputs, wall)
 }
 
 /// A duration in nanoseconds, saturating.

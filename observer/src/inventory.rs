@@ -9,6 +9,7 @@ use observer_common::TcpState;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
+    clock::mono_now_ns,
     decode::Task,
     sockdiag::{self, DiagSocket, DiagTimer, NetLimits},
     track::{SeedSocket, Tracker, Tuple},
@@ -26,18 +27,6 @@ pub struct Inventory {
     pub started_ns: u64,
     /// Each dumped namespace's TIME_WAIT limits.
     pub limits: FxHashMap<u32, NetLimits>,
-}
-
-/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
-#[must_use]
-pub fn mono_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 impl Inventory {

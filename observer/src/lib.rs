@@ -7,6 +7,7 @@
 //! [`config`] is the daemon's configuration file.
 
 pub mod alerts;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod doctor;

@@ -12,8 +12,8 @@ use std::{
 
 use observer::{
     decode::ResetDirection,
-    inventory::{Inventory, mono_now_ns},
     track::{Note, Report, TimewaitEnd, resets::ResetClass},
+    {clock::mono_now_ns, inventory::Inventory},
 };
 use observer_common::TcpState::{self, CloseWait, Established, FinWait2, TimeWait};
 use socket2::{Domain, Socket, Type};

@@ -19,15 +19,15 @@ use tokio::{
 pub use self::state::{Shared, State};
 use self::{notify::Notifier, restart::RestartState};
 use crate::{
-    alerts::{Delivery, DeliveryOptions, Engine, Inputs},
+    alerts::{Delivery, DeliveryOptions, Engine},
     config::Config,
     decode::Event,
     events::{EventStream, Losses},
     export::{PortLabels, TransitionCounts},
     feed,
-    inventory::{Inventory, mono_now_ns},
     load::LoadOptions,
     track::{Report, Tracker},
+    {clock::mono_now_ns, inventory::Inventory},
 };
 
 /// systemd's STATUS line is refreshed this often.
@@ -249,21 +249,17 @@ impl Daemon {
 
     /// Evaluates the rules (CLOSE_WAIT owners resolved first) and delivers what changed.
     fn evaluate(&mut self) {
-        let now = mono_now_ns();
         let wall = jiff::Timestamp::now();
-        let mut s = self.shared.lock();
-        self.inventory.resolve_close_wait_owners(
+        let mut guard = self.shared.lock();
+        let s = &mut *guard;
+        let changes = feed::evaluate_alerts(
+            &mut self.engine,
             &mut s.tracker,
-            feed::nanos(self.config.tracker.owner_after),
-            now,
+            &self.inventory,
+            self.config.tracker.owner_after,
+            s.losses.total(),
+            wall,
         );
-        let inputs = Inputs {
-            tracker: &s.tracker,
-            limits: &s.limits,
-            lost_total: s.losses.total(),
-            now_ns: now,
-        };
-        let changes = self.engine.evaluate(&inputs, wall);
         self.delivery.changes(&changes, wall);
         s.alert_counts = self.engine.counts();
         s.active_alerts = self.engine.active().cloned().collect();

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use crate::inventory::mono_now_ns;
+use crate::clock::mono_now_ns;
 
 /// How long a send may block: systemd drains its socket promptly, and a stuck manager must not
 /// stall the daemon's single-threaded loop.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     alerts::{Engine, engine::SavedAlert},
-    inventory::mono_now_ns,
+    clock::{WallClock, mono_now_ns},
     track::{Tracker, Tuple},
 };
 
@@ -23,7 +23,6 @@ const VERSION: u32 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     version: u32,
-    written: Timestamp,
     close_wait: Vec<SavedSocket>,
     alerts: Vec<SavedAlert>,
 }
@@ -37,39 +36,12 @@ struct SavedSocket {
     lower_bound: bool,
 }
 
-/// Converts between `CLOCK_MONOTONIC` ns and wall-clock time, as of now.
-#[derive(Clone, Copy)]
-struct Clocks {
-    mono_ns: u64,
-    wall: Timestamp,
-}
-
-impl Clocks {
-    fn now() -> Self {
-        Self {
-            mono_ns: mono_now_ns(),
-            wall: Timestamp::now(),
-        }
-    }
-
-    fn wall_of(self, mono_ns: u64) -> Timestamp {
-        let ago = i64::try_from(self.mono_ns.saturating_sub(mono_ns)).unwrap_or(i64::MAX);
-        self.wall
-            .checked_sub(jiff::SignedDuration::from_nanos(ago))
-            .unwrap_or(self.wall)
-    }
-
-    /// `None` for a time in the future (the wall clock was stepped back).
-    fn mono_of(self, wall: Timestamp) -> Option<u64> {
-        let ago = u64::try_from(self.wall.duration_since(wall).as_nanos()).ok()?;
-        Some(self.mono_ns.saturating_sub(ago))
-    }
-}
-
 /// Where restart state is kept, and the last write's failure (logged once).
 pub struct RestartState {
     path: PathBuf,
     failing: bool,
+    /// What the file holds now: an unchanged state is not written again.
+    written: Vec<u8>,
 }
 
 impl RestartState {
@@ -78,16 +50,16 @@ impl RestartState {
         Self {
             path,
             failing: false,
+            written: Vec::new(),
         }
     }
 
     /// Writes the state (to a temporary file renamed over the old one: a crash mid-write
     /// leaves the previous state).
     pub fn save(&mut self, tracker: &Tracker, engine: &Engine) {
-        let clocks = Clocks::now();
+        let clock = WallClock::now();
         let saved = Saved {
             version: VERSION,
-            written: clocks.wall,
             close_wait: tracker
                 .close_wait()
                 .into_iter()
@@ -95,14 +67,19 @@ impl RestartState {
                     netns: e.tuple.netns,
                     local: e.tuple.local,
                     remote: e.tuple.remote,
-                    since: clocks.wall_of(e.since_ns),
+                    since: clock.at(e.since_ns),
                     lower_bound: e.lower_bound,
                 })
                 .collect(),
             alerts: engine.saved(),
         };
-        match write_atomically(&self.path, &saved) {
+        let bytes = serde_json::to_vec(&saved).expect("restart state serializes");
+        if bytes == self.written {
+            return;
+        }
+        match write_atomically(&self.path, &bytes) {
             Ok(()) => {
+                self.written = bytes;
                 if self.failing {
                     log::info!("restart state written to {} again", self.path.display());
                 }
@@ -151,7 +128,7 @@ impl RestartState {
             );
             return (0, 0);
         }
-        let clocks = Clocks::now();
+        let clock = WallClock::now();
         let mut sockets = 0;
         for s in &saved.close_wait {
             let tuple = Tuple {
@@ -159,21 +136,20 @@ impl RestartState {
                 local: s.local,
                 remote: s.remote,
             };
-            if let Some(since) = clocks.mono_of(s.since)
+            if let Some(since) = clock.mono_of(s.since)
                 && tracker.backdate(&tuple, TcpState::CloseWait, since, s.lower_bound)
             {
                 sockets += 1;
             }
         }
         let alerts = saved.alerts.len();
-        engine.restore(saved.alerts, clocks.mono_ns);
+        engine.restore(saved.alerts, mono_now_ns());
         (sockets, alerts)
     }
 }
 
-fn write_atomically(path: &Path, saved: &Saved) -> io::Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec(saved).map_err(io::Error::other)?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

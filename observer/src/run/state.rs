@@ -6,9 +6,9 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     alerts::{Alert, NotificationCounts, RuleCounts},
+    clock::mono_now_ns,
     events::Losses,
     export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
-    inventory::mono_now_ns,
     sockdiag::NetLimits,
     track::Tracker,
 };

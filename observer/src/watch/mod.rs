@@ -15,16 +15,17 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    alerts::{Change, Engine, Inputs, Status},
+    alerts::{Change, Engine, Status},
+    clock::WallClock,
     decode::Transition,
     events::{EventStream, Losses},
     feed,
-    inventory::{Inventory, mono_now_ns},
     load::LoadOptions,
     track::{Note, Observation, Report, Tracker, TrackerStats},
+    {clock::mono_now_ns, inventory::Inventory},
 };
 pub use filter::Filter;
-use render::{JsonReset, JsonTransition, WallClock};
+use render::{JsonReset, JsonTransition};
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -312,12 +313,10 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
             }
             _ = evaluate.tick(), if engine.is_some() => {
                 let engine = engine.as_mut().expect("guarded");
-                let alerts = AlertSources {
-                    inventory: &inventory,
-                    owner_after: options.owner_after,
-                    lost_total: stream.losses()?.total(),
-                };
-                if let Err(e) = show_alerts(engine, &alerts, &mut tracker, &mut output) {
+                let lost_total = stream.losses()?.total();
+                if let Err(e) = show_alerts(
+                    engine, &mut tracker, &inventory, options.owner_after, lost_total, &mut output,
+                ) {
                     return quiet_on_broken_pipe(e);
                 }
             }
@@ -383,31 +382,24 @@ fn every_or_never(period: Option<Duration>) -> tokio::time::Interval {
     tokio::time::interval(period.unwrap_or(Duration::MAX / 4))
 }
 
-/// What alert evaluation needs besides the tracker.
-struct AlertSources<'a> {
-    inventory: &'a Inventory,
-    owner_after: Duration,
-    lost_total: u64,
-}
-
 /// Evaluates the alert rules and shows each state change worth a line.
 fn show_alerts(
     engine: &mut Engine,
-    sources: &AlertSources<'_>,
     tracker: &mut Tracker,
+    inventory: &Inventory,
+    owner_after: Duration,
+    lost_total: u64,
     output: &mut Output,
 ) -> io::Result<()> {
-    let now = mono_now_ns();
-    sources
-        .inventory
-        .resolve_close_wait_owners(tracker, feed::nanos(sources.owner_after), now);
-    let inputs = Inputs {
+    let changes = feed::evaluate_alerts(
+        engine,
         tracker,
-        limits: &sources.inventory.limits,
-        lost_total: sources.lost_total,
-        now_ns: now,
-    };
-    for change in engine.evaluate(&inputs, jiff::Timestamp::now()) {
+        inventory,
+        owner_after,
+        lost_total,
+        jiff::Timestamp::now(),
+    );
+    for change in changes {
         if change.status != Status::Inactive {
             output.alert(&change)?;
         }

@@ -8,40 +8,10 @@ use serde::Serialize;
 
 use crate::{
     alerts::{Change, Status, deliver::ChangeRecord},
+    clock::WallClock,
     decode::{Reset, Task, Transition},
     track::{Note, Observation, TimewaitEnd, resets::ResetClass},
 };
-
-/// Converts `CLOCK_MONOTONIC` timestamps to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct WallClock {
-    /// `CLOCK_REALTIME` - `CLOCK_MONOTONIC`, nanoseconds.
-    offset_ns: i128,
-}
-
-impl WallClock {
-    #[must_use]
-    pub fn now() -> Self {
-        let read = |clock| {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: valid clock id and out-pointer.
-            unsafe { libc::clock_gettime(clock, &raw mut ts) };
-            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-        };
-        Self {
-            offset_ns: read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC),
-        }
-    }
-
-    #[must_use]
-    pub fn at(&self, mono_ns: u64) -> jiff::Timestamp {
-        jiff::Timestamp::from_nanosecond(i128::from(mono_ns) + self.offset_ns)
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-    }
-}
 
 /// A duration in the unit a person reads best: `850ns`, `12.3µs`, `4.56ms`, `1.23s`, `2m03s`,
 /// `1h02m`.
@@ -385,7 +355,7 @@ mod tests {
     #[test]
     fn text_line_shows_owner_addresses_states_and_time_in_state() {
         let (t, seen) = sample();
-        let clock = WallClock { offset_ns: 0 };
+        let clock = WallClock::IDENTITY;
         let line = text_line(
             &t,
             &seen,
@@ -425,13 +395,8 @@ mod tests {
     #[test]
     fn json_has_the_documented_fields() {
         let (t, seen) = sample();
-        let json = serde_json::to_value(JsonTransition::new(
-            &t,
-            &seen,
-            None,
-            &WallClock { offset_ns: 0 },
-        ))
-        .unwrap();
+        let json = serde_json::to_value(JsonTransition::new(&t, &seen, None, &WallClock::IDENTITY))
+            .unwrap();
         assert_eq!(json["type"], "transition");
         assert_eq!(json["time"], "1970-01-01T00:00:00.000000005Z");
         assert_eq!(json["sock"], "0xffff888000000001");

@@ -35,9 +35,9 @@ use std::{
 };
 
 use observer::{
+    clock::mono_now_ns,
     decode::{Event, Transition},
     events::EventStream,
-    inventory::mono_now_ns,
     load::LoadOptions,
     track::{Report, Tracker},
 };

@@ -7,6 +7,10 @@
 //! skipped loudly, except under CI=true, where that is a failure. lintian is used when it is
 //! installed, never required.
 
+#[path = "support/skip.rs"]
+mod skip;
+
+use skip::{skip, under_ci};
 use std::{
     collections::BTreeSet,
     ffi::OsString,
@@ -80,19 +84,6 @@ const SHIPPED_AS_IS: &[(&str, &str)] = &[
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// A loud skip, or a failure under CI=true.
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: {why}; under CI=true it may not be skipped"
-    );
-    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
 }
 
 /// `program ARGS`, or `None` when the program is not installed.

@@ -53,3 +53,10 @@ impl WallClock {
         u64::try_from(wall.as_nanosecond() - self.offset_ns).ok()
     }
 }
+
+/// Nanoseconds as seconds, for display and metrics.
+#[must_use]
+#[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]
+pub fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}

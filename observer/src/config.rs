@@ -971,19 +971,28 @@ impl<'de> Deserialize<'de> for Kind {
         from_str(
             deserializer,
             "a rule kind, such as \"close_wait_age\"",
-            |text| {
-                Kind::ALL
-                    .into_iter()
-                    .find(|k| k.name() == text)
-                    .ok_or_else(|| {
-                        format!(
-                            "unknown kind {text:?}, expected one of {}",
-                            Kind::ALL.map(Kind::name).join(", ")
-                        )
-                    })
-            },
+            |text| one_of(text, "kind", &Kind::ALL, Kind::name),
         )
     }
+}
+
+/// The member of a closed set that `text` names, or an error listing the set.
+fn one_of<T: Copy>(
+    text: &str,
+    what: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v) == text)
+        .ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|v| name(*v)).collect();
+            format!(
+                "unknown {what} {text:?}, expected one of {}",
+                names.join(", ")
+            )
+        })
 }
 
 /// A reset class by its metric label name.
@@ -994,18 +1003,7 @@ impl<'de> Deserialize<'de> for Class {
         from_str(
             deserializer,
             "a reset class, such as \"no_socket\"",
-            |text| {
-                ResetClass::ALL
-                    .into_iter()
-                    .find(|c| c.name() == text)
-                    .map(Class)
-                    .ok_or_else(|| {
-                        format!(
-                            "unknown reset class {text:?}, expected one of {}",
-                            ResetClass::ALL.map(ResetClass::name).join(", ")
-                        )
-                    })
-            },
+            |text| one_of(text, "reset class", &ResetClass::ALL, ResetClass::name).map(Class),
         )
     }
 }

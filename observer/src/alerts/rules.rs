@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
 use rustc_hash::FxHashMap;
 
 use crate::{
+    clock::seconds,
     config::{AlertRule, RuleKind},
     decode::ResetDirection,
     feed::nanos,
@@ -355,11 +356,6 @@ fn lost_events_rate(history: &History, above: f64, window: Duration) -> Vec<Inst
         }],
         _ => Vec::new(),
     }
-}
-
-#[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]
-fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
 }
 
 #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]

@@ -19,6 +19,7 @@ pub use self::{
 };
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
+    clock::seconds,
     events::Losses,
     sockdiag::NetLimits,
     track::{ResetClass, Tracker, TrackerStats, durations::Histogram},
@@ -111,14 +112,14 @@ impl MetricsSnapshot {
     }
 }
 
-#[expect(clippy::cast_precision_loss, reason = "nanoseconds far below 2^52")]
-fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
-}
-
-/// `uname -r`, for the build info metric.
+/// `uname -r`, for the build info metric (read once: it cannot change while running).
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    static RELEASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RELEASE
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        })
+        .clone()
 }

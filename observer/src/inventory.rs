@@ -75,16 +75,23 @@ impl Inventory {
         older_than_ns: u64,
         now_ns: u64,
     ) -> usize {
+        let candidates: Vec<_> = tracker
+            .close_wait()
+            .into_iter()
+            .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
+            .collect();
+        // Most evaluations find every old CLOSE_WAIT already resolved: skip indexing the dump.
+        if candidates.is_empty() {
+            return 0;
+        }
         let inodes_by_tuple: FxHashMap<Tuple, u64> = self
             .sockets
             .iter()
             .filter(|s| s.state == TcpState::CloseWait && s.inode != 0)
             .map(|s| (tuple(s), s.inode))
             .collect();
-        let wanted: Vec<_> = tracker
-            .close_wait()
+        let wanted: Vec<_> = candidates
             .into_iter()
-            .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
             .filter_map(|e| inodes_by_tuple.get(&e.tuple).map(|inode| (e.key, *inode)))
             .collect();
         if wanted.is_empty() {

@@ -8,6 +8,8 @@ pub mod probe_config;
 pub mod record;
 pub mod tcp_state;
 
-pub use probe_config::{SpanProbeConfig, TimerProbeConfig};
-pub use record::{RAW_CAPACITY, RecordHeader, RecordKind, SpanRecord, TimerRecord};
+pub use probe_config::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
+pub use record::{
+    RAW_CAPACITY, RecordHeader, RecordKind, SocketErrorRecord, SpanRecord, TimerRecord,
+};
 pub use tcp_state::TcpState;

@@ -34,6 +34,8 @@ pub struct SpanProbeConfig {
     pub skb_dev_offset: u32,
     /// Offset of `nd_net.net` in `struct net_device`.
     pub dev_net_offset: u32,
+    /// Offset of `icsk_retransmits` (a `u8`) from the socket's address; [`UNKNOWN`]: not read.
+    pub icsk_retransmits_offset: u32,
 }
 
 impl SpanProbeConfig {
@@ -51,6 +53,7 @@ impl SpanProbeConfig {
         sk_socket_offset: UNKNOWN,
         skb_dev_offset: UNKNOWN,
         dev_net_offset: UNKNOWN,
+        icsk_retransmits_offset: UNKNOWN,
     };
 }
 
@@ -104,9 +107,85 @@ impl TimerProbeConfig {
     };
 }
 
+/// An integer member of a kernel struct, read as the aligned `u32` that holds it:
+/// `(word >> shift) & mask`. Covers plain members of 1 to 4 bytes and bitfields alike (older
+/// kernels keep `sk_protocol` and `sk_type` in bitfields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelBits {
+    /// Byte offset of the `u32` to read; [`UNKNOWN`]: not read.
+    pub offset: u32,
+    pub shift: u32,
+    pub mask: u32,
+}
+
+impl KernelBits {
+    pub const UNKNOWN: Self = Self {
+        offset: UNKNOWN,
+        shift: 0,
+        mask: 0,
+    };
+}
+
+/// What the `inet_sk_error_report` raw tracepoint program reads from the `struct sock`.
+/// Offsets are from the socket's address (a TCP socket's `struct sock` begins its
+/// `inet_connection_sock`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockErrorProbeConfig {
+    /// Non-zero once the daemon has filled this in; an unconfigured program emits nothing.
+    pub configured: u32,
+    /// `sk_protocol`: only `IPPROTO_TCP` sockets are reported.
+    pub protocol: KernelBits,
+    /// `sk_type`: only `SOCK_STREAM` sockets are reported (raw sockets can be IPPROTO_TCP).
+    pub sock_type: KernelBits,
+    /// `sk_err` (an `int`).
+    pub err_offset: u32,
+    /// `__sk_common.skc_state` (a `u8`).
+    pub state_offset: u32,
+    /// `icsk_retransmits` (a `u8`); [`UNKNOWN`]: not read.
+    pub retransmits_offset: u32,
+    /// `icsk_probes_out` (a `u8`); [`UNKNOWN`]: not read.
+    pub probes_out_offset: u32,
+    /// `sk_wmem_queued` (an `int`); [`UNKNOWN`]: not read.
+    pub wmem_queued_offset: u32,
+    /// `inet_sport` (a `__be16`); [`UNKNOWN`]: not read.
+    pub sport_offset: u32,
+    /// Bytes of `struct sock_common` to copy, at most [`crate::record::COMMON_CAPACITY`].
+    pub common_len: u32,
+    /// Offset of `__sk_common.skc_net.net` in `struct sock`.
+    pub sock_net_offset: u32,
+    /// Offset of `ns.inum` in `struct net`.
+    pub net_inum_offset: u32,
+}
+
+impl SockErrorProbeConfig {
+    /// The value compiled into the eBPF object: the program does nothing until configured.
+    pub const UNSET: Self = Self {
+        configured: 0,
+        protocol: KernelBits::UNKNOWN,
+        sock_type: KernelBits::UNKNOWN,
+        err_offset: 0,
+        state_offset: 0,
+        retransmits_offset: UNKNOWN,
+        probes_out_offset: UNKNOWN,
+        wmem_queued_offset: UNKNOWN,
+        sport_offset: UNKNOWN,
+        common_len: 0,
+        sock_net_offset: UNKNOWN,
+        net_inum_offset: UNKNOWN,
+    };
+}
+
+const _: () = assert!(size_of::<SpanProbeConfig>() == 13 * 4);
+const _: () = assert!(size_of::<SockErrorProbeConfig>() == 16 * 4);
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding.
 unsafe impl aya::Pod for SpanProbeConfig {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u32 fields (KernelBits is three u32s), no padding.
+unsafe impl aya::Pod for SockErrorProbeConfig {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding (the u64 comes first, the u32s pair up).
 unsafe impl aya::Pod for TimerProbeConfig {}

@@ -12,8 +12,8 @@ pub const RECORD_VERSION: u16 = 2;
 /// 80 today, `inet_sock_set_state` 64).
 pub const RAW_CAPACITY: usize = 96;
 
-/// Bytes of a timewait socket's `struct sock_common` copied into a [`TimerRecord`]: addresses,
-/// ports and family, decoded in userspace with offsets from BTF.
+/// Bytes of a socket's `struct sock_common` copied into a [`TimerRecord`] or a
+/// [`SocketErrorRecord`]: addresses, ports and family, decoded in userspace with offsets from BTF.
 pub const COMMON_CAPACITY: usize = 96;
 
 /// Record kinds. Discriminants are part of the wire format: never reuse one.
@@ -28,6 +28,12 @@ pub enum RecordKind {
     ReceiveReset = 3,
     /// A timer event on a timewait socket's timer ([`TimerRecord`]).
     TimewaitTimer = 4,
+    /// A `tcp:tcp_retransmit_skb` ([`SpanRecord`]).
+    Retransmit = 5,
+    /// A `tcp:tcp_retransmit_synack` ([`SpanRecord`]).
+    RetransmitSynack = 6,
+    /// An error reported on a TCP socket (`inet_sk_error_report`, [`SocketErrorRecord`]).
+    SocketError = 7,
 }
 
 impl RecordKind {
@@ -38,6 +44,9 @@ impl RecordKind {
             2 => Some(Self::SendReset),
             3 => Some(Self::ReceiveReset),
             4 => Some(Self::TimewaitTimer),
+            5 => Some(Self::Retransmit),
+            6 => Some(Self::RetransmitSynack),
+            7 => Some(Self::SocketError),
             _ => None,
         }
     }
@@ -60,6 +69,11 @@ pub const FLAG_SK_SOCKET_READ: u16 = 1;
 /// [`SpanRecord::flags`]: `sk->sk_socket` was NULL: no `struct socket` (never accepted, or
 /// already orphaned by `close()`).
 pub const FLAG_NO_SK_SOCKET: u16 = 2;
+/// [`SpanRecord::flags`]: `icsk_retransmits` was read; its value is in bits
+/// [`RETRANSMITS_SHIFT`]`..=15`.
+pub const FLAG_RETRANSMITS_READ: u16 = 4;
+/// Where [`SpanRecord::flags`] keeps `icsk_retransmits` (a `u8`).
+pub const RETRANSMITS_SHIFT: u16 = 8;
 
 /// A tracepoint record copied verbatim (a span of it), with the context around it.
 #[repr(C)]
@@ -74,7 +88,8 @@ pub struct SpanRecord {
     pub netns: u32,
     /// Bytes of `raw` filled from the tracepoint record.
     pub raw_len: u16,
-    /// `FLAG_*` bits.
+    /// `FLAG_*` bits, and `icsk_retransmits` in the high byte when
+    /// [`FLAG_RETRANSMITS_READ`] is set.
     pub flags: u16,
     /// `bpf_get_current_comm()` of that task.
     pub comm: [u8; 16],
@@ -119,7 +134,50 @@ pub struct TimerRecord {
     pub common: [u8; COMMON_CAPACITY],
 }
 
+/// [`SocketErrorRecord::flags`]: `icsk_retransmits` was read.
+pub const SOCK_ERR_RETRANSMITS_READ: u8 = 1;
+/// [`SocketErrorRecord::flags`]: `icsk_probes_out` was read.
+pub const SOCK_ERR_PROBES_OUT_READ: u8 = 2;
+/// [`SocketErrorRecord::flags`]: `sk_wmem_queued` was read.
+pub const SOCK_ERR_WMEM_READ: u8 = 4;
+/// [`SocketErrorRecord::flags`]: `sk_wmem_queued` > 0: data was waiting to be sent or acked.
+pub const SOCK_ERR_UNSENT_DATA: u8 = 8;
+/// [`SocketErrorRecord::flags`]: `inet_sport` was read into [`SocketErrorRecord::sport`].
+pub const SOCK_ERR_SPORT_READ: u8 = 16;
+
+/// An error reported on a TCP socket, read from the socket itself: the raw tracepoint's only
+/// argument is the `struct sock *`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketErrorRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    /// Address of the `struct sock`.
+    pub sock: u64,
+    /// Inode number of the socket's network namespace; 0 when it could not be read.
+    pub netns: u32,
+    /// `sk->sk_err`: a positive errno.
+    pub error: i32,
+    /// `skc_state`.
+    pub state: u8,
+    /// `icsk_retransmits` ([`SOCK_ERR_RETRANSMITS_READ`]).
+    pub retransmits: u8,
+    /// `icsk_probes_out` ([`SOCK_ERR_PROBES_OUT_READ`]).
+    pub probes_out: u8,
+    /// `SOCK_ERR_*` bits.
+    pub flags: u8,
+    /// Bytes of `common` filled.
+    pub common_len: u16,
+    /// `inet_sport`, network byte order ([`SOCK_ERR_SPORT_READ`]). A socket that failed
+    /// before being established has already given its port back (`skc_num` is 0), this has not.
+    pub sport: u16,
+    /// The socket's `struct sock_common`, from offset 0.
+    pub common: [u8; COMMON_CAPACITY],
+}
+
 const _: () = assert!(size_of::<RecordHeader>() == 8);
+const _: () = assert!(size_of::<SocketErrorRecord>() == 40 + COMMON_CAPACITY);
+const _: () = assert!(size_of::<SocketErrorRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<SpanRecord>() == 48 + RAW_CAPACITY);
 const _: () = assert!(size_of::<SpanRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<TimerRecord>() == 48 + COMMON_CAPACITY);

@@ -184,6 +184,8 @@ fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
         received: 0,
         losses: Losses::default(),
         limits,
+        listen: observer::listen_queues::ListenQueues::default(),
+        half_open_after_ns: observer::track::DEFAULT_HALF_OPEN_AFTER_NS,
         ports: PortLabels::new(&[], 64),
         alert_counts: Vec::new(),
         notifications: observer::alerts::NotificationCounts::default(),

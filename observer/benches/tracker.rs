@@ -8,6 +8,11 @@
 //! time, as on a busy server. Every run checks the tracker's counters against the stream, so a
 //! broken run cannot pass for a fast one.
 //!
+//! The stream is fed twice: as decoded events (track only), and as the ring-buffer records the
+//! eBPF programs write on Linux 6.18 x86_64, through `Decoder::decode` (decode+track, what the
+//! daemon does per event). Records are written a batch at a time outside the timed part, as the
+//! kernel fills the ring buffer; every record is checked to decode back to its event first.
+//!
 //! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
 
 #![expect(clippy::cast_precision_loss, reason = "figures for display")]
@@ -22,14 +27,21 @@ use anyhow::Context as _;
 use clap::Parser;
 use observer::{
     decode::{
-        Event, Family, Reset, ResetDirection, ResetReason, Task, TimerAction, TimewaitSocket,
-        TimewaitTimer, Transition,
+        Decoder, Event, Family, Reset, ResetDirection, ResetLayout, ResetReason, StateLayout, Task,
+        TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer, Transition,
+        timewait::{CommonOffsets, TimewaitOffsets},
     },
+    load::tracefs::{Field, Format},
     track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},
 };
-use observer_common::TcpState::{
-    self, Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
-    TimeWait,
+use observer_common::{
+    RecordHeader, RecordKind, SpanProbeConfig, SpanRecord,
+    TcpState::{
+        self, Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
+        TimeWait,
+    },
+    TimerRecord,
+    record::{FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ, TimerEvent},
 };
 
 #[derive(Parser)]
@@ -334,6 +346,380 @@ fn unpack(key: u128) -> (u64, u64, u8) {
     ((key >> 64) as u64, low >> 8, (low & 0xff) as u8)
 }
 
+// ----- ring-buffer records -----
+
+/// Linux 6.18 x86_64 tracepoint formats as tracefs lists them (the fields this daemon reads).
+const INET_SOCK_SET_STATE: &str = "format:
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
+";
+const TCP_SEND_RESET: &str = "format:
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:60;\tsize:28;\tsigned:0;
+";
+const TCP_RECEIVE_RESET: &str = "format:
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
+\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
+";
+const TIMER_START: &str = "format:
+\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:void * function;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long expires;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long now;\toffset:40;\tsize:8;\tsigned:0;
+";
+const TIMER_CANCEL: &str = "format:
+\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;
+";
+const TIMER_EXPIRE_ENTRY: &str = "format:
+\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:unsigned long now;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:void * function;\toffset:24;\tsize:8;\tsigned:0;
+";
+/// `struct sock_common` on Linux 6.18 x86_64, from BTF.
+const COMMON: CommonOffsets = CommonOffsets {
+    daddr: 0,
+    rcv_saddr: 4,
+    dport: 12,
+    num: 14,
+    family: 16,
+    v6_daddr: 56,
+    v6_rcv_saddr: 72,
+    net: 48,
+};
+const HZ: u64 = 250;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+/// The fields `put_split` writes, in its order.
+const SPLIT: [&str; 7] = [
+    "sport", "dport", "family", "saddr", "daddr", "saddr_v6", "daddr_v6",
+];
+
+/// A tracepoint's fields the encoder writes, looked up once, and the span the eBPF side copies.
+struct Tracepoint<const N: usize> {
+    fields: [Field; N],
+    span: SpanProbeConfig,
+}
+
+impl<const N: usize> Tracepoint<N> {
+    fn new(format: &Format, names: [&str; N], span: SpanProbeConfig) -> Self {
+        Self {
+            fields: names.map(|n| format.field(n).expect("a field of the format")),
+            span,
+        }
+    }
+
+    /// `raw` is the whole tracepoint record; the record gets its configured span.
+    fn copy_span(&self, raw: &[u8; 128], rec: &mut SpanRecord) {
+        let (start, len) = (self.span.span_start as usize, self.span.span_len as usize);
+        rec.raw[..len].copy_from_slice(&raw[start..start + len]);
+        rec.raw_len = u16::try_from(len).expect("spans are at most 96 bytes");
+    }
+}
+
+fn put(raw: &mut [u8], f: Field, value: &[u8]) {
+    assert!(value.len() <= f.size, "a field of {} bytes", f.size);
+    raw[f.offset..f.offset + value.len()].copy_from_slice(value);
+}
+
+/// Ports, family and addresses in separate fields ([`SPLIT`]); IPv4 addresses also v4-mapped
+/// in the v6 fields, as the kernel fills them.
+fn put_split(raw: &mut [u8], fields: [Field; 7], local: SocketAddr, remote: SocketAddr) {
+    let [sport, dport, family, saddr, daddr, saddr_v6, daddr_v6] = fields;
+    put(raw, sport, &local.port().to_ne_bytes());
+    put(raw, dport, &remote.port().to_ne_bytes());
+    put(raw, family, &af(local).to_ne_bytes());
+    for (addr, v4, v6) in [(local, saddr, saddr_v6), (remote, daddr, daddr_v6)] {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                put(raw, v4, &ip.octets());
+                put(raw, v6, &ip.to_ipv6_mapped().octets());
+            }
+            IpAddr::V6(ip) => put(raw, v6, &ip.octets()),
+        }
+    }
+}
+
+fn af(a: SocketAddr) -> u16 {
+    if a.is_ipv4() { AF_INET } else { AF_INET6 }
+}
+
+/// A `struct sockaddr_in`/`sockaddr_in6` as `tcp_send_reset` stores it.
+fn sockaddr_bytes(a: SocketAddr) -> [u8; 28] {
+    let mut b = [0u8; 28];
+    b[0..2].copy_from_slice(&af(a).to_ne_bytes());
+    b[2..4].copy_from_slice(&a.port().to_be_bytes());
+    match a.ip() {
+        IpAddr::V4(ip) => b[4..8].copy_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => b[8..24].copy_from_slice(&ip.octets()),
+    }
+    b
+}
+
+fn comm_bytes(task: &Task) -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    let name = task.comm();
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+    comm
+}
+
+fn kernel_state(s: TcpState) -> i32 {
+    i32::from(s as u8)
+}
+
+fn span_record(kind: RecordKind, mono_ns: u64, task: &Task, netns: Option<u32>) -> SpanRecord {
+    // SAFETY: SpanRecord is plain old data: all zeroes is a valid value.
+    let mut rec: SpanRecord = unsafe { std::mem::zeroed() };
+    rec.header = RecordHeader::new(kind, size_of::<SpanRecord>());
+    rec.ts_ns = mono_ns;
+    rec.pid_tgid = (u64::from(task.pid) << 32) | u64::from(task.tid);
+    rec.netns = netns.unwrap_or(0);
+    rec.comm = comm_bytes(task);
+    rec
+}
+
+/// The bytes of a record, as the ring buffer hands them out.
+fn push_record<T: Copy>(rec: &T, out: &mut Vec<u8>) {
+    // SAFETY: only called with the padding-free plain-old-data record types.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(rec).cast::<u8>(), size_of::<T>()) };
+    out.extend_from_slice(bytes);
+}
+
+/// Writes events as the eBPF programs do (the configured span of each tracepoint record, or a
+/// timewait socket's `struct sock_common`), and holds the decoder the daemon would build.
+struct Codec {
+    decoder: Decoder,
+    /// skaddr, oldstate, newstate, protocol, then [`SPLIT`].
+    state: Tracepoint<11>,
+    /// skbaddr, skaddr, state, reason, saddr, daddr.
+    send_reset: Tracepoint<6>,
+    /// skaddr, then [`SPLIT`].
+    receive_reset: Tracepoint<8>,
+}
+
+impl Codec {
+    fn new() -> Self {
+        let format = |text| Format::parse("bench".into(), text);
+        let state = format(INET_SOCK_SET_STATE);
+        let send = format(TCP_SEND_RESET);
+        let receive = format(TCP_RECEIVE_RESET);
+        let (state_layout, state_span) = StateLayout::from_format(&state).expect("state layout");
+        let (send_layout, send_span) =
+            ResetLayout::from_format(&send, ResetDirection::Sent).expect("send layout");
+        let (receive_layout, receive_span) =
+            ResetLayout::from_format(&receive, ResetDirection::Received).expect("receive layout");
+        let timer_formats = [TIMER_START, TIMER_CANCEL, TIMER_EXPIRE_ENTRY].map(format);
+        let [start, cancel, expire] = &timer_formats;
+        let tw = TimewaitOffsets {
+            timer: 96,
+            substate: 20,
+            net_inum: 160,
+        };
+        let hz = u32::try_from(HZ).expect("fits");
+        let (timer_layout, _) = TimerLayout::new(
+            [start, cancel, expire],
+            COMMON,
+            tw,
+            0xffff_ffff_81ab_cdef,
+            Some(hz),
+        )
+        .expect("timer layout");
+        let [sport, dport, family, saddr, daddr, saddr_v6, daddr_v6] = SPLIT;
+        Self {
+            decoder: Decoder {
+                state: state_layout,
+                send_reset: Some(send_layout),
+                receive_reset: Some(receive_layout),
+                timer: Some(timer_layout),
+                retransmit: None,
+                retransmit_synack: None,
+                sock_error: None,
+            },
+            state: Tracepoint::new(
+                &state,
+                [
+                    "skaddr", "oldstate", "newstate", "protocol", sport, dport, family, saddr,
+                    daddr, saddr_v6, daddr_v6,
+                ],
+                state_span,
+            ),
+            send_reset: Tracepoint::new(
+                &send,
+                ["skbaddr", "skaddr", "state", "reason", "saddr", "daddr"],
+                send_span,
+            ),
+            receive_reset: Tracepoint::new(
+                &receive,
+                [
+                    "skaddr", sport, dport, family, saddr, daddr, saddr_v6, daddr_v6,
+                ],
+                receive_span,
+            ),
+        }
+    }
+
+    /// Appends the record the eBPF side writes for `event`.
+    fn encode(&self, event: &Event, out: &mut Vec<u8>) {
+        match event {
+            Event::Transition(t) => self.encode_transition(t, out),
+            Event::Reset(r) => self.encode_reset(r, out),
+            Event::Timewait(t) => encode_timer(t, out),
+            other => unimplemented!("the stream has no {other:?}"),
+        }
+    }
+
+    fn encode_transition(&self, t: &Transition, out: &mut Vec<u8>) {
+        let mut raw = [0u8; 128];
+        let [skaddr, old, new, protocol, split @ ..] = self.state.fields;
+        put(&mut raw, skaddr, &t.sock.to_ne_bytes());
+        put(&mut raw, old, &kernel_state(t.old).to_ne_bytes());
+        put(&mut raw, new, &kernel_state(t.new).to_ne_bytes());
+        put(&mut raw, protocol, &IPPROTO_TCP.to_ne_bytes());
+        put_split(&mut raw, split, t.local, t.remote);
+        let mut rec = span_record(RecordKind::StateChange, t.mono_ns, &t.task, t.netns);
+        rec.flags = match t.has_socket {
+            None => 0,
+            Some(true) => FLAG_SK_SOCKET_READ,
+            Some(false) => FLAG_SK_SOCKET_READ | FLAG_NO_SK_SOCKET,
+        };
+        self.state.copy_span(&raw, &mut rec);
+        push_record(&rec, out);
+    }
+
+    fn encode_reset(&self, r: &Reset, out: &mut Vec<u8>) {
+        let mut raw = [0u8; 128];
+        let sock = r.sock.unwrap_or(0).to_ne_bytes();
+        let rec = match r.direction {
+            ResetDirection::Sent => {
+                let [skb, sk, state, reason, saddr, daddr] = self.send_reset.fields;
+                put(&mut raw, skb, &0xffff_8881_0000_0000u64.to_ne_bytes());
+                put(&mut raw, sk, &sock);
+                put(
+                    &mut raw,
+                    state,
+                    &r.state.map_or(0, kernel_state).to_ne_bytes(),
+                );
+                put(&mut raw, reason, &r.reason.map_or(0, |x| x.0).to_ne_bytes());
+                put(&mut raw, saddr, &sockaddr_bytes(r.local));
+                put(&mut raw, daddr, &sockaddr_bytes(r.remote));
+                let mut rec = span_record(RecordKind::SendReset, r.mono_ns, &r.task, r.netns);
+                self.send_reset.copy_span(&raw, &mut rec);
+                rec
+            }
+            ResetDirection::Received => {
+                let [skaddr, split @ ..] = self.receive_reset.fields;
+                put(&mut raw, skaddr, &sock);
+                put_split(&mut raw, split, r.local, r.remote);
+                let mut rec = span_record(RecordKind::ReceiveReset, r.mono_ns, &r.task, r.netns);
+                self.receive_reset.copy_span(&raw, &mut rec);
+                rec
+            }
+        };
+        push_record(&rec, out);
+    }
+}
+
+fn encode_timer(t: &TimewaitTimer, out: &mut Vec<u8>) {
+    // SAFETY: TimerRecord is plain old data: all zeroes is a valid value.
+    let mut rec: TimerRecord = unsafe { std::mem::zeroed() };
+    rec.header = RecordHeader::new(RecordKind::TimewaitTimer, size_of::<TimerRecord>());
+    rec.ts_ns = t.mono_ns;
+    rec.timer = t.timer;
+    rec.now = t.mono_ns / (1_000_000_000 / HZ);
+    let socket = match t.action {
+        TimerAction::Start { socket, timeout_ns } => {
+            rec.event = TimerEvent::Start as u8;
+            rec.expires = rec.now + timeout_ns.expect("the stream knows HZ") * HZ / 1_000_000_000;
+            Some(socket)
+        }
+        TimerAction::Cancel => {
+            rec.event = TimerEvent::Cancel as u8;
+            None
+        }
+        TimerAction::Expire { socket } => {
+            rec.event = TimerEvent::Expire as u8;
+            socket
+        }
+    };
+    if let Some(s) = socket {
+        rec.netns = s.netns.unwrap_or(0);
+        rec.substate = s.substate as u8;
+        let c = &mut rec.common;
+        let at = |o: u32| o as usize;
+        c[at(COMMON.dport)..at(COMMON.dport) + 2].copy_from_slice(&s.remote.port().to_be_bytes());
+        c[at(COMMON.num)..at(COMMON.num) + 2].copy_from_slice(&s.local.port().to_ne_bytes());
+        c[at(COMMON.family)..at(COMMON.family) + 2].copy_from_slice(&af(s.local).to_ne_bytes());
+        for (addr, v4, v6) in [
+            (s.local, COMMON.rcv_saddr, COMMON.v6_rcv_saddr),
+            (s.remote, COMMON.daddr, COMMON.v6_daddr),
+        ] {
+            match addr.ip() {
+                IpAddr::V4(ip) => c[at(v4)..at(v4) + 4].copy_from_slice(&ip.octets()),
+                IpAddr::V6(ip) => c[at(v6)..at(v6) + 16].copy_from_slice(&ip.octets()),
+            }
+        }
+        rec.common_len = 88;
+    }
+    push_record(&rec, out);
+}
+
+/// One batch of records, back to back as a ring-buffer drain reads them.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Records {
+    fn fill(&mut self, codec: &Codec, events: &[Event]) {
+        self.bytes.clear();
+        self.ends.clear();
+        for e in events {
+            codec.encode(e, &mut self.bytes);
+            self.ends.push(self.bytes.len());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(s, &e)| &self.bytes[s..e])
+    }
+}
+
+/// Panics unless every event of the stream decodes back from its record unchanged.
+fn check_records(codec: &Codec, stream: &[Event]) {
+    let mut records = Records::default();
+    for batch in stream.chunks(BATCH) {
+        records.fill(codec, batch);
+        for (record, event) in records.iter().zip(batch) {
+            assert_eq!(codec.decoder.decode(record).as_ref(), Ok(event));
+        }
+    }
+}
+
 struct Expected {
     connections: u64,
     close_first: u64,
@@ -367,25 +753,41 @@ struct StreamRun {
     peak_timewait: usize,
 }
 
-/// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`.
-fn run_stream(stream: &[Event], expected: &Expected) -> StreamRun {
+/// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`. With
+/// a codec, each batch is first written as records (not timed) and decoded in the timed part.
+fn run_stream(stream: &[Event], codec: Option<&Codec>, expected: &Expected) -> StreamRun {
     let mut tracker = Tracker::new(DEFAULT_MAX_SOCKETS);
     let mut out: Vec<Report> = Vec::with_capacity(2 * BATCH);
+    let mut records = Records::default();
     let mut reports = 0;
     let (mut peak_sockets, mut peak_timewait) = (0, 0);
-    let start = Instant::now();
+    let mut elapsed = Duration::ZERO;
     for batch in stream.chunks(BATCH) {
-        for e in batch {
-            tracker.apply(e, &mut out);
+        if let Some(codec) = codec {
+            records.fill(codec, batch);
+        }
+        let start = Instant::now();
+        match codec {
+            None => {
+                for e in batch {
+                    tracker.apply(e, &mut out);
+                }
+            }
+            Some(codec) => {
+                for record in records.iter() {
+                    let e = codec.decoder.decode(record).expect("checked records");
+                    tracker.apply(&e, &mut out);
+                }
+            }
         }
         tracker.advance(batch.last().map_or(0, Event::mono_ns), &mut out);
+        elapsed += start.elapsed();
         reports += out.len() as u64;
         out.clear();
         let stats = tracker.stats();
         peak_sockets = peak_sockets.max(stats.tracked_sockets);
         peak_timewait = peak_timewait.max(stats.tracked_timewait);
     }
-    let elapsed = start.elapsed();
 
     // Long after the last event: every grace period is over.
     let end = stream.last().map_or(0, Event::mono_ns) + 10 * GRACE_NS;
@@ -599,21 +1001,24 @@ fn whole(x: f64) -> u64 {
     x.round() as u64
 }
 
-/// The stream's runs, fastest first.
+/// The stream's runs, each way of feeding it fastest first.
 struct StreamFigures {
     expected: Expected,
-    runs: Vec<StreamRun>,
+    /// Decoded events applied.
+    track: Vec<StreamRun>,
+    /// Records decoded, then applied.
+    decode_track: Vec<StreamRun>,
+}
+
+fn best(runs: &[StreamRun]) -> &StreamRun {
+    &runs[0]
+}
+
+fn median(runs: &[StreamRun]) -> &StreamRun {
+    &runs[runs.len() / 2]
 }
 
 impl StreamFigures {
-    fn best(&self) -> &StreamRun {
-        &self.runs[0]
-    }
-
-    fn median(&self) -> &StreamRun {
-        &self.runs[self.runs.len() / 2]
-    }
-
     fn rate(&self, r: &StreamRun) -> f64 {
         self.expected.events() as f64 / r.elapsed.as_secs_f64()
     }
@@ -621,10 +1026,21 @@ impl StreamFigures {
     fn ns_per_event(&self, r: &StreamRun) -> f64 {
         r.elapsed.as_secs_f64() * 1e9 / self.expected.events() as f64
     }
+
+    /// Figures of one way of feeding the stream, as JSON.
+    fn json(&self, runs: &[StreamRun]) -> serde_json::Value {
+        serde_json::json!({
+            "runs_seconds": runs.iter().map(|r| r.elapsed.as_secs_f64()).collect::<Vec<_>>(),
+            "best_events_per_s": self.rate(best(runs)),
+            "median_events_per_s": self.rate(median(runs)),
+            "best_ns_per_event": self.ns_per_event(best(runs)),
+            "median_ns_per_event": self.ns_per_event(median(runs)),
+        })
+    }
 }
 
 fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) {
-    let (expected, best) = (&stream.expected, stream.best());
+    let (expected, first) = (&stream.expected, best(&stream.track));
     let build = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -636,21 +1052,29 @@ fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) {
         grouped(expected.connections),
         grouped(expected.linger),
         grouped(expected.events()),
-        grouped(best.reports),
+        grouped(first.reports),
     );
     println!(
         "  up to {} sockets and {} timewait sockets tracked (seen between batches); \
-         {RUNS} runs, batches of {BATCH}",
-        grouped(best.peak_sockets as u64),
-        grouped(best.peak_timewait as u64),
+         {RUNS} runs each, batches of {BATCH}",
+        grouped(first.peak_sockets as u64),
+        grouped(first.peak_timewait as u64),
     );
-    println!("  {:<8} {:>12} {:>9}", "run", "events/s", "ns/event");
-    for (name, r) in [("best", best), ("median", stream.median())] {
-        println!(
-            "  {name:<8} {:>12} {:>9.1}",
-            grouped(whole(stream.rate(r))),
-            stream.ns_per_event(r)
-        );
+    println!(
+        "  {:<13} {:<8} {:>12} {:>9}",
+        "input", "run", "events/s", "ns/event"
+    );
+    for (input, runs) in [
+        ("track only", &stream.track),
+        ("decode+track", &stream.decode_track),
+    ] {
+        for (name, r) in [("best", best(runs)), ("median", median(runs))] {
+            println!(
+                "  {input:<13} {name:<8} {:>12} {:>9.1}",
+                grouped(whole(stream.rate(r))),
+                stream.ns_per_event(r)
+            );
+        }
     }
     println!(
         "memory: {} tracked sockets; {RUNS} runs each in a fresh process \
@@ -673,23 +1097,26 @@ fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) {
     }
 }
 
+/// The track-only figures stay where they were (`stream.best_events_per_s`, ...); the
+/// decode+track ones are under `stream.decode_track`.
 fn to_json(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) -> serde_json::Value {
-    let (expected, best, median) = (&stream.expected, stream.best(), stream.median());
+    let (expected, first) = (&stream.expected, best(&stream.track));
+    let mut figures = serde_json::json!({
+        "connections": expected.connections,
+        "linger_connections": expected.linger,
+        "events": expected.events(),
+        "reports": first.reports,
+        "peak_tracked_sockets": first.peak_sockets,
+        "peak_tracked_timewait": first.peak_timewait,
+        "batch": BATCH,
+    });
+    let track = stream.json(&stream.track);
+    for (k, v) in track.as_object().expect("an object") {
+        figures[k] = v.clone();
+    }
+    figures["decode_track"] = stream.json(&stream.decode_track);
     serde_json::json!({
-        "stream": {
-            "connections": expected.connections,
-            "linger_connections": expected.linger,
-            "events": expected.events(),
-            "reports": best.reports,
-            "peak_tracked_sockets": best.peak_sockets,
-            "peak_tracked_timewait": best.peak_timewait,
-            "batch": BATCH,
-            "runs_seconds": stream.runs.iter().map(|r| r.elapsed.as_secs_f64()).collect::<Vec<_>>(),
-            "best_events_per_s": stream.rate(best),
-            "median_events_per_s": stream.rate(median),
-            "best_ns_per_event": stream.ns_per_event(best),
-            "median_ns_per_event": stream.ns_per_event(median),
-        },
+        "stream": figures,
         "memory": {
             "sockets": sockets,
             "families": memory.iter().map(|m| serde_json::json!({
@@ -732,10 +1159,22 @@ fn main() -> anyhow::Result<()> {
     let events = build_stream(options.connections);
     assert_eq!(events.len() as u64, expected.events());
     assert!(events.windows(2).all(|w| w[0].mono_ns() <= w[1].mono_ns()));
-    let mut runs: Vec<StreamRun> = (0..RUNS).map(|_| run_stream(&events, &expected)).collect();
+    let codec = Codec::new();
+    check_records(&codec, &events);
+    // Alternated, so that a change in the machine's load hits both alike.
+    let (mut track, mut decode_track) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        track.push(run_stream(&events, None, &expected));
+        decode_track.push(run_stream(&events, Some(&codec), &expected));
+    }
     drop(events);
-    runs.sort_by_key(|r| r.elapsed);
-    let stream = StreamFigures { expected, runs };
+    track.sort_by_key(|r| r.elapsed);
+    decode_track.sort_by_key(|r| r.elapsed);
+    let stream = StreamFigures {
+        expected,
+        track,
+        decode_track,
+    };
 
     print_table(&stream, options.sockets, &memory);
     if let Some(path) = &options.output {

@@ -3,6 +3,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand};
@@ -62,11 +63,18 @@ pub enum Command {
     /// and whether the timer expired or the socket was killed early. RSTs appear as their own
     /// lines: direction, the socket's state, what they mean, and the kernel's reason.
     ///
+    /// Retransmissions appear once per streak, not per segment: RETRANSMIT when a connection
+    /// starts retransmitting without progress, HALF-OPEN? when it has made none for
+    /// --half-open-after, RECOVERED when it makes progress again. A connection the kernel ends
+    /// with an error appears as TIMEOUT (with what timed out: retransmissions, keepalive or
+    /// zero-window probes, the handshake), REFUSED, RESET or UNREACHABLE, with the errno.
+    ///
     /// Filters: values of one option are alternatives, different options must all match.
     #[command(after_help = "Examples:\n  \
         sudo observer watch --port 8080 -4\n  \
         sudo observer watch --addr 10.0.0.0/8 --state established --state close\n  \
         sudo observer watch --pid 1234 --json\n  \
+        sudo observer watch --port 443 --half-open-after 5s --summary 30\n  \
         sudo observer watch --netns $(stat -Lc %i /run/netns/blue)")]
     Watch(WatchArgs),
 
@@ -238,7 +246,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Exit after showing this many transitions.
+    /// Exit after showing this many lines (transitions, RSTs, retransmissions, errors).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
@@ -259,7 +267,8 @@ pub struct WatchArgs {
 
     /// Also print the tracker's state every SECONDS: sockets per state, the CLOSE_WAIT list
     /// with ages and owners, TIME_WAIT ends, RSTs by meaning, connections closed before
-    /// accept(), and every loss counter.
+    /// accept(), half-open suspects with ages and owners, connection errors by cause and
+    /// state, retransmission counts (SYN-ACKs by listening port), and every loss counter.
     #[arg(long, value_name = "SECONDS")]
     pub summary: Option<u64>,
 
@@ -267,6 +276,23 @@ pub struct WatchArgs {
     /// in CLOSE_WAIT this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub owner_after: u64,
+
+    /// Show a connection as a suspected half-open connection (HALF-OPEN?) once it has
+    /// retransmitted without progress this long (e.g. 10s, 500ms, 2m; a bare number is
+    /// seconds).
+    ///
+    /// A half-open connection is one whose peer is gone without a FIN or an RST: the peer host
+    /// crashed or rebooted, a NAT or firewall dropped the connection's state, a link went
+    /// down. This end does not know: its data is never acknowledged, so it retransmits with
+    /// exponential backoff until tcp_retries2 (about 15 minutes by default) or
+    /// TCP_USER_TIMEOUT gives up with ETIMEDOUT, shown as a TIMEOUT line. Meanwhile the
+    /// application waits. A connection whose retransmissions stop making progress (no ACK for
+    /// new data) for this long is a suspect; a lost segment on a live path recovers well
+    /// within it. An idle connection, with nothing to send, never retransmits: only keepalive
+    /// finds its peer gone (a keepalive_timeout TIMEOUT line). --summary lists the current
+    /// suspects.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub half_open_after: Duration,
 
     /// Compare with sock_diag this often: sockets whose end was lost are dropped, sockets
     /// whose start was lost are added; both are counted.
@@ -311,6 +337,7 @@ impl WatchArgs {
             summary_every: self.summary.map(std::time::Duration::from_secs),
             owner_after: std::time::Duration::from_secs(self.owner_after),
             reconcile_every: std::time::Duration::from_secs(self.reconcile_every.max(1)),
+            half_open_after: self.half_open_after,
             alerts: alerts.map(|c| WatchAlerts {
                 rules: c.effective_rules(),
                 max_per_rule: c.alerts.max_alerts_per_rule,
@@ -336,6 +363,25 @@ fn parse_state(s: &str) -> Result<TcpState, String> {
             .collect();
         format!("`{s}` is not a TCP state; use one of: {}", names.join(", "))
     })
+}
+
+/// A duration with units ("10s", "1m 30s", "500ms", as in the configuration file), or a bare
+/// number of seconds like the other watch options take.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let duration = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("`{s}` is too many seconds"))?
+    } else {
+        humantime::parse_duration(t).map_err(|_| {
+            format!("`{s}` is not a duration; use a number with a unit such as 10s, 500ms, 2m")
+        })?
+    };
+    if duration.is_zero() {
+        return Err(format!("`{s}` must be longer than zero"));
+    }
+    Ok(duration)
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -391,6 +437,43 @@ mod tests {
         assert!(parse_size("1K").unwrap_err().contains("at least 4K"));
         assert!(parse_size("8G").is_err());
         assert!(parse_size("4Q").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn durations_parse_with_units_or_as_seconds() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .contains("longer than zero")
+        );
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("such as 10s")
+        );
+    }
+
+    #[test]
+    fn half_open_threshold_defaults_to_ten_seconds() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Watch(args) = cli.command else {
+                panic!("parsed as watch")
+            };
+            args.into_options(None).half_open_after
+        };
+        assert_eq!(
+            parse(&["observer", "watch"]),
+            Duration::from_nanos(observer::track::DEFAULT_HALF_OPEN_AFTER_NS)
+        );
+        assert_eq!(
+            parse(&["observer", "watch", "--half-open-after", "3s"]),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::load::{DEFAULT_MAX_TIMEWAIT_TIMERS, DEFAULT_RING_BUFFER_BYTES};
-use crate::track::{DEFAULT_MAX_SOCKETS, ResetClass};
+use crate::track::{DEFAULT_MAX_SOCKETS, EndCause, ResetClass};
 
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/observer/observer.toml";
@@ -70,6 +70,11 @@ pub struct TrackerConfig {
     pub owner_after: Duration,
     /// How often the table is reconciled with the kernel's socket list. Default 30s, at least 1s.
     pub reconcile_every: Duration,
+    /// A connection retransmitting without progress this long is a half-open suspect (the
+    /// metric and `observer watch`; alert rules have their own threshold). Default 10s.
+    pub half_open_after: Duration,
+    /// How often every listening socket's accept queue is sampled. Default 5s, at least 1s.
+    pub listen_every: Duration,
     /// Where the daemon keeps what must survive a restart (when each CLOSE_WAIT began, since
     /// when each alert holds). Default [`DEFAULT_STATE_FILE`]; `""` keeps nothing.
     pub state_file: Option<PathBuf>,
@@ -84,6 +89,8 @@ impl Default for TrackerConfig {
             max_sockets: DEFAULT_MAX_SOCKETS,
             owner_after: Duration::from_secs(10),
             reconcile_every: Duration::from_secs(30),
+            half_open_after: Duration::from_secs(10),
+            listen_every: Duration::from_secs(5),
             state_file: Some(PathBuf::from(DEFAULT_STATE_FILE)),
         }
     }
@@ -222,6 +229,22 @@ pub enum RuleKind {
         above_per_second: f64,
         window: Duration,
     },
+    /// A connection retransmitting without progress for longer than `older_than`: a suspected
+    /// half-open connection (one alert per connection). `kind = "half_open_age"`.
+    HalfOpenAge { older_than: Duration },
+    /// A listening socket whose accept queue holds more than a fraction of its backlog (one
+    /// alert per listener). `ports` empty means every port. `kind = "accept_queue_usage"`.
+    AcceptQueueUsage {
+        above_fraction: f64,
+        ports: Vec<u16>,
+    },
+    /// Connections ended by a timeout, per second, per cause, over a sliding window. `causes`
+    /// empty means every timeout cause. `kind = "timeout_rate"`.
+    TimeoutRate {
+        above_per_second: f64,
+        causes: Vec<EndCause>,
+        window: Duration,
+    },
 }
 
 /// The rules used when the file has none; also what [`Config::effective_rules`] starts from.
@@ -276,6 +299,30 @@ pub fn builtin_rules() -> Vec<AlertRule> {
             RuleKind::ClosedBeforeAcceptRate {
                 above_per_second: 1.0,
                 ports: Vec::new(),
+                window: DEFAULT_RATE_WINDOW,
+            },
+        ),
+        rule(
+            "TcpHalfOpenSuspected",
+            Duration::ZERO,
+            RuleKind::HalfOpenAge {
+                older_than: Duration::from_secs(30),
+            },
+        ),
+        rule(
+            "TcpAcceptQueueFull",
+            Duration::from_secs(30),
+            RuleKind::AcceptQueueUsage {
+                above_fraction: 0.9,
+                ports: Vec::new(),
+            },
+        ),
+        rule(
+            "TcpTimeoutRateHigh",
+            Duration::from_mins(1),
+            RuleKind::TimeoutRate {
+                above_per_second: 1.0,
+                causes: Vec::new(),
                 window: DEFAULT_RATE_WINDOW,
             },
         ),
@@ -582,6 +629,8 @@ struct RawTracker {
     max_sockets: Option<Count<1024, U32_MAX>>,
     owner_after: Option<Dur<0>>,
     reconcile_every: Option<Dur<1000>>,
+    half_open_after: Option<Dur<0>>,
+    listen_every: Option<Dur<1000>>,
     state_file: Option<String>,
 }
 
@@ -633,6 +682,8 @@ impl RawConfig {
                 max_sockets: t.max_sockets.map_or(tracker.max_sockets, Count::usize),
                 owner_after: t.owner_after.map_or(tracker.owner_after, |d| d.0),
                 reconcile_every: t.reconcile_every.map_or(tracker.reconcile_every, |d| d.0),
+                half_open_after: t.half_open_after.map_or(tracker.half_open_after, |d| d.0),
+                listen_every: t.listen_every.map_or(tracker.listen_every, |d| d.0),
                 state_file: match t.state_file {
                     None => tracker.state_file,
                     Some(path) if path.is_empty() => None,
@@ -711,6 +762,8 @@ struct RawRule {
     classes: Option<Spanned<Vec<Class>>>,
     window: Option<Spanned<Dur<1000>>>,
     ports: Option<Spanned<Vec<Count<1, 65535>>>>,
+    above_fraction: Option<Spanned<Fraction>>,
+    causes: Option<Spanned<Vec<Cause>>>,
     /// Every key besides the common ones, with its value's span: the kind decides which belong.
     specific: Vec<(String, Range<usize>)>,
 }
@@ -749,6 +802,7 @@ impl<'de> Visitor<'de> for RuleVisitor {
         let (mut older_than, mut above_count, mut above_bucket_fraction) = (None, None, None);
         let (mut above_port_range_fraction, mut above_per_second) = (None, None);
         let (mut classes, mut window, mut ports) = (None, None, None);
+        let (mut above_fraction, mut causes) = (None, None);
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "name" => name = Some(map.next_value()?),
@@ -769,6 +823,8 @@ impl<'de> Visitor<'de> for RuleVisitor {
                 "classes" => classes = take(&mut map, key, &mut specific)?,
                 "window" => window = take(&mut map, key, &mut specific)?,
                 "ports" => ports = take(&mut map, key, &mut specific)?,
+                "above_fraction" => above_fraction = take(&mut map, key, &mut specific)?,
+                "causes" => causes = take(&mut map, key, &mut specific)?,
                 _ => {
                     take::<A, IgnoredAny>(&mut map, key, &mut specific)?;
                 }
@@ -801,11 +857,14 @@ impl<'de> Visitor<'de> for RuleVisitor {
             classes,
             window,
             ports,
+            above_fraction,
+            causes,
             specific,
         })
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one arm per rule kind reads best")]
 fn into_rule(raw: Spanned<RawRule>) -> Result<AlertRule, Located> {
     let rule_span = raw.span();
     let raw = raw.into_inner();
@@ -884,6 +943,29 @@ fn into_rule(raw: Spanned<RawRule>) -> Result<AlertRule, Located> {
             above_per_second: raw.above_per_second.map_or(0.0, |r| r.into_inner().0),
             window: window(raw.window, DEFAULT_LOST_EVENTS_WINDOW),
         },
+        Kind::HalfOpenAge => RuleKind::HalfOpenAge {
+            older_than: raw
+                .older_than
+                .ok_or_else(|| missing("older_than", "\"30s\""))?
+                .into_inner()
+                .0,
+        },
+        Kind::AcceptQueueUsage => RuleKind::AcceptQueueUsage {
+            above_fraction: raw
+                .above_fraction
+                .ok_or_else(|| missing("above_fraction", "0.9"))?
+                .into_inner()
+                .0,
+            ports: raw.ports.map(|p| ports(p.into_inner())).unwrap_or_default(),
+        },
+        Kind::TimeoutRate => RuleKind::TimeoutRate {
+            above_per_second: above_zero(raw.above_per_second)?,
+            causes: raw
+                .causes
+                .map(|c| c.into_inner().into_iter().map(|c| c.0).collect())
+                .unwrap_or_default(),
+            window: window(raw.window, DEFAULT_RATE_WINDOW),
+        },
     };
     Ok(AlertRule {
         name: raw.name.into_inner().0,
@@ -926,15 +1008,21 @@ enum Kind {
     ResetRate,
     ClosedBeforeAcceptRate,
     LostEventsRate,
+    HalfOpenAge,
+    AcceptQueueUsage,
+    TimeoutRate,
 }
 
 impl Kind {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 8] = [
         Self::CloseWaitAge,
         Self::TimewaitUsage,
         Self::ResetRate,
         Self::ClosedBeforeAcceptRate,
         Self::LostEventsRate,
+        Self::HalfOpenAge,
+        Self::AcceptQueueUsage,
+        Self::TimeoutRate,
     ];
 
     const fn name(self) -> &'static str {
@@ -944,13 +1032,16 @@ impl Kind {
             Self::ResetRate => "reset_rate",
             Self::ClosedBeforeAcceptRate => "closed_before_accept_rate",
             Self::LostEventsRate => "lost_events_rate",
+            Self::HalfOpenAge => "half_open_age",
+            Self::AcceptQueueUsage => "accept_queue_usage",
+            Self::TimeoutRate => "timeout_rate",
         }
     }
 
     /// The keys this kind takes besides [`COMMON_RULE_FIELDS`].
     const fn fields(self) -> &'static [&'static str] {
         match self {
-            Self::CloseWaitAge => &["older_than"],
+            Self::CloseWaitAge | Self::HalfOpenAge => &["older_than"],
             Self::TimewaitUsage => &[
                 "above_count",
                 "above_bucket_fraction",
@@ -959,6 +1050,8 @@ impl Kind {
             Self::ResetRate => &["above_per_second", "classes", "window"],
             Self::ClosedBeforeAcceptRate => &["above_per_second", "ports", "window"],
             Self::LostEventsRate => &["above_per_second", "window"],
+            Self::AcceptQueueUsage => &["above_fraction", "ports"],
+            Self::TimeoutRate => &["above_per_second", "causes", "window"],
         }
     }
 }
@@ -1004,6 +1097,19 @@ impl<'de> Deserialize<'de> for Class {
             deserializer,
             "a reset class, such as \"no_socket\"",
             |text| one_of(text, "reset class", &ResetClass::ALL, ResetClass::name).map(Class),
+        )
+    }
+}
+
+/// A connection end cause by its metric label name; only timeouts can be rated.
+struct Cause(EndCause);
+
+impl<'de> Deserialize<'de> for Cause {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_str(
+            deserializer,
+            "a timeout cause, such as \"retransmit_timeout\"",
+            |text| one_of(text, "timeout cause", &EndCause::TIMEOUTS, EndCause::name).map(Cause),
         )
     }
 }
@@ -1503,13 +1609,14 @@ mod tests {
         );
         // The built-in rules as the example writes them out are the built-in rules.
         let rules = config.effective_rules();
-        assert_eq!(rules[..6], builtin_rules()[..]);
-        assert_eq!(rules[..6], config.alerts.rules[..6]);
-        assert_eq!(rules.len(), 7);
-        assert_eq!(rules[6].name, "AppAbortiveCloses");
+        assert_eq!(rules[..9], builtin_rules()[..]);
+        assert_eq!(rules[..9], config.alerts.rules[..9]);
+        assert_eq!(rules.len(), 10);
+        assert_eq!(rules[9].name, "AppAbortiveCloses");
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "one example of every option")]
     fn every_option_set() {
         let text = r#"
 [metrics]
@@ -1521,6 +1628,8 @@ max_port_labels = 16
 max_sockets = 4096
 owner_after = "2s"
 reconcile_every = "1m 30s"
+half_open_after = "20s"
+listen_every = "2s"
 state_file = ""
 
 [kernel]
@@ -1575,6 +1684,24 @@ name = "Lost"
 kind = "lost_events_rate"
 above_per_second = 0.5
 window = "1m"
+
+[[alerts.rules]]
+name = "HalfOpen"
+kind = "half_open_age"
+older_than = "1m"
+
+[[alerts.rules]]
+name = "Queue"
+kind = "accept_queue_usage"
+above_fraction = 0.75
+ports = [443]
+
+[[alerts.rules]]
+name = "Timeouts"
+kind = "timeout_rate"
+above_per_second = 0.2
+causes = ["keepalive_timeout", "retransmit_timeout"]
+window = "5m"
 "#;
         let expected = Config {
             metrics: MetricsConfig {
@@ -1586,6 +1713,8 @@ window = "1m"
                 max_sockets: 4096,
                 owner_after: Duration::from_secs(2),
                 reconcile_every: Duration::from_secs(90),
+                half_open_after: Duration::from_secs(20),
+                listen_every: Duration::from_secs(2),
                 state_file: None,
             },
             kernel: KernelConfig {
@@ -1669,7 +1798,55 @@ window = "1m"
                     window: Duration::from_mins(1),
                 },
             ),
+            rule(
+                "HalfOpen",
+                RuleKind::HalfOpenAge {
+                    older_than: Duration::from_mins(1),
+                },
+            ),
+            rule(
+                "Queue",
+                RuleKind::AcceptQueueUsage {
+                    above_fraction: 0.75,
+                    ports: vec![443],
+                },
+            ),
+            rule(
+                "Timeouts",
+                RuleKind::TimeoutRate {
+                    above_per_second: 0.2,
+                    causes: vec![EndCause::KeepaliveTimeout, EndCause::RetransmitTimeout],
+                    window: Duration::from_mins(5),
+                },
+            ),
         ]
+    }
+
+    #[test]
+    fn new_rule_kinds_refuse_what_they_cannot_use() {
+        assert_eq!(
+            error("[[alerts.rules]]\nname = \"Q\"\nkind = \"accept_queue_usage\"\n"),
+            "observer.toml:1:1: alerts.rules[0]: missing field `above_fraction`, which kind = \
+             \"accept_queue_usage\" needs: add one, such as above_fraction = 0.9"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.rules]]\nname = \"T\"\nkind = \"timeout_rate\"\n\
+                 above_per_second = 1\ncauses = [\"refused\"]\n"
+            ),
+            "observer.toml:5:11: alerts.rules[0].causes[0]: unknown timeout cause \"refused\", \
+             expected one of retransmit_timeout, keepalive_timeout, zero_window_timeout, \
+             connect_timeout, timeout"
+        );
+        assert_eq!(
+            error(
+                "[[alerts.rules]]\nname = \"H\"\nkind = \"half_open_age\"\n\
+                 older_than = \"1m\"\nwindow = \"1m\"\n"
+            ),
+            "observer.toml:5:1: alerts.rules[0].window: unknown field `window` for kind = \
+             \"half_open_age\", expected one of name, kind, for, severity, labels, summary, \
+             older_than"
+        );
     }
 
     #[test]
@@ -1737,13 +1914,16 @@ for = "30s"
                 "TcpTimeWaitPortExhaustion",
                 "TcpResetRateHigh",
                 "TcpClosedBeforeAccept",
+                "TcpHalfOpenSuspected",
+                "TcpAcceptQueueFull",
+                "TcpTimeoutRateHigh",
                 "ObserverLostEvents",
                 "Mine",
             ]
         );
         let builtin = builtin_rules();
         assert_eq!(rules[..3], builtin[..3]);
-        assert_eq!(rules[4..6], builtin[4..6]);
+        assert_eq!(rules[4..9], builtin[4..9]);
         assert_eq!(rules[3], config.alerts.rules[1]);
         assert_eq!(
             rules[3].kind,
@@ -1754,8 +1934,8 @@ for = "30s"
             }
         );
         assert_eq!(rules[3].for_, Duration::from_secs(30));
-        assert_eq!(rules[6], config.alerts.rules[0]);
-        assert_eq!(rules[6].severity, "critical");
+        assert_eq!(rules[9], config.alerts.rules[0]);
+        assert_eq!(rules[9].severity, "critical");
     }
 
     #[test]
@@ -1858,7 +2038,7 @@ older_than = "5x"
             error("[[alerts.rules]]\nname = \"A\"\n"),
             "observer.toml:1:1: alerts.rules[0]: missing field `kind`: add kind = one of \
              close_wait_age, timewait_usage, reset_rate, closed_before_accept_rate, \
-             lost_events_rate"
+             lost_events_rate, half_open_age, accept_queue_usage, timeout_rate"
         );
         assert_eq!(
             error("[[alerts.rules]]\nname = \"A\"\nkind = \"reset_rate\"\nabove_per_second = 0\n"),
@@ -1873,7 +2053,7 @@ older_than = "5x"
             error("[[alerts.rules]]\nname = \"A\"\nkind = \"close_wait\"\n"),
             "observer.toml:3:8: alerts.rules[0].kind: unknown kind \"close_wait\", expected one \
              of close_wait_age, timewait_usage, reset_rate, closed_before_accept_rate, \
-             lost_events_rate"
+             lost_events_rate, half_open_age, accept_queue_usage, timeout_rate"
         );
     }
 

@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::{
     decode::{
-        ResetDirection, ResetLayout, StateLayout, TimerLayout,
+        ResetDirection, ResetLayout, RetransmitKind, StateLayout, TimerLayout,
+        retransmit::RetransmitLayout,
         timewait::{CommonOffsets, TimewaitOffsets},
     },
     load::{
@@ -76,6 +77,8 @@ pub enum Feature {
     TimewaitTimeouts,
     Resets,
     ResetReasons,
+    Retransmits,
+    SocketErrors,
     ExistingSockets,
     Owners,
     SkippedRuns,
@@ -91,6 +94,8 @@ impl Feature {
             Self::TimewaitTimeouts => "TIME_WAIT timeout lengths",
             Self::Resets => "RSTs",
             Self::ResetReasons => "RST reasons",
+            Self::Retransmits => "retransmissions and half-open suspects",
+            Self::SocketErrors => "connection ends by error (timeouts by cause)",
             Self::ExistingSockets => "sockets open before start-up",
             Self::Owners => "socket owners",
             Self::SkippedRuns => "counting of skipped program runs",
@@ -307,6 +312,9 @@ enum Role {
     State,
     Reset(ResetDirection),
     Timer,
+    Retransmit(RetransmitKind),
+    /// Attached as a raw tracepoint: its record's fields are not read.
+    SocketError,
 }
 
 struct Tracepoint {
@@ -317,7 +325,7 @@ struct Tracepoint {
 
 /// The tracepoints the programs attach to. The timer ones are in the order
 /// [`TimerLayout::new`] takes their formats.
-const TRACEPOINTS: [Tracepoint; 6] = [
+const TRACEPOINTS: [Tracepoint; 9] = [
     Tracepoint {
         category: "sock",
         name: "inet_sock_set_state",
@@ -347,6 +355,21 @@ const TRACEPOINTS: [Tracepoint; 6] = [
         category: "timer",
         name: "timer_expire_entry",
         role: Role::Timer,
+    },
+    Tracepoint {
+        category: "tcp",
+        name: "tcp_retransmit_skb",
+        role: Role::Retransmit(RetransmitKind::Segment),
+    },
+    Tracepoint {
+        category: "tcp",
+        name: "tcp_retransmit_synack",
+        role: Role::Retransmit(RetransmitKind::Synack),
+    },
+    Tracepoint {
+        category: "sock",
+        name: "inet_sk_error_report",
+        role: Role::SocketError,
     },
 ];
 
@@ -504,6 +527,11 @@ fn gather_tracepoints(tracefs: &Path) -> (Vec<Presence>, Option<bool>) {
                     timer_formats.push((found.len(), format));
                     Presence::PresentUnchecked
                 }
+                Role::Retransmit(kind) => match RetransmitLayout::from_format(&format, kind) {
+                    Ok(_) => Presence::Usable,
+                    Err(e) => Presence::Unusable(e.to_string()),
+                },
+                Role::SocketError => Presence::Usable,
             },
         };
         found.push(presence);
@@ -1070,6 +1098,32 @@ fn tracepoint_check(tp: &Tracepoint, presence: &Presence) -> Check {
             FIX_NEW_KERNEL,
             &[Feature::Timewait],
         ),
+        Role::Retransmit(kind) => Check::warn(
+            name,
+            finding,
+            match kind {
+                RetransmitKind::Segment => {
+                    "retransmissions are not observed: no half-open suspects, \
+                     `observer_tcp_retransmits_total` stays 0 and `TcpHalfOpenSuspected` cannot \
+                     fire; timeouts are still counted"
+                }
+                RetransmitKind::Synack => {
+                    "SYN-ACK retransmissions are not observed: \
+                     `observer_tcp_synack_retransmits_total` stays empty"
+                }
+            },
+            FIX_NEW_KERNEL,
+            &[Feature::Retransmits],
+        ),
+        Role::SocketError => Check::warn(
+            name,
+            finding,
+            "connections ended by errors are not observed: no timeout, refusal or reset \
+             causes, `observer_tcp_connection_errors_total` stays empty and \
+             `TcpTimeoutRateHigh` cannot fire",
+            FIX_NEW_KERNEL,
+            &[Feature::SocketErrors],
+        ),
     }
 }
 
@@ -1274,6 +1328,16 @@ fn trial_check(trial: &Result<Features, String>) -> Check {
         "closed-before-accept detection",
         Feature::ClosedBeforeAccept,
     );
+    consider(
+        &features.retransmits,
+        "retransmissions",
+        Feature::Retransmits,
+    );
+    consider(
+        &features.socket_errors,
+        "connection errors",
+        Feature::SocketErrors,
+    );
     if features.resets.is_active() && features.reset_reasons {
         attached.push("RST reasons");
     }
@@ -1305,7 +1369,7 @@ mod tests {
             euid: 0,
             caps: Some(0x1ff_feff_ffff),
             tracefs: TracefsFact::Readable(PathBuf::from("/sys/kernel/tracing")),
-            tracepoints: Some(vec![Presence::Usable; 6]),
+            tracepoints: Some(vec![Presence::Usable; TRACEPOINTS.len()]),
             reset_reason_field: Some(true),
             btf: BtfFact::Present {
                 netns: Ok(()),
@@ -1363,9 +1427,9 @@ mod tests {
             summary(&checks),
             "observer can run here; nothing is degraded."
         );
-        // kernel, 7 capabilities, tracefs, BTF, 6 tracepoints, RST reasons, tw_timer_handler,
+        // kernel, 7 capabilities, tracefs, BTF, 9 tracepoints, RST reasons, tw_timer_handler,
         // CONFIG_HZ, sock_diag, 2 sysctls, trial load.
-        assert_eq!(checks.len(), 23);
+        assert_eq!(checks.len(), 26);
     }
 
     #[test]

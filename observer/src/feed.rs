@@ -5,6 +5,7 @@ use crate::{
     alerts::{Change, Engine, Inputs},
     decode::Event,
     events::EventStream,
+    sockdiag::Listener,
     track::{Report, Tracker},
     {clock::mono_now_ns, inventory::Inventory},
 };
@@ -67,6 +68,7 @@ pub fn evaluate_alerts(
     engine: &mut Engine,
     tracker: &mut Tracker,
     inventory: &Inventory,
+    listeners: &[Listener],
     owner_after: std::time::Duration,
     lost_total: u64,
     wall: jiff::Timestamp,
@@ -76,6 +78,7 @@ pub fn evaluate_alerts(
     let inputs = Inputs {
         tracker,
         limits: &inventory.limits,
+        listeners,
         lost_total,
         now_ns: now,
     };

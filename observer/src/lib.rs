@@ -15,6 +15,7 @@ pub mod events;
 pub mod export;
 pub mod feed;
 pub mod inventory;
+pub mod listen_queues;
 pub mod load;
 pub mod run;
 pub mod sockdiag;

@@ -37,6 +37,18 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tcp_close_wait_oldest_seconds", &[]),
     ("observer_tcp_timewait_bucket_usage_ratio", &[]),
     ("observer_tcp_timewait_port_usage_ratio", &[]),
+    ("observer_tcp_retransmits_total", &[]),
+    ("observer_tcp_synack_retransmits_total", &["port"]),
+    ("observer_tcp_retransmit_streaks_total", &["outcome"]),
+    ("observer_tcp_half_open_suspects", &[]),
+    ("observer_tcp_half_open_oldest_seconds", &[]),
+    ("observer_tcp_connection_errors_total", &["cause", "state"]),
+    ("observer_tcp_listen_queue_length", &["port"]),
+    ("observer_tcp_listen_queue_limit", &["port"]),
+    ("observer_tcp_listen_syn_recv", &["port"]),
+    ("observer_tcp_listen_queue_usage_ratio", &[]),
+    ("observer_tcp_listen_overflows_total", &[]),
+    ("observer_tcp_listen_drops_total", &[]),
     ("observer_events_received_total", &[]),
     ("observer_events_lost_total", &["reason"]),
     ("observer_timewait_timers_untracked_total", &[]),
@@ -46,6 +58,8 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tracker_evicted_total", &["table"]),
     ("observer_tracker_seeded_total", &[]),
     ("observer_tracker_stale_total", &[]),
+    ("observer_tracker_retransmitting", &[]),
+    ("observer_tracker_retransmits_untracked_total", &["table"]),
     ("observer_alerts", &["alertname", "alertstate"]),
     ("observer_alert_notifications_total", &["sink", "result"]),
 ];
@@ -89,7 +103,25 @@ const LABEL_VALUES: &[(&str, &[&str])] = &[
         ],
     ),
     ("how", &["peer_closed", "peer_reset"]),
-    ("cause", &["expired", "killed"]),
+    (
+        "cause",
+        &[
+            // TIME_WAIT ends
+            "expired",
+            "killed",
+            // connection errors
+            "retransmit_timeout",
+            "keepalive_timeout",
+            "zero_window_timeout",
+            "connect_timeout",
+            "timeout",
+            "refused",
+            "reset",
+            "unreachable",
+            "other",
+        ],
+    ),
+    ("outcome", &["began", "recovered"]),
     (
         "reason",
         &[
@@ -99,7 +131,10 @@ const LABEL_VALUES: &[(&str, &[&str])] = &[
             "malformed",
         ],
     ),
-    ("table", &["sockets", "timewait"]),
+    (
+        "table",
+        &["sockets", "timewait", "connections", "synack_ports"],
+    ),
     ("alertstate", &["pending", "firing"]),
     ("sink", &["alertmanager", "file"]),
     ("result", &["sent", "failed", "dropped"]),
@@ -130,6 +165,21 @@ const DAEMON_RULES: &[(&str, &str, &str)] = &[
     (
         "TcpClosedBeforeAccept",
         "sum by (instance, port) (rate(observer_tcp_closed_before_accept_total[1m])) > 1",
+        "1m",
+    ),
+    (
+        "TcpHalfOpenSuspected",
+        "observer_tcp_half_open_oldest_seconds > 30",
+        "0m",
+    ),
+    (
+        "TcpAcceptQueueFull",
+        "observer_tcp_listen_queue_usage_ratio > 0.9",
+        "30s",
+    ),
+    (
+        "TcpTimeoutRateHigh",
+        "sum by (instance, cause) (rate(observer_tcp_connection_errors_total{cause=~\".*timeout\"}[1m])) > 1",
         "1m",
     ),
     (

@@ -15,7 +15,7 @@ use std::{
 use serde_json::Value;
 use support::{
     V4, V6,
-    netns::NetNs,
+    netns::{InputDrop, NetNs},
     privileged, promql,
     services::{Process, TempDir, encode, free_port, get, have, wait_for},
 };
@@ -23,6 +23,7 @@ use support::{
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+const NFT: &str = "/usr/sbin/nft";
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -152,8 +153,10 @@ fn is_socket(alert: &Value, netns: u32, port: u16) -> bool {
 }
 
 /// Traffic for every panel: a connection each way of closing, an abort, one closed before
-/// accept(), and a CLOSE_WAIT leak per family (returned: the leaking server sockets).
+/// accept(), and a CLOSE_WAIT leak per family (returned: the leaking server sockets); a
+/// SYN-ACK retransmission and a connect timeout.
 fn traffic(ns: &NetNs) -> Vec<(TcpStream, u16)> {
+    lost_handshakes(ns);
     ns.enter(|| {
         let mut leaks = Vec::new();
         for addr in [V4, V6] {
@@ -180,11 +183,37 @@ fn traffic(ns: &NetNs) -> Vec<(TcpStream, u16)> {
     })
 }
 
+/// A handshake whose final ACK is dropped (the server retransmits its SYN-ACK after 1 s), and
+/// a connect() whose SYNs are all dropped (it times out after one retry).
+fn lost_handshakes(ns: &NetNs) {
+    let (listener, port) = ns.enter(|| {
+        let listener = TcpListener::bind((V4, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    });
+    {
+        let _drop = InputDrop::new(
+            ns,
+            &format!("tcp dport {port} tcp flags & (syn | ack) == ack drop"),
+        );
+        let client = ns.enter(|| TcpStream::connect((V4, port)).unwrap());
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(client);
+    }
+    drop(listener);
+    ns.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    let _drop = InputDrop::new(ns, "tcp dport 9 drop");
+    let err = ns
+        .enter(|| TcpStream::connect((V4, 9)))
+        .expect_err("every SYN is dropped");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+}
+
 #[test]
 fn prometheus_scrapes_and_alertmanager_receives_a_close_wait_leak() {
     const TEST: &str = "prometheus_scrapes_and_alertmanager_receives_a_close_wait_leak";
     if !privileged(TEST)
-        || ![PROMETHEUS, PROMTOOL, ALERTMANAGER]
+        || ![PROMETHEUS, PROMTOOL, ALERTMANAGER, NFT]
             .iter()
             .all(|b| have(b, TEST))
     {

@@ -1,4 +1,7 @@
+pub mod baseline;
 pub mod reset;
+pub mod retransmit;
+pub mod sock_error;
 pub mod span;
 pub mod state;
 pub mod timewait;

@@ -15,7 +15,9 @@ use aya_log_ebpf::warn;
 use observer_common::{
     RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord,
     probe_config::UNKNOWN,
-    record::{Counter, FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ},
+    record::{
+        Counter, FLAG_NO_SK_SOCKET, FLAG_RETRANSMITS_READ, FLAG_SK_SOCKET_READ, RETRANSMITS_SHIFT,
+    },
 };
 
 use crate::maps::{EVENTS, count};
@@ -95,7 +97,13 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         } else {
             netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
         };
-        (*rec).flags = sk_socket_flags(sk, cfg);
+        // `kind` is a constant in each program: the others compile without this read.
+        let retransmits = if matches!(kind, RecordKind::Retransmit) {
+            retransmits_flags(sk, cfg)
+        } else {
+            0
+        };
+        (*rec).flags = sk_socket_flags(sk, cfg) | retransmits;
     }
     entry.submit(0);
 }
@@ -140,6 +148,19 @@ unsafe fn skb_netns_inum(ctx: &TracePointContext, cfg: &SpanProbeConfig) -> u32 
             return 0;
         };
         netns_inum(dev, cfg.dev_net_offset, cfg.net_inum_offset)
+    }
+}
+
+/// `icsk_retransmits` in the high byte, when configured.
+#[inline(always)]
+unsafe fn retransmits_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
+    if sk.is_null() || cfg.icsk_retransmits_offset == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: probe read of kernel memory.
+    match unsafe { bpf_probe_read_kernel::<u8>(sk.add(cfg.icsk_retransmits_offset as usize)) } {
+        Ok(n) => FLAG_RETRANSMITS_READ | (u16::from(n) << RETRANSMITS_SHIFT),
+        Err(_) => 0,
     }
 }
 

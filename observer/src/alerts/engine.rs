@@ -329,5 +329,12 @@ fn default_summary(rule: &AlertRule) -> &'static str {
             "Clients give up on connections before the server accepts them"
         }
         RuleKind::LostEventsRate { .. } => "The TCP observer is losing events",
+        RuleKind::HalfOpenAge { .. } => {
+            "A TCP connection retransmits without progress: its peer may be gone"
+        }
+        RuleKind::AcceptQueueUsage { .. } => {
+            "A listening socket's accept queue is nearly full: the server is not accepting"
+        }
+        RuleKind::TimeoutRate { .. } => "TCP connections are timing out",
     }
 }

@@ -10,14 +10,16 @@ use crate::{
     config::{AlertRule, RuleKind},
     decode::ResetDirection,
     feed::nanos,
-    sockdiag::NetLimits,
-    track::{ResetClass, Tracker},
+    sockdiag::{Listener, NetLimits},
+    track::{EndCause, ResetClass, Tracker},
 };
 
 /// What rules are evaluated against.
 pub struct Inputs<'a> {
     pub tracker: &'a Tracker,
     pub limits: &'a FxHashMap<u32, NetLimits>,
+    /// Listening sockets at the last sample of their accept queues.
+    pub listeners: &'a [Listener],
     /// Events lost so far (every reason).
     pub lost_total: u64,
     /// `CLOCK_MONOTONIC` ns now.
@@ -42,6 +44,8 @@ struct Sample {
     at_ns: u64,
     resets: [[u64; ResetClass::ALL.len()]; 2],
     closed_before_accept: FxHashMap<(u32, u16), u64>,
+    /// Connection ends by cause.
+    ends: [u64; EndCause::ALL.len()],
     lost: u64,
 }
 
@@ -58,6 +62,7 @@ impl Sample {
                 .into_iter()
                 .map(|(k, n)| (k, n.peer_closed + n.peer_reset))
                 .collect(),
+            ends: EndCause::ALL.map(|c| inputs.tracker.connection_ends().of_cause(c)),
             lost: inputs.lost_total,
         }
     }
@@ -132,6 +137,16 @@ pub fn instances(rule: &AlertRule, inputs: &Inputs<'_>, history: &History) -> Ve
             above_per_second,
             window,
         } => lost_events_rate(history, *above_per_second, *window),
+        RuleKind::HalfOpenAge { older_than } => half_open_age(inputs, *older_than),
+        RuleKind::AcceptQueueUsage {
+            above_fraction,
+            ports,
+        } => accept_queue_usage(inputs, *above_fraction, ports),
+        RuleKind::TimeoutRate {
+            above_per_second,
+            causes,
+            window,
+        } => timeout_rate(history, *above_per_second, causes, *window),
     };
     found.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.key.cmp(&b.key)));
     found
@@ -145,7 +160,8 @@ pub fn longest_window(rules: &[AlertRule]) -> Duration {
         .filter_map(|r| match &r.kind {
             RuleKind::ResetRate { window, .. }
             | RuleKind::ClosedBeforeAcceptRate { window, .. }
-            | RuleKind::LostEventsRate { window, .. } => Some(*window),
+            | RuleKind::LostEventsRate { window, .. }
+            | RuleKind::TimeoutRate { window, .. } => Some(*window),
             _ => None,
         })
         .max()
@@ -154,6 +170,29 @@ pub fn longest_window(rules: &[AlertRule]) -> Duration {
 
 fn labels<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Labels naming one connection, its owner when known; returns also "comm (pid N)".
+fn connection_labels(
+    tuple: &crate::track::Tuple,
+    owner: Option<crate::decode::Task>,
+) -> (BTreeMap<String, String>, String) {
+    let mut l = labels([
+        ("netns", tuple.netns.to_string()),
+        ("local_address", tuple.local.ip().to_string()),
+        ("local_port", tuple.local.port().to_string()),
+        ("remote_address", tuple.remote.ip().to_string()),
+        ("remote_port", tuple.remote.port().to_string()),
+    ]);
+    let holder = owner.map_or_else(
+        || "an unknown process".to_owned(),
+        |o| {
+            l.insert("pid".to_owned(), o.pid.to_string());
+            l.insert("comm".to_owned(), o.comm().into_owned());
+            format!("{} (pid {})", o.comm(), o.pid)
+        },
+    );
+    (l, holder)
 }
 
 fn close_wait_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
@@ -166,21 +205,7 @@ fn close_wait_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
         .map(|e| {
             let age_ns = inputs.now_ns.saturating_sub(e.since_ns);
             let t = e.tuple;
-            let mut l = labels([
-                ("netns", t.netns.to_string()),
-                ("local_address", t.local.ip().to_string()),
-                ("local_port", t.local.port().to_string()),
-                ("remote_address", t.remote.ip().to_string()),
-                ("remote_port", t.remote.port().to_string()),
-            ]);
-            let holder = e.owner.map_or_else(
-                || "an unknown process".to_owned(),
-                |o| {
-                    l.insert("pid".to_owned(), o.pid.to_string());
-                    l.insert("comm".to_owned(), o.comm().into_owned());
-                    format!("{} (pid {})", o.comm(), o.pid)
-                },
-            );
+            let (l, holder) = connection_labels(&t, e.owner);
             let age = humantime::format_duration(Duration::from_secs(age_ns / 1_000_000_000));
             Instance {
                 key: format!("{}@{}", e.key, e.since_ns),
@@ -334,6 +359,95 @@ fn closed_before_accept_rate(
                     "{rate:.1} connections per second to port {port} (network namespace \
                      {netns}) were closed by their clients before the server accepted them: \
                      the server is not calling accept() fast enough"
+                ),
+            });
+        }
+    }
+    found
+}
+
+fn half_open_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
+    inputs
+        .tracker
+        .half_open_suspects(nanos(older_than))
+        .into_iter()
+        .map(|e| {
+            let age_ns = inputs.now_ns.saturating_sub(e.since_ns);
+            let (mut l, holder) = connection_labels(&e.tuple, e.owner);
+            if let Some(state) = e.state {
+                l.insert("state".to_owned(), state.name().to_owned());
+            }
+            let age = humantime::format_duration(Duration::from_secs(age_ns / 1_000_000_000));
+            Instance {
+                key: format!("{}@{}", e.key, e.since_ns),
+                labels: l,
+                value: seconds(age_ns),
+                description: format!(
+                    "{} -> {} has retransmitted {} times without progress for {}{age}: the \
+                     peer, or the path to it, may be gone; {holder} is waiting on it",
+                    e.tuple.local,
+                    e.tuple.remote,
+                    e.retransmits,
+                    if e.lower_bound { "at least " } else { "" },
+                ),
+            }
+        })
+        .collect()
+}
+
+fn accept_queue_usage(inputs: &Inputs<'_>, above: f64, ports: &[u16]) -> Vec<Instance> {
+    inputs
+        .listeners
+        .iter()
+        .filter(|l| l.backlog > 0 && (ports.is_empty() || ports.contains(&l.local.port())))
+        .filter_map(|l| {
+            let ratio = f64::from(l.queued) / f64::from(l.backlog);
+            (ratio > above).then(|| Instance {
+                key: format!("{}/{}", l.netns, l.local),
+                labels: labels([
+                    ("netns", l.netns.to_string()),
+                    ("local_address", l.local.ip().to_string()),
+                    ("port", l.local.port().to_string()),
+                ]),
+                value: ratio,
+                description: format!(
+                    "the accept queue of {} (network namespace {}) holds {} connections, \
+                     {:.0}% of its backlog of {}: the application is not calling accept() fast \
+                     enough, and once it is full new handshakes are dropped",
+                    l.local,
+                    l.netns,
+                    l.queued,
+                    ratio * 100.0,
+                    l.backlog
+                ),
+            })
+        })
+        .collect()
+}
+
+fn timeout_rate(
+    history: &History,
+    above: f64,
+    causes: &[EndCause],
+    window: Duration,
+) -> Vec<Instance> {
+    let mut found = Vec::new();
+    for cause in EndCause::TIMEOUTS {
+        if !causes.is_empty() && !causes.contains(&cause) {
+            continue;
+        }
+        let Some(rate) = history.rate(window, |s| s.ends[cause.index()]) else {
+            return found;
+        };
+        if rate > above {
+            found.push(Instance {
+                key: cause.name().to_owned(),
+                labels: labels([("cause", cause.name().into())]),
+                value: rate,
+                description: format!(
+                    "{rate:.2} connections per second ended by {} over the last {}",
+                    cause.name().replace('_', " "),
+                    humantime::format_duration(window)
                 ),
             });
         }

@@ -64,6 +64,7 @@ fn evaluate(engine: &mut Engine, tracker: &Tracker, now_ns: u64, lost: u64) -> V
         &Inputs {
             tracker,
             limits: &limits,
+            listeners: &[],
             lost_total: lost,
             now_ns,
         },
@@ -327,6 +328,7 @@ fn lost_events_fire_on_any_loss_and_timewait_usage_against_limits() {
         &Inputs {
             tracker: &tracker,
             limits: &limits,
+            listeners: &[],
             lost_total: 0,
             now_ns: 2 * S,
         },
@@ -383,4 +385,166 @@ fn a_restored_alert_keeps_its_start_and_labels_learnt_before_the_restart() {
         "same identity"
     );
     assert_eq!(again[0].alert.active_since, first[0].alert.active_since);
+}
+
+fn retransmit(sock: u64, at_ns: u64, unrecovered: u8) -> Event {
+    Event::Retransmit(crate::decode::Retransmit {
+        mono_ns: at_ns,
+        kind: crate::decode::RetransmitKind::Segment,
+        sock,
+        state: Some(Established),
+        family: Family::Ipv4,
+        local: "10.0.0.1:40000".parse().unwrap(),
+        remote: "10.0.0.2:80".parse().unwrap(),
+        netns: Some(NS),
+        unrecovered: Some(unrecovered),
+        err: 0,
+    })
+}
+
+#[test]
+fn half_open_fires_per_connection_with_its_owner_and_resolves_on_recovery() {
+    let mut tracker = Tracker::new(64);
+    let mut out = Vec::new();
+    for e in [
+        tr(0xB, S, Close, SynSent, "10.0.0.1:0", "10.0.0.2:80"),
+        tr(
+            0xB,
+            S,
+            SynSent,
+            Established,
+            "10.0.0.1:40000",
+            "10.0.0.2:80",
+        ),
+    ] {
+        tracker.apply(&e, &mut out);
+    }
+    // Timeouts at 10, 11, 13, 17 s: the RTO doubles from 1 s, nothing is acknowledged.
+    for (at, n) in [(10, 1), (11, 2), (13, 3), (17, 4)] {
+        tracker.apply(&retransmit(0xB, at * S, n), &mut out);
+    }
+    let mut engine = Engine::new(
+        vec![rule(
+            "HalfOpen",
+            0,
+            RuleKind::HalfOpenAge {
+                older_than: Duration::from_secs(5),
+            },
+        )],
+        16,
+    );
+    tracker.advance(18 * S, &mut out);
+    let firing = evaluate(&mut engine, &tracker, 18 * S, 0);
+    assert_eq!(statuses(&firing), [("HalfOpen".to_owned(), Status::Firing)]);
+    let alert = &firing[0].alert;
+    assert_eq!(alert.labels["pid"], "4242");
+    assert_eq!(alert.labels["state"], "ESTABLISHED");
+    assert_eq!(alert.labels["remote_port"], "80");
+    assert!((alert.value - 8.0).abs() < 1e-9);
+    assert!(
+        alert.annotations["description"].contains("4 times without progress for 8s"),
+        "{:?}",
+        alert.annotations
+    );
+    // No timeout 2 x 4 s + 1 s after the last one: the peer answered.
+    tracker.advance(27 * S, &mut out);
+    let resolved = evaluate(&mut engine, &tracker, 27 * S, 0);
+    assert_eq!(
+        statuses(&resolved),
+        [("HalfOpen".to_owned(), Status::Resolved)]
+    );
+}
+
+#[test]
+fn accept_queue_usage_fires_per_listener_above_its_fraction() {
+    let tracker = Tracker::new(64);
+    let listener = |port: u16, queued: u32| crate::sockdiag::Listener {
+        netns: NS,
+        local: SocketAddr::from(([0, 0, 0, 0], port)),
+        inode: 1,
+        queued,
+        backlog: 4,
+        syn_recv: 0,
+    };
+    let listeners = [listener(8080, 5), listener(9090, 3), listener(22, 0)];
+    let mut engine = Engine::new(
+        vec![rule(
+            "Queue",
+            0,
+            RuleKind::AcceptQueueUsage {
+                above_fraction: 0.9,
+                ports: Vec::new(),
+            },
+        )],
+        16,
+    );
+    let limits = FxHashMap::default();
+    let changes = engine.evaluate(
+        &Inputs {
+            tracker: &tracker,
+            limits: &limits,
+            listeners: &listeners,
+            lost_total: 0,
+            now_ns: S,
+        },
+        Timestamp::from_second(1_700_000_000).unwrap(),
+    );
+    assert_eq!(statuses(&changes), [("Queue".to_owned(), Status::Firing)]);
+    let alert = &changes[0].alert;
+    assert_eq!(alert.labels["port"], "8080");
+    assert_eq!(alert.labels["local_address"], "0.0.0.0");
+    assert!((alert.value - 1.25).abs() < 1e-9);
+    assert!(
+        alert.annotations["description"].contains("holds 5 connections, 125% of its backlog of 4"),
+        "{:?}",
+        alert.annotations
+    );
+}
+
+#[test]
+fn timeout_rate_counts_only_the_chosen_timeout_causes() {
+    let mut tracker = Tracker::new(64);
+    let mut engine = Engine::new(
+        vec![rule(
+            "Timeouts",
+            0,
+            RuleKind::TimeoutRate {
+                above_per_second: 0.5,
+                causes: vec![crate::track::EndCause::KeepaliveTimeout],
+                window: Duration::from_secs(10),
+            },
+        )],
+        16,
+    );
+    assert!(evaluate(&mut engine, &tracker, 0, 0).is_empty());
+    let mut out = Vec::new();
+    let error = |sock: u64, error: i32, probes_out: u8| {
+        Event::SocketError(crate::decode::SocketError {
+            mono_ns: S,
+            sock,
+            error,
+            state: Some(Established),
+            family: Family::Ipv4,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+            netns: Some(NS),
+            unrecovered: Some(0),
+            probes_out: Some(probes_out),
+            unsent_data: Some(false),
+        })
+    };
+    // 8 keepalive timeouts and 20 refusals in 10 s: 0.8/s of the one cause that counts.
+    for sock in 0..8 {
+        tracker.apply(&error(sock, 110, 9), &mut out);
+    }
+    for sock in 100..120 {
+        tracker.apply(&error(sock, 111, 0), &mut out);
+    }
+    let changes = evaluate(&mut engine, &tracker, 10 * S, 0);
+    assert_eq!(
+        statuses(&changes),
+        [("Timeouts".to_owned(), Status::Firing)]
+    );
+    assert_eq!(changes[0].alert.labels["cause"], "keepalive_timeout");
+    assert!((changes[0].alert.value - 0.8).abs() < 1e-9);
 }

@@ -5,6 +5,8 @@
 //! A record that fails a check is an error the caller counts and skips, never a panic.
 
 pub mod reset;
+pub mod retransmit;
+pub mod sock_error;
 pub mod state;
 pub mod timewait;
 
@@ -17,6 +19,8 @@ use observer_common::{RAW_CAPACITY, RecordKind, SpanRecord, TimerRecord, record:
 use thiserror::Error;
 
 pub use reset::{Reset, ResetDirection, ResetLayout, ResetReason};
+pub use retransmit::{Retransmit, RetransmitKind, RetransmitLayout};
+pub use sock_error::{SocketError, SocketErrorLayout};
 pub use state::{StateLayout, Transition};
 pub use timewait::{TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer};
 
@@ -122,6 +126,8 @@ pub enum Event {
     Transition(Transition),
     Reset(Reset),
     Timewait(TimewaitTimer),
+    Retransmit(Retransmit),
+    SocketError(SocketError),
 }
 
 impl Event {
@@ -132,6 +138,8 @@ impl Event {
             Self::Transition(t) => t.mono_ns,
             Self::Reset(r) => r.mono_ns,
             Self::Timewait(t) => t.mono_ns,
+            Self::Retransmit(r) => r.mono_ns,
+            Self::SocketError(e) => e.mono_ns,
         }
     }
 }
@@ -144,6 +152,9 @@ pub struct Decoder {
     pub send_reset: Option<ResetLayout>,
     pub receive_reset: Option<ResetLayout>,
     pub timer: Option<TimerLayout>,
+    pub retransmit: Option<RetransmitLayout>,
+    pub retransmit_synack: Option<RetransmitLayout>,
+    pub sock_error: Option<SocketErrorLayout>,
 }
 
 impl Decoder {
@@ -174,6 +185,24 @@ impl Decoder {
                 .ok_or_else(off)?
                 .decode(bytes)
                 .map(Event::Timewait),
+            RecordKind::Retransmit => self
+                .retransmit
+                .as_ref()
+                .ok_or_else(off)?
+                .decode(bytes)
+                .map(Event::Retransmit),
+            RecordKind::RetransmitSynack => self
+                .retransmit_synack
+                .as_ref()
+                .ok_or_else(off)?
+                .decode(bytes)
+                .map(Event::Retransmit),
+            RecordKind::SocketError => self
+                .sock_error
+                .as_ref()
+                .ok_or_else(off)?
+                .decode(bytes)
+                .map(Event::SocketError),
         }
     }
 }
@@ -389,5 +418,47 @@ pub(crate) mod tests {
             )
         }
         .to_vec()
+    }
+
+    #[test]
+    fn records_of_programs_not_attached_are_refused_by_kind() {
+        use observer_common::{RAW_CAPACITY, RecordHeader, RecordKind};
+
+        use super::{DecodeError, Decoder};
+
+        let decoder = Decoder {
+            state: crate::decode::state::tests::layout().0,
+            send_reset: None,
+            receive_reset: None,
+            timer: None,
+            retransmit: None,
+            retransmit_synack: None,
+            sock_error: None,
+        };
+        for kind in [
+            RecordKind::Retransmit,
+            RecordKind::RetransmitSynack,
+            RecordKind::SocketError,
+        ] {
+            let rec = SpanRecord {
+                header: RecordHeader::new(kind, size_of::<SpanRecord>()),
+                ts_ns: 0,
+                pid_tgid: 0,
+                netns: 0,
+                raw_len: 0,
+                flags: 0,
+                comm: [0; 16],
+                raw: [0; RAW_CAPACITY],
+            };
+            let bytes = span_record_bytes(rec, &[0; 8], &SpanProbeConfig::UNSET);
+            assert_eq!(
+                decoder.decode(&bytes),
+                Err(DecodeError::NotEnabled(kind as u16))
+            );
+        }
+        assert_eq!(
+            decoder.decode(&8u64.to_ne_bytes()),
+            Err(DecodeError::UnknownKind(8))
+        );
     }
 }

@@ -90,22 +90,7 @@ impl TimerLayout {
     ) -> Result<(Self, TimerProbeConfig), TracefsError> {
         let [start, cancel, expire] = formats;
         let off = |format: &Format, name: &str| format.field(name).map(|f| as_u32(f.offset));
-        let ends = [
-            common.daddr + 4,
-            common.rcv_saddr + 4,
-            common.dport + 2,
-            common.num + 2,
-            common.family + 2,
-            common.v6_daddr + 16,
-            common.v6_rcv_saddr + 16,
-        ];
-        let needed = ends.iter().copied().max().unwrap_or(0) as usize;
-        if needed > COMMON_CAPACITY {
-            return Err(TracefsError::MissingField {
-                path: "struct sock_common".into(),
-                field: format!("(members span {needed} bytes, more than {COMMON_CAPACITY})"),
-            });
-        }
+        let needed = common.needed()?;
         let config = TimerProbeConfig {
             tw_timer_handler: handler,
             start_timer: off(start, "timer")?,
@@ -163,11 +148,51 @@ impl TimerLayout {
         if (rec.common_len as usize) < self.needed || rec.common_len as usize > COMMON_CAPACITY {
             return Err(DecodeError::Truncated(u32::from(rec.common_len)));
         }
-        let c = &rec.common[..rec.common_len as usize];
+        let (family, local, remote) = self
+            .common
+            .addresses(&rec.common[..rec.common_len as usize])?;
+        let substate = TcpState::from_kernel(i32::from(rec.substate))
+            .ok_or(DecodeError::UnknownState(i64::from(rec.substate)))?;
+        Ok(TimewaitSocket {
+            substate,
+            family,
+            local,
+            remote,
+            netns: (rec.netns != 0).then_some(rec.netns),
+        })
+    }
+}
+
+impl CommonOffsets {
+    /// Bytes of `struct sock_common` that hold the members decoded.
+    pub fn needed(&self) -> Result<usize, TracefsError> {
+        let ends = [
+            self.daddr.saturating_add(4),
+            self.rcv_saddr.saturating_add(4),
+            self.dport.saturating_add(2),
+            self.num.saturating_add(2),
+            self.family.saturating_add(2),
+            self.v6_daddr.saturating_add(16),
+            self.v6_rcv_saddr.saturating_add(16),
+        ];
+        let needed = ends.iter().copied().max().unwrap_or(0) as usize;
+        if needed > COMMON_CAPACITY {
+            return Err(TracefsError::MissingField {
+                path: "struct sock_common".into(),
+                field: format!("(members span {needed} bytes, more than {COMMON_CAPACITY})"),
+            });
+        }
+        Ok(needed)
+    }
+
+    /// (family, local, remote) from a copy of `struct sock_common` of at least
+    /// [`Self::needed`] bytes (callers check). The local port is `skc_num`: 0 once the socket
+    /// has given its port back.
+    pub fn addresses(&self, c: &[u8]) -> Result<(Family, SocketAddr, SocketAddr), DecodeError> {
         let at = |o: u32, n: usize| &c[o as usize..o as usize + n];
         let u16_ne = |o: u32| u16::from_ne_bytes(at(o, 2).try_into().expect("2 bytes"));
-        let local_port = u16_ne(self.common.num);
-        let remote_port = u16::from_be_bytes(at(self.common.dport, 2).try_into().expect("2 bytes"));
+        let local_port = u16_ne(self.num);
+        let remote_port = u16::from_be_bytes(at(self.dport, 2).try_into().expect("2 bytes"));
         let v4 = |o| {
             IpAddr::V4(Ipv4Addr::from(
                 <[u8; 4]>::try_from(at(o, 4)).expect("4 bytes"),
@@ -178,32 +203,18 @@ impl TimerLayout {
                 <[u8; 16]>::try_from(at(o, 16)).expect("16 bytes"),
             ))
         };
-        let (family, local, remote) = match u16_ne(self.common.family) {
-            AF_INET => (
-                Family::Ipv4,
-                v4(self.common.rcv_saddr),
-                v4(self.common.daddr),
-            ),
-            AF_INET6 => (
-                Family::Ipv6,
-                v6(self.common.v6_rcv_saddr),
-                v6(self.common.v6_daddr),
-            ),
+        let (family, local, remote) = match u16_ne(self.family) {
+            AF_INET => (Family::Ipv4, v4(self.rcv_saddr), v4(self.daddr)),
+            AF_INET6 => (Family::Ipv6, v6(self.v6_rcv_saddr), v6(self.v6_daddr)),
             other => return Err(DecodeError::UnknownFamily(u64::from(other))),
         };
-        let substate = TcpState::from_kernel(i32::from(rec.substate))
-            .ok_or(DecodeError::UnknownState(i64::from(rec.substate)))?;
-        Ok(TimewaitSocket {
-            substate,
+        Ok((
             family,
-            local: SocketAddr::new(local, local_port),
-            remote: SocketAddr::new(remote, remote_port),
-            netns: (rec.netns != 0).then_some(rec.netns),
-        })
+            SocketAddr::new(local, local_port),
+            SocketAddr::new(remote, remote_port),
+        ))
     }
-}
 
-impl CommonOffsets {
     /// For tests and for kernels where BTF is missing: nothing is known.
     pub const UNKNOWN: Self = Self {
         daddr: UNKNOWN,
@@ -218,13 +229,13 @@ impl CommonOffsets {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use observer_common::RecordHeader;
 
     use super::*;
 
     /// `struct sock_common` offsets on Linux 6.18 x86_64.
-    const COMMON_6_18: CommonOffsets = CommonOffsets {
+    pub const COMMON_6_18: CommonOffsets = CommonOffsets {
         daddr: 0,
         rcv_saddr: 4,
         dport: 12,

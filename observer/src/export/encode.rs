@@ -201,6 +201,129 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "observer_tcp_retransmits",
+            "Segments retransmitted by connections (tcp_retransmit_skb).",
+            Counter,
+            [(vec![], f(s.retransmits.segments))],
+        )?;
+        let synack_ports: Vec<String> = s
+            .synack_retransmits
+            .iter()
+            .map(|(p, _)| p.value())
+            .collect();
+        family(
+            &mut e,
+            "observer_tcp_synack_retransmits",
+            "SYN-ACKs retransmitted by listeners, by listening port: clients that vanished \
+             mid-handshake, or final ACKs dropped because the accept queue was full.",
+            Counter,
+            s.synack_retransmits
+                .iter()
+                .zip(&synack_ports)
+                .map(|((_, n), port)| (vec![("port", port.as_str())], f(*n))),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_retransmit_streaks",
+            "Periods of retransmission without progress, by outcome so far: began, or \
+             recovered (the peer answered again). Those that timed out are in \
+             observer_tcp_connection_errors_total.",
+            Counter,
+            [
+                (vec![("outcome", "began")], f(s.retransmits.streaks)),
+                (vec![("outcome", "recovered")], f(s.retransmits.recovered)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_half_open_suspects",
+            "Connections retransmitting without progress for longer than the half-open \
+             threshold: their peer, or the path to it, may be gone.",
+            Gauge,
+            [(vec![], f(s.half_open_suspects))],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_half_open_oldest_seconds",
+            "How long the oldest half-open suspect has retransmitted without progress (0 when \
+             there is none).",
+            Gauge,
+            [(vec![], s.half_open_oldest_seconds)],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_connection_errors",
+            "Connections the kernel ended with an error, by cause (retransmit_timeout, \
+             keepalive_timeout, connect_timeout, refused, reset, unreachable, ...) and the \
+             state they were in.",
+            Counter,
+            s.connection_errors.iter().map(|(cause, state, n)| {
+                (
+                    vec![
+                        ("cause", cause.name()),
+                        ("state", state.map_or("UNKNOWN", |st| st.name())),
+                    ],
+                    f(*n),
+                )
+            }),
+        )?;
+        let listen_ports: Vec<String> = s.listen_queues.iter().map(|(p, ..)| p.value()).collect();
+        family(
+            &mut e,
+            "observer_tcp_listen_queue_length",
+            "Connections waiting in listening sockets' accept queues, by port (summed over \
+             the port's sockets).",
+            Gauge,
+            s.listen_queues
+                .iter()
+                .zip(&listen_ports)
+                .map(|((_, q, ..), port)| (vec![("port", port.as_str())], f(*q))),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_listen_queue_limit",
+            "Accept-queue limits (the listen() backlog, capped by net.core.somaxconn), by port.",
+            Gauge,
+            s.listen_queues
+                .iter()
+                .zip(&listen_ports)
+                .map(|((_, _, b, _), port)| (vec![("port", port.as_str())], f(*b))),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_listen_syn_recv",
+            "Handshakes in progress (request sockets in SYN_RECV), by listening port.",
+            Gauge,
+            s.listen_queues
+                .iter()
+                .zip(&listen_ports)
+                .map(|((.., r), port)| (vec![("port", port.as_str())], f(*r))),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_listen_queue_usage_ratio",
+            "Highest, over listening sockets, of accept-queue length / its limit.",
+            Gauge,
+            [(vec![], s.listen_queue_highest_usage)],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_listen_overflows",
+            "Handshakes completed into a full accept queue (TcpExt ListenOverflows), summed \
+             over network namespaces since the observer started.",
+            Counter,
+            [(vec![], f(s.listen_overflows))],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_listen_drops",
+            "SYNs and handshakes dropped by listeners for any reason, overflows included \
+             (TcpExt ListenDrops), summed over network namespaces since the observer started.",
+            Counter,
+            [(vec![], f(s.listen_drops))],
+        )?;
+        family(
+            &mut e,
             "observer_events_received",
             "Records read from the kernel's ring buffer.",
             Counter,
@@ -280,6 +403,27 @@ impl Collector for SnapshotCollector {
              lost).",
             Counter,
             [(vec![], f(st.reconciled_stale))],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_retransmitting",
+            "Connections followed for their retransmissions now.",
+            Gauge,
+            [(vec![], f(s.retransmitting_connections as u64))],
+        )?;
+        family(
+            &mut e,
+            "observer_tracker_retransmits_untracked",
+            "Retransmissions of connections the retransmission table had no room for, and \
+             SYN-ACK retransmissions beyond the per-port table.",
+            Counter,
+            [
+                (vec![("table", "connections")], f(s.retransmits.untracked)),
+                (
+                    vec![("table", "synack_ports")],
+                    f(s.retransmits.synack_overflow),
+                ),
+            ],
         )?;
         family(
             &mut e,

@@ -21,8 +21,9 @@ use crate::{
     alerts::{NotificationCounts, RuleCounts},
     clock::seconds,
     events::Losses,
+    listen_queues::ListenQueues,
     sockdiag::NetLimits,
-    track::{ResetClass, Tracker, TrackerStats, durations::Histogram},
+    track::{EndCause, ResetClass, RetransmitCounts, Tracker, TrackerStats, durations::Histogram},
 };
 
 /// What a snapshot is taken from: the daemon's state, borrowed under its lock.
@@ -32,6 +33,9 @@ pub struct Sources<'a> {
     pub received: u64,
     pub losses: Losses,
     pub limits: &'a FxHashMap<u32, NetLimits>,
+    pub listen: &'a ListenQueues,
+    /// Retransmitting without progress for this long makes a half-open suspect.
+    pub half_open_after_ns: u64,
     pub alerts: &'a [RuleCounts],
     pub notifications: NotificationCounts,
     pub ports: &'a mut PortLabels,
@@ -55,6 +59,19 @@ pub struct MetricsSnapshot {
     pub close_wait_oldest_seconds: f64,
     pub timewait_bucket_usage: f64,
     pub timewait_port_usage: f64,
+    pub retransmits: RetransmitCounts,
+    /// (listening port, SYN-ACKs retransmitted), summed over namespaces.
+    pub synack_retransmits: Vec<(PortLabel, u64)>,
+    pub retransmitting_connections: usize,
+    pub half_open_suspects: u64,
+    pub half_open_oldest_seconds: f64,
+    /// (cause, state, count); state `None` when the kernel's was unknown.
+    pub connection_errors: Vec<(EndCause, Option<TcpState>, u64)>,
+    /// Per listening port, summed over its sockets: (port, queued, backlog, SYN_RECV).
+    pub listen_queues: Vec<(PortLabel, u64, u64, u64)>,
+    pub listen_queue_highest_usage: f64,
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
     pub received: u64,
     pub losses: Losses,
     pub stats: TrackerStats,
@@ -80,6 +97,25 @@ impl MetricsSnapshot {
         let usage = t.timewait_usage(s.limits);
         let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
         let (timewait_expired, timewait_killed) = t.timewait_ends();
+        let mut synacks: FxHashMap<PortLabel, u64> = FxHashMap::default();
+        for ((_, port), n) in t.synack_retransmits() {
+            *synacks.entry(s.ports.label(port)).or_default() += n;
+        }
+        let mut synack_retransmits: Vec<_> = synacks.into_iter().collect();
+        synack_retransmits.sort_unstable_by_key(|(p, _)| *p);
+        let mut queues: FxHashMap<PortLabel, (u64, u64, u64)> = FxHashMap::default();
+        for l in &s.listen.listeners {
+            let slot = queues.entry(s.ports.label(l.local.port())).or_default();
+            slot.0 += u64::from(l.queued);
+            slot.1 += u64::from(l.backlog);
+            slot.2 += u64::from(l.syn_recv);
+        }
+        let mut listen_queues: Vec<_> = queues
+            .into_iter()
+            .map(|(p, (q, b, r))| (p, q, b, r))
+            .collect();
+        listen_queues.sort_unstable_by_key(|(p, ..)| *p);
+        let suspects = t.half_open_suspects(s.half_open_after_ns);
         Self {
             kernel: kernel_release(),
             transitions: s.transitions.nonzero(),
@@ -97,6 +133,18 @@ impl MetricsSnapshot {
                 .map_or(0.0, |(since, _)| seconds(s.now_ns.saturating_sub(since))),
             timewait_bucket_usage: max(&mut usage.bucket_ratios(s.limits).map(|(.., r)| r)),
             timewait_port_usage: max(&mut usage.port_ratios(s.limits).map(|(.., r)| r)),
+            retransmits: t.retransmit_counts(),
+            synack_retransmits,
+            retransmitting_connections: t.retransmitting_connections(),
+            half_open_suspects: suspects.len() as u64,
+            half_open_oldest_seconds: suspects
+                .first()
+                .map_or(0.0, |e| seconds(s.now_ns.saturating_sub(e.since_ns))),
+            connection_errors: t.connection_ends().nonzero(),
+            listen_queues,
+            listen_queue_highest_usage: s.listen.highest_usage(),
+            listen_overflows: s.listen.overflows,
+            listen_drops: s.listen.drops,
             received: s.received,
             losses: s.losses,
             stats: t.stats(),

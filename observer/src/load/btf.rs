@@ -1,6 +1,7 @@
 //! Kernel struct member offsets from BTF (/sys/kernel/btf/vmlinux).
 
 use btf_rs::{Btf, Type};
+use observer_common::probe_config::KernelBits;
 use thiserror::Error;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -15,6 +16,15 @@ pub enum BtfError {
     NoMember { strukt: String, path: String },
     #[error("kernel BTF has no enum {0}")]
     NoEnum(String),
+    #[error("member `{path}` of struct {strukt} is not an integer of at most 32 bits")]
+    NotAnInteger { strukt: String, path: String },
+}
+
+/// A member found by [`KernelBtf::locate`].
+struct Located {
+    bits: u32,
+    ty: Type,
+    bitfield: Option<u32>,
 }
 
 /// Kernel BTF, parsed once.
@@ -30,6 +40,56 @@ impl KernelBtf {
     /// Byte offset of a (possibly nested) member, e.g. `("sock", "__sk_common.skc_net.net")`.
     /// Anonymous unions and structs along the way are searched as C would.
     pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        self.locate(strukt, path).map(|found| found.bits / 8)
+    }
+
+    /// How to read an integer member (plain, or a bitfield as older kernels have for
+    /// `sk_protocol`) as the `u32` that holds it.
+    pub fn bits_of(&self, strukt: &str, path: &str) -> Result<KernelBits, BtfError> {
+        let not_integer = || BtfError::NotAnInteger {
+            strukt: strukt.to_owned(),
+            path: path.to_owned(),
+        };
+        let found = self.locate(strukt, path)?;
+        let width = match found.bitfield {
+            Some(width) => width,
+            None => match &found.ty {
+                Type::Int(i) => u32::try_from(i.size() * 8).map_err(|_| not_integer())?,
+                Type::Enum(e) => u32::try_from(e.size() * 8).map_err(|_| not_integer())?,
+                _ => return Err(not_integer()),
+            },
+        };
+        if width == 0 || width > 32 {
+            return Err(not_integer());
+        }
+        let mask = u32::MAX >> (32 - width);
+        if found.bitfield.is_none() && found.bits.is_multiple_of(8) {
+            // A whole integer: read from its first byte.
+            let shift = if cfg!(target_endian = "little") {
+                0
+            } else {
+                32 - width
+            };
+            return Ok(KernelBits {
+                offset: found.bits / 8,
+                shift,
+                mask,
+            });
+        }
+        // BTF numbers bitfield bits from the least significant bit only on little-endian.
+        let shift = found.bits % 32;
+        if cfg!(target_endian = "big") || shift + width > 32 {
+            return Err(not_integer());
+        }
+        Ok(KernelBits {
+            offset: found.bits / 32 * 4,
+            shift,
+            mask,
+        })
+    }
+
+    /// The member at `path` in `strukt`: its bit offset, type, and bitfield width.
+    fn locate(&self, strukt: &str, path: &str) -> Result<Located, BtfError> {
         let no_member = || BtfError::NoMember {
             strukt: strukt.to_owned(),
             path: path.to_owned(),
@@ -41,12 +101,15 @@ impl KernelBtf {
             .and_then(|types| types.into_iter().find(|t| matches!(t, Type::Struct(_))))
             .ok_or_else(no_member)?;
         let mut bits = 0;
+        let mut bitfield = None;
         for name in path.split('.') {
-            let (member_bits, member_ty) = self.find_member(&ty, name, 0).ok_or_else(no_member)?;
+            let (member_bits, member_ty, width) =
+                self.find_member(&ty, name, 0).ok_or_else(no_member)?;
             bits += member_bits;
             ty = member_ty;
+            bitfield = width;
         }
-        Ok(bits / 8)
+        Ok(Located { bits, ty, bitfield })
     }
 
     /// The values of enum `name` with their names, e.g. `sk_rst_reason`.
@@ -69,8 +132,9 @@ impl KernelBtf {
             .collect())
     }
 
-    /// Finds `name` in struct/union `ty`, descending into anonymous members.
-    fn find_member(&self, ty: &Type, name: &str, depth: u32) -> Option<(u32, Type)> {
+    /// Finds `name` in struct/union `ty`, descending into anonymous members: its bit offset,
+    /// type, and bitfield width if it is one.
+    fn find_member(&self, ty: &Type, name: &str, depth: u32) -> Option<(u32, Type, Option<u32>)> {
         let members = match ty {
             Type::Struct(s) | Type::Union(s) => &s.members,
             _ => return None,
@@ -82,12 +146,13 @@ impl KernelBtf {
             let member_ty = self.skip_modifiers(self.0.resolve_chained_type(member).ok()?)?;
             let member_name = self.0.resolve_name(member).unwrap_or_default();
             if member_name == name {
-                return Some((member.bit_offset(), member_ty));
+                let width = member.bitfield_size().filter(|w| *w != 0);
+                return Some((member.bit_offset(), member_ty, width));
             }
             if member_name.is_empty()
-                && let Some((bits, found)) = self.find_member(&member_ty, name, depth + 1)
+                && let Some((bits, found, width)) = self.find_member(&member_ty, name, depth + 1)
             {
-                return Some((member.bit_offset() + bits, found));
+                return Some((member.bit_offset() + bits, found, width));
             }
         }
         None
@@ -133,6 +198,19 @@ mod tests {
         assert!(btf.offset_of("sock", "__sk_common.skc_net.net").is_ok());
         assert!(btf.offset_of("net", "ns.inum").is_ok());
         assert!(btf.offset_of("sock", "no_such_member").is_err());
+        // sk_protocol is a u16 since Linux 5.6, a bitfield before: both are readable.
+        let protocol = btf.bits_of("sock", "sk_protocol").unwrap();
+        assert!(
+            protocol.mask == 0xffff || protocol.mask == 0xff,
+            "{protocol:?}"
+        );
+        assert_eq!(
+            btf.bits_of("inet_connection_sock", "icsk_retransmits")
+                .unwrap()
+                .mask,
+            0xff
+        );
+        assert!(btf.bits_of("sock", "__sk_common.skc_net").is_err());
         let states = btf.enum_values("sk_rst_reason").unwrap_or_default();
         if !states.is_empty() {
             assert!(states.contains(&(1, "SK_RST_REASON_NO_SOCKET".to_owned())));

@@ -4,13 +4,19 @@
 
 use std::path::Path;
 
-use observer_common::{SpanProbeConfig, TimerProbeConfig};
+use observer_common::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
+
+use observer_common::probe_config::UNKNOWN;
 
 use super::{
-    Availability, Features, LoadError, btf::KernelBtf, kallsyms, kernel_config, tracefs::Format,
+    Availability, Features, LoadError,
+    btf::{BtfError, KernelBtf},
+    kallsyms, kernel_config,
+    tracefs::Format,
 };
 use crate::decode::{
-    Decoder, ResetDirection, ResetLayout, ResetReason, StateLayout,
+    Decoder, ResetDirection, ResetLayout, ResetReason, RetransmitKind, RetransmitLayout,
+    SocketErrorLayout, StateLayout,
     timewait::{CommonOffsets, TimerLayout, TimewaitOffsets},
 };
 
@@ -21,6 +27,9 @@ pub(super) struct Plan {
     pub send_reset: Option<SpanProbeConfig>,
     pub receive_reset: Option<SpanProbeConfig>,
     pub timer: Option<TimerProbeConfig>,
+    pub retransmit: Option<SpanProbeConfig>,
+    pub retransmit_synack: Option<SpanProbeConfig>,
+    pub sock_error: Option<SockErrorProbeConfig>,
     pub features: Features,
 }
 
@@ -95,19 +104,153 @@ pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
             None
         }
     };
+
+    let (segment, synack) =
+        retransmit_plans(tracefs, btf.as_ref().ok(), net, &mut features.retransmits);
+
+    let sock_error = match sock_error_plan(tracefs, btf.as_ref().ok(), net) {
+        Ok(planned) => Some(planned),
+        Err(reason) => {
+            features.socket_errors = Availability::Unavailable(reason);
+            None
+        }
+    };
     Ok(Plan {
         decoder: Decoder {
             state: state_layout,
             send_reset: send.map(|(l, _)| l),
             receive_reset: receive.map(|(l, _)| l),
             timer: timer.map(|(l, _)| l),
+            retransmit: segment.map(|(l, _)| l),
+            retransmit_synack: synack.map(|(l, _)| l),
+            sock_error: sock_error.map(|(l, _)| l),
         },
         state,
         send_reset: send.map(|(_, c)| c),
         receive_reset: receive.map(|(_, c)| c),
         timer: timer.map(|(_, c)| c),
+        retransmit: segment.map(|(_, c)| c),
+        retransmit_synack: synack.map(|(_, c)| c),
+        sock_error: sock_error.map(|(_, c)| c),
         features,
     })
+}
+
+type RetransmitPlan = (RetransmitLayout, SpanProbeConfig);
+
+/// Both retransmission programs; `availability` says why one is missing.
+fn retransmit_plans(
+    tracefs: &Path,
+    btf: Option<&KernelBtf>,
+    net: Option<(u32, u32)>,
+    availability: &mut Availability,
+) -> (Option<RetransmitPlan>, Option<RetransmitPlan>) {
+    let icsk_retransmits = btf
+        .ok_or_else(|| "no kernel BTF".to_owned())
+        .and_then(|btf| as_text(btf.offset_of("inet_connection_sock", "icsk_retransmits")));
+    let mut plan = |kind: RetransmitKind, name: &str| {
+        let planned = Format::read(tracefs, "tcp", name)
+            .and_then(|f| RetransmitLayout::from_format(&f, kind));
+        match planned {
+            Ok((layout, mut cfg)) => {
+                if let Some((sock_net, inum)) = net {
+                    cfg.sock_net_offset = sock_net;
+                    cfg.net_inum_offset = inum;
+                }
+                // A listener's counter says nothing about one of its SYN-ACKs.
+                if kind == RetransmitKind::Segment {
+                    match &icsk_retransmits {
+                        Ok(off) => cfg.icsk_retransmits_offset = *off,
+                        Err(e) => log::info!(
+                            "retransmissions are reported without the count of timeouts in a \
+                             row: {e}"
+                        ),
+                    }
+                }
+                Some((layout, cfg))
+            }
+            Err(e) => {
+                *availability = Availability::Unavailable(e.to_string());
+                None
+            }
+        }
+    };
+    (
+        plan(RetransmitKind::Segment, "tcp_retransmit_skb"),
+        plan(RetransmitKind::Synack, "tcp_retransmit_synack"),
+    )
+}
+
+fn as_text<T>(r: Result<T, BtfError>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// The `struct sock_common` members that make a socket's identity.
+fn common_offsets(btf: &KernelBtf) -> Result<CommonOffsets, String> {
+    let common = |m: &str| btf.offset_of("sock_common", m).map_err(|e| e.to_string());
+    Ok(CommonOffsets {
+        daddr: common("skc_daddr")?,
+        rcv_saddr: common("skc_rcv_saddr")?,
+        dport: common("skc_dport")?,
+        num: common("skc_num")?,
+        family: common("skc_family")?,
+        v6_daddr: common("skc_v6_daddr")?,
+        v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+        net: common("skc_net.net")?,
+    })
+}
+
+/// The error-report program reads everything from the socket: it needs BTF. `net` is the
+/// (`skc_net`, `ns.inum`) pair when known.
+fn sock_error_plan(
+    tracefs: &Path,
+    btf: Option<&KernelBtf>,
+    net: Option<(u32, u32)>,
+) -> Result<(SocketErrorLayout, SockErrorProbeConfig), String> {
+    // Attached as a raw tracepoint, whose arguments carry the socket; the format file only
+    // says whether this kernel has it (Linux 5.15+).
+    Format::read(tracefs, "sock", "inet_sk_error_report").map_err(|e| e.to_string())?;
+    let btf = btf.ok_or("kernel BTF is needed to read the socket of an error report")?;
+    sock_error_from_btf(btf, net)
+}
+
+/// The error-report program's offsets, all from BTF.
+fn sock_error_from_btf(
+    btf: &KernelBtf,
+    net: Option<(u32, u32)>,
+) -> Result<(SocketErrorLayout, SockErrorProbeConfig), String> {
+    let optional = |what: &str, r: Result<u32, BtfError>| {
+        r.map_err(|e| log::info!("connection errors are reported without {what}: {e}"))
+            .unwrap_or(UNKNOWN)
+    };
+    let (sock_net_offset, net_inum_offset) = net.unwrap_or((UNKNOWN, UNKNOWN));
+    let config = SockErrorProbeConfig {
+        configured: 1,
+        protocol: as_text(btf.bits_of("sock", "sk_protocol"))?,
+        sock_type: as_text(btf.bits_of("sock", "sk_type"))?,
+        err_offset: as_text(btf.offset_of("sock", "sk_err"))?,
+        state_offset: as_text(btf.offset_of("sock", "__sk_common.skc_state"))?,
+        retransmits_offset: optional(
+            "the count of timeouts in a row",
+            btf.offset_of("inet_connection_sock", "icsk_retransmits"),
+        ),
+        probes_out_offset: optional(
+            "the count of unanswered probes",
+            btf.offset_of("inet_connection_sock", "icsk_probes_out"),
+        ),
+        wmem_queued_offset: optional(
+            "whether data was waiting to be sent",
+            btf.offset_of("sock", "sk_wmem_queued"),
+        ),
+        sport_offset: optional(
+            "the local port of a connection that failed before it was established",
+            btf.offset_of("inet_sock", "inet_sport"),
+        ),
+        common_len: 0,
+        sock_net_offset,
+        net_inum_offset,
+    };
+    SocketErrorLayout::new(common_offsets(btf)?, config).map_err(|e| e.to_string())
 }
 
 fn timer_plan(
@@ -122,17 +265,7 @@ fn timer_plan(
         read("timer_cancel")?,
         read("timer_expire_entry")?,
     );
-    let common = |m: &str| btf.offset_of("sock_common", m).map_err(|e| e.to_string());
-    let offsets = CommonOffsets {
-        daddr: common("skc_daddr")?,
-        rcv_saddr: common("skc_rcv_saddr")?,
-        dport: common("skc_dport")?,
-        num: common("skc_num")?,
-        family: common("skc_family")?,
-        v6_daddr: common("skc_v6_daddr")?,
-        v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
-        net: common("skc_net.net")?,
-    };
+    let offsets = common_offsets(btf)?;
     let tw = |m: &str| {
         btf.offset_of("inet_timewait_sock", m)
             .map_err(|e| e.to_string())
@@ -150,4 +283,47 @@ fn timer_plan(
     }
     TimerLayout::new([&start, &cancel, &expire], offsets, tw_offsets, handler, hz)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::probe_config::KernelBits;
+
+    use super::*;
+    use crate::load::btf::VMLINUX_BTF;
+
+    /// Needs only a readable /sys/kernel/btf/vmlinux, not root.
+    #[test]
+    fn the_error_report_program_is_configured_from_btf() {
+        let Ok(btf) = KernelBtf::load() else {
+            eprintln!("SKIPPED: no kernel BTF at {VMLINUX_BTF}");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI machines have kernel BTF"
+            );
+            return;
+        };
+        let (_, cfg) = sock_error_from_btf(&btf, Some((48, 160))).unwrap();
+        assert_eq!(cfg.configured, 1);
+        // Linux 5.6+: sk_protocol and sk_type are plain u16s; before, 8 and 16 bits of a word.
+        let plain = |b: KernelBits| b.shift == 0 && b.mask == 0xffff;
+        let old = |b: KernelBits, width: u32| {
+            b.offset.is_multiple_of(4) && b.mask == u32::MAX >> (32 - width)
+        };
+        assert!(plain(cfg.protocol) || old(cfg.protocol, 8), "{cfg:?}");
+        assert!(plain(cfg.sock_type) || old(cfg.sock_type, 16), "{cfg:?}");
+        for offset in [
+            cfg.retransmits_offset,
+            cfg.probes_out_offset,
+            cfg.wmem_queued_offset,
+            cfg.sport_offset,
+        ] {
+            assert_ne!(offset, UNKNOWN, "{cfg:?}");
+        }
+        // sk_err and icsk_* live past struct sock_common, skc_state inside it.
+        assert!(cfg.err_offset as usize > cfg.common_len as usize, "{cfg:?}");
+        assert!(cfg.state_offset < cfg.common_len, "{cfg:?}");
+        assert!(cfg.retransmits_offset > cfg.sport_offset, "{cfg:?}");
+        assert_eq!((cfg.sock_net_offset, cfg.net_inum_offset), (48, 160));
+    }
 }

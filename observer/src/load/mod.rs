@@ -15,15 +15,23 @@ use std::os::fd::AsFd as _;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use observer_common::record::Counter;
 use thiserror::Error;
 
+use self::prog_stats::ProgStats;
 use crate::decode::Decoder;
 
 /// The eBPF object built by build.rs from the observer-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+/// The embedded eBPF object, for tools that load programs of it themselves (the benchmark's
+/// baseline program, which the daemon never attaches).
+#[must_use]
+pub fn object() -> &'static [u8] {
+    EBPF_OBJECT
+}
 
 /// Default ring buffer size: 4 MiB holds about 28,000 records, several times what this
 /// machine can produce between two reads even at peak churn.
@@ -116,6 +124,12 @@ pub struct Features {
     pub timewait: Availability,
     /// Whether a socket was ever accepted (`sk->sk_socket` from BTF).
     pub closed_before_accept: Availability,
+    /// Retransmitted segments and SYN-ACKs (`tcp:tcp_retransmit_skb`,
+    /// `tcp:tcp_retransmit_synack`).
+    pub retransmits: Availability,
+    /// Errors the kernel reports on TCP sockets: refused, reset, timed out (the
+    /// `inet_sk_error_report` raw tracepoint, Linux 5.15+, with BTF).
+    pub socket_errors: Availability,
 }
 
 /// Losses counted in the kernel. Every one is an event that userspace never saw.
@@ -125,8 +139,8 @@ pub struct KernelLosses {
     pub ring_buffer_full: u64,
     /// The tracepoint record could not be read.
     pub read_failed: u64,
-    /// The kernel skipped a transition or reset program because another tracing program was
-    /// running on that CPU.
+    /// The kernel skipped a transition, reset, retransmission or error program because another
+    /// tracing program was running on that CPU.
     pub recursion_misses: u64,
     /// The same for the timer programs. Most of these runs would have been for other timers
     /// than timewait ones, so this is an upper bound of timewait events missed.
@@ -143,50 +157,55 @@ impl KernelLosses {
     }
 }
 
-/// One program of the object: its name, tracepoint, and whether the observation needs it.
-struct ProgramSpec {
-    name: &'static str,
-    category: &'static str,
-    required: bool,
-    timer: bool,
+/// The part of the observation a program serves: the feature it switches off when it cannot
+/// be attached, and where its losses are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    Transitions,
+    Resets,
+    Timewait,
+    Retransmits,
+    SocketErrors,
 }
 
-const PROGRAMS: [ProgramSpec; 6] = [
+/// One program of the object: its name, tracepoint, and whether the observation needs it.
+struct ProgramSpec {
+    /// The program's name, which is also its tracepoint's.
+    name: &'static str,
+    category: &'static str,
+    /// Attached as a raw tracepoint (by name; its arguments are the kernel's, not a record).
+    raw: bool,
+    required: bool,
+    group: Group,
+}
+
+impl ProgramSpec {
+    const fn tracepoint(category: &'static str, name: &'static str, group: Group) -> Self {
+        Self {
+            name,
+            category,
+            raw: false,
+            required: matches!(group, Group::Transitions),
+            group,
+        }
+    }
+}
+
+const PROGRAMS: [ProgramSpec; 9] = [
+    ProgramSpec::tracepoint("sock", "inet_sock_set_state", Group::Transitions),
+    ProgramSpec::tracepoint("tcp", "tcp_send_reset", Group::Resets),
+    ProgramSpec::tracepoint("tcp", "tcp_receive_reset", Group::Resets),
+    ProgramSpec::tracepoint("timer", "timer_start", Group::Timewait),
+    ProgramSpec::tracepoint("timer", "timer_cancel", Group::Timewait),
+    ProgramSpec::tracepoint("timer", "timer_expire_entry", Group::Timewait),
+    ProgramSpec::tracepoint("tcp", "tcp_retransmit_skb", Group::Retransmits),
+    ProgramSpec::tracepoint("tcp", "tcp_retransmit_synack", Group::Retransmits),
     ProgramSpec {
-        name: "inet_sock_set_state",
+        name: "inet_sk_error_report",
         category: "sock",
-        required: true,
-        timer: false,
-    },
-    ProgramSpec {
-        name: "tcp_send_reset",
-        category: "tcp",
+        raw: true,
         required: false,
-        timer: false,
-    },
-    ProgramSpec {
-        name: "tcp_receive_reset",
-        category: "tcp",
-        required: false,
-        timer: false,
-    },
-    ProgramSpec {
-        name: "timer_start",
-        category: "timer",
-        required: false,
-        timer: true,
-    },
-    ProgramSpec {
-        name: "timer_cancel",
-        category: "timer",
-        required: false,
-        timer: true,
-    },
-    ProgramSpec {
-        name: "timer_expire_entry",
-        category: "timer",
-        required: false,
-        timer: true,
+        group: Group::SocketErrors,
     },
 ];
 
@@ -228,6 +247,15 @@ impl Probes {
         if let Some(cfg) = &plan.timer {
             loader.override_global("TIMER_PROBE_CONFIG", cfg, true);
         }
+        if let Some(cfg) = &plan.retransmit {
+            loader.override_global("RETRANSMIT_CONFIG", cfg, true);
+        }
+        if let Some(cfg) = &plan.retransmit_synack {
+            loader.override_global("RETRANSMIT_SYNACK_CONFIG", cfg, true);
+        }
+        if let Some(cfg) = &plan.sock_error {
+            loader.override_global("SOCK_ERROR_CONFIG", cfg, true);
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
         start_ebpf_logger(&mut ebpf);
 
@@ -235,7 +263,10 @@ impl Probes {
         let wanted = |spec: &ProgramSpec| match spec.name {
             "tcp_send_reset" => plan.send_reset.is_some(),
             "tcp_receive_reset" => plan.receive_reset.is_some(),
-            _ if spec.timer => plan.timer.is_some(),
+            "tcp_retransmit_skb" => plan.retransmit.is_some(),
+            "tcp_retransmit_synack" => plan.retransmit_synack.is_some(),
+            "inet_sk_error_report" => plan.sock_error.is_some(),
+            _ if spec.group == Group::Timewait => plan.timer.is_some(),
             _ => true,
         };
         for spec in PROGRAMS.iter().filter(|s| wanted(s)) {
@@ -243,27 +274,17 @@ impl Probes {
                 Ok(()) => {}
                 Err(e) if spec.required => return Err(e),
                 Err(e) => {
-                    let slot = if spec.timer {
-                        &mut features.timewait
-                    } else {
-                        &mut features.resets
+                    let slot = match spec.group {
+                        Group::Transitions | Group::Resets => &mut features.resets,
+                        Group::Timewait => &mut features.timewait,
+                        Group::Retransmits => &mut features.retransmits,
+                        Group::SocketErrors => &mut features.socket_errors,
                     };
                     *slot = Availability::Unavailable(e.to_string());
                 }
             }
         }
-        if let Availability::Unavailable(why) = &features.resets {
-            log::warn!("RSTs will not be observed: {why}");
-        }
-        if let Availability::Unavailable(why) = &features.timewait {
-            log::warn!("TIME_WAIT will not be observed: {why}");
-        }
-        if let Availability::Unavailable(why) = &features.closed_before_accept {
-            log::warn!("connections closed before accept() will not be told apart: {why}");
-        }
-        if features.resets.is_active() && !features.reset_reasons {
-            log::info!("this kernel does not say why it sends RSTs (Linux 6.10+ does)");
-        }
+        warn_unavailable(&features);
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(LoadError::Map {
@@ -308,6 +329,23 @@ impl Probes {
         self.events.take()
     }
 
+    /// The kernel's counters (runs, run time, recursion misses) of every attached program, by
+    /// name. Run time is counted only while `kernel.bpf_stats_enabled` is 1.
+    pub fn program_stats(&self) -> Result<Vec<(&'static str, ProgStats)>, LoadError> {
+        let mut stats = Vec::with_capacity(PROGRAMS.len());
+        for spec in &PROGRAMS {
+            // Programs this kernel could not attach have no fd and no statistics.
+            let Some(Ok(fd)) = self.ebpf.program(spec.name).map(|p| p.fd()) else {
+                continue;
+            };
+            stats.push((
+                spec.name,
+                prog_stats::read(fd.as_fd()).map_err(LoadError::Stats)?,
+            ));
+        }
+        Ok(stats)
+    }
+
     /// Events the kernel side could not deliver, so far.
     pub fn losses(&self) -> Result<KernelLosses, LoadError> {
         let sum = |counter: Counter| -> Result<u64, LoadError> {
@@ -329,7 +367,7 @@ impl Probes {
             let misses = prog_stats::read(fd.as_fd())
                 .map_err(LoadError::Stats)?
                 .recursion_misses;
-            if spec.timer {
+            if spec.group == Group::Timewait {
                 timer_recursion_misses += misses;
             } else {
                 recursion_misses += misses;
@@ -345,24 +383,52 @@ impl Probes {
     }
 }
 
+/// One line for each part of the observation this kernel cannot give.
+fn warn_unavailable(features: &Features) {
+    if let Availability::Unavailable(why) = &features.resets {
+        log::warn!("RSTs will not be observed: {why}");
+    }
+    if let Availability::Unavailable(why) = &features.timewait {
+        log::warn!("TIME_WAIT will not be observed: {why}");
+    }
+    if let Availability::Unavailable(why) = &features.retransmits {
+        log::warn!("retransmissions will not be observed: {why}");
+    }
+    if let Availability::Unavailable(why) = &features.socket_errors {
+        log::warn!("connection errors will not be observed: {why}");
+    }
+    if let Availability::Unavailable(why) = &features.closed_before_accept {
+        log::warn!("connections closed before accept() will not be told apart: {why}");
+    }
+    if features.resets.is_active() && !features.reset_reasons {
+        log::info!("this kernel does not say why it sends RSTs (Linux 6.10+ does)");
+    }
+}
+
 fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
     let program_error = |source| LoadError::Program {
         name: spec.name,
         source,
     };
-    let program: &mut TracePoint = ebpf
+    let attach_error = |source| LoadError::Attach {
+        category: spec.category,
+        name: spec.name,
+        source,
+    };
+    let program = ebpf
         .program_mut(spec.name)
-        .ok_or(program_error(ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(program_error)?;
-    program.load().map_err(program_error)?;
-    program
-        .attach(spec.category, spec.name)
-        .map_err(|source| LoadError::Attach {
-            category: spec.category,
-            name: spec.name,
-            source,
-        })?;
+        .ok_or(program_error(ProgramError::NotLoaded))?;
+    if spec.raw {
+        let program: &mut RawTracePoint = program.try_into().map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        program.attach(spec.name).map_err(attach_error)?;
+    } else {
+        let program: &mut TracePoint = program.try_into().map_err(program_error)?;
+        program.load().map_err(program_error)?;
+        program
+            .attach(spec.category, spec.name)
+            .map_err(attach_error)?;
+    }
     Ok(())
 }
 

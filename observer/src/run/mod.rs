@@ -25,7 +25,9 @@ use crate::{
     events::{EventStream, Losses},
     export::{PortLabels, TransitionCounts},
     feed,
+    listen_queues::ListenQueues,
     load::LoadOptions,
+    sockdiag::{self, ListenSnapshot},
     track::{Report, Tracker},
     {clock::mono_now_ns, inventory::Inventory},
 };
@@ -53,6 +55,7 @@ pub async fn run(
     let mut status = interval_after(STATUS_EVERY);
     let mut timers = Timers::of(&daemon);
     let mut pending_dump: Option<JoinHandle<Inventory>> = None;
+    let mut pending_listen: Option<JoinHandle<ListenSnapshot>> = None;
 
     loop {
         tokio::select! {
@@ -64,6 +67,13 @@ pub async fn run(
             dump = async { pending_dump.as_mut().expect("guarded").await }, if pending_dump.is_some() => {
                 pending_dump = None;
                 daemon.reconcile(dump.context("the sock_diag dump panicked")?);
+            }
+            _ = timers.listen.tick(), if pending_listen.is_none() => {
+                pending_listen = Some(tokio::task::spawn_blocking(sockdiag::listeners_all));
+            }
+            sample = async { pending_listen.as_mut().expect("guarded").await }, if pending_listen.is_some() => {
+                pending_listen = None;
+                daemon.shared.lock().listen.update(sample.context("the listener sample panicked")?);
             }
             // Restart state is written after each evaluation, so saved alerts are current.
             _ = timers.evaluate.tick() => {
@@ -100,6 +110,7 @@ struct Timers {
     reconcile: Interval,
     evaluate: Interval,
     resend: Interval,
+    listen: Interval,
 }
 
 impl Timers {
@@ -108,6 +119,7 @@ impl Timers {
             reconcile: interval_after(daemon.config.tracker.reconcile_every),
             evaluate: tokio::time::interval(daemon.config.alerts.evaluation_interval),
             resend: interval_after(daemon.delivery.resend_every()),
+            listen: tokio::time::interval(daemon.config.tracker.listen_every),
         }
     }
 }
@@ -154,6 +166,7 @@ impl Daemon {
             .await
             .context("the sock_diag dump panicked")?;
         let mut tracker = Tracker::new(config.tracker.max_sockets);
+        tracker.set_half_open_after(feed::nanos(config.tracker.half_open_after));
         let seeded = feed::seed(&mut tracker, &mut stream, &mut batch, &mut reports, &dump);
         let restart = config.tracker.state_file.clone().map(RestartState::new);
         if let Some(r) = &restart {
@@ -174,6 +187,8 @@ impl Daemon {
             received: stream.received(),
             losses: stream.losses()?,
             limits: dump.limits.clone(),
+            listen: ListenQueues::default(),
+            half_open_after_ns: feed::nanos(config.tracker.half_open_after),
             ports: PortLabels::new(&config.metrics.ports, config.metrics.max_port_labels),
             alert_counts: engine.counts(),
             notifications: delivery.counts(),
@@ -256,6 +271,7 @@ impl Daemon {
             &mut self.engine,
             &mut s.tracker,
             &self.inventory,
+            &s.listen.listeners,
             self.config.tracker.owner_after,
             s.losses.total(),
             wall,
@@ -339,6 +355,9 @@ impl Daemon {
             }
             s.alert_counts = self.engine.counts();
             s.notifications = self.delivery.counts();
+            let half_open_after = feed::nanos(new.tracker.half_open_after);
+            s.half_open_after_ns = half_open_after;
+            s.tracker.set_half_open_after(half_open_after);
         }
         self.restart = new.tracker.state_file.clone().map(RestartState::new);
         log::info!(

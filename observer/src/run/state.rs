@@ -9,6 +9,7 @@ use crate::{
     clock::mono_now_ns,
     events::Losses,
     export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
+    listen_queues::ListenQueues,
     sockdiag::NetLimits,
     track::Tracker,
 };
@@ -21,6 +22,9 @@ pub struct State {
     pub received: u64,
     pub losses: Losses,
     pub limits: FxHashMap<u32, NetLimits>,
+    /// Accept queues at the last sample.
+    pub listen: ListenQueues,
+    pub half_open_after_ns: u64,
     pub ports: PortLabels,
     pub alert_counts: Vec<RuleCounts>,
     pub notifications: NotificationCounts,
@@ -55,6 +59,8 @@ impl Shared {
             received: s.received,
             losses: s.losses,
             limits: &s.limits,
+            listen: &s.listen,
+            half_open_after_ns: s.half_open_after_ns,
             alerts: &s.alert_counts,
             notifications: s.notifications,
             ports: &mut s.ports,

@@ -12,7 +12,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SockDiagMessage,
-    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, nlas::Nla},
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use observer_common::TcpState;
@@ -28,10 +28,10 @@ const RECV_BUFFER: usize = 64 * 1024;
 const RECV_TIMEOUT_SECS: libc::time_t = 10;
 
 /// Every state `TcpState` can name (bits 1..=12). `StateFlags` of the crate lacks
-/// `NEW_SYN_RECV`, so the mask is built here and passed through `from_bits_retain`. Bit 13
+/// `NEW_SYN_RECV`, so masks are built here and passed through `from_bits_retain`. Bit 13
 /// (`TCP_BOUND_INACTIVE`, bound but neither listening nor connected) is left out on purpose:
 /// it is not a TCP state and `TcpState` cannot hold it.
-const ALL_STATES: u32 = {
+pub(super) const ALL_STATES: u32 = {
     let mut mask = 0;
     let mut i = 0;
     while i < TcpState::ALL.len() {
@@ -49,8 +49,32 @@ const TIMER: usize = 2;
 const RETRANSMITS: usize = 3;
 const EXPIRES: std::ops::Range<usize> = 52..56;
 
+/// One socket of a dump, with what only some callers need besides [`DiagSocket`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub socket: DiagSocket,
+    /// `IPV6_V6ONLY` of an IPv6 listener; `None` when the kernel did not say (IPv4, or not
+    /// listening).
+    pub v6only: Option<bool>,
+    /// `idiag_if`: the device a socket is bound to, or a request socket's incoming device; 0
+    /// for none.
+    pub interface: u32,
+}
+
 /// Dumps IPv4 then IPv6 TCP sockets; `netns` is recorded in each entry.
 pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> {
+    let mut sockets = Vec::new();
+    tcp_dump(netns, ALL_STATES, &mut |entry| sockets.push(entry.socket))?;
+    Ok(sockets)
+}
+
+/// Dumps IPv4 then IPv6 TCP sockets whose state bit (`1 << TCP_*`) is set in `states`,
+/// handing each to `each`. The kernel filters by state before it copies anything out.
+pub(super) fn tcp_dump(
+    netns: u32,
+    states: u32,
+    each: &mut dyn FnMut(Entry),
+) -> Result<(), SockDiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
     socket.bind_auto().map_err(stage("bind"))?;
     socket
@@ -59,9 +83,8 @@ pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> 
     set_receive_timeout(&socket).map_err(stage("setsockopt(SO_RCVTIMEO)"))?;
 
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut sockets = Vec::new();
     for (seq, family) in [(1, Family::Ipv4), (2, Family::Ipv6)] {
-        let request = request(family, seq);
+        let request = request(family, seq, states);
         let sent = socket.send(&request, 0).map_err(stage("send"))?;
         if sent != request.len() {
             return Err(SockDiagError::Io {
@@ -73,7 +96,7 @@ pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> 
             netns,
             family,
             seq,
-            sockets: &mut sockets,
+            each: &mut *each,
         };
         loop {
             let len = recv(&socket, &mut buf)?;
@@ -82,7 +105,7 @@ pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> 
             }
         }
     }
-    Ok(sockets)
+    Ok(())
 }
 
 /// A kernel that never answers must not hang the caller (reconciliation runs periodically).
@@ -112,7 +135,7 @@ fn stage(stage: &'static str) -> impl FnOnce(io::Error) -> SockDiagError {
     move |source| SockDiagError::Io { stage, source }
 }
 
-fn request(family: Family, seq: u32) -> Vec<u8> {
+fn request(family: Family, seq: u32, states: u32) -> Vec<u8> {
     let (af, socket_id) = match family {
         Family::Ipv4 => (AF_INET, SocketId::new_v4()),
         Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
@@ -126,7 +149,7 @@ fn request(family: Family, seq: u32) -> Vec<u8> {
             family: af,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(ALL_STATES),
+            states: StateFlags::from_bits_retain(states),
             socket_id,
         })
         .into(),
@@ -174,7 +197,7 @@ struct Reply<'a> {
     netns: u32,
     family: Family,
     seq: u32,
-    sockets: &'a mut Vec<DiagSocket>,
+    each: &'a mut dyn FnMut(Entry),
 }
 
 impl Reply<'_> {
@@ -189,8 +212,8 @@ impl Reply<'_> {
                     .map_err(|e| self.decode(&e))?;
                 match message.payload {
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        if let Some(socket) = self.socket(&response, raw)? {
-                            self.sockets.push(socket);
+                        if let Some(entry) = self.entry(&response, raw)? {
+                            (self.each)(entry);
                         }
                     }
                     NetlinkPayload::Done(done) if done.code < 0 => {
@@ -216,11 +239,7 @@ impl Reply<'_> {
         Ok(false)
     }
 
-    fn socket(
-        &self,
-        response: &InetResponse,
-        raw: &[u8],
-    ) -> Result<Option<DiagSocket>, SockDiagError> {
+    fn entry(&self, response: &InetResponse, raw: &[u8]) -> Result<Option<Entry>, SockDiagError> {
         let header = &response.header;
         let (Some(&timer), Some(&retransmits), Some(expires)) =
             (raw.get(TIMER), raw.get(RETRANSMITS), raw.get(EXPIRES))
@@ -247,7 +266,7 @@ impl Reply<'_> {
             return Ok(None);
         };
         let id = &header.socket_id;
-        Ok(Some(DiagSocket {
+        let socket = DiagSocket {
             netns: self.netns,
             family,
             state,
@@ -261,6 +280,15 @@ impl Reply<'_> {
             retransmits,
             rqueue: header.recv_queue,
             wqueue: header.send_queue,
+        };
+        let v6only = response.nlas.iter().find_map(|nla| match nla {
+            Nla::SkV6Only(v6only) => Some(*v6only),
+            _ => None,
+        });
+        Ok(Some(Entry {
+            socket,
+            v6only,
+            interface: id.interface_id,
         }))
     }
 
@@ -293,7 +321,7 @@ fn cookie(raw: [u8; 8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
 
@@ -316,40 +344,100 @@ mod tests {
         out
     }
 
-    /// A `TIME_WAIT` `inet_diag_msg` for 10.0.0.1:40000 -> 10.0.0.2:80, plus one attribute.
-    fn time_wait_v4() -> Vec<u8> {
-        let mut m = vec![AF_INET, 6, 3, 0];
-        m.extend_from_slice(&40000u16.to_be_bytes());
-        m.extend_from_slice(&80u16.to_be_bytes());
-        let mut src = [0u8; 16];
-        src[..4].copy_from_slice(&[10, 0, 0, 1]);
-        let mut dst = [0u8; 16];
-        dst[..4].copy_from_slice(&[10, 0, 0, 2]);
-        m.extend_from_slice(&src);
-        m.extend_from_slice(&dst);
-        m.extend_from_slice(&0u32.to_ne_bytes()); // idiag_if
-        m.extend_from_slice(&0x1122_3344u32.to_ne_bytes()); // cookie[0]
-        m.extend_from_slice(&0x5566_7788u32.to_ne_bytes()); // cookie[1]
-        m.extend_from_slice(&59_123u32.to_ne_bytes()); // expires
-        m.extend_from_slice(&0u32.to_ne_bytes()); // rqueue
-        m.extend_from_slice(&0u32.to_ne_bytes()); // wqueue
-        m.extend_from_slice(&0u32.to_ne_bytes()); // uid
-        m.extend_from_slice(&0u32.to_ne_bytes()); // inode
-        assert_eq!(m.len(), 72);
-        // INET_DIAG_SHUTDOWN (8), one byte, padded.
-        m.extend_from_slice(&5u16.to_ne_bytes());
-        m.extend_from_slice(&8u16.to_ne_bytes());
-        m.extend_from_slice(&[3, 0, 0, 0]);
-        m
+    /// An `inet_diag_msg` whose fields are all 0 but these, and its attributes.
+    struct Msg {
+        family: u8,
+        state: u8,
+        timer: u8,
+        local: SocketAddr,
+        remote: SocketAddr,
+        interface: u32,
+        expires: u32,
+        rqueue: u32,
+        wqueue: u32,
+        inode: u32,
+        attrs: Vec<(u16, Vec<u8>)>,
     }
 
-    fn reply(family: Family, seq: u32, sockets: &mut Vec<DiagSocket>) -> Reply<'_> {
+    fn raw_ip(ip: IpAddr) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        match ip {
+            IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => out = v6.octets(),
+        }
+        out
+    }
+
+    impl Msg {
+        fn bytes(&self) -> Vec<u8> {
+            let mut m = vec![self.family, self.state, self.timer, 0];
+            m.extend_from_slice(&self.local.port().to_be_bytes());
+            m.extend_from_slice(&self.remote.port().to_be_bytes());
+            m.extend_from_slice(&raw_ip(self.local.ip()));
+            m.extend_from_slice(&raw_ip(self.remote.ip()));
+            m.extend_from_slice(&self.interface.to_ne_bytes());
+            m.extend_from_slice(&0x1122_3344u32.to_ne_bytes()); // cookie[0]
+            m.extend_from_slice(&0x5566_7788u32.to_ne_bytes()); // cookie[1]
+            m.extend_from_slice(&self.expires.to_ne_bytes());
+            m.extend_from_slice(&self.rqueue.to_ne_bytes());
+            m.extend_from_slice(&self.wqueue.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes()); // uid
+            m.extend_from_slice(&self.inode.to_ne_bytes());
+            assert_eq!(m.len(), 72);
+            for (kind, value) in &self.attrs {
+                let len = u16::try_from(4 + value.len()).unwrap();
+                m.extend_from_slice(&len.to_ne_bytes());
+                m.extend_from_slice(&kind.to_ne_bytes());
+                m.extend_from_slice(value);
+                while m.len() % 4 != 0 {
+                    m.push(0);
+                }
+            }
+            m
+        }
+    }
+
+    /// A `TIME_WAIT` socket 10.0.0.1:40000 -> 10.0.0.2:80, with `INET_DIAG_SHUTDOWN`.
+    fn time_wait_v4() -> Vec<u8> {
+        Msg {
+            family: AF_INET,
+            state: 6,
+            timer: 3,
+            local: SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 40000),
+            remote: SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 80),
+            interface: 0,
+            expires: 59_123,
+            rqueue: 0,
+            wqueue: 0,
+            inode: 0,
+            attrs: vec![(INET_DIAG_SHUTDOWN, vec![3])],
+        }
+        .bytes()
+    }
+
+    const INET_DIAG_SHUTDOWN: u16 = 8;
+    const INET_DIAG_SKV6ONLY: u16 = 11;
+
+    fn reply(family: Family, seq: u32, each: &mut dyn FnMut(Entry)) -> Reply<'_> {
         Reply {
             netns: 4_026_531_840,
             family,
             seq,
-            sockets,
+            each,
         }
+    }
+
+    /// Feeds `datagrams` of the reply to request `seq`; the entries, once it is done.
+    fn parse(family: Family, seq: u32, datagrams: &[Vec<u8>]) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let mut push = |e| entries.push(e);
+        let mut r = reply(family, seq, &mut push);
+        let (last, rest) = datagrams.split_last().unwrap();
+        for datagram in rest {
+            assert!(!r.feed(datagram).unwrap());
+        }
+        assert!(r.feed(last).unwrap());
+        entries
     }
 
     #[test]
@@ -358,16 +446,18 @@ mod tests {
     }
 
     #[test]
-    fn request_is_a_tcp_dump_of_all_states() {
-        let bytes = request(Family::Ipv6, 7);
-        assert_eq!(bytes.len(), 16 + 56, "nlmsghdr + inet_diag_req_v2");
-        let nl = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
-        assert_eq!(nl.message_type(), SOCK_DIAG_BY_FAMILY);
-        assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
-        assert_eq!(nl.sequence_number(), 7);
-        let p = nl.payload();
-        assert_eq!((p[0], p[1]), (AF_INET6, IPPROTO_TCP));
-        assert_eq!(u32::from_ne_bytes(p[4..8].try_into().unwrap()), ALL_STATES);
+    fn request_is_a_tcp_dump_of_the_states_asked() {
+        for states in [ALL_STATES, 1 << 10 | 1 << 12] {
+            let bytes = request(Family::Ipv6, 7, states);
+            assert_eq!(bytes.len(), 16 + 56, "nlmsghdr + inet_diag_req_v2");
+            let nl = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
+            assert_eq!(nl.message_type(), SOCK_DIAG_BY_FAMILY);
+            assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+            assert_eq!(nl.sequence_number(), 7);
+            let p = nl.payload();
+            assert_eq!((p[0], p[1]), (AF_INET6, IPPROTO_TCP));
+            assert_eq!(u32::from_ne_bytes(p[4..8].try_into().unwrap()), states);
+        }
     }
 
     #[test]
@@ -375,13 +465,10 @@ mod tests {
         let mut datagram = message(SOCK_DIAG_BY_FAMILY, 1, &time_wait_v4());
         // A stray message of another request is ignored.
         datagram.extend(message(SOCK_DIAG_BY_FAMILY, 9, &time_wait_v4()));
-        let mut sockets = Vec::new();
-        let mut r = reply(Family::Ipv4, 1, &mut sockets);
-        assert!(!r.feed(&datagram).unwrap());
-        assert!(
-            r.feed(&message(NLMSG_DONE, 1, &0i32.to_ne_bytes()))
-                .unwrap()
-        );
+        let done = message(NLMSG_DONE, 1, &0i32.to_ne_bytes());
+        let entries = parse(Family::Ipv4, 1, &[datagram, done]);
+        let sockets: Vec<_> = entries.iter().map(|e| e.socket.clone()).collect();
+        assert_eq!(entries[0].v6only, None);
         assert_eq!(
             sockets,
             [DiagSocket {
@@ -406,8 +493,7 @@ mod tests {
     fn an_error_message_fails_the_dump() {
         let mut payload = (-libc::EINVAL).to_ne_bytes().to_vec();
         payload.extend_from_slice(&[0; 16]);
-        let mut sockets = Vec::new();
-        let err = reply(Family::Ipv6, 2, &mut sockets)
+        let err = reply(Family::Ipv6, 2, &mut |_| {})
             .feed(&message(NLMSG_ERROR, 2, &payload))
             .unwrap_err();
         assert!(
@@ -420,10 +506,58 @@ mod tests {
     #[test]
     fn a_truncated_message_is_a_decode_error() {
         let datagram = message(SOCK_DIAG_BY_FAMILY, 1, &time_wait_v4());
-        let mut sockets = Vec::new();
-        let err = reply(Family::Ipv4, 1, &mut sockets)
+        let err = reply(Family::Ipv4, 1, &mut |_| {})
             .feed(&datagram[..40])
             .unwrap_err();
         assert!(matches!(err, SockDiagError::Decode { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn an_ipv6_listener_says_whether_it_takes_ipv4() {
+        let listener = |port, v6only: u8, interface| {
+            Msg {
+                family: AF_INET6,
+                state: 10,
+                timer: 0,
+                local: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+                remote: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
+                interface,
+                expires: 0,
+                rqueue: 5,
+                wqueue: 4,
+                inode: 777,
+                attrs: vec![
+                    (INET_DIAG_SHUTDOWN, vec![0]),
+                    (INET_DIAG_SKV6ONLY, vec![v6only]),
+                ],
+            }
+            .bytes()
+        };
+        let mut datagram = message(SOCK_DIAG_BY_FAMILY, 2, &listener(8080, 1, 0));
+        datagram.extend(message(SOCK_DIAG_BY_FAMILY, 2, &listener(8081, 0, 3)));
+        let done = message(NLMSG_DONE, 2, &0i32.to_ne_bytes());
+        let entries = parse(Family::Ipv6, 2, &[datagram, done]);
+        let seen: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                let s = &e.socket;
+                (
+                    s.state,
+                    s.local.port(),
+                    s.rqueue,
+                    s.wqueue,
+                    s.inode,
+                    e.v6only,
+                    e.interface,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (TcpState::Listen, 8080, 5, 4, 777, Some(true), 0),
+                (TcpState::Listen, 8081, 5, 4, 777, Some(false), 3),
+            ]
+        );
     }
 }

@@ -4,11 +4,14 @@
 //! `TIME_WAIT` entry. This module fills those gaps: it lists every TCP socket of a network
 //! namespace ([`dump_current`], [`dump_netns`]) or of all of them ([`dump_all`]), for seeding
 //! the tracker at start-up and reconciling it later, and finds the processes holding a socket
-//! ([`holders_of`]) for the sockets that linger in `CLOSE_WAIT`.
+//! ([`holders_of`]) for the sockets that linger in `CLOSE_WAIT`. [`listeners_all`] samples
+//! the accept queues of every listener, with the listen overflow counters.
 
 mod dump;
 mod limits;
+mod listeners;
 mod netns;
+mod netstat;
 mod owners;
 
 use std::{io, net::SocketAddr, path::PathBuf};
@@ -19,7 +22,9 @@ use crate::decode::Family;
 
 pub use self::{
     limits::NetLimits,
+    listeners::{ListenSnapshot, Listener, listeners_all, listeners_current},
     netns::list_netns,
+    netstat::{ListenCounters, NETSTAT, NetstatError},
     owners::{Holder, holders_of},
 };
 
@@ -143,6 +148,8 @@ pub enum SockDiagError {
         family: &'static str,
         message: String,
     },
+    #[error("cannot read the listen counters: {0}")]
+    Netstat(#[from] NetstatError),
 }
 
 /// A network namespace, named by a path that opens it.

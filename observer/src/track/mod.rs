@@ -5,8 +5,10 @@
 //! Third step of the pipeline: load -> decode -> track -> output.
 
 pub mod durations;
+pub mod ends;
 mod report;
 pub mod resets;
+pub mod retransmits;
 mod seed;
 mod table;
 mod timewait;
@@ -18,17 +20,20 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
-pub use report::{Note, Observation, Report, TimewaitEnd};
+pub use ends::{EndCause, EndCounts};
+pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
+pub use retransmits::{RetransmitCounts, Retransmitting};
 pub use seed::{ReconcileOutcome, SeedSocket};
 pub use usage::TimewaitUsage;
 
 use crate::{
-    decode::{Event, Family, Reset, Task, Transition},
+    decode::{Event, Family, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition},
     sockdiag::NetLimits,
 };
 use durations::StateDurations;
 use resets::{Preceding, classify};
+use retransmits::{Retransmits, StreakChange};
 use table::{Conn, LAST_IN_OWNER, NEVER_ACCEPTED, OWNER_FROM_FD, PASSIVE, SEEDED, Table};
 use timewait::Timewaits;
 
@@ -42,6 +47,12 @@ pub const GRACE_NS: u64 = 1_000_000_000;
 
 /// At most this many just-closed sockets are remembered (their entries are small).
 const RECENT_CAPACITY: usize = 1 << 16;
+
+/// Default time a connection retransmits without progress before it is a half-open suspect.
+pub const DEFAULT_HALF_OPEN_AFTER_NS: u64 = 10_000_000_000;
+
+/// Retransmission streaks are checked for suspects and recoveries at most this often.
+const STREAK_CHECK_NS: u64 = 250_000_000;
 
 /// At most this many (namespace, listening port) pairs get their own closed-before-accept
 /// count; the rest are added to an overflow count.
@@ -162,6 +173,9 @@ struct Closed {
     /// Closed from FIN_WAIT2/CLOSING: a timewait socket should exist.
     expects_timewait: bool,
     reset: bool,
+    /// Its retransmission streak when it closed, for an error reported just after the close
+    /// (since Linux 6.10 a timeout closes the socket first): (retransmissions, duration).
+    streak: Option<(u32, u64)>,
 }
 
 pub struct Tracker {
@@ -178,8 +192,30 @@ pub struct Tracker {
     durations: StateDurations,
     resets: ResetCounts,
     never_accepted: FxHashMap<(u32, u16), NeverAccepted>,
+    retransmits: Retransmits,
+    ends: EndCounts,
+    half_open_after_ns: u64,
+    streaks_checked_ns: u64,
     stats: TrackerStats,
     now_ns: u64,
+}
+
+/// A connection retransmitting without progress for longer than a threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HalfOpenSuspect {
+    /// Tracker key (kernel socket address).
+    pub key: u64,
+    pub tuple: Tuple,
+    pub state: Option<TcpState>,
+    pub owner: Option<Task>,
+    /// When its retransmissions without progress began (`CLOCK_MONOTONIC` ns).
+    pub since_ns: u64,
+    /// The streak began before its first retransmission was seen.
+    pub lower_bound: bool,
+    /// Retransmissions in the streak, and of the connection in all.
+    pub retransmits: u32,
+    pub total_retransmits: u64,
+    pub last_retransmit_ns: u64,
 }
 
 impl Tracker {
@@ -197,6 +233,10 @@ impl Tracker {
             durations: StateDurations::default(),
             resets: ResetCounts::default(),
             never_accepted: FxHashMap::default(),
+            retransmits: Retransmits::default(),
+            ends: EndCounts::default(),
+            half_open_after_ns: DEFAULT_HALF_OPEN_AFTER_NS,
+            streaks_checked_ns: 0,
             stats: TrackerStats::default(),
             now_ns: 0,
         }
@@ -209,7 +249,15 @@ impl Tracker {
             Event::Transition(t) => self.transition(t, out),
             Event::Reset(r) => self.reset(r, out),
             Event::Timewait(t) => self.timewait_timer(t, out),
+            Event::Retransmit(r) => self.retransmit(r, out),
+            Event::SocketError(e) => self.socket_error(e, out),
         }
+    }
+
+    /// How long a connection retransmits without progress before it is reported as a
+    /// half-open suspect (see [`Tracker::half_open_suspects`] for any other threshold).
+    pub const fn set_half_open_after(&mut self, ns: u64) {
+        self.half_open_after_ns = ns;
     }
 
     /// Moves time forward to `now_ns` (`CLOCK_MONOTONIC`): concludes what waited for a grace
@@ -218,6 +266,10 @@ impl Tracker {
     pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Report>) {
         self.now_ns = self.now_ns.max(now_ns);
         self.expire_timewait_cancels(out);
+        if self.now_ns.saturating_sub(self.streaks_checked_ns) >= STREAK_CHECK_NS {
+            self.streaks_checked_ns = self.now_ns;
+            self.check_streaks(out);
+        }
         while let Some(&(key, closed_ns)) = self.recent_order.front() {
             if self.now_ns.saturating_sub(closed_ns) < GRACE_NS
                 && self.recent_order.len() <= RECENT_CAPACITY
@@ -245,7 +297,7 @@ impl Tracker {
         let tuple = Tuple::of(t);
         let new_socket =
             t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv);
-        if !new_socket && self.sockets.get(t.sock).is_none() {
+        if !new_socket && !self.sockets.contains(t.sock) {
             self.adopt_seeded(t.sock, &tuple);
         }
         let known = if new_socket {
@@ -253,9 +305,10 @@ impl Tracker {
             if let Some(old) = self.sockets.remove(t.sock) {
                 self.count_state(old.state, -1);
             }
+            self.retransmits.by_sock.remove(&t.sock);
             None
         } else {
-            self.sockets.get(t.sock).copied()
+            self.sockets.get(t.sock)
         };
         let gap = known.is_some_and(|c| c.state != t.old);
         if gap {
@@ -284,6 +337,7 @@ impl Tracker {
         }
         if t.new == TcpState::Close {
             self.sockets.remove(t.sock);
+            let streak = self.forget_retransmits(t.sock);
             if expects_timewait {
                 if self.link_timewait(t, owner, known, out) {
                     return;
@@ -307,6 +361,7 @@ impl Tracker {
                     owner,
                     expects_timewait,
                     reset: false,
+                    streak,
                 },
             );
         } else {
@@ -315,18 +370,14 @@ impl Tracker {
                 state: t.new,
                 prev: t.old,
                 flags,
-                generation: 0,
                 since_ns: t.mono_ns,
                 first_ns: known.map_or(t.mono_ns, |c| c.first_ns),
                 owner,
                 tuple,
             };
-            if let Some(slot) = self.sockets.get_mut(t.sock) {
-                *slot = Conn {
-                    generation: slot.generation,
-                    ..conn
-                };
-            } else if let Some(evicted) = self.sockets.insert(t.sock, conn) {
+            if !self.sockets.update(t.sock, &conn)
+                && let Some(evicted) = self.sockets.insert(t.sock, conn)
+            {
                 self.stats.evicted += 1;
                 self.count_state(evicted.state, -1);
             }
@@ -418,7 +469,7 @@ impl Tracker {
     }
 
     fn reset(&mut self, r: &Reset, out: &mut Vec<Report>) {
-        let live = r.sock.and_then(|s| self.sockets.get(s).copied());
+        let live = r.sock.and_then(|s| self.sockets.get(s));
         let closed = r.sock.and_then(|s| self.recent.get_mut(&s));
         let (preceding, owner) = match (live, closed) {
             (Some(c), _) => (
@@ -452,7 +503,173 @@ impl Tracker {
         });
     }
 
+    fn owner_of_sock(&self, sock: u64) -> Option<Task> {
+        self.sockets
+            .get(sock)
+            .and_then(|c| c.owner)
+            .or_else(|| self.recent.get(&sock).and_then(|c| c.owner))
+    }
+
+    /// Stops following a closed socket's retransmissions; returns its streak, if one was on.
+    fn forget_retransmits(&mut self, sock: u64) -> Option<(u32, u64)> {
+        self.retransmits
+            .by_sock
+            .remove(&sock)
+            .filter(|r| r.streak > 0)
+            .map(|r| (r.streak, r.last_ns.saturating_sub(r.streak_start_ns)))
+    }
+
+    fn retransmit(&mut self, r: &Retransmit, out: &mut Vec<Report>) {
+        if r.kind == RetransmitKind::Synack {
+            self.retransmits.synack(r);
+            return;
+        }
+        let (change, entry) = self.retransmits.segment(r);
+        let Some(entry) = entry else { return };
+        let phase = match change {
+            StreakChange::Began => RetransmitPhase::Began,
+            StreakChange::Recovered {
+                streak,
+                duration_ns,
+            } => RetransmitPhase::Recovered {
+                retransmits: streak,
+                duration_ns,
+            },
+            StreakChange::None => return,
+        };
+        out.push(Report::Retransmits {
+            sock: r.sock,
+            tuple: entry.tuple,
+            state: entry.state,
+            owner: self.owner_of_sock(r.sock),
+            phase,
+        });
+    }
+
+    /// Reports streaks that became suspect or recovered (their next retransmission is overdue).
+    fn check_streaks(&mut self, out: &mut Vec<Report>) {
+        if self.retransmits.by_sock.is_empty() {
+            return;
+        }
+        for (sock, e, streak, duration_ns) in self.retransmits.expire(self.now_ns) {
+            out.push(Report::Retransmits {
+                sock,
+                tuple: e.tuple,
+                state: e.state,
+                owner: self.owner_of_sock(sock),
+                phase: RetransmitPhase::Recovered {
+                    retransmits: streak,
+                    duration_ns,
+                },
+            });
+        }
+        for (sock, e) in self
+            .retransmits
+            .new_suspects(self.now_ns, self.half_open_after_ns)
+        {
+            out.push(Report::Retransmits {
+                sock,
+                tuple: e.tuple,
+                state: self.sockets.get(sock).map(|c| c.state).or(e.state),
+                owner: self.owner_of_sock(sock),
+                phase: RetransmitPhase::Suspect {
+                    since_ns: e.streak_start_ns,
+                    lower_bound: e.streak_lower_bound,
+                    retransmits: e.streak,
+                },
+            });
+        }
+    }
+
+    fn socket_error(&mut self, e: &SocketError, out: &mut Vec<Report>) {
+        let closed = self.recent.get(&e.sock).copied();
+        let streak = self
+            .retransmits
+            .by_sock
+            .get(&e.sock)
+            .filter(|r| r.streak > 0)
+            .map(|r| (r.streak, r.last_ns.saturating_sub(r.streak_start_ns)))
+            .or_else(|| closed.and_then(|c| c.streak));
+        // The state the connection ended in: an error reported after the close (a timeout
+        // or a reset, since Linux 6.10) ended the state before CLOSE.
+        let state = match e.state {
+            Some(TcpState::Close) | None => closed
+                .filter(|c| c.preceding.new == TcpState::Close)
+                .map(|c| c.preceding.old)
+                .or_else(|| self.sockets.get(e.sock).map(|c| c.state))
+                .or(e.state),
+            known => known,
+        };
+        let error = SocketError { state, ..*e };
+        let cause = EndCause::classify(&error, streak.is_some());
+        self.ends.count(cause, state);
+        if cause.is_timeout() {
+            self.retransmits.by_sock.remove(&e.sock);
+        }
+        out.push(Report::ConnectionError {
+            error,
+            cause,
+            owner: self.owner_of_sock(e.sock),
+            retransmits: streak.filter(|_| cause.is_timeout()),
+        });
+    }
+
     // ----- queries -----
+
+    /// Connections retransmitting without progress for at least `min_age_ns` and still
+    /// retransmitting, oldest first.
+    #[must_use]
+    pub fn half_open_suspects(&self, min_age_ns: u64) -> Vec<HalfOpenSuspect> {
+        let now = self.now_ns;
+        let mut list: Vec<HalfOpenSuspect> = self
+            .retransmits
+            .by_sock
+            .iter()
+            .filter(|(_, e)| {
+                e.active_at(now) && now.saturating_sub(e.streak_start_ns) >= min_age_ns
+            })
+            .map(|(key, e)| {
+                let conn = self.sockets.get(*key);
+                HalfOpenSuspect {
+                    key: *key,
+                    tuple: e.tuple,
+                    state: conn.map(|c| c.state).or(e.state),
+                    owner: conn.and_then(|c| c.owner),
+                    since_ns: e.streak_start_ns,
+                    lower_bound: e.streak_lower_bound,
+                    retransmits: e.streak,
+                    total_retransmits: e.total,
+                    last_retransmit_ns: e.last_ns,
+                }
+            })
+            .collect();
+        list.sort_by_key(|s| s.since_ns);
+        list
+    }
+
+    /// Retransmission counters.
+    #[must_use]
+    pub const fn retransmit_counts(&self) -> RetransmitCounts {
+        self.retransmits.counts
+    }
+
+    /// SYN-ACK retransmissions by (network namespace, listening port).
+    #[must_use]
+    pub fn synack_retransmits(&self) -> Vec<((u32, u16), u64)> {
+        self.retransmits.synacks_by_port()
+    }
+
+    /// Connections ended by an error, by cause and state.
+    #[must_use]
+    pub const fn connection_ends(&self) -> &EndCounts {
+        &self.ends
+    }
+
+    /// Connections followed for their retransmissions now.
+    #[must_use]
+    pub fn retransmitting_connections(&self) -> usize {
+        self.retransmits.by_sock.len()
+    }
 
     /// Sockets now in each state (index: kernel value - 1). Timewait sockets count under
     /// TIME_WAIT, or FIN_WAIT2 for an orphaned FIN_WAIT2 waiting in one, as `ss` shows them.
@@ -510,7 +727,7 @@ impl Tracker {
 
     /// Records the process holding a socket's file descriptor (resolved through /proc).
     pub fn set_owner_from_fd(&mut self, key: u64, owner: Task) {
-        if let Some(c) = self.sockets.get_mut(key) {
+        if let Some(mut c) = self.sockets.get_mut(key) {
             c.owner = Some(owner);
             c.flags |= OWNER_FROM_FD;
         }

@@ -2,8 +2,8 @@
 
 use observer_common::TcpState;
 
-use super::resets::ResetClass;
-use crate::decode::{Reset, Task, Transition};
+use super::{Tuple, ends::EndCause, resets::ResetClass};
+use crate::decode::{Reset, SocketError, Task, Transition};
 
 /// What the tracker knows about one transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,25 @@ pub enum Report {
         seen: Observation,
         note: Option<Note>,
     },
+    /// A connection's retransmissions began, became suspect, or recovered: one report per
+    /// change, not per segment.
+    Retransmits {
+        sock: u64,
+        tuple: Tuple,
+        state: Option<TcpState>,
+        owner: Option<Task>,
+        phase: RetransmitPhase,
+    },
+    /// The kernel ended (or refused) a connection with an error. `error.state` is the state
+    /// the connection ended in: the state before CLOSE when the kernel reported the error
+    /// after closing the socket (timeouts and resets, since Linux 6.10).
+    ConnectionError {
+        error: SocketError,
+        cause: EndCause,
+        owner: Option<Task>,
+        /// Retransmissions of the streak that timed out, and how long it lasted.
+        retransmits: Option<(u32, u64)>,
+    },
     Reset {
         reset: Reset,
         /// The socket's state: the tracepoint's, else the tracker's.
@@ -75,4 +94,31 @@ pub enum Report {
         class: ResetClass,
         owner: Option<Task>,
     },
+}
+
+/// Where a connection's retransmissions stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetransmitPhase {
+    /// It began retransmitting without progress.
+    Began,
+    /// No progress for the tracker's half-open threshold: the peer may have vanished.
+    Suspect {
+        /// When the streak began (a lower bound when `lower_bound`).
+        since_ns: u64,
+        lower_bound: bool,
+        retransmits: u32,
+    },
+    /// It made progress again.
+    Recovered { retransmits: u32, duration_ns: u64 },
+}
+
+impl RetransmitPhase {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Began => "retransmitting",
+            Self::Suspect { .. } => "half_open_suspect",
+            Self::Recovered { .. } => "recovered",
+        }
+    }
 }

@@ -56,7 +56,7 @@ impl Tracker {
             return false;
         };
         match self.sockets.get_mut(key) {
-            Some(c) if c.state == state && c.has(SEEDED) && since_ns < c.since_ns => {
+            Some(mut c) if c.state == state && c.has(SEEDED) && since_ns < c.since_ns => {
                 c.since_ns = since_ns;
                 c.first_ns = c.first_ns.min(since_ns);
                 if !lower_bound {
@@ -91,7 +91,6 @@ impl Tracker {
                 state: s.state,
                 prev: s.state,
                 flags: SEEDED,
-                generation: 0,
                 since_ns: now_ns,
                 first_ns: now_ns,
                 owner: s.owner,

@@ -1,6 +1,12 @@
-//! The bounded table of live sockets: a hash map plus the insertion order used for eviction.
+//! The bounded table of live sockets. A million of them must fit in 200 bytes each, so they
+//! are stored packed in a dense slab (addresses as bytes, no enum padding), found through a
+//! small key -> slot index, and chained oldest to newest for eviction. [`Conn`] is the
+//! unpacked view the tracker works with.
 
-use std::collections::VecDeque;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    ops::{Deref, DerefMut},
+};
 
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
@@ -26,8 +32,6 @@ pub struct Conn {
     /// The state before `state`, for explaining RSTs.
     pub prev: TcpState,
     pub flags: u8,
-    /// Insertion generation, to recognise stale eviction-queue slots.
-    pub generation: u32,
     /// When `state` was entered (with `SEEDED`: when the daemon first saw it).
     pub since_ns: u64,
     /// When the connection began (with `SEEDED`: first seen).
@@ -42,81 +46,238 @@ impl Conn {
     }
 }
 
+/// No slot: the end of the eviction chain.
+const NONE: u32 = u32::MAX;
+
+/// [`Slot::bits`]: the local address is IPv6.
+const LOCAL_V6: u8 = 1;
+/// [`Slot::bits`]: the remote address is IPv6.
+const REMOTE_V6: u8 = 2;
+/// [`Slot::bits`]: `owner` holds a task (else it is a placeholder).
+const HAS_OWNER: u8 = 4;
+
+/// A [`Conn`] as stored, with its key and eviction links. IPv4 addresses take the first 4 bytes
+/// of their 16; IPv6 flow info and scope id are not kept (every source leaves them 0).
+#[derive(Clone, Copy)]
+struct Slot {
+    key: u64,
+    since_ns: u64,
+    first_ns: u64,
+    owner: Task,
+    local_ip: [u8; 16],
+    remote_ip: [u8; 16],
+    netns: u32,
+    local_port: u16,
+    remote_port: u16,
+    /// Neighbours in insertion order (oldest first), as slot indices.
+    older: u32,
+    newer: u32,
+    state: TcpState,
+    prev: TcpState,
+    flags: u8,
+    bits: u8,
+}
+
+impl Slot {
+    /// `c` packed under `key`, between `older` and `newer` in insertion order.
+    fn new(key: u64, older: u32, newer: u32, c: &Conn) -> Self {
+        let (local_ip, local_v6) = pack_ip(c.tuple.local);
+        let (remote_ip, remote_v6) = pack_ip(c.tuple.remote);
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        Self {
+            key,
+            since_ns: c.since_ns,
+            first_ns: c.first_ns,
+            owner: c.owner.unwrap_or(Task::new(0, 0, [0; 16])),
+            local_ip,
+            remote_ip,
+            netns: c.tuple.netns,
+            local_port: c.tuple.local.port(),
+            remote_port: c.tuple.remote.port(),
+            older,
+            newer,
+            state: c.state,
+            prev: c.prev,
+            flags: c.flags,
+            bits: flag(local_v6, LOCAL_V6)
+                | flag(remote_v6, REMOTE_V6)
+                | flag(c.owner.is_some(), HAS_OWNER),
+        }
+    }
+
+    /// Overwrites the connection, keeping the key and links.
+    fn store(&mut self, c: &Conn) {
+        *self = Self::new(self.key, self.older, self.newer, c);
+    }
+
+    fn conn(&self) -> Conn {
+        Conn {
+            state: self.state,
+            prev: self.prev,
+            flags: self.flags,
+            since_ns: self.since_ns,
+            first_ns: self.first_ns,
+            owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
+            tuple: Tuple {
+                netns: self.netns,
+                local: unpack_ip(self.local_ip, self.local_port, self.bits & LOCAL_V6 != 0),
+                remote: unpack_ip(self.remote_ip, self.remote_port, self.bits & REMOTE_V6 != 0),
+            },
+        }
+    }
+}
+
+/// (16 address bytes, whether IPv6).
+fn pack_ip(a: SocketAddr) -> ([u8; 16], bool) {
+    match a.ip() {
+        IpAddr::V4(ip) => {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&ip.octets());
+            (b, false)
+        }
+        IpAddr::V6(ip) => {
+            debug_assert!(
+                matches!(a, SocketAddr::V6(v) if v.flowinfo() == 0 && v.scope_id() == 0),
+                "flow info and scope id are not stored: {a:?}"
+            );
+            (ip.octets(), true)
+        }
+    }
+}
+
+fn unpack_ip(b: [u8; 16], port: u16, v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(b), port, 0, 0))
+    } else {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            port,
+        ))
+    }
+}
+
 pub struct Table {
-    map: FxHashMap<u64, Conn>,
-    order: VecDeque<(u64, u32)>,
-    next_generation: u32,
+    /// Key -> index in `slots`.
+    index: FxHashMap<u64, u32>,
+    /// Dense: a removal moves the last slot into the hole.
+    slots: Vec<Slot>,
+    /// Oldest and newest slot in insertion order.
+    oldest: u32,
+    newest: u32,
     capacity: usize,
 }
 
 impl Table {
     pub fn new(capacity: usize) -> Self {
         Self {
-            map: FxHashMap::default(),
-            order: VecDeque::new(),
-            next_generation: 0,
-            capacity: capacity.max(1),
+            index: FxHashMap::default(),
+            slots: Vec::new(),
+            oldest: NONE,
+            newest: NONE,
+            // Slot indices are u32, NONE excluded.
+            capacity: capacity.clamp(1, NONE as usize),
         }
     }
 
-    pub fn get(&self, key: u64) -> Option<&Conn> {
-        self.map.get(&key)
+    pub fn contains(&self, key: u64) -> bool {
+        self.index.contains_key(&key)
     }
 
-    pub fn get_mut(&mut self, key: u64) -> Option<&mut Conn> {
-        self.map.get_mut(&key)
+    pub fn get(&self, key: u64) -> Option<Conn> {
+        self.index.get(&key).map(|&i| self.slots[i as usize].conn())
+    }
+
+    /// The connection, written back when the returned guard drops.
+    pub fn get_mut(&mut self, key: u64) -> Option<ConnMut<'_>> {
+        let i = *self.index.get(&key)?;
+        let slot = &mut self.slots[i as usize];
+        Some(ConnMut {
+            conn: slot.conn(),
+            slot,
+        })
+    }
+
+    /// Overwrites a tracked socket, keeping its place in the eviction order; false when the
+    /// key is not tracked.
+    pub fn update(&mut self, key: u64, conn: &Conn) -> bool {
+        match self.index.get(&key) {
+            Some(&i) => {
+                self.slots[i as usize].store(conn);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn remove(&mut self, key: u64) -> Option<Conn> {
-        self.map.remove(&key)
+        let i = self.index.remove(&key)?;
+        self.unlink(i);
+        let removed = self.slots.swap_remove(i as usize);
+        if let Some(&moved) = self.slots.get(i as usize) {
+            // The last slot now sits at `i`: repoint its index entry and neighbours.
+            *self
+                .index
+                .get_mut(&moved.key)
+                .expect("every slot is indexed") = i;
+            match moved.older {
+                NONE => self.oldest = i,
+                o => self.slots[o as usize].newer = i,
+            }
+            match moved.newer {
+                NONE => self.newest = i,
+                n => self.slots[n as usize].older = i,
+            }
+        }
+        Some(removed.conn())
+    }
+
+    /// Takes slot `i` out of the insertion-order chain.
+    fn unlink(&mut self, i: u32) {
+        let Slot { older, newer, .. } = self.slots[i as usize];
+        match older {
+            NONE => self.oldest = newer,
+            o => self.slots[o as usize].newer = newer,
+        }
+        match newer {
+            NONE => self.newest = older,
+            n => self.slots[n as usize].older = older,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.slots.len()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Conn)> {
-        self.map.iter().map(|(k, v)| (*k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Conn)> {
+        self.slots.iter().map(|s| (s.key, s.conn()))
     }
 
-    /// Keeps only the entries `keep` accepts; returns the removed ones.
+    /// Removes the entries `remove` accepts; returns them.
     pub fn drain_where(&mut self, mut remove: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
-        let mut removed = Vec::new();
-        self.map.retain(|_, c| {
-            let r = remove(c);
-            if r {
-                removed.push(*c);
-            }
-            !r
-        });
-        removed
+        let keys: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|s| remove(&s.conn()))
+            .map(|s| s.key)
+            .collect();
+        keys.into_iter().filter_map(|k| self.remove(k)).collect()
     }
 
-    /// Inserts a new socket; when full, first evicts the oldest one and returns it.
-    pub fn insert(&mut self, key: u64, mut conn: Conn) -> Option<Conn> {
+    /// Inserts a socket as the newest (replacing one with the same key); when full, first
+    /// evicts the oldest one and returns it.
+    pub fn insert(&mut self, key: u64, conn: Conn) -> Option<Conn> {
         let mut evicted = None;
-        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
-            while let Some((old, generation)) = self.order.pop_front() {
-                if self
-                    .map
-                    .get(&old)
-                    .is_some_and(|c| c.generation == generation)
-                {
-                    evicted = self.map.remove(&old);
-                    break;
-                }
-            }
+        if self.remove(key).is_none() && self.slots.len() >= self.capacity {
+            evicted = self.remove(self.slots[self.oldest as usize].key);
         }
-        self.next_generation = self.next_generation.wrapping_add(1);
-        conn.generation = self.next_generation;
-        self.map.insert(key, conn);
-        self.order.push_back((key, conn.generation));
-        // Removed sockets leave stale slots behind; compact before they outnumber live ones.
-        if self.order.len() > 2 * self.capacity + 1024 {
-            let map = &self.map;
-            self.order
-                .retain(|(k, g)| map.get(k).is_some_and(|c| c.generation == *g));
+        let i = u32::try_from(self.slots.len()).expect("capacity is below u32::MAX");
+        match self.newest {
+            NONE => self.oldest = i,
+            n => self.slots[n as usize].newer = i,
         }
+        self.slots.push(Slot::new(key, self.newest, NONE, &conn));
+        self.newest = i;
+        self.index.insert(key, i);
         evicted
     }
 
@@ -124,8 +285,34 @@ impl Table {
     pub fn heap_bytes(&self) -> usize {
         // hashbrown: a power-of-two bucket count holding up to 7/8 of it, one control byte per
         // bucket besides the (key, value) slot.
-        buckets(self.map.capacity()) * (size_of::<(u64, Conn)>() + 1)
-            + self.order.capacity() * size_of::<(u64, u32)>()
+        buckets(self.index.capacity()) * (size_of::<(u64, u32)>() + 1)
+            + self.slots.capacity() * size_of::<Slot>()
+    }
+}
+
+/// A connection being changed in place: derefs to [`Conn`], packed back on drop.
+pub struct ConnMut<'a> {
+    slot: &'a mut Slot,
+    conn: Conn,
+}
+
+impl Deref for ConnMut<'_> {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl DerefMut for ConnMut<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl Drop for ConnMut<'_> {
+    fn drop(&mut self) {
+        self.slot.store(&self.conn);
     }
 }
 
@@ -135,5 +322,80 @@ pub fn buckets(capacity: usize) -> usize {
         0
     } else {
         (capacity * 8 / 7).next_power_of_two()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(n: u16, v6: bool) -> Conn {
+        let ip = |last: u8| -> IpAddr {
+            if v6 {
+                Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last.into()).into()
+            } else {
+                Ipv4Addr::new(10, 0, 0, last).into()
+            }
+        };
+        Conn {
+            state: TcpState::Established,
+            prev: TcpState::SynSent,
+            flags: PASSIVE,
+            since_ns: u64::from(n) * 10,
+            first_ns: u64::from(n),
+            owner: n
+                .is_multiple_of(2)
+                .then(|| Task::new(7, 8, *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0")),
+            tuple: Tuple {
+                netns: 42,
+                local: SocketAddr::new(ip(1), n),
+                remote: SocketAddr::new(ip(2), 80),
+            },
+        }
+    }
+
+    fn same(a: &Conn, b: &Conn) -> bool {
+        (
+            a.state, a.prev, a.flags, a.since_ns, a.first_ns, a.owner, a.tuple,
+        ) == (
+            b.state, b.prev, b.flags, b.since_ns, b.first_ns, b.owner, b.tuple,
+        )
+    }
+
+    #[test]
+    fn connections_come_back_as_stored() {
+        let mut t = Table::new(8);
+        for (n, v6) in [(1, false), (2, true), (3, true), (4, false)] {
+            assert!(t.insert(n.into(), conn(n, v6)).is_none());
+        }
+        for (n, v6) in [(1, false), (2, true), (3, true), (4, false)] {
+            assert!(same(&t.get(n.into()).unwrap(), &conn(n, v6)));
+        }
+        t.get_mut(2).unwrap().state = TcpState::CloseWait;
+        assert_eq!(t.get(2).unwrap().state, TcpState::CloseWait);
+        assert_eq!(t.get(2).unwrap().tuple, conn(2, true).tuple);
+    }
+
+    #[test]
+    fn removal_keeps_the_eviction_order() {
+        let mut t = Table::new(3);
+        for n in 1..=3 {
+            t.insert(n.into(), conn(n, false));
+        }
+        // Removing the oldest moves the newest into its slot; order must still be 2, 3.
+        assert!(same(&t.remove(1).unwrap(), &conn(1, false)));
+        t.insert(4, conn(4, false));
+        assert!(t.insert(5, conn(5, false)).is_some_and(|c| c.first_ns == 2));
+        assert!(t.insert(6, conn(6, false)).is_some_and(|c| c.first_ns == 3));
+        // Re-inserting a key makes it the newest.
+        t.insert(4, conn(4, true));
+        assert!(t.insert(7, conn(7, false)).is_some_and(|c| c.first_ns == 5));
+        let mut keys: Vec<u64> = t.iter().map(|(k, _)| k).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [4, 6, 7]);
+        let gone = t.drain_where(|c| c.first_ns != 4);
+        assert_eq!((gone.len(), t.len()), (2, 1));
+        assert!(same(&t.get(4).unwrap(), &conn(4, true)));
+        assert!(t.insert(8, conn(8, false)).is_none());
     }
 }

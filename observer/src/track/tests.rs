@@ -96,7 +96,7 @@ fn transitions(reports: &[Report]) -> Vec<(TcpState, TcpState, Option<u64>, Opti
                 seen.previous_state_ns,
                 *note,
             )),
-            Report::Reset { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -121,7 +121,7 @@ fn client_until_fin_wait2() -> Vec<Event> {
 fn observation(report: &Report) -> Observation {
     match report {
         Report::Transition { seen, .. } => *seen,
-        Report::Reset { .. } => panic!("expected a transition, got {report:?}"),
+        _ => panic!("expected a transition, got {report:?}"),
     }
 }
 
@@ -374,7 +374,7 @@ fn resets_are_classified_from_the_reason_and_the_close_before_them() {
         .iter()
         .filter_map(|r| match r {
             Report::Reset { class, state, .. } => Some((*class, *state)),
-            Report::Transition { .. } => None,
+            _ => None,
         })
         .collect();
     assert_eq!(

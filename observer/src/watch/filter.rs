@@ -6,7 +6,10 @@
 use ipnet::IpNet;
 use observer_common::TcpState;
 
-use crate::decode::{Family, Reset, Transition};
+use crate::{
+    decode::{Family, Reset, SocketError, Transition},
+    track::Tuple,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -49,6 +52,37 @@ impl Filter {
             None => &[],
         };
         self.matches_parts((r.local, r.remote), states, owner_pid, r.family, r.netns)
+    }
+
+    /// Whether a change in a connection's retransmissions passes (`--state` matches the
+    /// connection's state).
+    #[must_use]
+    pub fn matches_retransmits(
+        &self,
+        tuple: &Tuple,
+        state: Option<TcpState>,
+        owner_pid: Option<u32>,
+    ) -> bool {
+        self.matches_parts(
+            (tuple.local, tuple.remote),
+            state.as_slice(),
+            owner_pid,
+            tuple.family(),
+            // The tracker writes 0 for an unknown namespace.
+            Some(tuple.netns).filter(|n| *n != 0),
+        )
+    }
+
+    /// Whether a connection error passes (`--state` matches the state it ended in).
+    #[must_use]
+    pub fn matches_error(&self, e: &SocketError, owner_pid: Option<u32>) -> bool {
+        self.matches_parts(
+            (e.local, e.remote),
+            e.state.as_slice(),
+            owner_pid,
+            e.family,
+            e.netns,
+        )
     }
 
     fn matches_parts(
@@ -187,6 +221,66 @@ mod tests {
         assert!(
             !both.matches(&v4, None) && !both.matches(&v6, None),
             "options combine with AND"
+        );
+    }
+
+    #[test]
+    fn retransmissions_and_errors_are_filtered_like_transitions() {
+        let tuple = Tuple {
+            netns: 77,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+        };
+        let error = SocketError {
+            mono_ns: 0,
+            sock: 1,
+            error: 110,
+            state: Some(Established),
+            family: Family::Ipv4,
+            local: tuple.local,
+            remote: tuple.remote,
+            netns: Some(77),
+            unrecovered: None,
+            probes_out: None,
+            unsent_data: None,
+        };
+        let pass = |f: &Filter| {
+            (
+                f.matches_retransmits(&tuple, Some(Established), Some(42)),
+                f.matches_error(&error, Some(42)),
+            )
+        };
+        assert_eq!(pass(&Filter::default()), (true, true));
+        let with = |set: fn(&mut Filter)| {
+            let mut f = Filter::default();
+            set(&mut f);
+            f
+        };
+        for (f, expected) in [
+            (with(|f| f.ports = vec![80]), true),
+            (with(|f| f.ports = vec![443]), false),
+            (
+                with(|f| f.nets = vec!["10.0.0.2/32".parse().unwrap()]),
+                true,
+            ),
+            (with(|f| f.states = vec![Established]), true),
+            (with(|f| f.states = vec![CloseWait]), false),
+            (with(|f| f.pids = vec![42]), true),
+            (with(|f| f.pids = vec![7]), false),
+            (with(|f| f.family = Some(Family::Ipv6)), false),
+            (with(|f| f.netns = vec![77]), true),
+            (with(|f| f.netns = vec![78]), false),
+        ] {
+            assert_eq!(pass(&f), (expected, expected), "{f:?}");
+        }
+        let unknown = Tuple { netns: 0, ..tuple };
+        assert!(
+            !with(|f| f.netns = vec![77]).matches_retransmits(&unknown, None, None),
+            "an unknown namespace does not match --netns"
+        );
+        assert!(
+            !with(|f| f.states = vec![Established]).matches_retransmits(&tuple, None, None),
+            "an unknown state does not match --state"
         );
     }
 }

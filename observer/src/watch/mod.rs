@@ -25,7 +25,7 @@ use crate::{
     {clock::mono_now_ns, inventory::Inventory},
 };
 pub use filter::Filter;
-use render::{JsonReset, JsonTransition};
+use render::{JsonConnectionError, JsonReset, JsonRetransmits, JsonTransition, TextContext};
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -42,6 +42,8 @@ pub struct WatchOptions {
     pub owner_after: Duration,
     /// Reconcile with sock_diag this often.
     pub reconcile_every: Duration,
+    /// A connection retransmitting without progress this long is a half-open suspect.
+    pub half_open_after: Duration,
     /// Evaluate alert rules and show their state changes.
     pub alerts: Option<WatchAlerts>,
 }
@@ -100,7 +102,7 @@ struct Summary {
     received: u64,
     shown: u64,
     /// Shown lines that are not transitions the kernel reported: TIME_WAIT ends and timer
-    /// restarts, and RSTs.
+    /// restarts, RSTs, retransmissions and connection errors.
     shown_not_transitions: u64,
     #[serde(flatten)]
     losses: LossCounts,
@@ -114,9 +116,9 @@ impl Summary {
     fn sentence(&self) -> String {
         let l = &self.losses;
         format!(
-            "{} events received, {} shown ({} of them RSTs, TIME_WAIT ends and restarts); lost {} (ring \
-             buffer full {}, recursion misses {}, unreadable {}), malformed {}, gaps {}, evicted \
-             sockets {}, seeded {}, stale {}",
+            "{} events received, {} shown ({} of them RSTs, retransmissions, errors, TIME_WAIT ends \
+             and restarts); lost {} (ring buffer full {}, recursion misses {}, unreadable {}), \
+             malformed {}, gaps {}, evicted sockets {}, seeded {}, stale {}",
             self.received,
             self.shown,
             self.shown_not_transitions,
@@ -155,7 +157,17 @@ impl Output {
         }
     }
 
-    fn report(&mut self, report: &Report) -> io::Result<()> {
+    fn text(&self) -> TextContext<'_> {
+        TextContext {
+            clock: &self.wall,
+            tz: &self.tz,
+            own_netns: self.own_netns,
+            color: self.color,
+        }
+    }
+
+    /// Writes one report; `now_ns` is when it was noticed, for reports without a time.
+    fn report(&mut self, report: &Report, now_ns: u64) -> io::Result<()> {
         match report {
             Report::Transition {
                 transition,
@@ -181,6 +193,64 @@ impl Output {
                         &self.wall,
                         &self.tz,
                         self.own_netns,
+                    );
+                    writeln!(self.out, "{line}")
+                }
+            }
+            Report::Retransmits {
+                sock,
+                tuple,
+                state,
+                owner,
+                phase,
+            } => {
+                if self.json {
+                    let json = JsonRetransmits::new(
+                        *sock,
+                        tuple,
+                        *state,
+                        owner.as_ref(),
+                        *phase,
+                        now_ns,
+                        &self.wall,
+                    );
+                    serde_json::to_writer(&mut self.out, &json)?;
+                    self.out.write_all(b"\n")
+                } else {
+                    let line = render::retransmits_line(
+                        tuple,
+                        *state,
+                        owner.as_ref(),
+                        *phase,
+                        now_ns,
+                        &self.text(),
+                    );
+                    writeln!(self.out, "{line}")
+                }
+            }
+            Report::ConnectionError {
+                error,
+                cause,
+                owner,
+                retransmits,
+            } => {
+                if self.json {
+                    let json = JsonConnectionError::new(
+                        error,
+                        *cause,
+                        owner.as_ref(),
+                        *retransmits,
+                        &self.wall,
+                    );
+                    serde_json::to_writer(&mut self.out, &json)?;
+                    self.out.write_all(b"\n")
+                } else {
+                    let line = render::connection_error_line(
+                        error,
+                        *cause,
+                        owner.as_ref(),
+                        *retransmits,
+                        &self.text(),
                     );
                     writeln!(self.out, "{line}")
                 }
@@ -249,6 +319,15 @@ fn shown(filter: &Filter, report: &Report) -> bool {
             owner,
             ..
         } => filter.matches_reset(reset, *state, owner.map(|o| o.pid)),
+        Report::Retransmits {
+            tuple,
+            state,
+            owner,
+            ..
+        } => filter.matches_retransmits(tuple, *state, owner.map(|o| o.pid)),
+        Report::ConnectionError { error, owner, .. } => {
+            filter.matches_error(error, owner.map(|o| o.pid))
+        }
     }
 }
 
@@ -259,6 +338,8 @@ type PendingDump = tokio::task::JoinHandle<Inventory>;
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let mut stream = EventStream::open(&options.load)?;
     let mut tracker = Tracker::new(options.max_sockets);
+    let half_open_after = feed::nanos(options.half_open_after);
+    tracker.set_half_open_after(half_open_after);
     let mut output = Output::stdout(options.json);
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -324,7 +405,9 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                 let now = mono_now_ns();
                 inventory.resolve_close_wait_owners(&mut tracker, feed::nanos(options.owner_after), now);
                 let losses = stream.losses()?;
-                if let Err(e) = summary::print(&mut output, &tracker, &losses, now) {
+                let printed =
+                    summary::print(&mut output, &tracker, &losses, half_open_after, now);
+                if let Err(e) = printed {
                     return quiet_on_broken_pipe(e);
                 }
             }
@@ -335,13 +418,15 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
             stream.drain_now(&mut batch);
         }
         feed::apply(&mut tracker, &mut batch, &mut reports);
-        tracker.advance(mono_now_ns(), &mut reports);
+        let now = mono_now_ns();
+        tracker.advance(now, &mut reports);
         if let Err(e) = show(
             &mut output,
             &options.filter,
             &mut reports,
             &mut shown_count,
             limit,
+            now,
         ) {
             return quiet_on_broken_pipe(e);
         }
@@ -395,6 +480,8 @@ fn show_alerts(
         engine,
         tracker,
         inventory,
+        // Accept queues sampled now: a listener dump is a few milliseconds.
+        &crate::sockdiag::listeners_all().listeners,
         owner_after,
         lost_total,
         jiff::Timestamp::now(),
@@ -414,21 +501,25 @@ struct Shown {
     not_transitions: u64,
 }
 
-/// Writes the reports that pass the filter, up to `limit` lines in all.
+/// Writes the reports that pass the filter, up to `limit` lines in all; `now_ns` dates the
+/// reports that carry no time.
 fn show(
     output: &mut Output,
     filter: &Filter,
     reports: &mut Vec<Report>,
     shown_count: &mut Shown,
     limit: u64,
+    now_ns: u64,
 ) -> io::Result<()> {
     for report in reports.drain(..) {
         if shown_count.lines < limit && shown(filter, &report) {
-            output.report(&report)?;
+            output.report(&report, now_ns)?;
             shown_count.lines += 1;
             if matches!(
                 report,
                 Report::Reset { .. }
+                    | Report::Retransmits { .. }
+                    | Report::ConnectionError { .. }
                     | Report::Transition {
                         note: Some(Note::TimewaitEnded(_) | Note::TimewaitRestarted { .. }),
                         ..

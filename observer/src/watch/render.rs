@@ -1,6 +1,6 @@
 //! How a transition looks: a terminal line, or a JSON object.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, net::SocketAddr};
 
 use anstyle::{AnsiColor, Style};
 use observer_common::TcpState;
@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::{
     alerts::{Change, Status, deliver::ChangeRecord},
     clock::WallClock,
-    decode::{Reset, Task, Transition},
-    track::{Note, Observation, TimewaitEnd, resets::ResetClass},
+    decode::{Reset, SocketError, Task, Transition},
+    track::{EndCause, Note, Observation, RetransmitPhase, TimewaitEnd, Tuple, resets::ResetClass},
 };
 
 /// A duration in the unit a person reads best: `850ns`, `12.3µs`, `4.56ms`, `1.23s`, `2m03s`,
@@ -310,6 +310,419 @@ impl<'a> JsonTransition<'a> {
     }
 }
 
+/// An alert state change as a line: time, ALERT, state, rule, what is wrong.
+#[must_use]
+pub fn alert_line(change: &Change, tz: &jiff::tz::TimeZone, color: bool) -> String {
+    let time = jiff::Timestamp::now().to_zoned(tz.clone());
+    let word = match change.status {
+        Status::Pending => "pending",
+        Status::Firing => "FIRING",
+        Status::Resolved => "resolved",
+        Status::Inactive => "inactive",
+    };
+    let description = change
+        .alert
+        .annotations
+        .get("description")
+        .map_or("", String::as_str);
+    let line = format!(
+        "{} ALERT {word} {}: {description}",
+        time.strftime("%H:%M:%S%.6f"),
+        change.alert.name()
+    );
+    if color && change.status == Status::Firing {
+        let style = AnsiColor::Red.on_default().bold();
+        format!("{style}{line}{style:#}")
+    } else {
+        line
+    }
+}
+
+/// An alert state change as a JSON line (`"type": "alert"`).
+#[derive(Serialize)]
+pub struct JsonAlert<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    record: ChangeRecord<'a>,
+}
+
+impl<'a> JsonAlert<'a> {
+    #[must_use]
+    pub fn new(change: &'a Change) -> Self {
+        Self {
+            kind: "alert",
+            record: ChangeRecord::new(change, jiff::Timestamp::now()),
+        }
+    }
+}
+
+/// How terminal lines are written: wall-clock mapping, time zone, the namespace not worth
+/// naming, colours.
+#[derive(Clone, Copy)]
+pub struct TextContext<'a> {
+    pub clock: &'a WallClock,
+    pub tz: &'a jiff::tz::TimeZone,
+    pub own_netns: Option<u32>,
+    pub color: bool,
+}
+
+impl TextContext<'_> {
+    /// Time, owner and addresses: the columns every line starts with.
+    fn prefix(
+        &self,
+        mono_ns: u64,
+        owner: Option<&Task>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> String {
+        let time = self.clock.at(mono_ns).to_zoned(self.tz.clone());
+        let who = owner.map_or_else(|| "?".to_owned(), |o| format!("{}/{}", o.pid, o.comm()));
+        format!(
+            "{} {:<22} {:>25} -> {:<25}",
+            time.strftime("%H:%M:%S%.6f"),
+            who,
+            local.to_string(),
+            remote.to_string(),
+        )
+    }
+
+    fn paint(&self, word: &str, style: Style) -> String {
+        if self.color {
+            format!("{style}{word}{style:#}")
+        } else {
+            word.to_owned()
+        }
+    }
+
+    /// ` in STATE`, coloured as transitions colour it; nothing when the state is unknown.
+    fn in_state(&self, state: Option<TcpState>) -> String {
+        state.map_or_else(String::new, |s| {
+            format!(" in {}", self.paint(s.name(), state_style(s)))
+        })
+    }
+
+    /// ` netns N` unless it is observer's own namespace or unknown (0).
+    fn netns_suffix(&self, netns: Option<u32>) -> String {
+        netns
+            .filter(|ns| *ns != 0 && Some(*ns) != self.own_netns)
+            .map_or_else(String::new, |ns| format!(" netns {ns}"))
+    }
+}
+
+/// `>=` before a value that is only a lower bound.
+const fn at_least(lower_bound: bool) -> &'static str {
+    if lower_bound { ">=" } else { "" }
+}
+
+/// `1 retransmission`, `2 retransmissions`.
+pub(super) fn plural(n: u32, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// A change in a connection's retransmissions as a terminal line. `at_ns` is when the change
+/// was noticed (the report carries no time of its own).
+#[must_use]
+pub fn retransmits_line(
+    tuple: &Tuple,
+    state: Option<TcpState>,
+    owner: Option<&Task>,
+    phase: RetransmitPhase,
+    at_ns: u64,
+    ctx: &TextContext<'_>,
+) -> String {
+    let (word, style, what) = match phase {
+        RetransmitPhase::Began => (
+            "RETRANSMIT",
+            AnsiColor::Yellow.on_default(),
+            "retransmitting, no progress".to_owned(),
+        ),
+        RetransmitPhase::Suspect {
+            since_ns,
+            lower_bound,
+            retransmits,
+        } => (
+            "HALF-OPEN?",
+            AnsiColor::Red.on_default().bold(),
+            format!(
+                "no progress for {0}{1}, {0}{2}",
+                at_least(lower_bound),
+                human_duration(at_ns.saturating_sub(since_ns)),
+                plural(retransmits, "retransmission"),
+            ),
+        ),
+        RetransmitPhase::Recovered {
+            retransmits,
+            duration_ns,
+        } => (
+            "RECOVERED",
+            AnsiColor::Green.on_default(),
+            format!(
+                "progress after {} over {}",
+                plural(retransmits, "retransmission"),
+                human_duration(duration_ns)
+            ),
+        ),
+    };
+    format!(
+        "{} {}{}: {what}{}",
+        ctx.prefix(at_ns, owner, tuple.local, tuple.remote),
+        ctx.paint(word, style),
+        ctx.in_state(state),
+        ctx.netns_suffix(Some(tuple.netns)),
+    )
+}
+
+/// The line's first word for a connection error.
+const fn error_word(cause: EndCause) -> &'static str {
+    match cause {
+        EndCause::Refused => "REFUSED",
+        EndCause::Reset => "RESET",
+        EndCause::Unreachable => "UNREACHABLE",
+        EndCause::Other => "ERROR",
+        _ => "TIMEOUT",
+    }
+}
+
+/// What a cause means, in words.
+const fn error_words(cause: EndCause) -> &'static str {
+    match cause {
+        EndCause::RetransmitTimeout => "gave up retransmitting",
+        EndCause::KeepaliveTimeout => "keepalive probes unanswered",
+        EndCause::ZeroWindowTimeout => "zero-window probes unanswered",
+        EndCause::ConnectTimeout => "handshake unanswered",
+        EndCause::Timeout => "timed out",
+        EndCause::Refused => "connection refused by the peer",
+        EndCause::Reset => "connection reset by the peer",
+        EndCause::Unreachable => "host or network unreachable",
+        EndCause::Other => "socket error",
+    }
+}
+
+/// A connection the kernel ended with an error, as a terminal line.
+#[must_use]
+pub fn connection_error_line(
+    e: &SocketError,
+    cause: EndCause,
+    owner: Option<&Task>,
+    retransmits: Option<(u32, u64)>,
+    ctx: &TextContext<'_>,
+) -> String {
+    let mut line = format!(
+        "{} {}{}: {}",
+        ctx.prefix(e.mono_ns, owner, e.local, e.remote),
+        ctx.paint(error_word(cause), AnsiColor::Red.on_default()),
+        ctx.in_state(e.state),
+        error_words(cause),
+    );
+    if let Some((n, ns)) = retransmits {
+        let _ = write!(
+            line,
+            " after {} over {}",
+            plural(n, "retransmission"),
+            human_duration(ns)
+        );
+    } else if matches!(
+        cause,
+        EndCause::KeepaliveTimeout | EndCause::ZeroWindowTimeout
+    ) && let Some(n) = e.probes_out.filter(|n| *n > 0)
+    {
+        let _ = write!(line, " after {}", plural(u32::from(n), "probe"));
+    }
+    let _ = write!(line, " ({}, {})", cause.name(), error_name(e.error));
+    line.push_str(&ctx.netns_suffix(e.netns));
+    line
+}
+
+/// The errno's symbolic name (`ETIMEDOUT`), else its number. Only errors a TCP socket
+/// reports are named.
+#[must_use]
+pub fn error_name(errno: i32) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        5 => "EIO",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        22 => "EINVAL",
+        32 => "EPIPE",
+        64 => "ENONET",
+        71 => "EPROTO",
+        90 => "EMSGSIZE",
+        100 => "ENETDOWN",
+        101 => "ENETUNREACH",
+        102 => "ENETRESET",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        107 => "ENOTCONN",
+        108 => "ESHUTDOWN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        112 => "EHOSTDOWN",
+        113 => "EHOSTUNREACH",
+        129 => "EKEYREJECTED",
+        _ => return errno.to_string(),
+    };
+    name.to_owned()
+}
+
+/// A non-zero namespace inode (0 is the tracker's "unknown").
+const fn known_netns(netns: u32) -> Option<u32> {
+    if netns == 0 { None } else { Some(netns) }
+}
+
+/// A change in a connection's retransmissions as one JSON object (README: "JSON output").
+#[derive(Serialize)]
+pub struct JsonRetransmits<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    /// When the change was noticed.
+    pub mono_ns: u64,
+    /// `retransmitting` (a streak without progress began), `half_open_suspect` or
+    /// `recovered`.
+    pub phase: &'static str,
+    pub sock: String,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub state: Option<&'static str>,
+    /// Retransmissions in the streak: so far (suspect), or in all (recovered); null when
+    /// it just began.
+    pub retransmits: Option<u32>,
+    /// Nanoseconds without progress: so far (suspect), or from the streak's first
+    /// retransmission to its last (recovered).
+    pub no_progress_ns: Option<u64>,
+    /// When the streak began (suspect), `CLOCK_MONOTONIC`.
+    pub since_mono_ns: Option<u64>,
+    /// The streak began before its first retransmission was seen: `retransmits` and
+    /// `no_progress_ns` are lower bounds.
+    pub lower_bound: bool,
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+    pub comm: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> JsonRetransmits<'a> {
+    #[must_use]
+    pub fn new(
+        sock: u64,
+        tuple: &Tuple,
+        state: Option<TcpState>,
+        owner: Option<&'a Task>,
+        phase: RetransmitPhase,
+        at_ns: u64,
+        clock: &WallClock,
+    ) -> Self {
+        let (retransmits, no_progress_ns, since_mono_ns, lower_bound) = match phase {
+            RetransmitPhase::Began => (None, None, None, false),
+            RetransmitPhase::Suspect {
+                since_ns,
+                lower_bound,
+                retransmits,
+            } => (
+                Some(retransmits),
+                Some(at_ns.saturating_sub(since_ns)),
+                Some(since_ns),
+                lower_bound,
+            ),
+            RetransmitPhase::Recovered {
+                retransmits,
+                duration_ns,
+            } => (Some(retransmits), Some(duration_ns), None, false),
+        };
+        Self {
+            kind: "retransmission",
+            time: clock.at(at_ns).to_string(),
+            mono_ns: at_ns,
+            phase: phase.name(),
+            sock: format!("{sock:#x}"),
+            family: tuple.family().name(),
+            local_addr: tuple.local.ip().to_string(),
+            local_port: tuple.local.port(),
+            remote_addr: tuple.remote.ip().to_string(),
+            remote_port: tuple.remote.port(),
+            state: state.map(TcpState::name),
+            retransmits,
+            no_progress_ns,
+            since_mono_ns,
+            lower_bound,
+            netns: known_netns(tuple.netns),
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(Task::comm),
+        }
+    }
+}
+
+/// A connection ended by an error as one JSON object (README: "JSON output").
+#[derive(Serialize)]
+pub struct JsonConnectionError<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub mono_ns: u64,
+    pub sock: String,
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub state: Option<&'static str>,
+    /// Why it ended (a closed set: `retransmit_timeout`, `keepalive_timeout`, ...).
+    pub cause: &'static str,
+    pub errno: i32,
+    /// The errno's name (`ETIMEDOUT`), or its number when unnamed.
+    pub error: String,
+    /// Retransmissions of the streak that timed out, and how long it lasted; null when the
+    /// connection was not seen retransmitting or did not time out.
+    pub retransmits: Option<u32>,
+    pub no_progress_ns: Option<u64>,
+    /// Keepalive or zero-window probes unanswered (`icsk_probes_out`); null when not read.
+    pub probes: Option<u8>,
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+    pub comm: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> JsonConnectionError<'a> {
+    #[must_use]
+    pub fn new(
+        e: &SocketError,
+        cause: EndCause,
+        owner: Option<&'a Task>,
+        retransmits: Option<(u32, u64)>,
+        clock: &WallClock,
+    ) -> Self {
+        Self {
+            kind: "connection_error",
+            time: clock.at(e.mono_ns).to_string(),
+            mono_ns: e.mono_ns,
+            sock: format!("{:#x}", e.sock),
+            family: e.family.name(),
+            local_addr: e.local.ip().to_string(),
+            local_port: e.local.port(),
+            remote_addr: e.remote.ip().to_string(),
+            remote_port: e.remote.port(),
+            state: e.state.map(TcpState::name),
+            cause: cause.name(),
+            errno: e.error,
+            error: error_name(e.error),
+            retransmits: retransmits.map(|(n, _)| n),
+            no_progress_ns: retransmits.map(|(_, ns)| ns),
+            probes: e.probes_out,
+            netns: e.netns,
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(Task::comm),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,51 +838,314 @@ mod tests {
         );
         assert_eq!(json["netns"], 9);
     }
-}
 
-/// An alert state change as a line: time, ALERT, state, rule, what is wrong.
-#[must_use]
-pub fn alert_line(change: &Change, tz: &jiff::tz::TimeZone, color: bool) -> String {
-    let time = jiff::Timestamp::now().to_zoned(tz.clone());
-    let word = match change.status {
-        Status::Pending => "pending",
-        Status::Firing => "FIRING",
-        Status::Resolved => "resolved",
-        Status::Inactive => "inactive",
-    };
-    let description = change
-        .alert
-        .annotations
-        .get("description")
-        .map_or("", String::as_str);
-    let line = format!(
-        "{} ALERT {word} {}: {description}",
-        time.strftime("%H:%M:%S%.6f"),
-        change.alert.name()
-    );
-    if color && change.status == Status::Firing {
-        let style = AnsiColor::Red.on_default().bold();
-        format!("{style}{line}{style:#}")
-    } else {
-        line
-    }
-}
-
-/// An alert state change as a JSON line (`"type": "alert"`).
-#[derive(Serialize)]
-pub struct JsonAlert<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    record: ChangeRecord<'a>,
-}
-
-impl<'a> JsonAlert<'a> {
-    #[must_use]
-    pub fn new(change: &'a Change) -> Self {
-        Self {
-            kind: "alert",
-            record: ChangeRecord::new(change, jiff::Timestamp::now()),
+    fn tuple() -> Tuple {
+        Tuple {
+            netns: 9,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
         }
+    }
+
+    fn curl() -> Task {
+        Task::new(42, 42, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0")
+    }
+
+    fn text_context<'a>(
+        clock: &'a WallClock,
+        tz: &'a jiff::tz::TimeZone,
+        color: bool,
+    ) -> TextContext<'a> {
+        TextContext {
+            clock,
+            tz,
+            own_netns: Some(9),
+            color,
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn retransmission_lines_say_what_changed() {
+        let (clock, tz) = (WallClock::IDENTITY, jiff::tz::TimeZone::UTC);
+        let ctx = text_context(&clock, &tz, false);
+        let owner = curl();
+        let line = |phase, owner| {
+            retransmits_line(
+                &tuple(),
+                Some(TcpState::Established),
+                owner,
+                phase,
+                20 * S,
+                &ctx,
+            )
+        };
+        let began = line(RetransmitPhase::Began, Some(&owner));
+        assert!(began.starts_with("00:00:20.000000 42/curl "), "{began}");
+        assert!(began.contains(" 10.0.0.1:40000 -> 10.0.0.2:80 "), "{began}");
+        assert!(
+            began.ends_with(" RETRANSMIT in ESTABLISHED: retransmitting, no progress"),
+            "{began}"
+        );
+        let suspect = line(
+            RetransmitPhase::Suspect {
+                since_ns: 7_600_000_000,
+                lower_bound: false,
+                retransmits: 6,
+            },
+            None,
+        );
+        assert!(suspect.contains(" ? "), "{suspect}");
+        assert!(
+            suspect
+                .ends_with("HALF-OPEN? in ESTABLISHED: no progress for 12.4s, 6 retransmissions"),
+            "{suspect}"
+        );
+        let seen_late = line(
+            RetransmitPhase::Suspect {
+                since_ns: 7_600_000_000,
+                lower_bound: true,
+                retransmits: 1,
+            },
+            None,
+        );
+        assert!(
+            seen_late.ends_with("no progress for >=12.4s, >=1 retransmission"),
+            "{seen_late}"
+        );
+        let recovered = line(
+            RetransmitPhase::Recovered {
+                retransmits: 4,
+                duration_ns: 2_800_000_000,
+            },
+            Some(&owner),
+        );
+        assert!(
+            recovered
+                .ends_with("RECOVERED in ESTABLISHED: progress after 4 retransmissions over 2.8s"),
+            "{recovered}"
+        );
+        let other_netns = Tuple {
+            netns: 10,
+            ..tuple()
+        };
+        let coloured = retransmits_line(
+            &other_netns,
+            None,
+            None,
+            RetransmitPhase::Began,
+            S,
+            &text_context(&clock, &tz, true),
+        );
+        assert!(coloured.contains("\u{1b}["), "{coloured}");
+        assert!(coloured.ends_with("no progress netns 10"), "{coloured}");
+        assert!(
+            !coloured.contains(" in "),
+            "no state when unknown: {coloured}"
+        );
+    }
+
+    fn socket_error(error: i32, state: TcpState) -> SocketError {
+        let t = tuple();
+        SocketError {
+            mono_ns: 30 * S,
+            sock: 0xffff_8880_0000_0002,
+            error,
+            state: Some(state),
+            family: Family::Ipv4,
+            local: t.local,
+            remote: t.remote,
+            netns: Some(9),
+            unrecovered: Some(7),
+            probes_out: Some(0),
+            unsent_data: Some(true),
+        }
+    }
+
+    #[test]
+    fn connection_error_lines_name_the_cause_and_errno() {
+        let (clock, tz) = (WallClock::IDENTITY, jiff::tz::TimeZone::UTC);
+        let ctx = text_context(&clock, &tz, false);
+        let owner = curl();
+        let timeout = connection_error_line(
+            &socket_error(110, TcpState::Established),
+            EndCause::RetransmitTimeout,
+            Some(&owner),
+            Some((7, 12_600_000_000)),
+            &ctx,
+        );
+        assert!(timeout.starts_with("00:00:30.000000 42/curl "), "{timeout}");
+        assert!(
+            timeout.ends_with(
+                "TIMEOUT in ESTABLISHED: gave up retransmitting after 7 retransmissions over \
+                 12.6s (retransmit_timeout, ETIMEDOUT)"
+            ),
+            "{timeout}"
+        );
+        let keepalive = SocketError {
+            probes_out: Some(9),
+            ..socket_error(110, TcpState::Established)
+        };
+        let line = connection_error_line(&keepalive, EndCause::KeepaliveTimeout, None, None, &ctx);
+        assert!(
+            line.ends_with(
+                "TIMEOUT in ESTABLISHED: keepalive probes unanswered after 9 probes \
+                 (keepalive_timeout, ETIMEDOUT)"
+            ),
+            "{line}"
+        );
+        let refused = connection_error_line(
+            &socket_error(111, TcpState::SynSent),
+            EndCause::Refused,
+            None,
+            None,
+            &ctx,
+        );
+        assert!(
+            refused.ends_with(
+                "REFUSED in SYN_SENT: connection refused by the peer (refused, ECONNREFUSED)"
+            ),
+            "{refused}"
+        );
+        let reset = connection_error_line(
+            &socket_error(32, TcpState::Established),
+            EndCause::Reset,
+            None,
+            None,
+            &ctx,
+        );
+        assert!(
+            reset.ends_with("RESET in ESTABLISHED: connection reset by the peer (reset, EPIPE)"),
+            "{reset}"
+        );
+        let odd = SocketError {
+            netns: Some(10),
+            ..socket_error(200, TcpState::Established)
+        };
+        let line = connection_error_line(&odd, EndCause::Other, None, None, &ctx);
+        assert!(
+            line.ends_with("ERROR in ESTABLISHED: socket error (other, 200) netns 10"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn errnos_are_named_else_numbered() {
+        assert_eq!(error_name(110), "ETIMEDOUT");
+        assert_eq!(error_name(111), "ECONNREFUSED");
+        assert_eq!(error_name(104), "ECONNRESET");
+        assert_eq!(error_name(113), "EHOSTUNREACH");
+        assert_eq!(error_name(101), "ENETUNREACH");
+        assert_eq!(error_name(4242), "4242");
+    }
+
+    #[test]
+    fn retransmission_json_has_the_documented_fields() {
+        let owner = curl();
+        let json = |phase| {
+            serde_json::to_value(JsonRetransmits::new(
+                0xffff_8880_0000_0002,
+                &tuple(),
+                Some(TcpState::Established),
+                Some(&owner),
+                phase,
+                20 * S,
+                &WallClock::IDENTITY,
+            ))
+            .unwrap()
+        };
+        let began = json(RetransmitPhase::Began);
+        assert_eq!(began["type"], "retransmission");
+        assert_eq!(began["phase"], "retransmitting");
+        assert_eq!(began["time"], "1970-01-01T00:00:20Z");
+        assert_eq!(began["mono_ns"], 20 * S);
+        assert_eq!(began["sock"], "0xffff888000000002");
+        assert_eq!(began["family"], "ipv4");
+        assert_eq!(
+            (began["local_addr"].as_str(), began["local_port"].as_u64()),
+            (Some("10.0.0.1"), Some(40000))
+        );
+        assert_eq!(
+            (began["remote_addr"].as_str(), began["remote_port"].as_u64()),
+            (Some("10.0.0.2"), Some(80))
+        );
+        assert_eq!(began["state"], "ESTABLISHED");
+        assert!(began["retransmits"].is_null() && began["no_progress_ns"].is_null());
+        assert_eq!(
+            (
+                began["netns"].as_u64(),
+                began["pid"].as_u64(),
+                began["comm"].as_str()
+            ),
+            (Some(9), Some(42), Some("curl"))
+        );
+        let suspect = json(RetransmitPhase::Suspect {
+            since_ns: 8 * S,
+            lower_bound: true,
+            retransmits: 6,
+        });
+        assert_eq!(suspect["phase"], "half_open_suspect");
+        assert_eq!(suspect["retransmits"], 6);
+        assert_eq!(suspect["no_progress_ns"], 12 * S);
+        assert_eq!(suspect["since_mono_ns"], 8 * S);
+        assert_eq!(suspect["lower_bound"], true);
+        let recovered = json(RetransmitPhase::Recovered {
+            retransmits: 4,
+            duration_ns: 2_800_000_000,
+        });
+        assert_eq!(recovered["phase"], "recovered");
+        assert_eq!(recovered["retransmits"], 4);
+        assert_eq!(recovered["no_progress_ns"], 2_800_000_000_u64);
+        assert!(recovered["since_mono_ns"].is_null());
+    }
+
+    #[test]
+    fn connection_error_json_has_the_documented_fields() {
+        let owner = curl();
+        let e = socket_error(110, TcpState::Established);
+        let json = serde_json::to_value(JsonConnectionError::new(
+            &e,
+            EndCause::RetransmitTimeout,
+            Some(&owner),
+            Some((7, 12_600_000_000)),
+            &WallClock::IDENTITY,
+        ))
+        .unwrap();
+        assert_eq!(json["type"], "connection_error");
+        assert_eq!(json["time"], "1970-01-01T00:00:30Z");
+        assert_eq!(json["sock"], "0xffff888000000002");
+        assert_eq!(json["family"], "ipv4");
+        assert_eq!(
+            (json["local_addr"].as_str(), json["remote_port"].as_u64()),
+            (Some("10.0.0.1"), Some(80))
+        );
+        assert_eq!(json["state"], "ESTABLISHED");
+        assert_eq!(json["cause"], "retransmit_timeout");
+        assert_eq!(
+            (json["errno"].as_i64(), json["error"].as_str()),
+            (Some(110), Some("ETIMEDOUT"))
+        );
+        assert_eq!(json["retransmits"], 7);
+        assert_eq!(json["no_progress_ns"], 12_600_000_000_u64);
+        assert_eq!(json["probes"], 0);
+        assert_eq!(
+            (
+                json["netns"].as_u64(),
+                json["pid"].as_u64(),
+                json["comm"].as_str()
+            ),
+            (Some(9), Some(42), Some("curl"))
+        );
+        let refused = serde_json::to_value(JsonConnectionError::new(
+            &socket_error(111, TcpState::SynSent),
+            EndCause::Refused,
+            None,
+            None,
+            &WallClock::IDENTITY,
+        ))
+        .unwrap();
+        assert_eq!(refused["error"], "ECONNREFUSED");
+        assert!(refused["retransmits"].is_null() && refused["pid"].is_null());
     }
 }

@@ -9,8 +9,8 @@ use super::{LossCounts, Output};
 use crate::{
     decode::ResetDirection,
     events::Losses,
-    track::{Tracker, TrackerStats, durations::Histogram, resets::ResetClass},
-    watch::render::human_duration,
+    track::{RetransmitCounts, Tracker, TrackerStats, durations::Histogram, resets::ResetClass},
+    watch::render::{human_duration, plural},
 };
 
 /// At most this many CLOSE_WAIT sockets are listed (oldest first); the count is complete.
@@ -28,6 +28,44 @@ struct CloseWait {
     comm: Option<String>,
     /// `fd` (holds the file descriptor, from /proc) or `transition` (drove a transition).
     owner_source: Option<&'static str>,
+}
+
+/// At most this many half-open suspects are listed (oldest first); the count is complete.
+const HALF_OPEN_LISTED: usize = 20;
+
+/// A connection retransmitting without progress for at least the half-open threshold.
+#[derive(Serialize)]
+struct HalfOpen {
+    local: String,
+    remote: String,
+    netns: u32,
+    state: Option<&'static str>,
+    /// Time without progress: since the streak's first retransmission.
+    age_ns: u64,
+    /// The streak began before its first retransmission was seen: `age_ns` and
+    /// `retransmits` are lower bounds.
+    age_lower_bound: bool,
+    /// Retransmissions without progress, and of the connection in all.
+    retransmits: u32,
+    total_retransmits: u64,
+    pid: Option<u32>,
+    comm: Option<String>,
+}
+
+/// Connections the kernel ended with an error, of one cause in one state.
+#[derive(Serialize)]
+struct EndCount {
+    cause: &'static str,
+    /// Null when the state was unknown.
+    state: Option<&'static str>,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct SynackCount {
+    netns: u32,
+    port: u16,
+    count: u64,
 }
 
 #[derive(Serialize)]
@@ -58,6 +96,16 @@ struct StateSummary<'a> {
     timewait_killed: u64,
     resets: Vec<ResetCount>,
     closed_before_accept: Vec<NeverAccepted>,
+    /// The threshold: retransmitting without progress this long makes a suspect.
+    half_open_after_ns: u64,
+    half_open_total: usize,
+    half_open: Vec<HalfOpen>,
+    connection_ends: Vec<EndCount>,
+    /// Connections ended by any timeout (the `*_timeout` causes and `timeout`).
+    connection_timeouts: u64,
+    retransmits: RetransmitCounts,
+    /// SYN-ACKs retransmitted by listeners, by listening port.
+    synack_retransmits: Vec<SynackCount>,
     /// Time spent in each state by sockets that left it (seconds; bucket upper bounds are in
     /// the README).
     durations: Vec<(&'static str, &'a Histogram)>,
@@ -70,8 +118,24 @@ pub(super) fn print(
     output: &mut Output,
     tracker: &Tracker,
     losses: &Losses,
+    half_open_after_ns: u64,
     now_ns: u64,
 ) -> io::Result<()> {
+    let summary = build(tracker, losses, half_open_after_ns, now_ns);
+    if output.json {
+        return output.json_record(&summary);
+    }
+    let text = render_text(&summary);
+    output.out.write_all(text.as_bytes())?;
+    output.out.flush()
+}
+
+fn build<'a>(
+    tracker: &'a Tracker,
+    losses: &Losses,
+    half_open_after_ns: u64,
+    now_ns: u64,
+) -> StateSummary<'a> {
     let counts = tracker.counts_by_state();
     let close_wait = tracker.close_wait();
     let (expired, killed) = tracker.timewait_ends();
@@ -88,7 +152,9 @@ pub(super) fn print(
             }
         }
     }
-    let summary = StateSummary {
+    let half_open = tracker.half_open_suspects(half_open_after_ns);
+    let ends = tracker.connection_ends();
+    StateSummary {
         kind: "state_summary",
         mono_ns: now_ns,
         states: TcpState::ALL
@@ -127,6 +193,40 @@ pub(super) fn print(
                 peer_reset: n.peer_reset,
             })
             .collect(),
+        half_open_after_ns,
+        half_open_total: half_open.len(),
+        half_open: half_open
+            .iter()
+            .take(HALF_OPEN_LISTED)
+            .map(|h| HalfOpen {
+                local: h.tuple.local.to_string(),
+                remote: h.tuple.remote.to_string(),
+                netns: h.tuple.netns,
+                state: h.state.map(TcpState::name),
+                age_ns: now_ns.saturating_sub(h.since_ns),
+                age_lower_bound: h.lower_bound,
+                retransmits: h.retransmits,
+                total_retransmits: h.total_retransmits,
+                pid: h.owner.map(|o| o.pid),
+                comm: h.owner.map(|o| o.comm().into_owned()),
+            })
+            .collect(),
+        connection_ends: ends
+            .nonzero()
+            .into_iter()
+            .map(|(cause, state, count)| EndCount {
+                cause: cause.name(),
+                state: state.map(TcpState::name),
+                count,
+            })
+            .collect(),
+        connection_timeouts: ends.timeouts(),
+        retransmits: tracker.retransmit_counts(),
+        synack_retransmits: tracker
+            .synack_retransmits()
+            .into_iter()
+            .map(|((netns, port), count)| SynackCount { netns, port, count })
+            .collect(),
         durations: TcpState::ALL
             .iter()
             .map(|s| (s.name(), tracker.durations().of(*s)))
@@ -134,13 +234,7 @@ pub(super) fn print(
             .collect(),
         tracker: tracker.stats(),
         losses: (*losses).into(),
-    };
-    if output.json {
-        return output.json_record(&summary);
     }
-    let text = render_text(&summary);
-    output.out.write_all(text.as_bytes())?;
-    output.out.flush()
 }
 
 fn render_text(s: &StateSummary<'_>) -> String {
@@ -190,6 +284,7 @@ fn render_text(s: &StateSummary<'_>) -> String {
         );
     }
     let _ = writeln!(t);
+    render_retransmits(&mut t, s);
     let st = &s.tracker;
     let _ = writeln!(
         t,
@@ -202,4 +297,244 @@ fn render_text(s: &StateSummary<'_>) -> String {
         st.timewait_missing
     );
     t
+}
+
+/// The half-open suspects, connection errors and retransmission counters.
+fn render_retransmits(t: &mut String, s: &StateSummary<'_>) {
+    let _ = writeln!(
+        t,
+        "   half-open suspects: {} (no progress for {} or more, oldest first)",
+        s.half_open_total,
+        human_duration(s.half_open_after_ns)
+    );
+    for h in &s.half_open {
+        let owner = match (h.pid, &h.comm) {
+            (Some(pid), Some(comm)) => format!("owned by {pid}/{comm}"),
+            _ => "owner unknown".to_owned(),
+        };
+        let at_least = if h.age_lower_bound { ">=" } else { "" };
+        let _ = writeln!(
+            t,
+            "     {} -> {} in {}, no progress for {at_least}{}, {at_least}{} ({} in all), {owner} \
+             (netns {})",
+            h.local,
+            h.remote,
+            h.state.unwrap_or("?"),
+            human_duration(h.age_ns),
+            plural(h.retransmits, "retransmission"),
+            h.total_retransmits,
+            h.netns
+        );
+    }
+    let _ = write!(t, "   connection errors:");
+    if s.connection_ends.is_empty() {
+        let _ = write!(t, " none");
+    }
+    for e in &s.connection_ends {
+        let _ = write!(t, " {} in {} {};", e.cause, e.state.unwrap_or("?"), e.count);
+    }
+    let _ = writeln!(t);
+    let r = &s.retransmits;
+    let _ = writeln!(
+        t,
+        "   retransmissions: segments {}, SYN-ACKs {}; streaks without progress {}, recovered {}; \
+         untracked {}",
+        r.segments, r.synacks, r.streaks, r.recovered, r.untracked
+    );
+    let _ = write!(t, "   SYN-ACK retransmissions:");
+    if s.synack_retransmits.is_empty() {
+        let _ = write!(t, " none");
+    }
+    for n in &s.synack_retransmits {
+        let _ = write!(t, " port {} (netns {}) {};", n.port, n.netns, n.count);
+    }
+    if r.synack_overflow > 0 {
+        let _ = write!(t, " {} on ports beyond the table;", r.synack_overflow);
+    }
+    let _ = writeln!(t);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::decode::{Event, Family, Retransmit, RetransmitKind, SocketError, Task, Transition};
+
+    const S: u64 = 1_000_000_000;
+
+    fn local() -> SocketAddr {
+        "10.0.0.1:40000".parse().unwrap()
+    }
+
+    fn remote() -> SocketAddr {
+        "10.0.0.2:80".parse().unwrap()
+    }
+
+    fn transition(at_ns: u64, old: TcpState, new: TcpState) -> Event {
+        Event::Transition(Transition {
+            mono_ns: at_ns,
+            sock: 7,
+            old,
+            new,
+            family: Family::Ipv4,
+            local: local(),
+            remote: remote(),
+            netns: Some(9),
+            task: Task::new(42, 42, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
+            owner_context: true,
+            has_socket: Some(true),
+        })
+    }
+
+    fn retransmit(at_ns: u64, kind: RetransmitKind, unrecovered: u8) -> Retransmit {
+        Retransmit {
+            mono_ns: at_ns,
+            kind,
+            sock: 7,
+            state: Some(TcpState::Established),
+            family: Family::Ipv4,
+            local: local(),
+            remote: remote(),
+            netns: Some(9),
+            unrecovered: Some(unrecovered),
+            err: 0,
+        }
+    }
+
+    /// A connection retransmitting since 1 s (still at 17 s), a refused connect, two
+    /// SYN-ACK retransmissions by a listener on port 80.
+    fn tracker() -> Tracker {
+        let mut tracker = Tracker::new(64);
+        let mut out = Vec::new();
+        let mut feed = |e: Event| tracker.apply(&e, &mut out);
+        feed(transition(0, TcpState::Close, TcpState::SynSent));
+        feed(transition(1000, TcpState::SynSent, TcpState::Established));
+        for (i, at) in [1, 2, 4, 8, 16].into_iter().enumerate() {
+            let n = u8::try_from(i + 1).unwrap();
+            feed(Event::Retransmit(retransmit(
+                at * S,
+                RetransmitKind::Segment,
+                n,
+            )));
+        }
+        feed(Event::SocketError(SocketError {
+            mono_ns: 17 * S,
+            sock: 8,
+            error: 111,
+            state: Some(TcpState::SynSent),
+            family: Family::Ipv4,
+            local: "10.0.0.1:40001".parse().unwrap(),
+            remote: remote(),
+            netns: Some(9),
+            unrecovered: Some(0),
+            probes_out: Some(0),
+            unsent_data: Some(false),
+        }));
+        for _ in 0..2 {
+            feed(Event::Retransmit(Retransmit {
+                sock: 9,
+                state: None,
+                local: "10.0.0.1:80".parse().unwrap(),
+                remote: "10.0.0.3:50000".parse().unwrap(),
+                unrecovered: None,
+                ..retransmit(17 * S, RetransmitKind::Synack, 0)
+            }));
+        }
+        tracker
+    }
+
+    #[test]
+    fn text_lists_half_open_suspects_errors_and_retransmissions() {
+        let tracker = tracker();
+        let summary = build(&tracker, &Losses::default(), 10 * S, 17 * S);
+        let text = render_text(&summary);
+        assert!(
+            text.contains(
+                "   half-open suspects: 1 (no progress for 10s or more, oldest first)\n     \
+                 10.0.0.1:40000 -> 10.0.0.2:80 in ESTABLISHED, no progress for 16s, 5 \
+                 retransmissions (5 in all), owned by 42/curl (netns 9)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("   connection errors: refused in SYN_SENT 1;\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "   retransmissions: segments 5, SYN-ACKs 2; streaks without progress 1, \
+                 recovered 0; untracked 0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("   SYN-ACK retransmissions: port 80 (netns 9) 2;\n"),
+            "{text}"
+        );
+        let later = build(&tracker, &Losses::default(), 20 * S, 17 * S);
+        let text = render_text(&later);
+        assert!(
+            text.contains("half-open suspects: 0 (no progress for 20s or more"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_sections_say_none() {
+        let tracker = Tracker::new(4);
+        let text = render_text(&build(&tracker, &Losses::default(), 10 * S, S));
+        assert!(text.contains("   connection errors: none\n"), "{text}");
+        assert!(
+            text.contains("   SYN-ACK retransmissions: none\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let tracker = tracker();
+        let json =
+            serde_json::to_value(build(&tracker, &Losses::default(), 10 * S, 17 * S)).unwrap();
+        assert_eq!(json["type"], "state_summary");
+        assert_eq!(json["half_open_after_ns"], 10 * S);
+        assert_eq!(json["half_open_total"], 1);
+        let h = &json["half_open"][0];
+        assert_eq!(
+            (
+                h["local"].as_str(),
+                h["remote"].as_str(),
+                h["netns"].as_u64()
+            ),
+            (Some("10.0.0.1:40000"), Some("10.0.0.2:80"), Some(9))
+        );
+        assert_eq!(h["state"], "ESTABLISHED");
+        assert_eq!(h["age_ns"], 16 * S);
+        assert_eq!(h["age_lower_bound"], false);
+        assert_eq!(
+            (h["retransmits"].as_u64(), h["total_retransmits"].as_u64()),
+            (Some(5), Some(5))
+        );
+        assert_eq!(
+            (h["pid"].as_u64(), h["comm"].as_str()),
+            (Some(42), Some("curl"))
+        );
+        assert_eq!(
+            json["connection_ends"],
+            serde_json::json!([{"cause": "refused", "state": "SYN_SENT", "count": 1}])
+        );
+        assert_eq!(json["connection_timeouts"], 0);
+        let r = &json["retransmits"];
+        assert_eq!(
+            (r["segments"].as_u64(), r["synacks"].as_u64()),
+            (Some(5), Some(2))
+        );
+        for field in ["streaks", "recovered", "untracked", "synack_overflow"] {
+            assert!(r[field].is_u64(), "{field}");
+        }
+        assert_eq!(
+            json["synack_retransmits"],
+            serde_json::json!([{"netns": 9, "port": 80, "count": 2}])
+        );
+    }
 }

@@ -162,6 +162,8 @@ pub fn report_netns(r: &Report) -> Option<u32> {
     match r {
         Report::Transition { transition, .. } => transition.netns,
         Report::Reset { reset, .. } => reset.netns,
+        Report::Retransmits { tuple, .. } => Some(tuple.netns),
+        Report::ConnectionError { error, .. } => error.netns,
     }
 }
 

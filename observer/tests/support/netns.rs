@@ -63,6 +63,22 @@ impl NetNs {
         ])
     }
 
+    /// Runs a command inside the namespace (`ip netns exec`), failing the test if it fails.
+    #[allow(dead_code, reason = "not every user runs commands")]
+    pub fn exec(&self, program: &str, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
     /// Runs `f` on a thread inside the namespace. Sockets it creates stay in the namespace
     /// and can be used from any thread afterwards.
     pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -82,5 +98,107 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Two namespaces joined by a veth pair: `client` holds .1, `server` .2, in IPv4
+/// (10.231.N.0/24) and IPv6 (fd31:0:0:N::/64, without duplicate address detection).
+#[allow(dead_code, reason = "not every user needs two hosts")]
+pub struct VethPair {
+    pub client: NetNs,
+    pub server: NetNs,
+    pub client_v4: std::net::IpAddr,
+    pub server_v4: std::net::IpAddr,
+    pub client_v6: std::net::IpAddr,
+    pub server_v6: std::net::IpAddr,
+}
+
+#[allow(dead_code, reason = "not every user needs two hosts")]
+impl VethPair {
+    pub fn new(tag: &str) -> io::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1;
+        let client = NetNs::new(&format!("{tag}-c"))?;
+        let server = NetNs::new(&format!("{tag}-s"))?;
+        // Interface names are at most 15 bytes; they live only inside the two namespaces.
+        let (c_if, s_if) = ("veth-c", "veth-s");
+        ip(&[
+            "-n",
+            &client.name,
+            "link",
+            "add",
+            c_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            s_if,
+            "netns",
+            &server.name,
+        ])?;
+        for (ns, dev, host) in [(&client, c_if, 1), (&server, s_if, 2)] {
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("10.231.{n}.{host}/24"),
+                "dev",
+                dev,
+            ])?;
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("fd31:0:0:{n:x}::{host}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+            ip(&["-n", &ns.name, "link", "set", dev, "up"])?;
+        }
+        let v4 = |host: u8| std::net::IpAddr::from([10, 231, u8::try_from(n).unwrap(), host]);
+        let v6 = |host: u16| {
+            std::net::IpAddr::from([0xfd31, 0, 0, u16::try_from(n).unwrap(), 0, 0, 0, host])
+        };
+        Ok(Self {
+            client,
+            server,
+            client_v4: v4(1),
+            server_v4: v4(2),
+            client_v6: v6(1),
+            server_v6: v6(2),
+        })
+    }
+}
+
+/// Drops packets with nftables on a namespace's input hook, from `rule` (nft syntax, e.g.
+/// `ip saddr 10.231.1.1 drop`). The table is removed on drop.
+#[allow(dead_code, reason = "not every user drops packets")]
+pub struct InputDrop<'a> {
+    ns: &'a NetNs,
+}
+
+#[allow(dead_code, reason = "not every user drops packets")]
+impl<'a> InputDrop<'a> {
+    pub fn new(ns: &'a NetNs, rule: &str) -> Self {
+        ns.exec("nft", &["add", "table", "inet", "observer_test"]);
+        ns.exec(
+            "nft",
+            &["add chain inet observer_test input { type filter hook input priority 0 ; }"],
+        );
+        ns.exec(
+            "nft",
+            &[&format!("add rule inet observer_test input {rule}")],
+        );
+        Self { ns }
+    }
+}
+
+impl Drop for InputDrop<'_> {
+    fn drop(&mut self) {
+        self.ns
+            .exec("nft", &["delete", "table", "inet", "observer_test"]);
     }
 }

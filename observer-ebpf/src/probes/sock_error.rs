@@ -1,0 +1,150 @@
+//! `inet_sk_error_report`: an error (refused, reset, timed out, ICMP) reported on a socket.
+//!
+//! A raw tracepoint: the tracepoint's record has the error and the addresses but not the
+//! socket's address, which is what ties the error to a connection. Its only argument is the
+//! `struct sock *`, so everything is read from the socket with offsets from BTF. The kernel
+//! fires it for every inet socket; only TCP stream sockets are reported.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use observer_common::{
+    RecordHeader, RecordKind, SockErrorProbeConfig, SocketErrorRecord,
+    probe_config::{KernelBits, UNKNOWN},
+    record::{
+        COMMON_CAPACITY, Counter, SOCK_ERR_PROBES_OUT_READ, SOCK_ERR_RETRANSMITS_READ,
+        SOCK_ERR_SPORT_READ, SOCK_ERR_UNSENT_DATA, SOCK_ERR_WMEM_READ,
+    },
+};
+
+use super::span::{config, netns_inum};
+use crate::maps::{EVENTS, count};
+
+const IPPROTO_TCP: u32 = 6;
+const SOCK_STREAM: u32 = 1;
+
+/// Filled in by the daemon at load time.
+#[unsafe(no_mangle)]
+static SOCK_ERROR_CONFIG: SockErrorProbeConfig = SockErrorProbeConfig::UNSET;
+
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
+    let cfg = config(&SOCK_ERROR_CONFIG);
+    if cfg.configured == 0 {
+        return 0;
+    }
+    let sk: *const u8 = ctx.arg(0);
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: probe reads of kernel memory through the helpers.
+    unsafe {
+        if read_bits(sk, cfg.protocol) != Some(IPPROTO_TCP)
+            || read_bits(sk, cfg.sock_type) != Some(SOCK_STREAM)
+        {
+            return 0;
+        }
+        // sk_err 0: tcp_disconnect() reports even when nothing went wrong.
+        let Ok(error) = bpf_probe_read_kernel(sk.add(cfg.err_offset as usize).cast::<i32>()) else {
+            count(Counter::ReadFailed);
+            return 0;
+        };
+        if error == 0 {
+            return 0;
+        }
+        emit(sk, &cfg, error);
+    }
+    0
+}
+
+#[inline(always)]
+unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
+    let Some(mut entry) = EVENTS.reserve::<SocketErrorRecord>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let len = (cfg.common_len as usize).min(COMMON_CAPACITY);
+    // SAFETY: `rec` is a reserved record; kernel memory is read through probe-read helpers.
+    unsafe {
+        let common = &mut (*rec).common;
+        if bpf_probe_read_kernel_buf(sk, &mut common[..len]).is_err() {
+            count(Counter::ReadFailed);
+            entry.discard(0);
+            return;
+        }
+        let Ok(state) = bpf_probe_read_kernel(sk.add(cfg.state_offset as usize)) else {
+            count(Counter::ReadFailed);
+            entry.discard(0);
+            return;
+        };
+        (*rec).header = RecordHeader::new(RecordKind::SocketError, size_of::<SocketErrorRecord>());
+        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).sock = sk as u64;
+        (*rec).netns = netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset);
+        (*rec).error = error;
+        (*rec).state = state;
+        #[expect(clippy::cast_possible_truncation, reason = "len <= COMMON_CAPACITY")]
+        {
+            (*rec).common_len = len as u16;
+        }
+        let mut flags = 0;
+        (*rec).retransmits = match read_u8(sk, cfg.retransmits_offset) {
+            Some(n) => {
+                flags |= SOCK_ERR_RETRANSMITS_READ;
+                n
+            }
+            None => 0,
+        };
+        (*rec).probes_out = match read_u8(sk, cfg.probes_out_offset) {
+            Some(n) => {
+                flags |= SOCK_ERR_PROBES_OUT_READ;
+                n
+            }
+            None => 0,
+        };
+        if cfg.wmem_queued_offset != UNKNOWN
+            && let Ok(queued) =
+                bpf_probe_read_kernel(sk.add(cfg.wmem_queued_offset as usize).cast::<i32>())
+        {
+            flags |= SOCK_ERR_WMEM_READ;
+            if queued > 0 {
+                flags |= SOCK_ERR_UNSENT_DATA;
+            }
+        }
+        (*rec).sport = if cfg.sport_offset == UNKNOWN {
+            0
+        } else if let Ok(port) =
+            bpf_probe_read_kernel(sk.add(cfg.sport_offset as usize).cast::<u16>())
+        {
+            flags |= SOCK_ERR_SPORT_READ;
+            port
+        } else {
+            0
+        };
+        (*rec).flags = flags;
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+unsafe fn read_u8(sk: *const u8, offset: u32) -> Option<u8> {
+    if offset == UNKNOWN {
+        return None;
+    }
+    // SAFETY: probe read of kernel memory.
+    unsafe { bpf_probe_read_kernel(sk.add(offset as usize)).ok() }
+}
+
+/// A member read as the `u32` that holds it; `None` when unknown or unreadable.
+#[inline(always)]
+unsafe fn read_bits(sk: *const u8, bits: KernelBits) -> Option<u32> {
+    if bits.offset == UNKNOWN {
+        return None;
+    }
+    // SAFETY: probe read of kernel memory.
+    let word: u32 = unsafe { bpf_probe_read_kernel(sk.add(bits.offset as usize).cast()) }.ok()?;
+    Some((word >> (bits.shift & 31)) & bits.mask)
+}

@@ -1,0 +1,351 @@
+//! `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack` records -> [`Retransmit`] events.
+//!
+//! Seen on Linux 6.18 when nothing is acknowledged: a tail loss probe first (`unrecovered` 0,
+//! no timeout yet), then one retransmission per timeout with 1, 2, 3, ... (the kernel counts
+//! the timeout before it retransmits).
+
+use std::net::SocketAddr;
+
+use observer_common::{
+    RecordKind, SpanProbeConfig, TcpState,
+    record::{FLAG_RETRANSMITS_READ, RETRANSMITS_SHIFT},
+};
+
+use super::{
+    DecodeError, Family, SplitAddresses, as_u32, check_kind, read_int, read_span, span_bounds,
+};
+use crate::load::tracefs::{Field, Format, TracefsError};
+
+/// What was sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetransmitKind {
+    /// A data or FIN segment of a connection (`tcp_retransmit_skb`).
+    Segment,
+    /// A listener's SYN-ACK whose handshake was not completed (`tcp_retransmit_synack`): the
+    /// client vanished, its ACK was lost, or the accept queue was full when it arrived.
+    Synack,
+}
+
+impl RetransmitKind {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Segment => "segment",
+            Self::Synack => "synack",
+        }
+    }
+}
+
+/// One retransmission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retransmit {
+    pub mono_ns: u64,
+    pub kind: RetransmitKind,
+    /// Kernel address of the socket; for [`RetransmitKind::Synack`], of the listener.
+    pub sock: u64,
+    /// The socket's state as the tracepoint reports it ([`RetransmitKind::Segment`] only).
+    pub state: Option<TcpState>,
+    pub family: Family,
+    /// This host's end.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: Option<u32>,
+    /// The kernel's `icsk_retransmits` when this retransmission was made: timeout-driven
+    /// retransmissions since the last ACK that advanced `snd_una`. 0 means the connection made
+    /// progress since its previous timeout (or this is a fast retransmit). `None`: not read.
+    pub unrecovered: Option<u8>,
+    /// The tracepoint's `err` (0: sent; negative errno: the retransmission failed locally).
+    pub err: i32,
+}
+
+/// Where each field of `tcp_retransmit_skb` or `tcp_retransmit_synack` sits in the copied span.
+///
+/// Both tracepoints store this host's end as `saddr`/`sport`: the socket's own address for a
+/// segment, the request's local address (`ir_loc_addr`, `ir_num`) for a SYN-ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetransmitLayout {
+    kind: RetransmitKind,
+    skaddr: Field,
+    state: Option<Field>,
+    err: Option<Field>,
+    addresses: SplitAddresses,
+    needed: usize,
+}
+
+impl RetransmitLayout {
+    /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
+    /// Kernel struct offsets (netns, `icsk_retransmits`) are filled in by the loader.
+    pub fn from_format(
+        format: &Format,
+        kind: RetransmitKind,
+    ) -> Result<(Self, SpanProbeConfig), TracefsError> {
+        let skaddr = format.field("skaddr")?;
+        let addresses = SplitAddresses::from_format(format)?;
+        let (event, state, err) = match kind {
+            RetransmitKind::Segment => (
+                "tcp_retransmit_skb",
+                Some(format.field("state")?),
+                // Added in Linux 6.13.
+                format.get("err"),
+            ),
+            RetransmitKind::Synack => ("tcp_retransmit_synack", None, None),
+        };
+        let mut all = vec![skaddr];
+        all.extend(state.iter().chain(&err).copied());
+        all.extend(addresses.fields());
+        let (start, end) = span_bounds(event, &all)?;
+        let layout = Self {
+            kind,
+            skaddr: skaddr.relative_to(start),
+            state: state.map(|f| f.relative_to(start)),
+            err: err.map(|f| f.relative_to(start)),
+            addresses: addresses.relative_to(start),
+            needed: end - start,
+        };
+        let config = SpanProbeConfig {
+            configured: 1,
+            span_start: as_u32(start),
+            span_len: as_u32(end - start),
+            skaddr_offset: as_u32(skaddr.offset),
+            ..SpanProbeConfig::UNSET
+        };
+        Ok((layout, config))
+    }
+
+    /// Whether this kernel reports a failed retransmission's error (Linux 6.13+).
+    #[must_use]
+    pub const fn has_err(&self) -> bool {
+        self.err.is_some()
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Retransmit, DecodeError> {
+        let expected_kind = match self.kind {
+            RetransmitKind::Segment => RecordKind::Retransmit,
+            RetransmitKind::Synack => RecordKind::RetransmitSynack,
+        };
+        check_kind(bytes, expected_kind)?;
+        let rec = read_span(bytes, self.needed)?;
+        let raw = &rec.raw[..rec.raw_len as usize];
+        let state = match self.state {
+            Some(f) => {
+                let v = read_int(raw, f);
+                Some(
+                    i32::try_from(v)
+                        .ok()
+                        .and_then(TcpState::from_kernel)
+                        .ok_or(DecodeError::UnknownState(v.cast_signed()))?,
+                )
+            }
+            None => None,
+        };
+        #[expect(clippy::cast_possible_truncation, reason = "`err` is an int")]
+        let err = self
+            .err
+            .map_or(0, |f| (read_int(raw, f) as u32).cast_signed());
+        let (family, local, remote) = self.addresses.decode(raw)?;
+        let unrecovered = (rec.flags & FLAG_RETRANSMITS_READ != 0)
+            .then_some((rec.flags >> RETRANSMITS_SHIFT) as u8);
+        Ok(Retransmit {
+            mono_ns: rec.ts_ns,
+            kind: self.kind,
+            sock: read_int(raw, self.skaddr),
+            state,
+            family,
+            local,
+            remote,
+            netns: (rec.netns != 0).then_some(rec.netns),
+            unrecovered,
+            err,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord, probe_config::UNKNOWN};
+
+    use super::*;
+    use crate::decode::{AF_INET, AF_INET6};
+
+    /// `tcp:tcp_retransmit_skb` as Linux 6.18 prints it.
+    pub const TCP_RETRANSMIT_SKB_6_18: &str = "name: tcp_retransmit_skb
+ID: 2281
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:38;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;
+\tfield:int err;\toffset:76;\tsize:4;\tsigned:1;
+
+print fmt: \"skbaddr=%p skaddr=%p family=%s\"
+";
+
+    /// `tcp:tcp_retransmit_synack` as Linux 6.18 prints it.
+    pub const TCP_RETRANSMIT_SYNACK_6_18: &str = "name: tcp_retransmit_synack
+ID: 2275
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * req;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:30;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:34;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:38;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:54;\tsize:16;\tsigned:0;
+
+print fmt: \"family=%s sport=%hu\"
+";
+
+    fn span_record(kind: RecordKind, flags: u16, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
+        let rec = SpanRecord {
+            header: RecordHeader::new(kind, size_of::<SpanRecord>()),
+            ts_ns: 31,
+            pid_tgid: 0,
+            netns: 4_026_531_840,
+            raw_len: 0,
+            flags,
+            comm: [0; 16],
+            raw: [0; RAW_CAPACITY],
+        };
+        crate::decode::tests::span_record_bytes(rec, tp, cfg)
+    }
+
+    #[test]
+    fn decodes_a_segment_retransmission_with_its_timeout_count() {
+        let format = Format::parse("f".into(), TCP_RETRANSMIT_SKB_6_18);
+        let (layout, cfg) =
+            RetransmitLayout::from_format(&format, RetransmitKind::Segment).unwrap();
+        assert!(layout.has_err());
+        assert_eq!(
+            (cfg.span_start, cfg.span_len, cfg.skaddr_offset),
+            (16, 64, 16)
+        );
+        assert_eq!(
+            (cfg.protocol_offset, cfg.icsk_retransmits_offset),
+            (UNKNOWN, UNKNOWN),
+            "TCP-only tracepoint; the loader adds the BTF offset"
+        );
+        let mut tp = [0u8; 80];
+        tp[8..16].copy_from_slice(&0x5555u64.to_ne_bytes()); // skb, not copied
+        tp[16..24].copy_from_slice(&0xffff_8880_0000_1000u64.to_ne_bytes());
+        tp[24..28].copy_from_slice(&1i32.to_ne_bytes()); // ESTABLISHED
+        tp[28..30].copy_from_slice(&40000u16.to_ne_bytes());
+        tp[30..32].copy_from_slice(&8080u16.to_ne_bytes());
+        tp[32..34].copy_from_slice(&AF_INET.to_ne_bytes());
+        tp[34..38].copy_from_slice(&[127, 0, 0, 1]);
+        tp[38..42].copy_from_slice(&[127, 0, 0, 2]);
+        tp[76..80].copy_from_slice(&(-11i32).to_ne_bytes());
+        let flags = FLAG_RETRANSMITS_READ | (3 << RETRANSMITS_SHIFT);
+        let r = layout
+            .decode(&span_record(RecordKind::Retransmit, flags, &tp, &cfg))
+            .unwrap();
+        assert_eq!(
+            r,
+            Retransmit {
+                mono_ns: 31,
+                kind: RetransmitKind::Segment,
+                sock: 0xffff_8880_0000_1000,
+                state: Some(TcpState::Established),
+                family: Family::Ipv4,
+                local: "127.0.0.1:40000".parse().unwrap(),
+                remote: "127.0.0.2:8080".parse().unwrap(),
+                netns: Some(4_026_531_840),
+                unrecovered: Some(3),
+                err: -11,
+            }
+        );
+        let r = layout
+            .decode(&span_record(RecordKind::Retransmit, 0, &tp, &cfg))
+            .unwrap();
+        assert_eq!(r.unrecovered, None, "not read");
+        let r = layout
+            .decode(&span_record(
+                RecordKind::Retransmit,
+                FLAG_RETRANSMITS_READ,
+                &tp,
+                &cfg,
+            ))
+            .unwrap();
+        assert_eq!(r.unrecovered, Some(0), "read, and zero");
+        // A synack record handed to the segment layout is refused, not misread.
+        assert_eq!(
+            layout.decode(&span_record(RecordKind::RetransmitSynack, 0, &tp, &cfg)),
+            Err(DecodeError::UnknownKind(6))
+        );
+        tp[24..28].copy_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(
+            layout.decode(&span_record(RecordKind::Retransmit, 0, &tp, &cfg)),
+            Err(DecodeError::UnknownState(0))
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_err_reports_zero() {
+        let without = TCP_RETRANSMIT_SKB_6_18
+            .lines()
+            .filter(|l| !l.contains("int err;"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let format = Format::parse("f".into(), &without);
+        let (layout, cfg) =
+            RetransmitLayout::from_format(&format, RetransmitKind::Segment).unwrap();
+        assert!(!layout.has_err());
+        assert_eq!((cfg.span_start, cfg.span_len), (16, 58));
+        let mut tp = [0u8; 80];
+        tp[24..28].copy_from_slice(&2i32.to_ne_bytes()); // SYN_SENT
+        tp[32..34].copy_from_slice(&AF_INET6.to_ne_bytes());
+        tp[57] = 1;
+        tp[73] = 1;
+        tp[76..80].copy_from_slice(&(-11i32).to_ne_bytes()); // beyond the span: ignored
+        let r = layout
+            .decode(&span_record(RecordKind::Retransmit, 0, &tp, &cfg))
+            .unwrap();
+        assert_eq!((r.err, r.state), (0, Some(TcpState::SynSent)));
+        assert_eq!(r.local, "[::1]:0".parse().unwrap());
+    }
+
+    #[test]
+    fn a_synack_retransmission_names_the_listener_and_the_client() {
+        let format = Format::parse("f".into(), TCP_RETRANSMIT_SYNACK_6_18);
+        let (layout, cfg) = RetransmitLayout::from_format(&format, RetransmitKind::Synack).unwrap();
+        assert_eq!(
+            (cfg.span_start, cfg.span_len, cfg.skaddr_offset),
+            (8, 62, 8)
+        );
+        let mut tp = [0u8; 72];
+        tp[8..16].copy_from_slice(&0xabcdu64.to_ne_bytes()); // the listener
+        tp[16..24].copy_from_slice(&0x1234u64.to_ne_bytes()); // the request
+        tp[24..26].copy_from_slice(&8080u16.to_ne_bytes()); // ir_num: the listener's port
+        tp[26..28].copy_from_slice(&40000u16.to_ne_bytes()); // the client's port
+        tp[28..30].copy_from_slice(&AF_INET6.to_ne_bytes());
+        tp[38..54].copy_from_slice(&"::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        tp[54..70].copy_from_slice(&"::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let r = layout
+            .decode(&span_record(RecordKind::RetransmitSynack, 0, &tp, &cfg))
+            .unwrap();
+        assert_eq!(
+            (r.kind, r.sock, r.state, r.unrecovered, r.err),
+            (RetransmitKind::Synack, 0xabcd, None, None, 0)
+        );
+        assert_eq!(r.local, "[::1]:8080".parse().unwrap());
+        assert_eq!(r.remote, "[::2]:40000".parse().unwrap());
+        assert_eq!(r.family, Family::Ipv6);
+    }
+}

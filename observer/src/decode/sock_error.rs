@@ -1,0 +1,251 @@
+//! `sock:inet_sk_error_report` (a raw tracepoint: its record carries no socket address) ->
+//! [`SocketError`] events. The kernel reports an error on a TCP socket when a connection ends
+//! by a timeout, a refusal, a reset or an ICMP error.
+//!
+//! What Linux 6.18 reports: a refusal and a reset (seen on loopback), like a timeout (the same
+//! kernel path), close the socket before the report, so `state` is already CLOSE; the state
+//! before is the old state of the socket's last transition. A socket that aborts itself
+//! (`close()` with `SO_LINGER` {on, 0}, through `tcp_disconnect()`) reports ECONNRESET too, with
+//! its remote port already 0. Reports with `sk_err` 0 (`tcp_disconnect()` with nothing wrong)
+//! are not emitted.
+
+use std::net::SocketAddr;
+
+use observer_common::{
+    RecordKind, SockErrorProbeConfig, SocketErrorRecord, TcpState,
+    record::{
+        COMMON_CAPACITY, SOCK_ERR_PROBES_OUT_READ, SOCK_ERR_RETRANSMITS_READ, SOCK_ERR_SPORT_READ,
+        SOCK_ERR_UNSENT_DATA, SOCK_ERR_WMEM_READ,
+    },
+};
+
+use super::{DecodeError, Family, as_u32, check_kind, read_record, timewait::CommonOffsets};
+use crate::load::tracefs::TracefsError;
+
+/// An error the kernel reported on a TCP socket (`sk->sk_err` at `sk_error_report()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketError {
+    pub mono_ns: u64,
+    /// Kernel address of the socket.
+    pub sock: u64,
+    /// Positive errno: `ETIMEDOUT`, `ECONNREFUSED`, `ECONNRESET`, `EPIPE`, `EHOSTUNREACH`, ...
+    pub error: i32,
+    /// The socket's state when the error was reported.
+    pub state: Option<TcpState>,
+    pub family: Family,
+    /// This host's end.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub netns: Option<u32>,
+    /// `icsk_retransmits`: timeout-driven retransmissions without progress. Non-zero on a
+    /// retransmission timeout. `None`: not read.
+    pub unrecovered: Option<u8>,
+    /// `icsk_probes_out`: keepalive or zero-window probes sent without an answer.
+    pub probes_out: Option<u8>,
+    /// Whether data was queued to send (`sk_wmem_queued` > 0): tells a zero-window probe
+    /// timeout from a keepalive timeout.
+    pub unsent_data: Option<bool>,
+}
+
+/// Decodes [`SocketErrorRecord`]s: the copied `struct sock_common` with the offsets from BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketErrorLayout {
+    common: CommonOffsets,
+    needed: usize,
+}
+
+impl SocketErrorLayout {
+    /// Builds the layout, and completes `config` (the socket offsets the loader read from
+    /// BTF) with what the decoding needs copied.
+    pub fn new(
+        common: CommonOffsets,
+        mut config: SockErrorProbeConfig,
+    ) -> Result<(Self, SockErrorProbeConfig), TracefsError> {
+        let needed = common.needed()?;
+        config.common_len = as_u32(needed);
+        config.configured = 1;
+        Ok((Self { common, needed }, config))
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<SocketError, DecodeError> {
+        check_kind(bytes, RecordKind::SocketError)?;
+        let rec: SocketErrorRecord = read_record(bytes)?;
+        let len = rec.common_len as usize;
+        if len < self.needed || len > COMMON_CAPACITY {
+            return Err(DecodeError::Truncated(u32::from(rec.common_len)));
+        }
+        let (family, mut local, remote) = self.common.addresses(&rec.common[..len])?;
+        // skc_num is 0 once a failed socket has given its port back; inet_sport keeps it.
+        let sport = u16::from_be(rec.sport);
+        if rec.flags & SOCK_ERR_SPORT_READ != 0 && sport != 0 {
+            local.set_port(sport);
+        }
+        let state = TcpState::from_kernel(i32::from(rec.state))
+            .ok_or(DecodeError::UnknownState(i64::from(rec.state)))?;
+        let read = |flag: u8| rec.flags & flag != 0;
+        Ok(SocketError {
+            mono_ns: rec.ts_ns,
+            sock: rec.sock,
+            error: rec.error.checked_abs().unwrap_or(i32::MAX),
+            state: Some(state),
+            family,
+            local,
+            remote,
+            netns: (rec.netns != 0).then_some(rec.netns),
+            unrecovered: read(SOCK_ERR_RETRANSMITS_READ).then_some(rec.retransmits),
+            probes_out: read(SOCK_ERR_PROBES_OUT_READ).then_some(rec.probes_out),
+            unsent_data: read(SOCK_ERR_WMEM_READ).then_some(read(SOCK_ERR_UNSENT_DATA)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::RecordHeader;
+
+    use super::*;
+    use crate::decode::{AF_INET, AF_INET6, timewait::tests::COMMON_6_18};
+
+    fn layout() -> (SocketErrorLayout, SockErrorProbeConfig) {
+        SocketErrorLayout::new(COMMON_6_18, SockErrorProbeConfig::UNSET).unwrap()
+    }
+
+    fn record() -> SocketErrorRecord {
+        SocketErrorRecord {
+            header: RecordHeader::new(RecordKind::SocketError, size_of::<SocketErrorRecord>()),
+            ts_ns: 77,
+            sock: 0xffff_8880_0000_2000,
+            netns: 4_026_531_840,
+            error: 111,
+            state: TcpState::Close as u8,
+            retransmits: 0,
+            probes_out: 0,
+            flags: 0,
+            common_len: 88,
+            sport: 0,
+            common: [0; COMMON_CAPACITY],
+        }
+    }
+
+    fn bytes(rec: &SocketErrorRecord) -> Vec<u8> {
+        // SAFETY: SocketErrorRecord is plain old data without padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(rec).cast::<u8>(),
+                size_of::<SocketErrorRecord>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn config_copies_exactly_the_members_decoded() {
+        let (_, cfg) = layout();
+        assert_eq!((cfg.configured, cfg.common_len), (1, 88));
+    }
+
+    #[test]
+    fn a_refused_connect_keeps_its_port_through_inet_sport() {
+        let (layout, _) = layout();
+        let mut rec = record();
+        // skc_num is already 0: the failed socket gave its port back.
+        rec.common[0..4].copy_from_slice(&[127, 0, 0, 2]);
+        rec.common[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        rec.common[12..14].copy_from_slice(&8080u16.to_be_bytes());
+        rec.common[16..18].copy_from_slice(&AF_INET.to_ne_bytes());
+        rec.sport = 40000u16.to_be();
+        rec.retransmits = 0;
+        rec.probes_out = 0;
+        rec.flags = SOCK_ERR_SPORT_READ
+            | SOCK_ERR_RETRANSMITS_READ
+            | SOCK_ERR_PROBES_OUT_READ
+            | SOCK_ERR_WMEM_READ;
+        assert_eq!(
+            layout.decode(&bytes(&rec)).unwrap(),
+            SocketError {
+                mono_ns: 77,
+                sock: 0xffff_8880_0000_2000,
+                error: 111,
+                state: Some(TcpState::Close),
+                family: Family::Ipv4,
+                local: "127.0.0.1:40000".parse().unwrap(),
+                remote: "127.0.0.2:8080".parse().unwrap(),
+                netns: Some(4_026_531_840),
+                unrecovered: Some(0),
+                probes_out: Some(0),
+                unsent_data: Some(false),
+            }
+        );
+        // Without inet_sport the local port is skc_num, whatever it holds.
+        rec.flags = 0;
+        let e = layout.decode(&bytes(&rec)).unwrap();
+        assert_eq!(e.local, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            (e.unrecovered, e.probes_out, e.unsent_data),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_timeout_with_unsent_data_on_ipv6() {
+        let (layout, _) = layout();
+        let mut rec = record();
+        rec.error = 110;
+        rec.state = TcpState::Established as u8;
+        rec.common[12..14].copy_from_slice(&443u16.to_be_bytes());
+        rec.common[14..16].copy_from_slice(&50000u16.to_ne_bytes());
+        rec.common[16..18].copy_from_slice(&AF_INET6.to_ne_bytes());
+        rec.common[56..72]
+            .copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        rec.common[72..88]
+            .copy_from_slice(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        rec.retransmits = 15;
+        rec.probes_out = 2;
+        rec.flags = SOCK_ERR_RETRANSMITS_READ
+            | SOCK_ERR_PROBES_OUT_READ
+            | SOCK_ERR_WMEM_READ
+            | SOCK_ERR_UNSENT_DATA;
+        let e = layout.decode(&bytes(&rec)).unwrap();
+        assert_eq!(
+            (e.error, e.state, e.family),
+            (110, Some(TcpState::Established), Family::Ipv6)
+        );
+        assert_eq!(e.local, "[fd00::1]:50000".parse().unwrap());
+        assert_eq!(e.remote, "[fd00::2]:443".parse().unwrap());
+        assert_eq!(
+            (e.unrecovered, e.probes_out, e.unsent_data),
+            (Some(15), Some(2), Some(true))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_records_with_a_reason() {
+        let (layout, _) = layout();
+        let mut rec = record();
+        rec.common[16..18].copy_from_slice(&AF_INET.to_ne_bytes());
+        let good = bytes(&rec);
+        assert!(layout.decode(&good).is_ok());
+        assert!(matches!(
+            layout.decode(&good[..100]),
+            Err(DecodeError::Size { found: 100, .. })
+        ));
+        let mut bad = rec;
+        bad.common_len = 20;
+        assert_eq!(layout.decode(&bytes(&bad)), Err(DecodeError::Truncated(20)));
+        let mut bad = rec;
+        bad.state = 0;
+        assert_eq!(
+            layout.decode(&bytes(&bad)),
+            Err(DecodeError::UnknownState(0))
+        );
+        let mut bad = rec;
+        bad.common[16..18].copy_from_slice(&1u16.to_ne_bytes());
+        assert_eq!(
+            layout.decode(&bytes(&bad)),
+            Err(DecodeError::UnknownFamily(1))
+        );
+        let mut bad = bytes(&rec);
+        bad[0..2].copy_from_slice(&(RecordKind::Retransmit as u16).to_ne_bytes());
+        assert_eq!(layout.decode(&bad), Err(DecodeError::UnknownKind(5)));
+    }
+}

@@ -1,6 +1,7 @@
 //! Project tasks that cargo cannot do alone: installing the eBPF toolchain pieces, running the
-//! observer and the privileged test suite, and the throughput measurement.
+//! observer and the privileged test suite, and the benchmark.
 
+mod bench;
 mod package;
 mod setup;
 
@@ -27,18 +28,25 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up (including Debian's prometheus and prometheus-alertmanager, which the tests
-    /// run), then run every test: unit tests, and the privileged integration tests against
+    /// Set up (including Debian's prometheus, prometheus-alertmanager and nftables, which the
+    /// tests run), then run every test: unit tests, and the privileged integration tests against
     /// the running kernel (skipped loudly without root; a failure under CI=true).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Measure how many transitions per second `observer watch --json > /dev/null` sustains
-    /// with zero loss, under connection churn in a private network namespace (needs root).
-    BenchWatch {
-        /// Extra arguments for the benchmark (`--help` lists them).
+    /// Measure what observing costs and whether anything is lost (needs root): connection
+    /// churn with no tracer, `observer run`, bcc's tcpstates (Debian's libbpf-tools, installed
+    /// if missing) and a minimal ring-buffer program, alternating; the kernel's run time per
+    /// program; the daemon's CPU and memory; the tracker's throughput and bytes per socket.
+    /// Prints one table; the figures go to target/bench/bench.json.
+    Bench {
+        /// A few seconds instead of minutes: one small round, fewer sockets.
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for the system benchmark
+        /// (`cargo bench -p observer --bench churn -- --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -88,19 +96,7 @@ fn main() -> anyhow::Result<()> {
             cmd.extend(args.iter().map(String::as_str));
             test(&cmd)
         }
-        Task::BenchWatch { args } => {
-            setup::run()?;
-            let mut cmd = vec![
-                "bench",
-                "-p",
-                "observer",
-                "--bench",
-                "watch_throughput",
-                "--",
-            ];
-            cmd.extend(args.iter().map(String::as_str));
-            cargo(&cmd)
-        }
+        Task::Bench { quick, args } => bench::run(quick, &args),
         Task::Deb { output, no_build } => package::deb(output, !no_build),
     }
 }

@@ -21,14 +21,61 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// Debian packages the integration tests run for real: Prometheus (and promtool) scrapes the
-/// daemon and checks the shipped rules; Alertmanager receives its alerts.
-const TEST_PACKAGES: [(&str, &str); 2] = [
+/// daemon and checks the shipped rules; Alertmanager receives its alerts; nft drops packets in
+/// test namespaces.
+const TEST_PACKAGES: [(&str, &str); 3] = [
     ("prometheus", "/usr/bin/promtool"),
     (
         "prometheus-alertmanager",
         "/usr/bin/prometheus-alertmanager",
     ),
+    ("nftables", "/usr/sbin/nft"),
 ];
+
+/// bcc's tcpstates, built with libbpf (no kernel headers needed): the benchmark's comparison.
+const TCPSTATES: &str = "/usr/sbin/tcpstates";
+
+/// Installs what `cargo xtask bench` compares with, when apt-get can. Without it the
+/// benchmark runs without the tcpstates phases, and says so.
+pub fn bench_tools() {
+    if Path::new(TCPSTATES).exists() {
+        return;
+    }
+    let installed = if super::is_root() && Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("setup: installing libbpf-tools with apt-get (tcpstates, for the benchmark)");
+        apt_get_install(&["libbpf-tools"])
+    } else {
+        false
+    };
+    if !installed || !Path::new(TCPSTATES).exists() {
+        eprintln!(
+            "\n*** setup: {TCPSTATES} is missing and libbpf-tools could not be installed \
+             (needs root, apt-get and Debian's libbpf-tools): the benchmark runs WITHOUT the \
+             tcpstates comparison ***\n"
+        );
+    }
+}
+
+/// `apt-get install -y` of `packages`, after `apt-get update` if the first try fails (a fresh
+/// machine may have no package lists yet). Whether it succeeded.
+fn apt_get_install(packages: &[&str]) -> bool {
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    install()
+        || (status(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .is_ok()
+            && install())
+}
 
 /// Installs what the tests need beyond the build, when apt-get can (as root on Debian).
 /// Without it the tests that need these programs skip loudly (and fail under CI=true).
@@ -54,24 +101,7 @@ pub fn test_tools() -> anyhow::Result<()> {
         "setup: installing {} with apt-get (for the tests)",
         missing.join(", ")
     );
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if install() {
-        return Ok(());
-    }
-    // A fresh machine may have no package lists yet.
-    status(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    if !install() {
+    if !apt_get_install(&missing) {
         bail!(
             "apt-get install {} failed; see its output above",
             missing.join(" ")

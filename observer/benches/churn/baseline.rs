@@ -1,0 +1,118 @@
+//! The floor for the kernel cost of one event: observer-ebpf's baseline programs (reserve a
+//! record of `SpanRecord`'s size in the ring buffer, submit it, read nothing) on
+//! `sock:inet_sock_set_state`, from a separate instance of the daemon's own object. `baseline`
+//! submits as the daemon's programs do; `baseline_no_wakeup` does not wake the reader.
+
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{MapData, RingBuf},
+    programs::TracePoint,
+};
+use observer::load::{
+    DEFAULT_RING_BUFFER_BYTES, object,
+    prog_stats::{self, ProgStats},
+};
+
+pub struct Baseline {
+    program: &'static str,
+    ebpf: aya::Ebpf,
+    stop: Arc<AtomicBool>,
+    records: Arc<AtomicU64>,
+    drain: Option<JoinHandle<()>>,
+}
+
+impl Baseline {
+    /// Loads and attaches the program, and starts draining its ring buffer on a thread: an
+    /// undrained ring would make reserve fail, which is cheaper than a real submit.
+    pub fn attach(program: &'static str) -> io::Result<Self> {
+        observer::load::tracefs::ensure_mounted().map_err(io::Error::other)?;
+        let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", DEFAULT_RING_BUFFER_BYTES)
+            // The daemon's table of timewait timers, unused here: keep it small.
+            .map_max_entries("TW_TIMERS", 1)
+            .load(object())
+            .map_err(|e| err("loading the eBPF object", &e))?;
+        let tracepoint: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| io::Error::other(format!("the eBPF object has no {program} program")))?
+            .try_into()
+            .map_err(|e| err(program, &e))?;
+        tracepoint.load().map_err(|e| err("loading", &e))?;
+        tracepoint
+            .attach("sock", "inet_sock_set_state")
+            .map_err(|e| err("attaching", &e))?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| io::Error::other("no EVENTS map"))?,
+        )
+        .map_err(|e| err("EVENTS", &e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(AtomicU64::new(0));
+        let drain = {
+            let (stop, records) = (stop.clone(), records.clone());
+            std::thread::spawn(move || drain(ring, &stop, &records))
+        };
+        Ok(Self {
+            program,
+            ebpf,
+            stop,
+            records,
+            drain: Some(drain),
+        })
+    }
+
+    pub fn stats(&self) -> io::Result<ProgStats> {
+        let program = self
+            .ebpf
+            .program(self.program)
+            .ok_or_else(|| io::Error::other("no baseline program"))?;
+        let fd = program.fd().map_err(io::Error::other)?;
+        prog_stats::read(fd.as_fd())
+    }
+
+    /// Records read from the ring buffer so far.
+    #[must_use]
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+/// Reads and counts records until `stop`, woken by the ring buffer's notification, or every
+/// 10 ms (all `baseline_no_wakeup` has: 10 ms of records fit in the ring many times over).
+fn drain(mut ring: RingBuf<MapData>, stop: &AtomicBool, records: &AtomicU64) {
+    let fd = ring.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the timeout bounds how long a stop request waits.
+        unsafe { libc::poll(&raw mut pfd, 1, 10) };
+        let mut n = 0;
+        while ring.next().is_some() {
+            n += 1;
+        }
+        records.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,156 @@
+//! `observer run` as a child process of the benchmark (and of tests/bench_smoke.rs): started
+//! with a configuration that writes nothing outside a temporary directory, and measured from
+//! /proc.
+
+use std::{
+    io::{self, BufRead as _, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    /// Its stderr lines, read on a thread.
+    log: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `binary run` and returns once it serves metrics (programs attached, sock_diag
+    /// seed applied), failing after 30 s.
+    pub fn start(binary: &str) -> io::Result<Self> {
+        // A port free now; the daemon binds it a moment later.
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir =
+            std::env::temp_dir().join(format!("observer-bench-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("observer.toml");
+        // No restart state (it would be written to /var/lib), no alert log lines.
+        std::fs::write(
+            &config,
+            format!(
+                "[metrics]\nlisten = \"{addr}\"\n\n[tracker]\nstate_file = \"\"\n\n\
+                 [alerts]\nlog = false\n"
+            ),
+        )?;
+        let mut child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, log) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().expect("piped"));
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("observing TCP connections") {
+                    let _ = ready_tx.send(());
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let mut daemon = Self {
+            child,
+            addr,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ready.recv_timeout(Duration::from_millis(100)).is_err() {
+            if Instant::now() >= deadline || daemon.child.try_wait()?.is_some() {
+                return Err(io::Error::other(format!(
+                    "observer run did not start:\n{}",
+                    daemon.log_lines().join("\n")
+                )));
+            }
+        }
+        Ok(daemon)
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it wrote to stderr since the last call.
+    pub fn log_lines(&mut self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// CPU time (user + system, every thread) so far, in seconds.
+    #[must_use]
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.pid())
+    }
+
+    /// Peak resident set size (VmHWM), bytes.
+    #[must_use]
+    pub fn peak_rss_bytes(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM:") * 1024
+    }
+
+    /// SIGTERM (the daemon drains its ring buffer and exits), waiting up to 10 s.
+    pub fn stop(mut self) -> io::Result<()> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(i32::try_from(self.pid()).expect("pid"), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!(
+                        "observer run exited with {status}"
+                    )))
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::other("observer run did not stop within 10 s"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// CPU time of process `pid` (utime + stime of every thread), in seconds.
+#[must_use]
+#[expect(clippy::cast_precision_loss, reason = "clock ticks, far below 2^52")]
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces); utime and stime are 14 and 15.
+    let after_comm = stat.rsplit(')').next().unwrap_or_default();
+    let ticks: u64 = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / hz as f64
+}
+
+/// A `kB` line of /proc/PID/status.
+#[must_use]
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,390 @@
+//! `cargo xtask bench`: what observing costs and whether anything is lost, under connection
+//! churn on loopback, each phase in a fresh network namespace (root needed).
+//!
+//! Phases alternate, round after round, with the same load: no tracer, `observer run`, bcc's
+//! tcpstates (libbpf-tools, when installed) and a minimal program that only reserves and
+//! submits a ring-buffer record. Measured per phase: connections/s; transitions expected (from
+//! the generator's counts) against those each tracer received, and the daemon's loss counters;
+//! the kernel's run time and run count of every attached program (BPF statistics on); the
+//! daemon's CPU time and peak RSS. A second level with more threads looks for the highest
+//! churn. The tracker's userspace figures come from `benches/tracker.rs` (`--userspace`).
+//!
+//! Run: `cargo xtask bench [--quick]`; `cargo bench -p observer --bench churn -- --help`.
+
+#![expect(clippy::cast_precision_loss, reason = "figures for display")]
+
+#[path = "../../tests/support/netns.rs"]
+#[allow(dead_code, reason = "shared with the tests, which use more of it")]
+mod netns;
+
+mod baseline;
+mod calibrate;
+mod daemon;
+mod generator;
+mod kstats;
+mod metrics;
+mod report;
+mod tcpstates;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use generator::{KINDS, LISTENER_TRANSITIONS, Load, Made};
+use kstats::Cost;
+use metrics::{Counters, Scraper};
+use netns::NetNs;
+
+#[derive(Parser, Clone)]
+#[command(
+    about = "observer's cost and losses under connection churn, against no tracer, \
+                   tcpstates and a minimal ring-buffer program"
+)]
+struct Options {
+    /// A few seconds: one round of small phases, no second level, no calibration repeats.
+    #[arg(long)]
+    quick: bool,
+    /// Churn threads of the main level (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Churn threads of the highest-churn level (default: two per CPU; 0: none).
+    #[arg(long)]
+    peak_threads: Option<usize>,
+    /// Connections per phase (default 120,000; 4,000 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..=250_000))]
+    connections: Option<u64>,
+    /// Rounds of alternating phases (default 5; 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
+    rounds: Option<u64>,
+    /// Longest a phase's load may run, seconds.
+    #[arg(long, default_value_t = 20)]
+    max_phase_secs: u64,
+    /// The tracker benchmark's JSON (`cargo bench -p observer --bench tracker -- --output`).
+    #[arg(long)]
+    userspace: Option<PathBuf>,
+    /// Where the figures are written as JSON (default: target/bench/bench.json in the
+    /// workspace).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Ignored: cargo bench passes it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The daemon, built by cargo for this benchmark.
+const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
+
+/// What is attached during a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracer {
+    None,
+    Observer,
+    Tcpstates,
+    Baseline,
+    BaselineNoWakeup,
+}
+
+impl Tracer {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Observer => "observer run",
+            Self::Tcpstates => "tcpstates",
+            Self::Baseline => "baseline",
+            Self::BaselineNoWakeup => "baseline, no wakeup",
+        }
+    }
+
+    const fn key(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Observer => "observer",
+            Self::Tcpstates => "tcpstates",
+            Self::Baseline => "baseline",
+            Self::BaselineNoWakeup => "baseline_no_wakeup",
+        }
+    }
+
+    /// The observer-ebpf program attached in a baseline phase.
+    const fn baseline_program(self) -> Option<&'static str> {
+        match self {
+            Self::Baseline => Some("baseline"),
+            Self::BaselineNoWakeup => Some("baseline_no_wakeup"),
+            Self::None | Self::Observer | Self::Tcpstates => None,
+        }
+    }
+}
+
+/// The daemon's side of a phase.
+#[derive(Clone, Copy, Debug)]
+pub struct DaemonPhase {
+    pub counters: Counters,
+    pub cpu_secs: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// One phase's measurements.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub tracer: Tracer,
+    pub threads: usize,
+    pub made: Made,
+    pub daemon: Option<DaemonPhase>,
+    pub tcpstates: Option<tcpstates::Received>,
+    /// Records the baseline's ring buffer delivered.
+    pub baseline_records: Option<u64>,
+    /// Every program the tracer attached, over the phase.
+    pub costs: Vec<Cost>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    if !observer::load::privileges::can_load_probes() {
+        bail!("the benchmark loads eBPF programs and creates network namespaces: run it as root");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = options.threads.unwrap_or(cpus).clamp(1, 255);
+    let peak_threads = if options.quick {
+        0
+    } else {
+        options.peak_threads.unwrap_or(2 * cpus).min(255)
+    };
+    let connections = options
+        .connections
+        .unwrap_or(if options.quick { 4_000 } else { 120_000 });
+    let rounds = options.rounds.unwrap_or(if options.quick { 1 } else { 5 });
+    let max_time = Duration::from_secs(options.max_phase_secs);
+    let have_tcpstates = std::path::Path::new(tcpstates::PATH).exists();
+    if !have_tcpstates {
+        eprintln!(
+            "\n*** {} is not installed: the tcpstates phases are skipped \
+             (`cargo xtask bench` installs Debian's libbpf-tools) ***\n",
+            tcpstates::PATH
+        );
+    }
+    // Read first: a missing or foreign file should fail before minutes of measuring.
+    let userspace = options
+        .userspace
+        .as_deref()
+        .map(report::Userspace::read)
+        .transpose()?;
+
+    let _stats = kstats::enable()?;
+    let quiet = Quiet::now();
+    eprintln!("bench: calibrating (each kind alone, at a low rate, with observer watch)");
+    quiet.wait();
+    let calibration = calibrate::run(OBSERVER, if options.quick { 50 } else { 500 })?;
+    for c in calibration.iter().filter(|c| !c.matches()) {
+        eprintln!(
+            "\n*** calibration: {} connections do not make the transitions the generator \
+             expects on this kernel: {:?}; RST events expected {}, seen {} ***\n",
+            c.kind.name(),
+            c.differences,
+            c.resets_expected,
+            c.resets_seen
+        );
+    }
+
+    let mut tracers = vec![Tracer::None, Tracer::Observer];
+    if have_tcpstates {
+        tracers.push(Tracer::Tcpstates);
+    }
+    tracers.extend([Tracer::Baseline, Tracer::BaselineNoWakeup]);
+    let mut levels = vec![(threads, tracers)];
+    if peak_threads > 0 && peak_threads != threads {
+        levels.push((peak_threads, vec![Tracer::None, Tracer::Observer]));
+    }
+    let phases = run_levels(&levels, connections, rounds, max_time, &quiet)?;
+
+    let bench = report::Bench {
+        finished: format!("{:.0}", jiff::Timestamp::now()),
+        machine: report::Machine::here(),
+        programs: program_names()?,
+        quick: options.quick,
+        rounds,
+        connections,
+        calibration,
+        phases,
+        userspace,
+    };
+    print!("{}", bench.table());
+    let json = serde_json::to_string_pretty(&bench.json())?;
+    // cargo runs benchmarks in the package's directory: default to the workspace's target.
+    let output = options.output.unwrap_or_else(|| {
+        let observer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        observer
+            .parent()
+            .unwrap_or(observer)
+            .join("target/bench/bench.json")
+    });
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&output, json + "\n")
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!("\nfigures as JSON: {}", output.display());
+    Ok(())
+}
+
+/// Every level's rounds of phases, in turn.
+fn run_levels(
+    levels: &[(usize, Vec<Tracer>)],
+    connections: u64,
+    rounds: u64,
+    max_time: Duration,
+    quiet: &Quiet,
+) -> anyhow::Result<Vec<Phase>> {
+    let mut phases = Vec::new();
+    for (threads, tracers) in levels {
+        let load = Load {
+            threads: *threads,
+            connections,
+            max_time,
+        };
+        for round in 0..rounds {
+            // Rotating the order spreads any drift of the machine over every tracer.
+            let start = usize::try_from(round).expect("few rounds") % tracers.len();
+            for i in 0..tracers.len() {
+                let tracer = tracers[(start + i) % tracers.len()];
+                eprintln!(
+                    "bench: {threads} threads, round {}/{rounds}: {}",
+                    round + 1,
+                    tracer.name()
+                );
+                let phase = run_phase(tracer, &load, quiet)?;
+                eprintln!(
+                    "bench:   {} connections in {:.2} s ({:.0}/s){}",
+                    phase.made.connections(),
+                    phase.made.elapsed.as_secs_f64(),
+                    phase.made.connections_per_s(),
+                    if phase.made.stopped_by_time {
+                        ", stopped by the time bound"
+                    } else {
+                        ""
+                    }
+                );
+                phases.push(phase);
+            }
+        }
+    }
+    Ok(phases)
+}
+
+/// One phase: a fresh namespace, the tracer attached, the load, the tracer's figures.
+fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase> {
+    quiet.wait();
+    let ns = NetNs::new("bench").context("creating a network namespace")?;
+    let run = || -> anyhow::Result<Made> {
+        let made = ns.enter(|| generator::run(load, None))?;
+        Ok(made)
+    };
+    let mut phase = Phase {
+        tracer,
+        threads: load.threads,
+        made: Made::default(),
+        daemon: None,
+        tcpstates: None,
+        baseline_records: None,
+        costs: Vec::new(),
+    };
+    match tracer {
+        Tracer::None => phase.made = run()?,
+        Tracer::Observer => {
+            let daemon = daemon::Daemon::start(OBSERVER)?;
+            let mut scraper = Scraper::connect(daemon.addr)?;
+            // The scrape connection's own transitions land before the first scrape.
+            std::thread::sleep(Duration::from_millis(300));
+            let before = scraper.scrape()?.counters();
+            let programs = kstats::attached_by(daemon.pid())?;
+            let cpu = daemon.cpu_secs();
+            phase.made = run()?;
+            let after = scraper.settle()?.counters();
+            phase.costs = Cost::all_between(&programs, &kstats::attached_by(daemon.pid())?);
+            phase.daemon = Some(DaemonPhase {
+                counters: after.since(&before),
+                cpu_secs: daemon.cpu_secs() - cpu,
+                peak_rss_bytes: daemon.peak_rss_bytes(),
+            });
+            scraper.close();
+            daemon.stop()?;
+        }
+        Tracer::Tcpstates => {
+            let t = tcpstates::Tcpstates::start()?;
+            let programs = kstats::attached_by(t.pid())?;
+            phase.made = run()?;
+            // Its output goes through a perf buffer and a pipe: let the last lines arrive.
+            std::thread::sleep(Duration::from_secs(1));
+            phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
+            phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
+        }
+        Tracer::Baseline | Tracer::BaselineNoWakeup => {
+            let program = tracer.baseline_program().expect("a baseline");
+            let b = baseline::Baseline::attach(program)?;
+            let (stats, records) = (b.stats()?, b.records());
+            phase.made = run()?;
+            std::thread::sleep(Duration::from_millis(500));
+            phase.costs = vec![Cost::between(program, stats, b.stats()?)];
+            phase.baseline_records = Some(b.records() - records);
+        }
+    }
+    Ok(phase)
+}
+
+/// Deleting a phase's namespace frees its timewait sockets asynchronously, and each one's
+/// timer is cancelled then: a phase starts only once the host is back to its own count.
+struct Quiet {
+    timewait_before: u64,
+}
+
+impl Quiet {
+    fn now() -> Self {
+        Self {
+            timewait_before: timewait_sockets(),
+        }
+    }
+
+    fn wait(&self) {
+        let start = Instant::now();
+        while timewait_sockets() > self.timewait_before + 1_000 {
+            if start.elapsed() > Duration::from_secs(30) {
+                eprintln!(
+                    "bench: warning: {} timewait sockets remain from earlier phases after 30 s",
+                    timewait_sockets()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Timewait sockets of the whole host (all namespaces), from the slab allocator.
+fn timewait_sockets() -> u64 {
+    std::fs::read_to_string("/proc/slabinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("tw_sock_TCP"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The full names of the eBPF object's programs (the kernel keeps 15 bytes of a name).
+fn program_names() -> anyhow::Result<Vec<String>> {
+    let object = aya_obj::Object::parse(observer::load::object())
+        .map_err(|e| anyhow::anyhow!("parsing the eBPF object: {e}"))?;
+    Ok(object.programs.into_keys().collect())
+}
+
+/// Transitions of the load made by one connection of each kind in turn, on average.
+fn transitions_per_connection() -> f64 {
+    let sum: usize = KINDS.iter().map(|k| k.transitions().len()).sum();
+    sum as f64 / KINDS.len() as f64
+}
+
+/// Listener transitions per worker thread.
+const fn listener_transitions() -> usize {
+    LISTENER_TRANSITIONS.len()
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask bench`'s churn generator, at the small size of `--quick`, against `observer
+//! run`: every transition the generator's counts promise is counted by the daemon, nothing is
+//! lost, no gap. Keeps the benchmark's generator and its reading of the metrics honest.
+
+mod support;
+
+// The benchmark's own modules; the test uses part of them.
+#[path = "../benches/churn/daemon.rs"]
+#[allow(dead_code, reason = "shared with the benchmark")]
+mod daemon;
+#[path = "../benches/churn/generator.rs"]
+#[allow(dead_code, reason = "shared with the benchmark")]
+mod generator;
+#[path = "../benches/churn/metrics.rs"]
+#[allow(dead_code, reason = "shared with the benchmark")]
+mod metrics;
+
+use std::time::Duration;
+
+use generator::Load;
+use metrics::Scraper;
+use support::{netns::NetNs, privileged, serial};
+
+#[test]
+fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
+    if !privileged("bench_smoke::quick_churn_is_counted_exactly_and_nothing_is_lost") {
+        return;
+    }
+    let _serial = serial();
+    let daemon = daemon::Daemon::start(env!("CARGO_BIN_EXE_observer")).expect("observer run");
+    let mut scraper = Scraper::connect(daemon.addr).expect("connecting to /metrics");
+    // The scrape connection's own transitions land before the first scrape.
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Load {
+        threads: 2,
+        connections: 4_000,
+        max_time: Duration::from_secs(30),
+    };
+    // The daemon counts the whole host, so another program's connections during the load add
+    // to its count. They can only add: a surplus is retried, a shortfall never is.
+    for attempt in 1..=3 {
+        let ns = NetNs::new("smoke").expect("creating a network namespace");
+        let before = scraper.scrape().expect("scraping").counters();
+        let made = ns
+            .enter(|| generator::run(&load, None))
+            .expect("the churn generator");
+        let got = scraper
+            .settle()
+            .expect("scraping")
+            .counters()
+            .since(&before);
+        assert!(
+            !made.stopped_by_time,
+            "the load hit its time bound: {made:?}"
+        );
+        assert_eq!(
+            made.connections(),
+            load.connections,
+            "connections made: {made:?}"
+        );
+        assert_eq!(got.lost(), 0, "events lost: {got:?}");
+        assert_eq!(got.gaps, 0, "gaps: {got:?}");
+        let resets = got.resets_sent + got.resets_received;
+        assert!(
+            got.kernel_transitions() >= made.transitions() && resets >= made.resets(),
+            "the daemon counted {} transitions and {resets} RSTs; the load made {} and {}: {got:?}",
+            got.kernel_transitions(),
+            made.transitions(),
+            made.resets()
+        );
+        if got.kernel_transitions() == made.transitions() && resets == made.resets() {
+            scraper.close();
+            daemon.stop().expect("observer run stops cleanly");
+            return;
+        }
+        eprintln!(
+            "attempt {attempt}: the daemon counted {} transitions more than the load made: \
+             other traffic on this host; trying again",
+            got.kernel_transitions() - made.transitions()
+        );
+    }
+    panic!("other TCP traffic on this host disturbed all 3 attempts");
+}

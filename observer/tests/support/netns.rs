@@ -158,6 +158,24 @@ impl VethPair {
             ])?;
             ip(&["-n", &ns.name, "link", "set", dev, "up"])?;
         }
+        // A SYN sent before the carrier is up is lost and retransmitted a second later,
+        // which tests of retransmissions would see: wait until both ends are up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for (ns, dev) in [(&client, c_if), (&server, s_if)] {
+            loop {
+                let out = Command::new("ip")
+                    .args(["-n", &ns.name, "-o", "link", "show", "dev", dev])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.contains("LOWER_UP") && text.contains("state UP") {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(io::Error::other(format!("{dev} is not up: {text}")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
         let v4 = |host: u8| std::net::IpAddr::from([10, 231, u8::try_from(n).unwrap(), host]);
         let v6 = |host: u16| {
             std::net::IpAddr::from([0xfd31, 0, 0, u16::try_from(n).unwrap(), 0, 0, 0, host])

@@ -1,7 +1,7 @@
 //! The bounded table of live sockets. A million of them must fit in 200 bytes each, so they
-//! are stored packed in a dense slab (addresses as bytes, no enum padding), found through a
-//! small key -> slot index, and chained oldest to newest for eviction. [`Conn`] is the
-//! unpacked view the tracker works with.
+//! are stored packed in a slab (addresses as bytes, no enum padding), found through a small
+//! key -> slot index, and chained oldest to newest for eviction. [`Conn`] is the unpacked
+//! view the tracker works with.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
@@ -55,6 +55,8 @@ const LOCAL_V6: u8 = 1;
 const REMOTE_V6: u8 = 2;
 /// [`Slot::bits`]: `owner` holds a task (else it is a placeholder).
 const HAS_OWNER: u8 = 4;
+/// [`Slot::bits`]: no connection here; `older` links the next vacant slot.
+const VACANT: u8 = 8;
 
 /// A [`Conn`] as stored, with its key and eviction links. IPv4 addresses take the first 4 bytes
 /// of their 16; IPv6 flow info and scope id are not kept (every source leaves them 0).
@@ -110,6 +112,7 @@ impl Slot {
         *self = Self::new(self.key, self.older, self.newer, c);
     }
 
+    #[inline]
     fn conn(&self) -> Conn {
         Conn {
             state: self.state,
@@ -128,6 +131,7 @@ impl Slot {
 }
 
 /// (16 address bytes, whether IPv6).
+#[inline]
 fn pack_ip(a: SocketAddr) -> ([u8; 16], bool) {
     match a.ip() {
         IpAddr::V4(ip) => {
@@ -145,6 +149,7 @@ fn pack_ip(a: SocketAddr) -> ([u8; 16], bool) {
     }
 }
 
+#[inline]
 fn unpack_ip(b: [u8; 16], port: u16, v6: bool) -> SocketAddr {
     if v6 {
         SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(b), port, 0, 0))
@@ -159,8 +164,10 @@ fn unpack_ip(b: [u8; 16], port: u16, v6: bool) -> SocketAddr {
 pub struct Table {
     /// Key -> index in `slots`.
     index: FxHashMap<u64, u32>,
-    /// Dense: a removal moves the last slot into the hole.
+    /// Slots never move; a removed one is reused by the next insert.
     slots: Vec<Slot>,
+    /// First vacant slot; vacant slots chain through `older`.
+    vacant: u32,
     /// Oldest and newest slot in insertion order.
     oldest: u32,
     newest: u32,
@@ -172,6 +179,7 @@ impl Table {
         Self {
             index: FxHashMap::default(),
             slots: Vec::new(),
+            vacant: NONE,
             oldest: NONE,
             newest: NONE,
             // Slot indices are u32, NONE excluded.
@@ -183,8 +191,12 @@ impl Table {
         self.index.contains_key(&key)
     }
 
+    // Inlined, as are `remove` and the unpacking: callers often read a field or two, and the
+    // rest of the unpacking then drops out.
+    #[inline]
     pub fn get(&self, key: u64) -> Option<Conn> {
-        self.index.get(&key).map(|&i| self.slots[i as usize].conn())
+        let &i = self.index.get(&key)?;
+        Some(self.slots[i as usize].conn())
     }
 
     /// The connection, written back when the returned guard drops.
@@ -199,6 +211,7 @@ impl Table {
 
     /// Overwrites a tracked socket, keeping its place in the eviction order; false when the
     /// key is not tracked.
+    #[inline]
     pub fn update(&mut self, key: u64, conn: &Conn) -> bool {
         match self.index.get(&key) {
             Some(&i) => {
@@ -209,26 +222,20 @@ impl Table {
         }
     }
 
+    #[inline]
     pub fn remove(&mut self, key: u64) -> Option<Conn> {
+        self.take(key).map(|s| s.conn())
+    }
+
+    fn take(&mut self, key: u64) -> Option<Slot> {
         let i = self.index.remove(&key)?;
         self.unlink(i);
-        let removed = self.slots.swap_remove(i as usize);
-        if let Some(&moved) = self.slots.get(i as usize) {
-            // The last slot now sits at `i`: repoint its index entry and neighbours.
-            *self
-                .index
-                .get_mut(&moved.key)
-                .expect("every slot is indexed") = i;
-            match moved.older {
-                NONE => self.oldest = i,
-                o => self.slots[o as usize].newer = i,
-            }
-            match moved.newer {
-                NONE => self.newest = i,
-                n => self.slots[n as usize].older = i,
-            }
-        }
-        Some(removed.conn())
+        let slot = &mut self.slots[i as usize];
+        let removed = *slot;
+        slot.bits = VACANT;
+        slot.older = self.vacant;
+        self.vacant = i;
+        Some(removed)
     }
 
     /// Takes slot `i` out of the insertion-order chain.
@@ -245,18 +252,21 @@ impl Table {
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.index.len()
+    }
+
+    fn occupied(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.bits & VACANT == 0)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u64, Conn)> {
-        self.slots.iter().map(|s| (s.key, s.conn()))
+        self.occupied().map(|s| (s.key, s.conn()))
     }
 
     /// Removes the entries `remove` accepts; returns them.
     pub fn drain_where(&mut self, mut remove: impl FnMut(&Conn) -> bool) -> Vec<Conn> {
         let keys: Vec<u64> = self
-            .slots
-            .iter()
+            .occupied()
             .filter(|s| remove(&s.conn()))
             .map(|s| s.key)
             .collect();
@@ -267,15 +277,25 @@ impl Table {
     /// evicts the oldest one and returns it.
     pub fn insert(&mut self, key: u64, conn: Conn) -> Option<Conn> {
         let mut evicted = None;
-        if self.remove(key).is_none() && self.slots.len() >= self.capacity {
+        if self.take(key).is_none() && self.index.len() >= self.capacity {
             evicted = self.remove(self.slots[self.oldest as usize].key);
         }
-        let i = u32::try_from(self.slots.len()).expect("capacity is below u32::MAX");
+        let slot = Slot::new(key, self.newest, NONE, &conn);
+        let i = match self.vacant {
+            NONE => {
+                self.slots.push(slot);
+                u32::try_from(self.slots.len() - 1).expect("capacity is below u32::MAX")
+            }
+            i => {
+                self.vacant = self.slots[i as usize].older;
+                self.slots[i as usize] = slot;
+                i
+            }
+        };
         match self.newest {
             NONE => self.oldest = i,
             n => self.slots[n as usize].newer = i,
         }
-        self.slots.push(Slot::new(key, self.newest, NONE, &conn));
         self.newest = i;
         self.index.insert(key, i);
         evicted
@@ -382,7 +402,7 @@ mod tests {
         for n in 1..=3 {
             t.insert(n.into(), conn(n, false));
         }
-        // Removing the oldest moves the newest into its slot; order must still be 2, 3.
+        // Removing the oldest leaves a vacant slot for the next insert; order must stay 2, 3.
         assert!(same(&t.remove(1).unwrap(), &conn(1, false)));
         t.insert(4, conn(4, false));
         assert!(t.insert(5, conn(5, false)).is_some_and(|c| c.first_ns == 2));

@@ -15,7 +15,8 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use super::{
-    generator::{self, KINDS, Kind, LISTENER_TRANSITIONS, Load},
+    daemon::die_with_parent,
+    generator::{self, KINDS, Kind, Load},
     netns::NetNs,
 };
 
@@ -49,13 +50,15 @@ struct Seen {
 
 pub fn run(binary: &str, per_kind: u64) -> anyhow::Result<Vec<Calibration>> {
     let ns = NetNs::new("calibrate").context("creating a network namespace")?;
-    let mut child = Command::new(binary)
-        .args(["watch", "--json", "--netns", &ns.inode().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting observer watch")?;
+    let mut child = die_with_parent(
+        Command::new(binary)
+            .args(["watch", "--json", "--netns", &ns.inode().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .spawn()
+    .context("starting observer watch")?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stdout = BufReader::new(child.stdout.take().expect("piped"));
     let record = seen.clone();
@@ -132,18 +135,7 @@ fn one_kind(
         max_time: Duration::from_secs(20),
     };
     let made = ns.enter(|| generator::run(&load, Some(kind)))?;
-    let mut expected = Pairs::new();
-    let mut add = |(old, new): &(&str, &str), n: u64| {
-        *expected
-            .entry(((*old).to_owned(), (*new).to_owned()))
-            .or_default() += n;
-    };
-    for pair in kind.transitions() {
-        add(pair, made.connections());
-    }
-    for pair in LISTENER_TRANSITIONS {
-        add(pair, made.listener_ports.len() as u64);
-    }
+    let expected = made.pairs();
     let (pairs, resets) = settled(seen);
     let keys: BTreeSet<&(String, String)> = expected.keys().chain(pairs.keys()).collect();
     let differences = keys

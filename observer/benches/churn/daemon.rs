@@ -38,14 +38,16 @@ impl Daemon {
                  [alerts]\nlog = false\n"
             ),
         )?;
-        let mut child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut child = die_with_parent(
+            Command::new(binary)
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .spawn()?;
         let (tx, log) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
         let stderr = BufReader::new(child.stderr.take().expect("piped"));
@@ -123,6 +125,22 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes the child get SIGTERM when the process that started it dies, even by a signal: no
+/// daemon or tracer outlives an interrupted benchmark.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        })
     }
 }
 

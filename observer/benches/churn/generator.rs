@@ -10,6 +10,7 @@
 //! a tracer's lines for the load are told apart from the host's other loopback traffic.
 
 use std::{
+    collections::BTreeMap,
     io::{self, Read as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     time::{Duration, Instant},
@@ -147,6 +148,26 @@ impl Made {
             .zip(self.by_kind)
             .map(|(k, n)| n * k.resets())
             .sum()
+    }
+
+    /// Kernel transitions the load made, by (old, new) state.
+    #[must_use]
+    pub fn pairs(&self) -> BTreeMap<(String, String), u64> {
+        let mut pairs = BTreeMap::new();
+        let mut add = |(old, new): &(&str, &str), n: u64| {
+            *pairs
+                .entry(((*old).to_owned(), (*new).to_owned()))
+                .or_default() += n;
+        };
+        for (kind, n) in KINDS.iter().zip(self.by_kind) {
+            for pair in kind.transitions() {
+                add(pair, n);
+            }
+        }
+        for pair in LISTENER_TRANSITIONS {
+            add(pair, self.listener_ports.len() as u64);
+        }
+        pairs
     }
 
     #[must_use]

@@ -3,7 +3,7 @@
 //!
 //! Phases alternate, round after round, with the same load: no tracer, `observer run`, bcc's
 //! tcpstates (libbpf-tools, when installed) and a minimal program that only reserves and
-//! submits a ring-buffer record. Measured per phase: connections/s; transitions expected (from
+//! submits a ring-buffer record (waking the reader as the daemon's programs do, and not). Measured per phase: connections/s; transitions expected (from
 //! the generator's counts) against those each tracer received, and the daemon's loss counters;
 //! the kernel's run time and run count of every attached program (BPF statistics on); the
 //! daemon's CPU time and peak RSS. A second level with more threads looks for the highest
@@ -44,7 +44,8 @@ use netns::NetNs;
                    tcpstates and a minimal ring-buffer program"
 )]
 struct Options {
-    /// A few seconds: one round of small phases, no second level, no calibration repeats.
+    /// Seconds instead of minutes: one round of small phases, a smaller calibration, no
+    /// second level.
     #[arg(long)]
     quick: bool,
     /// Churn threads of the main level (default: one per CPU).
@@ -59,6 +60,9 @@ struct Options {
     /// Rounds of alternating phases (default 5; 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: Option<u64>,
+    /// Tracers of the main level, in turn (default: all; tcpstates when installed).
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "tcpstates", "baseline", "baseline_no_wakeup"])]
+    tracers: Vec<String>,
     /// Longest a phase's load may run, seconds.
     #[arg(long, default_value_t = 20)]
     max_phase_secs: u64,
@@ -138,6 +142,9 @@ pub struct Phase {
     pub baseline_records: Option<u64>,
     /// Every program the tracer attached, over the phase.
     pub costs: Vec<Cost>,
+    /// Observer phases: (old, new, expected, counted by the daemon) where they differ. Says
+    /// which transitions went missing, or came from other traffic.
+    pub pair_differences: Vec<(String, String, u64, u64)>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -172,6 +179,7 @@ fn main() -> anyhow::Result<()> {
         .map(report::Userspace::read)
         .transpose()?;
 
+    remove_stale_namespaces();
     let _stats = kstats::enable()?;
     let quiet = Quiet::now();
     eprintln!("bench: calibrating (each kind alone, at a low rate, with observer watch)");
@@ -193,6 +201,9 @@ fn main() -> anyhow::Result<()> {
         tracers.push(Tracer::Tcpstates);
     }
     tracers.extend([Tracer::Baseline, Tracer::BaselineNoWakeup]);
+    if !options.tracers.is_empty() {
+        tracers.retain(|t| options.tracers.iter().any(|k| k == t.key()));
+    }
     let mut levels = vec![(threads, tracers)];
     if peak_threads > 0 && peak_threads != threads {
         levels.push((peak_threads, vec![Tracer::None, Tracer::Observer]));
@@ -289,6 +300,7 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
         tcpstates: None,
         baseline_records: None,
         costs: Vec::new(),
+        pair_differences: Vec::new(),
     };
     match tracer {
         Tracer::None => phase.made = run()?,
@@ -297,17 +309,26 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
             let mut scraper = Scraper::connect(daemon.addr)?;
             // The scrape connection's own transitions land before the first scrape.
             std::thread::sleep(Duration::from_millis(300));
-            let before = scraper.scrape()?.counters();
+            let before = scraper.scrape()?;
             let programs = kstats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu_secs();
             phase.made = run()?;
-            let after = scraper.settle()?.counters();
+            scraper.settle()?;
+            // The programs' window ends inside the daemon's: a transition between the two
+            // reads can only add to what the daemon counted, never pass for a loss.
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(daemon.pid())?);
+            std::thread::sleep(Duration::from_millis(300));
+            let after = scraper.scrape()?;
             phase.daemon = Some(DaemonPhase {
-                counters: after.since(&before),
+                counters: after.counters().since(&before.counters()),
                 cpu_secs: daemon.cpu_secs() - cpu,
                 peak_rss_bytes: daemon.peak_rss_bytes(),
             });
+            phase.pair_differences = pair_differences(
+                &phase.made.pairs(),
+                &before.kernel_pairs(),
+                &after.kernel_pairs(),
+            );
             scraper.close();
             daemon.stop()?;
         }
@@ -327,10 +348,54 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
             phase.made = run()?;
             std::thread::sleep(Duration::from_millis(500));
             phase.costs = vec![Cost::between(program, stats, b.stats()?)];
+            // Records of the last runs may still be on their way to the reader (it wakes at
+            // least every 10 ms).
+            std::thread::sleep(Duration::from_millis(200));
             phase.baseline_records = Some(b.records() - records);
         }
     }
     Ok(phase)
+}
+
+/// (old, new, expected, counted) for every pair whose count over a phase differs from the
+/// load's.
+fn pair_differences(
+    expected: &Pairs,
+    before: &Pairs,
+    after: &Pairs,
+) -> Vec<(String, String, u64, u64)> {
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        expected.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let e = expected.get(key).copied().unwrap_or(0);
+            let got = after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0);
+            (e != got).then(|| (key.0.clone(), key.1.clone(), e, got))
+        })
+        .collect()
+}
+
+/// Transition counts by (old, new) state.
+type Pairs = std::collections::BTreeMap<(String, String), u64>;
+
+/// Deletes the namespaces an interrupted run of this benchmark left behind (a signal skips
+/// their cleanup): `obs-PID-N-bench` and `obs-PID-N-calibrate` of processes that are gone.
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        let parts: Vec<&str> = name.split('-').collect();
+        if let ["obs", pid, _, "bench" | "calibrate"] = parts.as_slice()
+            && pid.parse::<u32>().is_ok()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            eprintln!("bench: deleting network namespace {name}, left by an interrupted run");
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &name])
+                .status();
+        }
+    }
 }
 
 /// Deleting a phase's namespace frees its timewait sockets asynchronously, and each one's

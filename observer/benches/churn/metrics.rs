@@ -170,6 +170,29 @@ impl Metrics {
             .sum()
     }
 
+    /// Kernel transitions the daemon counted, by (old, new) state: a TIME_WAIT entry is the
+    /// full socket's FIN_WAIT2 (or CLOSING) -> CLOSE, and TIME_WAIT ends are left out.
+    #[must_use]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "counters are whole and far below 2^53"
+    )]
+    pub fn kernel_pairs(&self) -> BTreeMap<(String, String), u64> {
+        let mut pairs = BTreeMap::new();
+        for (name, labels, value) in &self.samples {
+            let (Some(from), Some(to)) = (labels.get("from"), labels.get("to")) else {
+                continue;
+            };
+            if name != "observer_tcp_transitions_total" || from == "TIME_WAIT" {
+                continue;
+            }
+            let to = if to == "TIME_WAIT" { "CLOSE" } else { to };
+            *pairs.entry((from.clone(), to.to_owned())).or_default() += value.round() as u64;
+        }
+        pairs
+    }
+
     #[must_use]
     pub fn counters(&self) -> Counters {
         let lost = |reason| self.sum("observer_events_lost_total", &[("reason", reason)]);

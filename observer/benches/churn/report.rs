@@ -861,6 +861,22 @@ impl Bench {
                 );
             }
         }
+        for p in levels.iter().flat_map(|l| l.of(Tracer::Observer)) {
+            if p.pair_differences.is_empty() {
+                continue;
+            }
+            let pairs: Vec<String> = p
+                .pair_differences
+                .iter()
+                .map(|(old, new, e, got)| format!("{old} -> {new} expected {e}, counted {got}"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "  observer run, {} threads, one phase: {}",
+                p.threads,
+                pairs.join("; ")
+            );
+        }
         let _ = writeln!(
             w,
             "  skipped: runs the kernel skipped and counted (recursion misses: another BPF \
@@ -1007,6 +1023,7 @@ impl Bench {
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "levels": levels.iter().map(Level::json).collect::<Vec<_>>(),
+            "phases": self.phases.iter().map(phase_json).collect::<Vec<_>>(),
             "userspace": self.userspace.as_ref().map(|u| json!({
                 "events_per_s_per_core": u.events_per_s,
                 "figure": u.events_key,
@@ -1025,6 +1042,37 @@ impl Bench {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// One phase's raw figures.
+fn phase_json(p: &Phase) -> Value {
+    json!({
+        "tracer": p.tracer.key(),
+        "threads": p.threads,
+        "connections": KINDS
+            .iter()
+            .zip(p.made.by_kind)
+            .map(|(k, n)| (k.name(), n))
+            .collect::<BTreeMap<_, _>>(),
+        "seconds": p.made.elapsed.as_secs_f64(),
+        "stopped_by_time": p.made.stopped_by_time,
+        "transitions_expected": p.made.transitions(),
+        "programs": p.costs,
+        "daemon": p.daemon.map(|d| json!({
+            "counters": d.counters,
+            "cpu_seconds": d.cpu_secs,
+            "peak_rss_bytes": d.peak_rss_bytes,
+        })),
+        "tcpstates": p.tcpstates.map(|t| json!({
+            "lines": t.all_lines,
+            "load_lines": t.load_lines,
+            "lost": t.lost,
+        })),
+        "baseline_records": p.baseline_records,
+        "pair_differences": p.pair_differences.iter().map(|(old, new, e, got)| json!({
+            "from": old, "to": new, "expected": e, "counted": got,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 struct Target {

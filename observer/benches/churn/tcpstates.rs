@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{generator::ADDR_PREFIX, kstats};
+use super::{daemon::die_with_parent, generator::ADDR_PREFIX, kstats};
 
 pub const PATH: &str = "/usr/sbin/tcpstates";
 
@@ -45,11 +45,13 @@ pub struct Received {
 impl Tcpstates {
     /// Starts it and returns once its program is attached, failing after 20 s.
     pub fn start() -> io::Result<Self> {
-        let mut child = Command::new(PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+        let mut child = die_with_parent(
+            Command::new(PATH)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .spawn()?;
         let lines = Arc::new(Mutex::new(Lines::default()));
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let counted = lines.clone();

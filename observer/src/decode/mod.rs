@@ -15,7 +15,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use observer_common::{RAW_CAPACITY, RecordKind, SpanRecord, TimerRecord, record::RECORD_VERSION};
+use observer_common::{
+    RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState, TimerRecord,
+    record::RECORD_VERSION,
+};
 use thiserror::Error;
 
 pub use reset::{Reset, ResetDirection, ResetLayout, ResetReason};
@@ -346,6 +349,27 @@ pub(crate) fn span_bounds(event: &str, fields: &[Field]) -> Result<(usize, usize
         });
     }
     Ok((start, end))
+}
+
+/// The eBPF configuration of a span-copying program: the span `start..end` of its record,
+/// and where `skaddr` is. Callers add what else their program reads.
+pub(crate) fn span_config(start: usize, end: usize, skaddr: Field) -> SpanProbeConfig {
+    SpanProbeConfig {
+        configured: 1,
+        span_start: as_u32(start),
+        span_len: as_u32(end - start),
+        skaddr_offset: as_u32(skaddr.offset),
+        ..SpanProbeConfig::UNSET
+    }
+}
+
+/// A TCP state field of a tracepoint record.
+pub(crate) fn read_state(raw: &[u8], f: Field) -> Result<TcpState, DecodeError> {
+    let v = read_int(raw, f);
+    i32::try_from(v)
+        .ok()
+        .and_then(TcpState::from_kernel)
+        .ok_or(DecodeError::UnknownState(v.cast_signed()))
 }
 
 pub(crate) fn as_u32(v: usize) -> u32 {

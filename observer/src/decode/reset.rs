@@ -5,8 +5,8 @@ use std::{net::SocketAddr, sync::OnceLock};
 use observer_common::{RecordKind, SpanProbeConfig, TcpState};
 
 use super::{
-    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, sockaddr,
-    span_bounds,
+    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
+    sockaddr, span_bounds, span_config,
 };
 use crate::load::tracefs::{Field, Format, TracefsError};
 
@@ -144,13 +144,9 @@ impl ResetLayout {
             needed: end - start,
         };
         let config = SpanProbeConfig {
-            configured: 1,
-            span_start: as_u32(start),
-            span_len: as_u32(end - start),
-            skaddr_offset: as_u32(skaddr.offset),
             skbaddr_offset: skbaddr
                 .map_or(observer_common::probe_config::UNKNOWN, |f| as_u32(f.offset)),
-            ..SpanProbeConfig::UNSET
+            ..span_config(start, end, skaddr)
         };
         Ok((layout, config))
     }
@@ -171,11 +167,7 @@ impl ResetLayout {
         let raw = &rec.raw[..rec.raw_len as usize];
         let sock = read_int(raw, self.skaddr);
         // State 0 means "no socket / unknown" on kernels that report it.
-        let state = self.state.and_then(|f| {
-            i32::try_from(read_int(raw, f))
-                .ok()
-                .and_then(TcpState::from_kernel)
-        });
+        let state = self.state.and_then(|f| read_state(raw, f).ok());
         #[expect(
             clippy::cast_possible_truncation,
             reason = "enum sk_rst_reason is 32-bit"

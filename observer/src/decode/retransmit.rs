@@ -12,7 +12,8 @@ use observer_common::{
 };
 
 use super::{
-    DecodeError, Family, SplitAddresses, as_u32, check_kind, read_int, read_span, span_bounds,
+    DecodeError, Family, SplitAddresses, check_kind, read_int, read_span, read_state, span_bounds,
+    span_config,
 };
 use crate::load::tracefs::{Field, Format, TracefsError};
 
@@ -102,14 +103,7 @@ impl RetransmitLayout {
             addresses: addresses.relative_to(start),
             needed: end - start,
         };
-        let config = SpanProbeConfig {
-            configured: 1,
-            span_start: as_u32(start),
-            span_len: as_u32(end - start),
-            skaddr_offset: as_u32(skaddr.offset),
-            ..SpanProbeConfig::UNSET
-        };
-        Ok((layout, config))
+        Ok((layout, span_config(start, end, skaddr)))
     }
 
     /// Whether this kernel reports a failed retransmission's error (Linux 6.13+).
@@ -126,18 +120,7 @@ impl RetransmitLayout {
         check_kind(bytes, expected_kind)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = &rec.raw[..rec.raw_len as usize];
-        let state = match self.state {
-            Some(f) => {
-                let v = read_int(raw, f);
-                Some(
-                    i32::try_from(v)
-                        .ok()
-                        .and_then(TcpState::from_kernel)
-                        .ok_or(DecodeError::UnknownState(v.cast_signed()))?,
-                )
-            }
-            None => None,
-        };
+        let state = self.state.map(|f| read_state(raw, f)).transpose()?;
         #[expect(clippy::cast_possible_truncation, reason = "`err` is an int")]
         let err = self
             .err

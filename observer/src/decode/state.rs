@@ -8,7 +8,8 @@ use observer_common::{
 };
 
 use super::{
-    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, span_bounds,
+    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
+    span_bounds, span_config,
 };
 use crate::load::tracefs::{Field, Format, TracefsError};
 
@@ -65,13 +66,9 @@ impl StateLayout {
             needed: end - start,
         };
         let config = SpanProbeConfig {
-            configured: 1,
-            span_start: as_u32(start),
-            span_len: as_u32(end - start),
             protocol_offset: as_u32(protocol.offset),
             protocol_size: as_u32(protocol.size),
-            skaddr_offset: as_u32(skaddr.offset),
-            ..SpanProbeConfig::UNSET
+            ..span_config(start, end, skaddr)
         };
         Ok((layout, config))
     }
@@ -81,15 +78,8 @@ impl StateLayout {
         check_kind(bytes, RecordKind::StateChange)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = &rec.raw[..rec.raw_len as usize];
-        let state = |f: Field| {
-            let v = read_int(raw, f);
-            i32::try_from(v)
-                .ok()
-                .and_then(TcpState::from_kernel)
-                .ok_or(DecodeError::UnknownState(v.cast_signed()))
-        };
-        let old = state(self.oldstate)?;
-        let new = state(self.newstate)?;
+        let old = read_state(raw, self.oldstate)?;
+        let new = read_state(raw, self.newstate)?;
         let (family, local, remote) = self.addresses.decode(raw)?;
         let task = Task::from_record(rec.pid_tgid, rec.comm);
         Ok(Transition {

@@ -13,7 +13,6 @@ mod support;
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    process::Command,
     time::Duration,
 };
 
@@ -27,7 +26,7 @@ use support::{
     Recorder,
     netns::{InputDrop, NetNs, VethPair},
     privileged, serial,
-    services::{Process, TempDir, free_port, get, have, wait_for},
+    services::{Process, TempDir, free_port, get, have, observer_run, wait_for},
 };
 
 const S: u64 = 1_000_000_000;
@@ -309,18 +308,7 @@ for = "1s"
         ),
     )
     .unwrap();
-    let mut observer = Process::spawn(
-        "observer",
-        Command::new(env!("CARGO_BIN_EXE_observer"))
-            .args(["run", "--config"])
-            .arg(&config),
-    );
-    wait_for(Duration::from_mins(1), "observer to serve /metrics", || {
-        if let Some(status) = observer.exited() {
-            panic!("observer run exited ({status}):\n{}", observer.log());
-        }
-        get(addr, "/metrics", None).ok().filter(|r| r.status == 200)
-    });
+    let observer = observer_run(&config, addr);
 
     (observer, addr)
 }

@@ -17,7 +17,7 @@ use support::{
     V4, V6,
     netns::{InputDrop, NetNs},
     privileged, promql,
-    services::{Process, TempDir, encode, free_port, get, have, wait_for},
+    services::{Process, TempDir, encode, free_port, get, have, observer_run, wait_for},
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -85,18 +85,7 @@ labels = {{ team = "tests" }}
         ),
     )
     .unwrap();
-    let mut process = Process::spawn(
-        "observer",
-        Command::new(env!("CARGO_BIN_EXE_observer"))
-            .args(["run", "--config"])
-            .arg(&config),
-    );
-    wait_for(Duration::from_mins(1), "observer to serve /metrics", || {
-        if let Some(status) = process.exited() {
-            panic!("observer run exited ({status}):\n{}", process.log());
-        }
-        get(addr, "/metrics", None).ok().filter(|r| r.status == 200)
-    });
+    let process = observer_run(&config, addr);
     (process, addr)
 }
 

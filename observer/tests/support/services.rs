@@ -208,3 +208,20 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// `observer run --config CONFIG`, returned once it serves /metrics on `addr`.
+pub fn observer_run(config: &Path, addr: SocketAddr) -> Process {
+    let mut process = Process::spawn(
+        "observer",
+        Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["run", "--config"])
+            .arg(config),
+    );
+    wait_for(Duration::from_mins(1), "observer to serve /metrics", || {
+        if let Some(status) = process.exited() {
+            panic!("observer run exited ({status}):\n{}", process.log());
+        }
+        get(addr, "/metrics", None).ok().filter(|r| r.status == 200)
+    });
+    process
+}

@@ -171,6 +171,34 @@ pub fn reset_line(
 }
 
 /// An RST as one JSON object (README: "JSON output").
+/// A connection's ends in every JSON object (flattened into it): `family`, `local_addr`,
+/// `local_port`, `remote_addr`, `remote_port`.
+#[derive(Serialize)]
+pub struct JsonEndpoints {
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+}
+
+impl JsonEndpoints {
+    #[must_use]
+    pub fn new(
+        family: crate::decode::Family,
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+    ) -> Self {
+        Self {
+            family: family.name(),
+            local_addr: local.ip().to_string(),
+            local_port: local.port(),
+            remote_addr: remote.ip().to_string(),
+            remote_port: remote.port(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct JsonReset<'a> {
     #[serde(rename = "type")]
@@ -181,11 +209,8 @@ pub struct JsonReset<'a> {
     pub direction: &'static str,
     /// Kernel socket address, hex; null for a reset sent without a socket.
     pub sock: Option<String>,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    pub remote_addr: String,
-    pub remote_port: u16,
+    #[serde(flatten)]
+    pub endpoints: JsonEndpoints,
     /// The socket's state, null when there is no socket.
     pub state: Option<&'static str>,
     /// Plain-words class (a closed set; README).
@@ -212,11 +237,7 @@ impl<'a> JsonReset<'a> {
             mono_ns: r.mono_ns,
             direction: r.direction.name(),
             sock: r.sock.map(|s| format!("{s:#x}")),
-            family: r.family.name(),
-            local_addr: r.local.ip().to_string(),
-            local_port: r.local.port(),
-            remote_addr: r.remote.ip().to_string(),
-            remote_port: r.remote.port(),
+            endpoints: JsonEndpoints::new(r.family, r.local, r.remote),
             state: state.map(TcpState::name),
             class: class.name(),
             reason: r
@@ -240,11 +261,8 @@ pub struct JsonTransition<'a> {
     pub mono_ns: u64,
     /// Kernel socket address, hex: identity of the socket while it lives.
     pub sock: String,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    pub remote_addr: String,
-    pub remote_port: u16,
+    #[serde(flatten)]
+    pub endpoints: JsonEndpoints,
     pub old_state: &'static str,
     pub new_state: &'static str,
     /// Nanoseconds in `old_state`, null when its start was not seen.
@@ -282,11 +300,7 @@ impl<'a> JsonTransition<'a> {
             time: clock.at(t.mono_ns).to_string(),
             mono_ns: t.mono_ns,
             sock: format!("{:#x}", t.sock),
-            family: t.family.name(),
-            local_addr: t.local.ip().to_string(),
-            local_port: t.local.port(),
-            remote_addr: t.remote.ip().to_string(),
-            remote_port: t.remote.port(),
+            endpoints: JsonEndpoints::new(t.family, t.local, t.remote),
             old_state: t.old.name(),
             new_state: t.new.name(),
             prev_state_ns: seen.previous_state_ns,
@@ -587,11 +601,8 @@ pub struct JsonRetransmits<'a> {
     /// `recovered`.
     pub phase: &'static str,
     pub sock: String,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    pub remote_addr: String,
-    pub remote_port: u16,
+    #[serde(flatten)]
+    pub endpoints: JsonEndpoints,
     pub state: Option<&'static str>,
     /// Retransmissions in the streak: so far (suspect), or in all (recovered); null when
     /// it just began.
@@ -643,11 +654,7 @@ impl<'a> JsonRetransmits<'a> {
             mono_ns: at_ns,
             phase: phase.name(),
             sock: format!("{sock:#x}"),
-            family: tuple.family().name(),
-            local_addr: tuple.local.ip().to_string(),
-            local_port: tuple.local.port(),
-            remote_addr: tuple.remote.ip().to_string(),
-            remote_port: tuple.remote.port(),
+            endpoints: JsonEndpoints::new(tuple.family(), tuple.local, tuple.remote),
             state: state.map(TcpState::name),
             retransmits,
             no_progress_ns,
@@ -668,11 +675,8 @@ pub struct JsonConnectionError<'a> {
     pub time: String,
     pub mono_ns: u64,
     pub sock: String,
-    pub family: &'static str,
-    pub local_addr: String,
-    pub local_port: u16,
-    pub remote_addr: String,
-    pub remote_port: u16,
+    #[serde(flatten)]
+    pub endpoints: JsonEndpoints,
     pub state: Option<&'static str>,
     /// Why it ended (a closed set: `retransmit_timeout`, `keepalive_timeout`, ...).
     pub cause: &'static str,
@@ -704,11 +708,7 @@ impl<'a> JsonConnectionError<'a> {
             time: clock.at(e.mono_ns).to_string(),
             mono_ns: e.mono_ns,
             sock: format!("{:#x}", e.sock),
-            family: e.family.name(),
-            local_addr: e.local.ip().to_string(),
-            local_port: e.local.port(),
-            remote_addr: e.remote.ip().to_string(),
-            remote_port: e.remote.port(),
+            endpoints: JsonEndpoints::new(e.family, e.local, e.remote),
             state: e.state.map(TcpState::name),
             cause: cause.name(),
             errno: e.error,

@@ -8,7 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     decode::{DecodeError, Decoder, Event},
-    load::{Features, KernelLosses, LoadError, LoadOptions, Probes},
+    load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY},
 };
 
 /// Everything lost between the kernel and the consumer, so far.
@@ -114,12 +114,26 @@ impl EventStream {
     }
 
     /// Waits until records are available, then appends every available event to `out`.
-    /// Cancel-safe: nothing is consumed until the ring buffer is readable.
+    /// Records are looked for every [`READ_EVERY`], and at once when the kernel wakes the reader
+    /// (only past a fill level: waking per record would cost more than the record).
+    /// Cancel-safe: records are consumed only synchronously, after the wait.
     pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
-        let mut guard = self.ring.readable_mut().await?;
-        // Cleared before draining, so a record submitted during the drain wakes us again.
-        guard.clear_ready();
-        self.decoder.drain(guard.get_inner_mut(), out);
+        let start = out.len();
+        while out.len() == start {
+            match tokio::time::timeout(READ_EVERY, self.ring.readable_mut()).await {
+                Ok(guard) => {
+                    // Cleared before draining, so a wakeup during the drain is not lost.
+                    guard?.clear_ready();
+                }
+                Err(_elapsed) => {}
+            }
+            let before = self.decoder.malformed;
+            self.decoder.drain(self.ring.get_mut(), out);
+            if self.decoder.malformed != before {
+                // Let the caller log the decoding failure now.
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -7,16 +7,16 @@
 use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, macros::tracepoint, programs::TracePointContext};
 use observer_common::SpanRecord;
 
-use crate::maps::EVENTS;
+use crate::maps::{EVENTS, submit_flags};
 
-/// Submits as the daemon's programs do: the kernel wakes the reader when it had caught up.
+/// Submits as the daemon's programs do (see `maps::RING_WAKEUP_BYTES`).
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline(_ctx: TracePointContext) -> u32 {
-    submit(0);
+    submit(submit_flags());
     0
 }
 
-/// Submits without waking the reader, which then polls on a timer: what the wakeup costs.
+/// Never wakes the reader, which polls on a timer: the cost of a reserve and a submit alone.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline_no_wakeup(_ctx: TracePointContext) -> u32 {
     submit(u64::from(BPF_RB_NO_WAKEUP));

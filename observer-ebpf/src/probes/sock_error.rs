@@ -20,7 +20,7 @@ use observer_common::{
 };
 
 use super::span::{config, netns_inum};
-use crate::maps::{EVENTS, count};
+use crate::maps::{EVENTS, count, submit_flags};
 
 const IPPROTO_TCP: u32 = 6;
 const SOCK_STREAM: u32 = 1;
@@ -126,7 +126,7 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
         };
         (*rec).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[inline(always)]

@@ -20,7 +20,7 @@ use observer_common::{
     },
 };
 
-use crate::maps::{EVENTS, count};
+use crate::maps::{EVENTS, count, submit_flags};
 
 const IPPROTO_TCP: u16 = 6;
 
@@ -105,7 +105,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         };
         (*rec).flags = sk_socket_flags(sk, cfg) | retransmits;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 /// Inode number of the network namespace that `object` (a socket, or a device) points to at

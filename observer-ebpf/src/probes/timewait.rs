@@ -18,7 +18,7 @@ use observer_common::{
 };
 
 use super::span::{config, netns_inum};
-use crate::maps::{EVENTS, TW_TIMERS, count};
+use crate::maps::{EVENTS, TW_TIMERS, count, submit_flags};
 
 /// Filled in by the daemon at load time.
 #[unsafe(no_mangle)]
@@ -84,7 +84,7 @@ fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expir
             (*rec).common_len = len as u16;
         }
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[tracepoint(category = "timer", name = "timer_cancel")]
@@ -145,5 +145,5 @@ fn emit_cancel(timer: u64) {
         (*rec).substate = 0;
         (*rec).common_len = 0;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }

@@ -1,7 +1,8 @@
 //! The floor for the kernel cost of one event: observer-ebpf's baseline programs (reserve a
 //! record of `SpanRecord`'s size in the ring buffer, submit it, read nothing) on
 //! `sock:inet_sock_set_state`, from a separate instance of the daemon's own object. `baseline`
-//! submits as the daemon's programs do; `baseline_no_wakeup` does not wake the reader.
+//! submits as the daemon's programs do (waking the reader past a fill level);
+//! `baseline_no_wakeup` never wakes it.
 
 use std::{
     io,
@@ -19,8 +20,9 @@ use aya::{
     programs::TracePoint,
 };
 use observer::load::{
-    DEFAULT_RING_BUFFER_BYTES, object,
+    DEFAULT_RING_BUFFER_BYTES, READ_EVERY, object,
     prog_stats::{self, ProgStats},
+    ring_wakeup_bytes,
 };
 
 pub struct Baseline {
@@ -39,6 +41,11 @@ impl Baseline {
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", DEFAULT_RING_BUFFER_BYTES)
+            .override_global(
+                "RING_WAKEUP_BYTES",
+                &ring_wakeup_bytes(DEFAULT_RING_BUFFER_BYTES),
+                true,
+            )
             // The daemon's table of timewait timers, unused here: keep it small.
             .map_max_entries("TW_TIMERS", 1)
             .load(object())
@@ -97,8 +104,11 @@ impl Drop for Baseline {
     }
 }
 
-/// Reads and counts records until `stop`, woken by the ring buffer's notification, or every
-/// 10 ms (all `baseline_no_wakeup` has: 10 ms of records fit in the ring many times over).
+/// Reads and counts records until `stop`, as the daemon reads: woken by the ring buffer's
+/// notification, or every [`READ_EVERY`] (all `baseline_no_wakeup` has).
+#[expect(clippy::cast_possible_truncation, reason = "a few milliseconds")]
+const READ_EVERY_MS: i32 = READ_EVERY.as_millis() as i32;
+
 fn drain(mut ring: RingBuf<MapData>, stop: &AtomicBool, records: &AtomicU64) {
     let fd = ring.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
@@ -108,7 +118,7 @@ fn drain(mut ring: RingBuf<MapData>, stop: &AtomicBool, records: &AtomicU64) {
             revents: 0,
         };
         // SAFETY: one valid pollfd; the timeout bounds how long a stop request waits.
-        unsafe { libc::poll(&raw mut pfd, 1, 10) };
+        unsafe { libc::poll(&raw mut pfd, 1, READ_EVERY_MS) };
         let mut n = 0;
         while ring.next().is_some() {
             n += 1;

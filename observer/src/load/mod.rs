@@ -37,6 +37,18 @@ pub fn object() -> &'static [u8] {
 /// machine can produce between two reads even at peak churn.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
 
+/// How often readers of the ring buffer look for records on their own. The programs wake the
+/// reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]), so below that rate
+/// this interval is the longest a record waits; above it, reads follow the wakeups.
+pub const READ_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Unread bytes past which a submit wakes the reader: a quarter of the ring, which leaves the
+/// reader three quarters of the ring of headroom to wake up and drain before records are lost.
+#[must_use]
+pub const fn ring_wakeup_bytes(ring_buffer_bytes: u32) -> u64 {
+    ring_buffer_bytes as u64 / 4
+}
+
 /// Default number of armed timewait timers the kernel side remembers: twice Linux's default
 /// `tcp_max_tw_buckets` for a host with 4 GiB or more. About 20 MiB of kernel memory when full.
 pub const DEFAULT_MAX_TIMEWAIT_TIMERS: u32 = 1 << 18;
@@ -233,9 +245,11 @@ impl Probes {
         let plan = configure::plan(&tracefs)?;
         raise_memlock_limit();
 
+        let wakeup_bytes = ring_wakeup_bytes(size);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("STATE_PROBE_CONFIG", &plan.state, true)
+            .override_global("RING_WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", size)
             .map_max_entries("TW_TIMERS", options.max_timewait_timers.max(1));
         if let Some(cfg) = &plan.send_reset {

@@ -36,6 +36,9 @@ pub struct SpanProbeConfig {
     pub dev_net_offset: u32,
     /// Offset of `icsk_retransmits` (a `u8`) from the socket's address; [`UNKNOWN`]: not read.
     pub icsk_retransmits_offset: u32,
+    /// Offset of `oldstate` (an `int`) in the tracepoint record. When known, `sk_socket` is read
+    /// only for transitions out of ESTABLISHED, the only ones that use it.
+    pub oldstate_offset: u32,
 }
 
 impl SpanProbeConfig {
@@ -54,26 +57,20 @@ impl SpanProbeConfig {
         skb_dev_offset: UNKNOWN,
         dev_net_offset: UNKNOWN,
         icsk_retransmits_offset: UNKNOWN,
+        oldstate_offset: UNKNOWN,
     };
 }
 
-/// Where the timer tracepoints keep their fields, and which timers are timewait timers.
+/// Where `struct timer_list` keeps its callback and expiry, and which timers are timewait timers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerProbeConfig {
     /// Address of `tw_timer_handler` from /proc/kallsyms; 0: the programs emit nothing.
     pub tw_timer_handler: u64,
-    /// `timer:timer_start` field offsets.
-    pub start_timer: u32,
-    pub start_function: u32,
-    pub start_expires: u32,
-    pub start_now: u32,
-    /// `timer:timer_cancel` field offset.
-    pub cancel_timer: u32,
-    /// `timer:timer_expire_entry` field offsets.
-    pub expire_timer: u32,
-    pub expire_function: u32,
-    pub expire_now: u32,
+    /// Offset of `function` in `struct timer_list`.
+    pub timer_function_offset: u32,
+    /// Offset of `expires` in `struct timer_list`.
+    pub timer_expires_offset: u32,
     /// Offset of `tw_timer` in `struct inet_timewait_sock`.
     pub tw_timer_offset: u32,
     /// Offset of `tw_substate` in `struct inet_timewait_sock`.
@@ -90,14 +87,8 @@ pub struct TimerProbeConfig {
 impl TimerProbeConfig {
     pub const UNSET: Self = Self {
         tw_timer_handler: 0,
-        start_timer: 0,
-        start_function: 0,
-        start_expires: 0,
-        start_now: 0,
-        cancel_timer: 0,
-        expire_timer: 0,
-        expire_function: 0,
-        expire_now: 0,
+        timer_function_offset: UNKNOWN,
+        timer_expires_offset: UNKNOWN,
         tw_timer_offset: 0,
         tw_substate_offset: 0,
         common_len: 0,
@@ -177,7 +168,8 @@ impl SockErrorProbeConfig {
     };
 }
 
-const _: () = assert!(size_of::<SpanProbeConfig>() == 13 * 4);
+const _: () = assert!(size_of::<SpanProbeConfig>() == 14 * 4);
+const _: () = assert!(size_of::<TimerProbeConfig>() == 8 + 8 * 4);
 const _: () = assert!(size_of::<SockErrorProbeConfig>() == 16 * 4);
 
 #[cfg(feature = "user")]

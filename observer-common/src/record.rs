@@ -206,10 +206,7 @@ pub enum Counter {
     RingbufFull = 0,
     /// The tracepoint record could not be read (should never happen; counted, not hidden).
     ReadFailed = 1,
-    /// A timewait timer could not be remembered because the `TW_TIMERS` map was full: its
-    /// cancellation will not be seen (its expiry still is).
-    TimewaitTableFull = 2,
 }
 
 /// Number of slots in the `COUNTERS` map.
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 2;

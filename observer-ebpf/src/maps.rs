@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
 };
 use observer_common::record::{COUNTER_SLOTS, Counter};
 
@@ -36,11 +36,6 @@ pub fn submit_flags() -> u64 {
 /// Per-CPU counters of everything the probes had to drop, indexed by [`Counter`].
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
-
-/// Armed timewait timers (address -> unused), so that `timer_cancel`, whose record carries no
-/// callback, can tell a timewait timer from the host's other timers.
-#[map]
-pub static TW_TIMERS: HashMap<u64, u8> = HashMap::with_max_entries(1 << 18, 0);
 
 #[inline(always)]
 pub fn count(counter: Counter) {

@@ -381,20 +381,6 @@ const TCP_RECEIVE_RESET: &str = "format:
 \tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
 \tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
 ";
-const TIMER_START: &str = "format:
-\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:void * function;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:unsigned long expires;\toffset:24;\tsize:8;\tsigned:0;
-\tfield:unsigned long now;\toffset:40;\tsize:8;\tsigned:0;
-";
-const TIMER_CANCEL: &str = "format:
-\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;
-";
-const TIMER_EXPIRE_ENTRY: &str = "format:
-\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:unsigned long now;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:void * function;\toffset:24;\tsize:8;\tsigned:0;
-";
 /// `struct sock_common` on Linux 6.18 x86_64, from BTF.
 const COMMON: CommonOffsets = CommonOffsets {
     daddr: 0,
@@ -531,22 +517,16 @@ impl Codec {
             ResetLayout::from_format(&send, ResetDirection::Sent).expect("send layout");
         let (receive_layout, receive_span) =
             ResetLayout::from_format(&receive, ResetDirection::Received).expect("receive layout");
-        let timer_formats = [TIMER_START, TIMER_CANCEL, TIMER_EXPIRE_ENTRY].map(format);
-        let [start, cancel, expire] = &timer_formats;
         let tw = TimewaitOffsets {
             timer: 96,
             substate: 20,
+            timer_function: 24,
+            timer_expires: 16,
             net_inum: 160,
         };
         let hz = u32::try_from(HZ).expect("fits");
-        let (timer_layout, _) = TimerLayout::new(
-            [start, cancel, expire],
-            COMMON,
-            tw,
-            0xffff_ffff_81ab_cdef,
-            Some(hz),
-        )
-        .expect("timer layout");
+        let (timer_layout, _) =
+            TimerLayout::new(COMMON, tw, 0xffff_ffff_81ab_cdef, Some(hz)).expect("timer layout");
         let [sport, dport, family, saddr, daddr, saddr_v6, daddr_v6] = SPLIT;
         Self {
             decoder: Decoder {

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use observer::{
     config::{AlertmanagerConfig, Config},
     decode::Family,
-    load::{DEFAULT_MAX_TIMEWAIT_TIMERS, DEFAULT_RING_BUFFER_BYTES, LoadOptions},
+    load::{DEFAULT_RING_BUFFER_BYTES, LoadOptions},
     track::DEFAULT_MAX_SOCKETS,
     watch::{Filter, WatchAlerts, WatchOptions},
 };
@@ -260,11 +260,6 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
 
-    /// Most armed timewait timers the kernel side remembers (to recognise their
-    /// cancellation); beyond it a killed TIME_WAIT is noticed only by reconciliation.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TIMEWAIT_TIMERS)]
-    pub max_timewait_timers: u32,
-
     /// Also print the tracker's state every SECONDS: sockets per state, the CLOSE_WAIT list
     /// with ages and owners, TIME_WAIT ends, RSTs by meaning, connections closed before
     /// accept(), half-open suspects with ages and owners, connection errors by cause and
@@ -321,7 +316,6 @@ impl WatchArgs {
         WatchOptions {
             load: LoadOptions {
                 ring_buffer_bytes: self.ring_buffer_size,
-                max_timewait_timers: self.max_timewait_timers,
             },
             filter: Filter {
                 ports: self.port,

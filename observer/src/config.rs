@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::load::{DEFAULT_MAX_TIMEWAIT_TIMERS, DEFAULT_RING_BUFFER_BYTES};
+use crate::load::DEFAULT_RING_BUFFER_BYTES;
 use crate::track::{DEFAULT_MAX_SOCKETS, EndCause, ResetClass};
 
 /// Where the daemon looks for its configuration unless told otherwise.
@@ -102,16 +102,12 @@ pub struct KernelConfig {
     /// Bytes of the event ring buffer. Default [`DEFAULT_RING_BUFFER_BYTES`]; a power of two
     /// from 4K to 1G. Written as an integer or as a string with a K, M or G suffix ("4M").
     pub ring_buffer_size: u32,
-    /// Most armed TIME_WAIT timers the kernel side remembers. Default
-    /// [`DEFAULT_MAX_TIMEWAIT_TIMERS`], at least 1024.
-    pub max_timewait_timers: u32,
 }
 
 impl Default for KernelConfig {
     fn default() -> Self {
         Self {
             ring_buffer_size: DEFAULT_RING_BUFFER_BYTES,
-            max_timewait_timers: DEFAULT_MAX_TIMEWAIT_TIMERS,
         }
     }
 }
@@ -638,7 +634,6 @@ struct RawTracker {
 #[serde(deny_unknown_fields)]
 struct RawKernel {
     ring_buffer_size: Option<RingSize>,
-    max_timewait_timers: Option<Count<1024, U32_MAX>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -692,9 +687,6 @@ impl RawConfig {
             },
             kernel: KernelConfig {
                 ring_buffer_size: k.ring_buffer_size.map_or(kernel.ring_buffer_size, |s| s.0),
-                max_timewait_timers: k
-                    .max_timewait_timers
-                    .map_or(kernel.max_timewait_timers, Count::u32),
             },
             alerts: AlertsConfig {
                 evaluation_interval: a
@@ -1634,7 +1626,6 @@ state_file = ""
 
 [kernel]
 ring_buffer_size = "256K"
-max_timewait_timers = 2048
 
 [alerts]
 evaluation_interval = "500ms"
@@ -1719,7 +1710,6 @@ window = "5m"
             },
             kernel: KernelConfig {
                 ring_buffer_size: 256 << 10,
-                max_timewait_timers: 2048,
             },
             alerts: AlertsConfig {
                 evaluation_interval: Duration::from_millis(500),

@@ -17,9 +17,7 @@ use serde::Serialize;
 
 use crate::{
     decode::{
-        ResetDirection, ResetLayout, RetransmitKind, StateLayout, TimerLayout,
-        retransmit::RetransmitLayout,
-        timewait::{CommonOffsets, TimewaitOffsets},
+        ResetDirection, ResetLayout, RetransmitKind, StateLayout, retransmit::RetransmitLayout,
     },
     load::{
         Availability, Features, LoadOptions, Probes,
@@ -311,9 +309,10 @@ impl TracefsFact {
 enum Role {
     State,
     Reset(ResetDirection),
+    /// Attached as a raw tracepoint: its record's fields are not read.
     Timer,
     Retransmit(RetransmitKind),
-    /// Attached as a raw tracepoint: its record's fields are not read.
+    /// Attached as a raw tracepoint, too.
     SocketError,
 }
 
@@ -323,8 +322,7 @@ struct Tracepoint {
     role: Role,
 }
 
-/// The tracepoints the programs attach to. The timer ones are in the order
-/// [`TimerLayout::new`] takes their formats.
+/// The tracepoints the programs attach to.
 const TRACEPOINTS: [Tracepoint; 9] = [
     Tracepoint {
         category: "sock",
@@ -378,8 +376,8 @@ const TRACEPOINTS: [Tracepoint; 9] = [
 enum Presence {
     /// Its format has every field the decoder reads.
     Usable,
-    /// Present; its fields are checked only together with the other timer tracepoints.
-    PresentUnchecked,
+    /// Present, and attached as a raw tracepoint: its record's fields are not read.
+    PresentRaw,
     Missing,
     /// Present but not decodable (or unreadable), and why.
     Unusable(String),
@@ -504,7 +502,6 @@ fn gather_tracefs() -> TracefsFact {
 fn gather_tracepoints(tracefs: &Path) -> (Vec<Presence>, Option<bool>) {
     let mut reason = None;
     let mut found = Vec::new();
-    let mut timer_formats = Vec::new();
     for tp in &TRACEPOINTS {
         let presence = match Format::read(tracefs, tp.category, tp.name) {
             Err(TracefsError::MissingTracepoint { .. }) => Presence::Missing,
@@ -523,68 +520,16 @@ fn gather_tracepoints(tracefs: &Path) -> (Vec<Presence>, Option<bool>) {
                     }
                     Err(e) => Presence::Unusable(e.to_string()),
                 },
-                Role::Timer => {
-                    timer_formats.push((found.len(), format));
-                    Presence::PresentUnchecked
-                }
+                Role::Timer | Role::SocketError => Presence::PresentRaw,
                 Role::Retransmit(kind) => match RetransmitLayout::from_format(&format, kind) {
                     Ok(_) => Presence::Usable,
                     Err(e) => Presence::Unusable(e.to_string()),
                 },
-                Role::SocketError => Presence::Usable,
             },
         };
         found.push(presence);
     }
-    if let [(i0, start), (i1, cancel), (i2, expire)] = timer_formats.as_slice() {
-        // The decoder's own field list, reached through its constructor. The struct offsets
-        // and the handler address do not matter for which fields it reads.
-        let zero = CommonOffsets {
-            daddr: 0,
-            rcv_saddr: 0,
-            dport: 0,
-            num: 0,
-            family: 0,
-            v6_daddr: 0,
-            v6_rcv_saddr: 0,
-            net: 0,
-        };
-        let tw = TimewaitOffsets {
-            timer: 0,
-            substate: 0,
-            net_inum: 0,
-        };
-        let indices = [*i0, *i1, *i2];
-        match TimerLayout::new([start, cancel, expire], zero, tw, 1, None) {
-            Ok(_) => indices.iter().for_each(|&i| found[i] = Presence::Usable),
-            Err(e) => {
-                let culprit = match &e {
-                    TracefsError::MissingField { path, .. } => indices.iter().copied().find(|&i| {
-                        let tp = &TRACEPOINTS[i];
-                        *path == format_path(tracefs, tp.category, tp.name)
-                    }),
-                    _ => None,
-                };
-                for i in indices {
-                    found[i] = if culprit.is_none_or(|c| c == i) {
-                        Presence::Unusable(e.to_string())
-                    } else {
-                        Presence::Usable
-                    };
-                }
-            }
-        }
-    }
     (found, reason)
-}
-
-/// Where [`Format::read`] reads a tracepoint's format.
-fn format_path(tracefs: &Path, category: &str, name: &str) -> PathBuf {
-    tracefs
-        .join("events")
-        .join(category)
-        .join(name)
-        .join("format")
 }
 
 /// The BTF lookups the loader makes for each feature (see `load::configure`); the timewait
@@ -1050,10 +995,10 @@ fn tracepoint_check(tp: &Tracepoint, presence: &Presence) -> Check {
                 "present; its format has every field the decoder reads",
             );
         }
-        Presence::PresentUnchecked => {
+        Presence::PresentRaw => {
             return Check::ok(
                 name,
-                "present (its fields are checked only with the other timer tracepoints)",
+                "present (attached as a raw tracepoint: its record's fields are not read)",
             );
         }
         Presence::Missing => "missing".to_owned(),

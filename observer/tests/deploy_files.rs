@@ -51,7 +51,6 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tcp_listen_drops_total", &[]),
     ("observer_events_received_total", &[]),
     ("observer_events_lost_total", &["reason"]),
-    ("observer_timewait_timers_untracked_total", &[]),
     ("observer_timer_recursion_misses_total", &[]),
     ("observer_tracker_gaps_total", &[]),
     ("observer_tracker_sockets", &["table"]),

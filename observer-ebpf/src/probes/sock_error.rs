@@ -6,6 +6,7 @@
 //! fires it for every inet socket; only TCP stream sockets are reported.
 
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -72,12 +73,12 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
         let common = &mut (*rec).common;
         if bpf_probe_read_kernel_buf(sk, &mut common[..len]).is_err() {
             count(Counter::ReadFailed);
-            entry.discard(0);
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             return;
         }
         let Ok(state) = bpf_probe_read_kernel(sk.add(cfg.state_offset as usize)) else {
             count(Counter::ReadFailed);
-            entry.discard(0);
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             return;
         };
         (*rec).header = RecordHeader::new(RecordKind::SocketError, size_of::<SocketErrorRecord>());

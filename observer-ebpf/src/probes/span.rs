@@ -5,9 +5,10 @@
 
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf, generated::bpf_get_current_comm,
     },
     programs::TracePointContext,
 };
@@ -23,6 +24,7 @@ use observer_common::{
 use crate::maps::{EVENTS, count, submit_flags};
 
 const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
 
 /// Reads a configuration global. Volatile: the value is patched into the object at load time,
 /// so the compiler must not fold in the compiled-in `UNSET`.
@@ -32,29 +34,21 @@ pub fn config<T: Copy>(global: &T) -> T {
     unsafe { core::ptr::read_volatile(global) }
 }
 
-/// Filters on the protocol (when configured), then writes one [`SpanRecord`] of `kind`.
+/// Writes one [`SpanRecord`] of `kind`, unless the protocol (when configured) is not TCP.
+///
+/// The span is copied first and the fields the program needs are then read from the copy:
+/// plain loads instead of a helper call each.
 #[inline(always)]
 pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
     if cfg.configured == 0 {
         return;
     }
-    if cfg.protocol_offset != UNKNOWN {
-        // SAFETY: in-bounds read of the tracepoint record, checked by the helper.
-        let protocol = unsafe {
-            if cfg.protocol_size == 1 {
-                ctx.read_at::<u8>(cfg.protocol_offset as usize)
-                    .map(u16::from)
-            } else {
-                ctx.read_at::<u16>(cfg.protocol_offset as usize)
-            }
-        };
-        if protocol != Ok(IPPROTO_TCP) {
-            return;
-        }
-    }
-
     let Some(mut entry) = EVENTS.reserve::<SpanRecord>(0) else {
-        count(Counter::RingbufFull);
+        // Only what would have been kept counts as lost.
+        // SAFETY: `ctx` is this program's tracepoint record.
+        if unsafe { is_tcp(ctx, None, cfg) } {
+            count(Counter::RingbufFull);
+        }
         return;
     };
     let rec = entry.as_mut_ptr();
@@ -71,7 +65,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             .add(cfg.span_start as usize);
         if bpf_probe_read_kernel_buf(src, &mut raw[..len]).is_err() {
             count(Counter::ReadFailed);
-            entry.discard(0);
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             warn!(
                 ctx,
                 "record kind {}: reading {} tracepoint bytes at offset {} failed",
@@ -81,6 +75,19 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             );
             return;
         }
+        let span = Span { raw, len, cfg };
+        if !is_tcp(ctx, Some(&span), cfg) {
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            return;
+        }
+        let sk = span
+            .field::<*const u8>(ctx, cfg.skaddr_offset)
+            .unwrap_or(core::ptr::null());
+        let netns = if sk.is_null() {
+            skb_netns_inum(ctx, &span)
+        } else {
+            netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
+        };
         (*rec).header = RecordHeader::new(kind, size_of::<SpanRecord>());
         (*rec).ts_ns = bpf_ktime_get_ns();
         (*rec).pid_tgid = bpf_get_current_pid_tgid();
@@ -88,24 +95,69 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         {
             (*rec).raw_len = len as u16;
         }
-        (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let sk = ctx
-            .read_at::<*const u8>(cfg.skaddr_offset as usize)
-            .unwrap_or(core::ptr::null());
-        (*rec).netns = if sk.is_null() {
-            skb_netns_inum(ctx, cfg)
-        } else {
-            netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
-        };
+        // Straight into the record: the safe wrapper zeroes and copies a stack buffer byte by
+        // byte, which costs more than the helper. On failure the helper zeroes the buffer.
+        let comm = &mut (*rec).comm;
+        #[expect(clippy::cast_possible_truncation, reason = "16 bytes")]
+        bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32);
+        (*rec).netns = netns;
         // `kind` is a constant in each program: the others compile without this read.
         let retransmits = if matches!(kind, RecordKind::Retransmit) {
             retransmits_flags(sk, cfg)
         } else {
             0
         };
-        (*rec).flags = sk_socket_flags(sk, cfg) | retransmits;
+        (*rec).flags = sk_socket_flags(ctx, &span, sk) | retransmits;
     }
     entry.submit(submit_flags());
+}
+
+/// The copied part of a tracepoint record.
+struct Span<'a> {
+    raw: &'a [u8; RAW_CAPACITY],
+    /// Bytes of `raw` that were copied.
+    len: usize,
+    cfg: &'a SpanProbeConfig,
+}
+
+impl Span<'_> {
+    /// The field at `offset` in the tracepoint record: from the copy when it holds the field,
+    /// else read from the record.
+    #[inline(always)]
+    unsafe fn field<T: Copy>(&self, ctx: &TracePointContext, offset: u32) -> Option<T> {
+        if offset == UNKNOWN {
+            return None;
+        }
+        if let Some(at) = offset.checked_sub(self.cfg.span_start) {
+            let at = at as usize;
+            // Both bounds: the constant one is what the verifier can check.
+            if at <= RAW_CAPACITY - size_of::<T>() && at + size_of::<T>() <= self.len {
+                // SAFETY: in bounds of `raw`, checked above.
+                return Some(unsafe { self.raw.as_ptr().add(at).cast::<T>().read_unaligned() });
+            }
+        }
+        // SAFETY: in-bounds read of the tracepoint record, checked by the helper.
+        unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+    }
+}
+
+/// Whether the record is about TCP: true when the tracepoint has no protocol field.
+#[inline(always)]
+unsafe fn is_tcp(ctx: &TracePointContext, span: Option<&Span>, cfg: &SpanProbeConfig) -> bool {
+    let offset = cfg.protocol_offset;
+    if offset == UNKNOWN {
+        return true;
+    }
+    // SAFETY: in-bounds reads of the tracepoint record, checked by the helper.
+    let protocol = unsafe {
+        match (span, cfg.protocol_size) {
+            (Some(s), 1) => s.field::<u8>(ctx, offset).map(u16::from),
+            (Some(s), _) => s.field::<u16>(ctx, offset),
+            (None, 1) => ctx.read_at::<u8>(offset as usize).ok().map(u16::from),
+            (None, _) => ctx.read_at::<u16>(offset as usize).ok(),
+        }
+    };
+    protocol == Some(IPPROTO_TCP)
 }
 
 /// Inode number of the network namespace that `object` (a socket, or a device) points to at
@@ -130,13 +182,14 @@ pub unsafe fn netns_inum(object: *const u8, net_offset: u32, inum_offset: u32) -
 
 /// The namespace of a socketless event (a reset to a closed port): the packet's device's.
 #[inline(always)]
-unsafe fn skb_netns_inum(ctx: &TracePointContext, cfg: &SpanProbeConfig) -> u32 {
+unsafe fn skb_netns_inum(ctx: &TracePointContext, span: &Span) -> u32 {
+    let cfg = span.cfg;
     if cfg.skbaddr_offset == UNKNOWN || cfg.skb_dev_offset == UNKNOWN {
         return 0;
     }
     // SAFETY: probe reads of kernel memory; failures give 0.
     unsafe {
-        let Ok(skb) = ctx.read_at::<*const u8>(cfg.skbaddr_offset as usize) else {
+        let Some(skb) = span.field::<*const u8>(ctx, cfg.skbaddr_offset) else {
             return 0;
         };
         if skb.is_null() {
@@ -166,8 +219,15 @@ unsafe fn retransmits_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
 
 /// Whether the socket has a `struct socket`: a child socket has none until `accept()`.
 #[inline(always)]
-unsafe fn sk_socket_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
+unsafe fn sk_socket_flags(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u16 {
+    let cfg = span.cfg;
     if sk.is_null() || cfg.sk_socket_offset == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: a field of this program's tracepoint record.
+    if cfg.oldstate_offset != UNKNOWN
+        && unsafe { span.field::<i32>(ctx, cfg.oldstate_offset) } != Some(TCP_ESTABLISHED)
+    {
         return 0;
     }
     // SAFETY: probe read of kernel memory.

@@ -3,53 +3,96 @@
 //! No tracepoint reports TIME_WAIT: the full socket closes and a separate timewait socket takes
 //! over. Its timer is the only trace it leaves: `timer_start` when it enters TIME_WAIT (or is
 //! rescheduled), `timer_cancel` when it is disarmed, `timer_expire_entry` when it ends normally.
-//! These tracepoints fire for every timer on the host, so the filter must stay cheap: compare
-//! the callback address (start, expire), or look the timer up in `TW_TIMERS` (cancel, whose
-//! record has no callback).
+//! These tracepoints fire for every timer on the host, so the filter must stay cheap: one read
+//! of the timer's callback, compared with `tw_timer_handler`.
+//!
+//! Raw tracepoints: their argument is the `struct timer_list *`, so the kernel skips formatting
+//! a record for each of the host's timers, and a raw tracepoint program running does not make
+//! the kernel skip the other programs on that CPU (a classic one does, which made timers, firing
+//! constantly, the main cause of skipped state changes).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
-    macros::tracepoint,
-    programs::TracePointContext,
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        generated::bpf_jiffies64,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use observer_common::{
     RecordHeader, RecordKind, TimerProbeConfig, TimerRecord,
+    probe_config::UNKNOWN,
     record::{COMMON_CAPACITY, Counter, TimerEvent},
 };
 
 use super::span::{config, netns_inum};
-use crate::maps::{EVENTS, TW_TIMERS, count, submit_flags};
+use crate::maps::{EVENTS, count, submit_flags};
 
 /// Filled in by the daemon at load time.
 #[unsafe(no_mangle)]
 static TIMER_PROBE_CONFIG: TimerProbeConfig = TimerProbeConfig::UNSET;
 
-#[tracepoint(category = "timer", name = "timer_start")]
-pub fn timer_start(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     let cfg = config(&TIMER_PROBE_CONFIG);
-    // SAFETY: in-bounds reads of the tracepoint record, checked by the helper.
-    let (function, timer) = unsafe {
-        (
-            ctx.read_at::<u64>(cfg.start_function as usize),
-            ctx.read_at::<u64>(cfg.start_timer as usize),
-        )
-    };
-    if cfg.tw_timer_handler == 0 || function != Ok(cfg.tw_timer_handler) {
+    let Some(timer) = timewait_timer(&ctx, &cfg) else {
         return 0;
-    }
-    let Ok(timer) = timer else { return 0 };
-    if TW_TIMERS.insert(&timer, &0, 0).is_err() {
-        count(Counter::TimewaitTableFull);
-    }
-    // SAFETY: in-bounds reads of the tracepoint record, checked by the helper.
-    let (expires, now) = unsafe {
-        (
-            ctx.read_at::<u64>(cfg.start_expires as usize).unwrap_or(0),
-            ctx.read_at::<u64>(cfg.start_now as usize).unwrap_or(0),
-        )
     };
+    // SAFETY: probe read of kernel memory.
+    let expires = unsafe {
+        bpf_probe_read_kernel(
+            (timer as *const u8)
+                .add(cfg.timer_expires_offset as usize)
+                .cast(),
+        )
+    }
+    .unwrap_or(0);
+    // SAFETY: no arguments; reads the kernel's clock.
+    let now = unsafe { bpf_jiffies64() };
     emit_with_socket(&cfg, timer, TimerEvent::Start, expires, now);
     0
+}
+
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
+    let cfg = config(&TIMER_PROBE_CONFIG);
+    if let Some(timer) = timewait_timer(&ctx, &cfg) {
+        emit_cancel(timer);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
+    let cfg = config(&TIMER_PROBE_CONFIG);
+    if let Some(timer) = timewait_timer(&ctx, &cfg) {
+        // Expiries are rare (one per TIME_WAIT), so the socket is read again: a timewait socket
+        // that existed before the daemon started is then matched by its addresses.
+        // SAFETY: no arguments; reads the kernel's clock.
+        let now = unsafe { bpf_jiffies64() };
+        emit_with_socket(&cfg, timer, TimerEvent::Expire, 0, now);
+    }
+    0
+}
+
+/// The tracepoint's `struct timer_list *` (its first argument), when its callback is
+/// `tw_timer_handler`.
+#[inline(always)]
+fn timewait_timer(ctx: &RawTracePointContext, cfg: &TimerProbeConfig) -> Option<u64> {
+    if cfg.tw_timer_handler == 0 || cfg.timer_function_offset == UNKNOWN {
+        return None;
+    }
+    let timer: *const u8 = ctx.arg(0);
+    if timer.is_null() {
+        return None;
+    }
+    // SAFETY: probe read of kernel memory. The callback is still set during a cancel: the
+    // kernel clears it (timer_shutdown) only after the tracepoint.
+    let function: u64 =
+        unsafe { bpf_probe_read_kernel(timer.add(cfg.timer_function_offset as usize).cast()) }
+            .ok()?;
+    (function == cfg.tw_timer_handler).then_some(timer as u64)
 }
 
 /// A record with the timewait socket's identity, read from the socket around the timer.
@@ -76,7 +119,7 @@ fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expir
         let common = &mut (*rec).common;
         if bpf_probe_read_kernel_buf(tw, &mut common[..len]).is_err() {
             count(Counter::ReadFailed);
-            entry.discard(0);
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
             return;
         }
         #[expect(clippy::cast_possible_truncation, reason = "len <= COMMON_CAPACITY")]
@@ -85,44 +128,6 @@ fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expir
         }
     }
     entry.submit(submit_flags());
-}
-
-#[tracepoint(category = "timer", name = "timer_cancel")]
-pub fn timer_cancel(ctx: TracePointContext) -> u32 {
-    let cfg = config(&TIMER_PROBE_CONFIG);
-    // SAFETY: in-bounds read of the tracepoint record, checked by the helper.
-    let Ok(timer) = (unsafe { ctx.read_at::<u64>(cfg.cancel_timer as usize) }) else {
-        return 0;
-    };
-    // Only timers that timer_start saw as timewait timers are in the map.
-    if TW_TIMERS.remove(&timer).is_err() {
-        return 0;
-    }
-    emit_cancel(timer);
-    0
-}
-
-#[tracepoint(category = "timer", name = "timer_expire_entry")]
-pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
-    let cfg = config(&TIMER_PROBE_CONFIG);
-    // SAFETY: in-bounds reads of the tracepoint record, checked by the helper.
-    let (function, timer, now) = unsafe {
-        (
-            ctx.read_at::<u64>(cfg.expire_function as usize),
-            ctx.read_at::<u64>(cfg.expire_timer as usize),
-            ctx.read_at::<u64>(cfg.expire_now as usize),
-        )
-    };
-    if cfg.tw_timer_handler == 0 || function != Ok(cfg.tw_timer_handler) {
-        return 0;
-    }
-    let Ok(timer) = timer else { return 0 };
-    // Normally already removed by the cancel that precedes every expiry. Expiries are rare
-    // (one per TIME_WAIT), so the socket is read again: a timewait socket that existed before
-    // the daemon started is then matched by its addresses.
-    let _ = TW_TIMERS.remove(&timer);
-    emit_with_socket(&cfg, timer, TimerEvent::Expire, 0, now.unwrap_or(0));
-    0
 }
 
 /// A cancel record, without the socket: userspace knows the timer from its start.

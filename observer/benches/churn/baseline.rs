@@ -46,8 +46,6 @@ impl Baseline {
                 &ring_wakeup_bytes(DEFAULT_RING_BUFFER_BYTES),
                 true,
             )
-            // The daemon's table of timewait timers, unused here: keep it small.
-            .map_max_entries("TW_TIMERS", 1)
             .load(object())
             .map_err(|e| err("loading the eBPF object", &e))?;
         let tracepoint: &mut TracePoint = ebpf

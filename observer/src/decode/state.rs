@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use observer_common::{
     RecordKind, SpanProbeConfig, TcpState,
+    probe_config::UNKNOWN,
     record::{FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ},
 };
 
@@ -68,6 +69,11 @@ impl StateLayout {
         let config = SpanProbeConfig {
             protocol_offset: as_u32(protocol.offset),
             protocol_size: as_u32(protocol.size),
+            oldstate_offset: if oldstate.size == 4 {
+                as_u32(oldstate.offset)
+            } else {
+                UNKNOWN
+            },
             ..span_config(start, end, skaddr)
         };
         Ok((layout, config))

@@ -12,7 +12,7 @@ use observer_common::{
 };
 
 use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, check_kind, read_timer};
-use crate::load::tracefs::{Format, TracefsError};
+use crate::load::tracefs::TracefsError;
 
 /// The timewait socket a timer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +62,15 @@ pub struct CommonOffsets {
     pub net: u32,
 }
 
-/// Offsets inside `struct inet_timewait_sock` and `struct net`.
+/// Offsets inside `struct inet_timewait_sock`, `struct timer_list` and `struct net`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimewaitOffsets {
+    /// `tw_timer` in the timewait socket.
     pub timer: u32,
     pub substate: u32,
+    /// `function` and `expires` in `struct timer_list`.
+    pub timer_function: u32,
+    pub timer_expires: u32,
     pub net_inum: u32,
 }
 
@@ -82,25 +86,16 @@ impl TimerLayout {
     /// Builds the layout and the eBPF configuration. `handler` is the address of
     /// `tw_timer_handler`; the caller has already refused 0.
     pub fn new(
-        formats: [&Format; 3],
         common: CommonOffsets,
         tw: TimewaitOffsets,
         handler: u64,
         hz: Option<u32>,
     ) -> Result<(Self, TimerProbeConfig), TracefsError> {
-        let [start, cancel, expire] = formats;
-        let off = |format: &Format, name: &str| format.field(name).map(|f| as_u32(f.offset));
         let needed = common.needed()?;
         let config = TimerProbeConfig {
             tw_timer_handler: handler,
-            start_timer: off(start, "timer")?,
-            start_function: off(start, "function")?,
-            start_expires: off(start, "expires")?,
-            start_now: off(start, "now")?,
-            cancel_timer: off(cancel, "timer")?,
-            expire_timer: off(expire, "timer")?,
-            expire_function: off(expire, "function")?,
-            expire_now: off(expire, "now")?,
+            timer_function_offset: tw.timer_function,
+            timer_expires_offset: tw.timer_expires,
             tw_timer_offset: tw.timer,
             tw_substate_offset: tw.substate,
             common_len: as_u32(needed),
@@ -246,26 +241,19 @@ pub(crate) mod tests {
         net: 48,
     };
 
-    fn formats() -> [Format; 3] {
-        let start = "format:\n\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:void * function;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned long expires;\toffset:24;\tsize:8;\tsigned:0;\n\tfield:unsigned long now;\toffset:40;\tsize:8;\tsigned:0;\n";
-        let cancel = "format:\n\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;\n";
-        let expire = "format:\n\tfield:void * timer;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:unsigned long now;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:void * function;\toffset:24;\tsize:8;\tsigned:0;\n";
-        [start, cancel, expire].map(|f| Format::parse("f".into(), f))
-    }
-
     #[test]
     fn decodes_a_timewait_start_from_sock_common() {
-        let [s, c, e] = formats();
         let tw = TimewaitOffsets {
             timer: 96,
             substate: 20,
+            timer_function: 24,
+            timer_expires: 16,
             net_inum: 160,
         };
-        let (layout, cfg) =
-            TimerLayout::new([&s, &c, &e], COMMON_6_18, tw, 0xffff_1234, Some(250)).unwrap();
+        let (layout, cfg) = TimerLayout::new(COMMON_6_18, tw, 0xffff_1234, Some(250)).unwrap();
         assert_eq!(
-            (cfg.start_function, cfg.expire_function, cfg.cancel_timer),
-            (16, 24, 8)
+            (cfg.timer_function_offset, cfg.timer_expires_offset),
+            (24, 16)
         );
         assert_eq!(cfg.common_len, 88);
         let mut rec = TimerRecord {

@@ -346,14 +346,6 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
-            "observer_timewait_timers_untracked",
-            "Timewait timers the kernel-side table had no room for (their early kill is then \
-             found only by reconciliation).",
-            Counter,
-            [(vec![], f(k.timewait_table_full))],
-        )?;
-        family(
-            &mut e,
             "observer_timer_recursion_misses",
             "Timer tracepoint runs the kernel skipped (an upper bound of timewait timer events \
              missed: most were for other timers).",

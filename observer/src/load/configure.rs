@@ -97,7 +97,7 @@ pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
     let receive = reset(ResetDirection::Received, "tcp_receive_reset");
     features.reset_reasons = send.as_ref().is_some_and(|(l, _)| l.has_reason());
 
-    let timer = match timer_plan(tracefs, btf.as_ref().ok()) {
+    let timer = match timer_plan(btf.as_ref().ok()) {
         Ok(t) => Some(t),
         Err(reason) => {
             features.timewait = Availability::Unavailable(reason);
@@ -253,27 +253,17 @@ fn sock_error_from_btf(
     SocketErrorLayout::new(common_offsets(btf)?, config).map_err(|e| e.to_string())
 }
 
-fn timer_plan(
-    tracefs: &Path,
-    btf: Option<&KernelBtf>,
-) -> Result<(TimerLayout, TimerProbeConfig), String> {
+fn timer_plan(btf: Option<&KernelBtf>) -> Result<(TimerLayout, TimerProbeConfig), String> {
     let btf = btf.ok_or("kernel BTF is needed to read timewait sockets")?;
     let handler = kallsyms::address_of("tw_timer_handler").map_err(|e| e.to_string())?;
-    let read = |name| Format::read(tracefs, "timer", name).map_err(|e| e.to_string());
-    let (start, cancel, expire) = (
-        read("timer_start")?,
-        read("timer_cancel")?,
-        read("timer_expire_entry")?,
-    );
     let offsets = common_offsets(btf)?;
-    let tw = |m: &str| {
-        btf.offset_of("inet_timewait_sock", m)
-            .map_err(|e| e.to_string())
-    };
+    let offset = |s: &str, m: &str| btf.offset_of(s, m).map_err(|e| e.to_string());
     let tw_offsets = TimewaitOffsets {
-        timer: tw("tw_timer")?,
-        substate: tw("tw_substate")?,
-        net_inum: btf.offset_of("net", "ns.inum").map_err(|e| e.to_string())?,
+        timer: offset("inet_timewait_sock", "tw_timer")?,
+        substate: offset("inet_timewait_sock", "tw_substate")?,
+        timer_function: offset("timer_list", "function")?,
+        timer_expires: offset("timer_list", "expires")?,
+        net_inum: offset("net", "ns.inum")?,
     };
     let hz = kernel_config::hz();
     if hz.is_none() {
@@ -281,8 +271,7 @@ fn timer_plan(
             "CONFIG_HZ unknown: TIME_WAIT timeouts are reported without their scheduled length"
         );
     }
-    TimerLayout::new([&start, &cancel, &expire], offsets, tw_offsets, handler, hz)
-        .map_err(|e| e.to_string())
+    TimerLayout::new(offsets, tw_offsets, handler, hz).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

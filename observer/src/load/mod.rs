@@ -49,10 +49,6 @@ pub const fn ring_wakeup_bytes(ring_buffer_bytes: u32) -> u64 {
     ring_buffer_bytes as u64 / 4
 }
 
-/// Default number of armed timewait timers the kernel side remembers: twice Linux's default
-/// `tcp_max_tw_buckets` for a host with 4 GiB or more. About 20 MiB of kernel memory when full.
-pub const DEFAULT_MAX_TIMEWAIT_TIMERS: u32 = 1 << 18;
-
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error(transparent)]
@@ -96,15 +92,12 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
-    /// Capacity of the kernel-side table of armed timewait timers.
-    pub max_timewait_timers: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
-            max_timewait_timers: DEFAULT_MAX_TIMEWAIT_TIMERS,
         }
     }
 }
@@ -152,13 +145,11 @@ pub struct KernelLosses {
     /// The tracepoint record could not be read.
     pub read_failed: u64,
     /// The kernel skipped a transition, reset, retransmission or error program because another
-    /// tracing program was running on that CPU.
+    /// tracing program was running on that CPU (for a raw tracepoint: the same program).
     pub recursion_misses: u64,
     /// The same for the timer programs. Most of these runs would have been for other timers
     /// than timewait ones, so this is an upper bound of timewait events missed.
     pub timer_recursion_misses: u64,
-    /// Timewait timers the kernel-side table had no room for: their cancellation is not seen.
-    pub timewait_table_full: u64,
 }
 
 impl KernelLosses {
@@ -201,24 +192,25 @@ impl ProgramSpec {
             group,
         }
     }
+
+    const fn raw(category: &'static str, name: &'static str, group: Group) -> Self {
+        Self {
+            raw: true,
+            ..Self::tracepoint(category, name, group)
+        }
+    }
 }
 
 const PROGRAMS: [ProgramSpec; 9] = [
     ProgramSpec::tracepoint("sock", "inet_sock_set_state", Group::Transitions),
     ProgramSpec::tracepoint("tcp", "tcp_send_reset", Group::Resets),
     ProgramSpec::tracepoint("tcp", "tcp_receive_reset", Group::Resets),
-    ProgramSpec::tracepoint("timer", "timer_start", Group::Timewait),
-    ProgramSpec::tracepoint("timer", "timer_cancel", Group::Timewait),
-    ProgramSpec::tracepoint("timer", "timer_expire_entry", Group::Timewait),
+    ProgramSpec::raw("timer", "timer_start", Group::Timewait),
+    ProgramSpec::raw("timer", "timer_cancel", Group::Timewait),
+    ProgramSpec::raw("timer", "timer_expire_entry", Group::Timewait),
     ProgramSpec::tracepoint("tcp", "tcp_retransmit_skb", Group::Retransmits),
     ProgramSpec::tracepoint("tcp", "tcp_retransmit_synack", Group::Retransmits),
-    ProgramSpec {
-        name: "inet_sk_error_report",
-        category: "sock",
-        raw: true,
-        required: false,
-        group: Group::SocketErrors,
-    },
+    ProgramSpec::raw("sock", "inet_sk_error_report", Group::SocketErrors),
 ];
 
 /// The attached programs. Dropping this detaches them.
@@ -250,8 +242,7 @@ impl Probes {
         loader
             .override_global("STATE_PROBE_CONFIG", &plan.state, true)
             .override_global("RING_WAKEUP_BYTES", &wakeup_bytes, true)
-            .map_max_entries("EVENTS", size)
-            .map_max_entries("TW_TIMERS", options.max_timewait_timers.max(1));
+            .map_max_entries("EVENTS", size);
         if let Some(cfg) = &plan.send_reset {
             loader.override_global("SEND_RESET_CONFIG", cfg, true);
         }
@@ -392,7 +383,6 @@ impl Probes {
             read_failed: sum(Counter::ReadFailed)?,
             recursion_misses,
             timer_recursion_misses,
-            timewait_table_full: sum(Counter::TimewaitTableFull)?,
         })
     }
 }

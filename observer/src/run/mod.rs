@@ -150,7 +150,6 @@ impl Daemon {
     async fn start(mut config: Config) -> anyhow::Result<Self> {
         let mut stream = EventStream::open(&LoadOptions {
             ring_buffer_bytes: config.kernel.ring_buffer_size,
-            max_timewait_timers: config.kernel.max_timewait_timers,
         })?;
         let listener = http::bind(config.metrics.listen).await?;
         // Port 0 means "any": alert links need the real one.
@@ -314,10 +313,6 @@ impl Daemon {
             (
                 "kernel.ring_buffer_size",
                 new.kernel.ring_buffer_size != old.kernel.ring_buffer_size,
-            ),
-            (
-                "kernel.max_timewait_timers",
-                new.kernel.max_timewait_timers != old.kernel.max_timewait_timers,
             ),
             (
                 "tracker.max_sockets",

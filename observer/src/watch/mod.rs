@@ -67,8 +67,6 @@ struct LossCounts {
     /// Upper bound of timewait timer events missed (most skipped timer runs were for other
     /// timers); not part of `lost_total`.
     timer_recursion_misses: u64,
-    /// Timewait timers the kernel-side table had no room for.
-    timewait_table_full: u64,
 }
 
 impl From<Losses> for LossCounts {
@@ -80,7 +78,6 @@ impl From<Losses> for LossCounts {
             lost_read_failed: l.kernel.read_failed,
             malformed: l.malformed,
             timer_recursion_misses: l.kernel.timer_recursion_misses,
-            timewait_table_full: l.kernel.timewait_table_full,
         }
     }
 }

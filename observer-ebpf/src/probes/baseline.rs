@@ -16,6 +16,14 @@ pub fn baseline(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Wakes the reader for every record it finds caught up (the kernel's default): what waking
+/// per record would cost the daemon's programs.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn baseline_wake_each(_ctx: TracePointContext) -> u32 {
+    submit(0);
+    0
+}
+
 /// Never wakes the reader, which polls on a timer: the cost of a reserve and a submit alone.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline_no_wakeup(_ctx: TracePointContext) -> u32 {

@@ -61,7 +61,7 @@ struct Options {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: Option<u64>,
     /// Tracers of the main level, in turn (default: all; tcpstates when installed).
-    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "tcpstates", "baseline", "baseline_no_wakeup"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "tcpstates", "baseline", "baseline_wake_each", "baseline_no_wakeup"])]
     tracers: Vec<String>,
     /// Longest a phase's load may run, seconds.
     #[arg(long, default_value_t = 20)]
@@ -88,6 +88,7 @@ pub enum Tracer {
     Observer,
     Tcpstates,
     Baseline,
+    BaselineWakeEach,
     BaselineNoWakeup,
 }
 
@@ -98,6 +99,7 @@ impl Tracer {
             Self::Observer => "observer run",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
+            Self::BaselineWakeEach => "baseline, wake each",
             Self::BaselineNoWakeup => "baseline, no wakeup",
         }
     }
@@ -108,6 +110,7 @@ impl Tracer {
             Self::Observer => "observer",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
+            Self::BaselineWakeEach => "baseline_wake_each",
             Self::BaselineNoWakeup => "baseline_no_wakeup",
         }
     }
@@ -116,6 +119,7 @@ impl Tracer {
     const fn baseline_program(self) -> Option<&'static str> {
         match self {
             Self::Baseline => Some("baseline"),
+            Self::BaselineWakeEach => Some("baseline_wake_each"),
             Self::BaselineNoWakeup => Some("baseline_no_wakeup"),
             Self::None | Self::Observer | Self::Tcpstates => None,
         }
@@ -200,7 +204,11 @@ fn main() -> anyhow::Result<()> {
     if have_tcpstates {
         tracers.push(Tracer::Tcpstates);
     }
-    tracers.extend([Tracer::Baseline, Tracer::BaselineNoWakeup]);
+    tracers.extend([
+        Tracer::Baseline,
+        Tracer::BaselineWakeEach,
+        Tracer::BaselineNoWakeup,
+    ]);
     if !options.tracers.is_empty() {
         tracers.retain(|t| options.tracers.iter().any(|k| k == t.key()));
     }
@@ -341,7 +349,7 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
             phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
         }
-        Tracer::Baseline | Tracer::BaselineNoWakeup => {
+        Tracer::Baseline | Tracer::BaselineWakeEach | Tracer::BaselineNoWakeup => {
             let program = tracer.baseline_program().expect("a baseline");
             let b = baseline::Baseline::attach(program)?;
             let (stats, records) = (b.stats()?, b.records());

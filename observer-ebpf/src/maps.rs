@@ -18,6 +18,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 21, 0);
 #[unsafe(no_mangle)]
 static RING_WAKEUP_BYTES: u64 = 0;
 
+/// Flags for a record that is discarded, or submitted without waking the reader.
+pub const NO_WAKEUP: u64 = BPF_RB_NO_WAKEUP as u64;
+
 /// The flags for submitting to [`EVENTS`]: see [`RING_WAKEUP_BYTES`].
 #[inline(always)]
 pub fn submit_flags() -> u64 {
@@ -29,7 +32,7 @@ pub fn submit_flags() -> u64 {
     } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= threshold {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        u64::from(BPF_RB_NO_WAKEUP)
+        NO_WAKEUP
     }
 }
 

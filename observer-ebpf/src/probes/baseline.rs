@@ -4,10 +4,10 @@
 //! reading nothing. Their kernel time per event is the floor that `inet_sock_set_state` is
 //! measured against: the difference is what filtering and copying the record cost.
 
-use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use observer_common::SpanRecord;
 
-use crate::maps::{EVENTS, submit_flags};
+use crate::maps::{EVENTS, NO_WAKEUP, submit_flags};
 
 /// Submits as the daemon's programs do (see `maps::RING_WAKEUP_BYTES`).
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -27,7 +27,7 @@ pub fn baseline_wake_each(_ctx: TracePointContext) -> u32 {
 /// Never wakes the reader, which polls on a timer: the cost of a reserve and a submit alone.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline_no_wakeup(_ctx: TracePointContext) -> u32 {
-    submit(u64::from(BPF_RB_NO_WAKEUP));
+    submit(NO_WAKEUP);
     0
 }
 

@@ -6,7 +6,6 @@
 //! fires it for every inet socket; only TCP stream sockets are reported.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -21,7 +20,7 @@ use observer_common::{
 };
 
 use super::span::{config, netns_inum};
-use crate::maps::{EVENTS, count, submit_flags};
+use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 const IPPROTO_TCP: u32 = 6;
 const SOCK_STREAM: u32 = 1;
@@ -73,12 +72,12 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
         let common = &mut (*rec).common;
         if bpf_probe_read_kernel_buf(sk, &mut common[..len]).is_err() {
             count(Counter::ReadFailed);
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            entry.discard(NO_WAKEUP);
             return;
         }
         let Ok(state) = bpf_probe_read_kernel(sk.add(cfg.state_offset as usize)) else {
             count(Counter::ReadFailed);
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            entry.discard(NO_WAKEUP);
             return;
         };
         (*rec).header = RecordHeader::new(RecordKind::SocketError, size_of::<SocketErrorRecord>());

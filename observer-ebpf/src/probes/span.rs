@@ -5,7 +5,6 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf, generated::bpf_get_current_comm,
@@ -21,7 +20,7 @@ use observer_common::{
     },
 };
 
-use crate::maps::{EVENTS, count, submit_flags};
+use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
@@ -46,7 +45,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
     let Some(mut entry) = EVENTS.reserve::<SpanRecord>(0) else {
         // Only what would have been kept counts as lost.
         // SAFETY: `ctx` is this program's tracepoint record.
-        if unsafe { is_tcp(ctx, None, cfg) } {
+        if unsafe { is_tcp(ctx, &Span::uncopied(cfg)) } {
             count(Counter::RingbufFull);
         }
         return;
@@ -65,7 +64,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             .add(cfg.span_start as usize);
         if bpf_probe_read_kernel_buf(src, &mut raw[..len]).is_err() {
             count(Counter::ReadFailed);
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            entry.discard(NO_WAKEUP);
             warn!(
                 ctx,
                 "record kind {}: reading {} tracepoint bytes at offset {} failed",
@@ -76,8 +75,8 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             return;
         }
         let span = Span { raw, len, cfg };
-        if !is_tcp(ctx, Some(&span), cfg) {
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+        if !is_tcp(ctx, &span) {
+            entry.discard(NO_WAKEUP);
             return;
         }
         let sk = span
@@ -120,7 +119,18 @@ struct Span<'a> {
     cfg: &'a SpanProbeConfig,
 }
 
-impl Span<'_> {
+/// What a span with nothing copied points at: every field is then read from the record.
+static UNCOPIED: [u8; RAW_CAPACITY] = [0; RAW_CAPACITY];
+
+impl<'a> Span<'a> {
+    fn uncopied(cfg: &'a SpanProbeConfig) -> Self {
+        Self {
+            raw: &UNCOPIED,
+            len: 0,
+            cfg,
+        }
+    }
+
     /// The field at `offset` in the tracepoint record: from the copy when it holds the field,
     /// else read from the record.
     #[inline(always)]
@@ -143,18 +153,17 @@ impl Span<'_> {
 
 /// Whether the record is about TCP: true when the tracepoint has no protocol field.
 #[inline(always)]
-unsafe fn is_tcp(ctx: &TracePointContext, span: Option<&Span>, cfg: &SpanProbeConfig) -> bool {
-    let offset = cfg.protocol_offset;
+unsafe fn is_tcp(ctx: &TracePointContext, span: &Span) -> bool {
+    let offset = span.cfg.protocol_offset;
     if offset == UNKNOWN {
         return true;
     }
-    // SAFETY: in-bounds reads of the tracepoint record, checked by the helper.
+    // SAFETY: fields of this program's tracepoint record.
     let protocol = unsafe {
-        match (span, cfg.protocol_size) {
-            (Some(s), 1) => s.field::<u8>(ctx, offset).map(u16::from),
-            (Some(s), _) => s.field::<u16>(ctx, offset),
-            (None, 1) => ctx.read_at::<u8>(offset as usize).ok().map(u16::from),
-            (None, _) => ctx.read_at::<u16>(offset as usize).ok(),
+        if span.cfg.protocol_size == 1 {
+            span.field::<u8>(ctx, offset).map(u16::from)
+        } else {
+            span.field::<u16>(ctx, offset)
         }
     };
     protocol == Some(IPPROTO_TCP)

@@ -12,7 +12,6 @@
 //! constantly, the main cause of skipped state changes).
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         generated::bpf_jiffies64,
@@ -27,7 +26,7 @@ use observer_common::{
 };
 
 use super::span::{config, netns_inum};
-use crate::maps::{EVENTS, count, submit_flags};
+use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 /// Filled in by the daemon at load time.
 #[unsafe(no_mangle)]
@@ -119,7 +118,7 @@ fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expir
         let common = &mut (*rec).common;
         if bpf_probe_read_kernel_buf(tw, &mut common[..len]).is_err() {
             count(Counter::ReadFailed);
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            entry.discard(NO_WAKEUP);
             return;
         }
         #[expect(clippy::cast_possible_truncation, reason = "len <= COMMON_CAPACITY")]

@@ -175,3 +175,77 @@ fn half_close(addr: IpAddr) {
 }
 
 both_families!(half_close);
+
+/// A ring buffer too small for a burst, not read during it: every transition of the burst is
+/// either delivered or counted as lost to a full ring, and once read the stream delivers again.
+fn full_ring_buffer(addr: IpAddr) {
+    const CONNECTIONS: usize = 40;
+    /// Per `support::client_closes_first`: the listener's 2, the client's 5, the server's 5.
+    const TRANSITIONS_EACH: u64 = 12;
+    let _serial = serial();
+    let ns = NetNs::new("fullring").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The smallest ring: 4 KiB holds about 26 records.
+    let options = observer::load::LoadOptions {
+        ring_buffer_bytes: 4096,
+    };
+    let mut stream = {
+        let _guard = runtime.enter();
+        observer::events::EventStream::open(&options).expect("loading the probes")
+    };
+    let ours = |batch: &[observer::decode::Event]| {
+        batch
+            .iter()
+            .filter(|e| {
+                matches!(e, observer::decode::Event::Transition(t) if t.netns == Some(ns.inode()))
+            })
+            .count() as u64
+    };
+    let before = stream.losses().unwrap().kernel.ring_buffer_full;
+    ns.enter(|| {
+        for _ in 0..CONNECTIONS {
+            support::client_closes_first(addr);
+        }
+    });
+    let mut batch = Vec::new();
+    stream.drain_now(&mut batch);
+    let delivered = ours(&batch);
+    let full = stream.losses().unwrap().kernel.ring_buffer_full - before;
+    let made = CONNECTIONS as u64 * TRANSITIONS_EACH;
+    assert!(delivered < made, "the burst fit: {delivered} of {made}");
+    // The host's other traffic can only add to the counter, never hide one of ours.
+    assert!(
+        full >= made - delivered,
+        "{} transitions lost without a count ({delivered} delivered, {full} counted)",
+        made - delivered - full.min(made - delivered)
+    );
+
+    // Read again, the stream delivers a whole connection.
+    batch.clear();
+    ns.enter(|| support::client_closes_first(addr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut after = 0;
+    while after < TRANSITIONS_EACH && std::time::Instant::now() < deadline {
+        runtime
+            .block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    stream.next_batch(&mut batch),
+                )
+                .await
+            })
+            .map_or(Ok(()), |r| r)
+            .unwrap();
+        after += ours(&batch);
+        batch.clear();
+    }
+    assert_eq!(
+        after, TRANSITIONS_EACH,
+        "transitions after the ring was read"
+    );
+}
+
+both_families!(full_ring_buffer);

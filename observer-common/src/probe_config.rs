@@ -81,7 +81,8 @@ pub struct TimerProbeConfig {
     pub common_net_offset: u32,
     /// Offset of `ns.inum` in `struct net`.
     pub net_inum_offset: u32,
-    pub pad: u32,
+    /// Offset of `skc_cookie` in `struct sock_common`; [`UNKNOWN`]: not read.
+    pub common_cookie_offset: u32,
 }
 
 impl TimerProbeConfig {
@@ -94,7 +95,7 @@ impl TimerProbeConfig {
         common_len: 0,
         common_net_offset: UNKNOWN,
         net_inum_offset: UNKNOWN,
-        pad: 0,
+        common_cookie_offset: UNKNOWN,
     };
 }
 

@@ -2,7 +2,7 @@
 
 /// Version of the record layout. Bumped whenever a record changes shape, so that a daemon never
 /// misreads records from an object built for another layout.
-pub const RECORD_VERSION: u16 = 2;
+pub const RECORD_VERSION: u16 = 3;
 
 /// Bytes of the tracepoint record copied verbatim into a [`SpanRecord`].
 ///
@@ -34,6 +34,8 @@ pub enum RecordKind {
     RetransmitSynack = 6,
     /// An error reported on a TCP socket (`inet_sk_error_report`, [`SocketErrorRecord`]).
     SocketError = 7,
+    /// A timewait socket's timer cancelled or expired ([`TimerEndRecord`]).
+    TimewaitEnd = 8,
 }
 
 impl RecordKind {
@@ -47,6 +49,7 @@ impl RecordKind {
             5 => Some(Self::Retransmit),
             6 => Some(Self::RetransmitSynack),
             7 => Some(Self::SocketError),
+            8 => Some(Self::TimewaitEnd),
             _ => None,
         }
     }
@@ -109,7 +112,11 @@ pub enum TimerEvent {
     Expire = 3,
 }
 
-/// An event on the timer of a timewait socket (`tw_timer_handler`).
+/// A timewait socket's timer armed (`tw_timer_handler`): the socket's identity and deadline.
+/// Its end ([`TimerEndRecord`]) is a quarter of the size: timers expire in bursts (every timer
+/// armed within one timer-wheel bucket, about 2 s at a time for TIME_WAIT), and the ring buffer
+/// must hold a whole burst, since both CPUs may spend it in the timer softirq with the reader
+/// unable to run.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TimerRecord {
@@ -117,21 +124,41 @@ pub struct TimerRecord {
     pub ts_ns: u64,
     /// Address of the timer: identifies the timewait socket while it lives.
     pub timer: u64,
-    /// Jiffies at which the timer fires ([`TimerEvent::Start`] only).
+    /// Jiffies at which the timer fires.
     pub expires: u64,
-    /// Jiffies now ([`TimerEvent::Start`] and [`TimerEvent::Expire`]).
+    /// Jiffies now.
     pub now: u64,
-    /// Network namespace inode of the timewait socket ([`TimerEvent::Start`] only).
+    /// Network namespace inode of the timewait socket.
     pub netns: u32,
-    /// A [`TimerEvent`] discriminant.
+    /// A [`TimerEvent`] discriminant: [`TimerEvent::Start`].
     pub event: u8,
     /// `tw_substate`: `TIME_WAIT`, or `FIN_WAIT2` for an orphaned `FIN_WAIT2` that waits in a
-    /// timewait socket ([`TimerEvent::Start`] only).
+    /// timewait socket.
     pub substate: u8,
     /// Bytes of `common` filled.
     pub common_len: u16,
-    /// The timewait socket's `struct sock_common`, from offset 0 ([`TimerEvent::Start`] only).
+    /// The timewait socket's `struct sock_common`, from offset 0.
     pub common: [u8; COMMON_CAPACITY],
+}
+
+/// A timewait socket's timer cancelled or expired: 40 bytes, so that the ring buffer holds the
+/// expiry burst of every timer armed within one timer-wheel bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TimerEndRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    /// Address of the timer: identifies the timewait socket while it lives.
+    pub timer: u64,
+    /// `skc_cookie` of the timewait socket: the cookie sock_diag reports for it (sock_diag makes
+    /// one when it lists a socket), so that a timewait socket known only from sock_diag is
+    /// still matched at its end; 0 when none was ever made or the offset is unknown.
+    pub cookie: u64,
+    /// A [`TimerEvent`] discriminant: [`TimerEvent::Cancel`] or [`TimerEvent::Expire`].
+    pub event: u8,
+    /// `tw_substate` ([`TimerEvent::Expire`] only; 0 otherwise).
+    pub substate: u8,
+    pub pad: [u8; 6],
 }
 
 /// [`SocketErrorRecord::flags`]: `icsk_retransmits` was read.
@@ -182,6 +209,7 @@ const _: () = assert!(size_of::<SpanRecord>() == 48 + RAW_CAPACITY);
 const _: () = assert!(size_of::<SpanRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<TimerRecord>() == 48 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<TimerRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<TimerEndRecord>() == 40);
 
 impl RecordHeader {
     #[must_use]

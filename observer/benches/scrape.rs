@@ -108,6 +108,7 @@ fn filled(n: u64) -> (Tracker, TransitionCounts) {
                     &Event::Timewait(TimewaitTimer {
                         mono_ns: at,
                         timer: TIMER_BASE + i * 0x1000,
+                        cookie: 0,
                         action: start,
                     }),
                     &mut reports,

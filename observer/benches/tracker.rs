@@ -40,7 +40,7 @@ use observer_common::{
         self, Close, CloseWait, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv, SynSent,
         TimeWait,
     },
-    TimerRecord,
+    TimerEndRecord, TimerRecord,
     record::{FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ, TimerEvent},
 };
 
@@ -190,6 +190,8 @@ fn timer(mono_ns: u64, timer: u64, action: TimerAction) -> Event {
     Event::Timewait(TimewaitTimer {
         mono_ns,
         timer,
+        // The kernel's cookies are a counter; any value unique per socket will do here.
+        cookie: timer >> 4,
         action,
     })
 }
@@ -290,7 +292,13 @@ fn event(i: u64, step: u8, at: u64) -> Event {
         (false, 9) => transition(at, csk, FinWait2, Close, client, server, ct, st, false),
         (false, 10) => transition(at, ssk, LastAck, Close, server, client, st, ct, false),
         (false, 11) => timer(at, tw_timer, TimerAction::Cancel),
-        (false, 12) => timer(at, tw_timer, TimerAction::Expire { socket: Some(tw) }),
+        (false, 12) => timer(
+            at,
+            tw_timer,
+            TimerAction::Expire {
+                substate: Some(tw.substate),
+            },
+        ),
         // SO_LINGER {on, 0}: CLOSE at once, and an RST the peer receives before the sender's
         // tracepoint fires.
         (true, 4) => transition(at, csk, Established, Close, client, server, ct, st, true),
@@ -523,6 +531,7 @@ impl Codec {
             timer_function: 24,
             timer_expires: 16,
             net_inum: 160,
+            cookie: Some(88),
         };
         let hz = u32::try_from(HZ).expect("fits");
         let (timer_layout, _) =
@@ -623,46 +632,54 @@ impl Codec {
 }
 
 fn encode_timer(t: &TimewaitTimer, out: &mut Vec<u8>) {
+    let (socket, timeout_ns) = match t.action {
+        TimerAction::Start { socket, timeout_ns } => (socket, timeout_ns),
+        TimerAction::Cancel | TimerAction::Expire { .. } => {
+            let (event, substate) = match t.action {
+                TimerAction::Expire { substate } => {
+                    (TimerEvent::Expire, substate.map_or(0, |s| s as u8))
+                }
+                _ => (TimerEvent::Cancel, 0),
+            };
+            let rec = TimerEndRecord {
+                header: RecordHeader::new(RecordKind::TimewaitEnd, size_of::<TimerEndRecord>()),
+                ts_ns: t.mono_ns,
+                timer: t.timer,
+                cookie: t.cookie,
+                event: event as u8,
+                substate,
+                pad: [0; 6],
+            };
+            push_record(&rec, out);
+            return;
+        }
+    };
     // SAFETY: TimerRecord is plain old data: all zeroes is a valid value.
     let mut rec: TimerRecord = unsafe { std::mem::zeroed() };
     rec.header = RecordHeader::new(RecordKind::TimewaitTimer, size_of::<TimerRecord>());
     rec.ts_ns = t.mono_ns;
     rec.timer = t.timer;
     rec.now = t.mono_ns / (1_000_000_000 / HZ);
-    let socket = match t.action {
-        TimerAction::Start { socket, timeout_ns } => {
-            rec.event = TimerEvent::Start as u8;
-            rec.expires = rec.now + timeout_ns.expect("the stream knows HZ") * HZ / 1_000_000_000;
-            Some(socket)
+    rec.event = TimerEvent::Start as u8;
+    rec.expires = rec.now + timeout_ns.expect("the stream knows HZ") * HZ / 1_000_000_000;
+    rec.netns = socket.netns.unwrap_or(0);
+    rec.substate = socket.substate as u8;
+    let c = &mut rec.common;
+    let at = |o: u32| o as usize;
+    c[at(COMMON.dport)..at(COMMON.dport) + 2].copy_from_slice(&socket.remote.port().to_be_bytes());
+    c[at(COMMON.num)..at(COMMON.num) + 2].copy_from_slice(&socket.local.port().to_ne_bytes());
+    c[at(COMMON.family)..at(COMMON.family) + 2].copy_from_slice(&af(socket.local).to_ne_bytes());
+    for (addr, v4, v6) in [
+        (socket.local, COMMON.rcv_saddr, COMMON.v6_rcv_saddr),
+        (socket.remote, COMMON.daddr, COMMON.v6_daddr),
+    ] {
+        match addr.ip() {
+            IpAddr::V4(ip) => c[at(v4)..at(v4) + 4].copy_from_slice(&ip.octets()),
+            IpAddr::V6(ip) => c[at(v6)..at(v6) + 16].copy_from_slice(&ip.octets()),
         }
-        TimerAction::Cancel => {
-            rec.event = TimerEvent::Cancel as u8;
-            None
-        }
-        TimerAction::Expire { socket } => {
-            rec.event = TimerEvent::Expire as u8;
-            socket
-        }
-    };
-    if let Some(s) = socket {
-        rec.netns = s.netns.unwrap_or(0);
-        rec.substate = s.substate as u8;
-        let c = &mut rec.common;
-        let at = |o: u32| o as usize;
-        c[at(COMMON.dport)..at(COMMON.dport) + 2].copy_from_slice(&s.remote.port().to_be_bytes());
-        c[at(COMMON.num)..at(COMMON.num) + 2].copy_from_slice(&s.local.port().to_ne_bytes());
-        c[at(COMMON.family)..at(COMMON.family) + 2].copy_from_slice(&af(s.local).to_ne_bytes());
-        for (addr, v4, v6) in [
-            (s.local, COMMON.rcv_saddr, COMMON.v6_rcv_saddr),
-            (s.remote, COMMON.daddr, COMMON.v6_daddr),
-        ] {
-            match addr.ip() {
-                IpAddr::V4(ip) => c[at(v4)..at(v4) + 4].copy_from_slice(&ip.octets()),
-                IpAddr::V6(ip) => c[at(v6)..at(v6) + 16].copy_from_slice(&ip.octets()),
-            }
-        }
-        rec.common_len = 88;
     }
+    c[88..96].copy_from_slice(&t.cookie.to_ne_bytes());
+    rec.common_len = 96;
     push_record(&rec, out);
 }
 
@@ -810,10 +827,11 @@ fn check(tracker: &Tracker, expected: &Expected, reports: u64) {
         (0, 0),
         "every connection ended: {stats:?}"
     );
+    let tw = tracker.timewait_counts();
     assert_eq!(
-        tracker.timewait_ends(),
-        (expected.close_first, 0),
-        "(expired, killed)"
+        (tw.started, tw.expired, tw.killed, tw.unseen),
+        (expected.close_first, expected.close_first, 0, 0),
+        "(started, expired, killed, unseen)"
     );
     assert_eq!(tracker.durations().of(TimeWait).count, expected.close_first);
     assert_eq!(tracker.counts_by_state(), [0; 12]);

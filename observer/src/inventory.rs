@@ -62,6 +62,7 @@ impl Inventory {
                 timewait: s.state == TcpState::TimeWait
                     || (s.inode == 0 && s.timer == DiagTimer::TimeWait),
                 owner: None,
+                cookie: s.cookie,
             })
             .collect()
     }

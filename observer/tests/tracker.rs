@@ -144,7 +144,7 @@ fn time_wait_expires_after_its_full_timeout() {
         (60_000_000_000..=62_100_000_000).contains(&spent),
         "TIME_WAIT lasted {spent} ns"
     );
-    assert_eq!(rec.tracker.timewait_ends().0, 1);
+    assert_eq!(rec.tracker.timewait_counts().expired, 1);
 }
 
 /// The server closes first, N times: N TIME_WAIT sockets on the server side, none on clients.

@@ -6,6 +6,11 @@
 //! These tracepoints fire for every timer on the host, so the filter must stay cheap: one read
 //! of the timer's callback, compared with `tw_timer_handler`.
 //!
+//! A start carries the socket's addresses; a cancel or expiry only the timer, the socket's
+//! cookie and its substate, in a record a quarter of the size. Timers armed within one
+//! timer-wheel bucket (about 2 s for a 60 s timer at HZ=250) expire together in one softirq run
+//! on each CPU, during which the reader cannot run: the ring buffer must hold the whole burst.
+//!
 //! Raw tracepoints: their argument is the `struct timer_list *`, so the kernel skips formatting
 //! a record for each of the host's timers, and a raw tracepoint program running does not make
 //! the kernel skip the other programs on that CPU (a classic one does, which made timers, firing
@@ -20,7 +25,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use observer_common::{
-    RecordHeader, RecordKind, TimerProbeConfig, TimerRecord,
+    RecordHeader, RecordKind, TimerEndRecord, TimerProbeConfig, TimerRecord,
     probe_config::UNKNOWN,
     record::{COMMON_CAPACITY, Counter, TimerEvent},
 };
@@ -49,7 +54,7 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
     .unwrap_or(0);
     // SAFETY: no arguments; reads the kernel's clock.
     let now = unsafe { bpf_jiffies64() };
-    emit_with_socket(&cfg, timer, TimerEvent::Start, expires, now);
+    emit_start(&cfg, timer, expires, now);
     0
 }
 
@@ -57,7 +62,7 @@ pub fn timer_start(ctx: RawTracePointContext) -> i32 {
 pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
     let cfg = config(&TIMER_PROBE_CONFIG);
     if let Some(timer) = timewait_timer(&ctx, &cfg) {
-        emit_cancel(timer);
+        emit_end(&cfg, timer, TimerEvent::Cancel);
     }
     0
 }
@@ -66,11 +71,7 @@ pub fn timer_cancel(ctx: RawTracePointContext) -> i32 {
 pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
     let cfg = config(&TIMER_PROBE_CONFIG);
     if let Some(timer) = timewait_timer(&ctx, &cfg) {
-        // Expiries are rare (one per TIME_WAIT), so the socket is read again: a timewait socket
-        // that existed before the daemon started is then matched by its addresses.
-        // SAFETY: no arguments; reads the kernel's clock.
-        let now = unsafe { bpf_jiffies64() };
-        emit_with_socket(&cfg, timer, TimerEvent::Expire, 0, now);
+        emit_end(&cfg, timer, TimerEvent::Expire);
     }
     0
 }
@@ -94,9 +95,9 @@ fn timewait_timer(ctx: &RawTracePointContext, cfg: &TimerProbeConfig) -> Option<
     (function == cfg.tw_timer_handler).then_some(timer as u64)
 }
 
-/// A record with the timewait socket's identity, read from the socket around the timer.
+/// A start record with the timewait socket's identity, read from the socket around the timer.
 #[inline(always)]
-fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expires: u64, now: u64) {
+fn emit_start(cfg: &TimerProbeConfig, timer: u64, expires: u64, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<TimerRecord>(0) else {
         count(Counter::RingbufFull);
         return;
@@ -111,7 +112,7 @@ fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expir
         (*rec).timer = timer;
         (*rec).expires = expires;
         (*rec).now = now;
-        (*rec).event = event as u8;
+        (*rec).event = TimerEvent::Start as u8;
         (*rec).substate =
             bpf_probe_read_kernel(tw.add(cfg.tw_substate_offset as usize)).unwrap_or(0);
         (*rec).netns = netns_inum(tw, cfg.common_net_offset, cfg.net_inum_offset);
@@ -129,25 +130,34 @@ fn emit_with_socket(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent, expir
     entry.submit(submit_flags());
 }
 
-/// A cancel record, without the socket: userspace knows the timer from its start.
+/// A cancel or expiry: the timer, the socket's cookie (so that a timewait socket known only
+/// from sock_diag is matched), and at expiry the substate. No addresses: ends come in bursts.
 #[inline(always)]
-fn emit_cancel(timer: u64) {
-    let Some(mut entry) = EVENTS.reserve::<TimerRecord>(0) else {
+fn emit_end(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent) {
+    let Some(mut entry) = EVENTS.reserve::<TimerEndRecord>(0) else {
         count(Counter::RingbufFull);
         return;
     };
     let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` is a reserved record of the right size.
+    // SAFETY: `rec` is a reserved record of the right size; kernel memory is read through
+    // probe-read helpers.
     unsafe {
-        (*rec).header = RecordHeader::new(RecordKind::TimewaitTimer, size_of::<TimerRecord>());
+        let tw = (timer as *const u8).wrapping_sub(cfg.tw_timer_offset as usize);
+        (*rec).header = RecordHeader::new(RecordKind::TimewaitEnd, size_of::<TimerEndRecord>());
         (*rec).ts_ns = bpf_ktime_get_ns();
         (*rec).timer = timer;
-        (*rec).expires = 0;
-        (*rec).now = 0;
-        (*rec).netns = 0;
-        (*rec).event = TimerEvent::Cancel as u8;
-        (*rec).substate = 0;
-        (*rec).common_len = 0;
+        (*rec).cookie = if cfg.common_cookie_offset == UNKNOWN {
+            0
+        } else {
+            bpf_probe_read_kernel(tw.add(cfg.common_cookie_offset as usize).cast()).unwrap_or(0)
+        };
+        (*rec).event = event as u8;
+        (*rec).substate = if matches!(event, TimerEvent::Expire) {
+            bpf_probe_read_kernel(tw.add(cfg.tw_substate_offset as usize)).unwrap_or(0)
+        } else {
+            0
+        };
+        (*rec).pad = [0; 6];
     }
     entry.submit(submit_flags());
 }

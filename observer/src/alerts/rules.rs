@@ -229,7 +229,7 @@ fn timewait_usage(
     above_buckets: Option<f64>,
     above_ports: Option<f64>,
 ) -> Vec<Instance> {
-    let usage = inputs.tracker.timewait_usage(inputs.limits);
+    let usage = inputs.tracker.timewait_usage();
     let mut found = Vec::new();
     if let Some(max) = above_count {
         for (netns, n) in &usage.per_netns {
@@ -266,7 +266,8 @@ fn timewait_usage(
         }
     }
     if let Some(fraction) = above_ports {
-        for ((netns, local, remote), n, ratio) in usage.port_ratios(inputs.limits) {
+        for (d, n, ratio) in usage.port_ratios(inputs.limits) {
+            let (netns, local, remote) = (d.netns, d.local, d.remote);
             if ratio > fraction {
                 found.push(Instance {
                     key: format!("ports/{netns}/{local}/{remote}"),

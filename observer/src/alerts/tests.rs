@@ -297,6 +297,7 @@ fn lost_events_fire_on_any_loss_and_timewait_usage_against_limits() {
             &Event::Timewait(crate::decode::TimewaitTimer {
                 mono_ns: S,
                 timer: 0x100 + u64::from(i),
+                cookie: 0,
                 action: crate::decode::TimerAction::Start {
                     socket,
                     timeout_ns: None,
@@ -324,6 +325,7 @@ fn lost_events_fire_on_any_loss_and_timewait_usage_against_limits() {
         )],
         16,
     );
+    tracker.set_limits(&limits);
     let changes = engine.evaluate(
         &Inputs {
             tracker: &tracker,

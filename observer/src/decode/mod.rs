@@ -16,8 +16,7 @@ use std::{
 };
 
 use observer_common::{
-    RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState, TimerRecord,
-    record::RECORD_VERSION,
+    RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState, record::RECORD_VERSION,
 };
 use thiserror::Error;
 
@@ -182,7 +181,7 @@ impl Decoder {
                 .ok_or_else(off)?
                 .decode(bytes)
                 .map(Event::Reset),
-            RecordKind::TimewaitTimer => self
+            RecordKind::TimewaitTimer | RecordKind::TimewaitEnd => self
                 .timer
                 .as_ref()
                 .ok_or_else(off)?
@@ -328,11 +327,6 @@ pub(crate) fn read_span(bytes: &[u8], needed: usize) -> Result<SpanRecord, Decod
         return Err(DecodeError::Truncated(u32::from(rec.raw_len)));
     }
     Ok(rec)
-}
-
-/// Reads a [`TimerRecord`].
-pub(crate) fn read_timer(bytes: &[u8]) -> Result<TimerRecord, DecodeError> {
-    read_record(bytes)
 }
 
 /// The smallest span of a tracepoint record that holds `fields`: (start, end).
@@ -481,8 +475,8 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(
-            decoder.decode(&8u64.to_ne_bytes()),
-            Err(DecodeError::UnknownKind(8))
+            decoder.decode(&99u64.to_ne_bytes()),
+            Err(DecodeError::UnknownKind(99))
         );
     }
 }

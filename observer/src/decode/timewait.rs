@@ -1,17 +1,18 @@
 //! Timewait-timer records -> [`TimewaitTimer`] events.
 //!
 //! The start record carries the timewait socket's `struct sock_common` verbatim; the offsets
-//! of its members come from kernel BTF, so nothing here is tied to one kernel.
+//! of its members come from kernel BTF, so nothing here is tied to one kernel. Cancels and
+//! expiries carry only the timer, the socket's cookie and (at expiry) its substate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_common::{
-    RecordKind, TcpState, TimerProbeConfig, TimerRecord,
+    RecordKind, TcpState, TimerEndRecord, TimerProbeConfig, TimerRecord,
     probe_config::UNKNOWN,
     record::{COMMON_CAPACITY, TimerEvent},
 };
 
-use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, check_kind, read_timer};
+use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, check_kind, read_record};
 use crate::load::tracefs::TracefsError;
 
 /// The timewait socket a timer belongs to.
@@ -36,9 +37,8 @@ pub enum TimerAction {
     },
     /// Disarmed: right before an expiry or a restart, or the timewait socket was killed.
     Cancel,
-    /// Fired: the timewait socket ends now. The socket is read again here, so that one whose
-    /// start was not seen (it existed before the daemon) can still be matched.
-    Expire { socket: Option<TimewaitSocket> },
+    /// Fired: the timewait socket ends now, in this substate (`None` if unreadable).
+    Expire { substate: Option<TcpState> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub struct TimewaitTimer {
     pub mono_ns: u64,
     /// Address of the timer; identifies the timewait socket while it lives.
     pub timer: u64,
+    /// The timewait socket's cookie, as sock_diag reports it; 0 when it has none.
+    pub cookie: u64,
     pub action: TimerAction,
 }
 
@@ -72,12 +74,16 @@ pub struct TimewaitOffsets {
     pub timer_function: u32,
     pub timer_expires: u32,
     pub net_inum: u32,
+    /// `skc_cookie` in `struct sock_common`, when the kernel has it.
+    pub cookie: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerLayout {
     common: CommonOffsets,
     needed: usize,
+    /// `skc_cookie` inside the copied `struct sock_common`.
+    cookie: Option<usize>,
     /// The kernel's timer frequency (`CONFIG_HZ`), when known.
     hz: Option<u32>,
 }
@@ -92,52 +98,83 @@ impl TimerLayout {
         hz: Option<u32>,
     ) -> Result<(Self, TimerProbeConfig), TracefsError> {
         let needed = common.needed()?;
+        // The start record copies the cookie with the addresses when it fits.
+        let cookie = tw
+            .cookie
+            .map(|o| o as usize)
+            .filter(|o| o + 8 <= COMMON_CAPACITY);
+        let copied = cookie.map_or(needed, |o| needed.max(o + 8));
         let config = TimerProbeConfig {
             tw_timer_handler: handler,
             timer_function_offset: tw.timer_function,
             timer_expires_offset: tw.timer_expires,
             tw_timer_offset: tw.timer,
             tw_substate_offset: tw.substate,
-            common_len: as_u32(needed),
+            common_len: as_u32(copied),
             common_net_offset: common.net,
             net_inum_offset: tw.net_inum,
-            pad: 0,
+            common_cookie_offset: tw.cookie.unwrap_or(UNKNOWN),
         };
-        Ok((Self { common, needed, hz }, config))
+        Ok((
+            Self {
+                common,
+                needed,
+                cookie,
+                hz,
+            },
+            config,
+        ))
     }
 
+    /// Decodes a start ([`RecordKind::TimewaitTimer`]) or an end
+    /// ([`RecordKind::TimewaitEnd`]) record.
     pub fn decode(&self, bytes: &[u8]) -> Result<TimewaitTimer, DecodeError> {
+        if check_kind(bytes, RecordKind::TimewaitEnd).is_ok() {
+            return Self::decode_end(bytes);
+        }
         check_kind(bytes, RecordKind::TimewaitTimer)?;
-        let rec = read_timer(bytes)?;
+        let rec: TimerRecord = read_record(bytes)?;
+        if rec.event != TimerEvent::Start as u8 {
+            return Err(DecodeError::UnknownTimerEvent(rec.event));
+        }
+        let jiffies = rec.expires.wrapping_sub(rec.now);
+        let len = rec.common_len as usize;
+        let cookie = self
+            .cookie
+            .filter(|o| o + 8 <= len.min(COMMON_CAPACITY))
+            .map_or(0, |o| {
+                u64::from_ne_bytes(rec.common[o..o + 8].try_into().expect("8 bytes"))
+            });
+        Ok(TimewaitTimer {
+            mono_ns: rec.ts_ns,
+            timer: rec.timer,
+            cookie,
+            action: TimerAction::Start {
+                socket: self.socket(&rec)?,
+                timeout_ns: self
+                    .hz
+                    .map(|hz| jiffies.saturating_mul(1_000_000_000) / u64::from(hz.max(1))),
+            },
+        })
+    }
+
+    fn decode_end(bytes: &[u8]) -> Result<TimewaitTimer, DecodeError> {
+        let rec: TimerEndRecord = read_record(bytes)?;
         let action = match rec.event {
             e if e == TimerEvent::Cancel as u8 => TimerAction::Cancel,
             e if e == TimerEvent::Expire as u8 => TimerAction::Expire {
-                socket: if rec.common_len == 0 {
-                    None
-                } else {
-                    Some(self.socket(&rec)?)
-                },
+                substate: TcpState::from_kernel(i32::from(rec.substate)),
             },
-            e if e == TimerEvent::Start as u8 => {
-                let jiffies = rec.expires.wrapping_sub(rec.now);
-                TimerAction::Start {
-                    socket: self.socket(&rec)?,
-                    timeout_ns: self
-                        .hz
-                        .map(|hz| jiffies.saturating_mul(1_000_000_000) / u64::from(hz.max(1))),
-                }
-            }
             other => return Err(DecodeError::UnknownTimerEvent(other)),
         };
         Ok(TimewaitTimer {
             mono_ns: rec.ts_ns,
             timer: rec.timer,
+            cookie: rec.cookie,
             action,
         })
     }
-}
 
-impl TimerLayout {
     /// Decodes the copied `struct sock_common`.
     fn socket(&self, rec: &TimerRecord) -> Result<TimewaitSocket, DecodeError> {
         if (rec.common_len as usize) < self.needed || rec.common_len as usize > COMMON_CAPACITY {
@@ -241,21 +278,34 @@ pub(crate) mod tests {
         net: 48,
     };
 
-    #[test]
-    fn decodes_a_timewait_start_from_sock_common() {
+    /// The bytes of a plain-old-data record.
+    fn bytes_of<T: Copy>(rec: &T) -> Vec<u8> {
+        // SAFETY: the record types are plain old data without padding.
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(rec).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn layout() -> (TimerLayout, TimerProbeConfig) {
         let tw = TimewaitOffsets {
             timer: 96,
             substate: 20,
             timer_function: 24,
             timer_expires: 16,
             net_inum: 160,
+            cookie: Some(88),
         };
-        let (layout, cfg) = TimerLayout::new(COMMON_6_18, tw, 0xffff_1234, Some(250)).unwrap();
+        TimerLayout::new(COMMON_6_18, tw, 0xffff_1234, Some(250)).unwrap()
+    }
+
+    #[test]
+    fn decodes_a_timewait_start_from_sock_common() {
+        let (layout, cfg) = layout();
         assert_eq!(
             (cfg.timer_function_offset, cfg.timer_expires_offset),
             (24, 16)
         );
-        assert_eq!(cfg.common_len, 88);
+        assert_eq!(cfg.common_len, 96, "addresses and the cookie");
+        assert_eq!(cfg.common_cookie_offset, 88);
         let mut rec = TimerRecord {
             header: RecordHeader::new(RecordKind::TimewaitTimer, size_of::<TimerRecord>()),
             ts_ns: 5,
@@ -265,7 +315,7 @@ pub(crate) mod tests {
             netns: 42,
             event: TimerEvent::Start as u8,
             substate: TcpState::TimeWait as u8,
-            common_len: 88,
+            common_len: 96,
             common: [0; COMMON_CAPACITY],
         };
         rec.common[0..4].copy_from_slice(&[127, 0, 0, 2]);
@@ -273,15 +323,9 @@ pub(crate) mod tests {
         rec.common[12..14].copy_from_slice(&8080u16.to_be_bytes());
         rec.common[14..16].copy_from_slice(&40000u16.to_ne_bytes());
         rec.common[16..18].copy_from_slice(&AF_INET.to_ne_bytes());
-        // SAFETY: TimerRecord is plain old data without padding.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<TimerRecord>(),
-            )
-        };
-        let t = layout.decode(bytes).unwrap();
-        assert_eq!(t.timer, 0xdead);
+        rec.common[88..96].copy_from_slice(&0x1234u64.to_ne_bytes());
+        let t = layout.decode(&bytes_of(&rec)).unwrap();
+        assert_eq!((t.timer, t.cookie), (0xdead, 0x1234));
         assert_eq!(
             t.action,
             TimerAction::Start {
@@ -296,26 +340,47 @@ pub(crate) mod tests {
             }
         );
         rec.event = TimerEvent::Expire as u8;
-        rec.common_len = 0;
-        // SAFETY: as above.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<TimerRecord>(),
-            )
-        };
         assert_eq!(
-            layout.decode(bytes).unwrap().action,
-            TimerAction::Expire { socket: None }
+            layout.decode(&bytes_of(&rec)),
+            Err(DecodeError::UnknownTimerEvent(3)),
+            "an expiry comes as an end record"
+        );
+    }
+
+    #[test]
+    fn decodes_cancels_and_expiries_from_end_records() {
+        let (layout, _) = layout();
+        let mut rec = TimerEndRecord {
+            header: RecordHeader::new(RecordKind::TimewaitEnd, size_of::<TimerEndRecord>()),
+            ts_ns: 7,
+            timer: 0xbeef,
+            cookie: 99,
+            event: TimerEvent::Cancel as u8,
+            substate: 0,
+            pad: [0; 6],
+        };
+        let t = layout.decode(&bytes_of(&rec)).unwrap();
+        assert_eq!(
+            (t.mono_ns, t.timer, t.cookie, t.action),
+            (7, 0xbeef, 99, TimerAction::Cancel)
+        );
+        rec.event = TimerEvent::Expire as u8;
+        rec.substate = TcpState::FinWait2 as u8;
+        assert_eq!(
+            layout.decode(&bytes_of(&rec)).unwrap().action,
+            TimerAction::Expire {
+                substate: Some(TcpState::FinWait2)
+            }
         );
         rec.event = 9;
-        // SAFETY: as above.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<TimerRecord>(),
-            )
-        };
-        assert_eq!(layout.decode(bytes), Err(DecodeError::UnknownTimerEvent(9)));
+        assert_eq!(
+            layout.decode(&bytes_of(&rec)),
+            Err(DecodeError::UnknownTimerEvent(9))
+        );
+        let short = &bytes_of(&rec)[..32];
+        assert!(matches!(
+            layout.decode(short),
+            Err(DecodeError::Size { .. })
+        ));
     }
 }

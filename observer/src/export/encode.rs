@@ -101,16 +101,12 @@ impl Collector for SnapshotCollector {
                 MetricType::Histogram,
             )?;
             for (state, h) in &s.durations {
-                let mut cumulative = 0;
+                // Per-bucket counts: the encoder accumulates them itself.
                 let buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_SECONDS
                     .iter()
                     .copied()
                     .chain([f64::INFINITY])
-                    .zip(&h.buckets)
-                    .map(|(bound, n)| {
-                        cumulative += n;
-                        (bound, cumulative)
-                    })
+                    .zip(h.buckets.iter().copied())
                     .collect();
                 let labels = [("state", state.name())];
                 metric
@@ -167,14 +163,26 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
-            "observer_tcp_timewait_ended",
-            "Timewait sockets ended: their timer expired, or they were killed early (4-tuple \
-             reused, RST).",
+            "observer_tcp_timewait_started",
+            "Timewait sockets followed: their timer's start was seen (timer), or sock_diag \
+             listed them (sock_diag: they existed before the daemon, or their start was lost). \
+             Started = ended + observer_tracker_sockets{table=\"timewait\"}.",
             Counter,
             [
-                (vec![("cause", "expired")], f(s.timewait_expired)),
-                (vec![("cause", "killed")], f(s.timewait_killed)),
+                (vec![("source", "timer")], f(s.timewait.started)),
+                (vec![("source", "sock_diag")], f(s.timewait.seeded)),
             ],
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_timewait_ended",
+            "Timewait sockets ended: their timer expired, they were killed early (4-tuple \
+             reused, RST), or their end was not seen (unseen: learnt from sock_diag, or from \
+             their timer or 4-tuple being taken by another).",
+            Counter,
+            crate::track::TimewaitEnd::ALL
+                .into_iter()
+                .map(|cause| (vec![("cause", cause.name())], f(s.timewait.ended(cause)))),
         )?;
         family(
             &mut e,

@@ -23,7 +23,10 @@ use crate::{
     events::Losses,
     listen_queues::ListenQueues,
     sockdiag::NetLimits,
-    track::{EndCause, ResetClass, RetransmitCounts, Tracker, TrackerStats, durations::Histogram},
+    track::{
+        EndCause, ResetClass, RetransmitCounts, TimewaitCounts, Tracker, TrackerStats,
+        durations::Histogram,
+    },
 };
 
 /// What a snapshot is taken from: the daemon's state, borrowed under its lock.
@@ -54,8 +57,8 @@ pub struct MetricsSnapshot {
     pub resets: [[u64; ResetClass::ALL.len()]; 2],
     /// (port, peer closed, peer reset), summed over namespaces.
     pub closed_before_accept: Vec<(PortLabel, u64, u64)>,
-    pub timewait_expired: u64,
-    pub timewait_killed: u64,
+    /// Timewait sockets started, seeded, and ended by cause.
+    pub timewait: TimewaitCounts,
     pub close_wait_oldest_seconds: f64,
     pub timewait_bucket_usage: f64,
     pub timewait_port_usage: f64,
@@ -94,9 +97,8 @@ impl MetricsSnapshot {
         let mut closed_before_accept: Vec<_> =
             by_port.into_iter().map(|(p, (c, r))| (p, c, r)).collect();
         closed_before_accept.sort_unstable_by_key(|(p, ..)| *p);
-        let usage = t.timewait_usage(s.limits);
+        let usage = t.timewait_usage();
         let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
-        let (timewait_expired, timewait_killed) = t.timewait_ends();
         let mut synacks: FxHashMap<PortLabel, u64> = FxHashMap::default();
         for ((_, port), n) in t.synack_retransmits() {
             *synacks.entry(s.ports.label(port)).or_default() += n;
@@ -126,8 +128,7 @@ impl MetricsSnapshot {
                 .collect(),
             resets: t.resets().matrix(),
             closed_before_accept,
-            timewait_expired,
-            timewait_killed,
+            timewait: t.timewait_counts(),
             close_wait_oldest_seconds: t
                 .oldest_close_wait()
                 .map_or(0.0, |(since, _)| seconds(s.now_ns.saturating_sub(since))),

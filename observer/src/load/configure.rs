@@ -264,6 +264,15 @@ fn timer_plan(btf: Option<&KernelBtf>) -> Result<(TimerLayout, TimerProbeConfig)
         timer_function: offset("timer_list", "function")?,
         timer_expires: offset("timer_list", "expires")?,
         net_inum: offset("net", "ns.inum")?,
+        cookie: btf
+            .offset_of("sock_common", "skc_cookie")
+            .map_err(|e| {
+                log::info!(
+                    "timewait sockets that existed before observer started are ended by \
+                     reconciliation only: {e}"
+                );
+            })
+            .ok(),
     };
     let hz = kernel_config::hz();
     if hz.is_none() {

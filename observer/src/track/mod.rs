@@ -12,6 +12,7 @@ pub mod retransmits;
 mod seed;
 mod table;
 mod timewait;
+mod timewait_table;
 mod usage;
 
 use std::net::SocketAddr;
@@ -25,7 +26,8 @@ pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
 pub use retransmits::{RetransmitCounts, Retransmitting};
 pub use seed::{ReconcileOutcome, SeedSocket};
-pub use usage::TimewaitUsage;
+pub use timewait::TimewaitCounts;
+pub use usage::{Destination, TimewaitUsage};
 
 use crate::{
     decode::{Event, Family, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition},
@@ -34,6 +36,7 @@ use crate::{
 use durations::StateDurations;
 use resets::{Preceding, classify};
 use retransmits::{Retransmits, StreakChange};
+use seed::DumpWindow;
 use table::{Conn, LAST_IN_OWNER, NEVER_ACCEPTED, OWNER_FROM_FD, PASSIVE, SEEDED, Table};
 use timewait::Timewaits;
 
@@ -98,6 +101,8 @@ pub struct TrackerStats {
     pub seeded: u64,
     /// Sockets dropped because sock_diag no longer lists them: their end was lost.
     pub reconciled_stale: u64,
+    /// Sockets sock_diag listed in another state than tracked (a change was lost), corrected.
+    pub corrected: u64,
     /// Timewait sockets whose end was not seen (dropped by reconciliation, or their timer
     /// reused by another).
     pub timewait_end_lost: u64,
@@ -181,6 +186,8 @@ struct Closed {
 pub struct Tracker {
     sockets: Table,
     timewaits: Timewaits,
+    /// Closes seen while a sock_diag dump is in flight.
+    dump_window: Option<DumpWindow>,
     /// Sockets known from sock_diag by their tuple, until their first transition names them.
     seeded_by_tuple: FxHashMap<Tuple, u64>,
     next_seed_key: u64,
@@ -224,6 +231,7 @@ impl Tracker {
         Self {
             sockets: Table::new(max_sockets),
             timewaits: Timewaits::new(max_sockets),
+            dump_window: None,
             seeded_by_tuple: FxHashMap::default(),
             next_seed_key: 1,
             recent: FxHashMap::default(),
@@ -337,6 +345,7 @@ impl Tracker {
         }
         if t.new == TcpState::Close {
             self.sockets.remove(t.sock);
+            self.note_closed(&tuple, t.mono_ns);
             let streak = self.forget_retransmits(t.sock);
             if expects_timewait {
                 if self.link_timewait(t, owner, known, out) {
@@ -676,9 +685,9 @@ impl Tracker {
     #[must_use]
     pub fn counts_by_state(&self) -> [u64; 12] {
         let mut counts = self.states;
-        for (substate, n) in self.timewaits.counts() {
-            counts[substate as usize - 1] += n;
-        }
+        let (time_wait, fin_wait2) = self.timewaits.table.substates();
+        counts[TcpState::TimeWait as usize - 1] += time_wait;
+        counts[TcpState::FinWait2 as usize - 1] += fin_wait2;
         counts
     }
 
@@ -712,17 +721,27 @@ impl Tracker {
             .min()
     }
 
-    /// Timewait sockets against the limits of their namespaces.
+    /// Takes the namespaces' TIME_WAIT limits (their port ranges decide which timewait
+    /// sockets hold an ephemeral port).
+    pub fn set_limits(&mut self, limits: &FxHashMap<u32, NetLimits>) {
+        self.timewaits.table.set_limits(limits);
+    }
+
+    /// Timewait sockets per namespace and per destination, kept as they come and go.
     #[must_use]
-    pub fn timewait_usage(&self, limits: &FxHashMap<u32, NetLimits>) -> TimewaitUsage {
-        TimewaitUsage::of(self.timewaits.tuples(), limits)
+    pub const fn timewait_usage(&self) -> &TimewaitUsage {
+        self.timewaits.table.usage()
     }
 
     /// Every timewait socket now: (tuple, substate, since when in that substate, whether that
     /// time is a lower bound).
     #[must_use]
     pub fn timewait_sockets(&self) -> Vec<(Tuple, TcpState, u64, bool)> {
-        self.timewaits.list()
+        self.timewaits
+            .table
+            .iter()
+            .map(|(_, t)| (t.tuple, t.substate, t.substate_since_ns, t.lower_bound))
+            .collect()
     }
 
     /// Records the process holding a socket's file descriptor (resolved through /proc).
@@ -751,10 +770,11 @@ impl Tracker {
         v
     }
 
-    /// How timewait sockets ended so far: (expired, killed).
+    /// Timewait sockets started, seeded and ended by cause so far: started + seeded = ended +
+    /// tracked now, always.
     #[must_use]
-    pub const fn timewait_ends(&self) -> (u64, u64) {
-        self.timewaits.ends()
+    pub const fn timewait_counts(&self) -> TimewaitCounts {
+        self.timewaits.counts
     }
 
     #[must_use]
@@ -762,6 +782,8 @@ impl Tracker {
         TrackerStats {
             tracked_sockets: self.sockets.len(),
             tracked_timewait: self.timewaits.len(),
+            timewait_untracked: self.timewaits.counts.untracked,
+            timewait_end_lost: self.timewaits.counts.unseen,
             ..self.stats
         }
     }

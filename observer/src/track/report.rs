@@ -29,14 +29,20 @@ pub enum TimewaitEnd {
     /// Its timer was cancelled and not restarted: the 4-tuple was reused, an RST arrived, or
     /// the namespace was torn down.
     Killed,
+    /// Its end was not seen (an event was lost): sock_diag no longer listed it, or its timer
+    /// or its 4-tuple was taken by another timewait socket.
+    Unseen,
 }
 
 impl TimewaitEnd {
+    pub const ALL: [Self; 3] = [Self::Expired, Self::Killed, Self::Unseen];
+
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::Expired => "expired",
             Self::Killed => "killed",
+            Self::Unseen => "unseen",
         }
     }
 }

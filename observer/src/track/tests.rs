@@ -45,9 +45,14 @@ fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &st
 }
 
 fn timer(timer: u64, ms: u64, action: TimerAction) -> Event {
+    cookie_timer(timer, 0, ms, action)
+}
+
+fn cookie_timer(timer: u64, cookie: u64, ms: u64, action: TimerAction) -> Event {
     Event::Timewait(TimewaitTimer {
         mono_ns: ms * MS,
         timer,
+        cookie,
         action,
     })
 }
@@ -156,7 +161,13 @@ fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() 
         &mut tracker,
         &[
             timer(0x7, 60_920, TimerAction::Cancel),
-            timer(0x7, 60_920, TimerAction::Expire { socket: None }),
+            timer(
+                0x7,
+                60_920,
+                TimerAction::Expire {
+                    substate: Some(TimeWait),
+                },
+            ),
         ],
     );
     assert_eq!(
@@ -168,7 +179,11 @@ fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() 
             Some(Note::TimewaitEnded(TimewaitEnd::Expired))
         )]
     );
-    assert_eq!(tracker.timewait_ends(), (1, 0));
+    let counts = tracker.timewait_counts();
+    assert_eq!(
+        (counts.started, counts.expired, counts.ended_total()),
+        (1, 1, 1)
+    );
     assert_eq!(tracker.durations().of(TimeWait).count, 1);
     assert_eq!(tracker.counts_by_state(), [0; 12]);
     assert_eq!(tracker.stats().timewait_missing, 0);
@@ -204,7 +219,11 @@ fn a_cancel_not_followed_by_restart_or_expiry_is_a_kill_and_a_restart_is_not() {
             Some(Note::TimewaitEnded(TimewaitEnd::Killed))
         )]
     );
-    assert_eq!(tracker.timewait_ends(), (0, 1));
+    let counts = tracker.timewait_counts();
+    assert_eq!(
+        (counts.started, counts.killed, counts.ended_total()),
+        (1, 1, 1)
+    );
 }
 
 #[test]
@@ -410,18 +429,21 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
             state: CloseWait,
             timewait: false,
             owner: None,
+            cookie: 1,
         },
         SeedSocket {
             tuple: tuple("127.0.0.1:40001", SERVER),
             state: TimeWait,
             timewait: true,
             owner: None,
+            cookie: 0x5eed,
         },
         SeedSocket {
             tuple: tuple("127.0.0.1:40002", SERVER),
             state: Established,
             timewait: false,
             owner: None,
+            cookie: 1,
         },
     ];
     assert_eq!(tracker.seed(&seeds, 1_000 * MS), 3);
@@ -445,14 +467,15 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
         "lower bounds stay out of histograms"
     );
 
-    // The seeded timewait socket's expiry is matched by its addresses.
+    // The seeded timewait socket's expiry is matched by its cookie.
     let reports = feed(
         &mut tracker,
-        &[timer(
+        &[cookie_timer(
             0x99,
+            0x5eed,
             30_000,
             TimerAction::Expire {
-                socket: Some(tw_socket(TimeWait, "127.0.0.1:40001", SERVER)),
+                substate: Some(TimeWait),
             },
         )],
     );

@@ -1,129 +1,114 @@
 //! TIME_WAIT through the timewait socket's timer: entry (linked to the full socket that just
-//! closed), restarts, and the end with its cause.
+//! closed), restarts, and the end with its cause. Every timewait socket that is started is
+//! ended exactly once, by cause, so that started = ended + open holds at all times.
 
 use std::collections::VecDeque;
 
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
-use super::{GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple, table::Conn};
+use super::{
+    GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
+    table::Conn,
+    timewait_table::{TimewaitTable, Tw},
+};
 use crate::decode::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
 
-/// One timewait socket.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Tw {
-    pub substate: TcpState,
-    pub tuple: Tuple,
-    /// When the current substate began, from the connection's point of view.
-    pub substate_since_ns: u64,
-    /// Known from sock_diag: its start was not seen, durations are lower bounds.
-    pub lower_bound: bool,
-    pub owner: Option<Task>,
-    pub timeout_ns: Option<u64>,
+/// Timewait sockets followed, and how they came and went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TimewaitCounts {
+    /// Started while observed (their timer's start was seen).
+    pub started: u64,
+    /// Learnt from sock_diag: they existed before the daemon, or their start was lost.
+    pub seeded: u64,
+    pub expired: u64,
+    pub killed: u64,
+    /// Ended unseen: learnt from sock_diag, or from their timer or 4-tuple being taken.
+    pub unseen: u64,
+    /// Not followed: the table was full.
+    pub untracked: u64,
+}
+
+impl TimewaitCounts {
+    /// Ends by cause.
+    #[must_use]
+    pub const fn ended(&self, cause: TimewaitEnd) -> u64 {
+        match cause {
+            TimewaitEnd::Expired => self.expired,
+            TimewaitEnd::Killed => self.killed,
+            TimewaitEnd::Unseen => self.unseen,
+        }
+    }
+
+    /// Every end, whatever its cause.
+    #[must_use]
+    pub const fn ended_total(&self) -> u64 {
+        self.expired + self.killed + self.unseen
+    }
 }
 
 pub(super) struct Timewaits {
-    by_timer: FxHashMap<u64, Tw>,
-    by_tuple: FxHashMap<Tuple, u64>,
-    /// Started, not yet linked to the close of their full socket: (timer, start time).
+    pub table: TimewaitTable,
+    /// Started, not yet linked to the close of their full socket: tuple -> timer.
     unlinked: FxHashMap<Tuple, u64>,
+    /// (timer, start time), oldest first.
     unlinked_order: VecDeque<(u64, u64)>,
-    /// Cancelled, not yet restarted or expired: (timer, cancel time).
+    /// Cancelled, not yet restarted or expired: timer -> cancel time.
     cancelled: FxHashMap<u64, u64>,
     cancel_order: VecDeque<(u64, u64)>,
-    /// Seeded from sock_diag (no timer address known): tuple -> synthetic key.
-    pub seeded: FxHashMap<Tuple, u64>,
-    capacity: usize,
-    expired: u64,
-    killed: u64,
+    /// Learnt from sock_diag, their timer not known yet: cookie -> key.
+    seeded: FxHashMap<u64, u64>,
+    pub counts: TimewaitCounts,
 }
 
 impl Timewaits {
     pub fn new(capacity: usize) -> Self {
         Self {
-            by_timer: FxHashMap::default(),
-            by_tuple: FxHashMap::default(),
+            table: TimewaitTable::new(capacity),
             unlinked: FxHashMap::default(),
             unlinked_order: VecDeque::new(),
             cancelled: FxHashMap::default(),
             cancel_order: VecDeque::new(),
             seeded: FxHashMap::default(),
-            capacity: capacity.max(1),
-            expired: 0,
-            killed: 0,
+            counts: TimewaitCounts::default(),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.by_timer.len()
+    pub const fn len(&self) -> usize {
+        self.table.len()
     }
 
-    pub const fn ends(&self) -> (u64, u64) {
-        (self.expired, self.killed)
-    }
-
-    pub fn counts(&self) -> impl Iterator<Item = (TcpState, u64)> {
-        let mut tw = 0;
-        let mut fin_wait2 = 0;
-        for t in self.by_timer.values() {
-            if t.substate == TcpState::FinWait2 {
-                fin_wait2 += 1;
-            } else {
-                tw += 1;
-            }
+    /// Drops the bookkeeping of a socket that left the table.
+    fn forget(&mut self, key: u64, tw: &Tw) {
+        self.cancelled.remove(&key);
+        if self.unlinked.get(&tw.tuple) == Some(&key) {
+            self.unlinked.remove(&tw.tuple);
         }
-        [(TcpState::TimeWait, tw), (TcpState::FinWait2, fin_wait2)].into_iter()
+        if tw.cookie != 0 && self.seeded.get(&tw.cookie) == Some(&key) {
+            self.seeded.remove(&tw.cookie);
+        }
     }
 
-    pub fn list(&self) -> Vec<(Tuple, TcpState, u64, bool)> {
-        self.by_timer
-            .values()
-            .map(|t| (t.tuple, t.substate, t.substate_since_ns, t.lower_bound))
-            .collect()
-    }
-
-    pub fn tuples(&self) -> impl Iterator<Item = &Tuple> {
-        self.by_timer.values().map(|t| &t.tuple)
-    }
-
-    /// Inserts a timewait socket; false when the table is full.
-    pub fn insert(&mut self, key: u64, tw: Tw) -> bool {
-        if self.by_timer.len() >= self.capacity && !self.by_timer.contains_key(&key) {
+    /// Starts following a timewait socket; false when the table is full. A socket it takes
+    /// the place of (same key or 4-tuple: the kernel has one per tuple) ended unseen.
+    fn insert(&mut self, key: u64, tw: Tw) -> bool {
+        let Ok(replaced) = self.table.insert(key, tw) else {
+            self.counts.untracked += 1;
             return false;
+        };
+        for (old_key, old) in replaced {
+            self.forget(old_key, &old);
+            self.counts.unseen += 1;
         }
-        self.by_timer.insert(key, tw);
-        self.by_tuple.insert(tw.tuple, key);
         true
     }
 
-    /// Removes the entries `remove` accepts; returns how many.
-    pub fn drain_where(&mut self, mut remove: impl FnMut(&Tw) -> bool) -> usize {
-        let before = self.by_timer.len();
-        let mut gone = Vec::new();
-        self.by_timer.retain(|k, t| {
-            let r = remove(t);
-            if r {
-                gone.push((*k, t.tuple));
-            }
-            !r
-        });
-        for (key, tuple) in gone {
-            self.forget(key, &tuple);
-        }
-        before - self.by_timer.len()
-    }
-
-    fn forget(&mut self, key: u64, tuple: &Tuple) {
-        self.cancelled.remove(&key);
-        if self.by_tuple.get(tuple) == Some(&key) {
-            self.by_tuple.remove(tuple);
-        }
-        if self.unlinked.get(tuple) == Some(&key) {
-            self.unlinked.remove(tuple);
-        }
-        if self.seeded.get(tuple) == Some(&key) {
-            self.seeded.remove(tuple);
-        }
+    /// Removes a socket whose end was not seen; returns it.
+    pub fn remove_unseen(&mut self, key: u64) -> Option<Tw> {
+        let tw = self.table.remove(key)?;
+        self.forget(key, &tw);
+        self.counts.unseen += 1;
+        Some(tw)
     }
 
     /// Whether the timewait socket `key` is known as its connection's (linked to the close of
@@ -132,9 +117,25 @@ impl Timewaits {
         self.unlinked.get(tuple) != Some(&key)
     }
 
+    /// Whether the socket's timer has a cancel waiting for a restart or an expiry.
+    pub fn is_cancelled(&self, key: u64) -> bool {
+        self.cancelled.contains_key(&key)
+    }
+
+    /// The key of a socket known from sock_diag whose timer is this one's: the seeded socket
+    /// with `cookie`, moved to the timer's key now that it is known.
+    fn adopt_by_cookie(&mut self, timer: u64, cookie: u64) -> bool {
+        if cookie == 0 {
+            return false;
+        }
+        let Some(key) = self.seeded.remove(&cookie) else {
+            return false;
+        };
+        self.table.rekey(key, timer)
+    }
+
     pub fn heap_bytes(&self) -> usize {
-        super::table::buckets(self.by_timer.capacity()) * (size_of::<(u64, Tw)>() + 1)
-            + super::table::buckets(self.by_tuple.capacity()) * (size_of::<(Tuple, u64)>() + 1)
+        self.table.heap_bytes()
     }
 }
 
@@ -142,30 +143,31 @@ impl Tracker {
     pub(super) fn timewait_timer(&mut self, t: &TimewaitTimer, out: &mut Vec<Report>) {
         match t.action {
             TimerAction::Start { socket, timeout_ns } => {
-                self.timewait_start(t.timer, t.mono_ns, &socket, timeout_ns, out);
+                self.timewait_start(t, &socket, timeout_ns, out);
             }
             TimerAction::Cancel => {
-                if self.timewaits.by_timer.contains_key(&t.timer) {
+                if self.timewaits.table.contains(t.timer)
+                    || self.timewaits.adopt_by_cookie(t.timer, t.cookie)
+                {
                     self.timewaits.cancelled.insert(t.timer, t.mono_ns);
                     self.timewaits.cancel_order.push_back((t.timer, t.mono_ns));
                 }
             }
-            TimerAction::Expire { socket } => {
-                let key = if self.timewaits.by_timer.contains_key(&t.timer) {
-                    Some(t.timer)
-                } else {
-                    socket.and_then(|s| self.timewaits.seeded.get(&tuple_of(&s)).copied())
-                };
-                if let Some(key) = key {
+            TimerAction::Expire { substate } => {
+                if self.timewaits.table.contains(t.timer)
+                    || self.timewaits.adopt_by_cookie(t.timer, t.cookie)
+                {
+                    self.timewaits.cancelled.remove(&t.timer);
                     // The FIN that turns FIN_WAIT2 into TIME_WAIT often moves the timer
                     // within its wheel bucket, which no tracepoint reports: trust the socket.
-                    if let (Some(s), Some(tw)) = (socket, self.timewaits.by_timer.get_mut(&key))
-                        && s.substate != tw.substate
+                    if let Some(s) = substate
+                        && let Some(mut tw) = self.timewaits.table.get_mut(t.timer)
+                        && s != tw.substate
                     {
-                        tw.substate = s.substate;
+                        tw.substate = s;
                         self.stats.timewait_substate_unseen += 1;
                     }
-                    self.end_timewait(key, TimewaitEnd::Expired, t.mono_ns, out);
+                    self.end_timewait(t.timer, TimewaitEnd::Expired, t.mono_ns, out);
                 }
             }
         }
@@ -173,60 +175,48 @@ impl Tracker {
 
     fn timewait_start(
         &mut self,
-        timer: u64,
-        now: u64,
+        t: &TimewaitTimer,
         socket: &TimewaitSocket,
         timeout_ns: Option<u64>,
         out: &mut Vec<Report>,
     ) {
+        let (timer, now) = (t.timer, t.mono_ns);
         let tuple = tuple_of(socket);
-        self.timewaits.cancelled.remove(&timer);
-        if let Some(tw) = self.timewaits.by_timer.get(&timer).copied() {
+        let cancelled_at = self.timewaits.cancelled.remove(&timer);
+        // A socket learnt from sock_diag whose timer restarts (FIN_WAIT2 -> TIME_WAIT): its
+        // timer is known from now on.
+        if !self.timewaits.table.contains(timer)
+            && let Some(key) = self.timewaits.table.key_of(&tuple)
+            && let Some(tw) = self.timewaits.table.get(key)
+            && tw.cookie != 0
+            && self.timewaits.seeded.get(&tw.cookie) == Some(&key)
+        {
+            self.timewaits.seeded.remove(&tw.cookie);
+            self.timewaits.table.rekey(key, timer);
+        }
+        if let Some(tw) = self.timewaits.table.get(timer) {
             if tw.tuple == tuple {
-                self.stats.timewait_restarted += 1;
-                let mut updated = Tw {
-                    timeout_ns,
-                    substate: socket.substate,
-                    ..tw
-                };
-                if tw.substate != socket.substate {
-                    // FIN_WAIT2 -> TIME_WAIT inside the timewait socket: a transition.
-                    let spent = now.saturating_sub(tw.substate_since_ns);
-                    if !tw.lower_bound {
-                        self.durations.record(tw.substate, spent);
-                    }
-                    updated.substate_since_ns = now;
-                    updated.lower_bound = false;
-                    if self.timewaits.is_linked(timer, &tuple) {
-                        out.push(timewait_report(
-                            &updated,
-                            timer,
-                            now,
-                            tw.substate,
-                            Some(spent),
-                            tw.lower_bound,
-                            Note::TimewaitEntered { timeout_ns },
-                        ));
-                    }
-                } else if self.timewaits.is_linked(timer, &tuple) {
-                    out.push(timewait_report(
-                        &updated,
-                        timer,
-                        now,
-                        tw.substate,
-                        Some(now.saturating_sub(tw.substate_since_ns)),
-                        tw.lower_bound,
-                        Note::TimewaitRestarted { timeout_ns },
-                    ));
-                }
-                self.timewaits.by_timer.insert(timer, updated);
+                self.timewait_restart(timer, tw, now, socket.substate, timeout_ns, out);
                 return;
             }
-            // The timer's memory now belongs to another timewait socket: the old one's end
-            // was not seen.
-            self.timewaits.by_timer.remove(&timer);
-            self.timewaits.forget(timer, &tw.tuple);
-            self.stats.timewait_end_lost += 1;
+            // The timer's memory now belongs to another timewait socket: the old one was
+            // killed if its cancel was seen, else its end was lost.
+            match cancelled_at {
+                Some(at) => self.end_timewait(timer, TimewaitEnd::Killed, at, out),
+                None => {
+                    self.timewaits.remove_unseen(timer);
+                }
+            }
+        }
+        // The kernel keeps one timewait socket per 4-tuple: one still tracked for this tuple
+        // ended, killed if its cancel is waiting, else unseen.
+        if let Some(other) = self.timewaits.table.key_of(&tuple) {
+            match self.timewaits.cancelled.get(&other).copied() {
+                Some(at) => self.end_timewait(other, TimewaitEnd::Killed, at, out),
+                None => {
+                    self.timewaits.remove_unseen(other);
+                }
+            }
         }
         let tw = Tw {
             substate: socket.substate,
@@ -235,12 +225,59 @@ impl Tracker {
             lower_bound: false,
             owner: None,
             timeout_ns,
+            cookie: t.cookie,
         };
         if self.timewaits.insert(timer, tw) {
+            self.timewaits.counts.started += 1;
             self.timewaits.unlinked.insert(tuple, timer);
             self.timewaits.unlinked_order.push_back((timer, now));
-        } else {
-            self.stats.timewait_untracked += 1;
+        }
+    }
+
+    /// The timer of a known timewait socket started again: a retransmitted FIN, or FIN_WAIT2
+    /// -> TIME_WAIT inside the timewait socket.
+    fn timewait_restart(
+        &mut self,
+        timer: u64,
+        tw: Tw,
+        now: u64,
+        substate: TcpState,
+        timeout_ns: Option<u64>,
+        out: &mut Vec<Report>,
+    ) {
+        self.stats.timewait_restarted += 1;
+        let mut updated = Tw {
+            substate,
+            timeout_ns,
+            ..tw
+        };
+        let linked = self.timewaits.is_linked(timer, &tw.tuple);
+        let spent = now.saturating_sub(tw.substate_since_ns);
+        if tw.substate != substate {
+            if !tw.lower_bound {
+                self.durations.record(tw.substate, spent);
+            }
+            updated.substate_since_ns = now;
+            updated.lower_bound = false;
+        }
+        if linked {
+            let note = if tw.substate == substate {
+                Note::TimewaitRestarted { timeout_ns }
+            } else {
+                Note::TimewaitEntered { timeout_ns }
+            };
+            out.push(timewait_report(
+                &updated,
+                timer,
+                now,
+                tw.substate,
+                Some(spent),
+                tw.lower_bound,
+                note,
+            ));
+        }
+        if let Some(mut slot) = self.timewaits.table.get_mut(timer) {
+            *slot = updated;
         }
     }
 
@@ -257,7 +294,7 @@ impl Tracker {
         let Some(timer) = self.timewaits.unlinked.remove(&tuple) else {
             return false;
         };
-        let Some(tw) = self.timewaits.by_timer.get_mut(&timer) else {
+        let Some(mut tw) = self.timewaits.table.get_mut(timer) else {
             return false;
         };
         tw.owner = owner;
@@ -292,13 +329,15 @@ impl Tracker {
     }
 
     fn end_timewait(&mut self, key: u64, cause: TimewaitEnd, now: u64, out: &mut Vec<Report>) {
-        let Some(tw) = self.timewaits.by_timer.remove(&key) else {
+        let Some(tw) = self.timewaits.table.remove(key) else {
             return;
         };
-        self.timewaits.forget(key, &tw.tuple);
+        self.timewaits.forget(key, &tw);
+        self.note_closed(&tw.tuple, now);
         match cause {
-            TimewaitEnd::Expired => self.timewaits.expired += 1,
-            TimewaitEnd::Killed => self.timewaits.killed += 1,
+            TimewaitEnd::Expired => self.timewaits.counts.expired += 1,
+            TimewaitEnd::Killed => self.timewaits.counts.killed += 1,
+            TimewaitEnd::Unseen => self.timewaits.counts.unseen += 1,
         }
         let spent = now.saturating_sub(tw.substate_since_ns);
         if !tw.lower_bound {
@@ -337,7 +376,7 @@ impl Tracker {
                 break;
             }
             self.timewaits.unlinked_order.pop_front();
-            let Some(tw) = self.timewaits.by_timer.get(&timer).copied() else {
+            let Some(tw) = self.timewaits.table.get(timer) else {
                 continue;
             };
             if self.timewaits.is_linked(timer, &tw.tuple) {
@@ -367,13 +406,16 @@ impl Tracker {
             local: t.remote,
             remote: t.local,
         };
-        let Some(&key) = self.timewaits.by_tuple.get(&ours) else {
+        let Some(key) = self.timewaits.table.key_of(&ours) else {
             return;
         };
-        let Some(tw) = self.timewaits.by_timer.get_mut(&key) else {
+        if self.timewaits.unlinked.get(&ours) == Some(&key) {
+            return;
+        }
+        let Some(mut tw) = self.timewaits.table.get_mut(key) else {
             return;
         };
-        if tw.substate != TcpState::FinWait2 || self.timewaits.unlinked.get(&ours) == Some(&key) {
+        if tw.substate != TcpState::FinWait2 {
             return;
         }
         let spent = t.mono_ns.saturating_sub(tw.substate_since_ns);
@@ -396,12 +438,14 @@ impl Tracker {
         ));
     }
 
-    /// Adds a timewait socket known from sock_diag.
+    /// Adds a timewait socket known from sock_diag, under a key of its own until its timer
+    /// shows itself (by its cookie at a cancel or an expiry, or by its tuple at a restart).
     pub(super) fn seed_timewait(
         &mut self,
         key: u64,
         tuple: Tuple,
         substate: TcpState,
+        cookie: u64,
         now: u64,
     ) -> bool {
         let tw = Tw {
@@ -411,14 +455,16 @@ impl Tracker {
             lower_bound: true,
             owner: None,
             timeout_ns: None,
+            cookie,
         };
-        if self.timewaits.insert(key, tw) {
-            self.timewaits.seeded.insert(tuple, key);
-            true
-        } else {
-            self.stats.timewait_untracked += 1;
-            false
+        if !self.timewaits.insert(key, tw) {
+            return false;
         }
+        self.timewaits.counts.seeded += 1;
+        if cookie != 0 {
+            self.timewaits.seeded.insert(cookie, key);
+        }
+        true
     }
 }
 

@@ -5,41 +5,29 @@ use std::net::{IpAddr, SocketAddr};
 
 use rustc_hash::FxHashMap;
 
-use super::Tuple;
 use crate::sockdiag::NetLimits;
 
-/// Timewait sockets (TIME_WAIT, and orphaned FIN_WAIT2 waiting in one: both use a bucket).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A destination whose ephemeral ports timewait sockets hold: (namespace, local address,
+/// remote end). connect() toward that remote end cannot reuse those ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Destination {
+    pub netns: u32,
+    pub local: IpAddr,
+    pub remote: SocketAddr,
+}
+
+/// Timewait sockets (TIME_WAIT, and orphaned FIN_WAIT2 waiting in one: both use a bucket),
+/// counted as they come and go ([`super::timewait_table`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimewaitUsage {
     /// Timewait sockets per network namespace.
     pub per_netns: FxHashMap<u32, u64>,
-    /// Timewait sockets holding an ephemeral local port, per (namespace, local address,
-    /// remote end): connect() to that remote end cannot reuse those ports.
-    pub per_destination: FxHashMap<(u32, IpAddr, SocketAddr), u64>,
+    /// Timewait sockets holding an ephemeral local port (by their namespace's
+    /// `ip_local_port_range`), per destination.
+    pub per_destination: FxHashMap<Destination, u64>,
 }
 
 impl TimewaitUsage {
-    /// Counts `tuples`; ports are ephemeral by the namespace's own `ip_local_port_range`.
-    pub fn of<'a>(
-        tuples: impl Iterator<Item = &'a Tuple>,
-        limits: &FxHashMap<u32, NetLimits>,
-    ) -> Self {
-        let mut usage = Self::default();
-        for t in tuples {
-            *usage.per_netns.entry(t.netns).or_default() += 1;
-            if limits
-                .get(&t.netns)
-                .is_some_and(|l| l.is_ephemeral(t.local.port()))
-            {
-                *usage
-                    .per_destination
-                    .entry((t.netns, t.local.ip(), t.remote))
-                    .or_default() += 1;
-            }
-        }
-        usage
-    }
-
     /// Per namespace: timewait sockets / `tcp_max_tw_buckets` (namespaces with a known limit).
     pub fn bucket_ratios<'a>(
         &'a self,
@@ -55,9 +43,9 @@ impl TimewaitUsage {
     pub fn port_ratios<'a>(
         &'a self,
         limits: &'a FxHashMap<u32, NetLimits>,
-    ) -> impl Iterator<Item = ((u32, IpAddr, SocketAddr), u64, f64)> + 'a {
+    ) -> impl Iterator<Item = (Destination, u64, f64)> + 'a {
         self.per_destination.iter().filter_map(|(key, n)| {
-            let ports = limits.get(&key.0)?.ephemeral_ports()?;
+            let ports = limits.get(&key.netns)?.ephemeral_ports()?;
             Some((*key, *n, ratio(*n, ports)))
         })
     }
@@ -77,16 +65,8 @@ fn ratio(n: u64, of: u64) -> f64 {
 mod tests {
     use super::*;
 
-    fn tuple(netns: u32, local: &str, remote: &str) -> Tuple {
-        Tuple {
-            netns,
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-        }
-    }
-
     #[test]
-    fn counts_per_namespace_and_per_destination_of_ephemeral_ports() {
+    fn ratios_against_the_namespaces_limits() {
         let limits = FxHashMap::from_iter([(
             1,
             NetLimits {
@@ -94,25 +74,19 @@ mod tests {
                 local_port_range: Some((40000, 40009)),
             },
         )]);
-        let tuples = [
-            tuple(1, "10.0.0.1:40000", "10.0.0.2:80"),
-            tuple(1, "10.0.0.1:40001", "10.0.0.2:80"),
-            tuple(1, "10.0.0.1:40002", "10.0.0.3:80"),
-            // A server's side: its port is not ephemeral.
-            tuple(1, "10.0.0.1:8080", "10.0.0.9:50000"),
-            // No limits known for this namespace.
-            tuple(2, "10.0.0.1:40000", "10.0.0.2:80"),
-        ];
-        let usage = TimewaitUsage::of(tuples.iter(), &limits);
-        assert_eq!(usage.per_netns[&1], 4);
-        assert_eq!(usage.per_netns[&2], 1);
-        let dest = (
-            1,
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2:80".parse().unwrap(),
-        );
-        assert_eq!(usage.per_destination[&dest], 2);
-        assert_eq!(usage.per_destination.len(), 2);
+        let dest = |remote: &str| Destination {
+            netns: 1,
+            local: "10.0.0.1".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+        };
+        let usage = TimewaitUsage {
+            // No limits known for namespace 2.
+            per_netns: FxHashMap::from_iter([(1, 4), (2, 1)]),
+            per_destination: FxHashMap::from_iter([
+                (dest("10.0.0.2:80"), 2),
+                (dest("10.0.0.3:80"), 1),
+            ]),
+        };
         let buckets: Vec<_> = usage.bucket_ratios(&limits).collect();
         assert_eq!(buckets, [(1, 4, 1.0)]);
         let mut ports: Vec<_> = usage.port_ratios(&limits).map(|(_, n, r)| (n, r)).collect();

@@ -119,6 +119,7 @@ fn describe(note: Note) -> String {
         }
         Note::TimewaitEnded(TimewaitEnd::Expired) => "expired".to_owned(),
         Note::TimewaitEnded(TimewaitEnd::Killed) => "killed early".to_owned(),
+        Note::TimewaitEnded(TimewaitEnd::Unseen) => "its end was not seen".to_owned(),
         Note::NoTimewait => "no timewait socket".to_owned(),
     }
 }
@@ -131,6 +132,7 @@ const fn note_name(note: Note) -> &'static str {
         Note::TimewaitRestarted { .. } => "timewait_restarted",
         Note::TimewaitEnded(TimewaitEnd::Expired) => "timewait_expired",
         Note::TimewaitEnded(TimewaitEnd::Killed) => "timewait_killed",
+        Note::TimewaitEnded(TimewaitEnd::Unseen) => "timewait_unseen",
         Note::NoTimewait => "no_timewait",
     }
 }

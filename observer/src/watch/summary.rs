@@ -9,7 +9,10 @@ use super::{LossCounts, Output};
 use crate::{
     decode::ResetDirection,
     events::Losses,
-    track::{RetransmitCounts, Tracker, TrackerStats, durations::Histogram, resets::ResetClass},
+    track::{
+        RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, durations::Histogram,
+        resets::ResetClass,
+    },
     watch::render::{human_duration, plural},
 };
 
@@ -94,6 +97,10 @@ struct StateSummary<'a> {
     close_wait: Vec<CloseWait>,
     timewait_expired: u64,
     timewait_killed: u64,
+    /// Timewait sockets started (timer seen) and seeded (from sock_diag), and ended by cause:
+    /// started + seeded = expired + killed + unseen + open.
+    timewait: TimewaitCounts,
+    timewait_open: usize,
     resets: Vec<ResetCount>,
     closed_before_accept: Vec<NeverAccepted>,
     /// The threshold: retransmitting without progress this long makes a suspect.
@@ -130,15 +137,8 @@ pub(super) fn print(
     output.out.flush()
 }
 
-fn build<'a>(
-    tracker: &'a Tracker,
-    losses: &Losses,
-    half_open_after_ns: u64,
-    now_ns: u64,
-) -> StateSummary<'a> {
-    let counts = tracker.counts_by_state();
-    let close_wait = tracker.close_wait();
-    let (expired, killed) = tracker.timewait_ends();
+/// RST counts by direction and class, those above 0.
+fn reset_counts(tracker: &Tracker) -> Vec<ResetCount> {
     let mut resets = Vec::new();
     for direction in [ResetDirection::Sent, ResetDirection::Received] {
         for class in ResetClass::ALL {
@@ -152,6 +152,19 @@ fn build<'a>(
             }
         }
     }
+    resets
+}
+
+fn build<'a>(
+    tracker: &'a Tracker,
+    losses: &Losses,
+    half_open_after_ns: u64,
+    now_ns: u64,
+) -> StateSummary<'a> {
+    let counts = tracker.counts_by_state();
+    let close_wait = tracker.close_wait();
+    let timewait = tracker.timewait_counts();
+    let resets = reset_counts(tracker);
     let half_open = tracker.half_open_suspects(half_open_after_ns);
     let ends = tracker.connection_ends();
     StateSummary {
@@ -180,8 +193,10 @@ fn build<'a>(
                     .map(|_| if e.owner_from_fd { "fd" } else { "transition" }),
             })
             .collect(),
-        timewait_expired: expired,
-        timewait_killed: killed,
+        timewait_expired: timewait.expired,
+        timewait_killed: timewait.killed,
+        timewait,
+        timewait_open: tracker.stats().tracked_timewait,
         resets,
         closed_before_accept: tracker
             .closed_before_accept()
@@ -259,10 +274,22 @@ fn render_text(s: &StateSummary<'_>) -> String {
             c.netns
         );
     }
+    let tw = &s.timewait;
     let _ = writeln!(
         t,
-        "   TIME_WAIT ended: {} expired, {} killed early",
-        s.timewait_expired, s.timewait_killed
+        "   timewait sockets: {} started + {} seeded = {} expired + {} killed early + {} ended \
+         unseen + {} open{}",
+        tw.started,
+        tw.seeded,
+        tw.expired,
+        tw.killed,
+        tw.unseen,
+        s.timewait_open,
+        if tw.untracked > 0 {
+            format!(" ({} not tracked: table full)", tw.untracked)
+        } else {
+            String::new()
+        }
     );
     let _ = write!(t, "   RSTs:");
     if s.resets.is_empty() {

@@ -1,0 +1,523 @@
+//! The bounded table of timewait sockets. A busy host holds hundreds of thousands of them
+//! (`tcp_max_tw_buckets`), so they are packed in a slab like live sockets are ([`super::table`]),
+//! found through two indexes of slot numbers (by timer address and by 4-tuple) that hold 4
+//! bytes per entry, and counted as they come and go: by substate, per namespace and per
+//! destination, so that neither a scrape nor an alert evaluation walks them.
+
+use std::ops::{Deref, DerefMut};
+
+use hashbrown::HashTable;
+use observer_common::TcpState;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use super::{
+    Tuple,
+    table::{pack_ip, unpack_ip},
+    usage::{Destination, TimewaitUsage},
+};
+use crate::{decode::Task, sockdiag::NetLimits};
+
+/// One timewait socket, unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tw {
+    pub substate: TcpState,
+    pub tuple: Tuple,
+    /// When the current substate began, from the connection's point of view.
+    pub substate_since_ns: u64,
+    /// Known from sock_diag: its start was not seen, durations are lower bounds.
+    pub lower_bound: bool,
+    pub owner: Option<Task>,
+    pub timeout_ns: Option<u64>,
+    /// The socket's cookie (what sock_diag reports for it); 0 when unknown.
+    pub cookie: u64,
+}
+
+/// [`Slot::bits`]: the addresses are IPv6.
+const V6: u8 = 1;
+/// [`Slot::bits`]: `owner` holds a task.
+const HAS_OWNER: u8 = 2;
+/// [`Slot::bits`]: a lower-bound start.
+const LOWER_BOUND: u8 = 4;
+/// [`Slot::bits`]: `timeout_ns` is known.
+const HAS_TIMEOUT: u8 = 8;
+/// [`Slot::bits`]: no socket here; `key` links the next vacant slot.
+const VACANT: u8 = 16;
+
+/// A [`Tw`] as stored: 104 bytes.
+#[derive(Clone, Copy)]
+struct Slot {
+    key: u64,
+    cookie: u64,
+    since_ns: u64,
+    timeout_ns: u64,
+    owner: Task,
+    local_ip: [u8; 16],
+    remote_ip: [u8; 16],
+    netns: u32,
+    local_port: u16,
+    remote_port: u16,
+    substate: TcpState,
+    bits: u8,
+}
+
+impl Slot {
+    fn new(key: u64, tw: &Tw) -> Self {
+        let (local_ip, v6) = pack_ip(tw.tuple.local);
+        let (remote_ip, _) = pack_ip(tw.tuple.remote);
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        Self {
+            key,
+            cookie: tw.cookie,
+            since_ns: tw.substate_since_ns,
+            timeout_ns: tw.timeout_ns.unwrap_or(0),
+            owner: tw.owner.unwrap_or(Task::new(0, 0, [0; 16])),
+            local_ip,
+            remote_ip,
+            netns: tw.tuple.netns,
+            local_port: tw.tuple.local.port(),
+            remote_port: tw.tuple.remote.port(),
+            substate: tw.substate,
+            bits: flag(v6, V6)
+                | flag(tw.owner.is_some(), HAS_OWNER)
+                | flag(tw.lower_bound, LOWER_BOUND)
+                | flag(tw.timeout_ns.is_some(), HAS_TIMEOUT),
+        }
+    }
+
+    const fn vacant(&self) -> bool {
+        self.bits & VACANT != 0
+    }
+
+    fn tuple(&self) -> Tuple {
+        let v6 = self.bits & V6 != 0;
+        Tuple {
+            netns: self.netns,
+            local: unpack_ip(self.local_ip, self.local_port, v6),
+            remote: unpack_ip(self.remote_ip, self.remote_port, v6),
+        }
+    }
+
+    fn tw(&self) -> Tw {
+        Tw {
+            substate: self.substate,
+            tuple: self.tuple(),
+            substate_since_ns: self.since_ns,
+            lower_bound: self.bits & LOWER_BOUND != 0,
+            owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
+            timeout_ns: (self.bits & HAS_TIMEOUT != 0).then_some(self.timeout_ns),
+            cookie: self.cookie,
+        }
+    }
+
+    /// Whether this slot holds `tuple`, without unpacking it.
+    fn holds(&self, tuple: &Tuple) -> bool {
+        let (local_ip, v6) = pack_ip(tuple.local);
+        let (remote_ip, _) = pack_ip(tuple.remote);
+        !self.vacant()
+            && self.netns == tuple.netns
+            && self.local_port == tuple.local.port()
+            && self.remote_port == tuple.remote.port()
+            && (self.bits & V6 != 0) == v6
+            && self.local_ip == local_ip
+            && self.remote_ip == remote_ip
+    }
+}
+
+/// Adds `delta` to a count, dropping it at zero so that the map holds only what exists.
+fn add<K: Copy + Eq + std::hash::Hash>(map: &mut FxHashMap<K, u64>, key: K, delta: i64) {
+    let n = map.entry(key).or_default();
+    *n = n.saturating_add_signed(delta);
+    if *n == 0 {
+        map.remove(&key);
+    }
+}
+
+pub struct TimewaitTable {
+    slots: Vec<Slot>,
+    /// Slot numbers by the slot's key (timer address, or a synthetic key for seeded ones).
+    by_key: HashTable<u32>,
+    /// Slot numbers by the slot's 4-tuple. The kernel holds at most one timewait socket per
+    /// 4-tuple and namespace.
+    by_tuple: HashTable<u32>,
+    /// First vacant slot; vacant slots chain through their `key`.
+    vacant: u32,
+    len: usize,
+    capacity: usize,
+    /// Sockets now in TIME_WAIT, and orphaned FIN_WAIT2 ones.
+    time_wait: u64,
+    fin_wait2: u64,
+    usage: TimewaitUsage,
+    /// `ip_local_port_range` per namespace, for [`TimewaitUsage::per_destination`].
+    port_ranges: FxHashMap<u32, (u16, u16)>,
+}
+
+/// No slot.
+const NONE: u32 = u32::MAX;
+
+fn hash_key(key: u64) -> u64 {
+    use std::hash::BuildHasher as _;
+    FxBuildHasher.hash_one(key)
+}
+
+fn hash_tuple(tuple: &Tuple) -> u64 {
+    use std::hash::BuildHasher as _;
+    FxBuildHasher.hash_one(tuple)
+}
+
+impl TimewaitTable {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            slots: Vec::new(),
+            by_key: HashTable::new(),
+            by_tuple: HashTable::new(),
+            vacant: NONE,
+            len: 0,
+            capacity: capacity.clamp(1, NONE as usize),
+            time_wait: 0,
+            fin_wait2: 0,
+            usage: TimewaitUsage::default(),
+            port_ranges: FxHashMap::default(),
+        }
+    }
+
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slot_of(&self, key: u64) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_key
+            .find(hash_key(key), |&i| slots[i as usize].key == key)
+            .copied()
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.slot_of(key).is_some()
+    }
+
+    pub fn get(&self, key: u64) -> Option<Tw> {
+        self.slot_of(key).map(|i| self.slots[i as usize].tw())
+    }
+
+    /// The key of the timewait socket of `tuple`.
+    pub fn key_of(&self, tuple: &Tuple) -> Option<u64> {
+        let slots = &self.slots;
+        self.by_tuple
+            .find(hash_tuple(tuple), |&i| slots[i as usize].holds(tuple))
+            .map(|&i| slots[i as usize].key)
+    }
+
+    /// The socket, written back (counts included) when the guard drops. Its tuple must not
+    /// change.
+    pub fn get_mut(&mut self, key: u64) -> Option<TwMut<'_>> {
+        let i = self.slot_of(key)?;
+        let tw = self.slots[i as usize].tw();
+        Some(TwMut {
+            table: self,
+            slot: i,
+            before: tw,
+            tw,
+        })
+    }
+
+    /// Inserts a timewait socket, replacing one with the same key or tuple; an error when the
+    /// table is full. Returns what it replaced, with their keys.
+    pub fn insert(&mut self, key: u64, tw: Tw) -> Result<Vec<(u64, Tw)>, Full> {
+        let mut replaced = Vec::new();
+        if let Some(old) = self.remove(key) {
+            replaced.push((key, old));
+        }
+        if let Some(other) = self.key_of(&tw.tuple)
+            && let Some(old) = self.remove(other)
+        {
+            replaced.push((other, old));
+        }
+        if self.len >= self.capacity {
+            return Err(Full);
+        }
+        let slot = Slot::new(key, &tw);
+        let i = match self.vacant {
+            NONE => {
+                self.slots.push(slot);
+                u32::try_from(self.slots.len() - 1).expect("capacity is below u32::MAX")
+            }
+            i => {
+                // A vacant slot's key holds the next vacant slot's number.
+                #[expect(clippy::cast_possible_truncation, reason = "slot numbers are u32")]
+                {
+                    self.vacant = self.slots[i as usize].key as u32;
+                }
+                self.slots[i as usize] = slot;
+                i
+            }
+        };
+        let slots = &self.slots;
+        self.by_key
+            .insert_unique(hash_key(key), i, |&j| hash_key(slots[j as usize].key));
+        self.by_tuple.insert_unique(hash_tuple(&tw.tuple), i, |&j| {
+            hash_tuple(&slots[j as usize].tuple())
+        });
+        self.len += 1;
+        self.count(&tw, 1);
+        Ok(replaced)
+    }
+
+    pub fn remove(&mut self, key: u64) -> Option<Tw> {
+        let hash = hash_key(key);
+        let slots = &self.slots;
+        let i = self
+            .by_key
+            .find_entry(hash, |&i| slots[i as usize].key == key)
+            .ok()?
+            .remove()
+            .0;
+        let tw = self.slots[i as usize].tw();
+        if let Ok(entry) = self.by_tuple.find_entry(hash_tuple(&tw.tuple), |&j| j == i) {
+            entry.remove();
+        }
+        let slot = &mut self.slots[i as usize];
+        slot.bits = VACANT;
+        slot.key = u64::from(self.vacant);
+        self.vacant = i;
+        self.len -= 1;
+        self.count(&tw, -1);
+        Some(tw)
+    }
+
+    /// Moves a socket to a new key (a seeded socket whose timer became known).
+    pub fn rekey(&mut self, from: u64, to: u64) -> bool {
+        if from == to || self.contains(to) {
+            return from == to && self.contains(from);
+        }
+        let Some(tw) = self.remove(from) else {
+            return false;
+        };
+        self.insert(to, tw).is_ok()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Tw)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| !s.vacant())
+            .map(|s| (s.key, s.tw()))
+    }
+
+    /// (TIME_WAIT, FIN_WAIT2) sockets now.
+    pub const fn substates(&self) -> (u64, u64) {
+        (self.time_wait, self.fin_wait2)
+    }
+
+    pub const fn usage(&self) -> &TimewaitUsage {
+        &self.usage
+    }
+
+    /// Takes the namespaces' port ranges; destinations are counted again where one changed.
+    pub fn set_limits(&mut self, limits: &FxHashMap<u32, NetLimits>) {
+        let ranges: FxHashMap<u32, (u16, u16)> = limits
+            .iter()
+            .filter_map(|(ns, l)| Some((*ns, l.local_port_range?)))
+            .collect();
+        let changed = ranges
+            .iter()
+            .any(|(ns, r)| self.port_ranges.get(ns) != Some(r))
+            || self.port_ranges.keys().any(|ns| !ranges.contains_key(ns));
+        if !changed {
+            return;
+        }
+        self.port_ranges = ranges;
+        self.usage.per_destination.clear();
+        let mut per_destination = FxHashMap::default();
+        for (_, tw) in self.iter() {
+            if let Some(d) = self.destination(&tw.tuple) {
+                *per_destination.entry(d).or_default() += 1;
+            }
+        }
+        self.usage.per_destination = per_destination;
+    }
+
+    fn destination(&self, t: &Tuple) -> Option<Destination> {
+        let (low, high) = self.port_ranges.get(&t.netns)?;
+        (*low..=*high)
+            .contains(&t.local.port())
+            .then_some(Destination {
+                netns: t.netns,
+                local: t.local.ip(),
+                remote: t.remote,
+            })
+    }
+
+    fn count(&mut self, tw: &Tw, delta: i64) {
+        let slot = if tw.substate == TcpState::FinWait2 {
+            &mut self.fin_wait2
+        } else {
+            &mut self.time_wait
+        };
+        *slot = slot.saturating_add_signed(delta);
+        add(&mut self.usage.per_netns, tw.tuple.netns, delta);
+        if let Some(d) = self.destination(&tw.tuple) {
+            add(&mut self.usage.per_destination, d, delta);
+        }
+    }
+
+    /// Bytes of heap this table holds, estimated from its capacities.
+    pub fn heap_bytes(&self) -> usize {
+        let index = |t: &HashTable<u32>| super::table::buckets(t.capacity()) * (4 + 1);
+        self.slots.capacity() * size_of::<Slot>() + index(&self.by_key) + index(&self.by_tuple)
+    }
+}
+
+/// The table is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// A timewait socket being changed in place.
+pub struct TwMut<'a> {
+    table: &'a mut TimewaitTable,
+    slot: u32,
+    before: Tw,
+    tw: Tw,
+}
+
+impl Deref for TwMut<'_> {
+    type Target = Tw;
+
+    fn deref(&self) -> &Tw {
+        &self.tw
+    }
+}
+
+impl DerefMut for TwMut<'_> {
+    fn deref_mut(&mut self) -> &mut Tw {
+        &mut self.tw
+    }
+}
+
+impl Drop for TwMut<'_> {
+    fn drop(&mut self) {
+        debug_assert_eq!(
+            self.tw.tuple, self.before.tuple,
+            "a timewait socket keeps its tuple"
+        );
+        let before = self.before;
+        self.table.count(&before, -1);
+        let tw = self.tw;
+        self.table.count(&tw, 1);
+        let slot = &mut self.table.slots[self.slot as usize];
+        *slot = Slot::new(slot.key, &tw);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::*;
+
+    fn tw(port: u16, v6: bool) -> Tw {
+        let ip = |last: u8| -> IpAddr {
+            if v6 {
+                std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last.into()).into()
+            } else {
+                std::net::Ipv4Addr::new(10, 0, 0, last).into()
+            }
+        };
+        Tw {
+            substate: TcpState::TimeWait,
+            tuple: Tuple {
+                netns: 7,
+                local: SocketAddr::new(ip(1), port),
+                remote: SocketAddr::new(ip(2), 80),
+            },
+            substate_since_ns: u64::from(port),
+            lower_bound: port.is_multiple_of(2),
+            owner: port.is_multiple_of(3).then(|| Task::named(42, "curl")),
+            timeout_ns: (!port.is_multiple_of(5)).then_some(60_000_000_000),
+            cookie: u64::from(port) << 8,
+        }
+    }
+
+    fn limits(range: (u16, u16)) -> FxHashMap<u32, NetLimits> {
+        FxHashMap::from_iter([(
+            7,
+            NetLimits {
+                max_tw_buckets: Some(100),
+                local_port_range: Some(range),
+            },
+        )])
+    }
+
+    #[test]
+    fn sockets_come_back_as_stored_by_key_and_by_tuple() {
+        let mut t = TimewaitTable::new(16);
+        for (port, v6) in [(40000, false), (40001, true), (40003, false), (40005, true)] {
+            assert!(t.insert(u64::from(port), tw(port, v6)).unwrap().is_empty());
+        }
+        for (port, v6) in [(40000, false), (40001, true), (40003, false), (40005, true)] {
+            assert_eq!(t.get(u64::from(port)), Some(tw(port, v6)));
+            assert_eq!(t.key_of(&tw(port, v6).tuple), Some(u64::from(port)));
+        }
+        assert_eq!(t.key_of(&tw(40000, true).tuple), None, "another family");
+        assert_eq!(t.substates(), (4, 0));
+        t.get_mut(40001).unwrap().substate = TcpState::FinWait2;
+        assert_eq!(t.substates(), (3, 1));
+        assert_eq!(
+            t.remove(40001),
+            Some(Tw {
+                substate: TcpState::FinWait2,
+                ..tw(40001, true)
+            })
+        );
+        assert_eq!(t.remove(40001), None);
+        assert_eq!((t.len(), t.substates()), (3, (3, 0)));
+        // The vacant slot is reused.
+        t.insert(9, tw(41000, false)).unwrap();
+        assert_eq!(t.slots.len(), 4);
+        assert!(t.rekey(9, 10));
+        assert_eq!(t.get(10), Some(tw(41000, false)));
+        assert_eq!(t.get(9), None);
+        let mut keys: Vec<u64> = t.iter().map(|(k, _)| k).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [10, 40000, 40003, 40005]);
+    }
+
+    #[test]
+    fn one_socket_per_tuple_and_a_bound() {
+        let mut t = TimewaitTable::new(2);
+        t.insert(1, tw(40000, false)).unwrap();
+        // The same 4-tuple under another timer replaces it.
+        assert_eq!(
+            t.insert(2, tw(40000, false)).unwrap(),
+            [(1, tw(40000, false))]
+        );
+        assert_eq!((t.len(), t.key_of(&tw(40000, false).tuple)), (1, Some(2)));
+        t.insert(3, tw(40001, false)).unwrap();
+        assert_eq!(t.insert(4, tw(40002, false)), Err(Full));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.remove(3), Some(tw(40001, false)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn usage_follows_inserts_removals_and_port_ranges() {
+        let mut t = TimewaitTable::new(16);
+        t.set_limits(&limits((40000, 40001)));
+        for port in [40000, 40001, 40002, 8080] {
+            t.insert(u64::from(port), tw(port, false)).unwrap();
+        }
+        let dest = Destination {
+            netns: 7,
+            local: "10.0.0.1".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+        };
+        assert_eq!(t.usage().per_netns[&7], 4);
+        assert_eq!(t.usage().per_destination[&dest], 2);
+        t.set_limits(&limits((40000, 40010)));
+        assert_eq!(t.usage().per_destination[&dest], 3);
+        t.remove(40000);
+        t.remove(40001);
+        t.remove(40002);
+        assert!(t.usage().per_destination.is_empty());
+        t.remove(8080);
+        assert_eq!(t.usage(), &TimewaitUsage::default());
+    }
+}

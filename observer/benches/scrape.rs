@@ -14,8 +14,7 @@ use clap::Parser;
 use observer::{
     clock::mono_now_ns,
     decode::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
-    events::Losses,
-    export::{PortLabels, TransitionCounts, text_format},
+    export::{TransitionCounts, text_format},
     run::{Shared, State, http},
     sockdiag::NetLimits,
     track::Tracker,
@@ -179,18 +178,12 @@ fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
             local_port_range: Some((32_768, 60_999)),
         },
     )]);
+    let mut tracker = tracker;
+    tracker.set_limits(&limits);
     let shared = Shared::new(State {
-        tracker,
         transitions,
-        received: 0,
-        losses: Losses::default(),
         limits,
-        listen: observer::listen_queues::ListenQueues::default(),
-        half_open_after_ns: observer::track::DEFAULT_HALF_OPEN_AFTER_NS,
-        ports: PortLabels::new(&[], 64),
-        alert_counts: Vec::new(),
-        notifications: observer::alerts::NotificationCounts::default(),
-        active_alerts: Vec::new(),
+        ..State::new(tracker, observer::track::DEFAULT_HALF_OPEN_AFTER_NS)
     });
     let snapshot_once = shared.metrics();
     let om = snapshot_once.encode();

@@ -878,15 +878,84 @@ fn open_socket(family: Family, i: u64, out: &mut Vec<Event>) {
     ));
 }
 
-/// Tracks `sockets` open sockets in a fresh tracker, generating their events a chunk at a time
-/// so that no event vector inflates the resident set.
-fn memory_run(family: Family, sockets: u64) -> MemoryRun {
+/// What a memory run tracks: live sockets, or timewait sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Sockets(Family),
+    Timewait(Family),
+}
+
+impl Held {
+    const ALL: [Self; 4] = [
+        Self::Sockets(Family::Ipv4),
+        Self::Sockets(Family::Ipv6),
+        Self::Timewait(Family::Ipv4),
+        Self::Timewait(Family::Ipv6),
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sockets(Family::Ipv4) => "ipv4",
+            Self::Sockets(Family::Ipv6) => "ipv6",
+            Self::Timewait(Family::Ipv4) => "timewait-ipv4",
+            Self::Timewait(Family::Ipv6) => "timewait-ipv6",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.name() == name)
+    }
+
+    /// The events that leave socket `i` held.
+    fn open(self, i: u64, out: &mut Vec<Event>) {
+        match self {
+            Self::Sockets(family) => open_socket(family, i, out),
+            Self::Timewait(family) => open_timewait(family, i, out),
+        }
+    }
+}
+
+/// Connection `i`'s timewait socket: its timer starts, and its full socket closes from
+/// FIN_WAIT2 right after, as the kernel does it.
+fn open_timewait(family: Family, i: u64, out: &mut Vec<Event>) {
+    let (client, server) = ends(family, i);
+    let at = T0 + i * US;
+    out.push(timer(
+        at,
+        TIMER_BASE + i * 0x1000,
+        TimerAction::Start {
+            socket: TimewaitSocket {
+                substate: TimeWait,
+                family,
+                local: client,
+                remote: server,
+                netns: Some(NETNS),
+            },
+            timeout_ns: Some(TIMEWAIT_NS),
+        },
+    ));
+    out.push(transition(
+        at,
+        SOCK_BASE + i * 0x1000,
+        FinWait2,
+        Close,
+        client,
+        server,
+        client_task(),
+        server_task(),
+        false,
+    ));
+}
+
+/// Holds `sockets` sockets in a fresh tracker, generating their events a chunk at a time so
+/// that no event vector inflates the resident set.
+fn memory_run(held: Held, sockets: u64) -> MemoryRun {
     let per_chunk = u64::try_from(CHUNK / 2).expect("fits");
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut out: Vec<Report> = Vec::with_capacity(CHUNK + BATCH);
     // Touch the buffers before the baseline: they are not the tracker's.
     for i in 0..per_chunk.min(sockets) {
-        open_socket(family, i, &mut chunk);
+        held.open(i, &mut chunk);
     }
     chunk.clear();
     let before = rss_bytes();
@@ -895,7 +964,7 @@ fn memory_run(family: Family, sockets: u64) -> MemoryRun {
     for first in (0..sockets).step_by(CHUNK / 2) {
         chunk.clear();
         for i in first..(first + per_chunk).min(sockets) {
-            open_socket(family, i, &mut chunk);
+            held.open(i, &mut chunk);
         }
         let start = Instant::now();
         for e in &chunk {
@@ -907,12 +976,21 @@ fn memory_run(family: Family, sockets: u64) -> MemoryRun {
     }
     let after = rss_bytes();
     let stats = tracker.stats();
+    let (held_state, held_now) = match held {
+        Held::Sockets(_) => (Established, stats.tracked_sockets),
+        Held::Timewait(_) => (TimeWait, stats.tracked_timewait),
+    };
     assert_eq!(
-        (stats.tracked_sockets as u64, stats.evicted, stats.gaps),
-        (sockets, 0, 0),
+        (
+            held_now as u64,
+            stats.evicted,
+            stats.gaps,
+            stats.timewait_unlinked
+        ),
+        (sockets, 0, 0, 0),
         "{stats:?}"
     );
-    assert_eq!(tracker.counts_by_state()[Established as usize - 1], sockets);
+    assert_eq!(tracker.counts_by_state()[held_state as usize - 1], sockets);
     let n = sockets as f64;
     MemoryRun {
         heap_bytes_per_socket: tracker.heap_bytes() as f64 / n,
@@ -936,12 +1014,12 @@ fn rss_bytes() -> u64 {
 
 /// One memory run in a child process. Each starts with a fresh allocator: in one process, a
 /// second run's RSS would also hold table sizes the first one freed and malloc kept.
-fn memory_run_apart(family: Family, sockets: u64) -> anyhow::Result<MemoryRun> {
+fn memory_run_apart(held: Held, sockets: u64) -> anyhow::Result<MemoryRun> {
     let exe = std::env::current_exe().context("finding this benchmark's executable")?;
     let child = std::process::Command::new(exe)
         .args([
             "--memory-run",
-            family.name(),
+            held.name(),
             "--sockets",
             &sockets.to_string(),
         ])
@@ -951,14 +1029,14 @@ fn memory_run_apart(family: Family, sockets: u64) -> anyhow::Result<MemoryRun> {
     anyhow::ensure!(
         child.status.success(),
         "the {} memory run failed",
-        family.name()
+        held.name()
     );
     serde_json::from_slice(&child.stdout).context("reading a memory run's figures")
 }
 
-/// Figures of several runs of one family.
+/// Figures of several runs of one kind.
 struct MemoryFigures {
-    family: Family,
+    held: Held,
     runs: Vec<MemoryRun>,
 }
 
@@ -1075,18 +1153,18 @@ fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) {
         }
     }
     println!(
-        "memory: {} tracked sockets; {RUNS} runs each in a fresh process \
-         (medians; insert: best, median)",
+        "memory: {} sockets held (live sockets, or timewait sockets); {RUNS} runs each in a \
+         fresh process (medians; insert: best, median)",
         grouped(sockets)
     );
     println!(
-        "  {:<7} {:>25} {:>17} {:>16} {:>12}",
-        "family", "heap bytes/socket (est.)", "RSS bytes/socket", "insert events/s", "median"
+        "  {:<13} {:>25} {:>17} {:>16} {:>12}",
+        "held", "heap bytes/socket (est.)", "RSS bytes/socket", "insert events/s", "median"
     );
     for m in memory {
         println!(
-            "  {:<7} {:>25.1} {:>17.1} {:>16} {:>12}",
-            m.family.name(),
+            "  {:<13} {:>25.1} {:>17.1} {:>16} {:>12}",
+            m.held.name(),
             m.median(|r| r.heap_bytes_per_socket),
             m.median(|r| r.rss_bytes_per_socket),
             grouped(whole(m.best_insert())),
@@ -1118,7 +1196,7 @@ fn to_json(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) -> se
         "memory": {
             "sockets": sockets,
             "families": memory.iter().map(|m| serde_json::json!({
-                "family": m.family.name(),
+                "family": m.held.name(),
                 "heap_bytes_per_socket": m.median(|r| r.heap_bytes_per_socket),
                 "rss_bytes_per_socket": m.median(|r| r.rss_bytes_per_socket),
                 "best_insert_events_per_s": m.best_insert(),
@@ -1134,23 +1212,20 @@ fn main() -> anyhow::Result<()> {
     // What the daemon loads from kernel BTF; the SO_LINGER RSTs are classified by it.
     ResetReason::set_names(vec![(REASON_TCP_STATE, "SK_RST_REASON_TCP_STATE".into())]);
 
-    if let Some(family) = &options.memory_run {
-        let family = if family == "ipv4" {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        };
-        let run = memory_run(family, options.sockets);
+    if let Some(name) = &options.memory_run {
+        let held = Held::parse(name)
+            .context("--memory-run takes ipv4, ipv6, timewait-ipv4 or timewait-ipv6")?;
+        let run = memory_run(held, options.sockets);
         println!("{}", serde_json::to_string(&run)?);
         return Ok(());
     }
 
     let mut memory = Vec::new();
-    for family in [Family::Ipv4, Family::Ipv6] {
+    for held in Held::ALL {
         let runs = (0..RUNS)
-            .map(|_| memory_run_apart(family, options.sockets))
+            .map(|_| memory_run_apart(held, options.sockets))
             .collect::<anyhow::Result<_>>()?;
-        memory.push(MemoryFigures { family, runs });
+        memory.push(MemoryFigures { held, runs });
     }
 
     let expected = Expected::of(options.connections);

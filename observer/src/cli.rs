@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use observer::{
     config::{AlertmanagerConfig, Config},
     decode::Family,
-    load::{DEFAULT_RING_BUFFER_BYTES, LoadOptions},
+    load::{LoadOptions, RingBufferSize},
     track::DEFAULT_MAX_SOCKETS,
     watch::{Filter, WatchAlerts, WatchOptions},
 };
@@ -132,9 +132,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
-    /// Kernel ring buffer size, a power of two (overrides kernel.ring_buffer_size).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub ring_buffer_size: Option<u32>,
+    /// Kernel ring buffer size: "auto", or a power of two from 4K to 256M (overrides
+    /// kernel.ring_buffer_size).
+    #[arg(long, value_name = "BYTES")]
+    pub ring_buffer_size: Option<RingBufferSize>,
 
     /// Most sockets tracked at once (overrides tracker.max_sockets).
     #[arg(long, value_name = "N")]
@@ -250,10 +251,12 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
-    /// Size of the kernel ring buffer: a power of two, at least 4K (suffixes K, M, G).
-    /// Raise it if transitions are reported lost because the ring buffer was full.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES, value_parser = parse_size)]
-    pub ring_buffer_size: u32,
+    /// Size of the kernel ring buffer: "auto" (enough for the expiry burst of every timewait
+    /// socket the host keeps, net.ipv4.tcp_max_tw_buckets: 4M to 64M), or a power of two from
+    /// 4K to 256M (suffixes K, M, G). Raise it if events are reported lost because the ring
+    /// buffer was full.
+    #[arg(long, value_name = "BYTES", default_value_t = RingBufferSize::Auto)]
+    pub ring_buffer_size: RingBufferSize,
 
     /// Most sockets tracked at once (and, separately, most timewait sockets). When full, the
     /// oldest socket is evicted and counted. About 150 bytes each.
@@ -314,9 +317,7 @@ impl WatchArgs {
             _ => None,
         };
         WatchOptions {
-            load: LoadOptions {
-                ring_buffer_bytes: self.ring_buffer_size,
-            },
+            load: LoadOptions::sized(self.ring_buffer_size),
             filter: Filter {
                 ports: self.port,
                 nets: self.addr,
@@ -378,38 +379,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-fn parse_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, ""),
-    };
-    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        _ => {
-            return Err(format!(
-                "`{s}`: unknown unit; use a number of bytes with K, M or G"
-            ));
-        }
-    };
-    let value = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_shl(shift))
-        .filter(|n| u32::try_from(*n).is_ok())
-        .ok_or_else(|| format!("`{s}` is not a size this option accepts (at most 2G)"))?;
-    let value = u32::try_from(value).expect("checked above");
-    if value < 4096 || !value.is_power_of_two() {
-        return Err(format!(
-            "`{s}` must be a power of two of at least 4K, e.g. 1M, 4M or 16M"
-        ));
-    }
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
@@ -422,15 +391,16 @@ mod tests {
     }
 
     #[test]
-    fn sizes_parse_with_units_and_reject_non_powers_of_two() {
-        assert_eq!(parse_size("4M"), Ok(4 << 20));
-        assert_eq!(parse_size("256k"), Ok(256 << 10));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert!(parse_size("3M").unwrap_err().contains("power of two"));
-        assert!(parse_size("1K").unwrap_err().contains("at least 4K"));
-        assert!(parse_size("8G").is_err());
-        assert!(parse_size("4Q").unwrap_err().contains("unknown unit"));
+    fn ring_sizes_parse_as_the_configuration_file_takes_them() {
+        let run = Cli::try_parse_from(["observer", "run", "--ring-buffer-size", "16M"]).unwrap();
+        let Command::Run(args) = run.command else {
+            panic!("run")
+        };
+        assert_eq!(args.ring_buffer_size, Some(RingBufferSize::Bytes(16 << 20)));
+        let err = Cli::try_parse_from(["observer", "watch", "--ring-buffer-size", "1G"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 4K to 256M"), "{err}");
     }
 
     #[test]

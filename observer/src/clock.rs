@@ -13,6 +13,12 @@ pub fn mono_now_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// A duration in nanoseconds, saturating.
+#[must_use]
+pub fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Converts `CLOCK_MONOTONIC` timestamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct WallClock {

@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::load::DEFAULT_RING_BUFFER_BYTES;
+use crate::load::RingBufferSize;
 use crate::track::{DEFAULT_MAX_SOCKETS, EndCause, ResetClass};
 
 /// Where the daemon looks for its configuration unless told otherwise.
@@ -55,7 +55,7 @@ impl Default for MetricsConfig {
         Self {
             listen: DEFAULT_LISTEN,
             ports: Vec::new(),
-            max_port_labels: 64,
+            max_port_labels: crate::export::DEFAULT_MAX_PORT_LABELS,
         }
     }
 }
@@ -97,19 +97,12 @@ impl Default for TrackerConfig {
 }
 
 /// `[kernel]`: sizes of the eBPF maps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelConfig {
-    /// Bytes of the event ring buffer. Default [`DEFAULT_RING_BUFFER_BYTES`]; a power of two
-    /// from 4K to 1G. Written as an integer or as a string with a K, M or G suffix ("4M").
-    pub ring_buffer_size: u32,
-}
-
-impl Default for KernelConfig {
-    fn default() -> Self {
-        Self {
-            ring_buffer_size: DEFAULT_RING_BUFFER_BYTES,
-        }
-    }
+    /// Bytes of the event ring buffer: "auto" (the default: enough for the expiry burst of
+    /// every timewait socket the host keeps, from 4M to 64M), or a power of two from 4K to
+    /// 256M, written as an integer or as a string with a K, M or G suffix ("16M").
+    pub ring_buffer_size: RingBufferSize,
 }
 
 /// `[alerts]`: rule evaluation and where alerts go.
@@ -1455,11 +1448,9 @@ impl<const MIN_MS: u64> Visitor<'_> for DurVisitor<MIN_MS> {
     }
 }
 
-/// The ring buffer's size: bytes, or a string with a K, M or G suffix (powers of 1024).
-struct RingSize(u32);
-
-const RING_MIN: u64 = 4 << 10;
-const RING_MAX: u64 = 1 << 30;
+/// The ring buffer's size: "auto", bytes, or a string with a K, M or G suffix (powers of
+/// 1024); checked by [`RingBufferSize`].
+struct RingSize(RingBufferSize);
 
 impl<'de> Deserialize<'de> for RingSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -1470,77 +1461,29 @@ impl<'de> Deserialize<'de> for RingSize {
 struct RingSizeVisitor;
 
 impl Visitor<'_> for RingSizeVisitor {
-    type Value = u32;
+    type Value = RingBufferSize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a size, such as \"4M\", \"256K\" or 4194304")
+        f.write_str("\"auto\" or a size, such as \"16M\", \"256K\" or 4194304")
     }
 
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<u32, E> {
-        ring_size(value, &value.to_string()).map_err(E::custom)
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<RingBufferSize, E> {
+        RingBufferSize::bytes(value).map_err(E::custom)
     }
 
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<u32, E> {
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<RingBufferSize, E> {
         match u64::try_from(value) {
             Ok(value) => self.visit_u64(value),
             Err(_) => Err(E::custom(format!(
-                "invalid size {value}: must be a power of two from 4K to 1G, such as \"4M\""
+                "invalid size {value}: must be a power of two from 4K to 256M, such as \"16M\" \
+                 (or \"auto\")"
             ))),
         }
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<u32, E> {
-        let bytes = parse_size(text).ok_or_else(|| {
-            E::custom(format!(
-                "invalid size {text:?}: expected bytes, or a number with K, M or G (powers of \
-                 1024), such as \"4M\""
-            ))
-        })?;
-        ring_size(bytes, &format!("{text:?}")).map_err(E::custom)
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<RingBufferSize, E> {
+        text.parse().map_err(E::custom)
     }
-}
-
-fn ring_size(bytes: u64, shown: &str) -> Result<u32, String> {
-    if !(RING_MIN..=RING_MAX).contains(&bytes) {
-        return Err(format!(
-            "invalid size {shown}: must be a power of two from 4K to 1G, such as \"4M\""
-        ));
-    }
-    if !bytes.is_power_of_two() {
-        // The kernel requires a power of two; offer the two nearest.
-        let below = 1 << bytes.ilog2();
-        return Err(format!(
-            "invalid size {shown}: must be a power of two, such as \"{}\" or \"{}\"",
-            format_size(below),
-            format_size(below * 2)
-        ));
-    }
-    u32::try_from(bytes).map_err(|_| format!("invalid size {shown}: must be at most 1G"))
-}
-
-fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KI" | "KIB" => 10,
-        "M" | "MI" | "MIB" => 20,
-        "G" | "GI" | "GIB" => 30,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-fn format_size(bytes: u64) -> String {
-    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
 }
 
 #[cfg(test)]
@@ -1709,7 +1652,7 @@ window = "5m"
                 state_file: None,
             },
             kernel: KernelConfig {
-                ring_buffer_size: 256 << 10,
+                ring_buffer_size: RingBufferSize::Bytes(256 << 10),
             },
             alerts: AlertsConfig {
                 evaluation_interval: Duration::from_millis(500),
@@ -1846,18 +1789,21 @@ window = "5m"
              [[alerts.rules]]\nname = \"R\"\nkind = \"reset_rate\"\nabove_per_second = 1\n\
              [[alerts.rules]]\nname = \"L\"\nkind = \"lost_events_rate\"\n",
         );
-        assert_eq!(config.kernel.ring_buffer_size, 1 << 20);
+        assert_eq!(
+            config.kernel.ring_buffer_size,
+            RingBufferSize::Bytes(1 << 20)
+        );
         assert_eq!(
             parse("kernel.ring_buffer_size = \"1MiB\"")
                 .kernel
                 .ring_buffer_size,
-            1 << 20
+            RingBufferSize::Bytes(1 << 20)
         );
         assert_eq!(
-            parse("kernel.ring_buffer_size = \"1g\"")
+            parse("kernel.ring_buffer_size = \"auto\"")
                 .kernel
                 .ring_buffer_size,
-            1 << 30
+            RingBufferSize::Auto
         );
         assert_eq!(
             config.alerts.rules[0].kind,
@@ -2064,7 +2010,7 @@ older_than = "5x"
     fn ring_buffer_size_not_a_power_of_two() {
         assert_eq!(
             error("[kernel]\nring_buffer_size = \"3M\"\n"),
-            "observer.toml:2:20: kernel.ring_buffer_size: invalid size \"3M\": must be a power \
+            "observer.toml:2:20: kernel.ring_buffer_size: invalid size 3M: must be a power \
              of two, such as \"2M\" or \"4M\""
         );
         assert_eq!(
@@ -2073,14 +2019,15 @@ older_than = "5x"
              two, such as \"4K\" or \"8K\""
         );
         assert_eq!(
-            error("[kernel]\nring_buffer_size = \"2G\"\n"),
-            "observer.toml:2:20: kernel.ring_buffer_size: invalid size \"2G\": must be a power \
-             of two from 4K to 1G, such as \"4M\""
+            error("[kernel]\nring_buffer_size = \"1G\"\n"),
+            "observer.toml:2:20: kernel.ring_buffer_size: invalid size 1G: must be a power \
+             of two from 4K to 256M, such as \"16M\" (or \"auto\"); each byte is locked kernel \
+             memory"
         );
         assert_eq!(
             error("[kernel]\nring_buffer_size = \"4MB\"\n"),
-            "observer.toml:2:20: kernel.ring_buffer_size: invalid size \"4MB\": expected bytes, \
-             or a number with K, M or G (powers of 1024), such as \"4M\""
+            "observer.toml:2:20: kernel.ring_buffer_size: invalid size \"4MB\": expected \
+             \"auto\", bytes, or a number with K, M or G (powers of 1024), such as \"16M\""
         );
     }
 

@@ -7,9 +7,14 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    clock::mono_now_ns,
     decode::{DecodeError, Decoder, Event},
     load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY},
 };
+
+/// A program submits its record microseconds after reserving it; a drain stops at the first
+/// record not yet submitted. Records reserved this long before a drain began have been read.
+const SUBMIT_MARGIN_NS: u64 = 1_000_000;
 
 /// Everything lost between the kernel and the consumer, so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,6 +140,20 @@ impl EventStream {
             }
         }
         Ok(())
+    }
+
+    /// Waits until the kernel wakes the reader or [`READ_EVERY`] passes, then appends every
+    /// available event to `out` (possibly none). Returns a time (`CLOCK_MONOTONIC` ns) before
+    /// which every record was read: the drain's start, less a margin for records reserved but
+    /// not yet submitted. Cancel-safe: records are consumed only after the wait.
+    pub async fn read(&mut self, out: &mut Vec<Event>) -> std::io::Result<u64> {
+        if let Ok(guard) = tokio::time::timeout(READ_EVERY, self.ring.readable_mut()).await {
+            // Cleared before draining, so a wakeup during the drain is not lost.
+            guard?.clear_ready();
+        }
+        let began = mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS);
+        self.decoder.drain(self.ring.get_mut(), out);
+        Ok(began)
     }
 
     /// Appends what is in the ring buffer now, without waiting (used before exiting so that

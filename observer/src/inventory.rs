@@ -1,5 +1,5 @@
-//! What sock_diag says exists, as tracker input: start-up seeding, periodic reconciliation,
-//! and the processes holding lingering CLOSE_WAIT sockets.
+//! What sock_diag says exists, as tracker input: the sockets of a dump as the tracker takes
+//! them, and the processes holding lingering CLOSE_WAIT sockets.
 //!
 //! Blocking (netlink dumps, a walk of /proc): run it off the event loop.
 
@@ -15,7 +15,21 @@ use crate::{
     track::{SeedSocket, Tracker, Tuple},
 };
 
-/// One sock_diag dump of every network namespace that could be listed.
+/// A socket of a dump, as the tracker takes it.
+#[must_use]
+pub fn seed_of(s: &DiagSocket) -> SeedSocket {
+    SeedSocket {
+        tuple: tuple(s),
+        state: s.state,
+        // Timewait sockets have no file; their timer says which kind they are.
+        timewait: s.state == TcpState::TimeWait || (s.inode == 0 && s.timer == DiagTimer::TimeWait),
+        owner: None,
+        cookie: s.cookie,
+    }
+}
+
+/// One sock_diag dump of every network namespace that could be listed, kept whole: for tests
+/// and tools. The daemon applies dumps as they arrive instead (`pipeline`).
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub sockets: Vec<DiagSocket>,
@@ -53,62 +67,96 @@ impl Inventory {
     /// The dump as tracker input.
     #[must_use]
     pub fn seeds(&self) -> Vec<SeedSocket> {
-        self.sockets
-            .iter()
-            .map(|s| SeedSocket {
-                tuple: tuple(s),
-                state: s.state,
-                // Timewait sockets have no file; their timer says which kind they are.
-                timewait: s.state == TcpState::TimeWait
-                    || (s.inode == 0 && s.timer == DiagTimer::TimeWait),
-                owner: None,
-                cookie: s.cookie,
-            })
-            .collect()
+        self.sockets.iter().map(seed_of).collect()
     }
+}
 
-    /// Resolves, through /proc, the process holding each CLOSE_WAIT socket that has been in
-    /// CLOSE_WAIT for at least `older_than_ns` and whose holder is not known yet. Returns how
-    /// many were resolved.
-    pub fn resolve_close_wait_owners(
-        &self,
-        tracker: &mut Tracker,
-        older_than_ns: u64,
-        now_ns: u64,
-    ) -> usize {
-        let candidates: Vec<_> = tracker
-            .close_wait()
-            .into_iter()
-            .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
-            .collect();
-        // Most evaluations find every old CLOSE_WAIT already resolved: skip indexing the dump.
-        if candidates.is_empty() {
-            return 0;
-        }
-        let inodes_by_tuple: FxHashMap<Tuple, u64> = self
-            .sockets
-            .iter()
-            .filter(|s| s.state == TcpState::CloseWait && s.inode != 0)
-            .map(|s| (tuple(s), s.inode))
-            .collect();
-        let wanted: Vec<_> = candidates
-            .into_iter()
-            .filter_map(|e| inodes_by_tuple.get(&e.tuple).map(|inode| (e.key, *inode)))
-            .collect();
-        if wanted.is_empty() {
-            return 0;
-        }
-        let inodes: HashSet<u64> = wanted.iter().map(|(_, inode)| *inode).collect();
-        let holders = sockdiag::holders_of(&inodes);
-        let mut resolved = 0;
-        for (key, inode) in wanted {
-            if let Some(h) = holders.get(&inode).and_then(|h| h.first()) {
-                tracker.set_owner_from_fd(key, Task::named(h.pid, &h.comm));
-                resolved += 1;
-            }
-        }
-        resolved
+/// A CLOSE_WAIT socket whose holder is wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerWanted {
+    /// Tracker key.
+    pub key: u64,
+    pub tuple: Tuple,
+}
+
+/// The process holding a CLOSE_WAIT socket's file descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerFound {
+    pub key: u64,
+    pub tuple: Tuple,
+    pub owner: Task,
+}
+
+/// The CLOSE_WAIT sockets in CLOSE_WAIT for at least `older_than_ns` whose holder is not known
+/// yet.
+#[must_use]
+pub fn owners_wanted(tracker: &Tracker, older_than_ns: u64, now_ns: u64) -> Vec<OwnerWanted> {
+    tracker
+        .close_wait()
+        .into_iter()
+        .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
+        .map(|e| OwnerWanted {
+            key: e.key,
+            tuple: e.tuple,
+        })
+        .collect()
+}
+
+/// Finds the processes holding `wanted` sockets: their inodes from a dump of the CLOSE_WAIT
+/// sockets of their namespaces, then a walk of `/proc/*/fd`. Blocking.
+#[must_use]
+pub fn find_owners(wanted: &[OwnerWanted]) -> Vec<OwnerFound> {
+    if wanted.is_empty() {
+        return Vec::new();
     }
+    let keys: FxHashMap<Tuple, u64> = wanted.iter().map(|w| (w.tuple, w.key)).collect();
+    let namespaces: FxHashSet<u32> = wanted.iter().map(|w| w.tuple.netns).collect();
+    let mut inodes: FxHashMap<Tuple, u64> = FxHashMap::default();
+    let close_wait = sockdiag::state_mask(&[TcpState::CloseWait]);
+    for ns in sockdiag::list_netns()
+        .into_iter()
+        .filter(|ns| namespaces.contains(&ns.inode))
+    {
+        let found = sockdiag::each_in_netns(&ns, close_wait, &mut |s| {
+            let t = tuple(&s);
+            if s.inode != 0 && keys.contains_key(&t) {
+                inodes.insert(t, s.inode);
+            }
+        });
+        if let Err(e) = found {
+            log::debug!("sock_diag: {}: {e}", ns.path.display());
+        }
+    }
+    let wanted_inodes: HashSet<u64> = inodes.values().copied().collect();
+    let holders = sockdiag::holders_of(&wanted_inodes);
+    inodes
+        .into_iter()
+        .filter_map(|(tuple, inode)| {
+            let h = holders.get(&inode)?.first()?;
+            Some(OwnerFound {
+                key: keys[&tuple],
+                tuple,
+                owner: Task::named(h.pid, &h.comm),
+            })
+        })
+        .collect()
+}
+
+/// Records the holders found, for the sockets that are still the same CLOSE_WAIT sockets;
+/// returns how many.
+pub fn apply_owners(tracker: &mut Tracker, found: &[OwnerFound]) -> usize {
+    found
+        .iter()
+        .filter(|f| tracker.set_owner_from_fd(f.key, &f.tuple, f.owner))
+        .count()
+}
+
+/// Resolves at once, blocking, the holders of the CLOSE_WAIT sockets older than
+/// `older_than_ns`; returns how many were resolved.
+pub fn resolve_close_wait_owners(tracker: &mut Tracker, older_than_ns: u64, now_ns: u64) -> usize {
+    let wanted = owners_wanted(tracker, older_than_ns, now_ns);
+    let found = find_owners(&wanted);
+    apply_owners(tracker, &found)
 }
 
 fn tuple(s: &DiagSocket) -> Tuple {

@@ -1,10 +1,10 @@
 //! observer: TCP connection states observed with eBPF.
 //!
 //! The pipeline: [`load`] attaches the eBPF programs, [`events`] reads and [`decode`]s their
-//! records, [`feed`] applies them to the [`track`]er (seeded and reconciled from [`sockdiag`]
-//! through [`inventory`]), and the tracker's knowledge goes out as Prometheus metrics
-//! ([`export`]) and [`alerts`]. [`run`] is the daemon, [`watch`] the live terminal view;
-//! [`config`] is the daemon's configuration file.
+//! records, the [`pipeline`] applies them to the [`track`]er (seeded and reconciled from
+//! [`sockdiag`] through [`inventory`]), and the tracker's knowledge goes out as Prometheus
+//! metrics ([`export`]) and [`alerts`]. [`run`] is the daemon, [`watch`] the live terminal
+//! view, both on the one [`pipeline`]; [`config`] is the daemon's configuration file.
 
 pub mod alerts;
 pub mod clock;
@@ -13,10 +13,10 @@ pub mod decode;
 pub mod doctor;
 pub mod events;
 pub mod export;
-pub mod feed;
 pub mod inventory;
 pub mod listen_queues;
 pub mod load;
+pub mod pipeline;
 pub mod run;
 pub mod sockdiag;
 pub mod track;

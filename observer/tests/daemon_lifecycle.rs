@@ -271,3 +271,100 @@ fn kill_9_then_restart_keeps_close_wait_ages_and_alerts() {
     drop(server);
     assert!(observer.terminate().unwrap().success());
 }
+
+/// The first notification of a CLOSE_WAIT leak names the process holding the socket, even when
+/// the rule's threshold is shorter than `tracker.owner_after`: the holder is looked for before
+/// the alert is evaluated.
+#[test]
+fn the_first_close_wait_notification_names_its_holder() {
+    if !privileged("the_first_close_wait_notification_names_its_holder") {
+        return;
+    }
+    let dir = TempDir::new("owner");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = dir.path("alerts.jsonl");
+    let path = config(
+        &dir,
+        addr,
+        "1s",
+        &format!("file = \"{}\"\n", file.display()),
+    );
+    let mut observer = start(&path, &[], &[]);
+    wait_serving(&mut observer, addr);
+    let ns = NetNs::new("owner").unwrap();
+    let netns = ns.inode();
+    let (server, port) = leak(&ns);
+    let first = wait_for(Duration::from_secs(20), "the first notification", || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| {
+                r["labels"]["netns"].as_str() == Some(netns.to_string().as_str())
+                    && r["labels"]["local_port"].as_str() == Some(port.to_string().as_str())
+            })
+    });
+    assert_eq!(first["status"], "firing", "{first}");
+    assert_eq!(
+        first["labels"]["pid"],
+        std::process::id().to_string(),
+        "{first}"
+    );
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(first["labels"]["comm"], comm.trim(), "{first}");
+    assert!(
+        first["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("(pid {})", std::process::id())),
+        "{first}"
+    );
+    drop(server);
+    assert!(observer.terminate().unwrap().success());
+}
+
+/// An alerts file that cannot be written costs only its lines: the daemon starts, serves, and
+/// counts each failed line.
+#[test]
+fn an_unwritable_alerts_file_is_counted_not_fatal() {
+    if !privileged("an_unwritable_alerts_file_is_counted_not_fatal") {
+        return;
+    }
+    let dir = TempDir::new("badfile");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let path = config(
+        &dir,
+        addr,
+        "1s",
+        "file = \"/nonexistent-observer-test/alerts.jsonl\"\n",
+    );
+    let mut observer = start(&path, &[], &[]);
+    wait_serving(&mut observer, addr);
+    assert!(
+        observer.log().contains("cannot open the alerts file"),
+        "{}",
+        observer.log()
+    );
+    let ns = NetNs::new("badfile").unwrap();
+    let (server, port) = leak(&ns);
+    wait_for(Duration::from_secs(20), "the alert", || {
+        alerts_for(addr, ns.inode(), port).into_iter().next()
+    });
+    let failed = wait_for(Duration::from_secs(10), "a failed line counted", || {
+        metric(
+            addr,
+            "observer_alert_notifications_total{sink=\"file\",result=\"failed\"}",
+        )
+        .filter(|n| *n >= 1.0)
+    });
+    assert!(failed >= 1.0);
+    assert_eq!(
+        metric(
+            addr,
+            "observer_alert_notifications_total{sink=\"file\",result=\"sent\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(observer.exited().is_none(), "still running");
+    drop(server);
+    assert!(observer.terminate().unwrap().success());
+}

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    V4, V6,
+    V4, V6, exposition,
     netns::{InputDrop, NetNs},
     privileged, promql,
     services::{Process, TempDir, encode, free_port, get, have, observer_run, wait_for},
@@ -146,6 +146,7 @@ fn is_socket(alert: &Value, netns: u32, port: u16) -> bool {
 /// SYN-ACK retransmission and a connect timeout.
 fn traffic(ns: &NetNs) -> Vec<(TcpStream, u16)> {
     lost_handshakes(ns);
+    known_close_wait_durations(ns);
     ns.enter(|| {
         let mut leaks = Vec::new();
         for addr in [V4, V6] {
@@ -170,6 +171,28 @@ fn traffic(ns: &NetNs) -> Vec<(TcpStream, u16)> {
         }
         leaks
     })
+}
+
+/// CLOSE_WAIT that lasts a known time: 4 sockets for 20 ms, 6 for 200 ms (the server closes
+/// that long after the client's FIN). Nothing else on the host waits in CLOSE_WAIT for 10 to
+/// 500 ms during the test, so those buckets hold exactly these.
+const CLOSE_WAIT_SHORT: (f64, f64, u64) = (0.01, 0.05, 4);
+const CLOSE_WAIT_LONG: (f64, f64, u64) = (0.1, 0.5, 6);
+
+fn known_close_wait_durations(ns: &NetNs) {
+    ns.enter(|| {
+        for (count, ms) in [(CLOSE_WAIT_SHORT.2, 20), (CLOSE_WAIT_LONG.2, 200)] {
+            for _ in 0..count {
+                let support::Pair {
+                    client, mut server, ..
+                } = support::connected_pair(V4);
+                drop(client);
+                assert_eq!(server.read(&mut [0u8; 8]).unwrap(), 0, "server sees EOF");
+                std::thread::sleep(Duration::from_millis(ms));
+                drop(server);
+            }
+        }
+    });
 }
 
 /// A handshake whose final ACK is dropped (the server retransmits its SYN-ACK after 1 s), and
@@ -243,6 +266,7 @@ fn prometheus_scrapes_and_alertmanager_receives_a_close_wait_leak() {
         assert!(alert["generatorURL"].as_str().unwrap().ends_with("/alerts"));
     }
     check_daemon_endpoints(metrics);
+    check_histograms(metrics, prometheus);
     check_queries_in_prometheus(prometheus);
 
     // Closing the sockets resolves the alerts, in Alertmanager too.
@@ -317,6 +341,103 @@ fn check_daemon_endpoints(metrics: SocketAddr) {
     );
     promtool.1.retain(|c| !c.is_whitespace());
     assert_eq!(promtool.1, "", "promtool check metrics has remarks");
+}
+
+/// Every histogram of /metrics is valid, the known CLOSE_WAIT durations are in their buckets,
+/// and Prometheus's `histogram_quantile` over them is what the buckets say.
+fn check_histograms(metrics: SocketAddr, prometheus: SocketAddr) {
+    let text = get(metrics, "/metrics", None).unwrap().body;
+    let all = exposition::histograms(
+        &exposition::samples(&text),
+        "observer_tcp_state_duration_seconds",
+    );
+    assert_eq!(all.len(), 12, "one histogram per state");
+    let close_wait =
+        std::collections::BTreeMap::from([("state".to_owned(), "CLOSE_WAIT".to_owned())]);
+    let cw = &all[&close_wait];
+    for (low, high, n) in [CLOSE_WAIT_SHORT, CLOSE_WAIT_LONG] {
+        assert_eq!(
+            cw.between(low, high),
+            n,
+            "CLOSE_WAIT in ({low}, {high}]: {cw:?}"
+        );
+    }
+
+    // Prometheus, at one instant: the buckets it scraped, and its quantile over them. The
+    // quantile taken is the rank of the 4th of the 6 long ones, inside (0.1, 0.5].
+    let series = "observer_tcp_state_duration_seconds_bucket{state=\"CLOSE_WAIT\"}";
+    let at = wait_for(
+        Duration::from_secs(30),
+        "Prometheus to scrape the durations",
+        || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+                - 1.0;
+            let scraped = bucket_values(prometheus, series, now)?;
+            (scraped.between(CLOSE_WAIT_LONG.0, CLOSE_WAIT_LONG.1) == CLOSE_WAIT_LONG.2)
+                .then_some((now, scraped))
+        },
+    );
+    let (time, scraped) = at;
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let q = (scraped.at(CLOSE_WAIT_LONG.0) + 4) as f64 / scraped.count as f64;
+    let expected = scraped.quantile(q);
+    assert!(
+        (CLOSE_WAIT_LONG.0..=CLOSE_WAIT_LONG.1).contains(&expected),
+        "{expected} from {scraped:?}"
+    );
+    let expr = format!("histogram_quantile({q}, {series})");
+    let got = instant_value(prometheus, &expr, time).expect("histogram_quantile has a value");
+    assert!(
+        (got - expected).abs() < 1e-9,
+        "histogram_quantile({q}) is {got} in Prometheus, {expected} from its buckets {scraped:?}"
+    );
+}
+
+/// The buckets of one histogram series as Prometheus holds them at `time` (Unix seconds).
+fn bucket_values(prometheus: SocketAddr, series: &str, time: f64) -> Option<exposition::Histogram> {
+    let v = json(
+        prometheus,
+        &format!("/api/v1/query?query={}&time={time}", encode(series)),
+    )?;
+    let mut buckets: Vec<(f64, u64)> = v["data"]["result"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let le = r["metric"]["le"].as_str().unwrap();
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            let value: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+            (bound, exposition::count(value))
+        })
+        .collect();
+    if buckets.is_empty() {
+        return None;
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last()?.1;
+    Some(exposition::Histogram {
+        buckets,
+        sum: 0.0,
+        count,
+    })
+}
+
+/// The value of a query with one result, at `time` (Unix seconds).
+fn instant_value(prometheus: SocketAddr, expr: &str, time: f64) -> Option<f64> {
+    let v = json(
+        prometheus,
+        &format!("/api/v1/query?query={}&time={time}", encode(expr)),
+    )?;
+    v["data"]["result"].as_array()?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 /// Every dashboard query, and the query side of every shipped rule, returns data from a real

@@ -13,7 +13,7 @@ use std::{
 use observer::{
     decode::ResetDirection,
     track::{Note, Report, TimewaitEnd, resets::ResetClass},
-    {clock::mono_now_ns, inventory::Inventory},
+    {clock::mono_now_ns, inventory, inventory::Inventory},
 };
 use observer_common::TcpState::{self, CloseWait, Established, FinWait2, TimeWait};
 use socket2::{Domain, Socket, Type};
@@ -236,8 +236,7 @@ fn close_wait_leak_is_listed_with_its_age_and_owner(addr: IpAddr) {
         "its entry into CLOSE_WAIT was seen"
     );
 
-    let inventory = Inventory::take();
-    let resolved = inventory.resolve_close_wait_owners(&mut rec.tracker, 0, mono_now_ns());
+    let resolved = inventory::resolve_close_wait_owners(&mut rec.tracker, 0, mono_now_ns());
     assert!(resolved >= 1);
     let e = entry(&rec);
     assert!(e.owner_from_fd);

@@ -20,7 +20,7 @@ use aya::{
     programs::TracePoint,
 };
 use observer::load::{
-    DEFAULT_RING_BUFFER_BYTES, READ_EVERY, object,
+    LoadOptions, READ_EVERY, object,
     prog_stats::{self, ProgStats},
     ring_wakeup_bytes,
 };
@@ -40,10 +40,10 @@ impl Baseline {
         observer::load::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", DEFAULT_RING_BUFFER_BYTES)
+            .map_max_entries("EVENTS", LoadOptions::default().ring_buffer_bytes)
             .override_global(
                 "RING_WAKEUP_BYTES",
-                &ring_wakeup_bytes(DEFAULT_RING_BUFFER_BYTES),
+                &ring_wakeup_bytes(LoadOptions::default().ring_buffer_bytes),
                 true,
             )
             .load(object())

@@ -41,21 +41,40 @@ impl DeliveryOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error(
-        "cannot open the alerts file {path} for appending: {source} (create its directory, or \
-         change alerts.file)"
-    )]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Alertmanager(#[from] AlertmanagerError),
 }
 
+/// The alerts file: opened when first written, and again after a failure, so that a file that
+/// cannot be written costs only its own lines (counted), never the daemon.
+struct FileSink {
+    path: PathBuf,
+    file: Option<File>,
+    /// The last failure was logged; the next success says so.
+    failing: bool,
+}
+
+impl FileSink {
+    fn open(path: &std::path::Path) -> std::io::Result<File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(Self::open(&self.path)?),
+        };
+        let written = file.write_all(line);
+        if written.is_err() {
+            self.file = None;
+        }
+        written
+    }
+}
+
 pub struct Delivery {
     log: bool,
-    file: Option<(PathBuf, File)>,
+    file: Option<FileSink>,
     alertmanager: Option<Alertmanager>,
     resend_every: Duration,
     /// How long a firing alert stays valid in Alertmanager without a resend.
@@ -94,19 +113,25 @@ impl<'a> ChangeRecord<'a> {
 }
 
 impl Delivery {
-    /// Opens the file and starts the Alertmanager client (on the current tokio runtime).
+    /// Opens the file and starts the Alertmanager client (on the current tokio runtime). A
+    /// file that cannot be opened is said once and tried again at each line.
     pub fn new(options: DeliveryOptions) -> Result<Self, DeliveryError> {
-        let file = options
-            .file
-            .map(|path| {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map(|f| (path.clone(), f))
-                    .map_err(|source| DeliveryError::File { path, source })
-            })
-            .transpose()?;
+        let file = options.file.map(|path| {
+            let opened = FileSink::open(&path);
+            if let Err(e) = &opened {
+                log::warn!(
+                    "cannot open the alerts file {} for appending: {e} (create its directory, \
+                     or change alerts.file); its lines are counted as failed until it can be \
+                     written",
+                    path.display()
+                );
+            }
+            FileSink {
+                failing: opened.is_err(),
+                file: opened.ok(),
+                path,
+            }
+        });
         let (alertmanager, resend_every) = match options.alertmanager {
             Some(am) => {
                 let mut o = AlertmanagerOptions::new(am.url.clone());
@@ -202,16 +227,27 @@ impl Delivery {
     }
 
     fn write_file(&mut self, c: &Change, now: Timestamp) {
-        let Some((path, file)) = &mut self.file else {
+        let Some(sink) = &mut self.file else {
             return;
         };
         let mut line = serde_json::to_vec(&ChangeRecord::new(c, now)).expect("alerts serialize");
         line.push(b'\n');
-        match file.write_all(&line) {
-            Ok(()) => self.file_written += 1,
+        match sink.write(&line) {
+            Ok(()) => {
+                self.file_written += 1;
+                if std::mem::take(&mut sink.failing) {
+                    log::info!("the alerts file {} is written again", sink.path.display());
+                }
+            }
             Err(e) => {
                 self.file_failed += 1;
-                log::warn!("cannot write to the alerts file {}: {e}", path.display());
+                if !std::mem::replace(&mut sink.failing, true) {
+                    log::warn!(
+                        "cannot write to the alerts file {}: {e}; its lines are counted as \
+                         failed until it can be written",
+                        sink.path.display()
+                    );
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use super::{
     RuleCounts,
     rules::{History, Inputs, Instance, instances, longest_window},
 };
-use crate::{config::AlertRule, feed::nanos};
+use crate::{clock::nanos, config::AlertRule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

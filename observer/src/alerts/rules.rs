@@ -6,10 +6,9 @@ use std::{collections::BTreeMap, collections::VecDeque, time::Duration};
 use rustc_hash::FxHashMap;
 
 use crate::{
-    clock::seconds,
+    clock::{nanos, seconds},
     config::{AlertRule, RuleKind},
     decode::ResetDirection,
-    feed::nanos,
     sockdiag::{Listener, NetLimits},
     track::{EndCause, ResetClass, Tracker},
 };

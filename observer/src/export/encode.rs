@@ -406,6 +406,14 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "observer_tracker_corrected",
+            "Tracked sockets sock_diag listed in another state (a change was lost), corrected \
+             to the kernel's state.",
+            Counter,
+            [(vec![], f(st.corrected))],
+        )?;
+        family(
+            &mut e,
             "observer_tracker_retransmitting",
             "Connections followed for their retransmissions now.",
             Gauge,
@@ -491,5 +499,97 @@ impl Collector for SnapshotCollector {
             ],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::TcpState::{Close, Established, FinWait1, SynSent};
+    use rustc_hash::FxHashMap;
+
+    use crate::{
+        alerts::NotificationCounts,
+        decode::{Event, Family, Task, Transition},
+        export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
+        listen_queues::ListenQueues,
+        track::{Tracker, Tuple},
+    };
+
+    /// The value of one sample of the exposition.
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    #[expect(clippy::float_cmp, reason = "counts are exact small integers")]
+    fn histogram_buckets_are_cumulative_once_and_end_at_the_count() {
+        let mut tracker = Tracker::new(16);
+        let mut out = Vec::new();
+        let tuple = Tuple {
+            netns: 1,
+            local: "127.0.0.1:40000".parse().unwrap(),
+            remote: "127.0.0.1:80".parse().unwrap(),
+        };
+        // Three connections ESTABLISHED for 2 ms, 20 ms and 2 s.
+        for (sock, ms) in [(1u64, 2u64), (2, 20), (3, 2_000)] {
+            let t = |at: u64, old, new| {
+                Event::Transition(Transition {
+                    mono_ns: at * 1_000_000,
+                    sock,
+                    old,
+                    new,
+                    family: Family::Ipv4,
+                    local: tuple.local,
+                    remote: tuple.remote,
+                    netns: Some(tuple.netns),
+                    task: Task::named(1, "t"),
+                    owner_context: true,
+                    has_socket: Some(true),
+                })
+            };
+            for e in [
+                t(0, Close, SynSent),
+                t(1, SynSent, Established),
+                t(1 + ms, Established, FinWait1),
+                t(2 + ms, FinWait1, Close),
+            ] {
+                tracker.apply(&e, &mut out);
+            }
+        }
+        let mut ports = PortLabels::new(&[], 4);
+        let snapshot = MetricsSnapshot::take(&mut Sources {
+            tracker: &tracker,
+            transitions: &TransitionCounts::default(),
+            received: 0,
+            losses: crate::events::Losses::default(),
+            limits: &FxHashMap::default(),
+            listen: &ListenQueues::default(),
+            half_open_after_ns: 0,
+            alerts: &[],
+            notifications: NotificationCounts::default(),
+            ports: &mut ports,
+            now_ns: 0,
+        });
+        let text = snapshot.encode();
+        let h = "observer_tcp_state_duration_seconds";
+        let s = "state=\"ESTABLISHED\"";
+        assert_eq!(value(&text, &format!("{h}_count{{{s}}}")), 3.0);
+        assert_eq!(value(&text, &format!("{h}_bucket{{le=\"+Inf\",{s}}}")), 3.0);
+        assert_eq!(
+            value(&text, &format!("{h}_bucket{{le=\"0.001\",{s}}}")),
+            0.0
+        );
+        assert_eq!(
+            value(&text, &format!("{h}_bucket{{le=\"0.005\",{s}}}")),
+            1.0
+        );
+        assert_eq!(value(&text, &format!("{h}_bucket{{le=\"0.05\",{s}}}")), 2.0);
+        assert_eq!(value(&text, &format!("{h}_bucket{{le=\"1.0\",{s}}}")), 2.0);
+        assert_eq!(value(&text, &format!("{h}_bucket{{le=\"5.0\",{s}}}")), 3.0);
+        assert!((value(&text, &format!("{h}_sum{{{s}}}")) - 2.022).abs() < 1e-9);
     }
 }

@@ -14,7 +14,7 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 pub use self::{
-    ports::{PortLabel, PortLabels},
+    ports::{DEFAULT_MAX_PORT_LABELS, PortLabel, PortLabels},
     transitions::TransitionCounts,
 };
 use crate::{

@@ -8,6 +8,7 @@ pub mod kallsyms;
 pub mod kernel_config;
 pub mod privileges;
 pub mod prog_stats;
+mod ring_size;
 pub mod tracefs;
 
 use std::os::fd::AsFd as _;
@@ -21,6 +22,7 @@ use observer_common::record::Counter;
 use thiserror::Error;
 
 use self::prog_stats::ProgStats;
+pub use self::ring_size::{RingBufferSize, format_size};
 use crate::decode::Decoder;
 
 /// The eBPF object built by build.rs from the observer-ebpf crate.
@@ -32,10 +34,6 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub fn object() -> &'static [u8] {
     EBPF_OBJECT
 }
-
-/// Default ring buffer size: 4 MiB holds about 28,000 records, several times what this
-/// machine can produce between two reads even at peak churn.
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
 
 /// How often readers of the ring buffer look for records on their own. The programs wake the
 /// reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]), so below that rate
@@ -94,12 +92,32 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
 }
 
-impl Default for LoadOptions {
-    fn default() -> Self {
+impl LoadOptions {
+    /// The options for a ring of `size`; `auto` is sized from this network namespace's
+    /// `net.ipv4.tcp_max_tw_buckets`.
+    #[must_use]
+    pub fn sized(size: RingBufferSize) -> Self {
         Self {
-            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            ring_buffer_bytes: size.resolve(max_tw_buckets()),
         }
     }
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self::sized(RingBufferSize::Auto)
+    }
+}
+
+/// `net.ipv4.tcp_max_tw_buckets`: how many timewait sockets the host may hold (and so expire
+/// at once).
+#[must_use]
+pub fn max_tw_buckets() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whether an optional part of the observation works on this kernel.

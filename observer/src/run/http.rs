@@ -10,8 +10,8 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use super::state::Shared;
 use crate::export::text_format;
+use crate::pipeline::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

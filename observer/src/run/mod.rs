@@ -5,31 +5,20 @@
 pub mod http;
 pub mod notify;
 mod restart;
-mod state;
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    task::JoinHandle,
-    time::Interval,
-};
+use tokio::signal::unix::{SignalKind, signal};
 
-pub use self::state::{Shared, State};
 use self::{notify::Notifier, restart::RestartState};
+pub use crate::pipeline::{Shared, State};
 use crate::{
-    alerts::{Delivery, DeliveryOptions, Engine},
+    alerts::{Delivery, DeliveryOptions},
     config::Config,
-    decode::Event,
-    events::{EventStream, Losses},
-    export::{PortLabels, TransitionCounts},
-    feed,
-    listen_queues::ListenQueues,
+    export::PortLabels,
     load::LoadOptions,
-    sockdiag::{self, ListenSnapshot},
-    track::{Report, Tracker},
-    {clock::mono_now_ns, inventory::Inventory},
+    pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
 };
 
 /// systemd's STATUS line is refreshed this often.
@@ -50,44 +39,24 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut watchdog = every_or_never(notifier.watchdog_interval());
     let mut status = interval_after(STATUS_EVERY);
-    let mut timers = Timers::of(&daemon);
-    let mut pending_dump: Option<JoinHandle<Inventory>> = None;
-    let mut pending_listen: Option<JoinHandle<ListenSnapshot>> = None;
+    let mut resend = interval_after(daemon.delivery.resend_every());
 
     loop {
         tokio::select! {
-            r = daemon.stream.next_batch(&mut daemon.batch) => r.context("reading the ring buffer")?,
-            _ = tick.tick() => daemon.update_losses()?,
-            _ = timers.reconcile.tick(), if pending_dump.is_none() => {
-                pending_dump = Some(tokio::task::spawn_blocking(Inventory::take));
-            }
-            dump = async { pending_dump.as_mut().expect("guarded").await }, if pending_dump.is_some() => {
-                pending_dump = None;
-                daemon.reconcile(dump.context("the sock_diag dump panicked")?);
-            }
-            _ = timers.listen.tick(), if pending_listen.is_none() => {
-                pending_listen = Some(tokio::task::spawn_blocking(sockdiag::listeners_all));
-            }
-            sample = async { pending_listen.as_mut().expect("guarded").await }, if pending_listen.is_some() => {
-                pending_listen = None;
-                daemon.shared.lock().listen.update(sample.context("the listener sample panicked")?);
-            }
-            // Restart state is written after each evaluation, so saved alerts are current.
-            _ = timers.evaluate.tick() => {
-                daemon.evaluate();
-                daemon.save();
-            }
-            _ = timers.resend.tick() => daemon.resend(),
+            step = daemon.pipeline.next() => daemon.step(&step?),
+            _ = resend.tick() => daemon.resend(),
             _ = watchdog.tick() => notifier.watchdog(),
             _ = status.tick() => notifier.status(&daemon.status()),
             _ = sighup.recv() => {
                 notifier.reloading();
+                let resend_every = daemon.delivery.resend_every();
                 match daemon.reload(path.as_ref(), &overrides) {
                     Ok(()) => {
-                        timers = Timers::of(&daemon);
+                        if daemon.delivery.resend_every() != resend_every {
+                            resend = interval_after(daemon.delivery.resend_every());
+                        }
                         notifier.reloaded(&daemon.status());
                     }
                     Err(e) => {
@@ -99,42 +68,17 @@ pub async fn run(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
-        daemon.apply();
     }
     notifier.stopping();
     daemon.stop().await
 }
 
-/// The periods that come from the configuration (recreated on reload).
-struct Timers {
-    reconcile: Interval,
-    evaluate: Interval,
-    resend: Interval,
-    listen: Interval,
-}
-
-impl Timers {
-    fn of(daemon: &Daemon) -> Self {
-        Self {
-            reconcile: interval_after(daemon.config.tracker.reconcile_every),
-            evaluate: tokio::time::interval(daemon.config.alerts.evaluation_interval),
-            resend: interval_after(daemon.delivery.resend_every()),
-            listen: tokio::time::interval(daemon.config.tracker.listen_every),
-        }
-    }
-}
-
-/// The daemon's parts; the tracker itself lives in [`Shared`], under the lock.
+/// The daemon's parts around the pipeline.
 struct Daemon {
     config: Config,
-    stream: EventStream,
-    shared: Shared,
-    engine: Engine,
+    pipeline: Pipeline,
     delivery: Delivery,
-    inventory: Inventory,
     restart: Option<RestartState>,
-    batch: Vec<Event>,
-    reports: Vec<Report>,
 }
 
 fn delivery_options(config: &Config) -> DeliveryOptions {
@@ -144,32 +88,42 @@ fn delivery_options(config: &Config) -> DeliveryOptions {
     )
 }
 
+/// What the pipeline runs with, from the configuration.
+fn settings(config: &Config) -> Settings {
+    Settings {
+        half_open_after: config.tracker.half_open_after,
+        reconcile_every: config.tracker.reconcile_every,
+        listen_every: Some(config.tracker.listen_every),
+        owner_after: config.tracker.owner_after,
+        evaluate_every: Some(config.alerts.evaluation_interval),
+        alerts: Some(AlertSettings {
+            rules: config.effective_rules(),
+            max_per_rule: config.alerts.max_alerts_per_rule,
+        }),
+    }
+}
+
 impl Daemon {
-    /// Attaches the programs, binds the metrics port, seeds from sock_diag, restores what the
-    /// previous run saved, starts serving.
+    /// Binds the metrics port, attaches the programs and seeds from sock_diag, restores what
+    /// the previous run saved, starts serving.
     async fn start(mut config: Config) -> anyhow::Result<Self> {
-        let mut stream = EventStream::open(&LoadOptions {
-            ring_buffer_bytes: config.kernel.ring_buffer_size,
-        })?;
         let listener = http::bind(config.metrics.listen).await?;
         // Port 0 means "any": alert links need the real one.
         config.metrics.listen = listener
             .local_addr()
             .context("reading the listening address")?;
-        let mut engine = Engine::new(config.effective_rules(), config.alerts.max_alerts_per_rule);
         let delivery = Delivery::new(delivery_options(&config))?;
-
-        let mut batch = Vec::with_capacity(1024);
-        let mut reports = Vec::with_capacity(1024);
-        let dump = tokio::task::spawn_blocking(Inventory::take)
-            .await
-            .context("the sock_diag dump panicked")?;
-        let mut tracker = Tracker::new(config.tracker.max_sockets);
-        tracker.set_half_open_after(feed::nanos(config.tracker.half_open_after));
-        let seeded = feed::seed(&mut tracker, &mut stream, &mut batch, &mut reports, &dump);
+        let mut pipeline = Pipeline::start(pipeline::Options {
+            load: LoadOptions::sized(config.kernel.ring_buffer_size),
+            max_sockets: config.tracker.max_sockets,
+            settings: settings(&config),
+        })
+        .await?;
         let restart = config.tracker.state_file.clone().map(RestartState::new);
         if let Some(r) = &restart {
-            let (sockets, alerts) = r.restore(&mut tracker, &mut engine);
+            let (sockets, alerts) = pipeline.with_parts(|tracker, engine| {
+                engine.map_or((0, 0), |engine| r.restore(tracker, engine))
+            });
             if sockets + alerts > 0 {
                 log::info!(
                     "restored from the previous run: when {sockets} CLOSE_WAIT sockets began, \
@@ -177,46 +131,32 @@ impl Daemon {
                 );
             }
         }
-        let mut transitions = TransitionCounts::default();
-        transitions.count(&reports);
-        reports.clear();
-        let shared = Shared::new(State {
-            tracker,
-            transitions,
-            received: stream.received(),
-            losses: stream.losses()?,
-            limits: dump.limits.clone(),
-            listen: ListenQueues::default(),
-            half_open_after_ns: feed::nanos(config.tracker.half_open_after),
-            ports: PortLabels::new(&config.metrics.ports, config.metrics.max_port_labels),
-            alert_counts: engine.counts(),
-            notifications: delivery.counts(),
-            active_alerts: Vec::new(),
-        });
-        http::serve(listener, shared.clone());
+        {
+            let mut s = pipeline.state();
+            s.ports = PortLabels::new(&config.metrics.ports, config.metrics.max_port_labels);
+            s.notifications = delivery.counts();
+        }
+        http::serve(listener, pipeline.shared());
+        let seeded = pipeline.seeded();
         log::info!(
-            "observing TCP connections: {seeded} sockets already open in {} network namespaces; \
+            "observing TCP connections: {} sockets already open in {} network namespaces; \
              metrics on http://{}/metrics; {} alert rules",
-            dump.dumped.len(),
+            seeded.outcome.added,
+            seeded.dumped.len(),
             config.metrics.listen,
-            engine.rules().len()
+            config.effective_rules().len()
         );
         Ok(Self {
             config,
-            stream,
-            shared,
-            engine,
+            pipeline,
             delivery,
-            inventory: dump,
             restart,
-            batch,
-            reports,
         })
     }
 
     /// One line for systemd's STATUS.
     fn status(&self) -> String {
-        let s = self.shared.lock();
+        let s = self.pipeline.state();
         let stats = s.tracker.stats();
         let firing: u64 = s.alert_counts.iter().map(|r| r.firing).sum();
         format!(
@@ -230,67 +170,32 @@ impl Daemon {
         )
     }
 
-    /// Applies the batch read from the ring buffer.
-    fn apply(&mut self) {
-        let mut s = self.shared.lock();
-        feed::apply(&mut s.tracker, &mut self.batch, &mut self.reports);
-        s.tracker.advance(mono_now_ns(), &mut self.reports);
-        s.transitions.count(&self.reports);
-        s.received = self.stream.received();
-        self.reports.clear();
-    }
-
-    fn update_losses(&mut self) -> anyhow::Result<()> {
-        let losses = self.stream.losses()?;
-        let mut s = self.shared.lock();
-        log_new_losses(&losses, &s.losses);
-        s.losses = losses;
-        Ok(())
-    }
-
-    fn reconcile(&mut self, dump: Inventory) {
-        let mut s = self.shared.lock();
-        feed::reconcile(
-            &mut s.tracker,
-            &mut self.stream,
-            &mut self.batch,
-            &mut self.reports,
-            &dump,
-        );
-        s.limits.clone_from(&dump.limits);
-        self.inventory = dump;
-    }
-
-    /// Evaluates the rules (CLOSE_WAIT owners resolved first) and delivers what changed.
-    fn evaluate(&mut self) {
-        let wall = jiff::Timestamp::now();
-        let mut guard = self.shared.lock();
-        let s = &mut *guard;
-        let changes = feed::evaluate_alerts(
-            &mut self.engine,
-            &mut s.tracker,
-            &self.inventory,
-            &s.listen.listeners,
-            self.config.tracker.owner_after,
-            s.losses.total(),
-            wall,
-        );
-        self.delivery.changes(&changes, wall);
-        s.alert_counts = self.engine.counts();
-        s.active_alerts = self.engine.active().cloned().collect();
-        s.notifications = self.delivery.counts();
+    /// Delivers what an evaluation changed; the restart state is written after each
+    /// evaluation, so that saved alerts are current.
+    fn step(&mut self, step: &Step) {
+        if !step.evaluated {
+            return;
+        }
+        self.delivery.changes(&step.changes, jiff::Timestamp::now());
+        self.pipeline.state().notifications = self.delivery.counts();
+        self.save();
     }
 
     fn resend(&mut self) {
-        self.delivery
-            .resend(self.engine.active(), jiff::Timestamp::now());
-        self.shared.lock().notifications = self.delivery.counts();
+        if let Some(engine) = self.pipeline.engine() {
+            self.delivery
+                .resend(engine.active(), jiff::Timestamp::now());
+        }
+        self.pipeline.state().notifications = self.delivery.counts();
     }
 
     fn save(&mut self) {
         if let Some(restart) = &mut self.restart {
-            let s = self.shared.lock();
-            restart.save(&s.tracker, &self.engine);
+            self.pipeline.with_parts(|tracker, engine| {
+                if let Some(engine) = engine {
+                    restart.save(tracker, engine);
+                }
+            });
         }
     }
 
@@ -328,38 +233,32 @@ impl Daemon {
         new.kernel = old.kernel.clone();
         new.tracker.max_sockets = old.tracker.max_sockets;
 
-        let delivery = if delivery_options(&new) == delivery_options(old) {
-            None
-        } else {
-            Some(Delivery::new(delivery_options(&new))?)
-        };
-        let changes = self
-            .engine
-            .set_rules(new.effective_rules(), new.alerts.max_alerts_per_rule);
-        if let Some(delivery) = delivery {
+        if delivery_options(&new) != delivery_options(old) {
+            let delivery = Delivery::new(delivery_options(&new))?;
             let previous = std::mem::replace(&mut self.delivery, delivery);
             tokio::spawn(previous.flush());
         }
+        let changes = self.pipeline.reconfigure(settings(&new));
         self.delivery.changes(&changes, jiff::Timestamp::now());
         {
-            let mut s = self.shared.lock();
+            let mut s = self.pipeline.state();
             if new.metrics.ports != old.metrics.ports
                 || new.metrics.max_port_labels != old.metrics.max_port_labels
             {
                 s.ports = PortLabels::new(&new.metrics.ports, new.metrics.max_port_labels);
             }
-            s.alert_counts = self.engine.counts();
             s.notifications = self.delivery.counts();
-            let half_open_after = feed::nanos(new.tracker.half_open_after);
-            s.half_open_after_ns = half_open_after;
-            s.tracker.set_half_open_after(half_open_after);
+        }
+        if let Some(engine) = self.pipeline.engine() {
+            let counts = engine.counts();
+            self.pipeline.state().alert_counts = counts;
         }
         self.restart = new.tracker.state_file.clone().map(RestartState::new);
         log::info!(
             "configuration reloaded{}: {} alert rules",
             path.map(|p| format!(" from {}", p.display()))
                 .unwrap_or_default(),
-            self.engine.rules().len()
+            new.effective_rules().len()
         );
         self.config = new;
         Ok(())
@@ -368,33 +267,15 @@ impl Daemon {
     /// Applies what is left in the ring buffer, saves restart state, and gives notifications
     /// time to leave.
     async fn stop(mut self) -> anyhow::Result<()> {
-        self.stream.drain_now(&mut self.batch);
-        self.apply();
+        self.pipeline.drain();
         self.save();
-        let losses = self.stream.losses()?;
+        let losses = self.pipeline.losses()?;
         log::info!(
             "stopping: {} events received, {} lost",
-            self.stream.received(),
+            self.pipeline.received(),
             losses.total()
         );
         self.delivery.flush().await;
         Ok(())
-    }
-}
-
-/// An interval whose first tick comes after one period, not at once.
-fn interval_after(period: Duration) -> Interval {
-    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-}
-
-/// Ticks every `period`, or (in effect) never.
-fn every_or_never(period: Option<Duration>) -> Interval {
-    interval_after(period.unwrap_or(Duration::MAX / 4))
-}
-
-fn log_new_losses(now: &Losses, before: &Losses) {
-    let why = now.new_since(before);
-    if !why.is_empty() {
-        log::warn!("lost events: {}", why.join("; "));
     }
 }

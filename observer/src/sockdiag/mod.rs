@@ -172,6 +172,29 @@ pub fn dump_netns(ns: &NetnsRef) -> Result<Vec<DiagSocket>, SockDiagError> {
     netns::run_in(ns, || dump::tcp_sockets(ns.inode))
 }
 
+/// Streams the TCP sockets of `ns` whose state bit (`1 << TCP_*`) is in `states` to `each`,
+/// from a thread inside the namespace (nothing is gathered: a namespace may hold a million),
+/// and reads the namespace's TIME_WAIT limits there.
+pub fn each_in_netns(
+    ns: &NetnsRef,
+    states: u32,
+    each: &mut (dyn FnMut(DiagSocket) + Send),
+) -> Result<NetLimits, SockDiagError> {
+    netns::run_in(ns, || {
+        dump::tcp_dump(ns.inode, states, &mut |entry| each(entry.socket))?;
+        Ok(NetLimits::of_current())
+    })
+}
+
+/// The state mask of a dump of every TCP state.
+pub const ALL_STATES: u32 = dump::ALL_STATES;
+
+/// The state mask of a dump of `states` only.
+#[must_use]
+pub fn state_mask(states: &[TcpState]) -> u32 {
+    states.iter().fold(0, |mask, s| mask | 1 << *s as u32)
+}
+
 /// [`dump_netns`], plus the namespace's TIME_WAIT limits read from inside it.
 pub fn dump_netns_with_limits(
     ns: &NetnsRef,

@@ -25,7 +25,7 @@ pub use ends::{EndCause, EndCounts};
 pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
 pub use retransmits::{RetransmitCounts, Retransmitting};
-pub use seed::{ReconcileOutcome, SeedSocket};
+pub use seed::{ReconcileOutcome, Reconciliation, SeedSocket};
 pub use timewait::TimewaitCounts;
 pub use usage::{Destination, TimewaitUsage};
 
@@ -188,14 +188,13 @@ pub struct Tracker {
     timewaits: Timewaits,
     /// Closes seen while a sock_diag dump is in flight.
     dump_window: Option<DumpWindow>,
-    /// Sockets known from sock_diag by their tuple, until their first transition names them.
-    seeded_by_tuple: FxHashMap<Tuple, u64>,
+    /// The last reconciliation's mark.
+    reconcile_mark: u16,
     next_seed_key: u64,
     recent: FxHashMap<u64, Closed>,
     recent_order: VecDeque<(u64, u64)>,
     /// Listening sockets' owners, inherited by the connections they accept.
     listeners: FxHashMap<(u32, u16), Task>,
-    states: [u64; 12],
     durations: StateDurations,
     resets: ResetCounts,
     never_accepted: FxHashMap<(u32, u16), NeverAccepted>,
@@ -232,12 +231,11 @@ impl Tracker {
             sockets: Table::new(max_sockets),
             timewaits: Timewaits::new(max_sockets),
             dump_window: None,
-            seeded_by_tuple: FxHashMap::default(),
+            reconcile_mark: 0,
             next_seed_key: 1,
             recent: FxHashMap::default(),
             recent_order: VecDeque::new(),
             listeners: FxHashMap::default(),
-            states: [0; 12],
             durations: StateDurations::default(),
             resets: ResetCounts::default(),
             never_accepted: FxHashMap::default(),
@@ -296,11 +294,6 @@ impl Tracker {
         }
     }
 
-    fn count_state(&mut self, state: TcpState, delta: i64) {
-        let slot = &mut self.states[state as usize - 1];
-        *slot = slot.saturating_add_signed(delta);
-    }
-
     fn transition(&mut self, t: &Transition, out: &mut Vec<Report>) {
         let tuple = Tuple::of(t);
         let new_socket =
@@ -310,9 +303,7 @@ impl Tracker {
         }
         let known = if new_socket {
             // A socket address seen again from CLOSE is a new socket (the old one was freed).
-            if let Some(old) = self.sockets.remove(t.sock) {
-                self.count_state(old.state, -1);
-            }
+            self.sockets.remove(t.sock);
             self.retransmits.by_sock.remove(&t.sock);
             None
         } else {
@@ -340,9 +331,6 @@ impl Tracker {
         }
         let (flags, mut note) = self.flags_of(t, known);
 
-        if let Some(c) = known {
-            self.count_state(c.state, -1);
-        }
         if t.new == TcpState::Close {
             self.sockets.remove(t.sock);
             self.note_closed(&tuple, t.mono_ns);
@@ -374,7 +362,6 @@ impl Tracker {
                 },
             );
         } else {
-            self.count_state(t.new, 1);
             let conn = Conn {
                 state: t.new,
                 prev: t.old,
@@ -384,11 +371,8 @@ impl Tracker {
                 owner,
                 tuple,
             };
-            if !self.sockets.update(t.sock, &conn)
-                && let Some(evicted) = self.sockets.insert(t.sock, conn)
-            {
+            if !self.sockets.update(t.sock, &conn) && self.sockets.insert(t.sock, conn).is_some() {
                 self.stats.evicted += 1;
-                self.count_state(evicted.state, -1);
             }
         }
         out.push(Report::Transition {
@@ -684,7 +668,7 @@ impl Tracker {
     /// TIME_WAIT, or FIN_WAIT2 for an orphaned FIN_WAIT2 waiting in one, as `ss` shows them.
     #[must_use]
     pub fn counts_by_state(&self) -> [u64; 12] {
-        let mut counts = self.states;
+        let mut counts = self.sockets.states();
         let (time_wait, fin_wait2) = self.timewaits.table.substates();
         counts[TcpState::TimeWait as usize - 1] += time_wait;
         counts[TcpState::FinWait2 as usize - 1] += fin_wait2;
@@ -696,8 +680,7 @@ impl Tracker {
     pub fn close_wait(&self) -> Vec<CloseWaitEntry> {
         let mut list: Vec<CloseWaitEntry> = self
             .sockets
-            .iter()
-            .filter(|(_, c)| c.state == TcpState::CloseWait)
+            .close_wait()
             .map(|(key, c)| CloseWaitEntry {
                 key,
                 tuple: c.tuple,
@@ -715,8 +698,7 @@ impl Tracker {
     #[must_use]
     pub fn oldest_close_wait(&self) -> Option<(u64, bool)> {
         self.sockets
-            .iter()
-            .filter(|(_, c)| c.state == TcpState::CloseWait)
+            .close_wait()
             .map(|(_, c)| (c.since_ns, c.has(SEEDED)))
             .min()
     }
@@ -733,6 +715,21 @@ impl Tracker {
         self.timewaits.table.usage()
     }
 
+    /// Every socket tracked now, as `ss` lists them: full sockets in their state, timewait
+    /// sockets in their substate.
+    #[must_use]
+    pub fn sockets(&self) -> Vec<(Tuple, TcpState)> {
+        let full = (0..self.sockets.slot_count())
+            .filter_map(|i| self.sockets.at(i))
+            .map(|(_, c, _)| (c.tuple, c.state));
+        let timewait = self
+            .timewaits
+            .table
+            .iter()
+            .map(|(_, t)| (t.tuple, t.substate));
+        full.chain(timewait).collect()
+    }
+
     /// Every timewait socket now: (tuple, substate, since when in that substate, whether that
     /// time is a lower bound).
     #[must_use]
@@ -744,11 +741,16 @@ impl Tracker {
             .collect()
     }
 
-    /// Records the process holding a socket's file descriptor (resolved through /proc).
-    pub fn set_owner_from_fd(&mut self, key: u64, owner: Task) {
-        if let Some(mut c) = self.sockets.get_mut(key) {
-            c.owner = Some(owner);
-            c.flags |= OWNER_FROM_FD;
+    /// Records the process holding a socket's file descriptor (resolved through /proc), when
+    /// `key` is still the CLOSE_WAIT socket of `tuple`; returns whether it was.
+    pub fn set_owner_from_fd(&mut self, key: u64, tuple: &Tuple, owner: Task) -> bool {
+        match self.sockets.get_mut(key) {
+            Some(mut c) if c.tuple == *tuple && c.state == TcpState::CloseWait => {
+                c.owner = Some(owner);
+                c.flags |= OWNER_FROM_FD;
+                true
+            }
+            _ => false,
         }
     }
 

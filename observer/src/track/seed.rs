@@ -1,17 +1,20 @@
 //! Sockets known from sock_diag: seeding at start-up, and reconciliation that drops entries
 //! whose end was lost, corrects states whose change was lost, and adds sockets whose start was.
 //!
-//! A dump takes time (seconds at a million sockets) while events keep coming, so it is stale
-//! when it is applied. Reconciliation therefore changes only what the event stream has not
-//! touched since the dump began: a socket that changed state since then is left as it is, and
-//! a socket that closed since then (which the dump may still list) is never added back.
+//! A dump takes time (seconds at a million sockets) while events keep coming, so it is applied
+//! as it arrives, a part at a time ([`Tracker::reconcile_listed`]), each part once the events
+//! from before it was dumped have been applied; then the tracker is swept for what no dump
+//! listed ([`Tracker::reconcile_sweep`]). Only what the event stream has not touched since the
+//! dump began changes: a socket that changed state since then is left as it is, and a socket
+//! that closed since then (which the dump may still list) is never added back.
 
 use observer_common::TcpState;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     Tracker, Tuple,
-    table::{Conn, SEEDED},
+    table::{Conn, SEEDED, SYNTHETIC_KEY, hash_tuple},
+    timewait_table::Tw,
 };
 use crate::decode::Task;
 
@@ -28,7 +31,7 @@ pub struct SeedSocket {
 }
 
 /// What a reconciliation changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReconcileOutcome {
     /// Sockets sock_diag lists that were not tracked (their start was before the daemon, or
     /// lost), now tracked with lower-bound ages.
@@ -45,7 +48,7 @@ pub struct ReconcileOutcome {
 }
 
 /// Closes seen while a dump is in flight, so that applying the dump does not add back what has
-/// already gone. Bounded: past [`MAX_CLOSED_DURING_DUMP`], the dump adds nothing.
+/// already gone. Bounded: past [`MAX_CLOSED_DURING_DUMP`], the dump adds nothing more.
 pub(super) struct DumpWindow {
     started_ns: u64,
     /// Hashes of the tuples closed since `started_ns` (a collision only skips an addition).
@@ -53,23 +56,8 @@ pub(super) struct DumpWindow {
     overflowed: bool,
 }
 
-/// At most this many closes are remembered per dump (16 bytes each in the set).
+/// At most this many closes are remembered per dump (16 bytes each).
 const MAX_CLOSED_DURING_DUMP: usize = 1 << 21;
-
-/// How a tracked socket compares with a dump.
-#[derive(Clone, Copy)]
-enum Verdict {
-    Listed,
-    Stale,
-    Corrected(TcpState),
-    /// The kernel has it as a timewait socket: the full socket's close was lost.
-    BecameTimewait(TcpState, u64),
-}
-
-fn tuple_hash(tuple: &Tuple) -> u64 {
-    use std::hash::BuildHasher as _;
-    rustc_hash::FxBuildHasher.hash_one(tuple)
-}
 
 /// A connecting socket's transitions carry no local port until connect() has bound one (the
 /// kernel sets SYN_SENT first): such sockets are matched to the dump by namespace and remote end.
@@ -79,15 +67,52 @@ struct Connecting {
     remote: std::net::SocketAddr,
 }
 
+/// Where a sweep is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sweep {
+    Sockets(usize),
+    Timewaits(usize),
+    Done,
+}
+
+/// A reconciliation in progress: begun with [`Tracker::begin_reconcile`], fed what the dumps
+/// list, swept, then ended with [`Tracker::end_reconcile`].
+pub struct Reconciliation {
+    /// Marks what this reconciliation's dumps listed.
+    mark: u16,
+    started_ns: u64,
+    /// Connecting sockets listed, per (namespace, remote end).
+    connecting: FxHashMap<Connecting, usize>,
+    sweep: Sweep,
+    pub outcome: ReconcileOutcome,
+}
+
+impl Reconciliation {
+    /// `CLOCK_MONOTONIC` ns when its dump began.
+    #[must_use]
+    pub const fn started_ns(&self) -> u64 {
+        self.started_ns
+    }
+}
+
 impl Tracker {
-    /// Marks the start of a sock_diag dump whose result will be applied with
-    /// [`Tracker::reconcile`]: from now on, closes are remembered until then.
-    pub fn begin_dump(&mut self, started_ns: u64) {
+    /// Starts a reconciliation with a sock_diag dump that begins now, at `started_ns`: from
+    /// now on, closes are remembered until [`Tracker::end_reconcile`].
+    pub fn begin_reconcile(&mut self, started_ns: u64) -> Reconciliation {
+        // 0 is what a socket inserted by an event carries: never a reconciliation's mark.
+        self.reconcile_mark = self.reconcile_mark.checked_add(1).unwrap_or(1);
         self.dump_window = Some(DumpWindow {
             started_ns,
             closed: FxHashSet::default(),
             overflowed: false,
         });
+        Reconciliation {
+            mark: self.reconcile_mark,
+            started_ns,
+            connecting: FxHashMap::default(),
+            sweep: Sweep::Sockets(0),
+            outcome: ReconcileOutcome::default(),
+        }
     }
 
     /// Remembers a close seen while a dump is in flight.
@@ -98,9 +123,281 @@ impl Tracker {
             if w.closed.len() >= MAX_CLOSED_DURING_DUMP {
                 w.overflowed = true;
             } else {
-                w.closed.insert(tuple_hash(tuple));
+                w.closed.insert(hash_tuple(tuple));
             }
         }
+    }
+
+    fn closed_during_dump(&self, tuple: &Tuple) -> bool {
+        self.dump_window
+            .as_ref()
+            .is_some_and(|w| w.overflowed || w.closed.contains(&hash_tuple(tuple)))
+    }
+
+    /// Takes in one socket a dump listed. Every event from before it was dumped must have been
+    /// applied: then a tracked socket untouched since the dump began is in the state the dump
+    /// says, unless a change was lost.
+    pub fn reconcile_listed(&mut self, r: &mut Reconciliation, s: &SeedSocket) {
+        let started_ns = r.started_ns;
+        let untouched = |since_ns: u64| since_ns < started_ns;
+        match s.state {
+            TcpState::SynSent => {
+                *r.connecting
+                    .entry(Connecting {
+                        netns: s.tuple.netns,
+                        remote: s.tuple.remote,
+                    })
+                    .or_default() += 1;
+                self.mark_one(r.mark, &s.tuple);
+                return;
+            }
+            // Request sockets are not full sockets, and a closed one is gone: neither is added.
+            TcpState::SynRecv | TcpState::NewSynRecv | TcpState::Close => {
+                self.mark_one(r.mark, &s.tuple);
+                return;
+            }
+            _ => {}
+        }
+        if s.timewait {
+            if let Some(key) = self.timewaits.table.key_of(&s.tuple) {
+                self.timewaits.table.set_mark(key, r.mark);
+                if let Some(mut tw) = self.timewaits.table.get_mut(key)
+                    && untouched(tw.substate_since_ns)
+                    && tw.substate != s.state
+                {
+                    tw.substate = s.state;
+                    tw.substate_since_ns = r.started_ns;
+                    tw.lower_bound = true;
+                    r.outcome.corrected += 1;
+                }
+                return;
+            }
+            let full: Vec<u64> = self.sockets.keys_of(&s.tuple).collect();
+            if !full.is_empty() {
+                // Its full socket's close was lost: the connection now waits in a timewait
+                // socket. One touched since the dump began is left to its events.
+                for key in full {
+                    if self.sockets.get(key).is_some_and(|c| untouched(c.since_ns)) {
+                        self.became_timewait(r, key, s);
+                    }
+                }
+                return;
+            }
+        } else {
+            if let Some(key) = self.mark_one(r.mark, &s.tuple) {
+                self.correct(r, key, s.state);
+                return;
+            }
+            if let Some(key) = self.timewaits.table.key_of(&s.tuple) {
+                let Some(tw) = self.timewaits.table.get(key) else {
+                    return;
+                };
+                if !untouched(tw.substate_since_ns) {
+                    return;
+                }
+                // The kernel has a full socket on this tuple now: the timewait socket's end
+                // was lost.
+                self.timewaits.remove_unseen(key);
+                r.outcome.stale_timewait += 1;
+            }
+        }
+        if self.closed_during_dump(&s.tuple) {
+            r.outcome.closed_during_dump += 1;
+            return;
+        }
+        if self.add_seeded(r.mark, s) {
+            r.outcome.added += 1;
+        }
+    }
+
+    /// Marks one tracked socket with this tuple that this reconciliation has not marked yet;
+    /// returns its key.
+    fn mark_one(&mut self, mark: u16, tuple: &Tuple) -> Option<u64> {
+        let key = self
+            .sockets
+            .keys_of(tuple)
+            .find(|&k| self.sockets.mark_of(k) != Some(mark))?;
+        self.sockets.set_mark(key, mark);
+        Some(key)
+    }
+
+    /// A listed socket's state, when the tracked one is untouched since the dump began and in
+    /// another state: a change was lost. It is in the kernel's state from (at least) the dump.
+    fn correct(&mut self, r: &mut Reconciliation, key: u64, state: TcpState) {
+        let Some(mut c) = self.sockets.get_mut(key) else {
+            return;
+        };
+        if c.since_ns >= r.started_ns || c.state == state {
+            return;
+        }
+        c.prev = c.state;
+        c.state = state;
+        c.since_ns = r.started_ns;
+        c.flags |= SEEDED;
+        r.outcome.corrected += 1;
+    }
+
+    /// The full socket `key` is a timewait socket in the kernel: moves it there.
+    fn became_timewait(&mut self, r: &mut Reconciliation, key: u64, s: &SeedSocket) {
+        let Some(c) = self.sockets.remove(key) else {
+            return;
+        };
+        self.retransmits.by_sock.remove(&key);
+        let tw_key = self.next_seed_key();
+        let tw = Tw {
+            substate: s.state,
+            tuple: c.tuple,
+            substate_since_ns: r.started_ns,
+            lower_bound: true,
+            owner: c.owner,
+            timeout_ns: None,
+            cookie: s.cookie,
+        };
+        if self.seed_timewait(tw_key, tw, r.mark) {
+            r.outcome.corrected += 1;
+        }
+    }
+
+    /// Tracks a listed socket that is not tracked, from the dump's start, as a lower bound.
+    fn add_seeded(&mut self, mark: u16, s: &SeedSocket) -> bool {
+        let started_ns = self
+            .dump_window
+            .as_ref()
+            .map_or(self.now_ns, |w| w.started_ns);
+        let key = self.next_seed_key();
+        if s.timewait {
+            let tw = Tw {
+                substate: s.state,
+                tuple: s.tuple,
+                substate_since_ns: started_ns,
+                lower_bound: true,
+                owner: None,
+                timeout_ns: None,
+                cookie: s.cookie,
+            };
+            return self.seed_timewait(key, tw, mark);
+        }
+        let conn = Conn {
+            state: s.state,
+            prev: s.state,
+            flags: SEEDED | SYNTHETIC_KEY,
+            since_ns: started_ns,
+            first_ns: started_ns,
+            owner: s.owner,
+            tuple: s.tuple,
+        };
+        if self.sockets.insert_marked(key, conn, mark).is_some() {
+            self.stats.evicted += 1;
+        }
+        self.stats.seeded += 1;
+        true
+    }
+
+    fn next_seed_key(&mut self) -> u64 {
+        let key = self.next_seed_key;
+        self.next_seed_key += 1;
+        key
+    }
+
+    /// Sweeps up to `budget` tracked sockets for those no dump of this reconciliation listed:
+    /// in a namespace that was dumped completely (`dumped`) and untouched since the dump began,
+    /// their end was lost. Returns true once every socket has been looked at.
+    pub fn reconcile_sweep(
+        &mut self,
+        r: &mut Reconciliation,
+        dumped: &FxHashSet<u32>,
+        budget: usize,
+    ) -> bool {
+        let in_scope = |t: &Tuple, since_ns: u64, mark: u16| {
+            t.netns != 0 && dumped.contains(&t.netns) && since_ns < r.started_ns && mark != r.mark
+        };
+        let mut left = budget;
+        while left > 0 {
+            left -= 1;
+            match r.sweep {
+                Sweep::Sockets(i) if i >= self.sockets.slot_count() => {
+                    r.sweep = Sweep::Timewaits(0);
+                }
+                Sweep::Sockets(i) => {
+                    r.sweep = Sweep::Sockets(i + 1);
+                    let Some((key, c, mark)) = self.sockets.at(i) else {
+                        continue;
+                    };
+                    if !in_scope(&c.tuple, c.since_ns, mark) {
+                        continue;
+                    }
+                    if c.state == TcpState::SynSent && c.tuple.local.port() == 0 {
+                        let k = Connecting {
+                            netns: c.tuple.netns,
+                            remote: c.tuple.remote,
+                        };
+                        if let Some(n) = r.connecting.get_mut(&k).filter(|n| **n > 0) {
+                            *n -= 1;
+                            continue;
+                        }
+                    }
+                    self.sockets.remove(key);
+                    self.retransmits.by_sock.remove(&key);
+                    r.outcome.stale += 1;
+                }
+                Sweep::Timewaits(i) if i >= self.timewaits.table.slot_count() => {
+                    r.sweep = Sweep::Done;
+                }
+                Sweep::Timewaits(i) => {
+                    r.sweep = Sweep::Timewaits(i + 1);
+                    let Some((key, tw, mark)) = self.timewaits.table.at(i) else {
+                        continue;
+                    };
+                    // A cancel waiting for its restart or expiry concludes by itself.
+                    if in_scope(&tw.tuple, tw.substate_since_ns, mark)
+                        && !self.timewaits.is_cancelled(key)
+                        && self.timewaits.remove_unseen(key).is_some()
+                    {
+                        r.outcome.stale_timewait += 1;
+                    }
+                }
+                Sweep::Done => return true,
+            }
+        }
+        r.sweep == Sweep::Done
+    }
+
+    /// Ends a reconciliation: closes are no longer remembered. Returns what it changed.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "taken so that a reconciliation cannot be fed after its end"
+    )]
+    pub fn end_reconcile(&mut self, r: Reconciliation, now_ns: u64) -> ReconcileOutcome {
+        self.dump_window = None;
+        self.now_ns = self.now_ns.max(now_ns);
+        self.stats.reconciled_stale += r.outcome.stale;
+        self.stats.corrected += r.outcome.corrected;
+        r.outcome
+    }
+
+    /// A whole reconciliation with one dump, applied at once (every event up to its end
+    /// applied first): for tests and tools; the daemon applies dumps as they arrive.
+    pub fn reconcile(
+        &mut self,
+        dump: &[SeedSocket],
+        dumped: &FxHashSet<u32>,
+        dump_started_ns: u64,
+        now_ns: u64,
+    ) -> ReconcileOutcome {
+        let mut r = self.begin_reconcile(dump_started_ns);
+        for s in dump {
+            self.reconcile_listed(&mut r, s);
+        }
+        while !self.reconcile_sweep(&mut r, dumped, usize::MAX) {}
+        self.end_reconcile(r, now_ns)
+    }
+
+    /// Tracks the sockets of a start-up dump that are not tracked yet: a reconciliation that
+    /// finds nothing to drop. Their ages are lower bounds. Returns how many were added.
+    pub fn seed(&mut self, sockets: &[SeedSocket], dump_started_ns: u64) -> u64 {
+        let dumped = sockets.iter().map(|s| s.tuple.netns).collect();
+        self.reconcile(sockets, &dumped, dump_started_ns, dump_started_ns)
+            .added
     }
 
     /// Moves a seeded socket's start back to `since_ns` when it is still in `state`: what a
@@ -113,248 +410,39 @@ impl Tracker {
         since_ns: u64,
         lower_bound: bool,
     ) -> bool {
-        let Some(&key) = self.seeded_by_tuple.get(tuple) else {
+        let Some(key) = self.sockets.keys_of(tuple).find(|&k| {
+            self.sockets
+                .get(k)
+                .is_some_and(|c| c.has(SEEDED) && c.state == state && since_ns < c.since_ns)
+        }) else {
             return false;
         };
-        match self.sockets.get_mut(key) {
-            Some(mut c) if c.state == state && c.has(SEEDED) && since_ns < c.since_ns => {
-                c.since_ns = since_ns;
-                c.first_ns = c.first_ns.min(since_ns);
-                if !lower_bound {
-                    c.flags &= !SEEDED;
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Tracks the sockets of a start-up dump that are not tracked yet (as
-    /// [`Tracker::reconcile`] does, without dropping anything). Their ages are lower bounds.
-    /// Returns how many were added.
-    pub fn seed(&mut self, sockets: &[SeedSocket], dump_started_ns: u64) -> u64 {
-        self.add_untracked(sockets, dump_started_ns).0
-    }
-
-    /// Adds what the dump lists and the tracker does not: (added, skipped because closed since
-    /// the dump began).
-    fn add_untracked(&mut self, sockets: &[SeedSocket], dump_started_ns: u64) -> (u64, u64) {
-        self.now_ns = self.now_ns.max(dump_started_ns);
-        let window = self.dump_window.take();
-        let closed_since = |tuple: &Tuple| {
-            window
-                .as_ref()
-                .is_some_and(|w| w.overflowed || w.closed.contains(&tuple_hash(tuple)))
+        let Some(mut c) = self.sockets.get_mut(key) else {
+            return false;
         };
-        let mut tracked: FxHashSet<Tuple> = self.sockets.iter().map(|(_, c)| c.tuple).collect();
-        tracked.extend(self.timewaits.table.iter().map(|(_, tw)| tw.tuple));
-        let (mut added, mut skipped) = (0, 0);
-        for s in sockets {
-            // Connecting sockets are matched by their remote end only, and request sockets are
-            // not full sockets: neither is added from a dump.
-            if matches!(
-                s.state,
-                TcpState::SynSent | TcpState::SynRecv | TcpState::NewSynRecv | TcpState::Close
-            ) || !tracked.insert(s.tuple)
-            {
-                continue;
-            }
-            if closed_since(&s.tuple) {
-                skipped += 1;
-                continue;
-            }
-            let key = self.next_seed_key;
-            self.next_seed_key += 1;
-            if s.timewait {
-                if self.seed_timewait(key, s.tuple, s.state, s.cookie, dump_started_ns) {
-                    added += 1;
-                }
-                continue;
-            }
-            let conn = Conn {
-                state: s.state,
-                prev: s.state,
-                flags: SEEDED,
-                since_ns: dump_started_ns,
-                first_ns: dump_started_ns,
-                owner: s.owner,
-                tuple: s.tuple,
-            };
-            self.count_state(s.state, 1);
-            if let Some(evicted) = self.sockets.insert(key, conn) {
-                self.stats.evicted += 1;
-                self.count_state(evicted.state, -1);
-            }
-            self.seeded_by_tuple.insert(s.tuple, key);
-            added += 1;
+        c.since_ns = since_ns;
+        c.first_ns = c.first_ns.min(since_ns);
+        if !lower_bound {
+            c.flags &= !SEEDED;
         }
-        self.stats.seeded += added;
-        (added, skipped)
+        true
     }
 
     /// A transition for an unknown socket: if sock_diag told us about it, it is that socket.
     pub(super) fn adopt_seeded(&mut self, sock: u64, tuple: &Tuple) {
-        let Some(key) = self.seeded_by_tuple.remove(tuple) else {
+        let Some(key) = self
+            .sockets
+            .keys_of(tuple)
+            .find(|&k| self.sockets.get(k).is_some_and(|c| c.has(SYNTHETIC_KEY)))
+        else {
             return;
         };
-        if let Some(conn) = self.sockets.remove(key)
-            && let Some(evicted) = self.sockets.insert(sock, conn)
-        {
-            self.stats.evicted += 1;
-            self.count_state(evicted.state, -1);
-        }
-    }
-
-    /// Compares the tracker with a sock_diag dump of the namespaces in `dumped`, taken from
-    /// `dump_started_ns` on, after every event up to its end has been applied. Only what the
-    /// event stream has not touched since `dump_started_ns` changes: tracked sockets the dump
-    /// does not list are dropped, those it lists in another state are corrected, and listed
-    /// sockets that are not tracked (and did not close meanwhile) are added.
-    pub fn reconcile(
-        &mut self,
-        dump: &[SeedSocket],
-        dumped: &FxHashSet<u32>,
-        dump_started_ns: u64,
-        now_ns: u64,
-    ) -> ReconcileOutcome {
-        let listed: FxHashMap<Tuple, &SeedSocket> = dump.iter().map(|s| (s.tuple, s)).collect();
-        let mut outcome = ReconcileOutcome::default();
-        let in_scope = |t: &Tuple| t.netns != 0 && dumped.contains(&t.netns);
-
-        // Connecting sockets: per remote end, as many untouched ones may stay as the dump
-        // lists (the newest); the older rest are phantoms whose end was lost.
-        let mut listed_connecting: FxHashMap<Connecting, usize> = FxHashMap::default();
-        for s in dump.iter().filter(|s| s.state == TcpState::SynSent) {
-            *listed_connecting
-                .entry(Connecting {
-                    netns: s.tuple.netns,
-                    remote: s.tuple.remote,
-                })
-                .or_default() += 1;
-        }
-        let mut connecting: FxHashMap<Connecting, Vec<(u64, u64)>> = FxHashMap::default();
-        let mut verdicts: Vec<(u64, Verdict)> = Vec::new();
-        for (key, c) in self.sockets.iter() {
-            if !in_scope(&c.tuple) || c.since_ns >= dump_started_ns {
-                continue;
+        let mark = self.sockets.mark_of(key).unwrap_or(0);
+        if let Some(mut conn) = self.sockets.remove(key) {
+            conn.flags &= !SYNTHETIC_KEY;
+            if self.sockets.insert_marked(sock, conn, mark).is_some() {
+                self.stats.evicted += 1;
             }
-            if c.state == TcpState::SynSent && c.tuple.local.port() == 0 {
-                connecting
-                    .entry(Connecting {
-                        netns: c.tuple.netns,
-                        remote: c.tuple.remote,
-                    })
-                    .or_default()
-                    .push((c.since_ns, key));
-                continue;
-            }
-            let verdict = match listed.get(&c.tuple) {
-                None => Verdict::Stale,
-                Some(s) if s.state == TcpState::Close => Verdict::Stale,
-                Some(s) if s.timewait => Verdict::BecameTimewait(s.state, s.cookie),
-                // A request socket for a tracked child: the child's own entry is what counts.
-                Some(s) if s.state == c.state || s.state == TcpState::SynRecv => Verdict::Listed,
-                Some(s) => Verdict::Corrected(s.state),
-            };
-            if !matches!(verdict, Verdict::Listed) {
-                verdicts.push((key, verdict));
-            }
-        }
-        for (k, mut socks) in connecting {
-            let keep = listed_connecting.get(&k).copied().unwrap_or(0);
-            socks.sort_unstable_by_key(|&(since, _)| std::cmp::Reverse(since));
-            verdicts.extend(
-                socks
-                    .into_iter()
-                    .skip(keep)
-                    .map(|(_, key)| (key, Verdict::Stale)),
-            );
-        }
-        for (key, verdict) in verdicts {
-            self.apply_verdict(key, verdict, dump_started_ns, &mut outcome);
-        }
-
-        // Timewait sockets the dump does not list ended unseen; a pending cancel is left to
-        // conclude by itself.
-        let stale: Vec<u64> = self
-            .timewaits
-            .table
-            .iter()
-            .filter(|(key, tw)| {
-                in_scope(&tw.tuple)
-                    && tw.substate_since_ns < dump_started_ns
-                    && !self.timewaits.is_cancelled(*key)
-                    && !listed.get(&tw.tuple).is_some_and(|s| s.timewait)
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for key in stale {
-            if self.timewaits.remove_unseen(key).is_some() {
-                outcome.stale_timewait += 1;
-            }
-        }
-
-        self.now_ns = self.now_ns.max(now_ns);
-        let (added, skipped) = self.add_untracked(dump, dump_started_ns);
-        outcome.added = added;
-        outcome.closed_during_dump = skipped;
-        self.stats.reconciled_stale += outcome.stale;
-        self.stats.corrected += outcome.corrected;
-        outcome
-    }
-
-    fn apply_verdict(
-        &mut self,
-        key: u64,
-        verdict: Verdict,
-        dump_started_ns: u64,
-        outcome: &mut ReconcileOutcome,
-    ) {
-        match verdict {
-            Verdict::Listed => {}
-            Verdict::Stale => {
-                if let Some(c) = self.sockets.remove(key) {
-                    self.count_state(c.state, -1);
-                    self.forget_seeded(key, &c.tuple);
-                    self.retransmits.by_sock.remove(&key);
-                    outcome.stale += 1;
-                }
-            }
-            Verdict::Corrected(state) => {
-                let Some(mut c) = self.sockets.get_mut(key) else {
-                    return;
-                };
-                let old = c.state;
-                c.prev = old;
-                c.state = state;
-                c.since_ns = dump_started_ns;
-                c.flags |= SEEDED;
-                drop(c);
-                self.count_state(old, -1);
-                self.count_state(state, 1);
-                outcome.corrected += 1;
-            }
-            Verdict::BecameTimewait(substate, cookie) => {
-                let Some(c) = self.sockets.remove(key) else {
-                    return;
-                };
-                self.count_state(c.state, -1);
-                self.forget_seeded(key, &c.tuple);
-                self.retransmits.by_sock.remove(&key);
-                let tw_key = self.next_seed_key;
-                self.next_seed_key += 1;
-                self.seed_timewait(tw_key, c.tuple, substate, cookie, dump_started_ns);
-                if let Some(mut tw) = self.timewaits.table.get_mut(tw_key) {
-                    tw.owner = c.owner;
-                }
-                outcome.corrected += 1;
-            }
-        }
-    }
-
-    fn forget_seeded(&mut self, key: u64, tuple: &Tuple) {
-        if self.seeded_by_tuple.get(tuple) == Some(&key) {
-            self.seeded_by_tuple.remove(tuple);
         }
     }
 }

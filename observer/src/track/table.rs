@@ -1,15 +1,17 @@
 //! The bounded table of live sockets. A million of them must fit in 200 bytes each, so they
-//! are stored packed in a slab (addresses as bytes, no enum padding), found through a small
-//! key -> slot index, and chained oldest to newest for eviction. [`Conn`] is the unpacked
-//! view the tracker works with.
+//! are stored packed in a slab (addresses as bytes, no enum padding), found through two indexes
+//! of slot numbers (by key, and by 4-tuple for sock_diag's view), chained oldest to newest for
+//! eviction, and counted by state as they change, so that no query walks them all. [`Conn`] is
+//! the unpacked view the tracker works with.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     ops::{Deref, DerefMut},
 };
 
+use hashbrown::HashTable;
 use observer_common::TcpState;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use super::Tuple;
 use crate::decode::Task;
@@ -24,6 +26,9 @@ pub const LAST_IN_OWNER: u8 = 4;
 pub const NEVER_ACCEPTED: u8 = 8;
 /// `owner` was resolved from the process holding the socket's file descriptor.
 pub const OWNER_FROM_FD: u8 = 16;
+/// Keyed by a number of the tracker's own (learnt from sock_diag), until its first transition
+/// names its kernel address.
+pub const SYNTHETIC_KEY: u8 = 32;
 
 /// One live socket.
 #[derive(Clone, Copy, Debug)]
@@ -58,8 +63,9 @@ const HAS_OWNER: u8 = 4;
 /// [`Slot::bits`]: no connection here; `older` links the next vacant slot.
 const VACANT: u8 = 8;
 
-/// A [`Conn`] as stored, with its key and eviction links. IPv4 addresses take the first 4 bytes
-/// of their 16; IPv6 flow info and scope id are not kept (every source leaves them 0).
+/// A [`Conn`] as stored, with its key and eviction links: 104 bytes. IPv4 addresses take the
+/// first 4 bytes of their 16; IPv6 flow info and scope id are not kept (every source leaves
+/// them 0).
 #[derive(Clone, Copy)]
 struct Slot {
     key: u64,
@@ -74,6 +80,8 @@ struct Slot {
     /// Neighbours in insertion order (oldest first), as slot indices.
     older: u32,
     newer: u32,
+    /// The last reconciliation whose sock_diag dump listed this socket.
+    mark: u16,
     state: TcpState,
     prev: TcpState,
     flags: u8,
@@ -82,7 +90,7 @@ struct Slot {
 
 impl Slot {
     /// `c` packed under `key`, between `older` and `newer` in insertion order.
-    fn new(key: u64, older: u32, newer: u32, c: &Conn) -> Self {
+    fn new(key: u64, older: u32, newer: u32, mark: u16, c: &Conn) -> Self {
         let (local_ip, local_v6) = pack_ip(c.tuple.local);
         let (remote_ip, remote_v6) = pack_ip(c.tuple.remote);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
@@ -98,6 +106,7 @@ impl Slot {
             remote_port: c.tuple.remote.port(),
             older,
             newer,
+            mark,
             state: c.state,
             prev: c.prev,
             flags: c.flags,
@@ -107,9 +116,16 @@ impl Slot {
         }
     }
 
-    /// Overwrites the connection, keeping the key and links.
-    fn store(&mut self, c: &Conn) {
-        *self = Self::new(self.key, self.older, self.newer, c);
+    const fn vacant(&self) -> bool {
+        self.bits & VACANT != 0
+    }
+
+    fn tuple(&self) -> Tuple {
+        Tuple {
+            netns: self.netns,
+            local: unpack_ip(self.local_ip, self.local_port, self.bits & LOCAL_V6 != 0),
+            remote: unpack_ip(self.remote_ip, self.remote_port, self.bits & REMOTE_V6 != 0),
+        }
     }
 
     #[inline]
@@ -121,12 +137,22 @@ impl Slot {
             since_ns: self.since_ns,
             first_ns: self.first_ns,
             owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
-            tuple: Tuple {
-                netns: self.netns,
-                local: unpack_ip(self.local_ip, self.local_port, self.bits & LOCAL_V6 != 0),
-                remote: unpack_ip(self.remote_ip, self.remote_port, self.bits & REMOTE_V6 != 0),
-            },
+            tuple: self.tuple(),
         }
+    }
+
+    /// Whether this slot holds `tuple`, without unpacking it.
+    fn holds(&self, tuple: &Tuple) -> bool {
+        let (local_ip, local_v6) = pack_ip(tuple.local);
+        let (remote_ip, remote_v6) = pack_ip(tuple.remote);
+        !self.vacant()
+            && self.netns == tuple.netns
+            && self.local_port == tuple.local.port()
+            && self.remote_port == tuple.remote.port()
+            && (self.bits & LOCAL_V6 != 0) == local_v6
+            && (self.bits & REMOTE_V6 != 0) == remote_v6
+            && self.local_ip == local_ip
+            && self.remote_ip == remote_ip
     }
 }
 
@@ -161,9 +187,22 @@ pub(super) fn unpack_ip(b: [u8; 16], port: u16, v6: bool) -> SocketAddr {
     }
 }
 
+pub(super) fn hash_key(key: u64) -> u64 {
+    use std::hash::BuildHasher as _;
+    FxBuildHasher.hash_one(key)
+}
+
+pub(super) fn hash_tuple(tuple: &Tuple) -> u64 {
+    use std::hash::BuildHasher as _;
+    FxBuildHasher.hash_one(tuple)
+}
+
 pub struct Table {
-    /// Key -> index in `slots`.
-    index: FxHashMap<u64, u32>,
+    /// Slot numbers by key (the socket's kernel address).
+    index: HashTable<u32>,
+    /// Slot numbers by 4-tuple. Several sockets may share one (listeners with SO_REUSEPORT,
+    /// sockets still connecting, whose local port is not bound yet).
+    by_tuple: HashTable<u32>,
     /// Slots never move; a removed one is reused by the next insert.
     slots: Vec<Slot>,
     /// First vacant slot; vacant slots chain through `older`.
@@ -172,40 +211,55 @@ pub struct Table {
     oldest: u32,
     newest: u32,
     capacity: usize,
+    /// Sockets in each state (index: kernel value - 1).
+    states: [u64; 12],
+    /// Slots of the sockets in CLOSE_WAIT: the ones alerts and owners are about.
+    close_wait: FxHashSet<u32>,
 }
 
 impl Table {
     pub fn new(capacity: usize) -> Self {
         Self {
-            index: FxHashMap::default(),
+            index: HashTable::new(),
+            by_tuple: HashTable::new(),
             slots: Vec::new(),
             vacant: NONE,
             oldest: NONE,
             newest: NONE,
             // Slot indices are u32, NONE excluded.
             capacity: capacity.clamp(1, NONE as usize),
+            states: [0; 12],
+            close_wait: FxHashSet::default(),
         }
     }
 
+    fn slot_of(&self, key: u64) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash_key(key), |&i| slots[i as usize].key == key)
+            .copied()
+    }
+
     pub fn contains(&self, key: u64) -> bool {
-        self.index.contains_key(&key)
+        self.slot_of(key).is_some()
     }
 
     // Inlined, as are `remove` and the unpacking: callers often read a field or two, and the
     // rest of the unpacking then drops out.
     #[inline]
     pub fn get(&self, key: u64) -> Option<Conn> {
-        let &i = self.index.get(&key)?;
+        let i = self.slot_of(key)?;
         Some(self.slots[i as usize].conn())
     }
 
-    /// The connection, written back when the returned guard drops.
+    /// The connection, written back when the returned guard drops. Its tuple may change.
     pub fn get_mut(&mut self, key: u64) -> Option<ConnMut<'_>> {
-        let i = *self.index.get(&key)?;
-        let slot = &mut self.slots[i as usize];
+        let i = self.slot_of(key)?;
+        let conn = self.slots[i as usize].conn();
         Some(ConnMut {
-            conn: slot.conn(),
-            slot,
+            table: self,
+            slot: i,
+            conn,
         })
     }
 
@@ -213,12 +267,52 @@ impl Table {
     /// key is not tracked.
     #[inline]
     pub fn update(&mut self, key: u64, conn: &Conn) -> bool {
-        match self.index.get(&key) {
-            Some(&i) => {
-                self.slots[i as usize].store(conn);
+        match self.slot_of(key) {
+            Some(i) => {
+                self.store(i, conn);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Writes `conn` into occupied slot `i`, keeping counts and indexes right.
+    fn store(&mut self, i: u32, conn: &Conn) {
+        let old = self.slots[i as usize];
+        let tuple_changed = !old.holds(&conn.tuple);
+        if tuple_changed {
+            self.unindex_tuple(i, &old.tuple());
+        }
+        self.count(i, old.state, -1);
+        self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn);
+        self.count(i, conn.state, 1);
+        if tuple_changed {
+            self.index_tuple(i);
+        }
+    }
+
+    fn count(&mut self, i: u32, state: TcpState, delta: i64) {
+        let n = &mut self.states[state as usize - 1];
+        *n = n.saturating_add_signed(delta);
+        if state == TcpState::CloseWait {
+            if delta > 0 {
+                self.close_wait.insert(i);
+            } else {
+                self.close_wait.remove(&i);
+            }
+        }
+    }
+
+    fn index_tuple(&mut self, i: u32) {
+        let slots = &self.slots;
+        let hash = hash_tuple(&slots[i as usize].tuple());
+        self.by_tuple
+            .insert_unique(hash, i, |&j| hash_tuple(&slots[j as usize].tuple()));
+    }
+
+    fn unindex_tuple(&mut self, i: u32, tuple: &Tuple) {
+        if let Ok(entry) = self.by_tuple.find_entry(hash_tuple(tuple), |&j| j == i) {
+            entry.remove();
         }
     }
 
@@ -228,10 +322,18 @@ impl Table {
     }
 
     fn take(&mut self, key: u64) -> Option<Slot> {
-        let i = self.index.remove(&key)?;
+        let slots = &self.slots;
+        let i = self
+            .index
+            .find_entry(hash_key(key), |&i| slots[i as usize].key == key)
+            .ok()?
+            .remove()
+            .0;
         self.unlink(i);
+        let removed = self.slots[i as usize];
+        self.unindex_tuple(i, &removed.tuple());
+        self.count(i, removed.state, -1);
         let slot = &mut self.slots[i as usize];
-        let removed = *slot;
         slot.bits = VACANT;
         slot.older = self.vacant;
         self.vacant = i;
@@ -255,22 +357,64 @@ impl Table {
         self.index.len()
     }
 
-    fn occupied(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.bits & VACANT == 0)
+    /// The sockets in CLOSE_WAIT.
+    pub fn close_wait(&self) -> impl Iterator<Item = (u64, Conn)> + '_ {
+        self.close_wait.iter().map(|&i| {
+            let s = &self.slots[i as usize];
+            (s.key, s.conn())
+        })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u64, Conn)> {
-        self.occupied().map(|s| (s.key, s.conn()))
+    /// Sockets in each state (index: kernel value - 1).
+    pub const fn states(&self) -> [u64; 12] {
+        self.states
+    }
+
+    /// The keys of the sockets with this 4-tuple.
+    pub fn keys_of<'a>(&'a self, tuple: &'a Tuple) -> impl Iterator<Item = u64> + 'a {
+        let slots = &self.slots;
+        self.by_tuple
+            .iter_hash(hash_tuple(tuple))
+            .filter(move |&&i| slots[i as usize].holds(tuple))
+            .map(move |&i| slots[i as usize].key)
+    }
+
+    /// Slots in use or vacant: a bound for [`Table::at`].
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The socket in slot `i`, with its reconciliation mark, when one is there.
+    pub fn at(&self, i: usize) -> Option<(u64, Conn, u16)> {
+        let s = self.slots.get(i).filter(|s| !s.vacant())?;
+        Some((s.key, s.conn(), s.mark))
+    }
+
+    /// The reconciliation mark of `key`.
+    pub fn mark_of(&self, key: u64) -> Option<u16> {
+        self.slot_of(key).map(|i| self.slots[i as usize].mark)
+    }
+
+    /// Records that the reconciliation `mark` found `key` in its dump.
+    pub fn set_mark(&mut self, key: u64, mark: u16) {
+        if let Some(i) = self.slot_of(key) {
+            self.slots[i as usize].mark = mark;
+        }
     }
 
     /// Inserts a socket as the newest (replacing one with the same key); when full, first
     /// evicts the oldest one and returns it.
     pub fn insert(&mut self, key: u64, conn: Conn) -> Option<Conn> {
+        self.insert_marked(key, conn, 0)
+    }
+
+    /// [`Table::insert`], with a reconciliation mark.
+    pub fn insert_marked(&mut self, key: u64, conn: Conn, mark: u16) -> Option<Conn> {
         let mut evicted = None;
         if self.take(key).is_none() && self.index.len() >= self.capacity {
             evicted = self.remove(self.slots[self.oldest as usize].key);
         }
-        let slot = Slot::new(key, self.newest, NONE, &conn);
+        let slot = Slot::new(key, self.newest, NONE, mark, &conn);
         let i = match self.vacant {
             NONE => {
                 self.slots.push(slot);
@@ -287,22 +431,30 @@ impl Table {
             n => self.slots[n as usize].newer = i,
         }
         self.newest = i;
-        self.index.insert(key, i);
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash_key(key), i, |&j| hash_key(slots[j as usize].key));
+        self.index_tuple(i);
+        self.count(i, conn.state, 1);
         evicted
     }
 
-    /// Bytes of heap this table holds, estimated from its capacities.
+    /// Bytes of heap this table holds, estimated from their capacities.
     pub fn heap_bytes(&self) -> usize {
         // hashbrown: a power-of-two bucket count holding up to 7/8 of it, one control byte per
-        // bucket besides the (key, value) slot.
-        buckets(self.index.capacity()) * (size_of::<(u64, u32)>() + 1)
+        // bucket besides the slot number.
+        let index = |t: &HashTable<u32>| buckets(t.capacity()) * (size_of::<u32>() + 1);
+        index(&self.index)
+            + index(&self.by_tuple)
+            + buckets(self.close_wait.capacity()) * (size_of::<u32>() + 1)
             + self.slots.capacity() * size_of::<Slot>()
     }
 }
 
 /// A connection being changed in place: derefs to [`Conn`], packed back on drop.
 pub struct ConnMut<'a> {
-    slot: &'a mut Slot,
+    table: &'a mut Table,
+    slot: u32,
     conn: Conn,
 }
 
@@ -322,7 +474,8 @@ impl DerefMut for ConnMut<'_> {
 
 impl Drop for ConnMut<'_> {
     fn drop(&mut self) {
-        self.slot.store(&self.conn);
+        let conn = self.conn;
+        self.table.store(self.slot, &conn);
     }
 }
 
@@ -400,12 +553,59 @@ mod tests {
         // Re-inserting a key makes it the newest.
         t.insert(4, conn(4, true));
         assert!(t.insert(7, conn(7, false)).is_some_and(|c| c.first_ns == 5));
-        let mut keys: Vec<u64> = t.iter().map(|(k, _)| k).collect();
+        let mut keys: Vec<u64> = (0..t.slot_count())
+            .filter_map(|i| t.at(i))
+            .map(|(k, ..)| k)
+            .collect();
         keys.sort_unstable();
         assert_eq!(keys, [4, 6, 7]);
         assert!(t.remove(6).is_some() && t.remove(7).is_some());
         assert_eq!(t.len(), 1);
         assert!(same(&t.get(4).unwrap(), &conn(4, true)));
         assert!(t.insert(8, conn(8, false)).is_none());
+    }
+
+    #[test]
+    fn states_close_wait_and_tuples_follow_every_change() {
+        let mut t = Table::new(8);
+        for n in 1..=3 {
+            t.insert(n.into(), conn(n, false));
+        }
+        // Two sockets may share a tuple (SO_REUSEPORT listeners, unbound connecting sockets).
+        let mut twin = conn(1, false);
+        twin.first_ns = 99;
+        t.insert(9, twin);
+        let mut keys: Vec<u64> = t.keys_of(&conn(1, false).tuple).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [1, 9]);
+        assert_eq!(t.states()[TcpState::Established as usize - 1], 4);
+
+        t.get_mut(2).unwrap().state = TcpState::CloseWait;
+        let mut moved = conn(3, false);
+        moved.state = TcpState::CloseWait;
+        moved.tuple.local.set_port(5000);
+        assert!(t.update(3, &moved));
+        assert_eq!(t.states()[TcpState::Established as usize - 1], 2);
+        assert_eq!(t.states()[TcpState::CloseWait as usize - 1], 2);
+        let mut cw: Vec<u64> = t.close_wait().map(|(k, _)| k).collect();
+        cw.sort_unstable();
+        assert_eq!(cw, [2, 3]);
+        assert_eq!(
+            t.keys_of(&conn(3, false).tuple).count(),
+            0,
+            "the old tuple is gone"
+        );
+        assert_eq!(t.keys_of(&moved.tuple).collect::<Vec<_>>(), [3]);
+
+        t.remove(2);
+        t.set_mark(3, 7);
+        assert_eq!(t.mark_of(3), Some(7));
+        assert_eq!(t.close_wait().map(|(k, _)| k).collect::<Vec<_>>(), [3]);
+        assert_eq!(t.states().iter().sum::<u64>(), 3);
+        let seen: Vec<u64> = (0..t.slot_count())
+            .filter_map(|i| t.at(i))
+            .map(|(k, ..)| k)
+            .collect();
+        assert_eq!(seen.len(), 3);
     }
 }

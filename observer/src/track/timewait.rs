@@ -91,8 +91,8 @@ impl Timewaits {
 
     /// Starts following a timewait socket; false when the table is full. A socket it takes
     /// the place of (same key or 4-tuple: the kernel has one per tuple) ended unseen.
-    fn insert(&mut self, key: u64, tw: Tw) -> bool {
-        let Ok(replaced) = self.table.insert(key, tw) else {
+    fn insert(&mut self, key: u64, tw: Tw, mark: u16) -> bool {
+        let Ok(replaced) = self.table.insert(key, tw, mark) else {
             self.counts.untracked += 1;
             return false;
         };
@@ -227,7 +227,7 @@ impl Tracker {
             timeout_ns,
             cookie: t.cookie,
         };
-        if self.timewaits.insert(timer, tw) {
+        if self.timewaits.insert(timer, tw, 0) {
             self.timewaits.counts.started += 1;
             self.timewaits.unlinked.insert(tuple, timer);
             self.timewaits.unlinked_order.push_back((timer, now));
@@ -440,29 +440,13 @@ impl Tracker {
 
     /// Adds a timewait socket known from sock_diag, under a key of its own until its timer
     /// shows itself (by its cookie at a cancel or an expiry, or by its tuple at a restart).
-    pub(super) fn seed_timewait(
-        &mut self,
-        key: u64,
-        tuple: Tuple,
-        substate: TcpState,
-        cookie: u64,
-        now: u64,
-    ) -> bool {
-        let tw = Tw {
-            substate,
-            tuple,
-            substate_since_ns: now,
-            lower_bound: true,
-            owner: None,
-            timeout_ns: None,
-            cookie,
-        };
-        if !self.timewaits.insert(key, tw) {
+    pub(super) fn seed_timewait(&mut self, key: u64, tw: Tw, mark: u16) -> bool {
+        if !self.timewaits.insert(key, tw, mark) {
             return false;
         }
         self.timewaits.counts.seeded += 1;
-        if cookie != 0 {
-            self.timewaits.seeded.insert(cookie, key);
+        if tw.cookie != 0 {
+            self.timewaits.seeded.insert(tw.cookie, key);
         }
         true
     }

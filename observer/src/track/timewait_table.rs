@@ -8,11 +8,11 @@ use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
 use observer_common::TcpState;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 
 use super::{
     Tuple,
-    table::{pack_ip, unpack_ip},
+    table::{hash_key, hash_tuple, pack_ip, unpack_ip},
     usage::{Destination, TimewaitUsage},
 };
 use crate::{decode::Task, sockdiag::NetLimits};
@@ -56,12 +56,14 @@ struct Slot {
     netns: u32,
     local_port: u16,
     remote_port: u16,
+    /// The last reconciliation whose sock_diag dump listed this socket.
+    mark: u16,
     substate: TcpState,
     bits: u8,
 }
 
 impl Slot {
-    fn new(key: u64, tw: &Tw) -> Self {
+    fn new(key: u64, mark: u16, tw: &Tw) -> Self {
         let (local_ip, v6) = pack_ip(tw.tuple.local);
         let (remote_ip, _) = pack_ip(tw.tuple.remote);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
@@ -76,6 +78,7 @@ impl Slot {
             netns: tw.tuple.netns,
             local_port: tw.tuple.local.port(),
             remote_port: tw.tuple.remote.port(),
+            mark,
             substate: tw.substate,
             bits: flag(v6, V6)
                 | flag(tw.owner.is_some(), HAS_OWNER)
@@ -154,16 +157,6 @@ pub struct TimewaitTable {
 /// No slot.
 const NONE: u32 = u32::MAX;
 
-fn hash_key(key: u64) -> u64 {
-    use std::hash::BuildHasher as _;
-    FxBuildHasher.hash_one(key)
-}
-
-fn hash_tuple(tuple: &Tuple) -> u64 {
-    use std::hash::BuildHasher as _;
-    FxBuildHasher.hash_one(tuple)
-}
-
 impl TimewaitTable {
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -220,9 +213,9 @@ impl TimewaitTable {
         })
     }
 
-    /// Inserts a timewait socket, replacing one with the same key or tuple; an error when the
-    /// table is full. Returns what it replaced, with their keys.
-    pub fn insert(&mut self, key: u64, tw: Tw) -> Result<Vec<(u64, Tw)>, Full> {
+    /// Inserts a timewait socket with a reconciliation mark, replacing one with the same key or
+    /// tuple; an error when the table is full. Returns what it replaced, with their keys.
+    pub fn insert(&mut self, key: u64, tw: Tw, mark: u16) -> Result<Vec<(u64, Tw)>, Full> {
         let mut replaced = Vec::new();
         if let Some(old) = self.remove(key) {
             replaced.push((key, old));
@@ -235,7 +228,7 @@ impl TimewaitTable {
         if self.len >= self.capacity {
             return Err(Full);
         }
-        let slot = Slot::new(key, &tw);
+        let slot = Slot::new(key, mark, &tw);
         let i = match self.vacant {
             NONE => {
                 self.slots.push(slot);
@@ -289,10 +282,32 @@ impl TimewaitTable {
         if from == to || self.contains(to) {
             return from == to && self.contains(from);
         }
+        let Some(i) = self.slot_of(from) else {
+            return false;
+        };
+        let mark = self.slots[i as usize].mark;
         let Some(tw) = self.remove(from) else {
             return false;
         };
-        self.insert(to, tw).is_ok()
+        self.insert(to, tw, mark).is_ok()
+    }
+
+    /// Slots in use or vacant: a bound for [`TimewaitTable::at`].
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The socket in slot `i`, with its reconciliation mark, when one is there.
+    pub fn at(&self, i: usize) -> Option<(u64, Tw, u16)> {
+        let s = self.slots.get(i).filter(|s| !s.vacant())?;
+        Some((s.key, s.tw(), s.mark))
+    }
+
+    /// Records that the reconciliation `mark` found `key` in its dump.
+    pub fn set_mark(&mut self, key: u64, mark: u16) {
+        if let Some(i) = self.slot_of(key) {
+            self.slots[i as usize].mark = mark;
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u64, Tw)> + '_ {
@@ -403,7 +418,7 @@ impl Drop for TwMut<'_> {
         let tw = self.tw;
         self.table.count(&tw, 1);
         let slot = &mut self.table.slots[self.slot as usize];
-        *slot = Slot::new(slot.key, &tw);
+        *slot = Slot::new(slot.key, slot.mark, &tw);
     }
 }
 
@@ -450,7 +465,11 @@ mod tests {
     fn sockets_come_back_as_stored_by_key_and_by_tuple() {
         let mut t = TimewaitTable::new(16);
         for (port, v6) in [(40000, false), (40001, true), (40003, false), (40005, true)] {
-            assert!(t.insert(u64::from(port), tw(port, v6)).unwrap().is_empty());
+            assert!(
+                t.insert(u64::from(port), tw(port, v6), 0)
+                    .unwrap()
+                    .is_empty()
+            );
         }
         for (port, v6) in [(40000, false), (40001, true), (40003, false), (40005, true)] {
             assert_eq!(t.get(u64::from(port)), Some(tw(port, v6)));
@@ -470,7 +489,7 @@ mod tests {
         assert_eq!(t.remove(40001), None);
         assert_eq!((t.len(), t.substates()), (3, (3, 0)));
         // The vacant slot is reused.
-        t.insert(9, tw(41000, false)).unwrap();
+        t.insert(9, tw(41000, false), 0).unwrap();
         assert_eq!(t.slots.len(), 4);
         assert!(t.rekey(9, 10));
         assert_eq!(t.get(10), Some(tw(41000, false)));
@@ -483,15 +502,15 @@ mod tests {
     #[test]
     fn one_socket_per_tuple_and_a_bound() {
         let mut t = TimewaitTable::new(2);
-        t.insert(1, tw(40000, false)).unwrap();
+        t.insert(1, tw(40000, false), 0).unwrap();
         // The same 4-tuple under another timer replaces it.
         assert_eq!(
-            t.insert(2, tw(40000, false)).unwrap(),
+            t.insert(2, tw(40000, false), 0).unwrap(),
             [(1, tw(40000, false))]
         );
         assert_eq!((t.len(), t.key_of(&tw(40000, false).tuple)), (1, Some(2)));
-        t.insert(3, tw(40001, false)).unwrap();
-        assert_eq!(t.insert(4, tw(40002, false)), Err(Full));
+        t.insert(3, tw(40001, false), 0).unwrap();
+        assert_eq!(t.insert(4, tw(40002, false), 0), Err(Full));
         assert_eq!(t.len(), 2);
         assert_eq!(t.remove(3), Some(tw(40001, false)));
         assert_eq!(t.len(), 1);
@@ -502,7 +521,7 @@ mod tests {
         let mut t = TimewaitTable::new(16);
         t.set_limits(&limits((40000, 40001)));
         for port in [40000, 40001, 40002, 8080] {
-            t.insert(u64::from(port), tw(port, false)).unwrap();
+            t.insert(u64::from(port), tw(port, false), 0).unwrap();
         }
         let dest = Destination {
             netns: 7,

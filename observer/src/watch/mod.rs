@@ -15,14 +15,13 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    alerts::{Change, Engine, Status},
-    clock::WallClock,
+    alerts::{Change, Status},
+    clock::{WallClock, mono_now_ns},
     decode::Transition,
-    events::{EventStream, Losses},
-    feed,
+    events::Losses,
     load::LoadOptions,
-    track::{Note, Observation, Report, Tracker, TrackerStats},
-    {clock::mono_now_ns, inventory::Inventory},
+    pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
+    track::{Note, Observation, Report, TrackerStats},
 };
 pub use filter::Filter;
 use render::{JsonConnectionError, JsonReset, JsonRetransmits, JsonTransition, TextContext};
@@ -328,123 +327,127 @@ fn shown(filter: &Filter, report: &Report) -> bool {
     }
 }
 
-/// A sock_diag dump running on a blocking thread.
-type PendingDump = tokio::task::JoinHandle<Inventory>;
+/// What the pipeline runs with, for watch.
+fn settings(options: &WatchOptions) -> Settings {
+    let alerts = options.alerts.as_ref();
+    Settings {
+        half_open_after: options.half_open_after,
+        reconcile_every: options.reconcile_every,
+        // Accept queues matter only to the alert rules.
+        listen_every: alerts.map(|a| a.evaluation_interval),
+        owner_after: options.owner_after,
+        // Holders are looked for before each evaluation and each summary.
+        evaluate_every: [alerts.map(|a| a.evaluation_interval), options.summary_every]
+            .into_iter()
+            .flatten()
+            .min(),
+        alerts: alerts.map(|a| AlertSettings {
+            rules: a.rules.clone(),
+            max_per_rule: a.max_per_rule,
+        }),
+    }
+}
 
 /// Runs until Ctrl-C, SIGTERM, `--count` lines, or a closed stdout.
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
-    let mut stream = EventStream::open(&options.load)?;
-    let mut tracker = Tracker::new(options.max_sockets);
-    let half_open_after = feed::nanos(options.half_open_after);
-    tracker.set_half_open_after(half_open_after);
-    let mut output = Output::stdout(options.json);
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut reconcile = tokio::time::interval(options.reconcile_every);
-    reconcile.tick().await; // the first dump is the start-up seed below
-    let mut summary_tick = every_or_never(options.summary_every);
-    summary_tick.tick().await;
-    let a = options.alerts.as_ref();
-    let mut engine = a.map(|a| Engine::new(a.rules.clone(), a.max_per_rule));
-    let mut evaluate = every_or_never(a.map(|a| a.evaluation_interval));
-
     // Seed before showing anything: sockets that existed before the programs attached.
-    let seed = tokio::task::spawn_blocking(Inventory::take)
-        .await
-        .context("the sock_diag dump panicked")?;
-    let mut batch = Vec::with_capacity(1024);
-    let mut reports = Vec::with_capacity(1024);
+    let mut pipeline = Pipeline::start(pipeline::Options {
+        load: options.load.clone(),
+        max_sockets: options.max_sockets,
+        settings: settings(&options),
+    })
+    .await?;
+    let mut output = Output::stdout(options.json);
+    let mut tick = interval_after(Duration::from_secs(1));
+    let mut summary_tick = every_or_never(options.summary_every);
     let mut shown_count = Shown::default();
     let limit = options.count.unwrap_or(u64::MAX);
-    let seeded = feed::seed(&mut tracker, &mut stream, &mut batch, &mut reports, &seed);
-    let mut inventory = seed;
+    let seeded = pipeline.seeded();
     eprintln!(
-        "observer: watching TCP connections; {seeded} sockets already open in {} network \
+        "observer: watching TCP connections; {} sockets already open in {} network \
          namespaces; Ctrl-C stops",
-        inventory.dumped.len()
+        seeded.outcome.added,
+        seeded.dumped.len()
     );
     if !options.json {
         writeln!(output.out, "{}", render::HEADER)?;
         output.out.flush()?;
     }
 
-    let mut reported = Losses::default();
-    let mut pending: Option<PendingDump> = None;
     let mut done = false;
     while !done {
-        tokio::select! {
-            r = stream.next_batch(&mut batch) => r.context("reading the ring buffer")?,
+        let written = tokio::select! {
+            step = pipeline.next() => {
+                let step = step?;
+                show_step(&mut output, &step)
+                    .and_then(|()| show(&mut output, &options.filter, pipeline.reports(), &mut shown_count, limit))
+            }
+            // Re-anchor wall-clock time: NTP may have stepped the clock.
             _ = tick.tick() => {
-                // Re-anchor wall-clock time: NTP may have stepped the clock.
                 output.wall = WallClock::now();
-                reported = report_new_losses(&mut stream, reported, &mut output)?;
-            }
-            _ = reconcile.tick(), if pending.is_none() => {
-                pending = Some(tokio::task::spawn_blocking(Inventory::take));
-            }
-            dump = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
-                pending = None;
-                let dump = dump.context("the sock_diag dump panicked")?;
-                feed::reconcile(&mut tracker, &mut stream, &mut batch, &mut reports, &dump);
-                inventory = dump;
-            }
-            _ = evaluate.tick(), if engine.is_some() => {
-                let engine = engine.as_mut().expect("guarded");
-                let lost_total = stream.losses()?.total();
-                if let Err(e) = show_alerts(
-                    engine, &mut tracker, &inventory, options.owner_after, lost_total, &mut output,
-                ) {
-                    return quiet_on_broken_pipe(e);
-                }
+                Ok(())
             }
             _ = summary_tick.tick() => {
-                let now = mono_now_ns();
-                inventory.resolve_close_wait_owners(&mut tracker, feed::nanos(options.owner_after), now);
-                let losses = stream.losses()?;
-                let printed =
-                    summary::print(&mut output, &tracker, &losses, half_open_after, now);
-                if let Err(e) = printed {
-                    return quiet_on_broken_pipe(e);
-                }
+                let s = pipeline.state();
+                summary::print(&mut output, &s, mono_now_ns())
             }
-            _ = sigint.recv() => done = true,
-            _ = sigterm.recv() => done = true,
-        }
+            _ = sigint.recv() => {
+                done = true;
+                Ok(())
+            }
+            _ = sigterm.recv() => {
+                done = true;
+                Ok(())
+            }
+        };
         if done {
-            stream.drain_now(&mut batch);
+            pipeline.drain();
+            if let Err(e) = show(
+                &mut output,
+                &options.filter,
+                pipeline.reports(),
+                &mut shown_count,
+                limit,
+            ) {
+                return quiet_on_broken_pipe(e);
+            }
         }
-        feed::apply(&mut tracker, &mut batch, &mut reports);
-        let now = mono_now_ns();
-        tracker.advance(now, &mut reports);
-        if let Err(e) = show(
-            &mut output,
-            &options.filter,
-            &mut reports,
-            &mut shown_count,
-            limit,
-            now,
-        ) {
+        if let Err(e) = written {
             return quiet_on_broken_pipe(e);
         }
         done |= shown_count.lines >= limit;
     }
 
-    finish(&stream, &tracker, &shown_count, &mut output)
+    finish(&pipeline, &shown_count, &mut output)
+}
+
+/// What a step says besides its reports: alert changes, new losses.
+fn show_step(output: &mut Output, step: &Step) -> io::Result<()> {
+    for change in &step.changes {
+        if change.status != Status::Inactive {
+            output.alert(change)?;
+        }
+    }
+    if let Some((_, now)) = step.new_losses
+        && output.json
+    {
+        output.json_record(&LossRecord {
+            kind: "loss",
+            losses: now.into(),
+        })?;
+    }
+    output.out.flush()
 }
 
 /// The closing totals: on stderr, and as the last JSON line.
-fn finish(
-    stream: &EventStream,
-    tracker: &Tracker,
-    shown: &Shown,
-    output: &mut Output,
-) -> anyhow::Result<()> {
-    let losses = stream.losses()?;
-    let stats = tracker.stats();
+fn finish(pipeline: &Pipeline, shown: &Shown, output: &mut Output) -> anyhow::Result<()> {
+    let losses = pipeline.losses()?;
+    let stats = pipeline.state().tracker.stats();
     let summary = Summary {
         kind: "summary",
-        received: stream.received(),
+        received: pipeline.received(),
         shown: shown.lines,
         shown_not_transitions: shown.not_transitions,
         losses: losses.into(),
@@ -459,38 +462,6 @@ fn finish(
     Ok(())
 }
 
-/// Ticks every `period`, or (in effect) never.
-fn every_or_never(period: Option<Duration>) -> tokio::time::Interval {
-    tokio::time::interval(period.unwrap_or(Duration::MAX / 4))
-}
-
-/// Evaluates the alert rules and shows each state change worth a line.
-fn show_alerts(
-    engine: &mut Engine,
-    tracker: &mut Tracker,
-    inventory: &Inventory,
-    owner_after: Duration,
-    lost_total: u64,
-    output: &mut Output,
-) -> io::Result<()> {
-    let changes = feed::evaluate_alerts(
-        engine,
-        tracker,
-        inventory,
-        // Accept queues sampled now: a listener dump is a few milliseconds.
-        &crate::sockdiag::listeners_all().listeners,
-        owner_after,
-        lost_total,
-        jiff::Timestamp::now(),
-    );
-    for change in changes {
-        if change.status != Status::Inactive {
-            output.alert(&change)?;
-        }
-    }
-    output.out.flush()
-}
-
 /// Lines shown so far.
 #[derive(Default)]
 struct Shown {
@@ -498,19 +469,19 @@ struct Shown {
     not_transitions: u64,
 }
 
-/// Writes the reports that pass the filter, up to `limit` lines in all; `now_ns` dates the
-/// reports that carry no time.
+/// Writes the reports that pass the filter, up to `limit` lines in all.
 fn show(
     output: &mut Output,
     filter: &Filter,
-    reports: &mut Vec<Report>,
+    reports: &[Report],
     shown_count: &mut Shown,
     limit: u64,
-    now_ns: u64,
 ) -> io::Result<()> {
-    for report in reports.drain(..) {
-        if shown_count.lines < limit && shown(filter, &report) {
-            output.report(&report, now_ns)?;
+    // Reports without a time of their own are dated when they were noticed: now.
+    let now_ns = mono_now_ns();
+    for report in reports {
+        if shown_count.lines < limit && shown(filter, report) {
+            output.report(report, now_ns)?;
             shown_count.lines += 1;
             if matches!(
                 report,
@@ -527,34 +498,6 @@ fn show(
         }
     }
     output.out.flush()
-}
-
-/// Says so on stderr (and in the JSON stream) when anything new was lost since the last report.
-fn report_new_losses(
-    stream: &mut EventStream,
-    reported: Losses,
-    output: &mut Output,
-) -> anyhow::Result<Losses> {
-    let now = stream.losses()?;
-    if now.total() > reported.total() {
-        let mut why = now.new_since(&reported);
-        if now.malformed > reported.malformed
-            && let Some(e) = stream.take_decode_error()
-            && let Some(last) = why.last_mut()
-        {
-            *last = format!("{last}, last: {e}");
-        }
-        if !why.is_empty() {
-            log::warn!("lost events: {}", why.join("; "));
-        }
-        if output.json {
-            output.json_record(&LossRecord {
-                kind: "loss",
-                losses: now.into(),
-            })?;
-        }
-    }
-    Ok(now)
 }
 
 fn quiet_on_broken_pipe(e: io::Error) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{LossCounts, Output};
 use crate::{
     decode::ResetDirection,
-    events::Losses,
+    pipeline::{LastReconciliation, State},
     track::{
         RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, durations::Histogram,
         resets::ResetClass,
@@ -119,16 +119,13 @@ struct StateSummary<'a> {
     tracker: TrackerStats,
     #[serde(flatten)]
     losses: LossCounts,
+    /// What the last reconciliation with sock_diag did, and how long ago it ended.
+    last_reconciliation: Option<LastReconciliation>,
+    last_reconciliation_age_ns: Option<u64>,
 }
 
-pub(super) fn print(
-    output: &mut Output,
-    tracker: &Tracker,
-    losses: &Losses,
-    half_open_after_ns: u64,
-    now_ns: u64,
-) -> io::Result<()> {
-    let summary = build(tracker, losses, half_open_after_ns, now_ns);
+pub(super) fn print(output: &mut Output, state: &State, now_ns: u64) -> io::Result<()> {
+    let summary = build(state, now_ns);
     if output.json {
         return output.json_record(&summary);
     }
@@ -155,12 +152,9 @@ fn reset_counts(tracker: &Tracker) -> Vec<ResetCount> {
     resets
 }
 
-fn build<'a>(
-    tracker: &'a Tracker,
-    losses: &Losses,
-    half_open_after_ns: u64,
-    now_ns: u64,
-) -> StateSummary<'a> {
+fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
+    let (tracker, losses, half_open_after_ns) =
+        (&state.tracker, &state.losses, state.half_open_after_ns);
     let counts = tracker.counts_by_state();
     let close_wait = tracker.close_wait();
     let timewait = tracker.timewait_counts();
@@ -249,6 +243,10 @@ fn build<'a>(
             .collect(),
         tracker: tracker.stats(),
         losses: (*losses).into(),
+        last_reconciliation: state.last_reconciliation,
+        last_reconciliation_age_ns: state
+            .last_reconciliation
+            .map(|r| now_ns.saturating_sub(r.ended_ns)),
     }
 }
 
@@ -313,16 +311,41 @@ fn render_text(s: &StateSummary<'_>) -> String {
     let _ = writeln!(t);
     render_retransmits(&mut t, s);
     let st = &s.tracker;
+    let l = &s.losses;
     let _ = writeln!(
         t,
-        "   lost {} events; gaps {}, evicted {}, seeded {}, stale {}, timewait missing {}",
-        s.losses.lost_total,
+        "   lost {} events (ring buffer full {}, recursion misses {}, unreadable {}, malformed \
+         {}); gaps {}, evicted {}, seeded {}, stale {}, corrected {}, timewait missing {}",
+        l.lost_total,
+        l.lost_ring_buffer_full,
+        l.lost_recursion_misses,
+        l.lost_read_failed,
+        l.malformed,
         st.gaps,
         st.evicted,
         st.seeded,
         st.reconciled_stale,
+        st.corrected,
         st.timewait_missing
     );
+    if let (Some(r), Some(age)) = (s.last_reconciliation, s.last_reconciliation_age_ns) {
+        let o = &r.outcome;
+        let _ = writeln!(
+            t,
+            "   last reconciliation {} ago: {} sockets listed in {} network namespaces ({}); \
+             {} ended unseen, {} timewait ended unseen, {} corrected, {} added, {} closed \
+             during the dump and not added",
+            human_duration(age),
+            r.listed,
+            r.namespaces,
+            human_duration(r.took_ns),
+            o.stale,
+            o.stale_timewait,
+            o.corrected,
+            o.added,
+            o.closed_during_dump
+        );
+    }
     t
 }
 
@@ -473,8 +496,8 @@ mod tests {
 
     #[test]
     fn text_lists_half_open_suspects_errors_and_retransmissions() {
-        let tracker = tracker();
-        let summary = build(&tracker, &Losses::default(), 10 * S, 17 * S);
+        let state = State::new(tracker(), 10 * S);
+        let summary = build(&state, 17 * S);
         let text = render_text(&summary);
         assert!(
             text.contains(
@@ -499,7 +522,8 @@ mod tests {
             text.contains("   SYN-ACK retransmissions: port 80 (netns 9) 2;\n"),
             "{text}"
         );
-        let later = build(&tracker, &Losses::default(), 20 * S, 17 * S);
+        let state = State::new(tracker(), 20 * S);
+        let later = build(&state, 17 * S);
         let text = render_text(&later);
         assert!(
             text.contains("half-open suspects: 0 (no progress for 20s or more"),
@@ -509,8 +533,7 @@ mod tests {
 
     #[test]
     fn empty_sections_say_none() {
-        let tracker = Tracker::new(4);
-        let text = render_text(&build(&tracker, &Losses::default(), 10 * S, S));
+        let text = render_text(&build(&State::new(Tracker::new(4), 10 * S), S));
         assert!(text.contains("   connection errors: none\n"), "{text}");
         assert!(
             text.contains("   SYN-ACK retransmissions: none\n"),
@@ -520,9 +543,7 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_fields() {
-        let tracker = tracker();
-        let json =
-            serde_json::to_value(build(&tracker, &Losses::default(), 10 * S, 17 * S)).unwrap();
+        let json = serde_json::to_value(build(&State::new(tracker(), 10 * S), 17 * S)).unwrap();
         assert_eq!(json["type"], "state_summary");
         assert_eq!(json["half_open_after_ns"], 10 * S);
         assert_eq!(json["half_open_total"], 1);

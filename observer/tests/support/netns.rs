@@ -44,6 +44,12 @@ impl NetNs {
         Ok(ns)
     }
 
+    /// The namespace's name, for `ip netns exec`.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Inode number of the namespace: what `observer watch --netns` and events carry.
     #[must_use]
     pub fn inode(&self) -> u32 {

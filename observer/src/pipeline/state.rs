@@ -1,21 +1,23 @@
-//! What the event loop and the HTTP server share, behind one lock.
+//! What the pipeline shares with its front-ends (the daemon's HTTP server among them), behind
+//! one lock.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
+use super::reconcile::LastReconciliation;
 use crate::{
     alerts::{Alert, NotificationCounts, RuleCounts},
     clock::mono_now_ns,
     events::Losses,
-    export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
+    export::{DEFAULT_MAX_PORT_LABELS, MetricsSnapshot, PortLabels, Sources, TransitionCounts},
     listen_queues::ListenQueues,
     sockdiag::NetLimits,
     track::Tracker,
 };
 
-/// The daemon's state. The event loop holds the lock while it applies a batch; a scrape holds
-/// it while it copies a snapshot.
+/// The tracker and what surrounds it. The event loop holds the lock while it applies a batch,
+/// a reconciliation while it applies a part of a dump, a scrape while it copies a snapshot.
 pub struct State {
     pub tracker: Tracker,
     pub transitions: TransitionCounts,
@@ -30,6 +32,28 @@ pub struct State {
     pub notifications: NotificationCounts,
     /// Alerts pending or firing at the last evaluation, for /alerts.
     pub active_alerts: Vec<Alert>,
+    pub last_reconciliation: Option<LastReconciliation>,
+}
+
+impl State {
+    /// A fresh state around `tracker`.
+    #[must_use]
+    pub fn new(tracker: Tracker, half_open_after_ns: u64) -> Self {
+        Self {
+            tracker,
+            transitions: TransitionCounts::default(),
+            received: 0,
+            losses: Losses::default(),
+            limits: FxHashMap::default(),
+            listen: ListenQueues::default(),
+            half_open_after_ns,
+            ports: PortLabels::new(&[], DEFAULT_MAX_PORT_LABELS),
+            alert_counts: Vec::new(),
+            notifications: NotificationCounts::default(),
+            active_alerts: Vec::new(),
+            last_reconciliation: None,
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -1,0 +1,508 @@
+//! The one core every front-end runs on: the ring buffer read and applied to the tracker, the
+//! tracker reconciled with sock_diag, accept queues sampled, the holders of lingering
+//! CLOSE_WAIT sockets found, alert rules evaluated and losses accounted. Everything slow
+//! (netlink dumps, walks of /proc) runs on blocking threads, so the event loop only ever
+//! applies events.
+//!
+//! A front-end calls [`Pipeline::next`] in its own loop, beside its own timers, and takes what
+//! it needs from each [`Step`] and from [`Pipeline::reports`]: `observer run` adds HTTP,
+//! alert delivery, systemd and restart state; `observer watch` adds filters and output.
+
+mod reconcile;
+mod state;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{
+    task::JoinHandle,
+    time::{Instant, Interval},
+};
+
+pub use self::{
+    reconcile::{Done as Reconciled, LastReconciliation},
+    state::{Shared, State},
+};
+use crate::{
+    alerts::{Change, Engine, Inputs},
+    clock::{mono_now_ns, nanos},
+    config::{AlertRule, RuleKind},
+    decode::Event,
+    events::{EventStream, Losses},
+    inventory::{self, OwnerFound},
+    load::{Features, LoadOptions, RingBufferSize, format_size, max_tw_buckets},
+    sockdiag::{self, ListenSnapshot},
+    track::{Report, Tracker},
+};
+
+/// What the pipeline is asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub load: LoadOptions,
+    /// Sockets tracked at once (and, separately, timewait sockets).
+    pub max_sockets: usize,
+    pub settings: Settings,
+}
+
+/// What may change while the pipeline runs (a daemon's configuration reload).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Retransmitting without progress this long makes a half-open suspect.
+    pub half_open_after: Duration,
+    /// How often the tracker is reconciled with sock_diag.
+    pub reconcile_every: Duration,
+    /// How often accept queues are sampled; `None`: never.
+    pub listen_every: Option<Duration>,
+    /// Holders of CLOSE_WAIT sockets are looked for once they are this old (or younger, when
+    /// an alert rule is about younger ones).
+    pub owner_after: Duration,
+    /// How often owners are looked for and rules evaluated; `None`: never.
+    pub evaluate_every: Option<Duration>,
+    /// The alert rules; `None`: no evaluation (owners are still looked for).
+    pub alerts: Option<AlertSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertSettings {
+    pub rules: Vec<AlertRule>,
+    pub max_per_rule: usize,
+}
+
+/// What happened in one call of [`Pipeline::next`], besides the reports.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Alert state changes of an evaluation.
+    pub changes: Vec<Change>,
+    /// Rules were evaluated.
+    pub evaluated: bool,
+    /// Events were lost since the last report of losses: (then, now).
+    pub new_losses: Option<(Losses, Losses)>,
+    /// A reconciliation ended.
+    pub reconciled: Option<Reconciled>,
+}
+
+/// A loss is followed by a reconciliation this soon (what was lost may have left phantoms),
+/// unless one ran less than [`EARLY_RECONCILE_GAP`] ago.
+const EARLY_RECONCILE_AFTER: Duration = Duration::from_secs(1);
+const EARLY_RECONCILE_GAP: Duration = Duration::from_secs(10);
+
+/// The timers; each kept across reloads unless its period changed.
+struct Timers {
+    losses: Interval,
+    reconcile: Interval,
+    listen: Interval,
+    evaluate: Interval,
+}
+
+pub struct Pipeline {
+    stream: EventStream,
+    shared: Shared,
+    /// Every record reserved before this `CLOCK_MONOTONIC` time has been applied.
+    applied: Arc<AtomicU64>,
+    batch: Vec<Event>,
+    reports: Vec<Report>,
+    engine: Option<Engine>,
+    settings: Settings,
+    timers: Timers,
+    pending_reconcile: Option<JoinHandle<Reconciled>>,
+    pending_listen: Option<JoinHandle<ListenSnapshot>>,
+    pending_owners: Option<JoinHandle<Vec<OwnerFound>>>,
+    /// Losses at the last report.
+    reported: Losses,
+    last_reconcile: Instant,
+    /// What the start-up reconciliation did.
+    seeded: Reconciled,
+}
+
+/// An interval whose first tick comes after one period, not at once.
+#[must_use]
+pub fn interval_after(period: Duration) -> Interval {
+    tokio::time::interval_at(Instant::now() + period, period)
+}
+
+/// Ticks every `period`, or (in effect) never.
+#[must_use]
+pub fn every_or_never(period: Option<Duration>) -> Interval {
+    interval_after(period.unwrap_or(Duration::MAX / 4))
+}
+
+impl Pipeline {
+    /// Attaches the programs and seeds the tracker from sock_diag, applying events all the
+    /// while (a dump of a busy host takes seconds). Must run inside a tokio runtime.
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        let stream = EventStream::open(&options.load)?;
+        log_ring_size(options.load.ring_buffer_bytes);
+        let settings = options.settings;
+        let mut tracker = Tracker::new(options.max_sockets);
+        let half_open_after_ns = nanos(settings.half_open_after);
+        tracker.set_half_open_after(half_open_after_ns);
+        let shared = Shared::new(State::new(tracker, half_open_after_ns));
+        let engine = settings
+            .alerts
+            .as_ref()
+            .map(|a| Engine::new(a.rules.clone(), a.max_per_rule));
+        let timers = Timers {
+            losses: interval_after(Duration::from_secs(1)),
+            reconcile: interval_after(settings.reconcile_every),
+            listen: every_or_never(settings.listen_every),
+            evaluate: every_or_never(settings.evaluate_every),
+        };
+        let mut p = Self {
+            stream,
+            shared,
+            applied: Arc::new(AtomicU64::new(0)),
+            batch: Vec::with_capacity(1024),
+            reports: Vec::with_capacity(1024),
+            engine,
+            settings,
+            timers,
+            pending_reconcile: None,
+            pending_listen: None,
+            pending_owners: None,
+            reported: Losses::default(),
+            last_reconcile: Instant::now(),
+            seeded: Reconciled::default(),
+        };
+        p.start_reconcile();
+        loop {
+            tokio::select! {
+                r = p.stream.read(&mut p.batch) => {
+                    let applied = r.context("reading the ring buffer")?;
+                    p.apply(applied);
+                }
+                done = join(&mut p.pending_reconcile) => {
+                    p.pending_reconcile = None;
+                    p.seeded = done.context("the start-up sock_diag dump panicked")?;
+                    p.last_reconcile = Instant::now();
+                    break;
+                }
+            }
+        }
+        // What the start-up produced (reports of the events applied meanwhile) is not shown.
+        p.reports.clear();
+        if p.settings.listen_every.is_some() {
+            p.pending_listen = Some(tokio::task::spawn_blocking(sockdiag::listeners_all));
+        }
+        Ok(p)
+    }
+
+    /// Waits for the next thing worth a front-end's attention. Cancel-safe: a front-end may
+    /// select it beside its own timers. [`Pipeline::reports`] then holds the reports of the
+    /// events applied.
+    pub async fn next(&mut self) -> anyhow::Result<Step> {
+        self.reports.clear();
+        loop {
+            tokio::select! {
+                r = self.stream.read(&mut self.batch) => {
+                    let applied = r.context("reading the ring buffer")?;
+                    self.apply(applied);
+                    if !self.reports.is_empty() {
+                        return Ok(Step::default());
+                    }
+                }
+                _ = self.timers.losses.tick() => {
+                    if let Some(new) = self.check_losses()? {
+                        return Ok(Step { new_losses: Some(new), ..Step::default() });
+                    }
+                }
+                _ = self.timers.reconcile.tick(), if self.pending_reconcile.is_none() => {
+                    self.start_reconcile();
+                }
+                done = join(&mut self.pending_reconcile) => {
+                    self.pending_reconcile = None;
+                    self.last_reconcile = Instant::now();
+                    let done = done.context("the sock_diag dump panicked")?;
+                    log_reconciled(&done);
+                    return Ok(Step { reconciled: Some(done), ..Step::default() });
+                }
+                _ = self.timers.listen.tick(), if self.pending_listen.is_none() => {
+                    self.pending_listen = Some(tokio::task::spawn_blocking(sockdiag::listeners_all));
+                }
+                sample = join(&mut self.pending_listen) => {
+                    self.pending_listen = None;
+                    let sample = sample.context("the listener sample panicked")?;
+                    self.shared.lock().listen.update(sample);
+                }
+                _ = self.timers.evaluate.tick(), if self.pending_owners.is_none() => {
+                    if let Some(step) = self.begin_evaluation() {
+                        return Ok(step);
+                    }
+                }
+                found = join(&mut self.pending_owners) => {
+                    self.pending_owners = None;
+                    let found = found.context("the search for CLOSE_WAIT holders panicked")?;
+                    inventory::apply_owners(&mut self.shared.lock().tracker, &found);
+                    if let Some(step) = self.evaluate() {
+                        return Ok(step);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reports of the events applied in the last [`Pipeline::next`].
+    #[must_use]
+    pub fn reports(&self) -> &[Report] {
+        &self.reports
+    }
+
+    /// The state, under its lock.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// The state, shared (for a server that reads it from other tasks).
+    #[must_use]
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    /// The alert engine, when rules are evaluated.
+    pub const fn engine(&mut self) -> Option<&mut Engine> {
+        self.engine.as_mut()
+    }
+
+    /// The tracker (under the lock) and the alert engine together: for what reads or restores
+    /// both (the daemon's restart state).
+    pub fn with_parts<R>(&mut self, f: impl FnOnce(&mut Tracker, Option<&mut Engine>) -> R) -> R {
+        let mut s = self.shared.lock();
+        f(&mut s.tracker, self.engine.as_mut())
+    }
+
+    #[must_use]
+    pub const fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What the start-up reconciliation did.
+    #[must_use]
+    pub const fn seeded(&self) -> &Reconciled {
+        &self.seeded
+    }
+
+    /// Events decoded so far.
+    #[must_use]
+    pub const fn received(&self) -> u64 {
+        self.stream.received()
+    }
+
+    /// Which optional parts of the observation work on this kernel.
+    #[must_use]
+    pub const fn features(&self) -> &Features {
+        self.stream.features()
+    }
+
+    /// Everything lost so far.
+    pub fn losses(&self) -> anyhow::Result<Losses> {
+        Ok(self.stream.losses()?)
+    }
+
+    /// Takes new settings: timers whose period changed start again (the others keep their
+    /// phase, so that a burst of reloads does not make a burst of evaluations), rules are
+    /// replaced (alerts of rules that keep their name keep their state). Returns the changes
+    /// that replacing the rules made.
+    pub fn reconfigure(&mut self, new: Settings) -> Vec<Change> {
+        let old = std::mem::replace(&mut self.settings, new);
+        let new = &self.settings;
+        if new.reconcile_every != old.reconcile_every {
+            self.timers.reconcile = interval_after(new.reconcile_every);
+        }
+        if new.listen_every != old.listen_every {
+            self.timers.listen = every_or_never(new.listen_every);
+        }
+        if new.evaluate_every != old.evaluate_every {
+            self.timers.evaluate = every_or_never(new.evaluate_every);
+        }
+        let half_open_after_ns = nanos(new.half_open_after);
+        {
+            let mut s = self.shared.lock();
+            s.half_open_after_ns = half_open_after_ns;
+            s.tracker.set_half_open_after(half_open_after_ns);
+        }
+        match (&mut self.engine, &new.alerts) {
+            (Some(engine), Some(a)) => engine.set_rules(a.rules.clone(), a.max_per_rule),
+            (None, Some(a)) => {
+                self.engine = Some(Engine::new(a.rules.clone(), a.max_per_rule));
+                Vec::new()
+            }
+            (Some(engine), None) => {
+                let changes = engine.set_rules(Vec::new(), 0);
+                self.engine = None;
+                changes
+            }
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Reconciles with sock_diag now (unless a reconciliation is running): its end comes as a
+    /// [`Step::reconciled`].
+    pub fn reconcile_now(&mut self) {
+        if self.pending_reconcile.is_none() {
+            self.timers.reconcile.reset_immediately();
+        }
+    }
+
+    /// Applies what is left in the ring buffer (before exiting: nothing observed is dropped).
+    pub fn drain(&mut self) {
+        self.reports.clear();
+        let applied = mono_now_ns();
+        self.stream.drain_now(&mut self.batch);
+        self.apply(applied);
+    }
+
+    /// The most recent decoding failure, for the log.
+    pub fn take_decode_error(&mut self) -> Option<crate::decode::DecodeError> {
+        self.stream.take_decode_error()
+    }
+
+    fn apply(&mut self, applied_ns: u64) {
+        let mut guard = self.shared.lock();
+        let s = &mut *guard;
+        for event in self.batch.drain(..) {
+            s.tracker.apply(&event, &mut self.reports);
+        }
+        s.tracker.advance(mono_now_ns(), &mut self.reports);
+        s.transitions.count(&self.reports);
+        s.received = self.stream.received();
+        drop(guard);
+        self.applied.store(applied_ns, Ordering::Release);
+    }
+
+    fn start_reconcile(&mut self) {
+        let shared = self.shared.clone();
+        let applied = Arc::clone(&self.applied);
+        self.pending_reconcile = Some(tokio::task::spawn_blocking(move || {
+            reconcile::run(&shared, &applied)
+        }));
+    }
+
+    /// New losses since the last report: logged with what to do, and a reconciliation soon
+    /// (an event lost may have left a phantom, or hidden a socket).
+    fn check_losses(&mut self) -> anyhow::Result<Option<(Losses, Losses)>> {
+        let now = self.stream.losses()?;
+        self.shared.lock().losses = now;
+        if now.total() <= self.reported.total() {
+            return Ok(None);
+        }
+        let before = std::mem::replace(&mut self.reported, now);
+        let mut why = now.new_since(&before);
+        if now.malformed > before.malformed
+            && let Some(e) = self.stream.take_decode_error()
+            && let Some(last) = why.last_mut()
+        {
+            *last = format!("{last}, last: {e}");
+        }
+        log::warn!("lost events: {}", why.join("; "));
+        if self.pending_reconcile.is_none() && self.last_reconcile.elapsed() >= EARLY_RECONCILE_GAP
+        {
+            self.timers.reconcile.reset_after(EARLY_RECONCILE_AFTER);
+        }
+        Ok(Some((before, now)))
+    }
+
+    /// Looks for the holders of the CLOSE_WAIT sockets old enough (off the event loop), then
+    /// evaluates; evaluates at once when there are none to look for.
+    fn begin_evaluation(&mut self) -> Option<Step> {
+        let older_than = self.owner_threshold();
+        let wanted = {
+            let s = self.shared.lock();
+            inventory::owners_wanted(&s.tracker, nanos(older_than), mono_now_ns())
+        };
+        if wanted.is_empty() {
+            return self.evaluate();
+        }
+        self.pending_owners = Some(tokio::task::spawn_blocking(move || {
+            inventory::find_owners(&wanted)
+        }));
+        None
+    }
+
+    /// Holders are looked for once a CLOSE_WAIT socket is `owner_after` old, or as old as the
+    /// youngest a rule alerts on, so that its first notification names its holder.
+    fn owner_threshold(&self) -> Duration {
+        let rules = self.engine.as_ref().map_or(&[][..], |e| e.rules());
+        rules
+            .iter()
+            .filter_map(|r| match r.kind {
+                RuleKind::CloseWaitAge { older_than } => Some(older_than),
+                _ => None,
+            })
+            .fold(self.settings.owner_after, Duration::min)
+    }
+
+    fn evaluate(&mut self) -> Option<Step> {
+        let engine = self.engine.as_mut()?;
+        let wall = jiff::Timestamp::now();
+        let mut guard = self.shared.lock();
+        let s = &mut *guard;
+        let changes = engine.evaluate(
+            &Inputs {
+                tracker: &s.tracker,
+                limits: &s.limits,
+                listeners: &s.listen.listeners,
+                lost_total: s.losses.total(),
+                now_ns: mono_now_ns(),
+            },
+            wall,
+        );
+        s.alert_counts = engine.counts();
+        s.active_alerts = engine.active().cloned().collect();
+        Some(Step {
+            changes,
+            evaluated: true,
+            ..Step::default()
+        })
+    }
+}
+
+/// Awaits a pending blocking task; never completes when there is none (guard the branch).
+async fn join<T>(pending: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match pending.as_mut() {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the ring costs, and whether it holds the host's largest TIME_WAIT expiry burst.
+fn log_ring_size(bytes: u32) {
+    let holds = RingBufferSize::timewait_burst(bytes);
+    let size = format_size(u64::from(bytes));
+    match max_tw_buckets() {
+        Some(max) if max > holds => log::warn!(
+            "ring buffer: {size} of kernel memory; it holds the expiry burst of {holds} \
+             timewait sockets, fewer than net.ipv4.tcp_max_tw_buckets ({max}): raise \
+             kernel.ring_buffer_size (or --ring-buffer-size), or leave it at \"auto\""
+        ),
+        _ => log::info!(
+            "ring buffer: {size} of kernel memory; it holds the expiry burst of {holds} \
+             timewait sockets"
+        ),
+    }
+}
+
+fn log_reconciled(done: &Reconciled) {
+    let o = &done.outcome;
+    if o.stale + o.stale_timewait + o.corrected > 0 {
+        log::info!(
+            "reconciliation: {} sockets and {} timewait sockets had ended unseen, {} had \
+             changed state unseen (corrected); {} sockets were not tracked yet ({} listed in {} \
+             network namespaces, {:.1?})",
+            o.stale,
+            o.stale_timewait,
+            o.corrected,
+            o.added,
+            done.listed,
+            done.dumped.len(),
+            done.took
+        );
+    }
+    for failure in &done.failed {
+        log::debug!("sock_diag: {failure}");
+    }
+}

@@ -1,0 +1,130 @@
+//! A reconciliation on a blocking thread: every namespace's sockets streamed from sock_diag
+//! into the tracker a part at a time, each part only once the event loop has applied every
+//! event from before it was dumped, then a sweep for what no dump listed. The lock is held for
+//! one part at a time, so events keep flowing; nothing is gathered, so a million sockets cost
+//! no more memory than a thousand.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::Shared;
+use crate::{
+    clock::{mono_now_ns, nanos},
+    inventory::seed_of,
+    sockdiag::{self, NetLimits},
+    track::{ReconcileOutcome, Reconciliation, SeedSocket},
+};
+
+/// Sockets applied per lock.
+const PART: usize = 4096;
+
+/// Tracked sockets swept per lock.
+const SWEEP_PART: usize = 16_384;
+
+/// The longest a part waits for the event loop to catch up; past it, it is applied anyway (a
+/// socket whose events were still in the ring may then look new: a false lower-bound entry,
+/// never a lost one).
+const MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// What the last reconciliation did, and when: kept in the shared state for summaries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LastReconciliation {
+    #[serde(flatten)]
+    pub outcome: ReconcileOutcome,
+    /// Sockets its dumps listed, and in how many namespaces.
+    pub listed: u64,
+    pub namespaces: usize,
+    /// How long it took, and when it ended (`CLOCK_MONOTONIC` ns).
+    pub took_ns: u64,
+    pub ended_ns: u64,
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub outcome: ReconcileOutcome,
+    /// Namespaces dumped completely.
+    pub dumped: FxHashSet<u32>,
+    /// Namespaces that could not be dumped, with the reason.
+    pub failed: Vec<String>,
+    pub limits: FxHashMap<u32, NetLimits>,
+    /// Sockets the dumps listed.
+    pub listed: u64,
+    pub took: Duration,
+}
+
+/// Runs a whole reconciliation. `applied` is the event loop's promise: every record reserved
+/// before that `CLOCK_MONOTONIC` time has been applied to the tracker.
+pub fn run(shared: &Shared, applied: &Arc<AtomicU64>) -> Done {
+    let began = Instant::now();
+    let mut r = shared.lock().tracker.begin_reconcile(mono_now_ns());
+    let mut done = Done::default();
+    let mut part: Vec<SeedSocket> = Vec::with_capacity(PART);
+    for ns in sockdiag::list_netns() {
+        let mut listed = 0;
+        let result = sockdiag::each_in_netns(&ns, sockdiag::ALL_STATES, &mut |s| {
+            part.push(seed_of(&s));
+            listed += 1;
+            if part.len() == PART {
+                apply_part(shared, applied, &mut r, &mut part);
+            }
+        });
+        apply_part(shared, applied, &mut r, &mut part);
+        done.listed += listed;
+        match result {
+            Ok(limits) => {
+                done.dumped.insert(ns.inode);
+                done.limits.insert(ns.inode, limits);
+            }
+            Err(e) => done.failed.push(format!("{}: {e}", ns.path.display())),
+        }
+    }
+    loop {
+        let mut s = shared.lock();
+        if s.tracker.reconcile_sweep(&mut r, &done.dumped, SWEEP_PART) {
+            break;
+        }
+    }
+    let mut s = shared.lock();
+    s.tracker.set_limits(&done.limits);
+    s.limits.clone_from(&done.limits);
+    let now = mono_now_ns();
+    done.outcome = s.tracker.end_reconcile(r, now);
+    done.took = began.elapsed();
+    s.last_reconciliation = Some(LastReconciliation {
+        outcome: done.outcome,
+        listed: done.listed,
+        namespaces: done.dumped.len(),
+        took_ns: nanos(done.took),
+        ended_ns: now,
+    });
+    done
+}
+
+/// Applies a part of a dump once the events from before it have been applied.
+fn apply_part(
+    shared: &Shared,
+    applied: &AtomicU64,
+    r: &mut Reconciliation,
+    part: &mut Vec<SeedSocket>,
+) {
+    if part.is_empty() {
+        return;
+    }
+    let dumped_by = mono_now_ns();
+    let deadline = Instant::now() + MAX_WAIT;
+    while applied.load(Ordering::Acquire) < dumped_by && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut s = shared.lock();
+    for socket in part.drain(..) {
+        s.tracker.reconcile_listed(r, &socket);
+    }
+}

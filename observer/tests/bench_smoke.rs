@@ -4,21 +4,9 @@
 
 mod support;
 
-// The benchmark's own modules; the test uses part of them.
-#[path = "../benches/churn/daemon.rs"]
-#[allow(dead_code, reason = "shared with the benchmark")]
-mod daemon;
-#[path = "../benches/churn/generator.rs"]
-#[allow(dead_code, reason = "shared with the benchmark")]
-mod generator;
-#[path = "../benches/churn/metrics.rs"]
-#[allow(dead_code, reason = "shared with the benchmark")]
-mod metrics;
-
 use std::time::Duration;
 
-use generator::Load;
-use metrics::Scraper;
+use observer_testkit::{churn as generator, churn::Load, daemon, scrape::Scraper};
 use support::{netns::NetNs, privileged, serial};
 
 #[test]

@@ -14,9 +14,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use super::{
+use observer_testkit::{
+    churn::{self as generator, KINDS, Kind, Load},
     daemon::die_with_parent,
-    generator::{self, KINDS, Kind, Load},
     netns::NetNs,
 };
 

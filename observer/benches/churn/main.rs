@@ -13,16 +13,9 @@
 
 #![expect(clippy::cast_precision_loss, reason = "figures for display")]
 
-#[path = "../../tests/support/netns.rs"]
-#[allow(dead_code, reason = "shared with the tests, which use more of it")]
-mod netns;
-
 mod baseline;
 mod calibrate;
-mod daemon;
-mod generator;
 mod kstats;
-mod metrics;
 mod report;
 mod tcpstates;
 
@@ -33,10 +26,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use generator::{KINDS, LISTENER_TRANSITIONS, Load, Made};
 use kstats::Cost;
-use metrics::{Counters, Scraper};
-use netns::NetNs;
+use observer_testkit::{
+    churn::{self as generator, KINDS, LISTENER_TRANSITIONS, Load, Made},
+    daemon,
+    netns::NetNs,
+    scrape::{Counters, Scraper},
+};
 
 #[derive(Parser, Clone)]
 #[command(

@@ -5,9 +5,11 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use observer_testkit::scrape::Counters;
+
 use super::{
     DaemonPhase, KINDS, Phase, Tracer, calibrate::Calibration, kstats::Cost, listener_transitions,
-    metrics::Counters, transitions_per_connection,
+    transitions_per_connection,
 };
 
 /// The machine the figures were measured on.
@@ -385,10 +387,8 @@ impl Level<'_> {
         }
         let mut costs: Vec<ProgramCost> = out.into_values().collect();
         let daemon: Vec<_> = self.of(Tracer::Observer).filter_map(|p| p.daemon).collect();
-        let sum = |f: fn(&super::metrics::Counters) -> u64| -> u64 {
-            daemon.iter().map(|d| f(&d.counters)).sum()
-        };
-        let transitions = sum(super::metrics::Counters::kernel_transitions);
+        let sum = |f: fn(&Counters) -> u64| -> u64 { daemon.iter().map(|d| f(&d.counters)).sum() };
+        let transitions = sum(Counters::kernel_transitions);
         // Each program's records as the daemon counts what they report, where it does.
         let known = |program: &str| -> Option<u64> {
             Some(match program {

@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{daemon::die_with_parent, generator::ADDR_PREFIX, kstats};
+use observer_testkit::{churn::ADDR_PREFIX, daemon::die_with_parent};
+
+use super::kstats;
 
 pub const PATH: &str = "/usr/sbin/tcpstates";
 

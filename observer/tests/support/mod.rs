@@ -1,12 +1,12 @@
 //! Shared by the privileged integration tests.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-pub mod exposition;
-pub mod netns;
 pub mod promql;
 pub mod services;
 pub mod skip;
-pub mod ss;
+
+#[allow(unused_imports, reason = "each test binary uses a different part")]
+pub use observer_testkit::{exposition, netns, ss};
 
 /// One test per address family, each skipped loudly without privileges.
 #[allow(unused_macros, reason = "each test binary uses a different part")]

@@ -1,5 +1,5 @@
-//! Reading `observer run`'s /metrics during a benchmark phase, and the daemon's counters that
-//! the benchmark compares. Also used by tests/bench_smoke.rs.
+//! Reading `observer run`'s /metrics during a benchmark phase or a stress run, and the daemon's
+//! counters that they compare. Also used by tests/bench_smoke.rs.
 //!
 //! One HTTP/1.1 connection is opened before the phase and kept alive across its scrapes, so
 //! the scrapes add no TCP transitions to what the daemon counts.
@@ -199,7 +199,9 @@ impl Metrics {
         Counters {
             events_received: self.sum("observer_events_received_total", &[]),
             transitions: self.sum("observer_tcp_transitions_total", &[]),
-            timewait_ended: self.sum("observer_tcp_timewait_ended_total", &[]),
+            // Ends seen (as transitions); an end not seen is no transition.
+            timewait_ended: self.sum("observer_tcp_timewait_ended_total", &[("cause", "expired")])
+                + self.sum("observer_tcp_timewait_ended_total", &[("cause", "killed")]),
             resets_sent: self.sum("observer_tcp_resets_total", &[("direction", "sent")]),
             resets_received: self.sum("observer_tcp_resets_total", &[("direction", "received")]),
             lost_ring_buffer_full: lost("ring_buffer_full"),
@@ -207,7 +209,8 @@ impl Metrics {
             lost_unreadable: lost("unreadable"),
             lost_malformed: lost("malformed"),
             timer_recursion_misses: self.sum("observer_timer_recursion_misses_total", &[]),
-            timewait_untracked: self.sum("observer_timewait_timers_untracked_total", &[]),
+            timewait_untracked: self
+                .sum("observer_tracker_evicted_total", &[("table", "timewait")]),
             gaps: self.sum("observer_tracker_gaps_total", &[]),
             evicted: self.sum("observer_tracker_evicted_total", &[]),
             connection_errors: self.sum("observer_tcp_connection_errors_total", &[]),

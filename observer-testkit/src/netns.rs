@@ -57,7 +57,6 @@ impl NetNs {
     }
 
     /// Sets a per-namespace sysctl, e.g. `net.ipv4.tcp_max_tw_buckets`.
-    #[allow(dead_code, reason = "not every user sets sysctls")]
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
         ip(&[
             "netns",
@@ -70,7 +69,6 @@ impl NetNs {
     }
 
     /// Runs a command inside the namespace (`ip netns exec`), failing the test if it fails.
-    #[allow(dead_code, reason = "not every user runs commands")]
     pub fn exec(&self, program: &str, args: &[&str]) {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name, program])
@@ -109,7 +107,6 @@ impl Drop for NetNs {
 
 /// Two namespaces joined by a veth pair: `client` holds .1, `server` .2, in IPv4
 /// (10.231.N.0/24) and IPv6 (fd31:0:0:N::/64, without duplicate address detection).
-#[allow(dead_code, reason = "not every user needs two hosts")]
 pub struct VethPair {
     pub client: NetNs,
     pub server: NetNs,
@@ -118,8 +115,6 @@ pub struct VethPair {
     pub client_v6: std::net::IpAddr,
     pub server_v6: std::net::IpAddr,
 }
-
-#[allow(dead_code, reason = "not every user needs two hosts")]
 impl VethPair {
     pub fn new(tag: &str) -> io::Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -199,13 +194,11 @@ impl VethPair {
 
 /// Drops packets with nftables on a namespace's input hook, from `rule` (nft syntax, e.g.
 /// `ip saddr 10.231.1.1 drop`). The table is removed on drop.
-#[allow(dead_code, reason = "not every user drops packets")]
 pub struct InputDrop<'a> {
     ns: &'a NetNs,
 }
-
-#[allow(dead_code, reason = "not every user drops packets")]
 impl<'a> InputDrop<'a> {
+    #[must_use]
     pub fn new(ns: &'a NetNs, rule: &str) -> Self {
         ns.exec("nft", &["add", "table", "inet", "observer_test"]);
         ns.exec(

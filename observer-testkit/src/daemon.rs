@@ -1,6 +1,5 @@
-//! `observer run` as a child process of the benchmark (and of tests/bench_smoke.rs): started
-//! with a configuration that writes nothing outside a temporary directory, and measured from
-//! /proc.
+//! `observer run` as a child process of a benchmark, a stress run or a test: started with a
+//! configuration that writes nothing outside a temporary directory, and measured from /proc.
 
 use std::{
     io::{self, BufRead as _, BufReader},
@@ -23,6 +22,13 @@ impl Daemon {
     /// Starts `binary run` and returns once it serves metrics (programs attached, sock_diag
     /// seed applied), failing after 30 s.
     pub fn start(binary: &str) -> io::Result<Self> {
+        Self::start_with(binary, "[alerts]\nlog = false\n", &[])
+    }
+
+    /// [`Daemon::start`] with the configuration's other tables (`[metrics]` and
+    /// `[tracker]`'s `state_file` come first, in a temporary directory: `{dir}` in `tables` is
+    /// that directory) and more command-line arguments.
+    pub fn start_with(binary: &str, tables: &str, args: &[&str]) -> io::Result<Self> {
         // A port free now; the daemon binds it a moment later.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -30,19 +36,24 @@ impl Daemon {
             std::env::temp_dir().join(format!("observer-bench-{}-{}", std::process::id(), port));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("observer.toml");
-        // No restart state (it would be written to /var/lib), no alert log lines.
+        // Restart state only in the temporary directory (by default it would be written to
+        // /var/lib).
+        let tables = tables.replace("{dir}", &dir.display().to_string());
+        let state_file = if tables.contains("state_file") {
+            String::new()
+        } else {
+            "[tracker]\nstate_file = \"\"\n\n".to_owned()
+        };
         std::fs::write(
             &config,
-            format!(
-                "[metrics]\nlisten = \"{addr}\"\n\n[tracker]\nstate_file = \"\"\n\n\
-                 [alerts]\nlog = false\n"
-            ),
+            format!("[metrics]\nlisten = \"{addr}\"\n\n{state_file}{tables}"),
         )?;
         let mut child = die_with_parent(
             Command::new(binary)
                 .arg("run")
                 .arg("--config")
                 .arg(&config)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped()),
@@ -80,6 +91,30 @@ impl Daemon {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The temporary directory its configuration and state live in.
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Resident set size now (VmRSS), bytes.
+    #[must_use]
+    pub fn rss_bytes(&self) -> u64 {
+        status_kib(self.pid(), "VmRSS:") * 1024
+    }
+
+    /// Sends a signal (SIGHUP, say) to it.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(i32::try_from(self.pid()).expect("pid"), signal) };
+    }
+
+    /// SIGKILL, and waits for it to be gone: nothing can be written on the way out.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// What it wrote to stderr since the last call.

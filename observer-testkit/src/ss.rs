@@ -5,7 +5,7 @@ use std::{net::SocketAddr, process::Command, str::FromStr as _};
 
 use observer_common::TcpState;
 
-use super::netns::NetNs;
+use crate::netns::NetNs;
 
 /// One TCP socket as `ss -tan` prints it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

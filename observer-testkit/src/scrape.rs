@@ -30,10 +30,10 @@ impl Scraper {
     /// GET /metrics (Prometheus text format) on the kept-alive connection.
     pub fn scrape(&mut self) -> io::Result<Metrics> {
         let addr = self.addr;
-        write!(
-            self.reader.get_mut(),
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n"
-        )?;
+        // One write: a request in pieces would wait on Nagle for the server's delayed ACK.
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n");
+        self.reader.get_mut().write_all(request.as_bytes())?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         if line.split_whitespace().nth(1) != Some("200") {
@@ -148,6 +148,15 @@ impl Metrics {
             samples.push((name.to_owned(), labels, value));
         }
         Self { samples }
+    }
+
+    /// The value of the first sample of `name` (0 when there is none).
+    #[must_use]
+    pub fn value(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map_or(0.0, |(.., v)| *v)
     }
 
     /// Sum over the samples of `name` whose labels include `with`.

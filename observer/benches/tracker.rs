@@ -64,8 +64,8 @@ struct Options {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Internal: measure one family's memory run in this (fresh) process, print it as JSON.
-    #[arg(long, hide = true, value_parser = ["ipv4", "ipv6"])]
+    /// Internal: measure one memory run in this (fresh) process, print it as JSON.
+    #[arg(long, hide = true, value_parser = ["ipv4", "ipv6", "timewait-ipv4", "timewait-ipv6"])]
     memory_run: Option<String>,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]

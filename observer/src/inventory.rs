@@ -88,13 +88,13 @@ pub struct OwnerFound {
 }
 
 /// The CLOSE_WAIT sockets in CLOSE_WAIT for at least `older_than_ns` whose holder is not known
-/// yet.
+/// yet, oldest first.
 #[must_use]
 pub fn owners_wanted(tracker: &Tracker, older_than_ns: u64, now_ns: u64) -> Vec<OwnerWanted> {
     tracker
         .close_wait()
-        .into_iter()
-        .filter(|e| !e.owner_from_fd && now_ns.saturating_sub(e.since_ns) >= older_than_ns)
+        .take_while(|e| now_ns.saturating_sub(e.since_ns) >= older_than_ns)
+        .filter(|e| !e.owner_from_fd)
         .map(|e| OwnerWanted {
             key: e.key,
             tuple: e.tuple,

@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         }
         cli::Command::Watch(_) | cli::Command::Run(_) => {}
     }
+    one_malloc_arena();
     // One thread is plenty: the work per event is small and ordering matters.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -51,6 +52,16 @@ fn main() -> anyhow::Result<()> {
             _ => unreachable!("handled above"),
         }
     })
+}
+
+/// One allocator arena. The tracker's tables grow on whichever thread applies what changes
+/// them (the event loop, a reconciliation's blocking thread); with an arena per thread, each
+/// keeps what the other freed, and a daemon seeded beside 450,000 sockets held 80 MiB more.
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; glibc documents M_ARENA_MAX.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// The file the configuration comes from: the one named, else the default path if it exists.

@@ -220,7 +220,6 @@ fn close_wait_leak_is_listed_with_its_age_and_owner(addr: IpAddr) {
     let entry = |rec: &Recorder| {
         rec.tracker
             .close_wait()
-            .into_iter()
             .find(|e| e.tuple.local == server_addr && e.tuple.netns == ns.inode())
             .expect("the leaked socket is listed")
     };
@@ -458,7 +457,6 @@ fn sockets_open_before_start_are_seeded(addr: IpAddr) {
     let cw: Vec<_> = rec
         .tracker
         .close_wait()
-        .into_iter()
         .filter(|e| e.tuple.netns == ns.inode())
         .collect();
     assert_eq!(cw.len(), 1);

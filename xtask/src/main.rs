@@ -50,6 +50,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// `observer run` under hostile loads, each bounded and in a namespace of its own (needs
+    /// root): a TIME_WAIT pile-up and its expiry burst, a SYN flood, an RST storm, a 4K ring
+    /// overflow and recovery, reconciliations under churn, a SIGHUP storm, start-up beside
+    /// 400,000 sockets, kill -9 and restart, a soak of five minutes. Each is checked against
+    /// the kernel's own counters and socket lists and against accounting identities; one table,
+    /// and target/stress/stress.json.
+    Stress {
+        /// A minute or two instead of about fifteen: every scenario smaller.
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for the stress run (`cargo bench -p observer --bench stress --
+        /// --help` lists them, e.g. `--only timewait_expiry,soak`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up, build the release binary and package it as a .deb with dpkg-deb
     /// (target/debian/observer_<version>_<arch>.deb).
     Deb {
@@ -97,6 +112,22 @@ fn main() -> anyhow::Result<()> {
             test(&cmd)
         }
         Task::Bench { quick, args } => bench::run(quick, &args),
+        Task::Stress { quick, args } => {
+            setup::run()?;
+            setup::test_tools()?;
+            if !is_root() {
+                bail!(
+                    "cargo xtask stress needs root: it loads eBPF programs and creates network \
+                     namespaces (try `sudo -E cargo xtask stress`)"
+                );
+            }
+            let mut cmd = vec!["bench", "-p", "observer", "--bench", "stress", "--"];
+            if quick {
+                cmd.push("--quick");
+            }
+            cmd.extend(args.iter().map(String::as_str));
+            cargo(&cmd)
+        }
         Task::Deb { output, no_build } => package::deb(output, !no_build),
     }
 }

@@ -199,7 +199,6 @@ fn close_wait_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
     inputs
         .tracker
         .close_wait()
-        .into_iter()
         .take_while(|e| inputs.now_ns.saturating_sub(e.since_ns) > older_than)
         .map(|e| {
             let age_ns = inputs.now_ns.saturating_sub(e.since_ns);

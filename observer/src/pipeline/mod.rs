@@ -92,6 +92,16 @@ pub struct Step {
 const EARLY_RECONCILE_AFTER: Duration = Duration::from_secs(1);
 const EARLY_RECONCILE_GAP: Duration = Duration::from_secs(10);
 
+/// Events and reports buffered between reads are kept to this capacity.
+const KEPT_CAPACITY: usize = 16_384;
+
+/// A CLOSE_WAIT socket whose holder was not found is looked for again this much later.
+const OWNER_RETRY_NS: u64 = 60_000_000_000;
+/// At most this many CLOSE_WAIT sockets are looked for at once (the oldest), and this many
+/// remembered as looked for.
+const MAX_OWNER_LOOKUPS: usize = 4096;
+const MAX_OWNERS_TRIED: usize = 1 << 16;
+
 /// The timers; each kept across reloads unless its period changed.
 struct Timers {
     losses: Interval,
@@ -113,6 +123,8 @@ pub struct Pipeline {
     pending_reconcile: Option<JoinHandle<Reconciled>>,
     pending_listen: Option<JoinHandle<ListenSnapshot>>,
     pending_owners: Option<JoinHandle<Vec<OwnerFound>>>,
+    /// CLOSE_WAIT sockets looked for lately: tracker key -> when.
+    owners_tried: rustc_hash::FxHashMap<u64, u64>,
     /// Losses at the last report.
     reported: Losses,
     last_reconcile: Instant,
@@ -165,6 +177,7 @@ impl Pipeline {
             pending_reconcile: None,
             pending_listen: None,
             pending_owners: None,
+            owners_tried: rustc_hash::FxHashMap::default(),
             reported: Losses::default(),
             last_reconcile: Instant::now(),
             seeded: Reconciled::default(),
@@ -175,6 +188,8 @@ impl Pipeline {
                 r = p.stream.read(&mut p.batch) => {
                     let applied = r.context("reading the ring buffer")?;
                     p.apply(applied);
+                    // Counted in the state; not shown.
+                    p.reports.clear();
                 }
                 done = join(&mut p.pending_reconcile) => {
                     p.pending_reconcile = None;
@@ -197,6 +212,13 @@ impl Pipeline {
     /// events applied.
     pub async fn next(&mut self) -> anyhow::Result<Step> {
         self.reports.clear();
+        // A burst's buffers are not kept: a full ring is 100,000 events.
+        if self.reports.capacity() > KEPT_CAPACITY {
+            self.reports.shrink_to(KEPT_CAPACITY);
+        }
+        if self.batch.capacity() > KEPT_CAPACITY {
+            self.batch.shrink_to(KEPT_CAPACITY);
+        }
         loop {
             tokio::select! {
                 r = self.stream.read(&mut self.batch) => {
@@ -410,10 +432,25 @@ impl Pipeline {
     /// evaluates; evaluates at once when there are none to look for.
     fn begin_evaluation(&mut self) -> Option<Step> {
         let older_than = self.owner_threshold();
+        let now = mono_now_ns();
         let wanted = {
             let s = self.shared.lock();
-            inventory::owners_wanted(&s.tracker, nanos(older_than), mono_now_ns())
+            inventory::owners_wanted(&s.tracker, nanos(older_than), now)
         };
+        // A socket no process holds (one still in its accept queue, say) is looked for again
+        // only after a while, and a lookup is bounded.
+        self.owners_tried
+            .retain(|_, at| now.saturating_sub(*at) < OWNER_RETRY_NS);
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .filter(|w| !self.owners_tried.contains_key(&w.key))
+            .take(MAX_OWNER_LOOKUPS)
+            .collect();
+        for w in &wanted {
+            if self.owners_tried.len() < MAX_OWNERS_TRIED {
+                self.owners_tried.insert(w.key, now);
+            }
+        }
         if wanted.is_empty() {
             return self.evaluate();
         }

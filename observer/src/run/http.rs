@@ -7,6 +7,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
+    serve::ListenerExt as _,
 };
 use tokio::net::TcpListener;
 
@@ -49,6 +50,13 @@ pub fn serve(listener: TcpListener, shared: Shared) {
         )
         .route("/", get(index));
     tokio::spawn(async move {
+        // No Nagle: a response leaves in several writes, and a scraper's delayed ACK would
+        // hold the last one back 40 ms.
+        let listener = listener.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                log::debug!("TCP_NODELAY on a metrics connection: {e}");
+            }
+        });
         if let Err(e) = axum::serve(listener, router).await {
             log::error!("the metrics server stopped: {e}");
         }

@@ -79,6 +79,8 @@ struct Daemon {
     pipeline: Pipeline,
     delivery: Delivery,
     restart: Option<RestartState>,
+    /// A restart-state write in progress.
+    saving: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn delivery_options(config: &Config) -> DeliveryOptions {
@@ -151,6 +153,7 @@ impl Daemon {
             pipeline,
             delivery,
             restart,
+            saving: None,
         })
     }
 
@@ -189,13 +192,36 @@ impl Daemon {
         self.pipeline.state().notifications = self.delivery.counts();
     }
 
+    /// Writes the restart state: taken under the lock, written on a blocking thread (one at a
+    /// time: a write still running skips this one).
     fn save(&mut self) {
-        if let Some(restart) = &mut self.restart {
-            self.pipeline.with_parts(|tracker, engine| {
-                if let Some(engine) = engine {
-                    restart.save(tracker, engine);
-                }
-            });
+        let Some(restart) = &self.restart else {
+            return;
+        };
+        if self.saving.as_ref().is_some_and(|s| !s.is_finished()) {
+            return;
+        }
+        let saved = self
+            .pipeline
+            .with_parts(|tracker, engine| engine.map(|e| RestartState::snapshot(tracker, e)));
+        if let Some(saved) = saved {
+            let restart = restart.clone();
+            self.saving = Some(tokio::task::spawn_blocking(move || restart.write(&saved)));
+        }
+    }
+
+    /// The last restart state, written before exiting.
+    async fn save_now(&mut self) {
+        if let Some(saving) = self.saving.take() {
+            let _ = saving.await;
+        }
+        if let Some(restart) = &self.restart {
+            let saved = self
+                .pipeline
+                .with_parts(|tracker, engine| engine.map(|e| RestartState::snapshot(tracker, e)));
+            if let Some(saved) = saved {
+                restart.write(&saved);
+            }
         }
     }
 
@@ -268,7 +294,7 @@ impl Daemon {
     /// time to leave.
     async fn stop(mut self) -> anyhow::Result<()> {
         self.pipeline.drain();
-        self.save();
+        self.save_now().await;
         let losses = self.pipeline.losses()?;
         log::info!(
             "stopping: {} events received, {} lost",

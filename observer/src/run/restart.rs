@@ -6,6 +6,7 @@ use std::{
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use jiff::Timestamp;
@@ -20,8 +21,12 @@ use crate::{
 
 const VERSION: u32 = 1;
 
+/// At most this many CLOSE_WAIT sockets are kept, the oldest (those alerts are about).
+const MAX_SAVED_CLOSE_WAIT: usize = 65_536;
+
+/// What is kept: taken under the daemon's lock, written off it.
 #[derive(Debug, Serialize, Deserialize)]
-struct Saved {
+pub struct Saved {
     version: u32,
     close_wait: Vec<SavedSocket>,
     alerts: Vec<SavedAlert>,
@@ -36,12 +41,20 @@ struct SavedSocket {
     lower_bound: bool,
 }
 
-/// Where restart state is kept, and the last write's failure (logged once).
+/// Where restart state is kept, and what was written last. Cloned handles share it, so that
+/// a write can run on a blocking thread.
+#[derive(Clone)]
 pub struct RestartState {
     path: PathBuf,
+    written: Arc<Mutex<Written>>,
+}
+
+#[derive(Default)]
+struct Written {
+    /// The last write failed (logged once).
     failing: bool,
     /// What the file holds now: an unchanged state is not written again.
-    written: Vec<u8>,
+    bytes: Vec<u8>,
 }
 
 impl RestartState {
@@ -49,20 +62,20 @@ impl RestartState {
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
-            failing: false,
-            written: Vec::new(),
+            written: Arc::default(),
         }
     }
 
-    /// Writes the state (to a temporary file renamed over the old one: a crash mid-write
-    /// leaves the previous state).
-    pub fn save(&mut self, tracker: &Tracker, engine: &Engine) {
+    /// What to keep now: when each CLOSE_WAIT socket began (the oldest
+    /// [`MAX_SAVED_CLOSE_WAIT`]), and the alerts. Cheap enough for the daemon's lock.
+    #[must_use]
+    pub fn snapshot(tracker: &Tracker, engine: &Engine) -> Saved {
         let clock = WallClock::now();
-        let saved = Saved {
+        Saved {
             version: VERSION,
             close_wait: tracker
                 .close_wait()
-                .into_iter()
+                .take(MAX_SAVED_CLOSE_WAIT)
                 .map(|e| SavedSocket {
                     netns: e.tuple.netns,
                     local: e.tuple.local,
@@ -72,21 +85,31 @@ impl RestartState {
                 })
                 .collect(),
             alerts: engine.saved(),
-        };
-        let bytes = serde_json::to_vec(&saved).expect("restart state serializes");
-        if bytes == self.written {
+        }
+    }
+
+    /// Writes the state (to a temporary file renamed over the old one: a crash mid-write
+    /// leaves the previous state). Blocking: serializing tens of thousands of sockets takes
+    /// milliseconds.
+    pub fn write(&self, saved: &Saved) {
+        let bytes = serde_json::to_vec(saved).expect("restart state serializes");
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bytes == written.bytes {
             return;
         }
         match write_atomically(&self.path, &bytes) {
             Ok(()) => {
-                self.written = bytes;
-                if self.failing {
+                written.bytes = bytes;
+                if written.failing {
                     log::info!("restart state written to {} again", self.path.display());
                 }
-                self.failing = false;
+                written.failing = false;
             }
-            Err(e) if !self.failing => {
-                self.failing = true;
+            Err(e) if !written.failing => {
+                written.failing = true;
                 log::warn!(
                     "cannot write restart state to {}: {e}; CLOSE_WAIT ages and alerts will start \
                      over after a restart (create the directory, or set tracker.state_file)",

@@ -97,7 +97,8 @@ pub struct TrackerStats {
     pub evicted: u64,
     /// Timewait sockets not tracked because their table was full.
     pub timewait_untracked: u64,
-    /// Sockets learnt from sock_diag (start-up seeding and reconciliation).
+    /// Sockets learnt from sock_diag (start-up seeding and reconciliation), timewait sockets
+    /// included.
     pub seeded: u64,
     /// Sockets dropped because sock_diag no longer lists them: their end was lost.
     pub reconciled_stale: u64,
@@ -675,32 +676,31 @@ impl Tracker {
         counts
     }
 
-    /// Every socket now in CLOSE_WAIT, oldest first.
+    /// Every socket now in CLOSE_WAIT, oldest first (read as far as needed: the table keeps
+    /// them in that order).
+    pub fn close_wait(&self) -> impl Iterator<Item = CloseWaitEntry> + '_ {
+        self.sockets.close_wait().map(|(key, c)| CloseWaitEntry {
+            key,
+            tuple: c.tuple,
+            since_ns: c.since_ns,
+            lower_bound: c.has(SEEDED),
+            owner: c.owner,
+            owner_from_fd: c.has(OWNER_FROM_FD),
+        })
+    }
+
+    /// Sockets now in CLOSE_WAIT.
     #[must_use]
-    pub fn close_wait(&self) -> Vec<CloseWaitEntry> {
-        let mut list: Vec<CloseWaitEntry> = self
-            .sockets
-            .close_wait()
-            .map(|(key, c)| CloseWaitEntry {
-                key,
-                tuple: c.tuple,
-                since_ns: c.since_ns,
-                lower_bound: c.has(SEEDED),
-                owner: c.owner,
-                owner_from_fd: c.has(OWNER_FROM_FD),
-            })
-            .collect();
-        list.sort_by_key(|e| e.since_ns);
-        list
+    pub fn close_wait_count(&self) -> u64 {
+        self.sockets.states()[TcpState::CloseWait as usize - 1]
     }
 
     /// The oldest socket in CLOSE_WAIT: since when, and whether that is a lower bound.
     #[must_use]
     pub fn oldest_close_wait(&self) -> Option<(u64, bool)> {
-        self.sockets
-            .close_wait()
-            .map(|(_, c)| (c.since_ns, c.has(SEEDED)))
-            .min()
+        self.close_wait()
+            .next()
+            .map(|e| (e.since_ns, e.lower_bound))
     }
 
     /// Takes the namespaces' TIME_WAIT limits (their port ranges decide which timewait

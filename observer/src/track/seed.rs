@@ -162,11 +162,12 @@ impl Tracker {
             if let Some(key) = self.timewaits.table.key_of(&s.tuple) {
                 self.timewaits.table.set_mark(key, r.mark);
                 if let Some(mut tw) = self.timewaits.table.get_mut(key)
-                    && untouched(tw.substate_since_ns)
+                    && untouched(tw.touched_ns)
                     && tw.substate != s.state
                 {
                     tw.substate = s.state;
                     tw.substate_since_ns = r.started_ns;
+                    tw.touched_ns = r.started_ns;
                     tw.lower_bound = true;
                     r.outcome.corrected += 1;
                 }
@@ -192,7 +193,7 @@ impl Tracker {
                 let Some(tw) = self.timewaits.table.get(key) else {
                     return;
                 };
-                if !untouched(tw.substate_since_ns) {
+                if !untouched(tw.touched_ns) {
                     return;
                 }
                 // The kernel has a full socket on this tuple now: the timewait socket's end
@@ -252,6 +253,7 @@ impl Tracker {
             owner: c.owner,
             timeout_ns: None,
             cookie: s.cookie,
+            touched_ns: r.started_ns,
         };
         if self.seed_timewait(tw_key, tw, r.mark) {
             r.outcome.corrected += 1;
@@ -274,8 +276,11 @@ impl Tracker {
                 owner: None,
                 timeout_ns: None,
                 cookie: s.cookie,
+                touched_ns: started_ns,
             };
-            return self.seed_timewait(key, tw, mark);
+            let added = self.seed_timewait(key, tw, mark);
+            self.stats.seeded += u64::from(added);
+            return added;
         }
         let conn = Conn {
             state: s.state,
@@ -349,7 +354,7 @@ impl Tracker {
                         continue;
                     };
                     // A cancel waiting for its restart or expiry concludes by itself.
-                    if in_scope(&tw.tuple, tw.substate_since_ns, mark)
+                    if in_scope(&tw.tuple, tw.touched_ns, mark)
                         && !self.timewaits.is_cancelled(key)
                         && self.timewaits.remove_unseen(key).is_some()
                     {

@@ -5,13 +5,14 @@
 //! the unpacked view the tracker works with.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     ops::{Deref, DerefMut},
 };
 
 use hashbrown::HashTable;
 use observer_common::TcpState;
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::FxBuildHasher;
 
 use super::Tuple;
 use crate::decode::Task;
@@ -213,8 +214,9 @@ pub struct Table {
     capacity: usize,
     /// Sockets in each state (index: kernel value - 1).
     states: [u64; 12],
-    /// Slots of the sockets in CLOSE_WAIT: the ones alerts and owners are about.
-    close_wait: FxHashSet<u32>,
+    /// The sockets in CLOSE_WAIT, oldest first, as (since when, slot): the ones alerts and
+    /// owners are about, read oldest first and rarely all.
+    close_wait: BTreeSet<(u64, u32)>,
 }
 
 impl Table {
@@ -229,7 +231,7 @@ impl Table {
             // Slot indices are u32, NONE excluded.
             capacity: capacity.clamp(1, NONE as usize),
             states: [0; 12],
-            close_wait: FxHashSet::default(),
+            close_wait: BTreeSet::new(),
         }
     }
 
@@ -283,22 +285,22 @@ impl Table {
         if tuple_changed {
             self.unindex_tuple(i, &old.tuple());
         }
-        self.count(i, old.state, -1);
+        self.count(i, old.state, old.since_ns, -1);
         self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn);
-        self.count(i, conn.state, 1);
+        self.count(i, conn.state, conn.since_ns, 1);
         if tuple_changed {
             self.index_tuple(i);
         }
     }
 
-    fn count(&mut self, i: u32, state: TcpState, delta: i64) {
+    fn count(&mut self, i: u32, state: TcpState, since_ns: u64, delta: i64) {
         let n = &mut self.states[state as usize - 1];
         *n = n.saturating_add_signed(delta);
         if state == TcpState::CloseWait {
             if delta > 0 {
-                self.close_wait.insert(i);
+                self.close_wait.insert((since_ns, i));
             } else {
-                self.close_wait.remove(&i);
+                self.close_wait.remove(&(since_ns, i));
             }
         }
     }
@@ -332,7 +334,7 @@ impl Table {
         self.unlink(i);
         let removed = self.slots[i as usize];
         self.unindex_tuple(i, &removed.tuple());
-        self.count(i, removed.state, -1);
+        self.count(i, removed.state, removed.since_ns, -1);
         let slot = &mut self.slots[i as usize];
         slot.bits = VACANT;
         slot.older = self.vacant;
@@ -357,9 +359,9 @@ impl Table {
         self.index.len()
     }
 
-    /// The sockets in CLOSE_WAIT.
+    /// The sockets in CLOSE_WAIT, oldest first.
     pub fn close_wait(&self) -> impl Iterator<Item = (u64, Conn)> + '_ {
-        self.close_wait.iter().map(|&i| {
+        self.close_wait.iter().map(|&(_, i)| {
             let s = &self.slots[i as usize];
             (s.key, s.conn())
         })
@@ -435,7 +437,7 @@ impl Table {
         self.index
             .insert_unique(hash_key(key), i, |&j| hash_key(slots[j as usize].key));
         self.index_tuple(i);
-        self.count(i, conn.state, 1);
+        self.count(i, conn.state, conn.since_ns, 1);
         evicted
     }
 
@@ -446,7 +448,8 @@ impl Table {
         let index = |t: &HashTable<u32>| buckets(t.capacity()) * (size_of::<u32>() + 1);
         index(&self.index)
             + index(&self.by_tuple)
-            + buckets(self.close_wait.capacity()) * (size_of::<u32>() + 1)
+            // A B-tree node holds up to 11 entries; count them two-thirds full.
+            + self.close_wait.len() * size_of::<(u64, u32)>() * 3 / 2
             + self.slots.capacity() * size_of::<Slot>()
     }
 }
@@ -587,8 +590,8 @@ mod tests {
         assert!(t.update(3, &moved));
         assert_eq!(t.states()[TcpState::Established as usize - 1], 2);
         assert_eq!(t.states()[TcpState::CloseWait as usize - 1], 2);
-        let mut cw: Vec<u64> = t.close_wait().map(|(k, _)| k).collect();
-        cw.sort_unstable();
+        // Oldest first: socket 2 since 20 ns, 3 since 30.
+        let cw: Vec<u64> = t.close_wait().map(|(k, _)| k).collect();
         assert_eq!(cw, [2, 3]);
         assert_eq!(
             t.keys_of(&conn(3, false).tuple).count(),

@@ -448,7 +448,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
     ];
     assert_eq!(tracker.seed(&seeds, 1_000 * MS), 3);
     assert_eq!(tracker.seed(&seeds, 1_000 * MS), 0, "already tracked");
-    let cw = tracker.close_wait();
+    let cw: Vec<_> = tracker.close_wait().collect();
     assert_eq!((cw.len(), cw[0].lower_bound), (1, true));
 
     // Its first transition names it: the time in CLOSE_WAIT is a lower bound.
@@ -588,7 +588,7 @@ fn a_socket_that_closes_while_the_dump_runs_is_never_added_back() {
     let outcome = tracker.end_reconcile(r, 40 * MS);
     assert_eq!((outcome.added, outcome.closed_during_dump), (1, 1));
     assert_eq!(tracker.stats().tracked_sockets, 1);
-    assert!(tracker.close_wait().is_empty());
+    assert_eq!(tracker.close_wait().count(), 0);
 }
 
 #[test]
@@ -656,7 +656,7 @@ fn reconciliation_leaves_what_changed_during_the_dump_and_corrects_what_did_not(
         "changed during the dump: kept"
     );
     assert_eq!(counts[FinWait2 as usize - 1], 0);
-    let cw = tracker.close_wait();
+    let cw: Vec<_> = tracker.close_wait().collect();
     assert_eq!((cw[0].since_ns, cw[0].lower_bound), (100 * MS, true));
     // The timewait socket the kernel has is now matched by its cookie at its expiry.
     let end = feed(
@@ -784,5 +784,27 @@ fn a_seeded_timewait_socket_killed_early_is_matched_by_its_cookie() {
     );
     let c = tracker.timewait_counts();
     assert_eq!((c.seeded, c.killed, c.ended_total()), (1, 1, 1));
+    assert_timewait_identity(&tracker);
+}
+
+#[test]
+fn a_timewait_socket_made_during_the_dump_stays_though_its_fin_wait2_began_before() {
+    let mut tracker = Tracker::new(16);
+    // FIN_WAIT2 at 11 ms; the dump begins at 50 ms and does not list what follows it.
+    feed(&mut tracker, &client_until_fin_wait2());
+    let mut r = tracker.begin_reconcile(50 * MS);
+    // The orphan moves into a timewait socket at 60 ms: its FIN_WAIT2 dates from 11 ms.
+    feed(
+        &mut tracker,
+        &[
+            start(0x7, 60, FinWait2),
+            tr(0xA, 60, FinWait2, Close, CLIENT, SERVER),
+        ],
+    );
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    let outcome = tracker.end_reconcile(r, 70 * MS);
+    assert_eq!(outcome.stale_timewait, 0, "{outcome:?}");
+    assert_eq!(tracker.stats().tracked_timewait, 1);
     assert_timewait_identity(&tracker);
 }

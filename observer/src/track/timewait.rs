@@ -226,6 +226,7 @@ impl Tracker {
             owner: None,
             timeout_ns,
             cookie: t.cookie,
+            touched_ns: now,
         };
         if self.timewaits.insert(timer, tw, 0) {
             self.timewaits.counts.started += 1;
@@ -249,6 +250,7 @@ impl Tracker {
         let mut updated = Tw {
             substate,
             timeout_ns,
+            touched_ns: now,
             ..tw
         };
         let linked = self.timewaits.is_linked(timer, &tw.tuple);
@@ -298,6 +300,7 @@ impl Tracker {
             return false;
         };
         tw.owner = owner;
+        tw.touched_ns = t.mono_ns;
         let spent = known.map(|c| t.mono_ns.saturating_sub(c.since_ns));
         let lower_bound = known.is_some_and(|c| c.has(super::table::SEEDED));
         if tw.substate == TcpState::FinWait2 {
@@ -422,6 +425,7 @@ impl Tracker {
         let was_lower_bound = tw.lower_bound;
         tw.substate = TcpState::TimeWait;
         tw.substate_since_ns = t.mono_ns;
+        tw.touched_ns = t.mono_ns;
         tw.lower_bound = false;
         let tw = *tw;
         if !was_lower_bound {

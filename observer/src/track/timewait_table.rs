@@ -27,9 +27,13 @@ pub struct Tw {
     /// Known from sock_diag: its start was not seen, durations are lower bounds.
     pub lower_bound: bool,
     pub owner: Option<Task>,
+    /// Time until its timer fires, as last armed (kept to the millisecond).
     pub timeout_ns: Option<u64>,
     /// The socket's cookie (what sock_diag reports for it); 0 when unknown.
     pub cookie: u64,
+    /// When an event last concerned it (its start, a restart, its full socket's close, its
+    /// peer's FIN): a reconciliation leaves alone what changed since its dump began.
+    pub touched_ns: u64,
 }
 
 /// [`Slot::bits`]: the addresses are IPv6.
@@ -49,18 +53,21 @@ struct Slot {
     key: u64,
     cookie: u64,
     since_ns: u64,
-    timeout_ns: u64,
+    touched_ns: u64,
     owner: Task,
     local_ip: [u8; 16],
     remote_ip: [u8; 16],
     netns: u32,
     local_port: u16,
     remote_port: u16,
+    timeout_ms: u32,
     /// The last reconciliation whose sock_diag dump listed this socket.
     mark: u16,
     substate: TcpState,
     bits: u8,
 }
+
+const _: () = assert!(size_of::<Slot>() == 104);
 
 impl Slot {
     fn new(key: u64, mark: u16, tw: &Tw) -> Self {
@@ -71,7 +78,10 @@ impl Slot {
             key,
             cookie: tw.cookie,
             since_ns: tw.substate_since_ns,
-            timeout_ns: tw.timeout_ns.unwrap_or(0),
+            touched_ns: tw.touched_ns,
+            timeout_ms: tw
+                .timeout_ns
+                .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
             owner: tw.owner.unwrap_or(Task::new(0, 0, [0; 16])),
             local_ip,
             remote_ip,
@@ -107,8 +117,10 @@ impl Slot {
             substate_since_ns: self.since_ns,
             lower_bound: self.bits & LOWER_BOUND != 0,
             owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
-            timeout_ns: (self.bits & HAS_TIMEOUT != 0).then_some(self.timeout_ns),
+            timeout_ns: (self.bits & HAS_TIMEOUT != 0)
+                .then_some(u64::from(self.timeout_ms) * 1_000_000),
             cookie: self.cookie,
+            touched_ns: self.touched_ns,
         }
     }
 
@@ -448,6 +460,7 @@ mod tests {
             owner: port.is_multiple_of(3).then(|| Task::named(42, "curl")),
             timeout_ns: (!port.is_multiple_of(5)).then_some(60_000_000_000),
             cookie: u64::from(port) << 8,
+            touched_ns: u64::from(port) * 3,
         }
     }
 

@@ -157,6 +157,7 @@ fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
         (&state.tracker, &state.losses, state.half_open_after_ns);
     let counts = tracker.counts_by_state();
     let close_wait = tracker.close_wait();
+    let close_wait_total = usize::try_from(tracker.close_wait_count()).unwrap_or(usize::MAX);
     let timewait = tracker.timewait_counts();
     let resets = reset_counts(tracker);
     let half_open = tracker.half_open_suspects(half_open_after_ns);
@@ -170,9 +171,8 @@ fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
             .filter(|(_, n)| *n > 0)
             .map(|(s, n)| (s.name(), n))
             .collect(),
-        close_wait_total: close_wait.len(),
+        close_wait_total,
         close_wait: close_wait
-            .iter()
             .take(CLOSE_WAIT_LISTED)
             .map(|e| CloseWait {
                 local: e.tuple.local.to_string(),

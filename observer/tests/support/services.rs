@@ -77,10 +77,9 @@ pub fn get(
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n"
-    )?;
+    // One write: a request in pieces would wait on Nagle for the server's delayed ACK.
+    let request = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);

@@ -259,7 +259,7 @@ pub struct WatchArgs {
     pub ring_buffer_size: RingBufferSize,
 
     /// Most sockets tracked at once (and, separately, most timewait sockets). When full, the
-    /// oldest socket is evicted and counted. About 150 bytes each.
+    /// oldest socket is evicted and counted. About 130 bytes each (140 for a timewait socket).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
     pub max_sockets: usize,
 

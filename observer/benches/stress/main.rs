@@ -81,8 +81,9 @@ pub struct Row {
     pub seconds: f64,
     pub events: u64,
     pub lost_counted: u64,
-    /// Events the load made that were neither received nor counted as lost; `None` when the
-    /// load's own count of events is not known.
+    /// Events the load made that were neither received nor counted as lost (negative: more
+    /// were received than the load made, the host's own traffic); `None` when the load's own
+    /// count of events is not known.
     pub lost_uncounted: Option<i64>,
     pub cpu_seconds: f64,
     pub rss_before_bytes: u64,

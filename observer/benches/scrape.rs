@@ -16,7 +16,7 @@ use observer::{
     decode::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
     export::{TransitionCounts, text_format},
     run::{Shared, State, http},
-    sockdiag::NetLimits,
+    kernel::NetLimits,
     track::Tracker,
 };
 use observer_common::TcpState::{self, Close, CloseWait, Established, SynSent, TimeWait};

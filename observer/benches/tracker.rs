@@ -31,7 +31,7 @@ use observer::{
         TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer, Transition,
         timewait::{CommonOffsets, TimewaitOffsets},
     },
-    load::tracefs::{Field, Format},
+    kernel::tracefs::{Field, Format},
     track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},
 };
 use observer_common::{

@@ -19,14 +19,14 @@ use crate::{
     decode::{
         ResetDirection, ResetLayout, RetransmitKind, StateLayout, retransmit::RetransmitLayout,
     },
-    load::{
-        Availability, Features, LoadOptions, Probes,
+    kernel::{
         btf::{KernelBtf, VMLINUX_BTF},
         kallsyms::{self, KallsymsError},
         kernel_config,
         privileges::{self, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN},
         tracefs::{self, Format, TracefsError},
     },
+    load::{Availability, Features, LoadOptions, Probes},
     sockdiag::{self, SockDiagError},
 };
 

@@ -11,7 +11,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::{
     clock::mono_now_ns,
     decode::Task,
-    sockdiag::{self, DiagSocket, DiagTimer, NetLimits},
+    kernel::NetLimits,
+    sockdiag::{self, DiagSocket, DiagTimer},
     track::{SeedSocket, Tracker, Tuple},
 };
 

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod events;
 pub mod export;
 pub mod inventory;
+pub mod kernel;
 pub mod listen_queues;
 pub mod load;
 pub mod pipeline;

@@ -441,7 +441,7 @@ fn watch_alerts_shows_a_close_wait_leak_firing_then_resolved() {
 #[test]
 fn without_privileges_watch_explains_what_to_do() {
     let bin = env!("CARGO_BIN_EXE_observer");
-    let root = observer::load::privileges::can_load_probes();
+    let root = observer::kernel::privileges::can_load_probes();
     let out = if root {
         Command::new("setpriv")
             .args([

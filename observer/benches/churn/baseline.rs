@@ -37,7 +37,7 @@ impl Baseline {
     /// Loads and attaches the program, and starts draining its ring buffer on a thread: an
     /// undrained ring would make reserve fail, which is cheaper than a real submit.
     pub fn attach(program: &'static str) -> io::Result<Self> {
-        observer::load::tracefs::ensure_mounted().map_err(io::Error::other)?;
+        observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", LoadOptions::default().ring_buffer_bytes)

@@ -149,7 +149,7 @@ pub struct Phase {
 
 fn main() -> anyhow::Result<()> {
     let options = Options::parse();
-    if !observer::load::privileges::can_load_probes() {
+    if !observer::kernel::privileges::can_load_probes() {
         bail!("the benchmark loads eBPF programs and creates network namespaces: run it as root");
     }
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);

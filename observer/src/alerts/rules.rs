@@ -9,7 +9,8 @@ use crate::{
     clock::{nanos, seconds},
     config::{AlertRule, RuleKind},
     decode::ResetDirection,
-    sockdiag::{Listener, NetLimits},
+    kernel::NetLimits,
+    sockdiag::Listener,
     track::{EndCause, ResetClass, Tracker},
 };
 

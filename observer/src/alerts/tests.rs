@@ -10,7 +10,7 @@ use super::*;
 use crate::{
     config::{AlertRule, RuleKind},
     decode::{Event, Family, Reset, ResetDirection, Task, Transition},
-    sockdiag::NetLimits,
+    kernel::NetLimits,
     track::{ResetClass, Tracker},
 };
 

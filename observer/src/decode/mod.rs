@@ -26,7 +26,7 @@ pub use sock_error::{SocketError, SocketErrorLayout};
 pub use state::{StateLayout, Transition};
 pub use timewait::{TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer};
 
-use crate::load::tracefs::{Field, Format, TracefsError};
+use crate::kernel::tracefs::{Field, Format, TracefsError};
 
 pub(crate) const AF_INET: u16 = 2;
 pub(crate) const AF_INET6: u16 = 10;

@@ -8,7 +8,7 @@ use super::{
     DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
     sockaddr, span_bounds, span_config,
 };
-use crate::load::tracefs::{Field, Format, TracefsError};
+use crate::kernel::tracefs::{Field, Format, TracefsError};
 
 /// Which way the RST went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ use super::{
     DecodeError, Family, SplitAddresses, check_kind, read_int, read_span, read_state, span_bounds,
     span_config,
 };
-use crate::load::tracefs::{Field, Format, TracefsError};
+use crate::kernel::tracefs::{Field, Format, TracefsError};
 
 /// What was sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -20,7 +20,7 @@ use observer_common::{
 };
 
 use super::{DecodeError, Family, as_u32, check_kind, read_record, timewait::CommonOffsets};
-use crate::load::tracefs::TracefsError;
+use crate::kernel::tracefs::TracefsError;
 
 /// An error the kernel reported on a TCP socket (`sk->sk_err` at `sk_error_report()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::{
     DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
     span_bounds, span_config,
 };
-use crate::load::tracefs::{Field, Format, TracefsError};
+use crate::kernel::tracefs::{Field, Format, TracefsError};
 
 /// One TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::decode::{AF_INET, AF_INET6};
-    use crate::load::tracefs::tests::INET_SOCK_SET_STATE_6_18;
+    use crate::kernel::tracefs::tests::INET_SOCK_SET_STATE_6_18;
 
     pub fn layout() -> (StateLayout, SpanProbeConfig) {
         let format = Format::parse("format".into(), INET_SOCK_SET_STATE_6_18);

@@ -13,7 +13,7 @@ use observer_common::{
 };
 
 use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, check_kind, read_record};
-use crate::load::tracefs::TracefsError;
+use crate::kernel::tracefs::TracefsError;
 
 /// The timewait socket a timer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

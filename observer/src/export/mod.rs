@@ -22,7 +22,7 @@ use crate::{
     clock::seconds,
     events::Losses,
     listen_queues::ListenQueues,
-    sockdiag::NetLimits,
+    kernel::NetLimits,
     track::{
         EndCause, ResetClass, RetransmitCounts, TimewaitCounts, Tracker, TrackerStats,
         durations::Histogram,

@@ -8,8 +8,8 @@ use observer_common::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
 
 use observer_common::probe_config::UNKNOWN;
 
-use super::{
-    Availability, Features, LoadError,
+use super::{Availability, Features, LoadError};
+use crate::kernel::{
     btf::{BtfError, KernelBtf},
     kallsyms, kernel_config,
     tracefs::Format,
@@ -288,7 +288,7 @@ mod tests {
     use observer_common::probe_config::KernelBits;
 
     use super::*;
-    use crate::load::btf::VMLINUX_BTF;
+    use crate::kernel::btf::VMLINUX_BTF;
 
     /// Needs only a readable /sys/kernel/btf/vmlinux, not root.
     #[test]

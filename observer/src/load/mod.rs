@@ -2,14 +2,9 @@
 //!
 //! First step of the pipeline: load -> decode -> track -> output.
 
-pub mod btf;
 mod configure;
-pub mod kallsyms;
-pub mod kernel_config;
-pub mod privileges;
 pub mod prog_stats;
 mod ring_size;
-pub mod tracefs;
 
 use std::os::fd::AsFd as _;
 
@@ -22,6 +17,7 @@ use observer_common::record::Counter;
 use thiserror::Error;
 
 use self::prog_stats::ProgStats;
+use crate::kernel::{privileges, tracefs};
 pub use self::ring_size::{RingBufferSize, format_size};
 use crate::decode::Decoder;
 
@@ -98,7 +94,7 @@ impl LoadOptions {
     #[must_use]
     pub fn sized(size: RingBufferSize) -> Self {
         Self {
-            ring_buffer_bytes: size.resolve(max_tw_buckets()),
+            ring_buffer_bytes: size.resolve(crate::kernel::max_tw_buckets()),
         }
     }
 }
@@ -107,17 +103,6 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self::sized(RingBufferSize::Auto)
     }
-}
-
-/// `net.ipv4.tcp_max_tw_buckets`: how many timewait sockets the host may hold (and so expire
-/// at once).
-#[must_use]
-pub fn max_tw_buckets() -> Option<u64> {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Whether an optional part of the observation works on this kernel.

@@ -36,7 +36,8 @@ use crate::{
     decode::Event,
     events::{EventStream, Losses},
     inventory::{self, OwnerFound},
-    load::{Features, LoadOptions, RingBufferSize, format_size, max_tw_buckets},
+    kernel::max_tw_buckets,
+    load::{Features, LoadOptions, RingBufferSize, format_size},
     sockdiag::{self, ListenSnapshot},
     track::{Report, Tracker},
 };

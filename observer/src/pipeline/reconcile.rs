@@ -18,7 +18,8 @@ use super::Shared;
 use crate::{
     clock::{mono_now_ns, nanos},
     inventory::seed_of,
-    sockdiag::{self, NetLimits},
+    kernel::NetLimits,
+    sockdiag,
     track::{ReconcileOutcome, Reconciliation, SeedSocket},
 };
 

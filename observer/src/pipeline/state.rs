@@ -12,7 +12,7 @@ use crate::{
     events::Losses,
     export::{DEFAULT_MAX_PORT_LABELS, MetricsSnapshot, PortLabels, Sources, TransitionCounts},
     listen_queues::ListenQueues,
-    sockdiag::NetLimits,
+    kernel::NetLimits,
     track::Tracker,
 };
 

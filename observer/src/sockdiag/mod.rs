@@ -8,7 +8,6 @@
 //! the accept queues of every listener, with the listen overflow counters.
 
 mod dump;
-mod limits;
 mod listeners;
 mod netns;
 mod netstat;
@@ -18,10 +17,9 @@ use std::{io, net::SocketAddr, path::PathBuf};
 
 use observer_common::TcpState;
 
-use crate::decode::Family;
+use crate::{decode::Family, kernel::NetLimits};
 
 pub use self::{
-    limits::NetLimits,
     listeners::{ListenSnapshot, Listener, listeners_all, listeners_current},
     netns::list_netns,
     netstat::{ListenCounters, NETSTAT, NetstatError},

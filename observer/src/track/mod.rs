@@ -31,7 +31,7 @@ pub use usage::{Destination, TimewaitUsage};
 
 use crate::{
     decode::{Event, Family, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition},
-    sockdiag::NetLimits,
+    kernel::NetLimits,
 };
 use durations::StateDurations;
 use resets::{Preceding, classify};

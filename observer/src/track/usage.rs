@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rustc_hash::FxHashMap;
 
-use crate::sockdiag::NetLimits;
+use crate::kernel::NetLimits;
 
 /// A destination whose ephemeral ports timewait sockets hold: (namespace, local address,
 /// remote end). connect() toward that remote end cannot reuse those ports.

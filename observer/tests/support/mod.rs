@@ -53,7 +53,7 @@ pub const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 /// where a skipped privileged test is a failure.
 #[must_use]
 pub fn privileged(test: &str) -> bool {
-    if observer::load::privileges::can_load_probes() {
+    if observer::kernel::privileges::can_load_probes() {
         return true;
     }
     skip::skip(

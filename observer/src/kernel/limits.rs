@@ -3,6 +3,13 @@
 
 use std::fs;
 
+/// `net.ipv4.tcp_max_tw_buckets` of the calling thread's namespace: how many timewait sockets
+/// it may hold (and so expire at once).
+#[must_use]
+pub fn max_tw_buckets() -> Option<u64> {
+    NetLimits::of_current().max_tw_buckets
+}
+
 /// Read inside the namespace they belong to (net sysctls are per network namespace).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetLimits {

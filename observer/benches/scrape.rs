@@ -13,10 +13,10 @@ use std::{
 use clap::Parser;
 use observer::{
     clock::mono_now_ns,
-    decode::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
+    event::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
     export::{TransitionCounts, text_format},
-    run::{Shared, State, http},
     kernel::NetLimits,
+    run::{Shared, State, http},
     track::Tracker,
 };
 use observer_common::TcpState::{self, Close, CloseWait, Established, SynSent, TimeWait};

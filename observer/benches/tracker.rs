@@ -27,9 +27,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use observer::{
     decode::{
-        Decoder, Event, Family, Reset, ResetDirection, ResetLayout, ResetReason, StateLayout, Task,
-        TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer, Transition,
+        Decoder, ResetLayout, StateLayout, TimerLayout,
         timewait::{CommonOffsets, TimewaitOffsets},
+    },
+    event::{
+        Event, Family, Reset, ResetDirection, ResetReason, Task, TimerAction, TimewaitSocket,
+        TimewaitTimer, Transition,
     },
     kernel::tracefs::{Field, Format},
     track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},

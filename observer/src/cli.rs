@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use observer::{
     config::{AlertmanagerConfig, Config},
-    decode::Family,
+    event::Family,
     load::{LoadOptions, RingBufferSize},
     track::DEFAULT_MAX_SOCKETS,
     watch::{Filter, WatchAlerts, WatchOptions},

@@ -16,9 +16,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    decode::{
-        ResetDirection, ResetLayout, RetransmitKind, StateLayout, retransmit::RetransmitLayout,
-    },
+    decode::{ResetLayout, StateLayout, retransmit::RetransmitLayout},
+    event::{ResetDirection, RetransmitKind},
     kernel::{
         btf::{KernelBtf, VMLINUX_BTF},
         kallsyms::{self, KallsymsError},

@@ -8,7 +8,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     clock::mono_now_ns,
-    decode::{DecodeError, Decoder, Event},
+    decode::{DecodeError, Decoder},
+    event::Event,
     load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY},
 };
 

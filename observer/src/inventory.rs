@@ -10,10 +10,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     clock::mono_now_ns,
-    decode::Task,
+    event::{Task, Tuple},
     kernel::NetLimits,
     sockdiag::{self, DiagSocket, DiagTimer},
-    track::{SeedSocket, Tracker, Tuple},
+    track::{SeedSocket, Tracker},
 };
 
 /// A socket of a dump, as the tracker takes it.

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod doctor;
+pub mod event;
 pub mod events;
 pub mod export;
 pub mod inventory;

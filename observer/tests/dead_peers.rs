@@ -17,7 +17,7 @@ use std::{
 };
 
 use observer::{
-    decode::Family,
+    event::Family,
     track::{EndCause, Report, RetransmitPhase},
 };
 use observer_common::TcpState;

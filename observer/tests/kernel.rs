@@ -41,7 +41,7 @@ fn assert_connection<'r>(
     conn: Conn,
     client: &[(TcpState, TcpState)],
     server: &[(TcpState, TcpState)],
-) -> &'r [observer::decode::Transition] {
+) -> &'r [observer::event::Transition] {
     let seen = rec.collect_until(|s| closed_sockets(s) == 3);
     let server_addr = SocketAddr::new(addr, conn.server_port);
     let client_addr = SocketAddr::new(addr, conn.client_port);
@@ -71,9 +71,9 @@ fn assert_connection<'r>(
     let me = std::process::id();
     for t in seen {
         let family = if addr.is_ipv4() {
-            observer::decode::Family::Ipv4
+            observer::event::Family::Ipv4
         } else {
-            observer::decode::Family::Ipv6
+            observer::event::Family::Ipv6
         };
         assert_eq!(t.family, family);
         if t.sock == client_sock && t.old != Close {
@@ -196,11 +196,11 @@ fn full_ring_buffer(addr: IpAddr) {
         let _guard = runtime.enter();
         observer::events::EventStream::open(&options).expect("loading the probes")
     };
-    let ours = |batch: &[observer::decode::Event]| {
+    let ours = |batch: &[observer::event::Event]| {
         batch
             .iter()
             .filter(|e| {
-                matches!(e, observer::decode::Event::Transition(t) if t.netns == Some(ns.inode()))
+                matches!(e, observer::event::Event::Transition(t) if t.netns == Some(ns.inode()))
             })
             .count() as u64
     };

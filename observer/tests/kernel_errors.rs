@@ -13,7 +13,7 @@ use std::{
 };
 
 use observer::{
-    decode::{Event, Family, Retransmit, RetransmitKind, SocketError, Transition},
+    event::{Event, Family, Retransmit, RetransmitKind, SocketError, Transition},
     events::EventStream,
     load::LoadOptions,
 };

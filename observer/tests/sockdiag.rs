@@ -14,7 +14,7 @@ use std::{
 };
 
 use observer::{
-    decode::Family,
+    event::Family,
     sockdiag::{
         DiagSocket, DiagTimer, Holder, NetnsRef, SockDiagError, dump_all, dump_current, dump_netns,
         holders_of, list_netns,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use observer::{
-    decode::ResetDirection,
+    event::ResetDirection,
     track::{Note, Report, TimewaitEnd, resets::ResetClass},
     {clock::mono_now_ns, inventory, inventory::Inventory},
 };
@@ -344,7 +344,7 @@ fn close_with_unread_data_resets(addr: IpAddr) {
 both_families!(close_with_unread_data_resets);
 
 fn rec_has_reasons() -> bool {
-    observer::decode::ResetReason(1).name().is_some()
+    observer::event::ResetReason(1).name().is_some()
 }
 
 /// A connection to a port nobody listens on: an RST sent without a socket, received as a

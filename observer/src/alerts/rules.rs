@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     clock::{nanos, seconds},
     config::{AlertRule, RuleKind},
-    decode::ResetDirection,
+    event::ResetDirection,
     kernel::NetLimits,
     sockdiag::Listener,
     track::{EndCause, ResetClass, Tracker},
@@ -174,8 +174,8 @@ fn labels<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String
 
 /// Labels naming one connection, its owner when known; returns also "comm (pid N)".
 fn connection_labels(
-    tuple: &crate::track::Tuple,
-    owner: Option<crate::decode::Task>,
+    tuple: &crate::event::Tuple,
+    owner: Option<crate::event::Task>,
 ) -> (BTreeMap<String, String>, String) {
     let mut l = labels([
         ("netns", tuple.netns.to_string()),

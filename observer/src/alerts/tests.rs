@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use super::*;
 use crate::{
     config::{AlertRule, RuleKind},
-    decode::{Event, Family, Reset, ResetDirection, Task, Transition},
+    event::{Event, Family, Reset, ResetDirection, Task, Transition},
     kernel::NetLimits,
     track::{ResetClass, Tracker},
 };
@@ -286,7 +286,7 @@ fn lost_events_fire_on_any_loss_and_timewait_usage_against_limits() {
     let mut tracker = Tracker::new(64);
     let mut out = Vec::new();
     for i in 0..3u16 {
-        let socket = crate::decode::TimewaitSocket {
+        let socket = crate::event::TimewaitSocket {
             substate: TcpState::TimeWait,
             family: Family::Ipv4,
             local: format!("10.0.0.1:{}", 40000 + i).parse().unwrap(),
@@ -294,11 +294,11 @@ fn lost_events_fire_on_any_loss_and_timewait_usage_against_limits() {
             netns: Some(NS),
         };
         tracker.apply(
-            &Event::Timewait(crate::decode::TimewaitTimer {
+            &Event::Timewait(crate::event::TimewaitTimer {
                 mono_ns: S,
                 timer: 0x100 + u64::from(i),
                 cookie: 0,
-                action: crate::decode::TimerAction::Start {
+                action: crate::event::TimerAction::Start {
                     socket,
                     timeout_ns: None,
                 },
@@ -390,9 +390,9 @@ fn a_restored_alert_keeps_its_start_and_labels_learnt_before_the_restart() {
 }
 
 fn retransmit(sock: u64, at_ns: u64, unrecovered: u8) -> Event {
-    Event::Retransmit(crate::decode::Retransmit {
+    Event::Retransmit(crate::event::Retransmit {
         mono_ns: at_ns,
-        kind: crate::decode::RetransmitKind::Segment,
+        kind: crate::event::RetransmitKind::Segment,
         sock,
         state: Some(Established),
         family: Family::Ipv4,
@@ -521,7 +521,7 @@ fn timeout_rate_counts_only_the_chosen_timeout_causes() {
     assert!(evaluate(&mut engine, &tracker, 0, 0).is_empty());
     let mut out = Vec::new();
     let error = |sock: u64, error: i32, probes_out: u8| {
-        Event::SocketError(crate::decode::SocketError {
+        Event::SocketError(crate::event::SocketError {
             mono_ns: S,
             sock,
             error,

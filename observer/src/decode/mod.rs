@@ -10,23 +10,23 @@ pub mod sock_error;
 pub mod state;
 pub mod timewait;
 
-use std::{
-    borrow::Cow,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_common::{
     RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState, record::RECORD_VERSION,
 };
 use thiserror::Error;
 
-pub use reset::{Reset, ResetDirection, ResetLayout, ResetReason};
-pub use retransmit::{Retransmit, RetransmitKind, RetransmitLayout};
-pub use sock_error::{SocketError, SocketErrorLayout};
-pub use state::{StateLayout, Transition};
-pub use timewait::{TimerAction, TimerLayout, TimewaitSocket, TimewaitTimer};
+pub use reset::ResetLayout;
+pub use retransmit::RetransmitLayout;
+pub use sock_error::SocketErrorLayout;
+pub use state::StateLayout;
+pub use timewait::TimerLayout;
 
-use crate::kernel::tracefs::{Field, Format, TracefsError};
+use crate::{
+    event::{Event, Family, Task},
+    kernel::tracefs::{Field, Format, TracefsError},
+};
 
 pub(crate) const AF_INET: u16 = 2;
 pub(crate) const AF_INET6: u16 = 10;
@@ -57,93 +57,6 @@ pub enum DecodeError {
     UnknownFamily(u64),
     #[error("unknown timer event {0}")]
     UnknownTimerEvent(u8),
-}
-
-/// IPv4 or IPv6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Ipv4 => "ipv4",
-            Self::Ipv6 => "ipv6",
-        }
-    }
-}
-
-/// The task that was running on the CPU when the event happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Task {
-    /// Process id (the kernel's tgid).
-    pub pid: u32,
-    /// Thread id (the kernel's pid).
-    pub tid: u32,
-    comm: [u8; 16],
-}
-
-impl Task {
-    #[must_use]
-    pub fn new(pid: u32, tid: u32, comm: [u8; 16]) -> Self {
-        Self { pid, tid, comm }
-    }
-
-    /// A task known only by pid and name (e.g. from /proc).
-    #[must_use]
-    pub fn named(pid: u32, name: &str) -> Self {
-        let mut comm = [0u8; 16];
-        let n = name.len().min(15);
-        comm[..n].copy_from_slice(&name.as_bytes()[..n]);
-        Self {
-            pid,
-            tid: pid,
-            comm,
-        }
-    }
-
-    /// The task's command name (up to 15 bytes, as the kernel keeps it).
-    #[must_use]
-    pub fn comm(&self) -> Cow<'_, str> {
-        let len = self
-            .comm
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(self.comm.len());
-        String::from_utf8_lossy(&self.comm[..len])
-    }
-
-    fn from_record(pid_tgid: u64, comm: [u8; 16]) -> Self {
-        #[expect(clippy::cast_possible_truncation, reason = "splitting pid_tgid")]
-        Self::new((pid_tgid >> 32) as u32, pid_tgid as u32, comm)
-    }
-}
-
-/// One decoded record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    Transition(Transition),
-    Reset(Reset),
-    Timewait(TimewaitTimer),
-    Retransmit(Retransmit),
-    SocketError(SocketError),
-}
-
-impl Event {
-    /// `CLOCK_MONOTONIC` nanoseconds when it happened.
-    #[must_use]
-    pub const fn mono_ns(&self) -> u64 {
-        match self {
-            Self::Transition(t) => t.mono_ns,
-            Self::Reset(r) => r.mono_ns,
-            Self::Timewait(t) => t.mono_ns,
-            Self::Retransmit(r) => r.mono_ns,
-            Self::SocketError(e) => e.mono_ns,
-        }
-    }
 }
 
 /// Decodes every record kind the loaded programs produce on this kernel.

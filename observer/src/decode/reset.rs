@@ -1,86 +1,15 @@
 //! `tcp:tcp_send_reset` and `tcp:tcp_receive_reset` records -> [`Reset`]s.
 
-use std::{net::SocketAddr, sync::OnceLock};
-
-use observer_common::{RecordKind, SpanProbeConfig, TcpState};
+use observer_common::{RecordKind, SpanProbeConfig};
 
 use super::{
-    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
+    DecodeError, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
     sockaddr, span_bounds, span_config,
 };
-use crate::kernel::tracefs::{Field, Format, TracefsError};
-
-/// Which way the RST went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ResetDirection {
-    Sent,
-    Received,
-}
-
-impl ResetDirection {
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Sent => "sent",
-            Self::Received => "received",
-        }
-    }
-}
-
-/// The kernel's `enum sk_rst_reason` value (Linux 6.10+).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ResetReason(pub u32);
-
-/// Names of `enum sk_rst_reason`, from kernel BTF, without the `SK_RST_REASON_` prefix.
-static REASON_NAMES: OnceLock<Vec<(u32, String)>> = OnceLock::new();
-
-impl ResetReason {
-    /// Sets the names (once per process; later calls are ignored: the kernel does not change).
-    pub fn set_names(values: Vec<(u32, String)>) {
-        let stripped = values
-            .into_iter()
-            .map(|(v, n)| {
-                let short = n.strip_prefix("SK_RST_REASON_").unwrap_or(&n).to_owned();
-                (v, short)
-            })
-            .collect();
-        let _ = REASON_NAMES.set(stripped);
-    }
-
-    /// The kernel's name, e.g. `NO_SOCKET` or `TCP_ABORT_ON_CLOSE`; `None` when unknown.
-    #[must_use]
-    pub fn name(self) -> Option<&'static str> {
-        REASON_NAMES
-            .get()?
-            .iter()
-            .find(|(v, _)| *v == self.0)
-            .map(|(_, n)| n.as_str())
-    }
-
-    #[must_use]
-    pub fn is(self, name: &str) -> bool {
-        self.name() == Some(name)
-    }
-}
-
-/// One RST, sent or received.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reset {
-    pub mono_ns: u64,
-    pub direction: ResetDirection,
-    /// Kernel address of the socket; `None` for a reset sent without one (closed port).
-    pub sock: Option<u64>,
-    /// The socket's state as the tracepoint reports it (send side only; `None` when unknown).
-    pub state: Option<TcpState>,
-    /// The kernel's reason (send side, Linux 6.10+).
-    pub reason: Option<ResetReason>,
-    pub family: Family,
-    /// This host's end.
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub netns: Option<u32>,
-    pub task: Task,
-}
+use crate::{
+    event::{Reset, ResetDirection, ResetReason},
+    kernel::tracefs::{Field, Format, TracefsError},
+};
 
 /// Where the addresses are: as `struct sockaddr_in6`-sized blobs (Linux 6.10+ send side), or
 /// as separate ports, family and v4/v6 addresses.
@@ -191,7 +120,7 @@ impl ResetLayout {
             local,
             remote,
             netns: (rec.netns != 0).then_some(rec.netns),
-            task: Task::from_record(rec.pid_tgid, rec.comm),
+            task: Task::from_pid_tgid(rec.pid_tgid, rec.comm),
         })
     }
 }
@@ -202,6 +131,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::decode::{AF_INET, AF_INET6};
+    use crate::event::Family;
 
     pub const TCP_SEND_RESET_6_18: &str = "name: tcp_send_reset
 ID: 1

@@ -4,60 +4,19 @@
 //! no timeout yet), then one retransmission per timeout with 1, 2, 3, ... (the kernel counts
 //! the timeout before it retransmits).
 
-use std::net::SocketAddr;
-
 use observer_common::{
-    RecordKind, SpanProbeConfig, TcpState,
+    RecordKind, SpanProbeConfig,
     record::{FLAG_RETRANSMITS_READ, RETRANSMITS_SHIFT},
 };
 
 use super::{
-    DecodeError, Family, SplitAddresses, check_kind, read_int, read_span, read_state, span_bounds,
+    DecodeError, SplitAddresses, check_kind, read_int, read_span, read_state, span_bounds,
     span_config,
 };
-use crate::kernel::tracefs::{Field, Format, TracefsError};
-
-/// What was sent again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RetransmitKind {
-    /// A data or FIN segment of a connection (`tcp_retransmit_skb`).
-    Segment,
-    /// A listener's SYN-ACK whose handshake was not completed (`tcp_retransmit_synack`): the
-    /// client vanished, its ACK was lost, or the accept queue was full when it arrived.
-    Synack,
-}
-
-impl RetransmitKind {
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Segment => "segment",
-            Self::Synack => "synack",
-        }
-    }
-}
-
-/// One retransmission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retransmit {
-    pub mono_ns: u64,
-    pub kind: RetransmitKind,
-    /// Kernel address of the socket; for [`RetransmitKind::Synack`], of the listener.
-    pub sock: u64,
-    /// The socket's state as the tracepoint reports it ([`RetransmitKind::Segment`] only).
-    pub state: Option<TcpState>,
-    pub family: Family,
-    /// This host's end.
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub netns: Option<u32>,
-    /// The kernel's `icsk_retransmits` when this retransmission was made: timeout-driven
-    /// retransmissions since the last ACK that advanced `snd_una`. 0 means the connection made
-    /// progress since its previous timeout (or this is a fast retransmit). `None`: not read.
-    pub unrecovered: Option<u8>,
-    /// The tracepoint's `err` (0: sent; negative errno: the retransmission failed locally).
-    pub err: i32,
-}
+use crate::{
+    event::{Retransmit, RetransmitKind},
+    kernel::tracefs::{Field, Format, TracefsError},
+};
 
 /// Where each field of `tcp_retransmit_skb` or `tcp_retransmit_synack` sits in the copied span.
 ///
@@ -149,6 +108,8 @@ mod tests {
 
     use super::*;
     use crate::decode::{AF_INET, AF_INET6};
+    use crate::event::Family;
+    use observer_common::TcpState;
 
     /// `tcp:tcp_retransmit_skb` as Linux 6.18 prints it.
     pub const TCP_RETRANSMIT_SKB_6_18: &str = "name: tcp_retransmit_skb

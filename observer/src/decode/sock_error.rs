@@ -9,8 +9,6 @@
 //! its remote port already 0. Reports with `sk_err` 0 (`tcp_disconnect()` with nothing wrong)
 //! are not emitted.
 
-use std::net::SocketAddr;
-
 use observer_common::{
     RecordKind, SockErrorProbeConfig, SocketErrorRecord, TcpState,
     record::{
@@ -19,33 +17,8 @@ use observer_common::{
     },
 };
 
-use super::{DecodeError, Family, as_u32, check_kind, read_record, timewait::CommonOffsets};
-use crate::kernel::tracefs::TracefsError;
-
-/// An error the kernel reported on a TCP socket (`sk->sk_err` at `sk_error_report()`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketError {
-    pub mono_ns: u64,
-    /// Kernel address of the socket.
-    pub sock: u64,
-    /// Positive errno: `ETIMEDOUT`, `ECONNREFUSED`, `ECONNRESET`, `EPIPE`, `EHOSTUNREACH`, ...
-    pub error: i32,
-    /// The socket's state when the error was reported.
-    pub state: Option<TcpState>,
-    pub family: Family,
-    /// This host's end.
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub netns: Option<u32>,
-    /// `icsk_retransmits`: timeout-driven retransmissions without progress. Non-zero on a
-    /// retransmission timeout. `None`: not read.
-    pub unrecovered: Option<u8>,
-    /// `icsk_probes_out`: keepalive or zero-window probes sent without an answer.
-    pub probes_out: Option<u8>,
-    /// Whether data was queued to send (`sk_wmem_queued` > 0): tells a zero-window probe
-    /// timeout from a keepalive timeout.
-    pub unsent_data: Option<bool>,
-}
+use super::{DecodeError, as_u32, check_kind, read_record, timewait::CommonOffsets};
+use crate::{event::SocketError, kernel::tracefs::TracefsError};
 
 /// Decodes [`SocketErrorRecord`]s: the copied `struct sock_common` with the offsets from BTF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +78,7 @@ mod tests {
 
     use super::*;
     use crate::decode::{AF_INET, AF_INET6, timewait::tests::COMMON_6_18};
+    use crate::event::Family;
 
     fn layout() -> (SocketErrorLayout, SockErrorProbeConfig) {
         SocketErrorLayout::new(COMMON_6_18, SockErrorProbeConfig::UNSET).unwrap()

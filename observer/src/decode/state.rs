@@ -1,7 +1,5 @@
 //! `sock:inet_sock_set_state` records -> [`Transition`]s.
 
-use std::net::SocketAddr;
-
 use observer_common::{
     RecordKind, SpanProbeConfig, TcpState,
     probe_config::UNKNOWN,
@@ -9,32 +7,13 @@ use observer_common::{
 };
 
 use super::{
-    DecodeError, Family, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
+    DecodeError, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
     span_bounds, span_config,
 };
-use crate::kernel::tracefs::{Field, Format, TracefsError};
-
-/// One TCP state transition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transition {
-    /// `CLOCK_MONOTONIC` nanoseconds.
-    pub mono_ns: u64,
-    /// Kernel address of the socket: its identity while it lives (reused after it is freed).
-    pub sock: u64,
-    pub old: TcpState,
-    pub new: TcpState,
-    pub family: Family,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// Network namespace inode, when the kernel offsets for it were known.
-    pub netns: Option<u32>,
-    pub task: Task,
-    /// Whether `task` is the socket's owner (see [`TcpState::in_owner_context`]).
-    pub owner_context: bool,
-    /// Whether the socket had a `struct socket` (`sk->sk_socket`), when it could be read. A
-    /// server-side child has none until the application accepts it, nor after `close()`.
-    pub has_socket: Option<bool>,
-}
+use crate::{
+    event::Transition,
+    kernel::tracefs::{Field, Format, TracefsError},
+};
 
 /// Where each `inet_sock_set_state` field sits in the copied span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +66,7 @@ impl StateLayout {
         let old = read_state(raw, self.oldstate)?;
         let new = read_state(raw, self.newstate)?;
         let (family, local, remote) = self.addresses.decode(raw)?;
-        let task = Task::from_record(rec.pid_tgid, rec.comm);
+        let task = Task::from_pid_tgid(rec.pid_tgid, rec.comm);
         Ok(Transition {
             mono_ns: rec.ts_ns,
             sock: read_int(raw, self.skaddr),
@@ -111,6 +90,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::decode::{AF_INET, AF_INET6};
+    use crate::event::Family;
     use crate::kernel::tracefs::tests::INET_SOCK_SET_STATE_6_18;
 
     pub fn layout() -> (StateLayout, SpanProbeConfig) {

@@ -509,10 +509,10 @@ mod tests {
 
     use crate::{
         alerts::NotificationCounts,
-        decode::{Event, Family, Task, Transition},
+        event::{Event, Family, Task, Transition, Tuple},
         export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
         listen_queues::ListenQueues,
-        track::{Tracker, Tuple},
+        track::Tracker,
     };
 
     /// The value of one sample of the exposition.

@@ -21,8 +21,8 @@ use crate::{
     alerts::{NotificationCounts, RuleCounts},
     clock::seconds,
     events::Losses,
-    listen_queues::ListenQueues,
     kernel::NetLimits,
+    listen_queues::ListenQueues,
     track::{
         EndCause, ResetClass, RetransmitCounts, TimewaitCounts, Tracker, TrackerStats,
         durations::Histogram,

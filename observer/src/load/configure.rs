@@ -9,15 +9,15 @@ use observer_common::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
 use observer_common::probe_config::UNKNOWN;
 
 use super::{Availability, Features, LoadError};
+use crate::decode::{
+    Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout,
+    timewait::{CommonOffsets, TimerLayout, TimewaitOffsets},
+};
+use crate::event::{ResetDirection, ResetReason, RetransmitKind};
 use crate::kernel::{
     btf::{BtfError, KernelBtf},
     kallsyms, kernel_config,
     tracefs::Format,
-};
-use crate::decode::{
-    Decoder, ResetDirection, ResetLayout, ResetReason, RetransmitKind, RetransmitLayout,
-    SocketErrorLayout, StateLayout,
-    timewait::{CommonOffsets, TimerLayout, TimewaitOffsets},
 };
 
 /// Configuration globals for each program, and the matching decoder.

@@ -17,9 +17,9 @@ use observer_common::record::Counter;
 use thiserror::Error;
 
 use self::prog_stats::ProgStats;
-use crate::kernel::{privileges, tracefs};
 pub use self::ring_size::{RingBufferSize, format_size};
 use crate::decode::Decoder;
+use crate::kernel::{privileges, tracefs};
 
 /// The eBPF object built by build.rs from the observer-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));

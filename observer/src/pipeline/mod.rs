@@ -33,7 +33,7 @@ use crate::{
     alerts::{Change, Engine, Inputs},
     clock::{mono_now_ns, nanos},
     config::{AlertRule, RuleKind},
-    decode::Event,
+    event::Event,
     events::{EventStream, Losses},
     inventory::{self, OwnerFound},
     kernel::max_tw_buckets,

@@ -11,8 +11,8 @@ use crate::{
     clock::mono_now_ns,
     events::Losses,
     export::{DEFAULT_MAX_PORT_LABELS, MetricsSnapshot, PortLabels, Sources, TransitionCounts},
-    listen_queues::ListenQueues,
     kernel::NetLimits,
+    listen_queues::ListenQueues,
     track::Tracker,
 };
 

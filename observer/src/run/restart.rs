@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     alerts::{Engine, engine::SavedAlert},
     clock::{WallClock, mono_now_ns},
-    track::{Tracker, Tuple},
+    event::Tuple,
+    track::Tracker,
 };
 
 const VERSION: u32 = 1;

@@ -18,7 +18,7 @@ use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use observer_common::TcpState;
 
 use super::{DiagSocket, DiagTimer, SockDiagError};
-use crate::decode::Family;
+use crate::event::Family;
 
 /// Receive buffer per `recv`. The kernel fills at most about 32 KiB per dump datagram; twice
 /// that leaves room, and `MSG_TRUNC` still reports a datagram that would not fit.

@@ -25,7 +25,7 @@ use super::{
     list_netns, netns,
     netstat::ListenCounters,
 };
-use crate::decode::Family;
+use crate::event::Family;
 
 /// LISTEN and NEW_SYN_RECV only. The kernel then copies out nothing else, but note that it
 /// still walks its whole established hash (every socket of every namespace) for the request

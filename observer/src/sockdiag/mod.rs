@@ -17,7 +17,7 @@ use std::{io, net::SocketAddr, path::PathBuf};
 
 use observer_common::TcpState;
 
-use crate::{decode::Family, kernel::NetLimits};
+use crate::{event::Family, kernel::NetLimits};
 
 pub use self::{
     listeners::{ListenSnapshot, Listener, listeners_all, listeners_current},

@@ -4,7 +4,7 @@
 use observer_common::TcpState;
 use serde::Serialize;
 
-use crate::decode::SocketError;
+use crate::event::SocketError;
 
 const EPIPE: i32 = 32;
 const ENONET: i32 = 64;
@@ -161,7 +161,7 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
-    use crate::decode::Family;
+    use crate::event::Family;
 
     fn error(error: i32, state: TcpState) -> SocketError {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));

@@ -15,8 +15,6 @@ mod timewait;
 mod timewait_table;
 mod usage;
 
-use std::net::SocketAddr;
-
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -30,7 +28,7 @@ pub use timewait::TimewaitCounts;
 pub use usage::{Destination, TimewaitUsage};
 
 use crate::{
-    decode::{Event, Family, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition},
+    event::{Event, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition, Tuple},
     kernel::NetLimits,
 };
 use durations::StateDurations;
@@ -60,33 +58,6 @@ const STREAK_CHECK_NS: u64 = 250_000_000;
 /// At most this many (namespace, listening port) pairs get their own closed-before-accept
 /// count; the rest are added to an overflow count.
 const LISTENER_PORTS_CAPACITY: usize = 4096;
-
-/// A connection's identity on the wire: namespace (0 when unknown) and both ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    pub netns: u32,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
-
-impl Tuple {
-    #[must_use]
-    pub fn family(&self) -> Family {
-        if self.local.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        }
-    }
-
-    fn of(t: &Transition) -> Self {
-        Self {
-            netns: t.netns.unwrap_or(0),
-            local: t.local,
-            remote: t.remote,
-        }
-    }
-}
 
 /// Counters of what the tracker could not know, and of what it did about it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -159,7 +130,7 @@ pub struct ResetCounts {
 
 impl ResetCounts {
     #[must_use]
-    pub fn get(&self, direction: crate::decode::ResetDirection, class: ResetClass) -> u64 {
+    pub fn get(&self, direction: crate::event::ResetDirection, class: ResetClass) -> u64 {
         self.by_class[direction as usize][class.index()]
     }
 

@@ -3,7 +3,7 @@
 use observer_common::TcpState;
 
 use super::{Tuple, ends::EndCause, resets::ResetClass};
-use crate::decode::{Reset, SocketError, Task, Transition};
+use crate::event::{Reset, SocketError, Task, Transition};
 
 /// What the tracker knows about one transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use observer_common::TcpState;
 use serde::Serialize;
 
-use crate::decode::{ResetDirection, ResetReason};
+use crate::event::{ResetDirection, ResetReason};
 
 /// A closed set of classes: safe as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -15,7 +15,7 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::Tuple;
-use crate::decode::{Retransmit, RetransmitKind};
+use crate::event::{Retransmit, RetransmitKind};
 
 /// Connections whose retransmissions are followed at once. Beyond this, retransmissions are
 /// still counted, and connections without an active streak make room.
@@ -266,7 +266,7 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
-    use crate::decode::Family;
+    use crate::event::Family;
 
     const S: u64 = 1_000_000_000;
     const MS: u64 = 1_000_000;

@@ -16,7 +16,7 @@ use super::{
     table::{Conn, SEEDED, SYNTHETIC_KEY, hash_tuple},
     timewait_table::Tw,
 };
-use crate::decode::Task;
+use crate::event::Task;
 
 /// One socket as sock_diag lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

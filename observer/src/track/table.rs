@@ -15,7 +15,7 @@ use observer_common::TcpState;
 use rustc_hash::FxBuildHasher;
 
 use super::Tuple;
-use crate::decode::Task;
+use crate::event::Task;
 
 /// Flags of a [`Conn`].
 pub const PASSIVE: u8 = 1;

@@ -8,7 +8,9 @@ use observer_common::TcpState::{
 };
 
 use super::*;
-use crate::decode::{ResetDirection, ResetReason, TimerAction, TimewaitSocket, TimewaitTimer};
+use crate::event::{
+    Family, ResetDirection, ResetReason, TimerAction, TimewaitSocket, TimewaitTimer,
+};
 
 const NS: u32 = 4_026_532_000;
 const MS: u64 = 1_000_000;

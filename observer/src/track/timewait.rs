@@ -12,7 +12,7 @@ use super::{
     table::Conn,
     timewait_table::{TimewaitTable, Tw},
 };
-use crate::decode::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
+use crate::event::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
 
 /// Timewait sockets followed, and how they came and went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -15,7 +15,7 @@ use super::{
     table::{hash_key, hash_tuple, pack_ip, unpack_ip},
     usage::{Destination, TimewaitUsage},
 };
-use crate::{decode::Task, kernel::NetLimits};
+use crate::{event::Task, kernel::NetLimits};
 
 /// One timewait socket, unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

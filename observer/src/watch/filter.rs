@@ -6,10 +6,7 @@
 use ipnet::IpNet;
 use observer_common::TcpState;
 
-use crate::{
-    decode::{Family, Reset, SocketError, Transition},
-    track::Tuple,
-};
+use crate::event::{Family, Reset, SocketError, Transition, Tuple};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -123,7 +120,7 @@ mod tests {
     use observer_common::TcpState::{CloseWait, Established, LastAck, SynSent};
 
     use super::*;
-    use crate::decode::Task;
+    use crate::event::Task;
 
     fn t(local: &str, remote: &str, old: TcpState, new: TcpState) -> Transition {
         let local: std::net::SocketAddr = local.parse().unwrap();

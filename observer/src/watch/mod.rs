@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     alerts::{Change, Status},
     clock::{WallClock, mono_now_ns},
-    decode::Transition,
+    event::Transition,
     events::Losses,
     load::LoadOptions,
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},

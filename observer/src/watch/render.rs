@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::{
     alerts::{Change, Status, deliver::ChangeRecord},
     clock::WallClock,
-    decode::{Reset, SocketError, Task, Transition},
-    track::{EndCause, Note, Observation, RetransmitPhase, TimewaitEnd, Tuple, resets::ResetClass},
+    event::{Reset, SocketError, Task, Transition, Tuple},
+    track::{EndCause, Note, Observation, RetransmitPhase, TimewaitEnd, resets::ResetClass},
 };
 
 /// A duration in the unit a person reads best: `850ns`, `12.3µs`, `4.56ms`, `1.23s`, `2m03s`,
@@ -187,7 +187,7 @@ pub struct JsonEndpoints {
 impl JsonEndpoints {
     #[must_use]
     pub fn new(
-        family: crate::decode::Family,
+        family: crate::event::Family,
         local: std::net::SocketAddr,
         remote: std::net::SocketAddr,
     ) -> Self {
@@ -316,7 +316,7 @@ impl<'a> JsonTransition<'a> {
             },
             netns: t.netns,
             pid: seen.owner.map(|o| o.pid),
-            comm: seen.owner.as_ref().map(crate::decode::Task::comm),
+            comm: seen.owner.as_ref().map(crate::event::Task::comm),
             task_pid: t.task.pid,
             task_tid: t.task.tid,
             task_comm: t.task.comm(),
@@ -728,7 +728,7 @@ impl<'a> JsonConnectionError<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Family, Task};
+    use crate::event::{Family, Task};
 
     #[test]
     fn durations_read_naturally() {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{LossCounts, Output};
 use crate::{
-    decode::ResetDirection,
+    event::ResetDirection,
     pipeline::{LastReconciliation, State},
     track::{
         RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, durations::Histogram,
@@ -409,7 +409,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::decode::{Event, Family, Retransmit, RetransmitKind, SocketError, Task, Transition};
+    use crate::event::{Event, Family, Retransmit, RetransmitKind, SocketError, Task, Transition};
 
     const S: u64 = 1_000_000_000;
 

@@ -39,7 +39,7 @@ use std::{
 
 use observer::{
     clock::mono_now_ns,
-    decode::{Event, Transition},
+    event::{Event, Transition},
     events::EventStream,
     load::LoadOptions,
     track::{Report, Tracker},

@@ -1,10 +1,15 @@
 //! observer: TCP connection states observed with eBPF.
 //!
-//! The pipeline: [`load`] attaches the eBPF programs, [`events`] reads and [`decode`]s their
-//! records, the [`pipeline`] applies them to the [`track`]er (seeded and reconciled from
-//! [`sockdiag`] through [`inventory`]), and the tracker's knowledge goes out as Prometheus
-//! metrics ([`export`]) and [`alerts`]. [`run`] is the daemon, [`watch`] the live terminal
-//! view, both on the one [`pipeline`]; [`config`] is the daemon's configuration file.
+//! Floors, bottom first; a module imports only from floors below it:
+//! 1. [`kernel`] (facts about this host), [`event`] (the decoded events every stage speaks),
+//!    [`clock`].
+//! 2. [`decode`]: record layouts -> events.
+//! 3. [`track`] (the pure connection tracker), [`load`] (programs, maps).
+//! 4. [`stream`] (ring buffer -> events), [`sockdiag`] (netlink dumps), [`config`].
+//! 5. [`alerts`], [`doctor`], [`listen_queues`].
+//! 6. [`export`] (Prometheus metrics), [`inventory`] and the [`pipeline`] core (stream ->
+//!    tracker, seeding and reconciliation, listener samples, alert evaluation, losses).
+//! 7. Front-ends on the one pipeline: [`run`] (the daemon), [`watch`] (the live view).
 
 pub mod alerts;
 pub mod clock;
@@ -12,7 +17,6 @@ pub mod config;
 pub mod decode;
 pub mod doctor;
 pub mod event;
-pub mod events;
 pub mod export;
 pub mod inventory;
 pub mod kernel;
@@ -21,5 +25,6 @@ pub mod load;
 pub mod pipeline;
 pub mod run;
 pub mod sockdiag;
+pub mod stream;
 pub mod track;
 pub mod watch;

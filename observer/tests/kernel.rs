@@ -194,7 +194,7 @@ fn full_ring_buffer(addr: IpAddr) {
     };
     let mut stream = {
         let _guard = runtime.enter();
-        observer::events::EventStream::open(&options).expect("loading the probes")
+        observer::stream::EventStream::open(&options).expect("loading the probes")
     };
     let ours = |batch: &[observer::event::Event]| {
         batch

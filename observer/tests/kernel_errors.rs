@@ -14,8 +14,8 @@ use std::{
 
 use observer::{
     event::{Event, Family, Retransmit, RetransmitKind, SocketError, Transition},
-    events::EventStream,
     load::LoadOptions,
+    stream::EventStream,
 };
 use observer_common::TcpState::{self, Close, Established, SynSent};
 use support::{Pair, V4, V6, netns::NetNs, privileged, serial, skip};

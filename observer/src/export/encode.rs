@@ -565,7 +565,7 @@ mod tests {
             tracker: &tracker,
             transitions: &TransitionCounts::default(),
             received: 0,
-            losses: crate::events::Losses::default(),
+            losses: crate::stream::Losses::default(),
             limits: &FxHashMap::default(),
             listen: &ListenQueues::default(),
             half_open_after_ns: 0,

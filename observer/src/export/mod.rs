@@ -20,9 +20,9 @@ pub use self::{
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
     clock::seconds,
-    events::Losses,
     kernel::NetLimits,
     listen_queues::ListenQueues,
+    stream::Losses,
     track::{
         EndCause, ResetClass, RetransmitCounts, TimewaitCounts, Tracker, TrackerStats,
         durations::Histogram,

@@ -34,11 +34,11 @@ use crate::{
     clock::{mono_now_ns, nanos},
     config::{AlertRule, RuleKind},
     event::Event,
-    events::{EventStream, Losses},
     inventory::{self, OwnerFound},
     kernel::max_tw_buckets,
     load::{Features, LoadOptions, RingBufferSize, format_size},
     sockdiag::{self, ListenSnapshot},
+    stream::{EventStream, Losses},
     track::{Report, Tracker},
 };
 

@@ -9,10 +9,10 @@ use super::reconcile::LastReconciliation;
 use crate::{
     alerts::{Alert, NotificationCounts, RuleCounts},
     clock::mono_now_ns,
-    events::Losses,
     export::{DEFAULT_MAX_PORT_LABELS, MetricsSnapshot, PortLabels, Sources, TransitionCounts},
     kernel::NetLimits,
     listen_queues::ListenQueues,
+    stream::Losses,
     track::Tracker,
 };
 

@@ -18,9 +18,9 @@ use crate::{
     alerts::{Change, Status},
     clock::{WallClock, mono_now_ns},
     event::Transition,
-    events::Losses,
     load::LoadOptions,
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
+    stream::Losses,
     track::{Note, Observation, Report, TrackerStats},
 };
 pub use filter::Filter;

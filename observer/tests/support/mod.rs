@@ -40,8 +40,8 @@ use std::{
 use observer::{
     clock::mono_now_ns,
     event::{Event, Transition},
-    events::EventStream,
     load::LoadOptions,
+    stream::EventStream,
     track::{Report, Tracker},
 };
 use observer_common::TcpState;

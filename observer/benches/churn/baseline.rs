@@ -20,7 +20,7 @@ use aya::{
     programs::TracePoint,
 };
 use observer::load::{
-    LoadOptions, READ_EVERY, object,
+    LoadOptions, READ_EVERY, contract, object,
     prog_stats::{self, ProgStats},
     ring_wakeup_bytes,
 };
@@ -40,9 +40,9 @@ impl Baseline {
         observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", LoadOptions::default().ring_buffer_bytes)
+            .map_max_entries(contract::EVENTS, LoadOptions::default().ring_buffer_bytes)
             .override_global(
-                "RING_WAKEUP_BYTES",
+                contract::RING_WAKEUP_BYTES,
                 &ring_wakeup_bytes(LoadOptions::default().ring_buffer_bytes),
                 true,
             )
@@ -55,10 +55,13 @@ impl Baseline {
             .map_err(|e| err(program, &e))?;
         tracepoint.load().map_err(|e| err("loading", &e))?;
         tracepoint
-            .attach("sock", "inet_sock_set_state")
+            .attach(
+                contract::INET_SOCK_SET_STATE.category,
+                contract::INET_SOCK_SET_STATE.name,
+            )
             .map_err(|e| err("attaching", &e))?;
         let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
+            ebpf.take_map(contract::EVENTS)
                 .ok_or_else(|| io::Error::other("no EVENTS map"))?,
         )
         .map_err(|e| err("EVENTS", &e))?;

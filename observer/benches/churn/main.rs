@@ -27,6 +27,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use kstats::Cost;
+use observer::load::contract;
 use observer_testkit::{
     churn::{self as generator, KINDS, LISTENER_TRANSITIONS, Load, Made},
     daemon,
@@ -114,9 +115,9 @@ impl Tracer {
     /// The observer-ebpf program attached in a baseline phase.
     const fn baseline_program(self) -> Option<&'static str> {
         match self {
-            Self::Baseline => Some("baseline"),
-            Self::BaselineWakeEach => Some("baseline_wake_each"),
-            Self::BaselineNoWakeup => Some("baseline_no_wakeup"),
+            Self::Baseline => Some(contract::BASELINE),
+            Self::BaselineWakeEach => Some(contract::BASELINE_WAKE_EACH),
+            Self::BaselineNoWakeup => Some(contract::BASELINE_NO_WAKEUP),
             Self::None | Self::Observer | Self::Tcpstates => None,
         }
     }

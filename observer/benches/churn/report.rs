@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use observer::load::contract::{self, Part};
+use observer_common::RecordKind;
 use observer_testkit::scrape::Counters;
 
 use super::{
@@ -154,17 +156,6 @@ const THROUGHPUT_RATIO: f64 = 0.97;
 const KERNEL_COST_RATIO: f64 = 1.5;
 const EVENTS_PER_CORE: f64 = 2_000_000.0;
 const BYTES_PER_SOCKET: f64 = 200.0;
-
-/// The daemon's programs listed first, in this order; programs added later follow.
-const OUR_PROGRAMS: [&str; 6] = [
-    "inet_sock_set_state",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "timer_start",
-    "timer_cancel",
-    "timer_expire_entry",
-];
-const TIMER_PROGRAMS: [&str; 3] = ["timer_start", "timer_cancel", "timer_expire_entry"];
 
 /// The full name of a program of the object, from the 15 bytes of it the kernel keeps; names
 /// that share those bytes are joined with " + " (their figures are summed).
@@ -366,10 +357,11 @@ impl Level<'_> {
                     full_name(self.programs, &c.program)
                 };
                 let order = match p.tracer {
-                    Tracer::Observer => OUR_PROGRAMS
+                    // The daemon's programs in the contract's order.
+                    Tracer::Observer => contract::PROGRAMS
                         .iter()
-                        .position(|n| *n == program)
-                        .unwrap_or(OUR_PROGRAMS.len()),
+                        .position(|p| p.name == program)
+                        .unwrap_or(contract::PROGRAMS.len()),
                     Tracer::Baseline => 10,
                     Tracer::BaselineWakeEach => 11,
                     Tracer::BaselineNoWakeup => 12,
@@ -391,13 +383,13 @@ impl Level<'_> {
         let transitions = sum(Counters::kernel_transitions);
         // Each program's records as the daemon counts what they report, where it does.
         let known = |program: &str| -> Option<u64> {
-            Some(match program {
-                "inet_sock_set_state" => transitions,
-                "tcp_send_reset" => sum(|c| c.resets_sent),
-                "tcp_receive_reset" => sum(|c| c.resets_received),
-                "inet_sk_error_report" => sum(|c| c.connection_errors),
-                "tcp_retransmit_skb" => sum(|c| c.retransmits),
-                "tcp_retransmit_synack" => sum(|c| c.synack_retransmits),
+            Some(match contract::program(program)?.records {
+                [RecordKind::StateChange] => transitions,
+                [RecordKind::SendReset] => sum(|c| c.resets_sent),
+                [RecordKind::ReceiveReset] => sum(|c| c.resets_received),
+                [RecordKind::SocketError] => sum(|c| c.connection_errors),
+                [RecordKind::Retransmit] => sum(|c| c.retransmits),
+                [RecordKind::RetransmitSynack] => sum(|c| c.synack_retransmits),
                 _ => return None,
             })
         };
@@ -430,7 +422,10 @@ impl Level<'_> {
         // other programs' (programs whose records it does not count would be included).
         let timers: Vec<&ProgramCost> = costs
             .iter()
-            .filter(|c| c.tracer == "observer" && TIMER_PROGRAMS.contains(&c.program.as_str()))
+            .filter(|c| {
+                c.tracer == "observer"
+                    && contract::program(&c.program).is_some_and(|p| p.part == Part::Timewait)
+            })
             .collect();
         if !timers.is_empty() {
             let mut t = ProgramCost {

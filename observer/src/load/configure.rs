@@ -8,7 +8,10 @@ use observer_common::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
 
 use observer_common::probe_config::UNKNOWN;
 
-use super::{Availability, Features, LoadError};
+use super::{
+    Availability, Features, LoadError,
+    contract::{self, Program},
+};
 use crate::decode::{
     Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout,
     timewait::{CommonOffsets, TimerLayout, TimewaitOffsets},
@@ -34,7 +37,11 @@ pub(super) struct Plan {
 }
 
 pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
-    let format = Format::read(tracefs, "sock", "inet_sock_set_state")?;
+    let format = Format::read(
+        tracefs,
+        contract::INET_SOCK_SET_STATE.category,
+        contract::INET_SOCK_SET_STATE.name,
+    )?;
     let (state_layout, mut state) = StateLayout::from_format(&format)?;
     let btf = KernelBtf::load();
     let mut features = Features::default();
@@ -67,8 +74,8 @@ pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
     }
 
     let mut reset =
-        |direction: ResetDirection, name: &str| -> Option<(ResetLayout, SpanProbeConfig)> {
-            let planned = Format::read(tracefs, "tcp", name)
+        |direction: ResetDirection, program: Program| -> Option<(ResetLayout, SpanProbeConfig)> {
+            let planned = Format::read(tracefs, program.category, program.name)
                 .and_then(|f| ResetLayout::from_format(&f, direction));
             match planned {
                 Ok((layout, mut cfg)) => {
@@ -93,8 +100,8 @@ pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
                 }
             }
         };
-    let send = reset(ResetDirection::Sent, "tcp_send_reset");
-    let receive = reset(ResetDirection::Received, "tcp_receive_reset");
+    let send = reset(ResetDirection::Sent, contract::TCP_SEND_RESET);
+    let receive = reset(ResetDirection::Received, contract::TCP_RECEIVE_RESET);
     features.reset_reasons = send.as_ref().is_some_and(|(l, _)| l.has_reason());
 
     let timer = match timer_plan(btf.as_ref().ok()) {
@@ -148,8 +155,8 @@ fn retransmit_plans(
     let icsk_retransmits = btf
         .ok_or_else(|| "no kernel BTF".to_owned())
         .and_then(|btf| as_text(btf.offset_of("inet_connection_sock", "icsk_retransmits")));
-    let mut plan = |kind: RetransmitKind, name: &str| {
-        let planned = Format::read(tracefs, "tcp", name)
+    let mut plan = |kind: RetransmitKind, program: Program| {
+        let planned = Format::read(tracefs, program.category, program.name)
             .and_then(|f| RetransmitLayout::from_format(&f, kind));
         match planned {
             Ok((layout, mut cfg)) => {
@@ -176,8 +183,8 @@ fn retransmit_plans(
         }
     };
     (
-        plan(RetransmitKind::Segment, "tcp_retransmit_skb"),
-        plan(RetransmitKind::Synack, "tcp_retransmit_synack"),
+        plan(RetransmitKind::Segment, contract::TCP_RETRANSMIT_SKB),
+        plan(RetransmitKind::Synack, contract::TCP_RETRANSMIT_SYNACK),
     )
 }
 
@@ -209,7 +216,8 @@ fn sock_error_plan(
 ) -> Result<(SocketErrorLayout, SockErrorProbeConfig), String> {
     // Attached as a raw tracepoint, whose arguments carry the socket; the format file only
     // says whether this kernel has it (Linux 5.15+).
-    Format::read(tracefs, "sock", "inet_sk_error_report").map_err(|e| e.to_string())?;
+    let program = contract::INET_SK_ERROR_REPORT;
+    Format::read(tracefs, program.category, program.name).map_err(|e| e.to_string())?;
     let btf = btf.ok_or("kernel BTF is needed to read the socket of an error report")?;
     sock_error_from_btf(btf, net)
 }

@@ -1,8 +1,9 @@
 //! Load and attach the eBPF programs, and read the kernel's loss counters.
 //!
-//! First step of the pipeline: load -> decode -> track -> output.
+//! Names of the object's programs, maps and globals are in [`contract`].
 
 mod configure;
+pub mod contract;
 pub mod prog_stats;
 mod ring_size;
 
@@ -16,8 +17,11 @@ use aya::{
 use observer_common::record::Counter;
 use thiserror::Error;
 
-use self::prog_stats::ProgStats;
 pub use self::ring_size::{RingBufferSize, format_size};
+use self::{
+    contract::{Hook, PROGRAMS, Part, Program},
+    prog_stats::ProgStats,
+};
 use crate::decode::Decoder;
 use crate::kernel::{privileges, tracefs};
 
@@ -163,59 +167,6 @@ impl KernelLosses {
     }
 }
 
-/// The part of the observation a program serves: the feature it switches off when it cannot
-/// be attached, and where its losses are counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Group {
-    Transitions,
-    Resets,
-    Timewait,
-    Retransmits,
-    SocketErrors,
-}
-
-/// One program of the object: its name, tracepoint, and whether the observation needs it.
-struct ProgramSpec {
-    /// The program's name, which is also its tracepoint's.
-    name: &'static str,
-    category: &'static str,
-    /// Attached as a raw tracepoint (by name; its arguments are the kernel's, not a record).
-    raw: bool,
-    required: bool,
-    group: Group,
-}
-
-impl ProgramSpec {
-    const fn tracepoint(category: &'static str, name: &'static str, group: Group) -> Self {
-        Self {
-            name,
-            category,
-            raw: false,
-            required: matches!(group, Group::Transitions),
-            group,
-        }
-    }
-
-    const fn raw(category: &'static str, name: &'static str, group: Group) -> Self {
-        Self {
-            raw: true,
-            ..Self::tracepoint(category, name, group)
-        }
-    }
-}
-
-const PROGRAMS: [ProgramSpec; 9] = [
-    ProgramSpec::tracepoint("sock", "inet_sock_set_state", Group::Transitions),
-    ProgramSpec::tracepoint("tcp", "tcp_send_reset", Group::Resets),
-    ProgramSpec::tracepoint("tcp", "tcp_receive_reset", Group::Resets),
-    ProgramSpec::raw("timer", "timer_start", Group::Timewait),
-    ProgramSpec::raw("timer", "timer_cancel", Group::Timewait),
-    ProgramSpec::raw("timer", "timer_expire_entry", Group::Timewait),
-    ProgramSpec::tracepoint("tcp", "tcp_retransmit_skb", Group::Retransmits),
-    ProgramSpec::tracepoint("tcp", "tcp_retransmit_synack", Group::Retransmits),
-    ProgramSpec::raw("sock", "inet_sk_error_report", Group::SocketErrors),
-];
-
 /// The attached programs. Dropping this detaches them.
 pub struct Probes {
     ebpf: Ebpf,
@@ -243,50 +194,55 @@ impl Probes {
         let wakeup_bytes = ring_wakeup_bytes(size);
         let mut loader = EbpfLoader::new();
         loader
-            .override_global("STATE_PROBE_CONFIG", &plan.state, true)
-            .override_global("RING_WAKEUP_BYTES", &wakeup_bytes, true)
-            .map_max_entries("EVENTS", size);
+            .override_global(contract::INET_SOCK_SET_STATE.config, &plan.state, true)
+            .override_global(contract::RING_WAKEUP_BYTES, &wakeup_bytes, true)
+            .map_max_entries(contract::EVENTS, size);
         if let Some(cfg) = &plan.send_reset {
-            loader.override_global("SEND_RESET_CONFIG", cfg, true);
+            loader.override_global(contract::TCP_SEND_RESET.config, cfg, true);
         }
         if let Some(cfg) = &plan.receive_reset {
-            loader.override_global("RECEIVE_RESET_CONFIG", cfg, true);
+            loader.override_global(contract::TCP_RECEIVE_RESET.config, cfg, true);
         }
         if let Some(cfg) = &plan.timer {
-            loader.override_global("TIMER_PROBE_CONFIG", cfg, true);
+            loader.override_global(contract::TIMER_START.config, cfg, true);
         }
         if let Some(cfg) = &plan.retransmit {
-            loader.override_global("RETRANSMIT_CONFIG", cfg, true);
+            loader.override_global(contract::TCP_RETRANSMIT_SKB.config, cfg, true);
         }
         if let Some(cfg) = &plan.retransmit_synack {
-            loader.override_global("RETRANSMIT_SYNACK_CONFIG", cfg, true);
+            loader.override_global(contract::TCP_RETRANSMIT_SYNACK.config, cfg, true);
         }
         if let Some(cfg) = &plan.sock_error {
-            loader.override_global("SOCK_ERROR_CONFIG", cfg, true);
+            loader.override_global(contract::INET_SK_ERROR_REPORT.config, cfg, true);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
         start_ebpf_logger(&mut ebpf);
 
         let mut features = plan.features;
-        let wanted = |spec: &ProgramSpec| match spec.name {
-            "tcp_send_reset" => plan.send_reset.is_some(),
-            "tcp_receive_reset" => plan.receive_reset.is_some(),
-            "tcp_retransmit_skb" => plan.retransmit.is_some(),
-            "tcp_retransmit_synack" => plan.retransmit_synack.is_some(),
-            "inet_sk_error_report" => plan.sock_error.is_some(),
-            _ if spec.group == Group::Timewait => plan.timer.is_some(),
-            _ => true,
+        // A program whose layout this kernel lacks is not attached: its feature is off.
+        let wanted = |program: &Program| match program.part {
+            Part::Transitions => true,
+            Part::Resets if program.name == contract::TCP_SEND_RESET.name => {
+                plan.send_reset.is_some()
+            }
+            Part::Resets => plan.receive_reset.is_some(),
+            Part::Timewait => plan.timer.is_some(),
+            Part::Retransmits if program.name == contract::TCP_RETRANSMIT_SKB.name => {
+                plan.retransmit.is_some()
+            }
+            Part::Retransmits => plan.retransmit_synack.is_some(),
+            Part::SocketErrors => plan.sock_error.is_some(),
         };
-        for spec in PROGRAMS.iter().filter(|s| wanted(s)) {
-            match attach(&mut ebpf, spec) {
+        for program in PROGRAMS.iter().filter(|p| wanted(p)) {
+            match attach(&mut ebpf, program) {
                 Ok(()) => {}
-                Err(e) if spec.required => return Err(e),
+                Err(e) if program.required() => return Err(e),
                 Err(e) => {
-                    let slot = match spec.group {
-                        Group::Transitions | Group::Resets => &mut features.resets,
-                        Group::Timewait => &mut features.timewait,
-                        Group::Retransmits => &mut features.retransmits,
-                        Group::SocketErrors => &mut features.socket_errors,
+                    let slot = match program.part {
+                        Part::Transitions | Part::Resets => &mut features.resets,
+                        Part::Timewait => &mut features.timewait,
+                        Part::Retransmits => &mut features.retransmits,
+                        Part::SocketErrors => &mut features.socket_errors,
                     };
                     *slot = Availability::Unavailable(e.to_string());
                 }
@@ -300,17 +256,19 @@ impl Probes {
                 source: MapError::InvalidName { name: name.into() },
             })
         };
-        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?).map_err(|source| {
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, contract::COUNTERS)?).map_err(|source| {
+                LoadError::Map {
+                    name: contract::COUNTERS,
+                    source,
+                }
+            })?;
+        let events = RingBuf::try_from(take(&mut ebpf, contract::EVENTS)?).map_err(|source| {
             LoadError::Map {
-                name: "COUNTERS",
+                name: contract::EVENTS,
                 source,
             }
         })?;
-        let events =
-            RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| LoadError::Map {
-                name: "EVENTS",
-                source,
-            })?;
         Ok(Self {
             ebpf,
             decoder: plan.decoder,
@@ -341,13 +299,13 @@ impl Probes {
     /// name. Run time is counted only while `kernel.bpf_stats_enabled` is 1.
     pub fn program_stats(&self) -> Result<Vec<(&'static str, ProgStats)>, LoadError> {
         let mut stats = Vec::with_capacity(PROGRAMS.len());
-        for spec in &PROGRAMS {
+        for program in &PROGRAMS {
             // Programs this kernel could not attach have no fd and no statistics.
-            let Some(Ok(fd)) = self.ebpf.program(spec.name).map(|p| p.fd()) else {
+            let Some(Ok(fd)) = self.ebpf.program(program.name).map(|p| p.fd()) else {
                 continue;
             };
             stats.push((
-                spec.name,
+                program.name,
                 prog_stats::read(fd.as_fd()).map_err(LoadError::Stats)?,
             ));
         }
@@ -361,21 +319,21 @@ impl Probes {
                 self.counters
                     .get(&(counter as u32), 0)
                     .map_err(|source| LoadError::Map {
-                        name: "COUNTERS",
+                        name: contract::COUNTERS,
                         source,
                     })?;
             Ok(values.iter().sum())
         };
         let (mut recursion_misses, mut timer_recursion_misses) = (0, 0);
-        for spec in &PROGRAMS {
+        for program in &PROGRAMS {
             // Programs this kernel could not attach have no fd and no statistics.
-            let Some(Ok(fd)) = self.ebpf.program(spec.name).map(|p| p.fd()) else {
+            let Some(Ok(fd)) = self.ebpf.program(program.name).map(|p| p.fd()) else {
                 continue;
             };
             let misses = prog_stats::read(fd.as_fd())
                 .map_err(LoadError::Stats)?
                 .recursion_misses;
-            if spec.group == Group::Timewait {
+            if program.part == Part::Timewait {
                 timer_recursion_misses += misses;
             } else {
                 recursion_misses += misses;
@@ -412,7 +370,7 @@ fn warn_unavailable(features: &Features) {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
+fn attach(ebpf: &mut Ebpf, spec: &Program) -> Result<(), LoadError> {
     let program_error = |source| LoadError::Program {
         name: spec.name,
         source,
@@ -425,16 +383,19 @@ fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(program_error(ProgramError::NotLoaded))?;
-    if spec.raw {
-        let program: &mut RawTracePoint = program.try_into().map_err(program_error)?;
-        program.load().map_err(program_error)?;
-        program.attach(spec.name).map_err(attach_error)?;
-    } else {
-        let program: &mut TracePoint = program.try_into().map_err(program_error)?;
-        program.load().map_err(program_error)?;
-        program
-            .attach(spec.category, spec.name)
-            .map_err(attach_error)?;
+    match spec.hook {
+        Hook::Raw => {
+            let program: &mut RawTracePoint = program.try_into().map_err(program_error)?;
+            program.load().map_err(program_error)?;
+            program.attach(spec.name).map_err(attach_error)?;
+        }
+        Hook::Tracepoint => {
+            let program: &mut TracePoint = program.try_into().map_err(program_error)?;
+            program.load().map_err(program_error)?;
+            program
+                .attach(spec.category, spec.name)
+                .map_err(attach_error)?;
+        }
     }
     Ok(())
 }

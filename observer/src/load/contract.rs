@@ -1,0 +1,272 @@
+//! The contract between this program and the eBPF object it embeds: every program, the
+//! tracepoint it attaches to, the configuration global the loader fills for it, the records it
+//! writes, and whether the observation can go on without it. The loader, `observer doctor` and
+//! the benchmarks read names from here; a test parses the embedded object and checks that
+//! every name in this table is in it.
+
+use observer_common::RecordKind;
+
+/// The part of the observation a program serves: the feature it switches off when it cannot
+/// be attached, and where its losses are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Transitions,
+    Resets,
+    Timewait,
+    Retransmits,
+    SocketErrors,
+}
+
+/// How a program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// A tracepoint of tracefs: the program reads its record (`tracepoint/<category>/<name>`).
+    Tracepoint,
+    /// A raw tracepoint, by name: the program reads the kernel's own arguments.
+    Raw,
+}
+
+/// One program of the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Program {
+    /// The program's name, which is also its tracepoint's.
+    pub name: &'static str,
+    /// The tracepoint's category (its directory under tracefs `events/`).
+    pub category: &'static str,
+    pub hook: Hook,
+    pub part: Part,
+    /// The global the loader fills with this kernel's layout before loading; until then the
+    /// program does nothing.
+    pub config: &'static str,
+    /// The kinds of record it writes to [`EVENTS`].
+    pub records: &'static [RecordKind],
+}
+
+impl Program {
+    /// Without it, there is nothing to observe: loading fails rather than going on.
+    #[must_use]
+    pub const fn required(&self) -> bool {
+        matches!(self.part, Part::Transitions)
+    }
+}
+
+pub const INET_SOCK_SET_STATE: Program = Program {
+    name: "inet_sock_set_state",
+    category: "sock",
+    hook: Hook::Tracepoint,
+    part: Part::Transitions,
+    config: "STATE_PROBE_CONFIG",
+    records: &[RecordKind::StateChange],
+};
+
+pub const TCP_SEND_RESET: Program = Program {
+    name: "tcp_send_reset",
+    category: "tcp",
+    hook: Hook::Tracepoint,
+    part: Part::Resets,
+    config: "SEND_RESET_CONFIG",
+    records: &[RecordKind::SendReset],
+};
+
+pub const TCP_RECEIVE_RESET: Program = Program {
+    name: "tcp_receive_reset",
+    category: "tcp",
+    hook: Hook::Tracepoint,
+    part: Part::Resets,
+    config: "RECEIVE_RESET_CONFIG",
+    records: &[RecordKind::ReceiveReset],
+};
+
+/// The three timer programs share one configuration.
+const TIMER_CONFIG: &str = "TIMER_PROBE_CONFIG";
+
+pub const TIMER_START: Program = Program {
+    name: "timer_start",
+    category: "timer",
+    hook: Hook::Raw,
+    part: Part::Timewait,
+    config: TIMER_CONFIG,
+    records: &[RecordKind::TimewaitTimer],
+};
+
+pub const TIMER_CANCEL: Program = Program {
+    name: "timer_cancel",
+    category: "timer",
+    hook: Hook::Raw,
+    part: Part::Timewait,
+    config: TIMER_CONFIG,
+    records: &[RecordKind::TimewaitEnd],
+};
+
+pub const TIMER_EXPIRE_ENTRY: Program = Program {
+    name: "timer_expire_entry",
+    category: "timer",
+    hook: Hook::Raw,
+    part: Part::Timewait,
+    config: TIMER_CONFIG,
+    records: &[RecordKind::TimewaitEnd],
+};
+
+pub const TCP_RETRANSMIT_SKB: Program = Program {
+    name: "tcp_retransmit_skb",
+    category: "tcp",
+    hook: Hook::Tracepoint,
+    part: Part::Retransmits,
+    config: "RETRANSMIT_CONFIG",
+    records: &[RecordKind::Retransmit],
+};
+
+pub const TCP_RETRANSMIT_SYNACK: Program = Program {
+    name: "tcp_retransmit_synack",
+    category: "tcp",
+    hook: Hook::Tracepoint,
+    part: Part::Retransmits,
+    config: "RETRANSMIT_SYNACK_CONFIG",
+    records: &[RecordKind::RetransmitSynack],
+};
+
+pub const INET_SK_ERROR_REPORT: Program = Program {
+    name: "inet_sk_error_report",
+    category: "sock",
+    hook: Hook::Raw,
+    part: Part::SocketErrors,
+    config: "SOCK_ERROR_CONFIG",
+    records: &[RecordKind::SocketError],
+};
+
+/// Every program the daemon attaches, transitions first.
+pub const PROGRAMS: [Program; 9] = [
+    INET_SOCK_SET_STATE,
+    TCP_SEND_RESET,
+    TCP_RECEIVE_RESET,
+    TIMER_START,
+    TIMER_CANCEL,
+    TIMER_EXPIRE_ENTRY,
+    TCP_RETRANSMIT_SKB,
+    TCP_RETRANSMIT_SYNACK,
+    INET_SK_ERROR_REPORT,
+];
+
+/// Programs on `sock:inet_sock_set_state` that the daemon never attaches: the benchmark's
+/// baselines (an empty program, and a fixed-size record submitted with and without waking the
+/// reader), against which the cost of [`INET_SOCK_SET_STATE`] is measured.
+pub const BASELINES: [&str; 3] = [BASELINE, BASELINE_WAKE_EACH, BASELINE_NO_WAKEUP];
+
+/// Submits a record as the daemon's programs do, waking the reader past a fill level.
+pub const BASELINE: &str = "baseline";
+/// Submits a record and wakes the reader every time.
+pub const BASELINE_WAKE_EACH: &str = "baseline_wake_each";
+/// Submits a record and never wakes the reader.
+pub const BASELINE_NO_WAKEUP: &str = "baseline_no_wakeup";
+
+/// The ring buffer every program writes its records to.
+pub const EVENTS: &str = "EVENTS";
+
+/// Per-CPU loss counters, indexed by `observer_common::record::Counter`.
+pub const COUNTERS: &str = "COUNTERS";
+
+/// Unread bytes past which a submit wakes the reader.
+pub const RING_WAKEUP_BYTES: &str = "RING_WAKEUP_BYTES";
+
+/// The program of this name.
+#[must_use]
+pub fn program(name: &str) -> Option<&'static Program> {
+    PROGRAMS.iter().find(|p| p.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use aya_obj::{Object, ProgramSection};
+    use object::{Object as _, ObjectSymbol as _};
+
+    use super::*;
+
+    fn object() -> Object {
+        Object::parse(super::super::object()).expect("the embedded eBPF object parses")
+    }
+
+    #[test]
+    fn every_program_is_in_the_object_with_its_hook() {
+        let obj = object();
+        for p in &PROGRAMS {
+            let program = obj
+                .programs
+                .get(p.name)
+                .unwrap_or_else(|| panic!("the object has no program {}", p.name));
+            match (&program.section, p.hook) {
+                (ProgramSection::TracePoint, Hook::Tracepoint)
+                | (ProgramSection::RawTracePoint, Hook::Raw) => {}
+                (section, hook) => panic!("{}: section {section:?}, table says {hook:?}", p.name),
+            }
+        }
+        for name in BASELINES {
+            assert!(
+                matches!(
+                    obj.programs.get(name).map(|p| &p.section),
+                    Some(ProgramSection::TracePoint)
+                ),
+                "the object has no tracepoint program {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_object_has_no_program_outside_the_table() {
+        let known: BTreeSet<&str> = PROGRAMS.iter().map(|p| p.name).chain(BASELINES).collect();
+        let obj = object();
+        let extra: Vec<&String> = obj
+            .programs
+            .keys()
+            .filter(|n| !known.contains(n.as_str()))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "programs missing from the table: {extra:?}"
+        );
+    }
+
+    #[test]
+    fn every_map_and_global_is_in_the_object() {
+        let obj = object();
+        for map in [EVENTS, COUNTERS] {
+            assert!(obj.maps.contains_key(map), "the object has no map {map}");
+        }
+        let elf = object::File::parse(super::super::object()).expect("the eBPF object is ELF");
+        let symbols: BTreeSet<&str> = elf.symbols().filter_map(|s| s.name().ok()).collect();
+        let globals = PROGRAMS.iter().map(|p| p.config).chain([RING_WAKEUP_BYTES]);
+        for global in globals {
+            assert!(
+                symbols.contains(global),
+                "the object has no global {global}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_record_kind_has_a_writer() {
+        let written: BTreeSet<u16> = PROGRAMS
+            .iter()
+            .flat_map(|p| p.records.iter().map(|k| *k as u16))
+            .collect();
+        let all: BTreeSet<u16> = (0..=u16::MAX)
+            .filter(|v| RecordKind::from_u16(*v).is_some())
+            .collect();
+        assert_eq!(
+            written, all,
+            "record kinds no program writes, or unknown kinds"
+        );
+    }
+
+    #[test]
+    fn only_transitions_are_required() {
+        let required: Vec<&str> = PROGRAMS
+            .iter()
+            .filter(|p| p.required())
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(required, ["inet_sock_set_state"]);
+        assert_eq!(program("timer_cancel"), Some(&TIMER_CANCEL));
+    }
+}

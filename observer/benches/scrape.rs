@@ -168,9 +168,7 @@ fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
     let (tracker, transitions) = filled(sockets);
     let counts = tracker.counts_by_state();
     assert_eq!(
-        counts[Established as usize - 1]
-            + counts[CloseWait as usize - 1]
-            + counts[TimeWait as usize - 1],
+        counts[Established] + counts[CloseWait] + counts[TimeWait],
         sockets,
         "every socket tracked"
     );

@@ -31,8 +31,8 @@ use observer::{
         timewait::{CommonOffsets, TimewaitOffsets},
     },
     event::{
-        Event, Family, Reset, ResetDirection, ResetReason, Task, TimerAction, TimewaitSocket,
-        TimewaitTimer, Transition,
+        Event, Family, PerState, Reset, ResetDirection, ResetReason, Task, TimerAction,
+        TimewaitSocket, TimewaitTimer, Transition,
     },
     kernel::tracefs::{Field, Format},
     track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},
@@ -837,7 +837,7 @@ fn check(tracker: &Tracker, expected: &Expected, reports: u64) {
         "(started, expired, killed, unseen)"
     );
     assert_eq!(tracker.durations().of(TimeWait).count, expected.close_first);
-    assert_eq!(tracker.counts_by_state(), [0; 12]);
+    assert_eq!(tracker.counts_by_state(), PerState::default());
     assert!(tracker.closed_before_accept().is_empty());
     let resets = tracker.resets();
     assert_eq!(
@@ -993,7 +993,7 @@ fn memory_run(held: Held, sockets: u64) -> MemoryRun {
         (sockets, 0, 0, 0),
         "{stats:?}"
     );
-    assert_eq!(tracker.counts_by_state()[held_state as usize - 1], sockets);
+    assert_eq!(tracker.counts_by_state()[held_state], sockets);
     let n = sockets as f64;
     MemoryRun {
         heap_bytes_per_socket: tracker.heap_bytes() as f64 / n,

@@ -413,8 +413,8 @@ fn closed_before_accept_is_counted_for_its_listening_port(addr: IpAddr) {
         .tracker
         .closed_before_accept()
         .into_iter()
-        .filter(|((netns, _), _)| *netns == ns.inode())
-        .map(|((_, port), n)| (port, n.peer_closed, n.peer_reset))
+        .filter(|(listener, _)| listener.netns == ns.inode())
+        .map(|(listener, n)| (listener.port, n.peer_closed, n.peer_reset))
         .collect();
     assert_eq!(counted, [(server_addr.port(), 1, 0)]);
 }

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     clock::{nanos, seconds},
     config::{AlertRule, RuleKind},
-    event::ResetDirection,
+    event::{ListenerKey, ResetDirection},
     kernel::NetLimits,
     sockdiag::Listener,
     track::{EndCause, ResetClass, Tracker},
@@ -43,7 +43,7 @@ pub struct Instance {
 struct Sample {
     at_ns: u64,
     resets: [[u64; ResetClass::ALL.len()]; 2],
-    closed_before_accept: FxHashMap<(u32, u16), u64>,
+    closed_before_accept: FxHashMap<ListenerKey, u64>,
     /// Connection ends by cause.
     ends: [u64; EndCause::ALL.len()],
     lost: u64,
@@ -337,16 +337,12 @@ fn closed_before_accept_rate(
         return Vec::new();
     };
     let mut found = Vec::new();
-    for &(netns, port) in now.closed_before_accept.keys() {
+    for &listener in now.closed_before_accept.keys() {
+        let ListenerKey { netns, port } = listener;
         if !ports.is_empty() && !ports.contains(&port) {
             continue;
         }
-        let count = |s: &Sample| {
-            s.closed_before_accept
-                .get(&(netns, port))
-                .copied()
-                .unwrap_or(0)
-        };
+        let count = |s: &Sample| s.closed_before_accept.get(&listener).copied().unwrap_or(0);
         let Some(rate) = history.rate(window, count) else {
             break;
         };

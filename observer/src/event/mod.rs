@@ -3,6 +3,7 @@
 //! identities they carry (a connection's 4-tuple, a task). No stage below decoding knows how
 //! they are made; every stage above reads them.
 
+mod per_state;
 mod reset;
 mod retransmit;
 mod socket_error;
@@ -13,12 +14,13 @@ mod tuple;
 use std::borrow::Cow;
 
 pub use self::{
+    per_state::PerState,
     reset::{Reset, ResetDirection, ResetReason},
     retransmit::{Retransmit, RetransmitKind},
     socket_error::SocketError,
     timewait::{TimerAction, TimewaitSocket, TimewaitTimer},
     transition::Transition,
-    tuple::Tuple,
+    tuple::{ListenerKey, Tuple},
 };
 
 /// IPv4 or IPv6.

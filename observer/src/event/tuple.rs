@@ -4,6 +4,13 @@ use std::net::SocketAddr;
 
 use super::{Family, Transition};
 
+/// A listening port: its network namespace (0 when unknown) and port number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+}
+
 /// A connection's identity on the wire: namespace (0 when unknown) and both ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tuple {
@@ -19,6 +26,16 @@ impl Tuple {
             Family::Ipv4
         } else {
             Family::Ipv6
+        }
+    }
+
+    /// The listening socket this connection came to, when it was accepted by one: its
+    /// namespace and local port.
+    #[must_use]
+    pub fn listener(&self) -> ListenerKey {
+        ListenerKey {
+            netns: self.netns,
+            port: self.local.port(),
         }
     }
 

@@ -91,7 +91,7 @@ impl Collector for SnapshotCollector {
             Gauge,
             observer_common::TcpState::ALL
                 .into_iter()
-                .map(|st| (vec![("state", st.name())], f(s.sockets[st as usize - 1]))),
+                .map(|st| (vec![("state", st.name())], f(s.sockets[st]))),
         )?;
         {
             let mut metric = e.encode_descriptor(

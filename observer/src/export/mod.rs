@@ -20,6 +20,7 @@ pub use self::{
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
     clock::seconds,
+    event::{ListenerKey, PerState},
     kernel::NetLimits,
     listen_queues::ListenQueues,
     stream::Losses,
@@ -51,7 +52,7 @@ pub struct Sources<'a> {
 pub struct MetricsSnapshot {
     pub kernel: String,
     pub transitions: Vec<(TcpState, TcpState, u64)>,
-    pub sockets: [u64; 12],
+    pub sockets: PerState<u64>,
     pub durations: Vec<(TcpState, Histogram)>,
     /// `[sent, received][class]`.
     pub resets: [[u64; ResetClass::ALL.len()]; 2],
@@ -89,7 +90,7 @@ impl MetricsSnapshot {
     pub fn take(s: &mut Sources<'_>) -> Self {
         let t = s.tracker;
         let mut by_port: FxHashMap<PortLabel, (u64, u64)> = FxHashMap::default();
-        for ((_, port), n) in t.closed_before_accept() {
+        for (ListenerKey { port, .. }, n) in t.closed_before_accept() {
             let slot = by_port.entry(s.ports.label(port)).or_default();
             slot.0 += n.peer_closed;
             slot.1 += n.peer_reset;
@@ -100,7 +101,7 @@ impl MetricsSnapshot {
         let usage = t.timewait_usage();
         let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
         let mut synacks: FxHashMap<PortLabel, u64> = FxHashMap::default();
-        for ((_, port), n) in t.synack_retransmits() {
+        for (ListenerKey { port, .. }, n) in t.synack_retransmits() {
             *synacks.entry(s.ports.label(port)).or_default() += n;
         }
         let mut synack_retransmits: Vec<_> = synacks.into_iter().collect();

@@ -2,12 +2,15 @@
 
 use observer_common::TcpState;
 
-use crate::track::{Note, Report};
+use crate::{
+    event::PerState,
+    track::{Note, Report},
+};
 
-/// A 12 x 12 matrix of counts (index: kernel state value - 1).
+/// Counts by old state, then new state.
 #[derive(Clone, Debug, Default)]
 pub struct TransitionCounts {
-    counts: [[u64; 12]; 12],
+    counts: PerState<PerState<u64>>,
 }
 
 impl TransitionCounts {
@@ -20,7 +23,7 @@ impl TransitionCounts {
             } = r
                 && !matches!(note, Some(Note::TimewaitRestarted { .. }))
             {
-                self.counts[transition.old as usize - 1][transition.new as usize - 1] += 1;
+                self.counts[transition.old][transition.new] += 1;
             }
         }
     }
@@ -29,9 +32,8 @@ impl TransitionCounts {
     #[must_use]
     pub fn nonzero(&self) -> Vec<(TcpState, TcpState, u64)> {
         let mut out = Vec::new();
-        for from in TcpState::ALL {
-            for to in TcpState::ALL {
-                let n = self.counts[from as usize - 1][to as usize - 1];
+        for (from, to_counts) in self.counts.iter() {
+            for (to, &n) in to_counts.iter() {
                 if n > 0 {
                     out.push((from, to, n));
                 }

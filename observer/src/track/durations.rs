@@ -3,6 +3,8 @@
 use observer_common::TcpState;
 use serde::Serialize;
 
+use crate::event::PerState;
+
 /// Upper bounds of the buckets, in seconds. Dense around 60 s, where TIME_WAIT ends (Linux's
 /// fixed 2*MSL; the timer wheel fires it up to a second late).
 pub const BUCKET_BOUNDS_SECONDS: [f64; 24] = [
@@ -54,28 +56,28 @@ impl Histogram {
     }
 }
 
-/// A histogram per TCP state (index: kernel value - 1).
+/// A histogram per TCP state.
 #[derive(Clone, Debug)]
 pub struct StateDurations {
-    by_state: Vec<Histogram>,
+    by_state: PerState<Histogram>,
 }
 
 impl Default for StateDurations {
     fn default() -> Self {
         Self {
-            by_state: TcpState::ALL.iter().map(|_| Histogram::new()).collect(),
+            by_state: PerState::from_fn(|_| Histogram::new()),
         }
     }
 }
 
 impl StateDurations {
     pub fn record(&mut self, state: TcpState, ns: u64) {
-        self.by_state[state as usize - 1].record(ns);
+        self.by_state[state].record(ns);
     }
 
     #[must_use]
     pub fn of(&self, state: TcpState) -> &Histogram {
-        &self.by_state[state as usize - 1]
+        &self.by_state[state]
     }
 }
 

@@ -4,7 +4,7 @@
 use observer_common::TcpState;
 use serde::Serialize;
 
-use crate::event::SocketError;
+use crate::event::{PerState, SocketError};
 
 const EPIPE: i32 = 32;
 const ENONET: i32 = 64;
@@ -120,14 +120,30 @@ impl EndCause {
 /// Connections ended by an error, by cause and by the state they were in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndCounts {
-    /// `[cause][state - 1]`; index 12 holds errors whose state was unknown.
-    by_cause_state: [[u64; 13]; EndCause::ALL.len()],
+    by_cause: [StateOrUnknown; EndCause::ALL.len()],
+}
+
+/// Counts by the state a connection was in, and of those whose state the kernel did not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct StateOrUnknown {
+    known: PerState<u64>,
+    unknown: u64,
+}
+
+impl StateOrUnknown {
+    fn iter(&self) -> impl Iterator<Item = (Option<TcpState>, u64)> {
+        let known = self.known.iter().map(|(s, n)| (Some(s), *n));
+        known.chain([(None, self.unknown)])
+    }
 }
 
 impl EndCounts {
     pub(super) fn count(&mut self, cause: EndCause, state: Option<TcpState>) {
-        let slot = state.map_or(12, |s| s as usize - 1);
-        self.by_cause_state[cause.index()][slot] += 1;
+        let counts = &mut self.by_cause[cause.index()];
+        match state {
+            Some(s) => counts.known[s] += 1,
+            None => counts.unknown += 1,
+        }
     }
 
     /// Every non-zero count: (cause, state, count); state `None` when the kernel's was unknown.
@@ -135,9 +151,9 @@ impl EndCounts {
     pub fn nonzero(&self) -> Vec<(EndCause, Option<TcpState>, u64)> {
         let mut out = Vec::new();
         for cause in EndCause::ALL {
-            for (i, &n) in self.by_cause_state[cause.index()].iter().enumerate() {
+            for (state, n) in self.by_cause[cause.index()].iter() {
                 if n > 0 {
-                    out.push((cause, TcpState::ALL.get(i).copied(), n));
+                    out.push((cause, state, n));
                 }
             }
         }
@@ -146,7 +162,7 @@ impl EndCounts {
 
     #[must_use]
     pub fn of_cause(&self, cause: EndCause) -> u64 {
-        self.by_cause_state[cause.index()].iter().sum()
+        self.by_cause[cause.index()].iter().map(|(_, n)| n).sum()
     }
 
     /// Connections that ended by any timeout.

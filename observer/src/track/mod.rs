@@ -28,14 +28,17 @@ pub use timewait::TimewaitCounts;
 pub use usage::{Destination, TimewaitUsage};
 
 use crate::{
-    event::{Event, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition, Tuple},
+    event::{
+        Event, ListenerKey, PerState, Reset, Retransmit, RetransmitKind, SocketError, Task,
+        Transition, Tuple,
+    },
     kernel::NetLimits,
 };
 use durations::StateDurations;
 use resets::{Preceding, classify};
 use retransmits::{Retransmits, StreakChange};
 use seed::DumpWindow;
-use table::{Conn, LAST_IN_OWNER, NEVER_ACCEPTED, OWNER_FROM_FD, PASSIVE, SEEDED, Table};
+use table::{Conn, ConnFlags, Table};
 use timewait::Timewaits;
 
 /// Default cap on tracked sockets (and, separately, on tracked timewait sockets).
@@ -166,10 +169,10 @@ pub struct Tracker {
     recent: FxHashMap<u64, Closed>,
     recent_order: VecDeque<(u64, u64)>,
     /// Listening sockets' owners, inherited by the connections they accept.
-    listeners: FxHashMap<(u32, u16), Task>,
+    listeners: FxHashMap<ListenerKey, Task>,
     durations: StateDurations,
     resets: ResetCounts,
-    never_accepted: FxHashMap<(u32, u16), NeverAccepted>,
+    never_accepted: FxHashMap<ListenerKey, NeverAccepted>,
     retransmits: Retransmits,
     ends: EndCounts,
     half_open_after_ns: u64,
@@ -285,7 +288,7 @@ impl Tracker {
         if gap {
             self.stats.gaps += 1;
         }
-        let lower_bound = known.is_some_and(|c| c.has(SEEDED) && c.state == t.old);
+        let lower_bound = known.is_some_and(|c| c.has(ConnFlags::SEEDED) && c.state == t.old);
         let previous_state_ns = known
             .filter(|_| !gap)
             .map(|c| t.mono_ns.saturating_sub(c.since_ns));
@@ -362,13 +365,13 @@ impl Tracker {
     /// The socket's owner after `t`: the task itself when it drove the transition, else what
     /// was known (for an accepted child: its listener's owner). Keeps the listener index.
     fn owner_of(&mut self, t: &Transition, known: Option<Conn>) -> Option<Task> {
-        let key = (t.netns.unwrap_or(0), t.local.port());
+        let key = Tuple::of(t).listener();
         let inherited = known.and_then(|c| c.owner).or_else(|| {
             (t.new == TcpState::SynRecv)
                 .then(|| self.listeners.get(&key).copied())
                 .flatten()
         });
-        let owner_from_fd = known.is_some_and(|c| c.has(OWNER_FROM_FD));
+        let owner_from_fd = known.is_some_and(|c| c.has(ConnFlags::OWNER_FROM_FD));
         let owner = if t.owner_context && !owner_from_fd {
             Some(t.task)
         } else {
@@ -389,37 +392,36 @@ impl Tracker {
     }
 
     /// The socket's flags after `t`, counting a connection closed before accept().
-    fn flags_of(&mut self, t: &Transition, known: Option<Conn>) -> (u8, Option<Note>) {
+    fn flags_of(&mut self, t: &Transition, known: Option<Conn>) -> (ConnFlags, Option<Note>) {
         let mut note = None;
-        let mut flags = known.map_or(0, |c| c.flags & !LAST_IN_OWNER);
+        let mut flags = known.map_or(ConnFlags::empty(), |c| c.flags - ConnFlags::LAST_IN_OWNER);
         if t.owner_context {
-            flags |= LAST_IN_OWNER;
+            flags |= ConnFlags::LAST_IN_OWNER;
         }
         if matches!(t.new, TcpState::SynRecv) || matches!(t.old, TcpState::SynRecv) {
-            flags |= PASSIVE;
+            flags |= ConnFlags::PASSIVE;
         }
         // No `struct socket` yet on a connection the peer ended: it sat in the accept queue.
         if t.old == TcpState::Established
             && t.has_socket == Some(false)
             && !t.owner_context
-            && flags & NEVER_ACCEPTED == 0
+            && !flags.contains(ConnFlags::NEVER_ACCEPTED)
             && matches!(t.new, TcpState::CloseWait | TcpState::Close)
         {
-            flags |= NEVER_ACCEPTED;
+            flags |= ConnFlags::NEVER_ACCEPTED;
             note = Some(Note::ClosedBeforeAccept);
-            let netns = t.netns.unwrap_or(0);
-            self.count_never_accepted(netns, t.local.port(), t.new == TcpState::Close);
+            self.count_never_accepted(Tuple::of(t).listener(), t.new == TcpState::Close);
         }
         (flags, note)
     }
 
-    fn count_never_accepted(&mut self, netns: u32, port: u16, reset: bool) {
+    fn count_never_accepted(&mut self, listener: ListenerKey, reset: bool) {
         let full = self.never_accepted.len() >= LISTENER_PORTS_CAPACITY;
-        let slot = if full && !self.never_accepted.contains_key(&(netns, port)) {
+        let slot = if full && !self.never_accepted.contains_key(&listener) {
             self.stats.closed_before_accept_overflow += 1;
             return;
         } else {
-            self.never_accepted.entry((netns, port)).or_default()
+            self.never_accepted.entry(listener).or_default()
         };
         if reset {
             slot.peer_reset += 1;
@@ -441,7 +443,7 @@ impl Tracker {
                 Some(Preceding {
                     old: c.prev,
                     new: c.state,
-                    owner_context: c.has(LAST_IN_OWNER),
+                    owner_context: c.has(ConnFlags::LAST_IN_OWNER),
                 }),
                 c.owner,
             ),
@@ -620,7 +622,7 @@ impl Tracker {
 
     /// SYN-ACK retransmissions by (network namespace, listening port).
     #[must_use]
-    pub fn synack_retransmits(&self) -> Vec<((u32, u16), u64)> {
+    pub fn synack_retransmits(&self) -> Vec<(ListenerKey, u64)> {
         self.retransmits.synacks_by_port()
     }
 
@@ -636,14 +638,14 @@ impl Tracker {
         self.retransmits.by_sock.len()
     }
 
-    /// Sockets now in each state (index: kernel value - 1). Timewait sockets count under
+    /// Sockets now in each state. Timewait sockets count under
     /// TIME_WAIT, or FIN_WAIT2 for an orphaned FIN_WAIT2 waiting in one, as `ss` shows them.
     #[must_use]
-    pub fn counts_by_state(&self) -> [u64; 12] {
+    pub fn counts_by_state(&self) -> PerState<u64> {
         let mut counts = self.sockets.states();
         let (time_wait, fin_wait2) = self.timewaits.table.substates();
-        counts[TcpState::TimeWait as usize - 1] += time_wait;
-        counts[TcpState::FinWait2 as usize - 1] += fin_wait2;
+        counts[TcpState::TimeWait] += time_wait;
+        counts[TcpState::FinWait2] += fin_wait2;
         counts
     }
 
@@ -654,16 +656,16 @@ impl Tracker {
             key,
             tuple: c.tuple,
             since_ns: c.since_ns,
-            lower_bound: c.has(SEEDED),
+            lower_bound: c.has(ConnFlags::SEEDED),
             owner: c.owner,
-            owner_from_fd: c.has(OWNER_FROM_FD),
+            owner_from_fd: c.has(ConnFlags::OWNER_FROM_FD),
         })
     }
 
     /// Sockets now in CLOSE_WAIT.
     #[must_use]
     pub fn close_wait_count(&self) -> u64 {
-        self.sockets.states()[TcpState::CloseWait as usize - 1]
+        self.sockets.states()[TcpState::CloseWait]
     }
 
     /// The oldest socket in CLOSE_WAIT: since when, and whether that is a lower bound.
@@ -718,7 +720,7 @@ impl Tracker {
         match self.sockets.get_mut(key) {
             Some(mut c) if c.tuple == *tuple && c.state == TcpState::CloseWait => {
                 c.owner = Some(owner);
-                c.flags |= OWNER_FROM_FD;
+                c.flags |= ConnFlags::OWNER_FROM_FD;
                 true
             }
             _ => false,
@@ -737,7 +739,7 @@ impl Tracker {
 
     /// Connections closed before accept(), by (network namespace, listening port).
     #[must_use]
-    pub fn closed_before_accept(&self) -> Vec<((u32, u16), NeverAccepted)> {
+    pub fn closed_before_accept(&self) -> Vec<(ListenerKey, NeverAccepted)> {
         let mut v: Vec<_> = self.never_accepted.iter().map(|(k, v)| (*k, *v)).collect();
         v.sort_unstable_by_key(|(k, _)| *k);
         v

@@ -15,7 +15,7 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::Tuple;
-use crate::event::{Retransmit, RetransmitKind};
+use crate::event::{ListenerKey, Retransmit, RetransmitKind};
 
 /// Connections whose retransmissions are followed at once. Beyond this, retransmissions are
 /// still counted, and connections without an active streak make room.
@@ -101,7 +101,7 @@ pub struct RetransmitCounts {
 pub(super) struct Retransmits {
     pub by_sock: FxHashMap<u64, Retransmitting>,
     pub counts: RetransmitCounts,
-    synacks: FxHashMap<(u32, u16), u64>,
+    synacks: FxHashMap<ListenerKey, u64>,
 }
 
 impl Retransmits {
@@ -212,7 +212,10 @@ impl Retransmits {
     pub fn synack(&mut self, r: &Retransmit) {
         debug_assert_eq!(r.kind, RetransmitKind::Synack);
         self.counts.synacks += 1;
-        let key = (r.netns.unwrap_or(0), r.local.port());
+        let key = ListenerKey {
+            netns: r.netns.unwrap_or(0),
+            port: r.local.port(),
+        };
         if self.synacks.len() >= SYNACK_PORTS_CAPACITY && !self.synacks.contains_key(&key) {
             self.counts.synack_overflow += 1;
         } else {
@@ -254,7 +257,7 @@ impl Retransmits {
         found
     }
 
-    pub fn synacks_by_port(&self) -> Vec<((u32, u16), u64)> {
+    pub fn synacks_by_port(&self) -> Vec<(ListenerKey, u64)> {
         let mut v: Vec<_> = self.synacks.iter().map(|(k, n)| (*k, *n)).collect();
         v.sort_unstable_by_key(|(k, _)| *k);
         v
@@ -353,7 +356,16 @@ mod tests {
         };
         r.synack(&s);
         r.synack(&s);
-        assert_eq!(r.synacks_by_port(), vec![((1, 40000), 2)]);
+        assert_eq!(
+            r.synacks_by_port(),
+            vec![(
+                ListenerKey {
+                    netns: 1,
+                    port: 40000
+                },
+                2
+            )]
+        );
         assert_eq!(r.counts.synacks, 2);
     }
 }

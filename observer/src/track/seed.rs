@@ -13,7 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     Tracker, Tuple,
-    table::{Conn, SEEDED, SYNTHETIC_KEY, hash_tuple},
+    table::{Conn, ConnFlags, hash_tuple},
     timewait_table::Tw,
 };
 use crate::event::Task;
@@ -234,7 +234,7 @@ impl Tracker {
         c.prev = c.state;
         c.state = state;
         c.since_ns = r.started_ns;
-        c.flags |= SEEDED;
+        c.flags |= ConnFlags::SEEDED;
         r.outcome.corrected += 1;
     }
 
@@ -285,7 +285,7 @@ impl Tracker {
         let conn = Conn {
             state: s.state,
             prev: s.state,
-            flags: SEEDED | SYNTHETIC_KEY,
+            flags: ConnFlags::SEEDED | ConnFlags::SYNTHETIC_KEY,
             since_ns: started_ns,
             first_ns: started_ns,
             owner: s.owner,
@@ -416,9 +416,9 @@ impl Tracker {
         lower_bound: bool,
     ) -> bool {
         let Some(key) = self.sockets.keys_of(tuple).find(|&k| {
-            self.sockets
-                .get(k)
-                .is_some_and(|c| c.has(SEEDED) && c.state == state && since_ns < c.since_ns)
+            self.sockets.get(k).is_some_and(|c| {
+                c.has(ConnFlags::SEEDED) && c.state == state && since_ns < c.since_ns
+            })
         }) else {
             return false;
         };
@@ -428,23 +428,23 @@ impl Tracker {
         c.since_ns = since_ns;
         c.first_ns = c.first_ns.min(since_ns);
         if !lower_bound {
-            c.flags &= !SEEDED;
+            c.flags &= !ConnFlags::SEEDED;
         }
         true
     }
 
     /// A transition for an unknown socket: if sock_diag told us about it, it is that socket.
     pub(super) fn adopt_seeded(&mut self, sock: u64, tuple: &Tuple) {
-        let Some(key) = self
-            .sockets
-            .keys_of(tuple)
-            .find(|&k| self.sockets.get(k).is_some_and(|c| c.has(SYNTHETIC_KEY)))
-        else {
+        let Some(key) = self.sockets.keys_of(tuple).find(|&k| {
+            self.sockets
+                .get(k)
+                .is_some_and(|c| c.has(ConnFlags::SYNTHETIC_KEY))
+        }) else {
             return;
         };
         let mark = self.sockets.mark_of(key).unwrap_or(0);
         if let Some(mut conn) = self.sockets.remove(key) {
-            conn.flags &= !SYNTHETIC_KEY;
+            conn.flags &= !ConnFlags::SYNTHETIC_KEY;
             if self.sockets.insert_marked(sock, conn, mark).is_some() {
                 self.stats.evicted += 1;
             }

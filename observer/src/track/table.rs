@@ -15,21 +15,27 @@ use observer_common::TcpState;
 use rustc_hash::FxBuildHasher;
 
 use super::Tuple;
-use crate::event::Task;
+use crate::event::{PerState, Task};
 
-/// Flags of a [`Conn`].
-pub const PASSIVE: u8 = 1;
-/// Known from sock_diag, not from its first transition: ages are lower bounds.
-pub const SEEDED: u8 = 2;
-/// The last transition ran in the owner's context.
-pub const LAST_IN_OWNER: u8 = 4;
-/// Counted as closed before accept().
-pub const NEVER_ACCEPTED: u8 = 8;
-/// `owner` was resolved from the process holding the socket's file descriptor.
-pub const OWNER_FROM_FD: u8 = 16;
-/// Keyed by a number of the tracker's own (learnt from sock_diag), until its first transition
-/// names its kernel address.
-pub const SYNTHETIC_KEY: u8 = 32;
+bitflags::bitflags! {
+    /// What is known of a [`Conn`] beside its state.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ConnFlags: u8 {
+        /// Accepted by a listener (it went through SYN_RECV).
+        const PASSIVE = 1;
+        /// Known from sock_diag, not from its first transition: ages are lower bounds.
+        const SEEDED = 2;
+        /// The last transition ran in the owner's context.
+        const LAST_IN_OWNER = 4;
+        /// Counted as closed before accept().
+        const NEVER_ACCEPTED = 8;
+        /// `owner` was resolved from the process holding the socket's file descriptor.
+        const OWNER_FROM_FD = 16;
+        /// Keyed by a number of the tracker's own (learnt from sock_diag), until its first
+        /// transition names its kernel address.
+        const SYNTHETIC_KEY = 32;
+    }
+}
 
 /// One live socket.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +43,7 @@ pub struct Conn {
     pub state: TcpState,
     /// The state before `state`, for explaining RSTs.
     pub prev: TcpState,
-    pub flags: u8,
+    pub flags: ConnFlags,
     /// When `state` was entered (with `SEEDED`: when the daemon first saw it).
     pub since_ns: u64,
     /// When the connection began (with `SEEDED`: first seen).
@@ -47,8 +53,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub const fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+    pub const fn has(&self, flag: ConnFlags) -> bool {
+        self.flags.contains(flag)
     }
 }
 
@@ -85,7 +91,7 @@ struct Slot {
     mark: u16,
     state: TcpState,
     prev: TcpState,
-    flags: u8,
+    flags: ConnFlags,
     bits: u8,
 }
 
@@ -213,7 +219,7 @@ pub struct Table {
     newest: u32,
     capacity: usize,
     /// Sockets in each state (index: kernel value - 1).
-    states: [u64; 12],
+    states: PerState<u64>,
     /// The sockets in CLOSE_WAIT, oldest first, as (since when, slot): the ones alerts and
     /// owners are about, read oldest first and rarely all.
     close_wait: BTreeSet<(u64, u32)>,
@@ -230,7 +236,7 @@ impl Table {
             newest: NONE,
             // Slot indices are u32, NONE excluded.
             capacity: capacity.clamp(1, NONE as usize),
-            states: [0; 12],
+            states: PerState::default(),
             close_wait: BTreeSet::new(),
         }
     }
@@ -294,7 +300,7 @@ impl Table {
     }
 
     fn count(&mut self, i: u32, state: TcpState, since_ns: u64, delta: i64) {
-        let n = &mut self.states[state as usize - 1];
+        let n = &mut self.states[state];
         *n = n.saturating_add_signed(delta);
         if state == TcpState::CloseWait {
             if delta > 0 {
@@ -368,7 +374,7 @@ impl Table {
     }
 
     /// Sockets in each state (index: kernel value - 1).
-    pub const fn states(&self) -> [u64; 12] {
+    pub const fn states(&self) -> PerState<u64> {
         self.states
     }
 
@@ -506,7 +512,7 @@ mod tests {
         Conn {
             state: TcpState::Established,
             prev: TcpState::SynSent,
-            flags: PASSIVE,
+            flags: ConnFlags::PASSIVE,
             since_ns: u64::from(n) * 10,
             first_ns: u64::from(n),
             owner: n
@@ -581,15 +587,15 @@ mod tests {
         let mut keys: Vec<u64> = t.keys_of(&conn(1, false).tuple).collect();
         keys.sort_unstable();
         assert_eq!(keys, [1, 9]);
-        assert_eq!(t.states()[TcpState::Established as usize - 1], 4);
+        assert_eq!(t.states()[TcpState::Established], 4);
 
         t.get_mut(2).unwrap().state = TcpState::CloseWait;
         let mut moved = conn(3, false);
         moved.state = TcpState::CloseWait;
         moved.tuple.local.set_port(5000);
         assert!(t.update(3, &moved));
-        assert_eq!(t.states()[TcpState::Established as usize - 1], 2);
-        assert_eq!(t.states()[TcpState::CloseWait as usize - 1], 2);
+        assert_eq!(t.states()[TcpState::Established], 2);
+        assert_eq!(t.states()[TcpState::CloseWait], 2);
         // Oldest first: socket 2 since 20 ns, 3 since 30.
         let cw: Vec<u64> = t.close_wait().map(|(k, _)| k).collect();
         assert_eq!(cw, [2, 3]);
@@ -604,7 +610,7 @@ mod tests {
         t.set_mark(3, 7);
         assert_eq!(t.mark_of(3), Some(7));
         assert_eq!(t.close_wait().map(|(k, _)| k).collect::<Vec<_>>(), [3]);
-        assert_eq!(t.states().iter().sum::<u64>(), 3);
+        assert_eq!(t.states().values().sum::<u64>(), 3);
         let seen: Vec<u64> = (0..t.slot_count())
             .filter_map(|i| t.at(i))
             .map(|(k, ..)| k)

@@ -9,7 +9,7 @@ use observer_common::TcpState::{
 
 use super::*;
 use crate::event::{
-    Family, ResetDirection, ResetReason, TimerAction, TimewaitSocket, TimewaitTimer,
+    Family, ListenerKey, ResetDirection, ResetReason, TimerAction, TimewaitSocket, TimewaitTimer,
 };
 
 const NS: u32 = 4_026_532_000;
@@ -152,7 +152,7 @@ fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() 
             })
         )
     );
-    assert_eq!(tracker.counts_by_state()[TimeWait as usize - 1], 1);
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
     // Owner carried over from connect()/close().
     assert_eq!(
         observation(reports.last().unwrap()).owner.map(|o| o.pid),
@@ -187,7 +187,7 @@ fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() 
         (1, 1, 1)
     );
     assert_eq!(tracker.durations().of(TimeWait).count, 1);
-    assert_eq!(tracker.counts_by_state(), [0; 12]);
+    assert_eq!(tracker.counts_by_state(), PerState::default());
     assert_eq!(tracker.stats().timewait_missing, 0);
 }
 
@@ -241,7 +241,7 @@ fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
         FinWait2,
         "no CLOSE shown: the connection is still in FIN_WAIT2"
     );
-    assert_eq!(tracker.counts_by_state()[FinWait2 as usize - 1], 1);
+    assert_eq!(tracker.counts_by_state()[FinWait2], 1);
     // The (local) peer closes: its FIN moves ours to TIME_WAIT.
     let reports = feed(
         &mut tracker,
@@ -256,7 +256,7 @@ fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
             Some(Note::TimewaitEntered { timeout_ns: None })
         )
     );
-    assert_eq!(tracker.counts_by_state()[TimeWait as usize - 1], 1);
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn a_dropped_transition_is_a_counted_gap_and_the_state_is_repaired_without_inven
     assert_eq!(tracker.durations().of(FinWait2).count, 0);
     assert_eq!(
         tracker.counts_by_state(),
-        [0; 12],
+        PerState::default(),
         "state repaired: the socket is gone"
     );
 }
@@ -312,8 +312,8 @@ fn a_new_socket_at_a_freed_address_is_a_new_connection() {
     );
     let seen = observation(&reports[0]);
     assert_eq!((seen.gap, seen.previous_state_ns), (false, None));
-    assert_eq!(tracker.counts_by_state()[Listen as usize - 1], 1);
-    assert_eq!(tracker.counts_by_state()[Established as usize - 1], 0);
+    assert_eq!(tracker.counts_by_state()[Listen], 1);
+    assert_eq!(tracker.counts_by_state()[Established], 0);
 }
 
 #[test]
@@ -338,7 +338,10 @@ fn closed_before_accept_is_counted_once_for_its_listening_port() {
     assert_eq!(
         tracker.closed_before_accept(),
         vec![(
-            (NS, 8080),
+            ListenerKey {
+                netns: NS,
+                port: 8080
+            },
             NeverAccepted {
                 peer_closed: 1,
                 peer_reset: 0
@@ -497,7 +500,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
     let outcome = tracker.reconcile(&[seeds[0], unseen], &dumped, 40_000 * MS, 40_001 * MS);
     assert_eq!((outcome.stale, outcome.added), (1, 1));
     assert_eq!(tracker.stats().reconciled_stale, 1);
-    assert_eq!(tracker.counts_by_state()[Established as usize - 1], 1);
+    assert_eq!(tracker.counts_by_state()[Established], 1);
 }
 
 #[test]
@@ -518,7 +521,7 @@ fn the_table_is_bounded_and_evicts_the_oldest() {
     }
     let stats = tracker.stats();
     assert_eq!((stats.tracked_sockets, stats.evicted), (2, 1));
-    assert_eq!(tracker.counts_by_state()[Listen as usize - 1], 2);
+    assert_eq!(tracker.counts_by_state()[Listen], 2);
     // The oldest (0x100) went: its next transition is from an unknown socket.
     let reports = feed(
         &mut tracker,
@@ -650,14 +653,10 @@ fn reconciliation_leaves_what_changed_during_the_dump_and_corrects_what_did_not(
     assert_eq!((outcome.corrected, outcome.stale, outcome.added), (2, 0, 0));
     assert_eq!(tracker.stats().corrected, 2);
     let counts = tracker.counts_by_state();
-    assert_eq!(counts[CloseWait as usize - 1], 1);
-    assert_eq!(counts[TimeWait as usize - 1], 1);
-    assert_eq!(
-        counts[FinWait1 as usize - 1],
-        1,
-        "changed during the dump: kept"
-    );
-    assert_eq!(counts[FinWait2 as usize - 1], 0);
+    assert_eq!(counts[CloseWait], 1);
+    assert_eq!(counts[TimeWait], 1);
+    assert_eq!(counts[FinWait1], 1, "changed during the dump: kept");
+    assert_eq!(counts[FinWait2], 0);
     let cw: Vec<_> = tracker.close_wait().collect();
     assert_eq!((cw[0].since_ns, cw[0].lower_bound), (100 * MS, true));
     // The timewait socket the kernel has is now matched by its cookie at its expiry.
@@ -706,8 +705,8 @@ fn phantoms_of_every_state_are_dropped_connecting_ones_by_their_remote_end() {
         (outcome.stale, outcome.stale_timewait, outcome.added),
         (2, 1, 0)
     );
-    assert_eq!(tracker.counts_by_state()[SynSent as usize - 1], 1);
-    assert_eq!(tracker.counts_by_state().iter().sum::<u64>(), 1);
+    assert_eq!(tracker.counts_by_state()[SynSent], 1);
+    assert_eq!(tracker.counts_by_state().values().sum::<u64>(), 1);
     assert_eq!(tracker.timewait_counts().unseen, 1);
     assert_timewait_identity(&tracker);
 }

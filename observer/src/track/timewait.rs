@@ -302,7 +302,7 @@ impl Tracker {
         tw.owner = owner;
         tw.touched_ns = t.mono_ns;
         let spent = known.map(|c| t.mono_ns.saturating_sub(c.since_ns));
-        let lower_bound = known.is_some_and(|c| c.has(super::table::SEEDED));
+        let lower_bound = known.is_some_and(|c| c.has(super::table::ConnFlags::SEEDED));
         if tw.substate == TcpState::FinWait2 {
             // Still FIN_WAIT2 for the connection: only the socket carrying it changed.
             if let Some(c) = known {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{LossCounts, Output};
 use crate::{
-    event::ResetDirection,
+    event::{ListenerKey, ResetDirection},
     pipeline::{LastReconciliation, State},
     track::{
         RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, durations::Histogram,
@@ -165,11 +165,10 @@ fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
     StateSummary {
         kind: "state_summary",
         mono_ns: now_ns,
-        states: TcpState::ALL
+        states: counts
             .iter()
-            .zip(counts)
-            .filter(|(_, n)| *n > 0)
-            .map(|(s, n)| (s.name(), n))
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (s.name(), *n))
             .collect(),
         close_wait_total,
         close_wait: close_wait
@@ -195,7 +194,7 @@ fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
         closed_before_accept: tracker
             .closed_before_accept()
             .into_iter()
-            .map(|((netns, port), n)| NeverAccepted {
+            .map(|(ListenerKey { netns, port }, n)| NeverAccepted {
                 netns,
                 port,
                 peer_closed: n.peer_closed,
@@ -234,7 +233,7 @@ fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
         synack_retransmits: tracker
             .synack_retransmits()
             .into_iter()
-            .map(|((netns, port), count)| SynackCount { netns, port, count })
+            .map(|(ListenerKey { netns, port }, count)| SynackCount { netns, port, count })
             .collect(),
         durations: TcpState::ALL
             .iter()

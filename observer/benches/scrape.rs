@@ -7,6 +7,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -14,10 +15,10 @@ use clap::Parser;
 use observer::{
     clock::mono_now_ns,
     event::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
-    export::{TransitionCounts, text_format},
+    export::{Exporter, text_format},
     kernel::NetLimits,
     run::{Shared, State, http},
-    track::Tracker,
+    track::{Tracker, TransitionCounts},
 };
 use observer_common::TcpState::{self, Close, CloseWait, Established, SynSent, TimeWait};
 use rustc_hash::FxHashMap;
@@ -186,14 +187,15 @@ fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
         limits,
         ..State::new(tracker, observer::track::DEFAULT_HALF_OPEN_AFTER_NS)
     });
-    let snapshot_once = shared.metrics();
-    let om = snapshot_once.encode();
+    let exporter = Arc::new(Exporter::default());
+    let snapshot_once = shared.snapshot(http::METRICS_LISTED);
+    let om = exporter.openmetrics(snapshot_once.clone());
     assert!(om.contains("observer_tcp_close_wait_oldest_seconds"));
     let snapshot = measure(scrapes, || {
-        std::hint::black_box(shared.metrics());
+        std::hint::black_box(shared.snapshot(http::METRICS_LISTED));
     });
     let encode = measure(scrapes, || {
-        std::hint::black_box(snapshot_once.encode());
+        std::hint::black_box(exporter.openmetrics(snapshot_once.clone()));
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -202,7 +204,7 @@ fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
     let addr = runtime.block_on(async {
         let listener = http::bind("127.0.0.1:0".parse().unwrap()).await?;
         let addr = listener.local_addr()?;
-        http::serve(listener, shared.clone());
+        http::serve(listener, shared.clone(), exporter);
         anyhow::Ok(addr)
     })?;
     std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));

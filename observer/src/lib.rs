@@ -24,6 +24,7 @@ pub mod listen_queues;
 pub mod load;
 pub mod pipeline;
 pub mod run;
+pub mod snapshot;
 pub mod sockdiag;
 pub mod stream;
 pub mod track;

@@ -7,12 +7,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::MetricsSnapshot;
-use crate::track::{ResetClass, durations::BUCKET_BOUNDS_SECONDS};
+use super::Metrics;
+use crate::track::durations::BUCKET_BOUNDS_SECONDS;
 
-pub(super) fn openmetrics(snapshot: &MetricsSnapshot) -> String {
+pub(super) fn openmetrics(metrics: Metrics) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+    registry.register_collector(Box::new(SnapshotCollector(metrics)));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");
@@ -20,7 +20,7 @@ pub(super) fn openmetrics(snapshot: &MetricsSnapshot) -> String {
 }
 
 #[derive(Debug)]
-struct SnapshotCollector(MetricsSnapshot);
+struct SnapshotCollector(Metrics);
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
@@ -60,7 +60,8 @@ impl Collector for SnapshotCollector {
     )]
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
-        let s = &self.0;
+        let labelled = &self.0;
+        let s = &labelled.s;
         family(
             &mut e,
             "observer_build_info",
@@ -69,7 +70,7 @@ impl Collector for SnapshotCollector {
             [(
                 vec![
                     ("version", env!("CARGO_PKG_VERSION")),
-                    ("kernel", s.kernel.as_str()),
+                    ("kernel", labelled.kernel.as_str()),
                 ],
                 1.0,
             )],
@@ -79,9 +80,12 @@ impl Collector for SnapshotCollector {
             "observer_tcp_transitions",
             "TCP state transitions, by old and new state (TIME_WAIT entries and ends included).",
             Counter,
-            s.transitions
-                .iter()
-                .map(|(from, to, n)| (vec![("from", from.name()), ("to", to.name())], f(*n))),
+            s.transitions.iter().map(|t| {
+                (
+                    vec![("from", t.from.name()), ("to", t.to.name())],
+                    f(t.count),
+                )
+            }),
         )?;
         family(
             &mut e,
@@ -100,7 +104,7 @@ impl Collector for SnapshotCollector {
                 None,
                 MetricType::Histogram,
             )?;
-            for (state, h) in &s.durations {
+            for (state, h) in s.durations.iter() {
                 // Per-bucket counts: the encoder accumulates them itself.
                 let buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_SECONDS
                     .iter()
@@ -119,25 +123,17 @@ impl Collector for SnapshotCollector {
             "observer_tcp_resets",
             "RSTs by direction and meaning (see the README for each class).",
             Counter,
-            ["sent", "received"]
-                .into_iter()
-                .enumerate()
-                .flat_map(|(d, dir)| {
-                    ResetClass::ALL
-                        .into_iter()
-                        .enumerate()
-                        .map(move |(c, class)| {
-                            (
-                                vec![("direction", dir), ("class", class.name())],
-                                f(s.resets[d][c]),
-                            )
-                        })
-                }),
+            s.resets.iter().map(|r| {
+                (
+                    vec![("direction", r.direction.name()), ("class", r.class.name())],
+                    f(r.count),
+                )
+            }),
         )?;
-        let ports: Vec<String> = s
+        let ports: Vec<String> = labelled
             .closed_before_accept
             .iter()
-            .map(|(p, ..)| p.value())
+            .map(|(p, _)| p.value())
             .collect();
         family(
             &mut e,
@@ -145,18 +141,19 @@ impl Collector for SnapshotCollector {
             "Connections the client closed (peer_closed) or reset (peer_reset) while they \
              waited in the accept queue, by listening port.",
             Counter,
-            s.closed_before_accept
+            labelled
+                .closed_before_accept
                 .iter()
                 .zip(&ports)
-                .flat_map(|((_, closed, reset), port)| {
+                .flat_map(|((_, n), port)| {
                     [
                         (
                             vec![("port", port.as_str()), ("how", "peer_closed")],
-                            f(*closed),
+                            f(n.peer_closed),
                         ),
                         (
                             vec![("port", port.as_str()), ("how", "peer_reset")],
-                            f(*reset),
+                            f(n.peer_reset),
                         ),
                     ]
                 }),
@@ -190,7 +187,7 @@ impl Collector for SnapshotCollector {
             "Age of the oldest socket in CLOSE_WAIT (0 when there is none): the peer closed, \
              the application has not.",
             Gauge,
-            [(vec![], s.close_wait_oldest_seconds)],
+            [(vec![], labelled.close_wait_oldest_seconds)],
         )?;
         family(
             &mut e,
@@ -214,7 +211,7 @@ impl Collector for SnapshotCollector {
             Counter,
             [(vec![], f(s.retransmits.segments))],
         )?;
-        let synack_ports: Vec<String> = s
+        let synack_ports: Vec<String> = labelled
             .synack_retransmits
             .iter()
             .map(|(p, _)| p.value())
@@ -225,7 +222,8 @@ impl Collector for SnapshotCollector {
             "SYN-ACKs retransmitted by listeners, by listening port: clients that vanished \
              mid-handshake, or final ACKs dropped because the accept queue was full.",
             Counter,
-            s.synack_retransmits
+            labelled
+                .synack_retransmits
                 .iter()
                 .zip(&synack_ports)
                 .map(|((_, n), port)| (vec![("port", port.as_str())], f(*n))),
@@ -248,7 +246,7 @@ impl Collector for SnapshotCollector {
             "Connections retransmitting without progress for longer than the half-open \
              threshold: their peer, or the path to it, may be gone.",
             Gauge,
-            [(vec![], f(s.half_open_suspects))],
+            [(vec![], f(s.half_open_total as u64))],
         )?;
         family(
             &mut e,
@@ -256,7 +254,7 @@ impl Collector for SnapshotCollector {
             "How long the oldest half-open suspect has retransmitted without progress (0 when \
              there is none).",
             Gauge,
-            [(vec![], s.half_open_oldest_seconds)],
+            [(vec![], labelled.half_open_oldest_seconds)],
         )?;
         family(
             &mut e,
@@ -265,47 +263,54 @@ impl Collector for SnapshotCollector {
              keepalive_timeout, connect_timeout, refused, reset, unreachable, ...) and the \
              state they were in.",
             Counter,
-            s.connection_errors.iter().map(|(cause, state, n)| {
+            s.connection_ends.nonzero().into_iter().map(|e| {
                 (
                     vec![
-                        ("cause", cause.name()),
-                        ("state", state.map_or("UNKNOWN", |st| st.name())),
+                        ("cause", e.cause.name()),
+                        ("state", e.state.map_or("UNKNOWN", |st| st.name())),
                     ],
-                    f(*n),
+                    f(e.count),
                 )
             }),
         )?;
-        let listen_ports: Vec<String> = s.listen_queues.iter().map(|(p, ..)| p.value()).collect();
+        let listen_ports: Vec<String> = labelled
+            .listen_queues
+            .iter()
+            .map(|(p, _)| p.value())
+            .collect();
         family(
             &mut e,
             "observer_tcp_listen_queue_length",
             "Connections waiting in listening sockets' accept queues, by port (summed over \
              the port's sockets).",
             Gauge,
-            s.listen_queues
+            labelled
+                .listen_queues
                 .iter()
                 .zip(&listen_ports)
-                .map(|((_, q, ..), port)| (vec![("port", port.as_str())], f(*q))),
+                .map(|((_, q), port)| (vec![("port", port.as_str())], f(q.queued))),
         )?;
         family(
             &mut e,
             "observer_tcp_listen_queue_limit",
             "Accept-queue limits (the listen() backlog, capped by net.core.somaxconn), by port.",
             Gauge,
-            s.listen_queues
+            labelled
+                .listen_queues
                 .iter()
                 .zip(&listen_ports)
-                .map(|((_, _, b, _), port)| (vec![("port", port.as_str())], f(*b))),
+                .map(|((_, q), port)| (vec![("port", port.as_str())], f(q.backlog))),
         )?;
         family(
             &mut e,
             "observer_tcp_listen_syn_recv",
             "Handshakes in progress (request sockets in SYN_RECV), by listening port.",
             Gauge,
-            s.listen_queues
+            labelled
+                .listen_queues
                 .iter()
                 .zip(&listen_ports)
-                .map(|((.., r), port)| (vec![("port", port.as_str())], f(*r))),
+                .map(|((_, q), port)| (vec![("port", port.as_str())], f(q.syn_recv))),
         )?;
         family(
             &mut e,
@@ -510,9 +515,10 @@ mod tests {
     use crate::{
         alerts::NotificationCounts,
         event::{Event, Family, Task, Transition, Tuple},
-        export::{MetricsSnapshot, PortLabels, Sources, TransitionCounts},
+        export::Exporter,
         listen_queues::ListenQueues,
-        track::Tracker,
+        snapshot::{Snapshot, Sources},
+        track::{Tracker, TransitionCounts},
     };
 
     /// The value of one sample of the exposition.
@@ -560,21 +566,23 @@ mod tests {
                 tracker.apply(&e, &mut out);
             }
         }
-        let mut ports = PortLabels::new(&[], 4);
-        let snapshot = MetricsSnapshot::take(&mut Sources {
-            tracker: &tracker,
-            transitions: &TransitionCounts::default(),
-            received: 0,
-            losses: crate::stream::Losses::default(),
-            limits: &FxHashMap::default(),
-            listen: &ListenQueues::default(),
-            half_open_after_ns: 0,
-            alerts: &[],
-            notifications: NotificationCounts::default(),
-            ports: &mut ports,
-            now_ns: 0,
-        });
-        let text = snapshot.encode();
+        let snapshot = Snapshot::take(
+            &Sources {
+                tracker: &tracker,
+                transitions: &TransitionCounts::default(),
+                received: 0,
+                losses: crate::stream::Losses::default(),
+                limits: &FxHashMap::default(),
+                listen: &ListenQueues::default(),
+                half_open_after_ns: 0,
+                alerts: &[],
+                notifications: NotificationCounts::default(),
+                last_reconciliation: None,
+                now_ns: 0,
+            },
+            1,
+        );
+        let text = Exporter::new(&[], 4).openmetrics(snapshot);
         let h = "observer_tcp_state_duration_seconds";
         let s = "state=\"ESTABLISHED\"";
         assert_eq!(value(&text, &format!("{h}_count{{{s}}}")), 3.0);

@@ -26,7 +26,7 @@ use tokio::{
 };
 
 pub use self::{
-    reconcile::{Done as Reconciled, LastReconciliation},
+    reconcile::Done as Reconciled,
     state::{Shared, State},
 };
 use crate::{

@@ -20,7 +20,7 @@ use crate::{
     inventory::seed_of,
     kernel::NetLimits,
     sockdiag,
-    track::{ReconcileOutcome, Reconciliation, SeedSocket},
+    track::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket},
 };
 
 /// Sockets applied per lock.
@@ -33,19 +33,6 @@ const SWEEP_PART: usize = 16_384;
 /// socket whose events were still in the ring may then look new: a false lower-bound entry,
 /// never a lost one).
 const MAX_WAIT: Duration = Duration::from_secs(2);
-
-/// What the last reconciliation did, and when: kept in the shared state for summaries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LastReconciliation {
-    #[serde(flatten)]
-    pub outcome: ReconcileOutcome,
-    /// Sockets its dumps listed, and in how many namespaces.
-    pub listed: u64,
-    pub namespaces: usize,
-    /// How long it took, and when it ended (`CLOCK_MONOTONIC` ns).
-    pub took_ns: u64,
-    pub ended_ns: u64,
-}
 
 /// What a reconciliation did.
 #[derive(Debug, Default)]

@@ -5,15 +5,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
-use super::reconcile::LastReconciliation;
 use crate::{
     alerts::{Alert, NotificationCounts, RuleCounts},
     clock::mono_now_ns,
-    export::{DEFAULT_MAX_PORT_LABELS, MetricsSnapshot, PortLabels, Sources, TransitionCounts},
     kernel::NetLimits,
     listen_queues::ListenQueues,
+    snapshot::{Snapshot, Sources},
     stream::Losses,
-    track::Tracker,
+    track::{LastReconciliation, Tracker, TransitionCounts},
 };
 
 /// The tracker and what surrounds it. The event loop holds the lock while it applies a batch,
@@ -27,7 +26,6 @@ pub struct State {
     /// Accept queues at the last sample.
     pub listen: ListenQueues,
     pub half_open_after_ns: u64,
-    pub ports: PortLabels,
     pub alert_counts: Vec<RuleCounts>,
     pub notifications: NotificationCounts,
     /// Alerts pending or firing at the last evaluation, for /alerts.
@@ -47,12 +45,40 @@ impl State {
             limits: FxHashMap::default(),
             listen: ListenQueues::default(),
             half_open_after_ns,
-            ports: PortLabels::new(&[], DEFAULT_MAX_PORT_LABELS),
             alert_counts: Vec::new(),
             notifications: NotificationCounts::default(),
             active_alerts: Vec::new(),
             last_reconciliation: None,
         }
+    }
+}
+
+impl State {
+    /// A snapshot of this state at `CLOCK_MONOTONIC` now.
+    #[must_use]
+    pub fn snapshot(&self, listed: usize) -> Snapshot {
+        self.snapshot_at(listed, mono_now_ns())
+    }
+
+    /// A snapshot of this state, ages measured at `now_ns`.
+    #[must_use]
+    pub fn snapshot_at(&self, listed: usize, now_ns: u64) -> Snapshot {
+        Snapshot::take(
+            &Sources {
+                tracker: &self.tracker,
+                transitions: &self.transitions,
+                received: self.received,
+                losses: self.losses,
+                limits: &self.limits,
+                listen: &self.listen,
+                half_open_after_ns: self.half_open_after_ns,
+                alerts: &self.alert_counts,
+                notifications: self.notifications,
+                last_reconciliation: self.last_reconciliation,
+                now_ns,
+            },
+            listed,
+        )
     }
 }
 
@@ -72,23 +98,10 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A metrics snapshot, taken under the lock.
+    /// A snapshot, taken under the lock, listing up to `listed` of the oldest CLOSE_WAIT
+    /// sockets and half-open suspects.
     #[must_use]
-    pub fn metrics(&self) -> MetricsSnapshot {
-        let mut guard = self.lock();
-        let s = &mut *guard;
-        MetricsSnapshot::take(&mut Sources {
-            tracker: &s.tracker,
-            transitions: &s.transitions,
-            received: s.received,
-            losses: s.losses,
-            limits: &s.limits,
-            listen: &s.listen,
-            half_open_after_ns: s.half_open_after_ns,
-            alerts: &s.alert_counts,
-            notifications: s.notifications,
-            ports: &mut s.ports,
-            now_ns: mono_now_ns(),
-        })
+    pub fn snapshot(&self, listed: usize) -> Snapshot {
+        self.lock().snapshot(listed)
     }
 }

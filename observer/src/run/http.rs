@@ -1,6 +1,6 @@
 //! The HTTP endpoints: /metrics for Prometheus, /alerts for people and alert links.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -11,7 +11,7 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use crate::export::text_format;
+use crate::export::{Exporter, text_format};
 use crate::pipeline::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,14 +31,14 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves until the runtime stops.
-pub fn serve(listener: TcpListener, shared: Shared) {
+pub fn serve(listener: TcpListener, shared: Shared, exporter: Arc<Exporter>) {
     let metrics_state = shared.clone();
     let router = Router::new()
         .route(
             "/metrics",
             get(move |headers: HeaderMap| {
-                let shared = metrics_state.clone();
-                async move { metrics(&shared, &headers) }
+                let (shared, exporter) = (metrics_state.clone(), exporter.clone());
+                async move { metrics(&shared, &exporter, &headers) }
             }),
         )
         .route(
@@ -63,9 +63,12 @@ pub fn serve(listener: TcpListener, shared: Shared) {
     });
 }
 
-fn metrics(shared: &Shared, headers: &HeaderMap) -> Response {
-    let snapshot = shared.metrics();
-    let om = snapshot.encode();
+/// CLOSE_WAIT sockets and half-open suspects a metrics snapshot lists: the oldest of each
+/// gives its age gauge.
+pub const METRICS_LISTED: usize = 1;
+
+fn metrics(shared: &Shared, exporter: &Exporter, headers: &HeaderMap) -> Response {
+    let om = exporter.openmetrics(shared.snapshot(METRICS_LISTED));
     let wants_openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

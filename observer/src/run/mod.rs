@@ -6,7 +6,7 @@ pub mod http;
 pub mod notify;
 mod restart;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
@@ -16,7 +16,7 @@ pub use crate::pipeline::{Shared, State};
 use crate::{
     alerts::{Delivery, DeliveryOptions},
     config::Config,
-    export::PortLabels,
+    export::Exporter,
     load::LoadOptions,
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
 };
@@ -78,6 +78,7 @@ struct Daemon {
     config: Config,
     pipeline: Pipeline,
     delivery: Delivery,
+    exporter: Arc<Exporter>,
     restart: Option<RestartState>,
     /// A restart-state write in progress.
     saving: Option<tokio::task::JoinHandle<()>>,
@@ -133,12 +134,12 @@ impl Daemon {
                 );
             }
         }
-        {
-            let mut s = pipeline.state();
-            s.ports = PortLabels::new(&config.metrics.ports, config.metrics.max_port_labels);
-            s.notifications = delivery.counts();
-        }
-        http::serve(listener, pipeline.shared());
+        pipeline.state().notifications = delivery.counts();
+        let exporter = Arc::new(Exporter::new(
+            &config.metrics.ports,
+            config.metrics.max_port_labels,
+        ));
+        http::serve(listener, pipeline.shared(), exporter.clone());
         let seeded = pipeline.seeded();
         log::info!(
             "observing TCP connections: {} sockets already open in {} network namespaces; \
@@ -152,6 +153,7 @@ impl Daemon {
             config,
             pipeline,
             delivery,
+            exporter,
             restart,
             saving: None,
         })
@@ -266,15 +268,13 @@ impl Daemon {
         }
         let changes = self.pipeline.reconfigure(settings(&new));
         self.delivery.changes(&changes, jiff::Timestamp::now());
+        if new.metrics.ports != old.metrics.ports
+            || new.metrics.max_port_labels != old.metrics.max_port_labels
         {
-            let mut s = self.pipeline.state();
-            if new.metrics.ports != old.metrics.ports
-                || new.metrics.max_port_labels != old.metrics.max_port_labels
-            {
-                s.ports = PortLabels::new(&new.metrics.ports, new.metrics.max_port_labels);
-            }
-            s.notifications = self.delivery.counts();
+            self.exporter
+                .set_ports(&new.metrics.ports, new.metrics.max_port_labels);
         }
+        self.pipeline.state().notifications = self.delivery.counts();
         if let Some(engine) = self.pipeline.engine() {
             let counts = engine.counts();
             self.pipeline.state().alert_counts = counts;

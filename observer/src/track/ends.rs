@@ -117,6 +117,15 @@ impl EndCause {
     }
 }
 
+/// Connections of one cause and state, counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndCount {
+    pub cause: EndCause,
+    /// `None` when the kernel did not say.
+    pub state: Option<TcpState>,
+    pub count: u64,
+}
+
 /// Connections ended by an error, by cause and by the state they were in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndCounts {
@@ -146,14 +155,18 @@ impl EndCounts {
         }
     }
 
-    /// Every non-zero count: (cause, state, count); state `None` when the kernel's was unknown.
+    /// Every non-zero count, by cause then state.
     #[must_use]
-    pub fn nonzero(&self) -> Vec<(EndCause, Option<TcpState>, u64)> {
+    pub fn nonzero(&self) -> Vec<EndCount> {
         let mut out = Vec::new();
         for cause in EndCause::ALL {
-            for (state, n) in self.by_cause[cause.index()].iter() {
-                if n > 0 {
-                    out.push((cause, state, n));
+            for (state, count) in self.by_cause[cause.index()].iter() {
+                if count > 0 {
+                    out.push(EndCount {
+                        cause,
+                        state,
+                        count,
+                    });
                 }
             }
         }
@@ -251,8 +264,13 @@ mod tests {
         c.count(EndCause::KeepaliveTimeout, None);
         c.count(EndCause::Refused, Some(TcpState::SynSent));
         assert_eq!(c.timeouts(), 3);
+        let listed: Vec<_> = c
+            .nonzero()
+            .into_iter()
+            .map(|e| (e.cause, e.state, e.count))
+            .collect();
         assert_eq!(
-            c.nonzero(),
+            listed,
             vec![
                 (EndCause::RetransmitTimeout, Some(TcpState::Established), 2),
                 (EndCause::KeepaliveTimeout, None, 1),

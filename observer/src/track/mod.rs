@@ -13,18 +13,20 @@ mod seed;
 mod table;
 mod timewait;
 mod timewait_table;
+mod transitions;
 mod usage;
 
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
-pub use ends::{EndCause, EndCounts};
+pub use ends::{EndCause, EndCount, EndCounts};
 pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
 pub use retransmits::{RetransmitCounts, Retransmitting};
-pub use seed::{ReconcileOutcome, Reconciliation, SeedSocket};
+pub use seed::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket};
 pub use timewait::TimewaitCounts;
+pub use transitions::TransitionCounts;
 pub use usage::{Destination, TimewaitUsage};
 
 use crate::{

@@ -451,3 +451,15 @@ impl Tracker {
         }
     }
 }
+/// What the last reconciliation did, and when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LastReconciliation {
+    #[serde(flatten)]
+    pub outcome: ReconcileOutcome,
+    /// Sockets its dumps listed, and in how many namespaces.
+    pub listed: u64,
+    pub namespaces: usize,
+    /// How long it took, and when it ended (`CLOCK_MONOTONIC` ns).
+    pub took_ns: u64,
+    pub ended_ns: u64,
+}

@@ -390,8 +390,8 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                 Ok(())
             }
             _ = summary_tick.tick() => {
-                let s = pipeline.state();
-                summary::print(&mut output, &s, mono_now_ns())
+                let snapshot = pipeline.state().snapshot(summary::LISTED);
+                summary::print(&mut output, &snapshot)
             }
             _ = sigint.recv() => {
                 done = true;

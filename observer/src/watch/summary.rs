@@ -7,17 +7,12 @@ use serde::Serialize;
 
 use super::{LossCounts, Output};
 use crate::{
-    event::{ListenerKey, ResetDirection},
-    pipeline::{LastReconciliation, State},
+    snapshot::Snapshot,
     track::{
-        RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, durations::Histogram,
-        resets::ResetClass,
+        LastReconciliation, RetransmitCounts, TimewaitCounts, TrackerStats, durations::Histogram,
     },
     watch::render::{human_duration, plural},
 };
-
-/// At most this many CLOSE_WAIT sockets are listed (oldest first); the count is complete.
-const CLOSE_WAIT_LISTED: usize = 20;
 
 #[derive(Serialize)]
 struct CloseWait {
@@ -32,9 +27,6 @@ struct CloseWait {
     /// `fd` (holds the file descriptor, from /proc) or `transition` (drove a transition).
     owner_source: Option<&'static str>,
 }
-
-/// At most this many half-open suspects are listed (oldest first); the count is complete.
-const HALF_OPEN_LISTED: usize = 20;
 
 /// A connection retransmitting without progress for at least the half-open threshold.
 #[derive(Serialize)]
@@ -124,8 +116,12 @@ struct StateSummary<'a> {
     last_reconciliation_age_ns: Option<u64>,
 }
 
-pub(super) fn print(output: &mut Output, state: &State, now_ns: u64) -> io::Result<()> {
-    let summary = build(state, now_ns);
+/// CLOSE_WAIT sockets and half-open suspects a summary lists (oldest first); the counts are
+/// complete.
+pub(super) const LISTED: usize = 20;
+
+pub(super) fn print(output: &mut Output, snapshot: &Snapshot) -> io::Result<()> {
+    let summary = build(snapshot);
     if output.json {
         return output.json_record(&summary);
     }
@@ -134,119 +130,120 @@ pub(super) fn print(output: &mut Output, state: &State, now_ns: u64) -> io::Resu
     output.out.flush()
 }
 
-/// RST counts by direction and class, those above 0.
-fn reset_counts(tracker: &Tracker) -> Vec<ResetCount> {
-    let mut resets = Vec::new();
-    for direction in [ResetDirection::Sent, ResetDirection::Received] {
-        for class in ResetClass::ALL {
-            let count = tracker.resets().get(direction, class);
-            if count > 0 {
-                resets.push(ResetCount {
-                    direction: direction.name(),
-                    class: class.name(),
-                    count,
-                });
-            }
-        }
-    }
-    resets
-}
-
-fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
-    let (tracker, losses, half_open_after_ns) =
-        (&state.tracker, &state.losses, state.half_open_after_ns);
-    let counts = tracker.counts_by_state();
-    let close_wait = tracker.close_wait();
-    let close_wait_total = usize::try_from(tracker.close_wait_count()).unwrap_or(usize::MAX);
-    let timewait = tracker.timewait_counts();
-    let resets = reset_counts(tracker);
-    let half_open = tracker.half_open_suspects(half_open_after_ns);
-    let ends = tracker.connection_ends();
+fn build(s: &Snapshot) -> StateSummary<'_> {
+    let now_ns = s.mono_ns;
     StateSummary {
         kind: "state_summary",
         mono_ns: now_ns,
-        states: counts
+        states: s
+            .sockets
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(s, n)| (s.name(), *n))
             .collect(),
-        close_wait_total,
-        close_wait: close_wait
-            .take(CLOSE_WAIT_LISTED)
-            .map(|e| CloseWait {
-                local: e.tuple.local.to_string(),
-                remote: e.tuple.remote.to_string(),
-                netns: e.tuple.netns,
-                age_ns: now_ns.saturating_sub(e.since_ns),
-                age_lower_bound: e.lower_bound,
-                pid: e.owner.map(|o| o.pid),
-                comm: e.owner.map(|o| o.comm().into_owned()),
-                owner_source: e
-                    .owner
-                    .map(|_| if e.owner_from_fd { "fd" } else { "transition" }),
-            })
-            .collect(),
-        timewait_expired: timewait.expired,
-        timewait_killed: timewait.killed,
-        timewait,
-        timewait_open: tracker.stats().tracked_timewait,
-        resets,
-        closed_before_accept: tracker
-            .closed_before_accept()
-            .into_iter()
-            .map(|(ListenerKey { netns, port }, n)| NeverAccepted {
-                netns,
-                port,
-                peer_closed: n.peer_closed,
-                peer_reset: n.peer_reset,
-            })
-            .collect(),
-        half_open_after_ns,
-        half_open_total: half_open.len(),
-        half_open: half_open
+        close_wait_total: usize::try_from(s.close_wait_total).unwrap_or(usize::MAX),
+        close_wait: close_wait(s),
+        timewait_expired: s.timewait.expired,
+        timewait_killed: s.timewait.killed,
+        timewait: s.timewait,
+        timewait_open: s.stats.tracked_timewait,
+        resets: s
+            .resets
             .iter()
-            .take(HALF_OPEN_LISTED)
-            .map(|h| HalfOpen {
-                local: h.tuple.local.to_string(),
-                remote: h.tuple.remote.to_string(),
-                netns: h.tuple.netns,
-                state: h.state.map(TcpState::name),
-                age_ns: now_ns.saturating_sub(h.since_ns),
-                age_lower_bound: h.lower_bound,
-                retransmits: h.retransmits,
-                total_retransmits: h.total_retransmits,
-                pid: h.owner.map(|o| o.pid),
-                comm: h.owner.map(|o| o.comm().into_owned()),
+            .filter(|r| r.count > 0)
+            .map(|r| ResetCount {
+                direction: r.direction.name(),
+                class: r.class.name(),
+                count: r.count,
             })
             .collect(),
-        connection_ends: ends
+        closed_before_accept: s
+            .closed_before_accept
+            .iter()
+            .map(|c| NeverAccepted {
+                netns: c.listener.netns,
+                port: c.listener.port,
+                peer_closed: c.counts.peer_closed,
+                peer_reset: c.counts.peer_reset,
+            })
+            .collect(),
+        half_open_after_ns: s.half_open_after_ns,
+        half_open_total: s.half_open_total,
+        half_open: half_open(s),
+        connection_ends: s
+            .connection_ends
             .nonzero()
             .into_iter()
-            .map(|(cause, state, count)| EndCount {
-                cause: cause.name(),
-                state: state.map(TcpState::name),
-                count,
+            .map(|e| EndCount {
+                cause: e.cause.name(),
+                state: e.state.map(TcpState::name),
+                count: e.count,
             })
             .collect(),
-        connection_timeouts: ends.timeouts(),
-        retransmits: tracker.retransmit_counts(),
-        synack_retransmits: tracker
-            .synack_retransmits()
-            .into_iter()
-            .map(|(ListenerKey { netns, port }, count)| SynackCount { netns, port, count })
-            .collect(),
-        durations: TcpState::ALL
+        connection_timeouts: s.connection_ends.timeouts(),
+        retransmits: s.retransmits,
+        synack_retransmits: s
+            .synack_retransmits
             .iter()
-            .map(|s| (s.name(), tracker.durations().of(*s)))
-            .filter(|(_, h)| h.count > 0)
+            .map(|r| SynackCount {
+                netns: r.listener.netns,
+                port: r.listener.port,
+                count: r.count,
+            })
             .collect(),
-        tracker: tracker.stats(),
-        losses: (*losses).into(),
-        last_reconciliation: state.last_reconciliation,
-        last_reconciliation_age_ns: state
+        durations: s
+            .durations
+            .iter()
+            .filter(|(_, h)| h.count > 0)
+            .map(|(st, h)| (st.name(), h))
+            .collect(),
+        tracker: s.stats,
+        losses: s.losses.into(),
+        last_reconciliation: s.last_reconciliation,
+        last_reconciliation_age_ns: s
             .last_reconciliation
             .map(|r| now_ns.saturating_sub(r.ended_ns)),
     }
+}
+
+/// The oldest CLOSE_WAIT sockets, as listed.
+fn close_wait(s: &Snapshot) -> Vec<CloseWait> {
+    s.close_wait
+        .iter()
+        .take(LISTED)
+        .map(|e| CloseWait {
+            local: e.tuple.local.to_string(),
+            remote: e.tuple.remote.to_string(),
+            netns: e.tuple.netns,
+            age_ns: s.mono_ns.saturating_sub(e.since_ns),
+            age_lower_bound: e.lower_bound,
+            pid: e.owner.map(|o| o.pid),
+            comm: e.owner.map(|o| o.comm().into_owned()),
+            owner_source: e
+                .owner
+                .map(|_| if e.owner_from_fd { "fd" } else { "transition" }),
+        })
+        .collect()
+}
+
+/// The oldest half-open suspects, as listed.
+fn half_open(s: &Snapshot) -> Vec<HalfOpen> {
+    s.half_open
+        .iter()
+        .take(LISTED)
+        .map(|h| HalfOpen {
+            local: h.tuple.local.to_string(),
+            remote: h.tuple.remote.to_string(),
+            netns: h.tuple.netns,
+            state: h.state.map(TcpState::name),
+            age_ns: s.mono_ns.saturating_sub(h.since_ns),
+            age_lower_bound: h.lower_bound,
+            retransmits: h.retransmits,
+            total_retransmits: h.total_retransmits,
+            pid: h.owner.map(|o| o.pid),
+            comm: h.owner.map(|o| o.comm().into_owned()),
+        })
+        .collect()
 }
 
 fn render_text(s: &StateSummary<'_>) -> String {
@@ -409,6 +406,7 @@ mod tests {
 
     use super::*;
     use crate::event::{Event, Family, Retransmit, RetransmitKind, SocketError, Task, Transition};
+    use crate::{pipeline::State, track::Tracker};
 
     const S: u64 = 1_000_000_000;
 
@@ -496,7 +494,8 @@ mod tests {
     #[test]
     fn text_lists_half_open_suspects_errors_and_retransmissions() {
         let state = State::new(tracker(), 10 * S);
-        let summary = build(&state, 17 * S);
+        let snapshot = state.snapshot_at(LISTED, 17 * S);
+        let summary = build(&snapshot);
         let text = render_text(&summary);
         assert!(
             text.contains(
@@ -522,7 +521,8 @@ mod tests {
             "{text}"
         );
         let state = State::new(tracker(), 20 * S);
-        let later = build(&state, 17 * S);
+        let snapshot = state.snapshot_at(LISTED, 17 * S);
+        let later = build(&snapshot);
         let text = render_text(&later);
         assert!(
             text.contains("half-open suspects: 0 (no progress for 20s or more"),
@@ -532,7 +532,9 @@ mod tests {
 
     #[test]
     fn empty_sections_say_none() {
-        let text = render_text(&build(&State::new(Tracker::new(4), 10 * S), S));
+        let text = render_text(&build(
+            &State::new(Tracker::new(4), 10 * S).snapshot_at(LISTED, S),
+        ));
         assert!(text.contains("   connection errors: none\n"), "{text}");
         assert!(
             text.contains("   SYN-ACK retransmissions: none\n"),
@@ -542,7 +544,10 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_fields() {
-        let json = serde_json::to_value(build(&State::new(tracker(), 10 * S), 17 * S)).unwrap();
+        let json = serde_json::to_value(build(
+            &State::new(tracker(), 10 * S).snapshot_at(LISTED, 17 * S),
+        ))
+        .unwrap();
         assert_eq!(json["type"], "state_summary");
         assert_eq!(json["half_open_after_ns"], 10 * S);
         assert_eq!(json["half_open_total"], 1);

@@ -2,10 +2,8 @@
 
 use observer_common::TcpState;
 
-use crate::{
-    event::PerState,
-    track::{Note, Report},
-};
+use super::{Note, Report};
+use crate::event::PerState;
 
 /// Counts by old state, then new state.
 #[derive(Clone, Debug, Default)]

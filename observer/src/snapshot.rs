@@ -1,0 +1,196 @@
+//! The one read model of what the pipeline knows: plain values copied out of the tracker and
+//! the counters around it, under the pipeline's lock, in time that grows with the CLOSE_WAIT
+//! and timewait sockets (one pass over each) and the sockets listed, not with the events seen.
+//! Metrics, the watch summary and any other front-end read a [`Snapshot`] after the lock is
+//! released, and shape it as they need (port labels, text, JSON).
+
+use observer_common::TcpState;
+use rustc_hash::FxHashMap;
+
+use crate::{
+    alerts::{NotificationCounts, RuleCounts},
+    event::{ListenerKey, PerState, ResetDirection},
+    kernel::NetLimits,
+    listen_queues::ListenQueues,
+    sockdiag::Listener,
+    stream::Losses,
+    track::{
+        CloseWaitEntry, EndCounts, HalfOpenSuspect, LastReconciliation, NeverAccepted, ResetClass,
+        RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, TransitionCounts,
+        durations::Histogram,
+    },
+};
+
+/// What a snapshot is copied from: the pipeline's state, borrowed under its lock.
+pub struct Sources<'a> {
+    pub tracker: &'a Tracker,
+    pub transitions: &'a TransitionCounts,
+    pub received: u64,
+    pub losses: Losses,
+    pub limits: &'a FxHashMap<u32, NetLimits>,
+    pub listen: &'a ListenQueues,
+    /// Retransmitting without progress for this long makes a half-open suspect.
+    pub half_open_after_ns: u64,
+    pub alerts: &'a [RuleCounts],
+    pub notifications: NotificationCounts,
+    pub last_reconciliation: Option<LastReconciliation>,
+    /// `CLOCK_MONOTONIC` ns now.
+    pub now_ns: u64,
+}
+
+/// Transitions from one state to another, counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransitionCount {
+    pub from: TcpState,
+    pub to: TcpState,
+    pub count: u64,
+}
+
+/// RSTs of one direction and class, counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetCount {
+    pub direction: ResetDirection,
+    pub class: ResetClass,
+    pub count: u64,
+}
+
+/// Connections closed before accept() on one listening port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedBeforeAccept {
+    pub listener: ListenerKey,
+    pub counts: NeverAccepted,
+}
+
+/// SYN-ACKs one listening port retransmitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynackRetransmits {
+    pub listener: ListenerKey,
+    pub count: u64,
+}
+
+/// Everything the front-ends read, at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// `CLOCK_MONOTONIC` ns when it was taken.
+    pub mono_ns: u64,
+    /// Transitions seen so far, those that happened at least once.
+    pub transitions: Vec<TransitionCount>,
+    /// Sockets now in each state (timewait sockets under TIME_WAIT, or FIN_WAIT2 for an
+    /// orphan waiting in one).
+    pub sockets: PerState<u64>,
+    /// Time spent in each state by sockets that left it.
+    pub durations: PerState<Histogram>,
+    /// RSTs by direction and class, every pair (zeros included), sent first.
+    pub resets: Vec<ResetCount>,
+    pub closed_before_accept: Vec<ClosedBeforeAccept>,
+    /// Timewait sockets started, seeded and ended by cause.
+    pub timewait: TimewaitCounts,
+    /// The highest ratio of timewait sockets to `tcp_max_tw_buckets` over namespaces, and
+    /// of timewait sockets holding an ephemeral port to the port range over destinations.
+    pub timewait_bucket_usage: f64,
+    pub timewait_port_usage: f64,
+    /// Sockets in CLOSE_WAIT, and the oldest of them (oldest first, as many as asked for).
+    pub close_wait_total: u64,
+    pub close_wait: Vec<CloseWaitEntry>,
+    pub retransmits: RetransmitCounts,
+    pub synack_retransmits: Vec<SynackRetransmits>,
+    pub retransmitting_connections: usize,
+    /// The half-open threshold, the suspects' count and the oldest of them (oldest first, as
+    /// many as asked for).
+    pub half_open_after_ns: u64,
+    pub half_open_total: usize,
+    pub half_open: Vec<HalfOpenSuspect>,
+    pub connection_ends: EndCounts,
+    /// Every listening socket at the last sample of accept queues.
+    pub listeners: Vec<Listener>,
+    pub listen_queue_highest_usage: f64,
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+    pub received: u64,
+    pub losses: Losses,
+    pub stats: TrackerStats,
+    pub alerts: Vec<RuleCounts>,
+    pub notifications: NotificationCounts,
+    pub last_reconciliation: Option<LastReconciliation>,
+}
+
+impl Snapshot {
+    /// Copies the state, listing up to `listed` of the oldest CLOSE_WAIT sockets and half-open
+    /// suspects (their counts are complete either way).
+    #[must_use]
+    pub fn take(s: &Sources<'_>, listed: usize) -> Self {
+        let t = s.tracker;
+        let usage = t.timewait_usage();
+        let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
+        let suspects = t.half_open_suspects(s.half_open_after_ns);
+        let resets = t.resets();
+        Self {
+            mono_ns: s.now_ns,
+            transitions: s
+                .transitions
+                .nonzero()
+                .into_iter()
+                .map(|(from, to, count)| TransitionCount { from, to, count })
+                .collect(),
+            sockets: t.counts_by_state(),
+            durations: PerState::from_fn(|st| t.durations().of(st).clone()),
+            resets: [ResetDirection::Sent, ResetDirection::Received]
+                .into_iter()
+                .flat_map(|direction| {
+                    ResetClass::ALL.into_iter().map(move |class| ResetCount {
+                        direction,
+                        class,
+                        count: resets.get(direction, class),
+                    })
+                })
+                .collect(),
+            closed_before_accept: t
+                .closed_before_accept()
+                .into_iter()
+                .map(|(listener, counts)| ClosedBeforeAccept { listener, counts })
+                .collect(),
+            timewait: t.timewait_counts(),
+            timewait_bucket_usage: max(&mut usage.bucket_ratios(s.limits).map(|(.., r)| r)),
+            timewait_port_usage: max(&mut usage.port_ratios(s.limits).map(|(.., r)| r)),
+            close_wait_total: t.close_wait_count(),
+            close_wait: t.close_wait().take(listed).collect(),
+            retransmits: t.retransmit_counts(),
+            synack_retransmits: t
+                .synack_retransmits()
+                .into_iter()
+                .map(|(listener, count)| SynackRetransmits { listener, count })
+                .collect(),
+            retransmitting_connections: t.retransmitting_connections(),
+            half_open_after_ns: s.half_open_after_ns,
+            half_open_total: suspects.len(),
+            half_open: suspects.into_iter().take(listed).collect(),
+            connection_ends: t.connection_ends().clone(),
+            listeners: s.listen.listeners.clone(),
+            listen_queue_highest_usage: s.listen.highest_usage(),
+            listen_overflows: s.listen.overflows,
+            listen_drops: s.listen.drops,
+            received: s.received,
+            losses: s.losses,
+            stats: t.stats(),
+            alerts: s.alerts.to_vec(),
+            notifications: s.notifications,
+            last_reconciliation: s.last_reconciliation,
+        }
+    }
+
+    /// How long the oldest CLOSE_WAIT socket has been in it (when one was listed).
+    #[must_use]
+    pub fn close_wait_oldest_ns(&self) -> Option<u64> {
+        self.close_wait
+            .first()
+            .map(|e| self.mono_ns.saturating_sub(e.since_ns))
+    }
+
+    /// How long the oldest half-open suspect has retransmitted without progress.
+    #[must_use]
+    pub fn half_open_oldest_ns(&self) -> Option<u64> {
+        self.half_open
+            .first()
+            .map(|h| self.mono_ns.saturating_sub(h.since_ns))
+    }
+}

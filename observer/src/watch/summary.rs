@@ -1,19 +1,19 @@
 //! `observer watch --summary`: the tracker's state, printed periodically.
 
-use std::{fmt::Write as _, io, io::Write as _};
+use std::fmt::Write as _;
 
 use observer_common::TcpState;
 use serde::Serialize;
 
-use super::{LossCounts, Output};
+use super::LossCounts;
 use crate::{
     event::ResetDirection,
+    human::{human_duration, plural},
     pipeline::{LastReconciliation, State},
     track::{
         RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, durations::Histogram,
         resets::ResetClass,
     },
-    watch::render::{human_duration, plural},
 };
 
 /// At most this many CLOSE_WAIT sockets are listed (oldest first); the count is complete.
@@ -87,7 +87,7 @@ struct NeverAccepted {
 }
 
 #[derive(Serialize)]
-struct StateSummary<'a> {
+pub(super) struct StateSummary<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     mono_ns: u64,
@@ -124,16 +124,6 @@ struct StateSummary<'a> {
     last_reconciliation_age_ns: Option<u64>,
 }
 
-pub(super) fn print(output: &mut Output, state: &State, now_ns: u64) -> io::Result<()> {
-    let summary = build(state, now_ns);
-    if output.json {
-        return output.json_record(&summary);
-    }
-    let text = render_text(&summary);
-    output.out.write_all(text.as_bytes())?;
-    output.out.flush()
-}
-
 /// RST counts by direction and class, those above 0.
 fn reset_counts(tracker: &Tracker) -> Vec<ResetCount> {
     let mut resets = Vec::new();
@@ -152,7 +142,8 @@ fn reset_counts(tracker: &Tracker) -> Vec<ResetCount> {
     resets
 }
 
-fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
+/// The tracker's state at `now_ns`.
+pub(super) fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
     let (tracker, losses, half_open_after_ns) =
         (&state.tracker, &state.losses, state.half_open_after_ns);
     let counts = tracker.counts_by_state();
@@ -250,7 +241,8 @@ fn build(state: &State, now_ns: u64) -> StateSummary<'_> {
     }
 }
 
-fn render_text(s: &StateSummary<'_>) -> String {
+/// The summary as terminal lines.
+pub(super) fn render_text(s: &StateSummary<'_>) -> String {
     let mut t = String::from("-- summary\n   sockets:");
     for (name, n) in &s.states {
         let _ = write!(t, " {name} {n}");

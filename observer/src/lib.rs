@@ -2,7 +2,7 @@
 //!
 //! Floors, bottom first; a module imports only from floors below it:
 //! 1. [`kernel`] (facts about this host), [`event`] (the decoded events every stage speaks),
-//!    [`clock`].
+//!    [`clock`], [`human`] (durations, counts and errno names as people read them).
 //! 2. [`decode`]: record layouts -> events.
 //! 3. [`track`] (the pure connection tracker), [`load`] (programs, maps).
 //! 4. [`stream`] (ring buffer -> events), [`sockdiag`] (netlink dumps), [`config`].
@@ -18,6 +18,7 @@ pub mod decode;
 pub mod doctor;
 pub mod event;
 pub mod export;
+pub mod human;
 pub mod inventory;
 pub mod kernel;
 pub mod listen_queues;

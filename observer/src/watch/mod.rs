@@ -1,30 +1,32 @@
 //! `observer watch`: the live stream of transitions in a terminal or as JSON lines.
 
 pub mod filter;
-pub mod render;
 
+mod json;
+mod sink;
 mod summary;
+#[cfg(test)]
+mod tests;
+mod text;
 
-use std::{
-    io::{self, IsTerminal as _, Write as _},
-    time::Duration,
-};
+use std::{io, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    alerts::{Change, Status},
+    alerts::Status,
     clock::{WallClock, mono_now_ns},
-    event::Transition,
     load::LoadOptions,
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
     stream::Losses,
-    track::{Note, Observation, Report, TrackerStats},
+    track::{Note, Report, TrackerStats},
 };
 pub use filter::Filter;
-use render::{JsonConnectionError, JsonReset, JsonRetransmits, JsonTransition, TextContext};
+use json::JsonSink;
+use sink::Sink;
+use text::TextSink;
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -81,20 +83,9 @@ impl From<Losses> for LossCounts {
     }
 }
 
-/// Written when new losses are seen (at most once a second).
-#[derive(Serialize)]
-struct LossRecord {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    losses: LossCounts,
-}
-
 /// Totals printed when watch exits, and written as the last JSON line.
 #[derive(Clone, Copy, Debug, Serialize)]
 struct Summary {
-    #[serde(rename = "type")]
-    kind: &'static str,
     received: u64,
     shown: u64,
     /// Shown lines that are not transitions the kernel reported: TIME_WAIT ends and timer
@@ -131,176 +122,18 @@ impl Summary {
     }
 }
 
-/// Writes transitions to stdout, as text or JSON.
-struct Output {
-    out: io::BufWriter<io::Stdout>,
-    json: bool,
-    color: bool,
-    wall: WallClock,
-    tz: jiff::tz::TimeZone,
-    own_netns: Option<u32>,
-}
-
-impl Output {
-    fn stdout(json: bool) -> Self {
-        Self {
-            out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
-            json,
-            color: !json && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-            wall: WallClock::now(),
-            tz: jiff::tz::TimeZone::system(),
-            own_netns: own_netns(),
-        }
+/// Standard output in the format asked for.
+fn stdout_sink(json: bool) -> Box<dyn Sink> {
+    let out = io::BufWriter::with_capacity(64 * 1024, io::stdout());
+    if json {
+        Box::new(JsonSink::new(out, WallClock::now()))
+    } else {
+        Box::new(TextSink::new(
+            out,
+            WallClock::now(),
+            text::stdout_takes_color(),
+        ))
     }
-
-    fn text(&self) -> TextContext<'_> {
-        TextContext {
-            clock: &self.wall,
-            tz: &self.tz,
-            own_netns: self.own_netns,
-            color: self.color,
-        }
-    }
-
-    /// Writes one report; `now_ns` is when it was noticed, for reports without a time.
-    fn report(&mut self, report: &Report, now_ns: u64) -> io::Result<()> {
-        match report {
-            Report::Transition {
-                transition,
-                seen,
-                note,
-            } => self.transition(transition, seen, *note),
-            Report::Reset {
-                reset,
-                state,
-                class,
-                owner,
-            } => {
-                if self.json {
-                    let json = JsonReset::new(reset, *state, *class, owner.as_ref(), &self.wall);
-                    serde_json::to_writer(&mut self.out, &json)?;
-                    self.out.write_all(b"\n")
-                } else {
-                    let line = render::reset_line(
-                        reset,
-                        *state,
-                        *class,
-                        owner.as_ref(),
-                        &self.wall,
-                        &self.tz,
-                        self.own_netns,
-                    );
-                    writeln!(self.out, "{line}")
-                }
-            }
-            Report::Retransmits {
-                sock,
-                tuple,
-                state,
-                owner,
-                phase,
-            } => {
-                if self.json {
-                    let json = JsonRetransmits::new(
-                        *sock,
-                        tuple,
-                        *state,
-                        owner.as_ref(),
-                        *phase,
-                        now_ns,
-                        &self.wall,
-                    );
-                    serde_json::to_writer(&mut self.out, &json)?;
-                    self.out.write_all(b"\n")
-                } else {
-                    let line = render::retransmits_line(
-                        tuple,
-                        *state,
-                        owner.as_ref(),
-                        *phase,
-                        now_ns,
-                        &self.text(),
-                    );
-                    writeln!(self.out, "{line}")
-                }
-            }
-            Report::ConnectionError {
-                error,
-                cause,
-                owner,
-                retransmits,
-            } => {
-                if self.json {
-                    let json = JsonConnectionError::new(
-                        error,
-                        *cause,
-                        owner.as_ref(),
-                        *retransmits,
-                        &self.wall,
-                    );
-                    serde_json::to_writer(&mut self.out, &json)?;
-                    self.out.write_all(b"\n")
-                } else {
-                    let line = render::connection_error_line(
-                        error,
-                        *cause,
-                        owner.as_ref(),
-                        *retransmits,
-                        &self.text(),
-                    );
-                    writeln!(self.out, "{line}")
-                }
-            }
-        }
-    }
-
-    fn transition(
-        &mut self,
-        t: &Transition,
-        seen: &Observation,
-        note: Option<Note>,
-    ) -> io::Result<()> {
-        if self.json {
-            serde_json::to_writer(
-                &mut self.out,
-                &JsonTransition::new(t, seen, note, &self.wall),
-            )?;
-            self.out.write_all(b"\n")
-        } else {
-            let line = render::text_line(
-                t,
-                seen,
-                note,
-                &self.wall,
-                &self.tz,
-                self.own_netns,
-                self.color,
-            );
-            writeln!(self.out, "{line}")
-        }
-    }
-
-    fn alert(&mut self, change: &Change) -> io::Result<()> {
-        if self.json {
-            serde_json::to_writer(&mut self.out, &render::JsonAlert::new(change))?;
-            self.out.write_all(b"\n")
-        } else {
-            let line = render::alert_line(change, &self.tz, self.color);
-            writeln!(self.out, "{line}")
-        }
-    }
-
-    fn json_record(&mut self, record: &impl Serialize) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
-    }
-}
-
-fn own_netns() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
-    u32::try_from(ino).ok()
 }
 
 /// Whether a report passes the filter.
@@ -359,7 +192,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         settings: settings(&options),
     })
     .await?;
-    let mut output = Output::stdout(options.json);
+    let mut sink = stdout_sink(options.json);
     let mut tick = interval_after(Duration::from_secs(1));
     let mut summary_tick = every_or_never(options.summary_every);
     let mut shown_count = Shown::default();
@@ -371,27 +204,24 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         seeded.outcome.added,
         seeded.dumped.len()
     );
-    if !options.json {
-        writeln!(output.out, "{}", render::HEADER)?;
-        output.out.flush()?;
-    }
+    sink.start()?;
 
     let mut done = false;
     while !done {
         let written = tokio::select! {
             step = pipeline.next() => {
                 let step = step?;
-                show_step(&mut output, &step)
-                    .and_then(|()| show(&mut output, &options.filter, pipeline.reports(), &mut shown_count, limit))
+                show_step(sink.as_mut(), &step)
+                    .and_then(|()| show(sink.as_mut(), &options.filter, pipeline.reports(), &mut shown_count, limit))
             }
             // Re-anchor wall-clock time: NTP may have stepped the clock.
             _ = tick.tick() => {
-                output.wall = WallClock::now();
+                sink.set_clock(WallClock::now());
                 Ok(())
             }
             _ = summary_tick.tick() => {
                 let snapshot = pipeline.state().snapshot(summary::LISTED);
-                summary::print(&mut output, &snapshot)
+                sink.state_summary(&summary::build(&snapshot))
             }
             _ = sigint.recv() => {
                 done = true;
@@ -405,7 +235,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         if done {
             pipeline.drain();
             if let Err(e) = show(
-                &mut output,
+                sink.as_mut(),
                 &options.filter,
                 pipeline.reports(),
                 &mut shown_count,
@@ -420,33 +250,27 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         done |= shown_count.lines >= limit;
     }
 
-    finish(&pipeline, &shown_count, &mut output)
+    finish(&pipeline, &shown_count, sink.as_mut())
 }
 
 /// What a step says besides its reports: alert changes, new losses.
-fn show_step(output: &mut Output, step: &Step) -> io::Result<()> {
+fn show_step(sink: &mut dyn Sink, step: &Step) -> io::Result<()> {
     for change in &step.changes {
         if change.status != Status::Inactive {
-            output.alert(change)?;
+            sink.alert(change)?;
         }
     }
-    if let Some((_, now)) = step.new_losses
-        && output.json
-    {
-        output.json_record(&LossRecord {
-            kind: "loss",
-            losses: now.into(),
-        })?;
+    if let Some((_, now)) = step.new_losses {
+        sink.losses(now.into())?;
     }
-    output.out.flush()
+    sink.flush()
 }
 
 /// The closing totals: on stderr, and as the last JSON line.
-fn finish(pipeline: &Pipeline, shown: &Shown, output: &mut Output) -> anyhow::Result<()> {
+fn finish(pipeline: &Pipeline, shown: &Shown, sink: &mut dyn Sink) -> anyhow::Result<()> {
     let losses = pipeline.losses()?;
     let stats = pipeline.state().tracker.stats();
     let summary = Summary {
-        kind: "summary",
         received: pipeline.received(),
         shown: shown.lines,
         shown_not_transitions: shown.not_transitions,
@@ -455,9 +279,7 @@ fn finish(pipeline: &Pipeline, shown: &Shown, output: &mut Output) -> anyhow::Re
         evicted_sockets: stats.evicted,
         tracker: stats,
     };
-    if output.json {
-        output.json_record(&summary)?;
-    }
+    sink.summary(&summary)?;
     eprintln!("observer: {}", summary.sentence());
     Ok(())
 }
@@ -471,7 +293,7 @@ struct Shown {
 
 /// Writes the reports that pass the filter, up to `limit` lines in all.
 fn show(
-    output: &mut Output,
+    sink: &mut dyn Sink,
     filter: &Filter,
     reports: &[Report],
     shown_count: &mut Shown,
@@ -481,7 +303,7 @@ fn show(
     let now_ns = mono_now_ns();
     for report in reports {
         if shown_count.lines < limit && shown(filter, report) {
-            output.report(report, now_ns)?;
+            sink.report(report, now_ns)?;
             shown_count.lines += 1;
             if matches!(
                 report,
@@ -497,7 +319,7 @@ fn show(
             }
         }
     }
-    output.out.flush()
+    sink.flush()
 }
 
 fn quiet_on_broken_pipe(e: io::Error) -> anyhow::Result<()> {

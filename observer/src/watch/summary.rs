@@ -1,17 +1,17 @@
 //! `observer watch --summary`: the tracker's state, printed periodically.
 
-use std::{fmt::Write as _, io, io::Write as _};
+use std::fmt::Write as _;
 
 use observer_common::TcpState;
 use serde::Serialize;
 
-use super::{LossCounts, Output};
+use super::LossCounts;
 use crate::{
+    human::{human_duration, plural},
     snapshot::Snapshot,
     track::{
         LastReconciliation, RetransmitCounts, TimewaitCounts, TrackerStats, durations::Histogram,
     },
-    watch::render::{human_duration, plural},
 };
 
 #[derive(Serialize)]
@@ -79,7 +79,7 @@ struct NeverAccepted {
 }
 
 #[derive(Serialize)]
-struct StateSummary<'a> {
+pub(super) struct StateSummary<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     mono_ns: u64,
@@ -120,17 +120,8 @@ struct StateSummary<'a> {
 /// complete.
 pub(super) const LISTED: usize = 20;
 
-pub(super) fn print(output: &mut Output, snapshot: &Snapshot) -> io::Result<()> {
-    let summary = build(snapshot);
-    if output.json {
-        return output.json_record(&summary);
-    }
-    let text = render_text(&summary);
-    output.out.write_all(text.as_bytes())?;
-    output.out.flush()
-}
-
-fn build(s: &Snapshot) -> StateSummary<'_> {
+/// The summary of a snapshot.
+pub(super) fn build(s: &Snapshot) -> StateSummary<'_> {
     let now_ns = s.mono_ns;
     StateSummary {
         kind: "state_summary",
@@ -246,7 +237,7 @@ fn half_open(s: &Snapshot) -> Vec<HalfOpen> {
         .collect()
 }
 
-fn render_text(s: &StateSummary<'_>) -> String {
+pub(super) fn render_text(s: &StateSummary<'_>) -> String {
     let mut t = String::from("-- summary\n   sockets:");
     for (name, n) in &s.states {
         let _ = write!(t, " {name} {n}");

@@ -302,7 +302,7 @@ fn labels_of(rule: &AlertRule, instance: &Instance) -> BTreeMap<String, String> 
     let mut labels = rule.labels.clone();
     labels.extend(instance.labels.clone());
     labels.insert("alertname".to_owned(), rule.name.clone());
-    labels.insert("severity".to_owned(), rule.severity.clone());
+    labels.insert("severity".to_owned(), rule.severity.as_str().to_owned());
     labels
 }
 

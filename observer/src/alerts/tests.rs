@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use super::*;
 use crate::{
-    config::{AlertRule, RuleKind},
+    config::{AlertRule, RuleKind, Severity},
     event::{Event, Family, Reset, ResetDirection, Task, Transition},
     kernel::NetLimits,
     track::{ResetClass, Tracker},
@@ -21,7 +21,7 @@ fn rule(name: &str, for_secs: u64, kind: RuleKind) -> AlertRule {
     AlertRule {
         name: name.to_owned(),
         for_: Duration::from_secs(for_secs),
-        severity: "warning".to_owned(),
+        severity: Severity::default(),
         labels: BTreeMap::from([("team".to_owned(), "net".to_owned())]),
         summary: None,
         kind,

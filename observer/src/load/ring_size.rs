@@ -46,6 +46,17 @@ impl RingBufferSize {
         Ok(Self::Bytes(u32::try_from(bytes).expect("at most 256M")))
     }
 
+    /// Checks a size in bytes given as a signed integer (as TOML integers are).
+    pub fn signed_bytes(bytes: i64) -> Result<Self, String> {
+        let bytes = u64::try_from(bytes).map_err(|_| {
+            format!(
+                "invalid size {bytes}: must be a power of two from 4K to 256M, such as \"16M\" \
+                 (or \"auto\")"
+            )
+        })?;
+        Self::bytes(bytes)
+    }
+
     /// The size in bytes. `Auto` holds the expiry burst of `max_tw_buckets` timewait sockets
     /// (all of them armed within one timer-wheel bucket), with a quarter more for what else
     /// arrives meanwhile.

@@ -34,6 +34,9 @@ pub const DEFAULT_PATH: &str = "/etc/observer/observer.toml";
 /// Where the metrics endpoint listens by default: local only, since metrics name hosts and ports.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9977);
 
+/// Ports given a label of their own when none are configured (`metrics.max_port_labels`).
+pub const DEFAULT_MAX_PORT_LABELS: usize = 64;
+
 /// The whole configuration. [`Config::default`] is what an empty file gives.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
@@ -61,7 +64,7 @@ impl Default for MetricsConfig {
         Self {
             listen: DEFAULT_LISTEN,
             ports: Vec::new(),
-            max_port_labels: crate::export::DEFAULT_MAX_PORT_LABELS,
+            max_port_labels: DEFAULT_MAX_PORT_LABELS,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rustc_hash::FxHashMap;
 
-pub use self::ports::{DEFAULT_MAX_PORT_LABELS, PortLabel, PortLabels};
+pub use self::ports::{PortLabel, PortLabels};
 use crate::{clock::seconds, snapshot::Snapshot, track::NeverAccepted};
 
 /// Encodes snapshots, keeping each port's label from one scrape to the next.
@@ -50,7 +50,7 @@ impl Exporter {
 
 impl Default for Exporter {
     fn default() -> Self {
-        Self::new(&[], DEFAULT_MAX_PORT_LABELS)
+        Self::new(&[], crate::config::DEFAULT_MAX_PORT_LABELS)
     }
 }
 

@@ -20,9 +20,6 @@ impl PortLabel {
     }
 }
 
-/// Ports given a label of their own when none are configured (`metrics.max_port_labels`).
-pub const DEFAULT_MAX_PORT_LABELS: usize = 64;
-
 /// Which ports have a label of their own. A port keeps its label once given one, so that its
 /// series never moves to `other` and back.
 #[derive(Clone, Debug)]

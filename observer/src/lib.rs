@@ -1,15 +1,16 @@
 //! observer: TCP connection states observed with eBPF.
 //!
-//! Floors, bottom first; a module imports only from floors below it:
+//! Floors, bottom first; a module imports only from floors below it (checked by a test):
 //! 1. [`kernel`] (facts about this host), [`event`] (the decoded events every stage speaks),
 //!    [`clock`], [`human`] (durations, counts and errno names as people read them).
 //! 2. [`decode`]: record layouts -> events.
-//! 3. [`track`] (the pure connection tracker), [`load`] (programs, maps).
+//! 3. [`track`] (the pure connection tracker), [`load`] (programs, maps, the kernel contract).
 //! 4. [`stream`] (ring buffer -> events), [`sockdiag`] (netlink dumps), [`config`].
 //! 5. [`alerts`], [`doctor`], [`listen_queues`].
-//! 6. [`export`] (Prometheus metrics), [`inventory`] and the [`pipeline`] core (stream ->
-//!    tracker, seeding and reconciliation, listener samples, alert evaluation, losses).
-//! 7. Front-ends on the one pipeline: [`run`] (the daemon), [`watch`] (the live view).
+//! 6. [`snapshot`] (the one read model front-ends read), [`inventory`] (sock_diag -> tracker).
+//! 7. [`export`] (Prometheus metrics) and the [`pipeline`] core (stream -> tracker, seeding
+//!    and reconciliation, listener samples, alert evaluation, losses).
+//! 8. Front-ends on the one pipeline: [`run`] (the daemon), [`watch`] (the live view).
 
 pub mod alerts;
 pub mod clock;
@@ -18,6 +19,8 @@ pub mod decode;
 pub mod doctor;
 pub mod event;
 pub mod export;
+#[cfg(test)]
+mod floors;
 pub mod human;
 pub mod inventory;
 pub mod kernel;

@@ -1,10 +1,13 @@
 //! The kernel objects doctor looks up by name: the tracepoints the programs attach to, the
 //! symbol the timer programs filter on, and the BTF members and types the loader resolves.
 
-use crate::event::{ResetDirection, RetransmitKind};
+use crate::{
+    event::{ResetDirection, RetransmitKind},
+    load::contract::{self, Program},
+};
 
 /// The symbol the timer programs filter on.
-pub(super) const TW_TIMER_HANDLER: &str = "tw_timer_handler";
+pub(super) const TW_TIMER_HANDLER: &str = contract::TW_TIMER_HANDLER;
 
 /// What a tracepoint feeds, which decides how its format is checked and what its absence costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,53 +27,36 @@ pub(super) struct Tracepoint {
     pub role: Role,
 }
 
-/// The tracepoints the programs attach to, in the report's order.
-pub(super) const TRACEPOINTS: [Tracepoint; 9] = [
-    Tracepoint {
-        category: "sock",
-        name: "inet_sock_set_state",
-        role: Role::State,
-    },
-    Tracepoint {
-        category: "tcp",
-        name: "tcp_send_reset",
-        role: Role::Reset(ResetDirection::Sent),
-    },
-    Tracepoint {
-        category: "tcp",
-        name: "tcp_receive_reset",
-        role: Role::Reset(ResetDirection::Received),
-    },
-    Tracepoint {
-        category: "timer",
-        name: "timer_start",
-        role: Role::Timer,
-    },
-    Tracepoint {
-        category: "timer",
-        name: "timer_cancel",
-        role: Role::Timer,
-    },
-    Tracepoint {
-        category: "timer",
-        name: "timer_expire_entry",
-        role: Role::Timer,
-    },
-    Tracepoint {
-        category: "tcp",
-        name: "tcp_retransmit_skb",
-        role: Role::Retransmit(RetransmitKind::Segment),
-    },
-    Tracepoint {
-        category: "tcp",
-        name: "tcp_retransmit_synack",
-        role: Role::Retransmit(RetransmitKind::Synack),
-    },
-    Tracepoint {
-        category: "sock",
-        name: "inet_sk_error_report",
-        role: Role::SocketError,
-    },
+impl Tracepoint {
+    const fn of(program: Program, role: Role) -> Self {
+        Self {
+            category: program.category,
+            name: program.name,
+            role,
+        }
+    }
+}
+
+/// The tracepoints the programs attach to, in the report's order (the contract's).
+pub(super) const TRACEPOINTS: [Tracepoint; contract::PROGRAMS.len()] = [
+    Tracepoint::of(contract::INET_SOCK_SET_STATE, Role::State),
+    Tracepoint::of(contract::TCP_SEND_RESET, Role::Reset(ResetDirection::Sent)),
+    Tracepoint::of(
+        contract::TCP_RECEIVE_RESET,
+        Role::Reset(ResetDirection::Received),
+    ),
+    Tracepoint::of(contract::TIMER_START, Role::Timer),
+    Tracepoint::of(contract::TIMER_CANCEL, Role::Timer),
+    Tracepoint::of(contract::TIMER_EXPIRE_ENTRY, Role::Timer),
+    Tracepoint::of(
+        contract::TCP_RETRANSMIT_SKB,
+        Role::Retransmit(RetransmitKind::Segment),
+    ),
+    Tracepoint::of(
+        contract::TCP_RETRANSMIT_SYNACK,
+        Role::Retransmit(RetransmitKind::Synack),
+    ),
+    Tracepoint::of(contract::INET_SK_ERROR_REPORT, Role::SocketError),
 ];
 
 /// A member of a kernel structure, by the path the loader resolves through BTF.
@@ -111,3 +97,18 @@ pub(super) const BTF_SKB_NETNS: [BtfMember; 2] = [
 
 /// The enum whose names say why an RST was sent.
 pub(super) const BTF_RST_REASON_ENUM: &str = "sk_rst_reason";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_program_of_the_contract_is_checked_once() {
+        let checked: Vec<(&str, &str)> = TRACEPOINTS.iter().map(|t| (t.category, t.name)).collect();
+        let attached: Vec<(&str, &str)> = contract::PROGRAMS
+            .iter()
+            .map(|p| (p.category, p.name))
+            .collect();
+        assert_eq!(checked, attached);
+    }
+}

@@ -263,7 +263,7 @@ fn sock_error_from_btf(
 
 fn timer_plan(btf: Option<&KernelBtf>) -> Result<(TimerLayout, TimerProbeConfig), String> {
     let btf = btf.ok_or("kernel BTF is needed to read timewait sockets")?;
-    let handler = kallsyms::address_of("tw_timer_handler").map_err(|e| e.to_string())?;
+    let handler = kallsyms::address_of(contract::TW_TIMER_HANDLER).map_err(|e| e.to_string())?;
     let offsets = common_offsets(btf)?;
     let offset = |s: &str, m: &str| btf.offset_of(s, m).map_err(|e| e.to_string());
     let tw_offsets = TimewaitOffsets {

@@ -168,6 +168,10 @@ pub const COUNTERS: &str = "COUNTERS";
 /// Unread bytes past which a submit wakes the reader.
 pub const RING_WAKEUP_BYTES: &str = "RING_WAKEUP_BYTES";
 
+/// The kernel function the timer programs look for as a timer's callback: the timewait
+/// socket's (its address comes from /proc/kallsyms).
+pub const TW_TIMER_HANDLER: &str = "tw_timer_handler";
+
 /// The program of this name.
 #[must_use]
 pub fn program(name: &str) -> Option<&'static Program> {

@@ -1,5 +1,5 @@
 //! The connection-churn generator of `cargo xtask bench` and `cargo xtask stress`, also run by
-//! tests/bench_smoke.rs.
+//! tests/privileged/bench_smoke.rs.
 //!
 //! Worker threads make connections on loopback in the caller's network namespace, in four
 //! kinds taken in turn, so how many of each were made, and with them how many kernel

@@ -1,5 +1,5 @@
 //! Reading `observer run`'s /metrics during a benchmark phase or a stress run, and the daemon's
-//! counters that they compare. Also used by tests/bench_smoke.rs.
+//! counters that they compare. Also used by tests/privileged/bench_smoke.rs.
 //!
 //! One HTTP/1.1 connection is opened before the phase and kept alive across its scrapes, so
 //! the scrapes add no TCP transitions to what the daemon counts.

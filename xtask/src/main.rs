@@ -29,10 +29,11 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up (including Debian's prometheus, prometheus-alertmanager and nftables, which the
-    /// tests run), then run every test: unit tests, and the privileged integration tests against
-    /// the running kernel (skipped loudly without root; a failure under CI=true).
+    /// tests run), then run every test: unit tests, the packaging checks, and the privileged
+    /// integration tests against the running kernel, one at a time (skipped loudly without
+    /// root; a failure under CI=true).
     Test {
-        /// Extra arguments for `cargo test`.
+        /// Extra arguments for `cargo test` (after `--`: for the test binaries, e.g. a filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -107,9 +108,23 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => {
             setup::run()?;
             setup::test_tools()?;
-            let mut cmd = vec!["test", "--workspace"];
-            cmd.extend(args.iter().map(String::as_str));
-            test(&cmd)
+            // Cargo's arguments, then the test binaries' after `--`.
+            let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+            let (cargo_args, harness_args) = (&args[..split], args.get(split + 1..).unwrap_or(&[]));
+            let mut every = vec!["test", "--workspace"];
+            every.extend(cargo_args.iter().map(String::as_str));
+            every.push("--");
+            every.extend(harness_args.iter().map(String::as_str));
+            // The privileged tests share the kernel: an exact count must not see another
+            // test's load, so they run one at a time.
+            let mut privileged = vec!["test", "-p", "observer", "--test", "privileged"];
+            privileged.extend(cargo_args.iter().map(String::as_str));
+            privileged.extend(["--", "--test-threads=1"]);
+            privileged.extend(harness_args.iter().map(String::as_str));
+            let totals = test(&every)?.add(test(&privileged)?);
+            println!("\nevery test binary together ({} ignored):", totals.ignored);
+            println!("total: {} passed, {} failed", totals.passed, totals.failed);
+            Ok(())
         }
         Task::Bench { quick, args } => bench::run(quick, &args),
         Task::Stress { quick, args } => {
@@ -132,9 +147,26 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Runs `cargo test`, passing its output through, and closes with the totals of every test
-/// binary it ran.
-fn test(args: &[&str]) -> anyhow::Result<()> {
+/// Tests counted over the binaries of `cargo test` runs.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    const fn add(self, other: Self) -> Self {
+        Self {
+            passed: self.passed + other.passed,
+            failed: self.failed + other.failed,
+            ignored: self.ignored + other.ignored,
+        }
+    }
+}
+
+/// Runs `cargo test`, passing its output through, and counts the tests of every binary it ran.
+fn test(args: &[&str]) -> anyhow::Result<Totals> {
     use std::io::BufRead as _;
     let mut child = cargo_command(args)
         .stdout(std::process::Stdio::piped())
@@ -163,12 +195,15 @@ fn test(args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("\nevery test binary together ({ignored} ignored):");
-    println!("total: {passed} passed, {failed} failed");
     if !status.success() {
+        println!("\nso far ({ignored} ignored): {passed} passed, {failed} failed");
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
-    Ok(())
+    Ok(Totals {
+        passed,
+        failed,
+        ignored,
+    })
 }
 
 fn is_root() -> bool {

@@ -5,12 +5,7 @@
 //! promtool comes with Debian's `prometheus` package. Without it the promtool tests are
 //! skipped loudly, except under CI=true, where that is a failure.
 
-#[path = "support/promql.rs"]
-mod promql;
-#[path = "support/skip.rs"]
-mod skip;
-
-use skip::skip;
+use observer_testkit::{promql, skip::skip};
 use std::{
     collections::BTreeSet,
     io::ErrorKind,

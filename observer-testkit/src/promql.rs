@@ -15,6 +15,7 @@ pub const RULES_FILE: &str = "deploy/prometheus/observer-rules.yml";
 pub const DASHBOARD_FILE: &str = "deploy/grafana/observer-dashboard.json";
 
 /// A file of the repository, from a path relative to its root.
+#[must_use]
 pub fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -27,6 +28,7 @@ fn read(relative: &str) -> String {
 }
 
 /// The dashboard, parsed.
+#[must_use]
 pub fn dashboard() -> Value {
     serde_json::from_str(&read(DASHBOARD_FILE))
         .unwrap_or_else(|e| panic!("{DASHBOARD_FILE} is not JSON: {e}"))
@@ -34,6 +36,7 @@ pub fn dashboard() -> Value {
 
 /// (panel title, expr) of every query target of the dashboard, as written (with Grafana's
 /// variables), including the panels inside collapsed rows.
+#[must_use]
 pub fn dashboard_targets() -> Vec<(String, String)> {
     fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
         for panel in panels.as_array().into_iter().flatten() {
@@ -54,6 +57,7 @@ pub fn dashboard_targets() -> Vec<(String, String)> {
 
 /// (panel title, expr) of every query target of the dashboard, with Grafana's variables
 /// replaced for a direct Prometheus query: `$__rate_interval` by `1m`, `$instance` by `.*`.
+#[must_use]
 pub fn dashboard_queries() -> Vec<(String, String)> {
     dashboard_targets()
         .into_iter()
@@ -115,6 +119,7 @@ pub fn rule_queries() -> Vec<(String, String, String)> {
 }
 
 /// The alert names of the rules file, in file order.
+#[must_use]
 pub fn rule_names() -> Vec<String> {
     rule_queries().into_iter().map(|(name, ..)| name).collect()
 }

@@ -1,7 +1,7 @@
 //! `observer watch` run as a process, as a user runs it: JSON output parsed and checked, and
 //! every filter checked against an unfiltered run that saw the same transitions.
 
-mod support;
+use crate::support;
 
 use std::{
     io::{BufRead as _, BufReader},

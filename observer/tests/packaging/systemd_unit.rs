@@ -5,10 +5,7 @@
 //! systemd-analyze comes with systemd (Debian: the `systemd` package). Without it the tests that
 //! run it are skipped loudly, except under CI=true, where that is a failure.
 
-#[path = "support/skip.rs"]
-mod skip;
-
-use skip::skip;
+use observer_testkit::skip::skip;
 use std::{
     collections::BTreeSet,
     io::ErrorKind,
@@ -16,7 +13,7 @@ use std::{
     process::{Command, Output},
 };
 
-const UNIT: &str = include_str!("../../deploy/systemd/observer.service");
+const UNIT: &str = include_str!("../../../deploy/systemd/observer.service");
 
 /// The overall exposure `systemd-analyze security` gave the unit (systemd 252). Lower it when
 /// the unit gets tighter; raising it needs a reason.

@@ -1,7 +1,7 @@
 //! `sock_diag` dumps and socket owners, checked against sockets made in a fresh namespace.
 //! Needs root (to create and enter network namespaces).
 
-mod support;
+use crate::support;
 
 use std::{
     collections::{BTreeSet, HashSet},

@@ -8,8 +8,7 @@
 //! before any retransmission (the first comes 1 s after a SYN or SYN-ACK, `TCP_TIMEOUT_INIT`),
 //! so every count is exact.
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::{
     collections::HashSet,

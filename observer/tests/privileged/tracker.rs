@@ -1,8 +1,7 @@
 //! Privileged integration tests of the connection tracker: real sockets on loopback inside a
 //! network namespace each test creates, fed through the real probes, with exact expectations.
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::{
     io::{Read as _, Write as _},

@@ -1,12 +1,10 @@
 //! Shared by the privileged integration tests.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-pub mod promql;
 pub mod services;
-pub mod skip;
 
 #[allow(unused_imports, reason = "each test binary uses a different part")]
-pub use observer_testkit::{exposition, netns, ss};
+pub use observer_testkit::{exposition, netns, promql, skip, ss};
 
 /// One test per address family, each skipped loudly without privileges.
 #[allow(unused_macros, reason = "each test binary uses a different part")]

@@ -2,8 +2,7 @@
 //! the running kernel, real TCP connections on loopback inside a network namespace each test
 //! creates, exact expectations.
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},

@@ -8,7 +8,7 @@
 //! - a listener that never accepts: its queue reaches the limit, overflows are counted and the
 //!   daemon's accept-queue alert fires.
 
-mod support;
+use crate::support;
 
 use std::{
     io::{Read as _, Write as _},

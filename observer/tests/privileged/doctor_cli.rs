@@ -1,6 +1,6 @@
 //! `observer doctor` as a user runs it: the binary, its output and its exit status.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 

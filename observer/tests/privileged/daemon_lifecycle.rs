@@ -2,7 +2,7 @@
 //! reloads (a changed rule takes effect, a broken file changes nothing), and kill -9 followed
 //! by a restart keeps CLOSE_WAIT ages and alerts.
 
-mod support;
+use crate::support;
 
 use std::{
     io::Read as _,

@@ -2,7 +2,7 @@
 //! run`: every transition the generator's counts promise is counted by the daemon, nothing is
 //! lost, no gap. Keeps the benchmark's generator and its reading of the metrics honest.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

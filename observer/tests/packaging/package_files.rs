@@ -7,10 +7,7 @@
 //! skipped loudly, except under CI=true, where that is a failure. lintian is used when it is
 //! installed, never required.
 
-#[path = "support/skip.rs"]
-mod skip;
-
-use skip::{skip, under_ci};
+use observer_testkit::skip::{skip, under_ci};
 use std::{
     collections::BTreeSet,
     ffi::OsString,

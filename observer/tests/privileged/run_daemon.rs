@@ -3,7 +3,7 @@
 //! namespace fires the built-in alert, reaches Alertmanager, and resolves when the socket
 //! closes.
 
-mod support;
+use crate::support;
 
 use std::{
     io::Read as _,

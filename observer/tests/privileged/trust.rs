@@ -2,8 +2,7 @@
 //! and against accounting identities, under loads that make events come in bursts or get lost
 //! on purpose. Real connections in a namespace each test creates.
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::{
     io::Read as _,

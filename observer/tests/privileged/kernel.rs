@@ -1,8 +1,7 @@
 //! Privileged integration tests: the real probes on the running kernel, real TCP connections on
 //! loopback inside a network namespace each test creates, exact expectations.
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::{
     io::{Read as _, Write as _},

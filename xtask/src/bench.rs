@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the tracker's userspace figures (benches/tracker.rs), then the
+//! `cargo xtask bench`: the tracker's userspace figures (benches/tracker/), then the
 //! system benchmark (benches/churn), which prints the one table and writes
 //! target/bench/bench.json with both.
 

@@ -7,7 +7,7 @@
 //! the generator's counts) against those each tracer received, and the daemon's loss counters;
 //! the kernel's run time and run count of every attached program (BPF statistics on); the
 //! daemon's CPU time and peak RSS. A second level with more threads looks for the highest
-//! churn. The tracker's userspace figures come from `benches/tracker.rs` (`--userspace`).
+//! churn. The tracker's userspace figures come from `benches/tracker/` (`--userspace`).
 //!
 //! Run: `cargo xtask bench [--quick]`; `cargo bench -p observer --bench churn -- --help`.
 

@@ -47,7 +47,7 @@ impl Machine {
     }
 }
 
-/// The tracker benchmark's figures (benches/tracker.rs, `--output`).
+/// The tracker benchmark's figures (benches/tracker/, `--output`).
 pub struct Userspace {
     /// Events decoded and tracked per second on one core (median run).
     pub events_per_s: f64,
@@ -77,7 +77,7 @@ impl Userspace {
             .find_map(|k| Some((*k, v.pointer(k)?.as_f64()?)))
         else {
             bail!(
-                "{}: no events/s figure (looked for {}); has benches/tracker.rs changed its \
+                "{}: no events/s figure (looked for {}); has benches/tracker/ changed its \
                  --output format?",
                 path.display(),
                 Self::EVENTS_KEYS.join(", ")
@@ -946,7 +946,7 @@ impl Bench {
             Some(u) => {
                 let _ = writeln!(
                     w,
-                    "\nuserspace (benches/tracker.rs, one core): {} events/s ({}); per tracked \
+                    "\nuserspace (benches/tracker/, one core): {} events/s ({}); per tracked \
                      socket at {} sockets: {}",
                     whole(u.events_per_s),
                     u.events_key,

@@ -4,6 +4,7 @@
 //! (from tracefs format files and kernel BTF) and checks every record's kind, version and size.
 //! A record that fails a check is an error the caller counts and skips, never a panic.
 
+pub mod encode;
 pub mod reset;
 pub mod retransmit;
 pub mod sock_error;
@@ -326,37 +327,16 @@ pub(crate) fn sockaddr(raw: &[u8], f: Field) -> Result<(Family, SocketAddr), Dec
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use observer_common::{SpanProbeConfig, SpanRecord};
+mod tests {
+    use observer_common::RecordKind;
 
-    /// The bytes the eBPF side writes: `rec` with the configured span of the tracepoint
-    /// record `tp` copied into it.
-    pub fn span_record_bytes(mut rec: SpanRecord, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
-        let span = &tp[cfg.span_start as usize..(cfg.span_start + cfg.span_len) as usize];
-        rec.raw[..span.len()].copy_from_slice(span);
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "spans are at most 96 bytes"
-        )]
-        {
-            rec.raw_len = cfg.span_len as u16;
-        }
-        // SAFETY: SpanRecord is plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(&rec).cast::<u8>(),
-                size_of::<SpanRecord>(),
-            )
-        }
-        .to_vec()
-    }
+    use super::{
+        DecodeError, Decoder,
+        encode::{bytes_of, empty_span},
+    };
 
     #[test]
     fn records_of_programs_not_attached_are_refused_by_kind() {
-        use observer_common::{RAW_CAPACITY, RecordHeader, RecordKind};
-
-        use super::{DecodeError, Decoder};
-
         let decoder = Decoder {
             state: crate::decode::state::tests::layout().0,
             send_reset: None,
@@ -371,19 +351,8 @@ pub(crate) mod tests {
             RecordKind::RetransmitSynack,
             RecordKind::SocketError,
         ] {
-            let rec = SpanRecord {
-                header: RecordHeader::new(kind, size_of::<SpanRecord>()),
-                ts_ns: 0,
-                pid_tgid: 0,
-                netns: 0,
-                raw_len: 0,
-                flags: 0,
-                comm: [0; 16],
-                raw: [0; RAW_CAPACITY],
-            };
-            let bytes = span_record_bytes(rec, &[0; 8], &SpanProbeConfig::UNSET);
             assert_eq!(
-                decoder.decode(&bytes),
+                decoder.decode(bytes_of(&empty_span(kind))),
                 Err(DecodeError::NotEnabled(kind as u16))
             );
         }

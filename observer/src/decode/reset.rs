@@ -126,61 +126,25 @@ impl ResetLayout {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord};
+mod tests {
+    use observer_common::SpanRecord;
 
     use super::*;
-    use crate::decode::{AF_INET, AF_INET6};
+    use crate::decode::{
+        AF_INET, AF_INET6,
+        encode::{copy_span, empty_span},
+    };
     use crate::event::Family;
-
-    pub const TCP_SEND_RESET_6_18: &str = "name: tcp_send_reset
-ID: 1
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
-\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
-\tfield:__u8 daddr[28];\toffset:60;\tsize:28;\tsigned:0;
-
-print fmt: \"skbaddr=%p\"
-";
-
-    pub const TCP_RECEIVE_RESET_6_18: &str = "name: tcp_receive_reset
-ID: 2
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-
-\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
-\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
-\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
-\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
-\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
-\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
-\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
-
-print fmt: \"skaddr=%p\"
-";
+    use crate::kernel::tracefs::known_formats::{TCP_RECEIVE_RESET_6_18, TCP_SEND_RESET_6_18};
 
     fn span_record(kind: RecordKind, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
         let rec = SpanRecord {
-            header: RecordHeader::new(kind, size_of::<SpanRecord>()),
             ts_ns: 7,
             pid_tgid: (10u64 << 32) + 11,
             netns: 99,
-            raw_len: 0,
-            flags: 0,
-            comm: [0; 16],
-            raw: [0; RAW_CAPACITY],
+            ..empty_span(kind)
         };
-        crate::decode::tests::span_record_bytes(rec, tp, cfg)
+        copy_span(rec, tp, cfg)
     }
 
     #[test]

@@ -104,71 +104,26 @@ impl RetransmitLayout {
 
 #[cfg(test)]
 mod tests {
-    use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord, probe_config::UNKNOWN};
+    use observer_common::{SpanRecord, TcpState, probe_config::UNKNOWN};
 
     use super::*;
-    use crate::decode::{AF_INET, AF_INET6};
+    use crate::decode::{
+        AF_INET, AF_INET6,
+        encode::{copy_span, empty_span},
+    };
     use crate::event::Family;
-    use observer_common::TcpState;
-
-    /// `tcp:tcp_retransmit_skb` as Linux 6.18 prints it.
-    pub const TCP_RETRANSMIT_SKB_6_18: &str = "name: tcp_retransmit_skb
-ID: 2281
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
-\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
-\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
-\tfield:__u16 family;\toffset:32;\tsize:2;\tsigned:0;
-\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;
-\tfield:__u8 daddr[4];\toffset:38;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;
-\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;
-\tfield:int err;\toffset:76;\tsize:4;\tsigned:1;
-
-print fmt: \"skbaddr=%p skaddr=%p family=%s\"
-";
-
-    /// `tcp:tcp_retransmit_synack` as Linux 6.18 prints it.
-    pub const TCP_RETRANSMIT_SYNACK_6_18: &str = "name: tcp_retransmit_synack
-ID: 2275
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:const void * req;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
-\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
-\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
-\tfield:__u8 saddr[4];\toffset:30;\tsize:4;\tsigned:0;
-\tfield:__u8 daddr[4];\toffset:34;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr_v6[16];\toffset:38;\tsize:16;\tsigned:0;
-\tfield:__u8 daddr_v6[16];\toffset:54;\tsize:16;\tsigned:0;
-
-print fmt: \"family=%s sport=%hu\"
-";
+    use crate::kernel::tracefs::known_formats::{
+        TCP_RETRANSMIT_SKB_6_18, TCP_RETRANSMIT_SYNACK_6_18,
+    };
 
     fn span_record(kind: RecordKind, flags: u16, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
         let rec = SpanRecord {
-            header: RecordHeader::new(kind, size_of::<SpanRecord>()),
             ts_ns: 31,
-            pid_tgid: 0,
             netns: 4_026_531_840,
-            raw_len: 0,
             flags,
-            comm: [0; 16],
-            raw: [0; RAW_CAPACITY],
+            ..empty_span(kind)
         };
-        crate::decode::tests::span_record_bytes(rec, tp, cfg)
+        copy_span(rec, tp, cfg)
     }
 
     #[test]

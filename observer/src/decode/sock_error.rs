@@ -77,11 +77,14 @@ mod tests {
     use observer_common::RecordHeader;
 
     use super::*;
-    use crate::decode::{AF_INET, AF_INET6, timewait::tests::COMMON_6_18};
+    use crate::decode::{
+        AF_INET, AF_INET6,
+        encode::{bytes_of, linux_6_18::SOCK_COMMON},
+    };
     use crate::event::Family;
 
     fn layout() -> (SocketErrorLayout, SockErrorProbeConfig) {
-        SocketErrorLayout::new(COMMON_6_18, SockErrorProbeConfig::UNSET).unwrap()
+        SocketErrorLayout::new(SOCK_COMMON, SockErrorProbeConfig::UNSET).unwrap()
     }
 
     fn record() -> SocketErrorRecord {
@@ -99,17 +102,6 @@ mod tests {
             sport: 0,
             common: [0; COMMON_CAPACITY],
         }
-    }
-
-    fn bytes(rec: &SocketErrorRecord) -> Vec<u8> {
-        // SAFETY: SocketErrorRecord is plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(rec).cast::<u8>(),
-                size_of::<SocketErrorRecord>(),
-            )
-        }
-        .to_vec()
     }
 
     #[test]
@@ -135,7 +127,7 @@ mod tests {
             | SOCK_ERR_PROBES_OUT_READ
             | SOCK_ERR_WMEM_READ;
         assert_eq!(
-            layout.decode(&bytes(&rec)).unwrap(),
+            layout.decode(bytes_of(&rec)).unwrap(),
             SocketError {
                 mono_ns: 77,
                 sock: 0xffff_8880_0000_2000,
@@ -152,7 +144,7 @@ mod tests {
         );
         // Without inet_sport the local port is skc_num, whatever it holds.
         rec.flags = 0;
-        let e = layout.decode(&bytes(&rec)).unwrap();
+        let e = layout.decode(bytes_of(&rec)).unwrap();
         assert_eq!(e.local, "127.0.0.1:0".parse().unwrap());
         assert_eq!(
             (e.unrecovered, e.probes_out, e.unsent_data),
@@ -179,7 +171,7 @@ mod tests {
             | SOCK_ERR_PROBES_OUT_READ
             | SOCK_ERR_WMEM_READ
             | SOCK_ERR_UNSENT_DATA;
-        let e = layout.decode(&bytes(&rec)).unwrap();
+        let e = layout.decode(bytes_of(&rec)).unwrap();
         assert_eq!(
             (e.error, e.state, e.family),
             (110, Some(TcpState::Established), Family::Ipv6)
@@ -197,28 +189,31 @@ mod tests {
         let (layout, _) = layout();
         let mut rec = record();
         rec.common[16..18].copy_from_slice(&AF_INET.to_ne_bytes());
-        let good = bytes(&rec);
-        assert!(layout.decode(&good).is_ok());
+        let good = bytes_of(&rec);
+        assert!(layout.decode(good).is_ok());
         assert!(matches!(
             layout.decode(&good[..100]),
             Err(DecodeError::Size { found: 100, .. })
         ));
         let mut bad = rec;
         bad.common_len = 20;
-        assert_eq!(layout.decode(&bytes(&bad)), Err(DecodeError::Truncated(20)));
+        assert_eq!(
+            layout.decode(bytes_of(&bad)),
+            Err(DecodeError::Truncated(20))
+        );
         let mut bad = rec;
         bad.state = 0;
         assert_eq!(
-            layout.decode(&bytes(&bad)),
+            layout.decode(bytes_of(&bad)),
             Err(DecodeError::UnknownState(0))
         );
         let mut bad = rec;
         bad.common[16..18].copy_from_slice(&1u16.to_ne_bytes());
         assert_eq!(
-            layout.decode(&bytes(&bad)),
+            layout.decode(bytes_of(&bad)),
             Err(DecodeError::UnknownFamily(1))
         );
-        let mut bad = bytes(&rec);
+        let mut bad = bytes_of(&rec).to_vec();
         bad[0..2].copy_from_slice(&(RecordKind::Retransmit as u16).to_ne_bytes());
         assert_eq!(layout.decode(&bad), Err(DecodeError::UnknownKind(5)));
     }

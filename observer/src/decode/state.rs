@@ -86,12 +86,15 @@ impl StateLayout {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use observer_common::{RAW_CAPACITY, RecordHeader, SpanRecord};
+    use observer_common::SpanRecord;
 
     use super::*;
-    use crate::decode::{AF_INET, AF_INET6};
+    use crate::decode::{
+        AF_INET, AF_INET6,
+        encode::{copy_span, empty_span},
+    };
     use crate::event::Family;
-    use crate::kernel::tracefs::tests::INET_SOCK_SET_STATE_6_18;
+    use crate::kernel::tracefs::known_formats::INET_SOCK_SET_STATE_6_18;
 
     pub fn layout() -> (StateLayout, SpanProbeConfig) {
         let format = Format::parse("format".into(), INET_SOCK_SET_STATE_6_18);
@@ -114,16 +117,14 @@ pub(crate) mod tests {
         tp[55] = 1; // ::1
         tp[71] = 2; // ::2
         let rec = SpanRecord {
-            header: RecordHeader::new(RecordKind::StateChange, size_of::<SpanRecord>()),
             ts_ns,
             pid_tgid: (1234u64 << 32) + 1235,
             netns: 4_026_531_840,
-            raw_len: 0,
             flags: FLAG_SK_SOCKET_READ,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            raw: [0; RAW_CAPACITY],
+            ..empty_span(RecordKind::StateChange)
         };
-        crate::decode::tests::span_record_bytes(rec, &tp, &cfg)
+        copy_span(rec, &tp, &cfg)
     }
 
     #[test]

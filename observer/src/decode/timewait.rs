@@ -228,40 +228,17 @@ impl CommonOffsets {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use observer_common::RecordHeader;
 
     use super::*;
-
-    /// `struct sock_common` offsets on Linux 6.18 x86_64.
-    pub const COMMON_6_18: CommonOffsets = CommonOffsets {
-        daddr: 0,
-        rcv_saddr: 4,
-        dport: 12,
-        num: 14,
-        family: 16,
-        v6_daddr: 56,
-        v6_rcv_saddr: 72,
-        net: 48,
+    use crate::decode::encode::{
+        bytes_of,
+        linux_6_18::{SOCK_COMMON, TIMEWAIT},
     };
 
-    /// The bytes of a plain-old-data record.
-    fn bytes_of<T: Copy>(rec: &T) -> Vec<u8> {
-        // SAFETY: the record types are plain old data without padding.
-        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(rec).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
-    }
-
     fn layout() -> (TimerLayout, TimerProbeConfig) {
-        let tw = TimewaitOffsets {
-            timer: 96,
-            substate: 20,
-            timer_function: 24,
-            timer_expires: 16,
-            net_inum: 160,
-            cookie: Some(88),
-        };
-        TimerLayout::new(COMMON_6_18, tw, 0xffff_1234, Some(250)).unwrap()
+        TimerLayout::new(SOCK_COMMON, TIMEWAIT, 0xffff_1234, Some(250)).unwrap()
     }
 
     #[test]
@@ -291,7 +268,7 @@ pub(crate) mod tests {
         rec.common[14..16].copy_from_slice(&40000u16.to_ne_bytes());
         rec.common[16..18].copy_from_slice(&AF_INET.to_ne_bytes());
         rec.common[88..96].copy_from_slice(&0x1234u64.to_ne_bytes());
-        let t = layout.decode(&bytes_of(&rec)).unwrap();
+        let t = layout.decode(bytes_of(&rec)).unwrap();
         assert_eq!((t.timer, t.cookie), (0xdead, 0x1234));
         assert_eq!(
             t.action,
@@ -308,7 +285,7 @@ pub(crate) mod tests {
         );
         rec.event = TimerEvent::Expire as u8;
         assert_eq!(
-            layout.decode(&bytes_of(&rec)),
+            layout.decode(bytes_of(&rec)),
             Err(DecodeError::UnknownTimerEvent(3)),
             "an expiry comes as an end record"
         );
@@ -326,7 +303,7 @@ pub(crate) mod tests {
             substate: 0,
             pad: [0; 6],
         };
-        let t = layout.decode(&bytes_of(&rec)).unwrap();
+        let t = layout.decode(bytes_of(&rec)).unwrap();
         assert_eq!(
             (t.mono_ns, t.timer, t.cookie, t.action),
             (7, 0xbeef, 99, TimerAction::Cancel)
@@ -334,14 +311,14 @@ pub(crate) mod tests {
         rec.event = TimerEvent::Expire as u8;
         rec.substate = TcpState::FinWait2 as u8;
         assert_eq!(
-            layout.decode(&bytes_of(&rec)).unwrap().action,
+            layout.decode(bytes_of(&rec)).unwrap().action,
             TimerAction::Expire {
                 substate: Some(TcpState::FinWait2)
             }
         );
         rec.event = 9;
         assert_eq!(
-            layout.decode(&bytes_of(&rec)),
+            layout.decode(bytes_of(&rec)),
             Err(DecodeError::UnknownTimerEvent(9))
         );
         let short = &bytes_of(&rec)[..32];

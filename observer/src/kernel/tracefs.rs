@@ -151,33 +151,29 @@ impl Format {
     }
 }
 
+/// Format files as Linux 6.18 prints them (kept under `tests/data/formats`), for tests and
+/// benchmarks that replay that kernel's records.
+pub mod known_formats {
+    /// `sock:inet_sock_set_state`.
+    pub const INET_SOCK_SET_STATE_6_18: &str =
+        include_str!("../../tests/data/formats/6.18/sock/inet_sock_set_state.format");
+    /// `tcp:tcp_send_reset`: addresses as `struct sockaddr_in6`-sized blobs, with a reason.
+    pub const TCP_SEND_RESET_6_18: &str =
+        include_str!("../../tests/data/formats/6.18/tcp/tcp_send_reset.format");
+    /// `tcp:tcp_receive_reset`: separate ports, family and addresses, no reason.
+    pub const TCP_RECEIVE_RESET_6_18: &str =
+        include_str!("../../tests/data/formats/6.18/tcp/tcp_receive_reset.format");
+    /// `tcp:tcp_retransmit_skb`, with `err` (Linux 6.13+).
+    pub const TCP_RETRANSMIT_SKB_6_18: &str =
+        include_str!("../../tests/data/formats/6.18/tcp/tcp_retransmit_skb.format");
+    /// `tcp:tcp_retransmit_synack`.
+    pub const TCP_RETRANSMIT_SYNACK_6_18: &str =
+        include_str!("../../tests/data/formats/6.18/tcp/tcp_retransmit_synack.format");
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// `sock:inet_sock_set_state` as Linux 6.18 prints it.
-    pub const INET_SOCK_SET_STATE_6_18: &str = "name: inet_sock_set_state
-ID: 2287
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
-\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;
-\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
-\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
-\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
-\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;
-\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
-\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
-\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
-
-print fmt: \"family=%s ...\"
-";
+mod tests {
+    use super::{known_formats::INET_SOCK_SET_STATE_6_18, *};
 
     #[test]
     fn a_missing_tracepoint_says_which_kernel_is_needed() {

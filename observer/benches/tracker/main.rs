@@ -1,0 +1,117 @@
+//! How fast the connection tracker digests a recorded-like event stream, and how much memory it
+//! holds per tracked socket. Pure userspace on one thread: no eBPF, no root.
+//!
+//! The stream is what Linux 6.18 emits for loopback connections where the client closes first
+//! (13 events each), with one connection in ten closed by `SO_LINGER {on, 0}` instead (8 events,
+//! 2 of them RSTs). A connection starts every millisecond and stays open for about a second, so
+//! (after the first minute of replayed time) about 1000 are open and 54 000 in TIME_WAIT at a
+//! time, as on a busy server. Every run checks the tracker's counters against the stream, so a
+//! broken run cannot pass for a fast one.
+//!
+//! The stream is fed twice: as decoded events (track only), and as the ring-buffer records the
+//! eBPF programs write on Linux 6.18 x86_64 (`observer::decode::encode`), through
+//! `Decoder::decode` (decode+track, what the daemon does per event). Records are written a batch
+//! at a time outside the timed part, as the kernel fills the ring buffer; every record is checked
+//! to decode back to its event first.
+//!
+//! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
+
+#![expect(clippy::cast_precision_loss, reason = "figures for display")]
+
+mod memory;
+mod replay;
+mod report;
+mod stream;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use observer::{decode::encode::linux_6_18, event::ResetReason};
+
+use memory::{Held, MemoryFigures, memory_run, memory_run_apart};
+use replay::{check_records, run_stream};
+use report::{StreamFigures, print_table, to_json};
+use stream::{Expected, REASON_TCP_STATE, build_stream};
+
+/// Events applied between two `advance` calls, as one ring-buffer drain of the daemon.
+const BATCH: usize = 1024;
+const RUNS: usize = 3;
+
+#[derive(Parser)]
+#[command(about = "connection tracker throughput and memory per tracked socket")]
+struct Options {
+    /// Connections in the replayed event stream.
+    #[arg(
+        long,
+        default_value_t = 200_000,
+        value_parser = clap::value_parser!(u64).range(1..=4_000_000)
+    )]
+    connections: u64,
+    /// Open sockets tracked at once for the memory figures.
+    #[arg(
+        long,
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(1..=16_000_000)
+    )]
+    sockets: u64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Internal: measure one memory run in this (fresh) process, print it as JSON.
+    #[arg(long, hide = true, value_parser = ["ipv4", "ipv6", "timewait-ipv4", "timewait-ipv6"])]
+    memory_run: Option<String>,
+    /// Ignored: cargo bench passes it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    // What the daemon loads from kernel BTF; the SO_LINGER RSTs are classified by it.
+    ResetReason::set_names(vec![(REASON_TCP_STATE, "SK_RST_REASON_TCP_STATE".into())]);
+
+    if let Some(name) = &options.memory_run {
+        let held = Held::parse(name)
+            .context("--memory-run takes ipv4, ipv6, timewait-ipv4 or timewait-ipv6")?;
+        let run = memory_run(held, options.sockets);
+        println!("{}", serde_json::to_string(&run)?);
+        return Ok(());
+    }
+
+    let mut memory = Vec::new();
+    for held in Held::ALL {
+        let runs = (0..RUNS)
+            .map(|_| memory_run_apart(held, options.sockets))
+            .collect::<anyhow::Result<_>>()?;
+        memory.push(MemoryFigures { held, runs });
+    }
+
+    let expected = Expected::of(options.connections);
+    let events = build_stream(options.connections);
+    assert_eq!(events.len() as u64, expected.events());
+    assert!(events.windows(2).all(|w| w[0].mono_ns() <= w[1].mono_ns()));
+    let codec = linux_6_18::codec();
+    check_records(&codec, &events);
+    // Alternated, so that a change in the machine's load hits both alike.
+    let (mut track, mut decode_track) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        track.push(run_stream(&events, None, &expected));
+        decode_track.push(run_stream(&events, Some(&codec), &expected));
+    }
+    drop(events);
+    track.sort_by_key(|r| r.elapsed);
+    decode_track.sort_by_key(|r| r.elapsed);
+    let stream = StreamFigures {
+        expected,
+        track,
+        decode_track,
+    };
+
+    print_table(&stream, options.sockets, &memory);
+    if let Some(path) = &options.output {
+        let text = serde_json::to_string_pretty(&to_json(&stream, options.sockets, &memory))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Feeding the stream to the tracker as the daemon does, as decoded events or as the records
+//! the eBPF programs write, and checking what the tracker made of it.
+
+use std::time::{Duration, Instant};
+
+use observer::{
+    decode::encode::linux_6_18::Codec,
+    event::{Event, PerState, ResetDirection},
+    track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},
+};
+use observer_common::TcpState::TimeWait;
+
+use super::{BATCH, stream::Expected};
+
+/// One batch of records, back to back as a ring-buffer drain reads them.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Records {
+    fn fill(&mut self, codec: &Codec, events: &[Event]) {
+        self.bytes.clear();
+        self.ends.clear();
+        for e in events {
+            codec
+                .encoder
+                .encode(e, &mut self.bytes)
+                .expect("every kind of the stream is enabled");
+            self.ends.push(self.bytes.len());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(s, &e)| &self.bytes[s..e])
+    }
+}
+
+/// Panics unless every event of the stream decodes back from its record unchanged.
+pub fn check_records(codec: &Codec, stream: &[Event]) {
+    let mut records = Records::default();
+    for batch in stream.chunks(BATCH) {
+        records.fill(codec, batch);
+        for (record, event) in records.iter().zip(batch) {
+            assert_eq!(codec.decoder.decode(record).as_ref(), Ok(event));
+        }
+    }
+}
+
+/// One feeding of the whole stream.
+pub struct StreamRun {
+    pub elapsed: Duration,
+    pub reports: u64,
+    pub peak_sockets: usize,
+    pub peak_timewait: usize,
+}
+
+/// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`. With
+/// a codec, each batch is first written as records (not timed) and decoded in the timed part.
+pub fn run_stream(stream: &[Event], codec: Option<&Codec>, expected: &Expected) -> StreamRun {
+    let mut tracker = Tracker::new(DEFAULT_MAX_SOCKETS);
+    let mut out: Vec<Report> = Vec::with_capacity(2 * BATCH);
+    let mut records = Records::default();
+    let mut reports = 0;
+    let (mut peak_sockets, mut peak_timewait) = (0, 0);
+    let mut elapsed = Duration::ZERO;
+    for batch in stream.chunks(BATCH) {
+        if let Some(codec) = codec {
+            records.fill(codec, batch);
+        }
+        let start = Instant::now();
+        match codec {
+            None => {
+                for e in batch {
+                    tracker.apply(e, &mut out);
+                }
+            }
+            Some(codec) => {
+                for record in records.iter() {
+                    let e = codec.decoder.decode(record).expect("checked records");
+                    tracker.apply(&e, &mut out);
+                }
+            }
+        }
+        tracker.advance(batch.last().map_or(0, Event::mono_ns), &mut out);
+        elapsed += start.elapsed();
+        reports += out.len() as u64;
+        out.clear();
+        let stats = tracker.stats();
+        peak_sockets = peak_sockets.max(stats.tracked_sockets);
+        peak_timewait = peak_timewait.max(stats.tracked_timewait);
+    }
+
+    // Long after the last event: every grace period is over.
+    let end = stream.last().map_or(0, Event::mono_ns) + 10 * GRACE_NS;
+    tracker.advance(end, &mut out);
+    reports += out.len() as u64;
+    check(&tracker, expected, reports);
+    StreamRun {
+        elapsed,
+        reports,
+        peak_sockets,
+        peak_timewait,
+    }
+}
+
+/// Panics unless the tracker saw exactly what the stream holds.
+fn check(tracker: &Tracker, expected: &Expected, reports: u64) {
+    let stats = tracker.stats();
+    let (gaps, missing) = (stats.gaps, stats.timewait_missing);
+    assert_eq!(
+        gaps, 0,
+        "transitions missed in a complete stream: {stats:?}"
+    );
+    assert_eq!(missing, 0, "TIME_WAIT entries not linked: {stats:?}");
+    assert_eq!(
+        (
+            stats.evicted,
+            stats.timewait_untracked,
+            stats.timewait_unlinked
+        ),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.timewait_end_lost, stats.timewait_restarted),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.tracked_sockets, stats.tracked_timewait),
+        (0, 0),
+        "every connection ended: {stats:?}"
+    );
+    let tw = tracker.timewait_counts();
+    assert_eq!(
+        (tw.started, tw.expired, tw.killed, tw.unseen),
+        (expected.close_first, expected.close_first, 0, 0),
+        "(started, expired, killed, unseen)"
+    );
+    assert_eq!(tracker.durations().of(TimeWait).count, expected.close_first);
+    assert_eq!(tracker.counts_by_state(), PerState::default());
+    assert!(tracker.closed_before_accept().is_empty());
+    let resets = tracker.resets();
+    assert_eq!(
+        (
+            resets.get(ResetDirection::Received, ResetClass::PeerAbort),
+            resets.get(ResetDirection::Sent, ResetClass::AbortiveClose),
+        ),
+        (expected.linger, expected.linger),
+        "RSTs of the SO_LINGER closes"
+    );
+    assert_eq!(reports, expected.reports(), "reports");
+}

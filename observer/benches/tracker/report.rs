@@ -1,0 +1,159 @@
+//! The figures: a table on stdout, and JSON for `cargo xtask bench`.
+
+use super::{BATCH, RUNS, memory::MemoryFigures, replay::StreamRun, stream::Expected};
+
+/// `1234567` -> `1_234_567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut s = String::with_capacity(digits.len() * 4 / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            s.push('_');
+        }
+        s.push(d);
+    }
+    s
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "positive figures far below 2^64, rounded for display"
+)]
+fn whole(x: f64) -> u64 {
+    x.round() as u64
+}
+
+/// The stream's runs, each way of feeding it fastest first.
+pub struct StreamFigures {
+    pub expected: Expected,
+    /// Decoded events applied.
+    pub track: Vec<StreamRun>,
+    /// Records decoded, then applied.
+    pub decode_track: Vec<StreamRun>,
+}
+
+fn best(runs: &[StreamRun]) -> &StreamRun {
+    &runs[0]
+}
+
+fn median(runs: &[StreamRun]) -> &StreamRun {
+    &runs[runs.len() / 2]
+}
+
+impl StreamFigures {
+    fn rate(&self, r: &StreamRun) -> f64 {
+        self.expected.events() as f64 / r.elapsed.as_secs_f64()
+    }
+
+    fn ns_per_event(&self, r: &StreamRun) -> f64 {
+        r.elapsed.as_secs_f64() * 1e9 / self.expected.events() as f64
+    }
+
+    /// Figures of one way of feeding the stream, as JSON.
+    fn json(&self, runs: &[StreamRun]) -> serde_json::Value {
+        serde_json::json!({
+            "runs_seconds": runs.iter().map(|r| r.elapsed.as_secs_f64()).collect::<Vec<_>>(),
+            "best_events_per_s": self.rate(best(runs)),
+            "median_events_per_s": self.rate(median(runs)),
+            "best_ns_per_event": self.ns_per_event(best(runs)),
+            "median_ns_per_event": self.ns_per_event(median(runs)),
+        })
+    }
+}
+
+pub fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures]) {
+    let (expected, first) = (&stream.expected, best(&stream.track));
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("tracker benchmark (single thread; {build} build)");
+    println!(
+        "stream: {} connections ({} closed with SO_LINGER 0), {} events, {} reports",
+        grouped(expected.connections),
+        grouped(expected.linger),
+        grouped(expected.events()),
+        grouped(first.reports),
+    );
+    println!(
+        "  up to {} sockets and {} timewait sockets tracked (seen between batches); \
+         {RUNS} runs each, batches of {BATCH}",
+        grouped(first.peak_sockets as u64),
+        grouped(first.peak_timewait as u64),
+    );
+    println!(
+        "  {:<13} {:<8} {:>12} {:>9}",
+        "input", "run", "events/s", "ns/event"
+    );
+    for (input, runs) in [
+        ("track only", &stream.track),
+        ("decode+track", &stream.decode_track),
+    ] {
+        for (name, r) in [("best", best(runs)), ("median", median(runs))] {
+            println!(
+                "  {input:<13} {name:<8} {:>12} {:>9.1}",
+                grouped(whole(stream.rate(r))),
+                stream.ns_per_event(r)
+            );
+        }
+    }
+    println!(
+        "memory: {} sockets held (live sockets, or timewait sockets); {RUNS} runs each in a \
+         fresh process (medians; insert: best, median)",
+        grouped(sockets)
+    );
+    println!(
+        "  {:<13} {:>25} {:>17} {:>16} {:>12}",
+        "held", "heap bytes/socket (est.)", "RSS bytes/socket", "insert events/s", "median"
+    );
+    for m in memory {
+        println!(
+            "  {:<13} {:>25.1} {:>17.1} {:>16} {:>12}",
+            m.held.name(),
+            m.median(|r| r.heap_bytes_per_socket),
+            m.median(|r| r.rss_bytes_per_socket),
+            grouped(whole(m.best_insert())),
+            grouped(whole(m.median(|r| r.insert_events_per_s))),
+        );
+    }
+}
+
+/// The track-only figures stay where they were (`stream.best_events_per_s`, ...); the
+/// decode+track ones are under `stream.decode_track`.
+pub fn to_json(
+    stream: &StreamFigures,
+    sockets: u64,
+    memory: &[MemoryFigures],
+) -> serde_json::Value {
+    let (expected, first) = (&stream.expected, best(&stream.track));
+    let mut figures = serde_json::json!({
+        "connections": expected.connections,
+        "linger_connections": expected.linger,
+        "events": expected.events(),
+        "reports": first.reports,
+        "peak_tracked_sockets": first.peak_sockets,
+        "peak_tracked_timewait": first.peak_timewait,
+        "batch": BATCH,
+    });
+    let track = stream.json(&stream.track);
+    for (k, v) in track.as_object().expect("an object") {
+        figures[k] = v.clone();
+    }
+    figures["decode_track"] = stream.json(&stream.decode_track);
+    serde_json::json!({
+        "stream": figures,
+        "memory": {
+            "sockets": sockets,
+            "families": memory.iter().map(|m| serde_json::json!({
+                "family": m.held.name(),
+                "heap_bytes_per_socket": m.median(|r| r.heap_bytes_per_socket),
+                "rss_bytes_per_socket": m.median(|r| r.rss_bytes_per_socket),
+                "best_insert_events_per_s": m.best_insert(),
+                "median_insert_events_per_s": m.median(|r| r.insert_events_per_s),
+                "runs": m.runs,
+            })).collect::<Vec<_>>(),
+        },
+    })
+}

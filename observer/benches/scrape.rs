@@ -14,7 +14,7 @@ use std::{
 use clap::Parser;
 use observer::{
     clock::mono_now_ns,
-    event::{Event, Family, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
+    event::{Event, Family, Netns, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition},
     export::{Exporter, text_format},
     kernel::NetLimits,
     run::{Shared, State, http},
@@ -37,7 +37,7 @@ struct Options {
     bench: bool,
 }
 
-const NETNS: u32 = 4_026_531_840;
+const NETNS: Netns = Netns::new(4_026_531_840).unwrap();
 const SOCK_BASE: u64 = 0xffff_8880_0000_0000;
 const TIMER_BASE: u64 = 0xffff_88c0_0000_0060;
 

@@ -3,6 +3,7 @@
 //!
 //! Blocking (netlink dumps, a walk of /proc): run it off the event loop.
 
+use crate::event::Netns;
 use std::collections::HashSet;
 
 use observer_common::TcpState;
@@ -35,13 +36,13 @@ pub fn seed_of(s: &DiagSocket) -> SeedSocket {
 pub struct Inventory {
     pub sockets: Vec<DiagSocket>,
     /// Namespaces dumped completely.
-    pub dumped: FxHashSet<u32>,
+    pub dumped: FxHashSet<Netns>,
     /// Namespaces that could not be dumped, with the reason (for the log).
     pub failed: Vec<String>,
     /// `CLOCK_MONOTONIC` ns when the dump began.
     pub started_ns: u64,
     /// Each dumped namespace's TIME_WAIT limits.
-    pub limits: FxHashMap<u32, NetLimits>,
+    pub limits: FxHashMap<Netns, NetLimits>,
 }
 
 impl Inventory {
@@ -111,7 +112,7 @@ pub fn find_owners(wanted: &[OwnerWanted]) -> Vec<OwnerFound> {
         return Vec::new();
     }
     let keys: FxHashMap<Tuple, u64> = wanted.iter().map(|w| (w.tuple, w.key)).collect();
-    let namespaces: FxHashSet<u32> = wanted.iter().map(|w| w.tuple.netns).collect();
+    let namespaces: FxHashSet<Netns> = wanted.iter().filter_map(|w| w.tuple.netns).collect();
     let mut inodes: FxHashMap<Tuple, u64> = FxHashMap::default();
     let close_wait = sockdiag::state_mask(&[TcpState::CloseWait]);
     for ns in sockdiag::list_netns()
@@ -162,7 +163,7 @@ pub fn resolve_close_wait_owners(tracker: &mut Tracker, older_than_ns: u64, now_
 
 fn tuple(s: &DiagSocket) -> Tuple {
     Tuple {
-        netns: s.netns,
+        netns: Some(s.netns),
         local: s.local,
         remote: s.remote,
     }

@@ -4,6 +4,7 @@
 //! The counters are per namespace and vanish with it, so their sum is kept as a running
 //! total of increases: it never goes down, as a Prometheus counter must not.
 
+use crate::event::Netns;
 use rustc_hash::FxHashMap;
 
 use crate::sockdiag::{ListenCounters, ListenSnapshot, Listener};
@@ -20,7 +21,7 @@ pub struct ListenQueues {
     /// Samples taken, and namespaces that could not be read.
     pub samples: u64,
     pub failures: u64,
-    last: FxHashMap<u32, ListenCounters>,
+    last: FxHashMap<Netns, ListenCounters>,
 }
 
 impl ListenQueues {
@@ -66,7 +67,7 @@ mod tests {
     fn snapshot(counters: &[(u32, u64, u64)], queued: u32) -> ListenSnapshot {
         ListenSnapshot {
             listeners: vec![Listener {
-                netns: 1,
+                netns: Netns::new(1).unwrap(),
                 local: SocketAddr::from((Ipv4Addr::LOCALHOST, 80)),
                 inode: 9,
                 queued,
@@ -75,7 +76,9 @@ mod tests {
             }],
             counters: counters
                 .iter()
-                .map(|&(ns, overflows, drops)| (ns, ListenCounters { overflows, drops }))
+                .map(|&(ns, overflows, drops)| {
+                    (Netns::new(ns).unwrap(), ListenCounters { overflows, drops })
+                })
                 .collect(),
             failed: Vec::new(),
             took: std::time::Duration::ZERO,

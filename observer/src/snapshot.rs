@@ -4,6 +4,7 @@
 //! Metrics, the watch summary and any other front-end read a [`Snapshot`] after the lock is
 //! released, and shape it as they need (port labels, text, JSON).
 
+use crate::event::Netns;
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
@@ -27,7 +28,7 @@ pub struct Sources<'a> {
     pub transitions: &'a TransitionCounts,
     pub received: u64,
     pub losses: Losses,
-    pub limits: &'a FxHashMap<u32, NetLimits>,
+    pub limits: &'a FxHashMap<Netns, NetLimits>,
     pub listen: &'a ListenQueues,
     /// Retransmitting without progress for this long makes a half-open suspect.
     pub half_open_after_ns: u64,

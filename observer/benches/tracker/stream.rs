@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer::event::{
-    Event, Family, Reset, ResetDirection, ResetReason, Task, TimerAction, TimewaitSocket,
+    Event, Family, Netns, Reset, ResetDirection, ResetReason, Task, TimerAction, TimewaitSocket,
     TimewaitTimer, Transition,
 };
 use observer_common::TcpState::{
@@ -25,7 +25,7 @@ pub const TIMEWAIT_NS: u64 = 60_000 * MS;
 /// Every this many connections, one is closed with `SO_LINGER {on, 0}`.
 const LINGER_EVERY: u64 = 10;
 
-pub const NETNS: u32 = 4_026_531_840;
+pub const NETNS: Netns = Netns::new(4_026_531_840).unwrap();
 pub const SOCK_BASE: u64 = 0xffff_8880_0000_0000;
 /// Timewait sockets live in their own slab: keep their timer addresses apart from full sockets.
 pub const TIMER_BASE: u64 = 0xffff_88c0_0000_0060;

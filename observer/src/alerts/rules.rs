@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     clock::{nanos, seconds},
     config::{AlertRule, RuleKind},
-    event::{ListenerKey, ResetDirection},
+    event::{ListenerKey, Netns, ResetDirection},
     kernel::NetLimits,
     sockdiag::Listener,
     track::{EndCause, ResetClass, Tracker},
@@ -17,7 +17,7 @@ use crate::{
 /// What rules are evaluated against.
 pub struct Inputs<'a> {
     pub tracker: &'a Tracker,
-    pub limits: &'a FxHashMap<u32, NetLimits>,
+    pub limits: &'a FxHashMap<Netns, NetLimits>,
     /// Listening sockets at the last sample of their accept queues.
     pub listeners: &'a [Listener],
     /// Events lost so far (every reason).
@@ -178,7 +178,7 @@ fn connection_labels(
     owner: Option<crate::event::Task>,
 ) -> (BTreeMap<String, String>, String) {
     let mut l = labels([
-        ("netns", tuple.netns.to_string()),
+        ("netns", Netns::inode_or_zero(tuple.netns).to_string()),
         ("local_address", tuple.local.ip().to_string()),
         ("local_port", tuple.local.port().to_string()),
         ("remote_address", tuple.remote.ip().to_string()),
@@ -232,6 +232,7 @@ fn timewait_usage(
     let mut found = Vec::new();
     if let Some(max) = above_count {
         for (netns, n) in &usage.per_netns {
+            let netns = Netns::inode_or_zero(*netns);
             if *n > max {
                 found.push(Instance {
                     key: format!("count/{netns}"),
@@ -266,7 +267,7 @@ fn timewait_usage(
     }
     if let Some(fraction) = above_ports {
         for (d, n, ratio) in usage.port_ratios(inputs.limits) {
-            let (netns, local, remote) = (d.netns, d.local, d.remote);
+            let (netns, local, remote) = (Netns::inode_or_zero(d.netns), d.local, d.remote);
             if ratio > fraction {
                 found.push(Instance {
                     key: format!("ports/{netns}/{local}/{remote}"),
@@ -339,6 +340,7 @@ fn closed_before_accept_rate(
     let mut found = Vec::new();
     for &listener in now.closed_before_accept.keys() {
         let ListenerKey { netns, port } = listener;
+        let netns = Netns::inode_or_zero(netns);
         if !ports.is_empty() && !ports.contains(&port) {
             continue;
         }

@@ -1,5 +1,6 @@
 //! The alert state machine on tracker states built from recorded-like events.
 
+use crate::event::Netns;
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use jiff::Timestamp;
@@ -14,7 +15,7 @@ use crate::{
     track::{ResetClass, Tracker},
 };
 
-const NS: u32 = 4_026_532_000;
+const NS: Netns = Netns::new(4_026_532_000).unwrap();
 const S: u64 = 1_000_000_000;
 
 fn rule(name: &str, for_secs: u64, kind: RuleKind) -> AlertRule {

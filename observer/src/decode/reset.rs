@@ -7,6 +7,7 @@ use super::{
     sockaddr, span_bounds, span_config,
 };
 use crate::{
+    event::Netns,
     event::{Reset, ResetDirection, ResetReason},
     kernel::tracefs::{Field, Format, TracefsError},
 };
@@ -119,7 +120,7 @@ impl ResetLayout {
             family,
             local,
             remote,
-            netns: (rec.netns != 0).then_some(rec.netns),
+            netns: Netns::new(rec.netns),
             task: Task::from_pid_tgid(rec.pid_tgid, rec.comm),
         })
     }
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(r.remote, "[::1]:40000".parse().unwrap());
         assert_eq!(
             (r.family, r.netns, r.task.pid),
-            (Family::Ipv6, Some(99), 10)
+            (Family::Ipv6, Netns::new(99), 10)
         );
     }
 

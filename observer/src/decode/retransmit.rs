@@ -14,6 +14,7 @@ use super::{
     span_config,
 };
 use crate::{
+    event::Netns,
     event::{Retransmit, RetransmitKind},
     kernel::tracefs::{Field, Format, TracefsError},
 };
@@ -95,7 +96,7 @@ impl RetransmitLayout {
             family,
             local,
             remote,
-            netns: (rec.netns != 0).then_some(rec.netns),
+            netns: Netns::new(rec.netns),
             unrecovered,
             err,
         })
@@ -165,7 +166,7 @@ mod tests {
                 family: Family::Ipv4,
                 local: "127.0.0.1:40000".parse().unwrap(),
                 remote: "127.0.0.2:8080".parse().unwrap(),
-                netns: Some(4_026_531_840),
+                netns: Netns::new(4_026_531_840),
                 unrecovered: Some(3),
                 err: -11,
             }

@@ -18,7 +18,10 @@ use observer_common::{
 };
 
 use super::{DecodeError, as_u32, check_kind, read_record, timewait::CommonOffsets};
-use crate::{event::SocketError, kernel::tracefs::TracefsError};
+use crate::{
+    event::{Netns, SocketError},
+    kernel::tracefs::TracefsError,
+};
 
 /// Decodes [`SocketErrorRecord`]s: the copied `struct sock_common` with the offsets from BTF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +67,7 @@ impl SocketErrorLayout {
             family,
             local,
             remote,
-            netns: (rec.netns != 0).then_some(rec.netns),
+            netns: Netns::new(rec.netns),
             unrecovered: read(SOCK_ERR_RETRANSMITS_READ).then_some(rec.retransmits),
             probes_out: read(SOCK_ERR_PROBES_OUT_READ).then_some(rec.probes_out),
             unsent_data: read(SOCK_ERR_WMEM_READ).then_some(read(SOCK_ERR_UNSENT_DATA)),
@@ -136,7 +139,7 @@ mod tests {
                 family: Family::Ipv4,
                 local: "127.0.0.1:40000".parse().unwrap(),
                 remote: "127.0.0.2:8080".parse().unwrap(),
-                netns: Some(4_026_531_840),
+                netns: Netns::new(4_026_531_840),
                 unrecovered: Some(0),
                 probes_out: Some(0),
                 unsent_data: Some(false),

@@ -11,6 +11,7 @@ use super::{
     span_bounds, span_config,
 };
 use crate::{
+    event::Netns,
     event::Transition,
     kernel::tracefs::{Field, Format, TracefsError},
 };
@@ -75,7 +76,7 @@ impl StateLayout {
             family,
             local,
             remote,
-            netns: (rec.netns != 0).then_some(rec.netns),
+            netns: Netns::new(rec.netns),
             task,
             owner_context: TcpState::in_owner_context(old, new),
             has_socket: (rec.flags & FLAG_SK_SOCKET_READ != 0)
@@ -157,7 +158,7 @@ pub(crate) mod tests {
         assert_eq!(t.remote, "127.0.0.2:8080".parse().unwrap());
         assert_eq!(
             (t.mono_ns, t.sock, t.netns),
-            (99, 0xffff_8880_1234_5678, Some(4_026_531_840))
+            (99, 0xffff_8880_1234_5678, Netns::new(4_026_531_840))
         );
         assert_eq!(
             (t.task.pid, t.task.tid, t.task.comm().as_ref()),

@@ -14,6 +14,7 @@ use observer_common::{
 
 use super::{AF_INET, AF_INET6, DecodeError, Family, as_u32, check_kind, read_record};
 use crate::{
+    event::Netns,
     event::{TimerAction, TimewaitSocket, TimewaitTimer},
     kernel::tracefs::TracefsError,
 };
@@ -157,7 +158,7 @@ impl TimerLayout {
             family,
             local,
             remote,
-            netns: (rec.netns != 0).then_some(rec.netns),
+            netns: Netns::new(rec.netns),
         })
     }
 }
@@ -278,7 +279,7 @@ mod tests {
                     family: Family::Ipv4,
                     local: "127.0.0.1:40000".parse().unwrap(),
                     remote: "127.0.0.2:8080".parse().unwrap(),
-                    netns: Some(42),
+                    netns: Netns::new(42),
                 },
                 timeout_ns: Some(60_000_000_000),
             }

@@ -306,11 +306,11 @@ fn trial_load() -> Result<Features, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockdiag::NetnsRef;
+    use crate::{event::Netns, sockdiag::NetnsRef};
 
     fn ns(pid: u32) -> NetnsRef {
         NetnsRef {
-            inode: 4_026_531_840 + pid,
+            inode: Netns::new(4_026_531_840 + pid).unwrap(),
             path: PathBuf::from(format!("/proc/{pid}/ns/net")),
         }
     }
@@ -325,7 +325,7 @@ mod tests {
                     ns(10),
                     SockDiagError::NamespaceChanged {
                         path: ns(10).path,
-                        expected: 1,
+                        expected: Netns::new(1).unwrap(),
                         found: 2,
                     },
                 ),

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::OnceLock};
 
 use observer_common::TcpState;
 
-use super::{Family, Task};
+use super::{Family, Netns, Task};
 
 /// Which way the RST went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,6 +74,6 @@ pub struct Reset {
     /// This host's end.
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub netns: Option<u32>,
+    pub netns: Option<Netns>,
     pub task: Task,
 }

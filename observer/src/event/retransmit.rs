@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use observer_common::TcpState;
 
-use super::Family;
+use super::{Family, Netns};
 
 /// What was sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,7 +39,7 @@ pub struct Retransmit {
     /// This host's end.
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub netns: Option<u32>,
+    pub netns: Option<Netns>,
     /// The kernel's `icsk_retransmits` when this retransmission was made: timeout-driven
     /// retransmissions since the last ACK that advanced `snd_una`. 0 means the connection made
     /// progress since its previous timeout (or this is a fast retransmit). `None`: not read.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use observer_common::TcpState;
 
-use super::Family;
+use super::{Family, Netns};
 
 /// An error the kernel reported on a TCP socket (`sk->sk_err` at `sk_error_report()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct SocketError {
     /// This host's end.
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub netns: Option<u32>,
+    pub netns: Option<Netns>,
     /// `icsk_retransmits`: timeout-driven retransmissions without progress. Non-zero on a
     /// retransmission timeout. `None`: not read.
     pub unrecovered: Option<u8>,

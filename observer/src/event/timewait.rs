@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use observer_common::TcpState;
 
-use super::Family;
+use super::{Family, Netns};
 
 /// The timewait socket a timer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct TimewaitSocket {
     pub family: Family,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub netns: Option<u32>,
+    pub netns: Option<Netns>,
 }
 
 /// What happened to the timer.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use observer_common::TcpState;
 
-use super::{Family, Task};
+use super::{Family, Netns, Task};
 
 /// One TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct Transition {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// Network namespace inode, when the kernel offsets for it were known.
-    pub netns: Option<u32>,
+    pub netns: Option<Netns>,
     pub task: Task,
     /// Whether `task` is the socket's owner (see [`TcpState::in_owner_context`]).
     pub owner_context: bool,

@@ -2,19 +2,19 @@
 
 use std::net::SocketAddr;
 
-use super::{Family, Transition};
+use super::{Family, Netns, Transition};
 
-/// A listening port: its network namespace (0 when unknown) and port number.
+/// A listening port: its network namespace (when known) and port number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerKey {
-    pub netns: u32,
+    pub netns: Option<Netns>,
     pub port: u16,
 }
 
-/// A connection's identity on the wire: namespace (0 when unknown) and both ends.
+/// A connection's identity on the wire: namespace (when known) and both ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tuple {
-    pub netns: u32,
+    pub netns: Option<Netns>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
 }
@@ -43,7 +43,7 @@ impl Tuple {
     #[must_use]
     pub fn of(t: &Transition) -> Self {
         Self {
-            netns: t.netns.unwrap_or(0),
+            netns: t.netns,
             local: t.local,
             remote: t.remote,
         }

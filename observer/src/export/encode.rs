@@ -509,6 +509,7 @@ impl Collector for SnapshotCollector {
 
 #[cfg(test)]
 mod tests {
+    use crate::event::Netns;
     use observer_common::TcpState::{Close, Established, FinWait1, SynSent};
     use rustc_hash::FxHashMap;
 
@@ -536,7 +537,7 @@ mod tests {
         let mut tracker = Tracker::new(16);
         let mut out = Vec::new();
         let tuple = Tuple {
-            netns: 1,
+            netns: Netns::new(1),
             local: "127.0.0.1:40000".parse().unwrap(),
             remote: "127.0.0.1:80".parse().unwrap(),
         };
@@ -551,7 +552,7 @@ mod tests {
                     family: Family::Ipv4,
                     local: tuple.local,
                     remote: tuple.remote,
-                    netns: Some(tuple.netns),
+                    netns: tuple.netns,
                     task: Task::named(1, "t"),
                     owner_context: true,
                     has_socket: Some(true),

@@ -4,6 +4,7 @@
 //! one part at a time, so events keep flowing; nothing is gathered, so a million sockets cost
 //! no more memory than a thousand.
 
+use crate::event::Netns;
 use std::{
     sync::{
         Arc,
@@ -39,10 +40,10 @@ const MAX_WAIT: Duration = Duration::from_secs(2);
 pub struct Done {
     pub outcome: ReconcileOutcome,
     /// Namespaces dumped completely.
-    pub dumped: FxHashSet<u32>,
+    pub dumped: FxHashSet<Netns>,
     /// Namespaces that could not be dumped, with the reason.
     pub failed: Vec<String>,
-    pub limits: FxHashMap<u32, NetLimits>,
+    pub limits: FxHashMap<Netns, NetLimits>,
     /// Sockets the dumps listed.
     pub listed: u64,
     pub took: Duration,

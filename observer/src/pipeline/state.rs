@@ -1,6 +1,7 @@
 //! What the pipeline shares with its front-ends (the daemon's HTTP server among them), behind
 //! one lock.
 
+use crate::event::Netns;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
@@ -22,7 +23,7 @@ pub struct State {
     pub transitions: TransitionCounts,
     pub received: u64,
     pub losses: Losses,
-    pub limits: FxHashMap<u32, NetLimits>,
+    pub limits: FxHashMap<Netns, NetLimits>,
     /// Accept queues at the last sample.
     pub listen: ListenQueues,
     pub half_open_after_ns: u64,

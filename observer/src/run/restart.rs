@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     alerts::{Engine, engine::SavedAlert},
     clock::{WallClock, mono_now_ns},
-    event::Tuple,
+    event::{Netns, Tuple},
     track::Tracker,
 };
 
@@ -78,7 +78,7 @@ impl RestartState {
                 .close_wait()
                 .take(MAX_SAVED_CLOSE_WAIT)
                 .map(|e| SavedSocket {
-                    netns: e.tuple.netns,
+                    netns: Netns::inode_or_zero(e.tuple.netns),
                     local: e.tuple.local,
                     remote: e.tuple.remote,
                     since: clock.at(e.since_ns),
@@ -156,7 +156,7 @@ impl RestartState {
         let mut sockets = 0;
         for s in &saved.close_wait {
             let tuple = Tuple {
-                netns: s.netns,
+                netns: Netns::new(s.netns),
                 local: s.local,
                 remote: s.remote,
             };

@@ -18,7 +18,7 @@ use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use observer_common::TcpState;
 
 use super::{DiagSocket, DiagTimer, SockDiagError};
-use crate::event::Family;
+use crate::event::{Family, Netns};
 
 /// Receive buffer per `recv`. The kernel fills at most about 32 KiB per dump datagram; twice
 /// that leaves room, and `MSG_TRUNC` still reports a datagram that would not fit.
@@ -62,7 +62,7 @@ pub(super) struct Entry {
 }
 
 /// Dumps IPv4 then IPv6 TCP sockets; `netns` is recorded in each entry.
-pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> {
+pub(super) fn tcp_sockets(netns: Netns) -> Result<Vec<DiagSocket>, SockDiagError> {
     let mut sockets = Vec::new();
     tcp_dump(netns, ALL_STATES, &mut |entry| sockets.push(entry.socket))?;
     Ok(sockets)
@@ -71,7 +71,7 @@ pub(super) fn tcp_sockets(netns: u32) -> Result<Vec<DiagSocket>, SockDiagError> 
 /// Dumps IPv4 then IPv6 TCP sockets whose state bit (`1 << TCP_*`) is set in `states`,
 /// handing each to `each`. The kernel filters by state before it copies anything out.
 pub(super) fn tcp_dump(
-    netns: u32,
+    netns: Netns,
     states: u32,
     each: &mut dyn FnMut(Entry),
 ) -> Result<(), SockDiagError> {
@@ -194,7 +194,7 @@ fn recv(socket: &Socket, buf: &mut [u8]) -> Result<usize, SockDiagError> {
 
 /// Collects the reply to one request, datagram by datagram.
 struct Reply<'a> {
-    netns: u32,
+    netns: Netns,
     family: Family,
     seq: u32,
     each: &'a mut dyn FnMut(Entry),
@@ -420,7 +420,7 @@ mod tests {
 
     fn reply(family: Family, seq: u32, each: &mut dyn FnMut(Entry)) -> Reply<'_> {
         Reply {
-            netns: 4_026_531_840,
+            netns: Netns::new(4_026_531_840).unwrap(),
             family,
             seq,
             each,
@@ -472,7 +472,7 @@ mod tests {
         assert_eq!(
             sockets,
             [DiagSocket {
-                netns: 4_026_531_840,
+                netns: Netns::new(4_026_531_840).unwrap(),
                 family: Family::Ipv4,
                 state: TcpState::TimeWait,
                 local: SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 40000),

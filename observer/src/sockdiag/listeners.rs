@@ -25,7 +25,7 @@ use super::{
     list_netns, netns,
     netstat::ListenCounters,
 };
-use crate::event::Family;
+use crate::event::{Family, Netns};
 
 /// LISTEN and NEW_SYN_RECV only. The kernel then copies out nothing else, but note that it
 /// still walks its whole established hash (every socket of every namespace) for the request
@@ -35,8 +35,8 @@ const STATES: u32 = 1 << TcpState::Listen as u32 | 1 << TcpState::NewSynRecv as 
 /// One listening socket and the pressure on its queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Listener {
-    /// Inode of the network namespace it listens in.
-    pub netns: u32,
+    /// The network namespace it listens in.
+    pub netns: Netns,
     /// The address it listens on, as the kernel reports it (`0.0.0.0`, `[::]`, or an
     /// IPv4-mapped IPv6 address for an IPv6 socket bound to one).
     pub local: SocketAddr,
@@ -58,7 +58,7 @@ pub struct ListenSnapshot {
     /// Listeners of every namespace that could be read, in the kernel's order per namespace.
     pub listeners: Vec<Listener>,
     /// Listen counters, per namespace inode, of the same namespaces.
-    pub counters: Vec<(u32, ListenCounters)>,
+    pub counters: Vec<(Netns, ListenCounters)>,
     /// Namespaces that could not be read (`<path> (netns <inode>)`), and why. A namespace is
     /// either here or in both lists above, never partly.
     pub failed: Vec<(String, SockDiagError)>,
@@ -100,7 +100,7 @@ fn describe(ns: &NetnsRef) -> String {
 }
 
 /// Runs on a thread inside the namespace `netns`.
-fn of_namespace(netns: u32) -> Result<(Vec<Listener>, ListenCounters), SockDiagError> {
+fn of_namespace(netns: Netns) -> Result<(Vec<Listener>, ListenCounters), SockDiagError> {
     let mut listeners = Vec::new();
     let mut requests = Vec::new();
     dump::tcp_dump(netns, STATES, &mut |entry| match entry.socket.state {
@@ -254,7 +254,7 @@ mod tests {
         let local: SocketAddr = local.parse().unwrap();
         Candidate {
             listener: Listener {
-                netns: 1,
+                netns: Netns::new(1).unwrap(),
                 local,
                 inode: 0,
                 queued: 0,
@@ -391,7 +391,7 @@ mod tests {
         use super::super::{DiagSocket, DiagTimer};
         let entry = Entry {
             socket: DiagSocket {
-                netns: 7,
+                netns: Netns::new(7).unwrap(),
                 family: Family::Ipv6,
                 state: TcpState::Listen,
                 local: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 443),
@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(
             c.listener,
             Listener {
-                netns: 7,
+                netns: Netns::new(7).unwrap(),
                 local: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 443),
                 inode: 1234,
                 queued: 5,

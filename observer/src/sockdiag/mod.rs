@@ -17,7 +17,10 @@ use std::{io, net::SocketAddr, path::PathBuf};
 
 use observer_common::TcpState;
 
-use crate::{event::Family, kernel::NetLimits};
+use crate::{
+    event::{Family, Netns},
+    kernel::NetLimits,
+};
 
 pub use self::{
     listeners::{ListenSnapshot, Listener, listeners_all, listeners_current},
@@ -61,8 +64,8 @@ impl DiagTimer {
 /// One TCP socket as `sock_diag` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiagSocket {
-    /// Inode of the network namespace it was dumped from.
-    pub netns: u32,
+    /// The network namespace it was dumped from.
+    pub netns: Netns,
     /// Family of the dump that reported it (an IPv6 socket may carry IPv4-mapped addresses).
     pub family: Family,
     /// The state. Request sockets (the kernel's `NEW_SYN_RECV`) are reported as `SYN_RECV`.
@@ -106,7 +109,7 @@ pub enum SockDiagError {
     )]
     NamespaceChanged {
         path: PathBuf,
-        expected: u32,
+        expected: Netns,
         found: u64,
     },
     #[error(
@@ -153,8 +156,8 @@ pub enum SockDiagError {
 /// A network namespace, named by a path that opens it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NetnsRef {
-    /// Inode of the namespace (what events and [`DiagSocket::netns`] carry).
-    pub inode: u32,
+    /// The namespace (what events and [`DiagSocket::netns`] carry).
+    pub inode: Netns,
     /// `/run/netns/<name>` or `/proc/<pid>/ns/net`.
     pub path: PathBuf,
 }

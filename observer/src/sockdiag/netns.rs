@@ -11,16 +11,20 @@ use std::{
 };
 
 use super::{NetnsRef, SockDiagError};
+use crate::event::Netns;
 
 /// Inode of the calling thread's network namespace (threads may differ after `setns`).
-pub(super) fn current_inode() -> Result<u32, SockDiagError> {
+pub(super) fn current_inode() -> Result<Netns, SockDiagError> {
     let meta = fs::metadata("/proc/thread-self/ns/net").map_err(SockDiagError::CurrentNamespace)?;
-    u32::try_from(meta.ino()).map_err(|_| {
-        SockDiagError::CurrentNamespace(io::Error::other(format!(
-            "namespace inode {} does not fit 32 bits",
-            meta.ino()
-        )))
-    })
+    u32::try_from(meta.ino())
+        .ok()
+        .and_then(Netns::new)
+        .ok_or_else(|| {
+            SockDiagError::CurrentNamespace(io::Error::other(format!(
+                "namespace inode {} is not a 32-bit inode number",
+                meta.ino()
+            )))
+        })
 }
 
 /// Every distinct network namespace reachable through `/run/netns/*` (named by `ip netns`)
@@ -41,7 +45,7 @@ pub fn list_netns() -> Vec<NetnsRef> {
         if nsfs.is_some_and(|dev| dev != meta.dev()) {
             return;
         }
-        let Ok(inode) = u32::try_from(meta.ino()) else {
+        let Some(inode) = u32::try_from(meta.ino()).ok().and_then(Netns::new) else {
             return;
         };
         if seen.insert(inode) {
@@ -82,7 +86,7 @@ pub(super) fn run_in<T: Send>(
     let file = File::open(&ns.path).map_err(open_error)?;
     // A /proc/<pid> path may now belong to another process in another namespace.
     let found = file.metadata().map_err(open_error)?.ino();
-    if found != u64::from(ns.inode) {
+    if found != u64::from(ns.inode.inode()) {
         return Err(SockDiagError::NamespaceChanged {
             path: ns.path.clone(),
             expected: ns.inode,

@@ -16,6 +16,7 @@ mod timewait_table;
 mod transitions;
 mod usage;
 
+use crate::event::Netns;
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -680,7 +681,7 @@ impl Tracker {
 
     /// Takes the namespaces' TIME_WAIT limits (their port ranges decide which timewait
     /// sockets hold an ephemeral port).
-    pub fn set_limits(&mut self, limits: &FxHashMap<u32, NetLimits>) {
+    pub fn set_limits(&mut self, limits: &FxHashMap<Netns, NetLimits>) {
         self.timewaits.table.set_limits(limits);
     }
 

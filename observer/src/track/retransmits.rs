@@ -113,7 +113,7 @@ impl Retransmits {
             return (StreakChange::None, None);
         }
         let tuple = Tuple {
-            netns: r.netns.unwrap_or(0),
+            netns: r.netns,
             local: r.local,
             remote: r.remote,
         };
@@ -213,7 +213,7 @@ impl Retransmits {
         debug_assert_eq!(r.kind, RetransmitKind::Synack);
         self.counts.synacks += 1;
         let key = ListenerKey {
-            netns: r.netns.unwrap_or(0),
+            netns: r.netns,
             port: r.local.port(),
         };
         if self.synacks.len() >= SYNACK_PORTS_CAPACITY && !self.synacks.contains_key(&key) {
@@ -266,6 +266,7 @@ impl Retransmits {
 
 #[cfg(test)]
 mod tests {
+    use crate::event::Netns;
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
@@ -283,7 +284,7 @@ mod tests {
             family: Family::Ipv4,
             local: SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
             remote: SocketAddr::from((Ipv4Addr::LOCALHOST, 80)),
-            netns: Some(1),
+            netns: Netns::new(1),
             unrecovered,
             err: 0,
         }
@@ -360,7 +361,7 @@ mod tests {
             r.synacks_by_port(),
             vec![(
                 ListenerKey {
-                    netns: 1,
+                    netns: Netns::new(1),
                     port: 40000
                 },
                 2

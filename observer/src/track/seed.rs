@@ -8,6 +8,7 @@
 //! dump began changes: a socket that changed state since then is left as it is, and a socket
 //! that closed since then (which the dump may still list) is never added back.
 
+use crate::event::Netns;
 use observer_common::TcpState;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -63,7 +64,7 @@ const MAX_CLOSED_DURING_DUMP: usize = 1 << 21;
 /// kernel sets SYN_SENT first): such sockets are matched to the dump by namespace and remote end.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Connecting {
-    netns: u32,
+    netns: Option<Netns>,
     remote: std::net::SocketAddr,
 }
 
@@ -310,11 +311,13 @@ impl Tracker {
     pub fn reconcile_sweep(
         &mut self,
         r: &mut Reconciliation,
-        dumped: &FxHashSet<u32>,
+        dumped: &FxHashSet<Netns>,
         budget: usize,
     ) -> bool {
         let in_scope = |t: &Tuple, since_ns: u64, mark: u16| {
-            t.netns != 0 && dumped.contains(&t.netns) && since_ns < r.started_ns && mark != r.mark
+            t.netns.is_some_and(|n| dumped.contains(&n))
+                && since_ns < r.started_ns
+                && mark != r.mark
         };
         let mut left = budget;
         while left > 0 {
@@ -385,7 +388,7 @@ impl Tracker {
     pub fn reconcile(
         &mut self,
         dump: &[SeedSocket],
-        dumped: &FxHashSet<u32>,
+        dumped: &FxHashSet<Netns>,
         dump_started_ns: u64,
         now_ns: u64,
     ) -> ReconcileOutcome {
@@ -400,7 +403,7 @@ impl Tracker {
     /// Tracks the sockets of a start-up dump that are not tracked yet: a reconciliation that
     /// finds nothing to drop. Their ages are lower bounds. Returns how many were added.
     pub fn seed(&mut self, sockets: &[SeedSocket], dump_started_ns: u64) -> u64 {
-        let dumped = sockets.iter().map(|s| s.tuple.netns).collect();
+        let dumped = sockets.iter().filter_map(|s| s.tuple.netns).collect();
         self.reconcile(sockets, &dumped, dump_started_ns, dump_started_ns)
             .added
     }

@@ -4,6 +4,7 @@
 //! eviction, and counted by state as they change, so that no query walks them all. [`Conn`] is
 //! the unpacked view the tracker works with.
 
+use crate::event::Netns;
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
@@ -81,7 +82,7 @@ struct Slot {
     owner: Task,
     local_ip: [u8; 16],
     remote_ip: [u8; 16],
-    netns: u32,
+    netns: Option<Netns>,
     local_port: u16,
     remote_port: u16,
     /// Neighbours in insertion order (oldest first), as slot indices.
@@ -519,7 +520,7 @@ mod tests {
                 .is_multiple_of(2)
                 .then(|| Task::new(7, 8, *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0")),
             tuple: Tuple {
-                netns: 42,
+                netns: Netns::new(42),
                 local: SocketAddr::new(ip(1), n),
                 remote: SocketAddr::new(ip(2), 80),
             },

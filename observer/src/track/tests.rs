@@ -12,7 +12,7 @@ use crate::event::{
     Family, ListenerKey, ResetDirection, ResetReason, TimerAction, TimewaitSocket, TimewaitTimer,
 };
 
-const NS: u32 = 4_026_532_000;
+const NS: Netns = Netns::new(4_026_532_000).unwrap();
 const MS: u64 = 1_000_000;
 const CLIENT: &str = "127.0.0.1:40000";
 const SERVER: &str = "127.0.0.1:8080";
@@ -339,7 +339,7 @@ fn closed_before_accept_is_counted_once_for_its_listening_port() {
         tracker.closed_before_accept(),
         vec![(
             ListenerKey {
-                netns: NS,
+                netns: Some(NS),
                 port: 8080
             },
             NeverAccepted {
@@ -424,7 +424,7 @@ fn resets_are_classified_from_the_reason_and_the_close_before_them() {
 fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
     let mut tracker = Tracker::new(16);
     let tuple = |local: &str, remote: &str| Tuple {
-        netns: NS,
+        netns: Some(NS),
         local: addr(local),
         remote: addr(remote),
     };
@@ -549,7 +549,7 @@ fn simultaneous_close_through_closing_also_enters_time_wait() {
 
 fn tuple(local: &str, remote: &str) -> Tuple {
     Tuple {
-        netns: NS,
+        netns: Some(NS),
         local: addr(local),
         remote: addr(remote),
     }

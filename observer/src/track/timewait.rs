@@ -405,7 +405,7 @@ impl Tracker {
     /// in a timewait socket as FIN_WAIT2, that FIN moves it to TIME_WAIT now.
     pub(super) fn peer_sent_fin(&mut self, t: &Transition, out: &mut Vec<Report>) {
         let ours = Tuple {
-            netns: t.netns.unwrap_or(0),
+            netns: t.netns,
             local: t.remote,
             remote: t.local,
         };
@@ -458,7 +458,7 @@ impl Tracker {
 
 fn tuple_of(s: &TimewaitSocket) -> Tuple {
     Tuple {
-        netns: s.netns.unwrap_or(0),
+        netns: s.netns,
         local: s.local,
         remote: s.remote,
     }
@@ -483,7 +483,7 @@ fn timewait_report(
             family: tw.tuple.family(),
             local: tw.tuple.local,
             remote: tw.tuple.remote,
-            netns: (tw.tuple.netns != 0).then_some(tw.tuple.netns),
+            netns: tw.tuple.netns,
             task: tw.owner.unwrap_or(Task::new(0, 0, [0; 16])),
             owner_context: false,
             has_socket: None,

@@ -4,6 +4,7 @@
 //! bytes per entry, and counted as they come and go: by substate, per namespace and per
 //! destination, so that neither a scrape nor an alert evaluation walks them.
 
+use crate::event::Netns;
 use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
@@ -57,7 +58,7 @@ struct Slot {
     owner: Task,
     local_ip: [u8; 16],
     remote_ip: [u8; 16],
-    netns: u32,
+    netns: Option<Netns>,
     local_port: u16,
     remote_port: u16,
     timeout_ms: u32,
@@ -163,7 +164,7 @@ pub struct TimewaitTable {
     fin_wait2: u64,
     usage: TimewaitUsage,
     /// `ip_local_port_range` per namespace, for [`TimewaitUsage::per_destination`].
-    port_ranges: FxHashMap<u32, (u16, u16)>,
+    port_ranges: FxHashMap<Netns, (u16, u16)>,
 }
 
 /// No slot.
@@ -339,8 +340,8 @@ impl TimewaitTable {
     }
 
     /// Takes the namespaces' port ranges; destinations are counted again where one changed.
-    pub fn set_limits(&mut self, limits: &FxHashMap<u32, NetLimits>) {
-        let ranges: FxHashMap<u32, (u16, u16)> = limits
+    pub fn set_limits(&mut self, limits: &FxHashMap<Netns, NetLimits>) {
+        let ranges: FxHashMap<Netns, (u16, u16)> = limits
             .iter()
             .filter_map(|(ns, l)| Some((*ns, l.local_port_range?)))
             .collect();
@@ -363,7 +364,7 @@ impl TimewaitTable {
     }
 
     fn destination(&self, t: &Tuple) -> Option<Destination> {
-        let (low, high) = self.port_ranges.get(&t.netns)?;
+        let (low, high) = self.port_ranges.get(&t.netns?)?;
         (*low..=*high)
             .contains(&t.local.port())
             .then_some(Destination {
@@ -451,7 +452,7 @@ mod tests {
         Tw {
             substate: TcpState::TimeWait,
             tuple: Tuple {
-                netns: 7,
+                netns: Netns::new(7),
                 local: SocketAddr::new(ip(1), port),
                 remote: SocketAddr::new(ip(2), 80),
             },
@@ -464,9 +465,9 @@ mod tests {
         }
     }
 
-    fn limits(range: (u16, u16)) -> FxHashMap<u32, NetLimits> {
+    fn limits(range: (u16, u16)) -> FxHashMap<Netns, NetLimits> {
         FxHashMap::from_iter([(
-            7,
+            Netns::new(7).unwrap(),
             NetLimits {
                 max_tw_buckets: Some(100),
                 local_port_range: Some(range),
@@ -537,11 +538,11 @@ mod tests {
             t.insert(u64::from(port), tw(port, false), 0).unwrap();
         }
         let dest = Destination {
-            netns: 7,
+            netns: Netns::new(7),
             local: "10.0.0.1".parse().unwrap(),
             remote: "10.0.0.2:80".parse().unwrap(),
         };
-        assert_eq!(t.usage().per_netns[&7], 4);
+        assert_eq!(t.usage().per_netns[&Netns::new(7)], 4);
         assert_eq!(t.usage().per_destination[&dest], 2);
         t.set_limits(&limits((40000, 40010)));
         assert_eq!(t.usage().per_destination[&dest], 3);

@@ -1,6 +1,7 @@
 //! How close TIME_WAIT is to the limits that make it hurt: the namespace's
 //! `tcp_max_tw_buckets`, and the ephemeral ports toward one destination.
 
+use crate::event::Netns;
 use std::net::{IpAddr, SocketAddr};
 
 use rustc_hash::FxHashMap;
@@ -11,7 +12,7 @@ use crate::kernel::NetLimits;
 /// remote end). connect() toward that remote end cannot reuse those ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Destination {
-    pub netns: u32,
+    pub netns: Option<Netns>,
     pub local: IpAddr,
     pub remote: SocketAddr,
 }
@@ -21,7 +22,7 @@ pub struct Destination {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimewaitUsage {
     /// Timewait sockets per network namespace.
-    pub per_netns: FxHashMap<u32, u64>,
+    pub per_netns: FxHashMap<Option<Netns>, u64>,
     /// Timewait sockets holding an ephemeral local port (by their namespace's
     /// `ip_local_port_range`), per destination.
     pub per_destination: FxHashMap<Destination, u64>,
@@ -31,21 +32,22 @@ impl TimewaitUsage {
     /// Per namespace: timewait sockets / `tcp_max_tw_buckets` (namespaces with a known limit).
     pub fn bucket_ratios<'a>(
         &'a self,
-        limits: &'a FxHashMap<u32, NetLimits>,
-    ) -> impl Iterator<Item = (u32, u64, f64)> + 'a {
+        limits: &'a FxHashMap<Netns, NetLimits>,
+    ) -> impl Iterator<Item = (Netns, u64, f64)> + 'a {
         self.per_netns.iter().filter_map(|(netns, n)| {
-            let max = limits.get(netns)?.max_tw_buckets?;
-            Some((*netns, *n, ratio(*n, max)))
+            let netns = (*netns)?;
+            let max = limits.get(&netns)?.max_tw_buckets?;
+            Some((netns, *n, ratio(*n, max)))
         })
     }
 
     /// Per destination: timewait sockets / size of the ephemeral port range.
     pub fn port_ratios<'a>(
         &'a self,
-        limits: &'a FxHashMap<u32, NetLimits>,
+        limits: &'a FxHashMap<Netns, NetLimits>,
     ) -> impl Iterator<Item = (Destination, u64, f64)> + 'a {
         self.per_destination.iter().filter_map(|(key, n)| {
-            let ports = limits.get(&key.netns)?.ephemeral_ports()?;
+            let ports = limits.get(&key.netns?)?.ephemeral_ports()?;
             Some((*key, *n, ratio(*n, ports)))
         })
     }
@@ -65,30 +67,34 @@ fn ratio(n: u64, of: u64) -> f64 {
 mod tests {
     use super::*;
 
+    fn ns(inode: u32) -> Netns {
+        Netns::new(inode).unwrap()
+    }
+
     #[test]
     fn ratios_against_the_namespaces_limits() {
         let limits = FxHashMap::from_iter([(
-            1,
+            ns(1),
             NetLimits {
                 max_tw_buckets: Some(4),
                 local_port_range: Some((40000, 40009)),
             },
         )]);
         let dest = |remote: &str| Destination {
-            netns: 1,
+            netns: Netns::new(1),
             local: "10.0.0.1".parse().unwrap(),
             remote: remote.parse().unwrap(),
         };
         let usage = TimewaitUsage {
             // No limits known for namespace 2.
-            per_netns: FxHashMap::from_iter([(1, 4), (2, 1)]),
+            per_netns: FxHashMap::from_iter([(Some(ns(1)), 4), (Some(ns(2)), 1)]),
             per_destination: FxHashMap::from_iter([
                 (dest("10.0.0.2:80"), 2),
                 (dest("10.0.0.3:80"), 1),
             ]),
         };
         let buckets: Vec<_> = usage.bucket_ratios(&limits).collect();
-        assert_eq!(buckets, [(1, 4, 1.0)]);
+        assert_eq!(buckets, [(ns(1), 4, 1.0)]);
         let mut ports: Vec<_> = usage.port_ratios(&limits).map(|(_, n, r)| (n, r)).collect();
         ports.sort_by_key(|p| p.0);
         assert_eq!(ports, [(1, 0.1), (2, 0.2)]);

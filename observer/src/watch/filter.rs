@@ -6,7 +6,7 @@
 use ipnet::IpNet;
 use observer_common::TcpState;
 
-use crate::event::{Family, Reset, SocketError, Transition, Tuple};
+use crate::event::{Family, Netns, Reset, SocketError, Transition, Tuple};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -65,8 +65,7 @@ impl Filter {
             state.as_slice(),
             owner_pid,
             tuple.family(),
-            // The tracker writes 0 for an unknown namespace.
-            Some(tuple.netns).filter(|n| *n != 0),
+            tuple.netns,
         )
     }
 
@@ -88,7 +87,7 @@ impl Filter {
         states: &[TcpState],
         owner_pid: Option<u32>,
         family: Family,
-        netns: Option<u32>,
+        netns: Option<Netns>,
     ) -> bool {
         let any = |empty: bool, hit: bool| empty || hit;
         any(
@@ -110,7 +109,7 @@ impl Filter {
         ) && self.family.is_none_or(|f| f == family)
             && any(
                 self.netns.is_empty(),
-                netns.is_some_and(|n| self.netns.contains(&n)),
+                netns.is_some_and(|n| self.netns.contains(&n.inode())),
             )
     }
 }
@@ -136,7 +135,7 @@ mod tests {
             },
             local,
             remote: remote.parse().unwrap(),
-            netns: Some(77),
+            netns: Netns::new(77),
             task: Task::new(5, 5, [0; 16]),
             owner_context: false,
             has_socket: None,
@@ -224,7 +223,7 @@ mod tests {
     #[test]
     fn retransmissions_and_errors_are_filtered_like_transitions() {
         let tuple = Tuple {
-            netns: 77,
+            netns: Netns::new(77),
             local: "10.0.0.1:40000".parse().unwrap(),
             remote: "10.0.0.2:80".parse().unwrap(),
         };
@@ -236,7 +235,7 @@ mod tests {
             family: Family::Ipv4,
             local: tuple.local,
             remote: tuple.remote,
-            netns: Some(77),
+            netns: Netns::new(77),
             unrecovered: None,
             probes_out: None,
             unsent_data: None,
@@ -270,7 +269,10 @@ mod tests {
         ] {
             assert_eq!(pass(&f), (expected, expected), "{f:?}");
         }
-        let unknown = Tuple { netns: 0, ..tuple };
+        let unknown = Tuple {
+            netns: None,
+            ..tuple
+        };
         assert!(
             !with(|f| f.netns = vec![77]).matches_retransmits(&unknown, None, None),
             "an unknown namespace does not match --netns"

@@ -11,7 +11,7 @@ use super::{LossCounts, Summary, sink::Sink, summary::StateSummary};
 use crate::{
     alerts::{Change, deliver::ChangeRecord},
     clock::WallClock,
-    event::{Family, Reset, SocketError, Task, Transition, Tuple},
+    event::{Family, Netns, Reset, SocketError, Task, Transition, Tuple},
     human::error_name,
     track::{
         EndCause, Note, Observation, Report, RetransmitPhase, TimewaitEnd, resets::ResetClass,
@@ -67,14 +67,14 @@ impl Socket {
 /// (null when not yet known).
 #[derive(Serialize)]
 pub struct Owner<'a> {
-    pub netns: Option<u32>,
+    pub netns: Option<Netns>,
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
 }
 
 impl<'a> Owner<'a> {
     #[must_use]
-    pub fn new(netns: Option<u32>, task: Option<&'a Task>) -> Self {
+    pub fn new(netns: Option<Netns>, task: Option<&'a Task>) -> Self {
         Self {
             netns,
             pid: task.map(|o| o.pid),
@@ -193,11 +193,6 @@ const fn note_name(note: Note) -> &'static str {
         Note::TimewaitEnded(TimewaitEnd::Unseen) => "timewait_unseen",
         Note::NoTimewait => "no_timewait",
     }
-}
-
-/// A non-zero namespace inode (0 is the tracker's "unknown").
-const fn known_netns(netns: u32) -> Option<u32> {
-    if netns == 0 { None } else { Some(netns) }
 }
 
 impl<'a> Line<'a> {
@@ -320,7 +315,7 @@ impl<'a> Line<'a> {
             no_progress_ns,
             since_mono_ns,
             lower_bound,
-            owner: Owner::new(known_netns(tuple.netns), owner),
+            owner: Owner::new(tuple.netns, owner),
         }
     }
 

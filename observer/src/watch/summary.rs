@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::LossCounts;
 use crate::{
+    event::Netns,
     human::{human_duration, plural},
     snapshot::Snapshot,
     track::{
@@ -152,7 +153,7 @@ pub(super) fn build(s: &Snapshot) -> StateSummary<'_> {
             .closed_before_accept
             .iter()
             .map(|c| NeverAccepted {
-                netns: c.listener.netns,
+                netns: Netns::inode_or_zero(c.listener.netns),
                 port: c.listener.port,
                 peer_closed: c.counts.peer_closed,
                 peer_reset: c.counts.peer_reset,
@@ -177,7 +178,7 @@ pub(super) fn build(s: &Snapshot) -> StateSummary<'_> {
             .synack_retransmits
             .iter()
             .map(|r| SynackCount {
-                netns: r.listener.netns,
+                netns: Netns::inode_or_zero(r.listener.netns),
                 port: r.listener.port,
                 count: r.count,
             })
@@ -205,7 +206,7 @@ fn close_wait(s: &Snapshot) -> Vec<CloseWait> {
         .map(|e| CloseWait {
             local: e.tuple.local.to_string(),
             remote: e.tuple.remote.to_string(),
-            netns: e.tuple.netns,
+            netns: Netns::inode_or_zero(e.tuple.netns),
             age_ns: s.mono_ns.saturating_sub(e.since_ns),
             age_lower_bound: e.lower_bound,
             pid: e.owner.map(|o| o.pid),
@@ -225,7 +226,7 @@ fn half_open(s: &Snapshot) -> Vec<HalfOpen> {
         .map(|h| HalfOpen {
             local: h.tuple.local.to_string(),
             remote: h.tuple.remote.to_string(),
-            netns: h.tuple.netns,
+            netns: Netns::inode_or_zero(h.tuple.netns),
             state: h.state.map(TcpState::name),
             age_ns: s.mono_ns.saturating_sub(h.since_ns),
             age_lower_bound: h.lower_bound,
@@ -418,7 +419,7 @@ mod tests {
             family: Family::Ipv4,
             local: local(),
             remote: remote(),
-            netns: Some(9),
+            netns: Netns::new(9),
             task: Task::new(42, 42, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
             owner_context: true,
             has_socket: Some(true),
@@ -434,7 +435,7 @@ mod tests {
             family: Family::Ipv4,
             local: local(),
             remote: remote(),
-            netns: Some(9),
+            netns: Netns::new(9),
             unrecovered: Some(unrecovered),
             err: 0,
         }
@@ -464,7 +465,7 @@ mod tests {
             family: Family::Ipv4,
             local: "10.0.0.1:40001".parse().unwrap(),
             remote: remote(),
-            netns: Some(9),
+            netns: Netns::new(9),
             unrecovered: Some(0),
             probes_out: Some(0),
             unsent_data: Some(false),

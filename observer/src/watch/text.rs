@@ -18,7 +18,7 @@ use super::{
 use crate::{
     alerts::{Change, Status},
     clock::WallClock,
-    event::{Reset, SocketError, Task, Transition, Tuple},
+    event::{Netns, Reset, SocketError, Task, Transition, Tuple},
     human::{error_name, human_duration, plural},
     track::{
         EndCause, Note, Observation, Report, RetransmitPhase, TimewaitEnd, resets::ResetClass,
@@ -45,7 +45,7 @@ fn state_style(state: TcpState) -> Style {
 pub struct TextContext<'a> {
     pub clock: &'a WallClock,
     pub tz: &'a jiff::tz::TimeZone,
-    pub own_netns: Option<u32>,
+    pub own_netns: Option<Netns>,
     pub color: bool,
 }
 
@@ -87,15 +87,8 @@ impl TextContext<'_> {
         state.map_or_else(String::new, |s| format!(" in {}", self.paint_state(s)))
     }
 
-    /// ` netns N` unless it is observer's own namespace or unknown (0).
-    fn netns_suffix(&self, netns: Option<u32>) -> String {
-        netns
-            .filter(|ns| *ns != 0 && Some(*ns) != self.own_netns)
-            .map_or_else(String::new, |ns| format!(" netns {ns}"))
-    }
-
-    /// ` netns N` unless it is observer's own namespace; the kernel's value as it came.
-    fn event_netns_suffix(&self, netns: Option<u32>) -> String {
+    /// ` netns N` unless it is observer's own namespace or unknown.
+    fn netns_suffix(&self, netns: Option<Netns>) -> String {
         netns
             .filter(|ns| Some(*ns) != self.own_netns)
             .map_or_else(String::new, |ns| format!(" netns {ns}"))
@@ -130,7 +123,7 @@ pub fn text_line(
     if seen.gap {
         line.push_str(" [missed transitions before this one]");
     }
-    line.push_str(&ctx.event_netns_suffix(t.netns));
+    line.push_str(&ctx.netns_suffix(t.netns));
     line
 }
 
@@ -177,7 +170,7 @@ pub fn reset_line(
     }) {
         let _ = write!(line, " ({name})");
     }
-    line.push_str(&ctx.event_netns_suffix(r.netns));
+    line.push_str(&ctx.netns_suffix(r.netns));
     line
 }
 
@@ -262,7 +255,7 @@ pub fn retransmits_line(
         ctx.prefix(at_ns, owner, tuple.local, tuple.remote),
         ctx.paint(word, style),
         ctx.in_state(state),
-        ctx.netns_suffix(Some(tuple.netns)),
+        ctx.netns_suffix(tuple.netns),
     )
 }
 
@@ -365,10 +358,10 @@ pub fn stdout_takes_color() -> bool {
 }
 
 /// The network namespace observer runs in: not worth naming on every line.
-fn own_netns() -> Option<u32> {
+fn own_netns() -> Option<Netns> {
     use std::os::unix::fs::MetadataExt as _;
     let ino = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
-    u32::try_from(ino).ok()
+    u32::try_from(ino).ok().and_then(Netns::new)
 }
 
 /// Terminal lines written to `out`, in the local time zone.
@@ -376,7 +369,7 @@ pub struct TextSink<W> {
     out: W,
     wall: WallClock,
     tz: jiff::tz::TimeZone,
-    own_netns: Option<u32>,
+    own_netns: Option<Netns>,
     color: bool,
 }
 

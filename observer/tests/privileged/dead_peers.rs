@@ -9,6 +9,7 @@
 //!   daemon's accept-queue alert fires.
 
 use crate::support;
+use observer::event::Netns;
 
 use std::{
     io::{Read as _, Write as _},
@@ -263,7 +264,7 @@ fn retransmissions_that_recover_clear_the_suspect_without_a_timeout() {
                 .tracker
                 .half_open_suspects(0)
                 .into_iter()
-                .filter(|s| s.tuple.netns == netns)
+                .filter(|s| s.tuple.netns == Netns::new(netns))
                 .collect();
             assert!(suspects.is_empty(), "{suspects:#?}\n{mine:#?}");
             assert_eq!(recorder.tracker.connection_ends().timeouts(), 0);

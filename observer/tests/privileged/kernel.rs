@@ -2,6 +2,7 @@
 //! loopback inside a network namespace each test creates, exact expectations.
 
 use crate::support;
+use observer::event::Netns;
 
 use std::{
     io::{Read as _, Write as _},
@@ -199,7 +200,7 @@ fn full_ring_buffer(addr: IpAddr) {
         batch
             .iter()
             .filter(|e| {
-                matches!(e, observer::event::Event::Transition(t) if t.netns == Some(ns.inode()))
+                matches!(e, observer::event::Event::Transition(t) if t.netns == Netns::new(ns.inode()))
             })
             .count() as u64
     };

@@ -3,6 +3,7 @@
 //! creates, exact expectations.
 
 use crate::support;
+use observer::event::Netns;
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
@@ -96,7 +97,7 @@ impl Collector {
         let _ = self
             .runtime
             .block_on(async { tokio::time::timeout(wait, stream.next_batch(&mut batch)).await });
-        let netns = Some(self.netns);
+        let netns = Netns::new(self.netns);
         for event in batch {
             match event {
                 Event::Transition(t) if t.netns == netns => self.transitions.push(t),
@@ -157,7 +158,7 @@ fn refused(addr: IpAddr) {
             family: family(addr),
             local: refused.local,
             remote: server,
-            netns: Some(ns.inode()),
+            netns: Netns::new(ns.inode()),
             unrecovered: Some(0),
             probes_out: Some(0),
             unsent_data: Some(false),
@@ -215,7 +216,7 @@ fn reset_by_peer(addr: IpAddr) {
         family: family(addr),
         local,
         remote,
-        netns: Some(ns.inode()),
+        netns: Netns::new(ns.inode()),
         unrecovered: Some(0),
         probes_out: Some(0),
         unsent_data: Some(false),
@@ -418,7 +419,7 @@ fn synack_unanswered(addr: IpAddr) {
             family: family(addr),
             local: server,
             remote: client,
-            netns: Some(ns.inode()),
+            netns: Netns::new(ns.inode()),
             unrecovered: None,
             err: 0,
         }]

@@ -116,10 +116,13 @@ fn of_netns(snapshot: &ListenSnapshot, netns: u32) -> (Vec<Listener>, ListenCoun
     let listeners = snapshot
         .listeners
         .iter()
-        .filter(|l| l.netns == netns)
+        .filter(|l| l.netns.inode() == netns)
         .copied()
         .collect();
-    let mut found = snapshot.counters.iter().filter(|(ns, _)| *ns == netns);
+    let mut found = snapshot
+        .counters
+        .iter()
+        .filter(|(ns, _)| ns.inode() == netns);
     let (_, counters) = *found.next().expect("the test namespace's counters");
     assert!(found.next().is_none(), "one entry per namespace");
     (listeners, counters)
@@ -144,7 +147,7 @@ fn overflowing_listener(ip: IpAddr) {
     let (listeners, counts) = before;
     assert_eq!(listeners.len(), 1, "{listeners:#?}");
     let l = the_listener(&listeners, at);
-    assert_eq!(l.netns, ns.inode());
+    assert_eq!(l.netns.inode(), ns.inode());
     assert_ne!(l.inode, 0);
     // Five got into the queue (backlog + 1); three SYNs found it full and were dropped, each
     // counted as an overflow and a drop. The three held handshakes are request sockets, which

@@ -2,6 +2,7 @@
 //! Needs root (to create and enter network namespaces).
 
 use crate::support;
+use observer::event::Netns;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -105,7 +106,7 @@ fn own_netns() -> u32 {
 fn netns_ref(ns: &NetNs) -> NetnsRef {
     let found = list_netns()
         .into_iter()
-        .find(|r| r.inode == ns.inode())
+        .find(|r| r.inode.inode() == ns.inode())
         .expect("list_netns finds the test namespace");
     let name = found.path.file_name().unwrap().to_str().unwrap();
     let out = Command::new("ip")
@@ -220,7 +221,7 @@ fn check_every_socket(sockets: &[DiagSocket], netns: u32) -> HashSet<u64> {
     let uid = unsafe { libc::geteuid() };
     let mut cookies = HashSet::new();
     for s in sockets {
-        assert_eq!(s.netns, netns, "{s:?}");
+        assert_eq!(s.netns.inode(), netns, "{s:?}");
         let family = if s.local.is_ipv4() {
             Family::Ipv4
         } else {
@@ -336,13 +337,13 @@ fn dump_netns_reports_every_socket_of_the_namespace() {
     // From a thread inside the namespace, dump_current sees the same sockets.
     let current = ns.enter(|| dump_current().unwrap());
     assert_eq!(current.iter().map(key).collect::<BTreeSet<_>>(), expected);
-    assert!(current.iter().all(|s| s.netns == ns.inode()));
+    assert!(current.iter().all(|s| s.netns.inode() == ns.inode()));
 
     // Nothing of the test namespace leaks into the caller's.
     let here = dump_current().unwrap();
     assert!(
         here.iter()
-            .all(|s| s.netns != ns.inode() && !cookies.contains(&s.cookie)),
+            .all(|s| s.netns.inode() != ns.inode() && !cookies.contains(&s.cookie)),
         "the caller's namespace must not list the test namespace's sockets"
     );
 }
@@ -358,7 +359,7 @@ fn dump_all_includes_a_new_namespace() {
     let port = addr(&listener);
 
     let namespaces = list_netns();
-    let inodes: HashSet<u32> = namespaces.iter().map(|n| n.inode).collect();
+    let inodes: HashSet<u32> = namespaces.iter().map(|n| n.inode.inode()).collect();
     assert_eq!(inodes.len(), namespaces.len(), "one entry per namespace");
     let own = own_netns();
     assert!(
@@ -373,14 +374,14 @@ fn dump_all_includes_a_new_namespace() {
         !snapshot
             .failed
             .iter()
-            .any(|(n, _)| n.inode == ns.inode() || n.inode == own),
+            .any(|(n, _)| n.inode.inode() == ns.inode() || n.inode.inode() == own),
         "{:?}",
         snapshot.failed
     );
     let mine: Vec<_> = snapshot
         .sockets
         .iter()
-        .filter(|s| s.netns == ns.inode())
+        .filter(|s| s.netns.inode() == ns.inode())
         .collect();
     assert_eq!(mine.len(), 1, "{mine:#?}");
     assert_eq!(
@@ -411,7 +412,7 @@ fn a_vanished_namespace_is_an_error() {
 
     // A path that now opens some other namespace is refused, not dumped.
     let wrong = NetnsRef {
-        inode: own_netns().wrapping_add(1),
+        inode: Netns::new(own_netns().wrapping_add(1)).unwrap(),
         path: PathBuf::from("/proc/self/ns/net"),
     };
     let err = dump_netns(&wrong).unwrap_err();

@@ -2,6 +2,7 @@
 //! network namespace each test creates, fed through the real probes, with exact expectations.
 
 use crate::support;
+use observer::event::Netns;
 
 use std::{
     io::{Read as _, Write as _},
@@ -219,7 +220,7 @@ fn close_wait_leak_is_listed_with_its_age_and_owner(addr: IpAddr) {
     let entry = |rec: &Recorder| {
         rec.tracker
             .close_wait()
-            .find(|e| e.tuple.local == server_addr && e.tuple.netns == ns.inode())
+            .find(|e| e.tuple.local == server_addr && e.tuple.netns == Netns::new(ns.inode()))
             .expect("the leaked socket is listed")
     };
     let first = mono_now_ns() - entry(&rec).since_ns;
@@ -412,7 +413,7 @@ fn closed_before_accept_is_counted_for_its_listening_port(addr: IpAddr) {
         .tracker
         .closed_before_accept()
         .into_iter()
-        .filter(|(listener, _)| listener.netns == ns.inode())
+        .filter(|(listener, _)| listener.netns == Netns::new(ns.inode()))
         .map(|(listener, n)| (listener.port, n.peer_closed, n.peer_reset))
         .collect();
     assert_eq!(counted, [(server_addr.port(), 1, 0)]);
@@ -443,7 +444,7 @@ fn sockets_open_before_start_are_seeded(addr: IpAddr) {
     let mut rec = Recorder::start(ns.inode());
     let inventory = Inventory::take();
     assert!(
-        inventory.dumped.contains(&ns.inode()),
+        inventory.dumped.contains(&Netns::new(ns.inode()).unwrap()),
         "{:?}",
         inventory.failed
     );
@@ -456,7 +457,7 @@ fn sockets_open_before_start_are_seeded(addr: IpAddr) {
     let cw: Vec<_> = rec
         .tracker
         .close_wait()
-        .filter(|e| e.tuple.netns == ns.inode())
+        .filter(|e| e.tuple.netns == Netns::new(ns.inode()))
         .collect();
     assert_eq!(cw.len(), 1);
     assert_eq!(cw[0].tuple.local, server_addr);
@@ -466,7 +467,7 @@ fn sockets_open_before_start_are_seeded(addr: IpAddr) {
         .tracker
         .timewait_sockets()
         .into_iter()
-        .filter(|(t, _, _, _)| t.netns == ns.inode())
+        .filter(|(t, _, _, _)| t.netns == Netns::new(ns.inode()))
         .collect();
     // Two timewait sockets: the closed connection's client in TIME_WAIT, and the leaking
     // connection's client, orphaned in FIN_WAIT2 while its peer sits in CLOSE_WAIT.

@@ -3,6 +3,7 @@
 //! on purpose. Real connections in a namespace each test creates.
 
 use crate::support;
+use observer::event::Netns;
 
 use std::{
     io::Read as _,
@@ -113,7 +114,7 @@ impl Live {
         let held = self.pipeline.state().tracker.sockets();
         comparable(
             held.into_iter()
-                .filter(|(t, _)| t.netns == self.netns)
+                .filter(|(t, _)| t.netns == Netns::new(self.netns))
                 .map(|(t, state)| ss::Listed {
                     state,
                     local: t.local,

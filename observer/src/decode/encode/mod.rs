@@ -23,7 +23,7 @@ pub use sock_common::{SocketErrorEncoder, TimerEncoder};
 pub use span::{ResetEncoder, RetransmitEncoder, StateEncoder};
 
 use crate::{
-    event::{Event, ResetDirection, RetransmitKind, Task},
+    event::{Event, Netns, ResetDirection, RetransmitKind, Task},
     kernel::tracefs::Field,
 };
 
@@ -134,11 +134,11 @@ fn span_context(
     kind: RecordKind,
     mono_ns: u64,
     task: Option<&Task>,
-    netns: Option<u32>,
+    netns: Option<Netns>,
 ) -> SpanRecord {
     let mut rec = empty_span(kind);
     rec.ts_ns = mono_ns;
-    rec.netns = netns.unwrap_or(0);
+    rec.netns = Netns::inode_or_zero(netns);
     if let Some(task) = task {
         rec.pid_tgid = (u64::from(task.pid) << 32) | u64::from(task.tid);
         // The name as the kernel keeps it: at most 15 bytes and a NUL.

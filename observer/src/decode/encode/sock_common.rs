@@ -16,7 +16,7 @@ use observer_common::{
 use super::{Copied, bytes_of};
 use crate::{
     decode::{AF_INET, AF_INET6, timewait::CommonOffsets},
-    event::{Family, SocketError, TimerAction, TimewaitTimer},
+    event::{Family, Netns, SocketError, TimerAction, TimewaitTimer},
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -59,7 +59,7 @@ impl TimerEncoder {
                     timer: t.timer,
                     expires: now.wrapping_add(jiffies),
                     now,
-                    netns: socket.netns.unwrap_or(0),
+                    netns: Netns::inode_or_zero(socket.netns),
                     event: TimerEvent::Start as u8,
                     substate: socket.substate as u8,
                     common_len: common_len(self.config.common_len),
@@ -139,7 +139,7 @@ impl SocketErrorEncoder {
             header: RecordHeader::new(RecordKind::SocketError, size_of::<SocketErrorRecord>()),
             ts_ns: e.mono_ns,
             sock: e.sock,
-            netns: e.netns.unwrap_or(0),
+            netns: Netns::inode_or_zero(e.netns),
             error: e.error,
             state: e.state.map_or(0, |s| s as u8),
             retransmits,

@@ -5,11 +5,11 @@ use observer_common::{RecordKind, TcpState};
 
 use super::{EncodeError, Encoder, linux_6_18};
 use crate::event::{
-    Event, Family, Reset, ResetDirection, ResetReason, Retransmit, RetransmitKind, SocketError,
-    Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition,
+    Event, Family, Netns, Reset, ResetDirection, ResetReason, Retransmit, RetransmitKind,
+    SocketError, Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition,
 };
 
-const NETNS: u32 = 4_026_531_840;
+const NETNS: Netns = Netns::new(4_026_531_840).unwrap();
 
 fn round_trip(event: Event) {
     let codec = linux_6_18::codec();

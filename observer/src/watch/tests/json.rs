@@ -1,5 +1,6 @@
 //! JSON lines: the documented fields, and whole lines, keys in order, as they have always read.
 
+use crate::event::Netns;
 use std::collections::BTreeMap;
 
 use observer_common::TcpState;
@@ -204,7 +205,7 @@ fn transition_and_reset_lines_read_as_before() {
         family: Family::Ipv4,
         local: "10.0.0.1:80".parse().unwrap(),
         remote: "10.0.0.2:51000".parse().unwrap(),
-        netns: Some(9),
+        netns: Netns::new(9),
         task: owner,
     };
     let reports = [
@@ -290,7 +291,7 @@ fn retransmission_and_error_lines_read_as_before() {
         ),
         retransmits(
             Tuple {
-                netns: 0,
+                netns: None,
                 ..tuple()
             },
             None,

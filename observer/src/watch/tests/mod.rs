@@ -4,6 +4,7 @@
 mod json;
 mod text;
 
+use crate::event::Netns;
 use observer_common::TcpState;
 
 use crate::{
@@ -23,7 +24,7 @@ pub fn sample() -> (Transition, Observation) {
         family: Family::Ipv6,
         local: "[::1]:40000".parse().unwrap(),
         remote: "[::1]:8080".parse().unwrap(),
-        netns: Some(9),
+        netns: Netns::new(9),
         task: Task::new(7, 8, *b"ksoftirqd/0\0\0\0\0\0"),
         owner_context: false,
         has_socket: Some(true),
@@ -41,7 +42,7 @@ pub fn sample() -> (Transition, Observation) {
 
 pub fn tuple() -> Tuple {
     Tuple {
-        netns: 9,
+        netns: Netns::new(9),
         local: "10.0.0.1:40000".parse().unwrap(),
         remote: "10.0.0.2:80".parse().unwrap(),
     }
@@ -61,7 +62,7 @@ pub fn socket_error(error: i32, state: TcpState) -> SocketError {
         family: Family::Ipv4,
         local: t.local,
         remote: t.remote,
-        netns: Some(9),
+        netns: Netns::new(9),
         unrecovered: Some(7),
         probes_out: Some(0),
         unsent_data: Some(true),

@@ -1,5 +1,6 @@
 //! Terminal lines: what each says, and whole lines as they have always read.
 
+use crate::event::Netns;
 use observer_common::TcpState;
 
 use super::{S, curl, sample, socket_error, tuple};
@@ -13,7 +14,7 @@ use crate::{
 fn context<'a>(
     clock: &'a WallClock,
     tz: &'a jiff::tz::TimeZone,
-    own_netns: Option<u32>,
+    own_netns: Option<Netns>,
     color: bool,
 ) -> TextContext<'a> {
     TextContext {
@@ -29,14 +30,14 @@ fn text_context<'a>(
     tz: &'a jiff::tz::TimeZone,
     color: bool,
 ) -> TextContext<'a> {
-    context(clock, tz, Some(9), color)
+    context(clock, tz, Netns::new(9), color)
 }
 
 #[test]
 fn text_line_shows_owner_addresses_states_and_time_in_state() {
     let (t, seen) = sample();
     let (clock, tz) = (WallClock::IDENTITY, jiff::tz::TimeZone::UTC);
-    let line = text_line(&t, &seen, None, &context(&clock, &tz, Some(9), false));
+    let line = text_line(&t, &seen, None, &context(&clock, &tz, Netns::new(9), false));
     assert!(line.starts_with("00:00:00.000000 42/curl "), "{line}");
     assert!(line.contains("[::1]:40000 -> [::1]:8080"), "{line}");
     assert!(line.contains("SYN_SENT -> ESTABLISHED (250µs)"), "{line}");
@@ -47,7 +48,12 @@ fn text_line_shows_owner_addresses_states_and_time_in_state() {
         lower_bound: false,
         gap: true,
     };
-    let line = text_line(&t, &unknown, None, &context(&clock, &tz, Some(1), true));
+    let line = text_line(
+        &t,
+        &unknown,
+        None,
+        &context(&clock, &tz, Netns::new(1), true),
+    );
     assert!(line.contains(" ? "), "{line}");
     assert!(line.contains("\u{1b}["), "colour codes when asked: {line}");
     assert!(
@@ -76,18 +82,23 @@ fn transition_lines_read_as_before() {
         timeout_ns: Some(60 * S),
     });
     let listen = Transition {
-        netns: Some(0),
+        netns: None,
         old: TcpState::Listen,
         new: TcpState::CloseWait,
         ..t
     };
     let cases = [
         (
-            text_line(&t, &seen, None, &context(&clock, &tz, Some(1), false)),
+            text_line(&t, &seen, None, &context(&clock, &tz, Netns::new(1), false)),
             "00:00:00.000000 42/curl                              [::1]:40000 -> [::1]:8080                FIN_WAIT2 -> TIME_WAIT (>=250µs) [missed transitions before this one] netns 9",
         ),
         (
-            text_line(&t, &seen, entered, &context(&clock, &tz, Some(9), false)),
+            text_line(
+                &t,
+                &seen,
+                entered,
+                &context(&clock, &tz, Netns::new(9), false),
+            ),
             "00:00:00.000000 42/curl                              [::1]:40000 -> [::1]:8080                FIN_WAIT2 -> TIME_WAIT (>=250µs) [timewait socket, ends in 1m00s] [missed transitions before this one]",
         ),
         (
@@ -95,7 +106,7 @@ fn transition_lines_read_as_before() {
                 &t,
                 &seen,
                 Some(Note::NoTimewait),
-                &context(&clock, &tz, Some(1), true),
+                &context(&clock, &tz, Netns::new(1), true),
             ),
             "00:00:00.000000 42/curl                              [::1]:40000 -> [::1]:8080                FIN_WAIT2 -> \u{1b}[33mTIME_WAIT\u{1b}[0m (>=250µs) [no timewait socket] [missed transitions before this one] netns 9",
         ),
@@ -104,13 +115,18 @@ fn transition_lines_read_as_before() {
                 &t,
                 &seen,
                 Some(Note::NoTimewait),
-                &context(&clock, &tz, Some(9), true),
+                &context(&clock, &tz, Netns::new(9), true),
             ),
             "00:00:00.000000 42/curl                              [::1]:40000 -> [::1]:8080                FIN_WAIT2 -> \u{1b}[33mTIME_WAIT\u{1b}[0m (>=250µs) [no timewait socket] [missed transitions before this one]",
         ),
         (
-            text_line(&listen, &seen, None, &context(&clock, &tz, Some(9), true)),
-            "00:00:00.000000 42/curl                              [::1]:40000 -> [::1]:8080                \u{1b}[34mLISTEN\u{1b}[0m -> \u{1b}[33mCLOSE_WAIT\u{1b}[0m (>=250µs) [missed transitions before this one] netns 0",
+            text_line(
+                &listen,
+                &seen,
+                None,
+                &context(&clock, &tz, Netns::new(9), true),
+            ),
+            "00:00:00.000000 42/curl                              [::1]:40000 -> [::1]:8080                \u{1b}[34mLISTEN\u{1b}[0m -> \u{1b}[33mCLOSE_WAIT\u{1b}[0m (>=250µs) [missed transitions before this one]",
         ),
     ];
     for (line, expected) in cases {
@@ -132,7 +148,7 @@ fn reset_lines_read_as_before() {
         family: Family::Ipv4,
         local: "10.0.0.1:80".parse().unwrap(),
         remote: "10.0.0.2:51000".parse().unwrap(),
-        netns: Some(9),
+        netns: Netns::new(9),
         task: owner,
     };
     let received = Reset {
@@ -143,7 +159,7 @@ fn reset_lines_read_as_before() {
         ..sent
     };
     let unknown_netns = Reset {
-        netns: Some(0),
+        netns: None,
         ..sent
     };
     let abortive = |r: &Reset, ctx| {
@@ -166,8 +182,8 @@ fn reset_lines_read_as_before() {
             "00:00:01.500000 ?                                    10.0.0.1:80 -> 10.0.0.2:51000            RST received in no socket: no socket for the segment (connection refused, or stale)",
         ),
         (
-            no_socket(&unknown_netns, context(&clock, &tz, Some(9), false)),
-            "00:00:01.500000 ?                                    10.0.0.1:80 -> 10.0.0.2:51000            RST sent in no socket: no socket for the segment (connection refused, or stale) (reason 2) netns 0",
+            no_socket(&unknown_netns, context(&clock, &tz, Netns::new(9), false)),
+            "00:00:01.500000 ?                                    10.0.0.1:80 -> 10.0.0.2:51000            RST sent in no socket: no socket for the segment (connection refused, or stale) (reason 2)",
         ),
     ];
     for (line, expected) in cases {
@@ -234,7 +250,7 @@ fn retransmission_lines_say_what_changed() {
         "{recovered}"
     );
     let other_netns = Tuple {
-        netns: 10,
+        netns: Netns::new(10),
         ..tuple()
     };
     let coloured = retransmits_line(
@@ -310,7 +326,7 @@ fn connection_error_lines_name_the_cause_and_errno() {
         "{reset}"
     );
     let odd = SocketError {
-        netns: Some(10),
+        netns: Netns::new(10),
         ..socket_error(200, TcpState::Established)
     };
     let line = connection_error_line(&odd, EndCause::Other, None, None, &ctx);

@@ -28,6 +28,7 @@ macro_rules! both_families {
     };
 }
 
+use observer::event::Netns;
 use std::{
     io::Read as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream},
@@ -140,7 +141,7 @@ impl Recorder {
             });
             for event in batch.drain(..) {
                 if let Event::Transition(t) = &event
-                    && t.netns == Some(self.netns)
+                    && t.netns == Netns::new(self.netns)
                 {
                     self.seen.push(*t);
                 }
@@ -162,9 +163,10 @@ pub fn report_netns(r: &Report) -> Option<u32> {
     match r {
         Report::Transition { transition, .. } => transition.netns,
         Report::Reset { reset, .. } => reset.netns,
-        Report::Retransmits { tuple, .. } => Some(tuple.netns),
+        Report::Retransmits { tuple, .. } => tuple.netns,
         Report::ConnectionError { error, .. } => error.netns,
     }
+    .map(Netns::inode)
 }
 
 /// The transitions of one socket, in order.

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 pub use ends::{EndCause, EndCount, EndCounts};
 pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
-pub use retransmits::{RetransmitCounts, Retransmitting};
+pub use retransmits::{Recovered, RetransmitCounts, Retransmitting};
 pub use seed::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket};
 pub use timewait::TimewaitCounts;
 pub use transitions::TransitionCounts;
@@ -64,6 +64,26 @@ const STREAK_CHECK_NS: u64 = 250_000_000;
 /// At most this many (namespace, listening port) pairs get their own closed-before-accept
 /// count; the rest are added to an overflow count.
 const LISTENER_PORTS_CAPACITY: usize = 4096;
+
+/// A socket the tracker holds, as `ss` lists it: a full socket in its state, a timewait
+/// socket in its substate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackedSocket {
+    pub tuple: Tuple,
+    pub state: TcpState,
+}
+
+/// A timewait socket the tracker holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimewaitEntry {
+    pub tuple: Tuple,
+    /// TIME_WAIT, or FIN_WAIT2 for an orphan waiting in a timewait socket.
+    pub substate: TcpState,
+    /// Since when it is in that substate.
+    pub since_ns: u64,
+    /// The socket was there before its substate was seen to begin: `since_ns` is a lower bound.
+    pub lower_bound: bool,
+}
 
 /// Counters of what the tracker could not know, and of what it did about it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -521,15 +541,15 @@ impl Tracker {
         if self.retransmits.by_sock.is_empty() {
             return;
         }
-        for (sock, e, streak, duration_ns) in self.retransmits.expire(self.now_ns) {
+        for r in self.retransmits.expire(self.now_ns) {
             out.push(Report::Retransmits {
-                sock,
-                tuple: e.tuple,
-                state: e.state,
-                owner: self.owner_of_sock(sock),
+                sock: r.sock,
+                tuple: r.entry.tuple,
+                state: r.entry.state,
+                owner: self.owner_of_sock(r.sock),
                 phase: RetransmitPhase::Recovered {
-                    retransmits: streak,
-                    duration_ns,
+                    retransmits: r.streak,
+                    duration_ns: r.duration_ns,
                 },
             });
         }
@@ -694,26 +714,32 @@ impl Tracker {
     /// Every socket tracked now, as `ss` lists them: full sockets in their state, timewait
     /// sockets in their substate.
     #[must_use]
-    pub fn sockets(&self) -> Vec<(Tuple, TcpState)> {
+    pub fn sockets(&self) -> Vec<TrackedSocket> {
         let full = (0..self.sockets.slot_count())
             .filter_map(|i| self.sockets.at(i))
-            .map(|(_, c, _)| (c.tuple, c.state));
-        let timewait = self
-            .timewaits
-            .table
-            .iter()
-            .map(|(_, t)| (t.tuple, t.substate));
+            .map(|(_, c, _)| TrackedSocket {
+                tuple: c.tuple,
+                state: c.state,
+            });
+        let timewait = self.timewaits.table.iter().map(|(_, t)| TrackedSocket {
+            tuple: t.tuple,
+            state: t.substate,
+        });
         full.chain(timewait).collect()
     }
 
-    /// Every timewait socket now: (tuple, substate, since when in that substate, whether that
-    /// time is a lower bound).
+    /// Every timewait socket now.
     #[must_use]
-    pub fn timewait_sockets(&self) -> Vec<(Tuple, TcpState, u64, bool)> {
+    pub fn timewait_sockets(&self) -> Vec<TimewaitEntry> {
         self.timewaits
             .table
             .iter()
-            .map(|(_, t)| (t.tuple, t.substate, t.substate_since_ns, t.lower_bound))
+            .map(|(_, t)| TimewaitEntry {
+                tuple: t.tuple,
+                substate: t.substate,
+                since_ns: t.substate_since_ns,
+                lower_bound: t.lower_bound,
+            })
             .collect()
     }
 

@@ -32,6 +32,16 @@ const SLACK_NS: u64 = 1_000_000_000;
 /// the initial RTO is 1 s and doubles, and loopback/LAN RTOs are far below that.
 const FIRST_INTERVAL_NS: u64 = 2_000_000_000;
 
+/// A streak that ended in progress: its socket, its entry as it was, how many
+/// retransmissions it had and how long it lasted.
+#[derive(Clone, Copy, Debug)]
+pub struct Recovered {
+    pub sock: u64,
+    pub entry: Retransmitting,
+    pub streak: u32,
+    pub duration_ns: u64,
+}
+
 /// One connection that has retransmitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retransmitting {
@@ -224,7 +234,7 @@ impl Retransmits {
     }
 
     /// Streaks whose next retransmission is overdue at `now_ns`: they made progress.
-    pub fn expire(&mut self, now_ns: u64) -> Vec<(u64, Retransmitting, u32, u64)> {
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Recovered> {
         let mut ended = Vec::new();
         for (key, e) in &mut self.by_sock {
             if e.streak > 0 && !e.active_at(now_ns) {
@@ -234,7 +244,12 @@ impl Retransmits {
                     duration_ns,
                 } = Self::end(e, &mut self.counts)
                 {
-                    ended.push((*key, snapshot, streak, duration_ns));
+                    ended.push(Recovered {
+                        sock: *key,
+                        entry: snapshot,
+                        streak,
+                        duration_ns,
+                    });
                 }
             }
         }
@@ -313,8 +328,8 @@ mod tests {
         assert!(r.expire(7 * S).is_empty());
         let ended = r.expire(8 * S);
         assert_eq!(ended.len(), 1);
-        assert_eq!(ended[0].2, 4);
-        assert_eq!(ended[0].3, 2800 * MS);
+        assert_eq!(ended[0].streak, 4);
+        assert_eq!(ended[0].duration_ns, 2800 * MS);
         assert_eq!(r.counts.recovered, 1);
         assert_eq!(r.counts.segments, 4);
     }

@@ -191,7 +191,7 @@ fn server_closing_first_leaves_time_wait_on_the_server(addr: IpAddr) {
         .tracker
         .timewait_sockets()
         .iter()
-        .filter(|(t, state, _, _)| t.local == server_addr && *state == TimeWait)
+        .filter(|s| s.tuple.local == server_addr && s.substate == TimeWait)
         .count();
     assert_eq!(waiting, N);
 }
@@ -467,13 +467,13 @@ fn sockets_open_before_start_are_seeded(addr: IpAddr) {
         .tracker
         .timewait_sockets()
         .into_iter()
-        .filter(|(t, _, _, _)| t.netns == Netns::new(ns.inode()))
+        .filter(|s| s.tuple.netns == Netns::new(ns.inode()))
         .collect();
     // Two timewait sockets: the closed connection's client in TIME_WAIT, and the leaking
     // connection's client, orphaned in FIN_WAIT2 while its peer sits in CLOSE_WAIT.
     let mut states: Vec<_> = tw
         .iter()
-        .map(|(t, state, _, lower)| (t.local, *state, *lower))
+        .map(|s| (s.tuple.local, s.substate, s.lower_bound))
         .collect();
     states.sort_by_key(|(_, state, _)| *state);
     let leak_client = SocketAddr::new(addr, conn.client_port);

@@ -114,11 +114,11 @@ impl Live {
         let held = self.pipeline.state().tracker.sockets();
         comparable(
             held.into_iter()
-                .filter(|(t, _)| t.netns == Netns::new(self.netns))
-                .map(|(t, state)| ss::Listed {
-                    state,
-                    local: t.local,
-                    remote: t.remote,
+                .filter(|s| s.tuple.netns == Netns::new(self.netns))
+                .map(|s| ss::Listed {
+                    state: s.state,
+                    local: s.tuple.local,
+                    remote: s.tuple.remote,
                 }),
         )
     }

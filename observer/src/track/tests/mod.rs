@@ -1,0 +1,166 @@
+//! The tracker on recorded event sequences, shaped like what Linux 6.18 emits.
+
+use std::net::SocketAddr;
+
+use observer_common::TcpState::{
+    self, Close, CloseWait, Closing, Established, FinWait1, FinWait2, LastAck, Listen, SynRecv,
+    SynSent, TimeWait,
+};
+
+use super::*;
+use crate::event::{
+    Family, ListenerKey, Netns, PerState, ResetDirection, ResetReason, TimerAction, TimewaitSocket,
+    TimewaitTimer,
+};
+
+const NS: Netns = Netns::new(4_026_532_000).unwrap();
+const MS: u64 = 1_000_000;
+const CLIENT: &str = "127.0.0.1:40000";
+const SERVER: &str = "127.0.0.1:8080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn task(pid: u32) -> Task {
+    Task::named(pid, "app")
+}
+
+/// A transition of socket `sock` between `local` and `remote` at `ms` milliseconds.
+fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Event {
+    Event::Transition(Transition {
+        mono_ns: ms * MS,
+        sock,
+        old,
+        new,
+        family: Family::Ipv4,
+        local: addr(local),
+        remote: addr(remote),
+        netns: Some(NS),
+        task: task(if TcpState::in_owner_context(old, new) {
+            100
+        } else {
+            999
+        }),
+        owner_context: TcpState::in_owner_context(old, new),
+        has_socket: Some(true),
+    })
+}
+
+fn timer(timer: u64, ms: u64, action: TimerAction) -> Event {
+    cookie_timer(timer, 0, ms, action)
+}
+
+fn cookie_timer(timer: u64, cookie: u64, ms: u64, action: TimerAction) -> Event {
+    Event::Timewait(TimewaitTimer {
+        mono_ns: ms * MS,
+        timer,
+        cookie,
+        action,
+    })
+}
+
+fn tw_socket(substate: TcpState, local: &str, remote: &str) -> TimewaitSocket {
+    TimewaitSocket {
+        substate,
+        family: Family::Ipv4,
+        local: addr(local),
+        remote: addr(remote),
+        netns: Some(NS),
+    }
+}
+
+fn start(t: u64, ms: u64, substate: TcpState) -> Event {
+    timer(
+        t,
+        ms,
+        TimerAction::Start {
+            socket: tw_socket(substate, CLIENT, SERVER),
+            timeout_ns: Some(60_000 * MS),
+        },
+    )
+}
+
+fn feed(tracker: &mut Tracker, events: &[Event]) -> Vec<Report> {
+    let mut out = Vec::new();
+    for e in events {
+        tracker.apply(e, &mut out);
+    }
+    out
+}
+
+/// (old, new, time in old, note) of each transition report.
+fn transitions(reports: &[Report]) -> Vec<(TcpState, TcpState, Option<u64>, Option<Note>)> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Transition {
+                transition,
+                seen,
+                note,
+            } => Some((
+                transition.old,
+                transition.new,
+                seen.previous_state_ns,
+                *note,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The client side of a connection up to its close() (socket 0xA, FIN_WAIT1 at 10 ms).
+fn client_until_fin_wait1() -> Vec<Event> {
+    vec![
+        tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+        tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
+        tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
+    ]
+}
+
+/// The same, up to FIN_WAIT2 at 11 ms.
+fn client_until_fin_wait2() -> Vec<Event> {
+    let mut events = client_until_fin_wait1();
+    events.push(tr(0xA, 11, FinWait1, FinWait2, CLIENT, SERVER));
+    events
+}
+
+/// What the tracker knew about a transition report.
+fn observation(report: &Report) -> Observation {
+    match report {
+        Report::Transition { seen, .. } => *seen,
+        _ => panic!("expected a transition, got {report:?}"),
+    }
+}
+
+mod connections;
+mod reconcile;
+mod timewait;
+
+fn tuple(local: &str, remote: &str) -> Tuple {
+    Tuple {
+        netns: Some(NS),
+        local: addr(local),
+        remote: addr(remote),
+    }
+}
+
+fn listed(local: &str, remote: &str, state: TcpState) -> SeedSocket {
+    SeedSocket {
+        tuple: tuple(local, remote),
+        state,
+        timewait: state == TimeWait,
+        owner: None,
+        cookie: 0,
+    }
+}
+
+/// started + seeded = expired + killed + unseen + open, whatever happened.
+fn assert_timewait_identity(tracker: &Tracker) {
+    let c = tracker.timewait_counts();
+    assert_eq!(
+        c.started + c.seeded,
+        c.ended_total() + tracker.stats().tracked_timewait as u64,
+        "{c:?}"
+    );
+}

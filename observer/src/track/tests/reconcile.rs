@@ -1,0 +1,273 @@
+//! Seeding from a sock_diag dump and reconciling with later ones: lower-bound ages, what
+//! changed during the dump, phantoms dropped.
+
+use super::*;
+
+#[test]
+fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
+    let mut tracker = Tracker::new(16);
+    let tuple = |local: &str, remote: &str| Tuple {
+        netns: Some(NS),
+        local: addr(local),
+        remote: addr(remote),
+    };
+    let seeds = [
+        SeedSocket {
+            tuple: tuple(SERVER, CLIENT),
+            state: CloseWait,
+            timewait: false,
+            owner: None,
+            cookie: 1,
+        },
+        SeedSocket {
+            tuple: tuple("127.0.0.1:40001", SERVER),
+            state: TimeWait,
+            timewait: true,
+            owner: None,
+            cookie: 0x5eed,
+        },
+        SeedSocket {
+            tuple: tuple("127.0.0.1:40002", SERVER),
+            state: Established,
+            timewait: false,
+            owner: None,
+            cookie: 1,
+        },
+    ];
+    assert_eq!(tracker.seed(&seeds, 1_000 * MS), 3);
+    assert_eq!(tracker.seed(&seeds, 1_000 * MS), 0, "already tracked");
+    let cw: Vec<_> = tracker.close_wait().collect();
+    assert_eq!((cw.len(), cw[0].lower_bound), (1, true));
+
+    // Its first transition names it: the time in CLOSE_WAIT is a lower bound.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0xB, 5_000, CloseWait, LastAck, SERVER, CLIENT)],
+    );
+    let seen = observation(&reports[0]);
+    assert_eq!(
+        (seen.previous_state_ns, seen.lower_bound, seen.gap),
+        (Some(4_000 * MS), true, false)
+    );
+    assert_eq!(
+        tracker.durations().of(CloseWait).count,
+        0,
+        "lower bounds stay out of histograms"
+    );
+
+    // The seeded timewait socket's expiry is matched by its cookie.
+    let reports = feed(
+        &mut tracker,
+        &[cookie_timer(
+            0x99,
+            0x5eed,
+            30_000,
+            TimerAction::Expire {
+                substate: Some(TimeWait),
+            },
+        )],
+    );
+    let seen = observation(&reports[0]);
+    assert_eq!(
+        (seen.previous_state_ns, seen.lower_bound),
+        (Some(29_000 * MS), true)
+    );
+
+    // A dump that no longer lists the ESTABLISHED one (its close was lost): dropped, counted.
+    // It lists one the tracker never saw (its start was lost): added.
+    let unseen = SeedSocket {
+        tuple: tuple("127.0.0.1:40003", SERVER),
+        ..seeds[2]
+    };
+    let dumped = [NS].into_iter().collect();
+    let outcome = tracker.reconcile(&[seeds[0], unseen], &dumped, 40_000 * MS, 40_001 * MS);
+    assert_eq!((outcome.stale, outcome.added), (1, 1));
+    assert_eq!(tracker.stats().reconciled_stale, 1);
+    assert_eq!(tracker.counts_by_state()[Established], 1);
+}
+
+#[test]
+fn a_socket_that_closes_while_the_dump_runs_is_never_added_back() {
+    let mut tracker = Tracker::new(16);
+    feed(&mut tracker, &client_until_fin_wait1());
+    // The dump begins; it lists the connection, which then closes before the dump is applied.
+    let mut r = tracker.begin_reconcile(20 * MS);
+    feed(
+        &mut tracker,
+        &[tr(0xA, 30, FinWait1, Close, CLIENT, SERVER)],
+    );
+    tracker.reconcile_listed(&mut r, &listed(CLIENT, SERVER, FinWait1));
+    // One the stream never saw, listed too: it is added.
+    tracker.reconcile_listed(&mut r, &listed("127.0.0.1:40005", SERVER, Established));
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 1) {}
+    let outcome = tracker.end_reconcile(r, 40 * MS);
+    assert_eq!((outcome.added, outcome.closed_during_dump), (1, 1));
+    assert_eq!(tracker.stats().tracked_sockets, 1);
+    assert_eq!(tracker.close_wait().count(), 0);
+}
+
+#[test]
+fn reconciliation_leaves_what_changed_during_the_dump_and_corrects_what_did_not() {
+    let mut tracker = Tracker::new(16);
+    // A server socket in ESTABLISHED whose ESTABLISHED -> CLOSE_WAIT was lost, and a client in
+    // FIN_WAIT2 whose close (and TIME_WAIT) was lost.
+    feed(
+        &mut tracker,
+        &[
+            tr(0xB, 0, Listen, SynRecv, SERVER, CLIENT),
+            tr(0xB, 1, SynRecv, Established, SERVER, CLIENT),
+        ],
+    );
+    feed(&mut tracker, &client_until_fin_wait2());
+    // A third socket changes state after the dump began: left alone even though the dump
+    // saw it in its old state.
+    feed(
+        &mut tracker,
+        &[
+            tr(0xC, 2, Close, SynSent, "127.0.0.1:0", "127.0.0.1:9000"),
+            tr(
+                0xC,
+                3,
+                SynSent,
+                Established,
+                "127.0.0.1:40009",
+                "127.0.0.1:9000",
+            ),
+        ],
+    );
+    let mut r = tracker.begin_reconcile(100 * MS);
+    feed(
+        &mut tracker,
+        &[tr(
+            0xC,
+            150,
+            Established,
+            FinWait1,
+            "127.0.0.1:40009",
+            "127.0.0.1:9000",
+        )],
+    );
+    for s in [
+        listed(SERVER, CLIENT, CloseWait),
+        SeedSocket {
+            cookie: 77,
+            ..listed(CLIENT, SERVER, TimeWait)
+        },
+        listed("127.0.0.1:40009", "127.0.0.1:9000", Established),
+    ] {
+        tracker.reconcile_listed(&mut r, &s);
+    }
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 2) {}
+    let outcome = tracker.end_reconcile(r, 200 * MS);
+    assert_eq!((outcome.corrected, outcome.stale, outcome.added), (2, 0, 0));
+    assert_eq!(tracker.stats().corrected, 2);
+    let counts = tracker.counts_by_state();
+    assert_eq!(counts[CloseWait], 1);
+    assert_eq!(counts[TimeWait], 1);
+    assert_eq!(counts[FinWait1], 1, "changed during the dump: kept");
+    assert_eq!(counts[FinWait2], 0);
+    let cw: Vec<_> = tracker.close_wait().collect();
+    assert_eq!((cw[0].since_ns, cw[0].lower_bound), (100 * MS, true));
+    // The timewait socket the kernel has is now matched by its cookie at its expiry.
+    let end = feed(
+        &mut tracker,
+        &[cookie_timer(
+            0x9,
+            77,
+            60_000,
+            TimerAction::Expire {
+                substate: Some(TimeWait),
+            },
+        )],
+    );
+    assert_eq!(
+        transitions(&end).pop().map(|t| t.3),
+        Some(Some(Note::TimewaitEnded(TimewaitEnd::Expired)))
+    );
+    assert_timewait_identity(&tracker);
+}
+
+#[test]
+fn phantoms_of_every_state_are_dropped_connecting_ones_by_their_remote_end() {
+    let mut tracker = Tracker::new(16);
+    // Two connects to one server, neither bound yet in its first transition; only one is
+    // still connecting in the kernel. A handshake whose SYN_RECV -> ESTABLISHED was lost, and
+    // whose connection is gone too. A TIME_WAIT whose expiry was lost.
+    feed(
+        &mut tracker,
+        &[
+            tr(0x1, 0, Close, SynSent, "127.0.0.1:0", SERVER),
+            tr(0x2, 5, Close, SynSent, "127.0.0.1:0", SERVER),
+            tr(0x3, 6, Listen, SynRecv, SERVER, "127.0.0.1:40100"),
+        ],
+    );
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    feed(&mut tracker, &events);
+    assert_eq!(tracker.stats().tracked_sockets, 3);
+    assert_eq!(tracker.stats().tracked_timewait, 1);
+    let dumped = [NS].into_iter().collect();
+    let still = listed("127.0.0.1:40200", SERVER, SynSent);
+    let outcome = tracker.reconcile(&[still], &dumped, 1_000 * MS, 1_001 * MS);
+    assert_eq!(
+        (outcome.stale, outcome.stale_timewait, outcome.added),
+        (2, 1, 0)
+    );
+    assert_eq!(tracker.counts_by_state()[SynSent], 1);
+    assert_eq!(tracker.counts_by_state().values().sum::<u64>(), 1);
+    assert_eq!(tracker.timewait_counts().unseen, 1);
+    assert_timewait_identity(&tracker);
+}
+
+#[test]
+fn a_seeded_timewait_socket_killed_early_is_matched_by_its_cookie() {
+    let mut tracker = Tracker::new(16);
+    let seed = SeedSocket {
+        cookie: 0xc00c,
+        ..listed(CLIENT, SERVER, TimeWait)
+    };
+    assert_eq!(tracker.seed(&[seed], 1_000 * MS), 1);
+    feed(
+        &mut tracker,
+        &[cookie_timer(0x55, 0xc00c, 5_000, TimerAction::Cancel)],
+    );
+    let mut out = Vec::new();
+    tracker.advance(7_000 * MS, &mut out);
+    assert_eq!(
+        transitions(&out),
+        [(
+            TimeWait,
+            Close,
+            Some(4_000 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Killed))
+        )]
+    );
+    let c = tracker.timewait_counts();
+    assert_eq!((c.seeded, c.killed, c.ended_total()), (1, 1, 1));
+    assert_timewait_identity(&tracker);
+}
+
+#[test]
+fn a_timewait_socket_made_during_the_dump_stays_though_its_fin_wait2_began_before() {
+    let mut tracker = Tracker::new(16);
+    // FIN_WAIT2 at 11 ms; the dump begins at 50 ms and does not list what follows it.
+    feed(&mut tracker, &client_until_fin_wait2());
+    let mut r = tracker.begin_reconcile(50 * MS);
+    // The orphan moves into a timewait socket at 60 ms: its FIN_WAIT2 dates from 11 ms.
+    feed(
+        &mut tracker,
+        &[
+            start(0x7, 60, FinWait2),
+            tr(0xA, 60, FinWait2, Close, CLIENT, SERVER),
+        ],
+    );
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    let outcome = tracker.end_reconcile(r, 70 * MS);
+    assert_eq!(outcome.stale_timewait, 0, "{outcome:?}");
+    assert_eq!(tracker.stats().tracked_timewait, 1);
+    assert_timewait_identity(&tracker);
+}

@@ -1,0 +1,210 @@
+//! Timewait sockets: entered, linked to their connection, and ended by expiry, kill or reuse.
+
+use super::*;
+
+#[test]
+fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    // The peer's FIN: the timer starts just before the full socket closes, on the same CPU.
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    let last = transitions(&reports).pop().unwrap();
+    assert_eq!(
+        last,
+        (
+            FinWait2,
+            TimeWait,
+            Some(9 * MS),
+            Some(Note::TimewaitEntered {
+                timeout_ns: Some(60_000 * MS)
+            })
+        )
+    );
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+    // Owner carried over from connect()/close().
+    assert_eq!(
+        observation(reports.last().unwrap()).owner.map(|o| o.pid),
+        Some(100)
+    );
+
+    let end = feed(
+        &mut tracker,
+        &[
+            timer(0x7, 60_920, TimerAction::Cancel),
+            timer(
+                0x7,
+                60_920,
+                TimerAction::Expire {
+                    substate: Some(TimeWait),
+                },
+            ),
+        ],
+    );
+    assert_eq!(
+        transitions(&end),
+        vec![(
+            TimeWait,
+            Close,
+            Some(60_900 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Expired))
+        )]
+    );
+    let counts = tracker.timewait_counts();
+    assert_eq!(
+        (counts.started, counts.expired, counts.ended_total()),
+        (1, 1, 1)
+    );
+    assert_eq!(tracker.durations().of(TimeWait).count, 1);
+    assert_eq!(tracker.counts_by_state(), PerState::default());
+    assert_eq!(tracker.stats().timewait_missing, 0);
+}
+
+#[test]
+fn a_cancel_not_followed_by_restart_or_expiry_is_a_kill_and_a_restart_is_not() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    // A retransmitted FIN restarts the timer: cancel + start.
+    events.push(timer(0x7, 500, TimerAction::Cancel));
+    events.push(start(0x7, 500, TimeWait));
+    // Then the 4-tuple is reused: the timewait socket is killed (cancel alone).
+    events.push(timer(0x7, 3_000, TimerAction::Cancel));
+    let reports = feed(&mut tracker, &events);
+    assert!(matches!(
+        transitions(&reports).pop().unwrap().3,
+        Some(Note::TimewaitRestarted { .. })
+    ));
+    assert_eq!(tracker.stats().timewait_restarted, 1);
+    let mut out = Vec::new();
+    tracker.advance(3_000 * MS + GRACE_NS / 2, &mut out);
+    assert!(out.is_empty(), "still within the grace period");
+    tracker.advance(3_000 * MS + GRACE_NS, &mut out);
+    assert_eq!(
+        transitions(&out),
+        vec![(
+            TimeWait,
+            Close,
+            Some(2_980 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Killed))
+        )]
+    );
+    let counts = tracker.timewait_counts();
+    assert_eq!(
+        (counts.started, counts.killed, counts.ended_total()),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    // close() before the peer's FIN: the kernel hands FIN_WAIT2 to a timewait socket at once.
+    events.push(start(0x7, 11, FinWait2));
+    events.push(tr(0xA, 11, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).last().unwrap().1,
+        FinWait2,
+        "no CLOSE shown: the connection is still in FIN_WAIT2"
+    );
+    assert_eq!(tracker.counts_by_state()[FinWait2], 1);
+    // The (local) peer closes: its FIN moves ours to TIME_WAIT.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0xB, 50, CloseWait, LastAck, SERVER, CLIENT)],
+    );
+    assert_eq!(
+        transitions(&reports)[0],
+        (
+            FinWait2,
+            TimeWait,
+            Some(39 * MS),
+            Some(Note::TimewaitEntered { timeout_ns: None })
+        )
+    );
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+}
+
+#[test]
+fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).pop().unwrap().3,
+        Some(Note::NoTimewait)
+    );
+    let mut out = Vec::new();
+    tracker.advance(20 * MS + GRACE_NS, &mut out);
+    assert_eq!(tracker.stats().timewait_missing, 1);
+}
+
+#[test]
+fn simultaneous_close_through_closing_also_enters_time_wait() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait1();
+    events.extend([
+        tr(0xA, 11, FinWait1, Closing, CLIENT, SERVER),
+        start(0x7, 12, TimeWait),
+        tr(0xA, 12, Closing, Close, CLIENT, SERVER),
+    ]);
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).pop().unwrap().0..=transitions(&reports).pop().unwrap().1,
+        Closing..=TimeWait
+    );
+}
+
+#[test]
+fn a_timer_reused_after_its_cancel_ends_the_old_socket_as_killed() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    // Killed by a reused 4-tuple; its memory at once holds another connection's timewait
+    // socket, whose timer starts within the grace period.
+    events.push(timer(0x7, 1_500, TimerAction::Cancel));
+    events.push(timer(
+        0x7,
+        1_600,
+        TimerAction::Start {
+            socket: tw_socket(TimeWait, "127.0.0.1:40001", SERVER),
+            timeout_ns: Some(60_000 * MS),
+        },
+    ));
+    let reports = feed(&mut tracker, &events);
+    let ends: Vec<_> = transitions(&reports)
+        .into_iter()
+        .filter(|t| matches!(t.3, Some(Note::TimewaitEnded(_))))
+        .collect();
+    assert_eq!(
+        ends,
+        [(
+            TimeWait,
+            Close,
+            Some(1_480 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Killed))
+        )]
+    );
+    let c = tracker.timewait_counts();
+    assert_eq!((c.started, c.killed, c.unseen), (2, 1, 0));
+    // Without its cancel, a reused timer only says that the end was not seen.
+    feed(
+        &mut tracker,
+        &[timer(
+            0x7,
+            2_000,
+            TimerAction::Start {
+                socket: tw_socket(TimeWait, "127.0.0.1:40002", SERVER),
+                timeout_ns: Some(60_000 * MS),
+            },
+        )],
+    );
+    assert_eq!(tracker.timewait_counts().unseen, 1);
+    assert_timewait_identity(&tracker);
+}

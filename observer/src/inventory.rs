@@ -3,12 +3,12 @@
 //!
 //! Blocking (netlink dumps, a walk of /proc): run it off the event loop.
 
-use crate::event::Netns;
 use std::collections::HashSet;
 
 use observer_common::TcpState;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::event::Netns;
 use crate::{
     clock::mono_now_ns,
     event::{Task, Tuple},

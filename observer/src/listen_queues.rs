@@ -4,9 +4,9 @@
 //! The counters are per namespace and vanish with it, so their sum is kept as a running
 //! total of increases: it never goes down, as a Prometheus counter must not.
 
-use crate::event::Netns;
 use rustc_hash::FxHashMap;
 
+use crate::event::Netns;
 use crate::sockdiag::{ListenCounters, ListenSnapshot, Listener};
 
 #[derive(Clone, Debug, Default)]

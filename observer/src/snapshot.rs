@@ -4,10 +4,10 @@
 //! Metrics, the watch summary and any other front-end read a [`Snapshot`] after the lock is
 //! released, and shape it as they need (port labels, text, JSON).
 
-use crate::event::Netns;
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
+use crate::event::Netns;
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
     event::{ListenerKey, PerState, ResetDirection},

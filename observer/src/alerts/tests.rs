@@ -1,6 +1,5 @@
 //! The alert state machine on tracker states built from recorded-like events.
 
-use crate::event::Netns;
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use jiff::Timestamp;
@@ -8,6 +7,7 @@ use observer_common::TcpState::{self, Close, CloseWait, Established, LastAck, Sy
 use rustc_hash::FxHashMap;
 
 use super::*;
+use crate::event::Netns;
 use crate::{
     config::{AlertRule, RuleKind, Severity},
     event::{Event, Family, Reset, ResetDirection, Task, Transition},

@@ -4,7 +4,6 @@
 //! one part at a time, so events keep flowing; nothing is gathered, so a million sockets cost
 //! no more memory than a thousand.
 
-use crate::event::Netns;
 use std::{
     sync::{
         Arc,
@@ -16,6 +15,7 @@ use std::{
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::Shared;
+use crate::event::Netns;
 use crate::{
     clock::{mono_now_ns, nanos},
     inventory::seed_of,

@@ -1,11 +1,11 @@
 //! What the pipeline shares with its front-ends (the daemon's HTTP server among them), behind
 //! one lock.
 
-use crate::event::Netns;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
+use crate::event::Netns;
 use crate::{
     alerts::{Alert, NotificationCounts, RuleCounts},
     clock::mono_now_ns,

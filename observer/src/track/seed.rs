@@ -8,7 +8,6 @@
 //! dump began changes: a socket that changed state since then is left as it is, and a socket
 //! that closed since then (which the dump may still list) is never added back.
 
-use crate::event::Netns;
 use observer_common::TcpState;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -17,6 +16,7 @@ use super::{
     table::{Conn, ConnFlags, hash_tuple},
     timewait_table::Tw,
 };
+use crate::event::Netns;
 use crate::event::Task;
 
 /// One socket as sock_diag lists it.

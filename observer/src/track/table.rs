@@ -2,9 +2,9 @@
 //! are stored packed in a slab (addresses as bytes, no enum padding), found through two indexes
 //! of slot numbers (by key, and by 4-tuple for sock_diag's view), chained oldest to newest for
 //! eviction, and counted by state as they change, so that no query walks them all. [`Conn`] is
-//! the unpacked view the tracker works with.
+//! the unpacked view the tracker works with. One job, the packed storage and its indexes,
+//! kept in one file with its tests.
 
-use crate::event::Netns;
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
@@ -16,6 +16,7 @@ use observer_common::TcpState;
 use rustc_hash::FxBuildHasher;
 
 use super::Tuple;
+use crate::event::Netns;
 use crate::event::{PerState, Task};
 
 bitflags::bitflags! {

@@ -4,7 +4,6 @@
 //! bytes per entry, and counted as they come and go: by substate, per namespace and per
 //! destination, so that neither a scrape nor an alert evaluation walks them.
 
-use crate::event::Netns;
 use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
@@ -16,6 +15,7 @@ use super::{
     table::{hash_key, hash_tuple, pack_ip, unpack_ip},
     usage::{Destination, TimewaitUsage},
 };
+use crate::event::Netns;
 use crate::{event::Task, kernel::NetLimits};
 
 /// One timewait socket, unpacked.

@@ -1,11 +1,11 @@
 //! How close TIME_WAIT is to the limits that make it hurt: the namespace's
 //! `tcp_max_tw_buckets`, and the ephemeral ports toward one destination.
 
-use crate::event::Netns;
 use std::net::{IpAddr, SocketAddr};
 
 use rustc_hash::FxHashMap;
 
+use crate::event::Netns;
 use crate::kernel::NetLimits;
 
 /// A destination whose ephemeral ports timewait sockets hold: (namespace, local address,

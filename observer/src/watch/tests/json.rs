@@ -1,11 +1,11 @@
 //! JSON lines: the documented fields, and whole lines, keys in order, as they have always read.
 
-use crate::event::Netns;
 use std::collections::BTreeMap;
 
 use observer_common::TcpState;
 
 use super::{S, curl, sample, socket_error, tuple};
+use crate::event::Netns;
 use crate::{
     alerts::{Status, deliver::ChangeRecord},
     clock::WallClock,

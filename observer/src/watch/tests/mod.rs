@@ -4,9 +4,9 @@
 mod json;
 mod text;
 
-use crate::event::Netns;
 use observer_common::TcpState;
 
+use crate::event::Netns;
 use crate::{
     event::{Family, SocketError, Task, Transition, Tuple},
     track::Observation,

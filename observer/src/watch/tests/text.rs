@@ -1,9 +1,9 @@
 //! Terminal lines: what each says, and whole lines as they have always read.
 
-use crate::event::Netns;
 use observer_common::TcpState;
 
 use super::{S, curl, sample, socket_error, tuple};
+use crate::event::Netns;
 use crate::{
     clock::WallClock,
     event::{Family, Reset, ResetDirection, ResetReason, SocketError, Transition, Tuple},

@@ -177,19 +177,29 @@ impl KernelBtf {
     }
 }
 
+/// The running kernel's BTF for a unit test, which needs only a readable
+/// /sys/kernel/btf/vmlinux, not root; `None` (the test skips, loudly) without it, which CI
+/// does not accept.
+#[cfg(test)]
+pub(crate) fn btf_for_test() -> Option<KernelBtf> {
+    let btf = KernelBtf::load().ok();
+    if btf.is_none() {
+        eprintln!("SKIPPED: no kernel BTF at {VMLINUX_BTF}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI machines have kernel BTF"
+        );
+    }
+    btf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Needs only a readable /sys/kernel/btf/vmlinux, not root.
     #[test]
     fn resolves_nested_members_through_anonymous_unions() {
-        let Ok(btf) = KernelBtf::load() else {
-            eprintln!("SKIPPED: no kernel BTF at {VMLINUX_BTF}");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI machines have kernel BTF"
-            );
+        let Some(btf) = btf_for_test() else {
             return;
         };
         // skc_family sits inside anonymous structs/unions of sock_common on every kernel.

@@ -6,6 +6,7 @@
 
 pub mod durations;
 pub mod ends;
+mod packed;
 mod queries;
 mod report;
 pub mod resets;

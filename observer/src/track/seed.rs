@@ -13,7 +13,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     Tracker, Tuple,
-    table::{Conn, ConnFlags, hash_tuple},
+    packed::hash_tuple,
+    table::{Conn, ConnFlags},
     timewait_table::Tw,
 };
 use crate::event::Netns;

@@ -7,16 +7,16 @@
 
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     ops::{Deref, DerefMut},
 };
 
 use hashbrown::HashTable;
 use observer_common::TcpState;
-use rustc_hash::FxBuildHasher;
 
-use super::Tuple;
-use crate::event::Netns;
+use super::{
+    Tuple,
+    packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
+};
 use crate::event::{PerState, Task};
 
 bitflags::bitflags! {
@@ -72,20 +72,14 @@ const HAS_OWNER: u8 = 4;
 /// [`Slot::bits`]: no connection here; `older` links the next vacant slot.
 const VACANT: u8 = 8;
 
-/// A [`Conn`] as stored, with its key and eviction links: 104 bytes. IPv4 addresses take the
-/// first 4 bytes of their 16; IPv6 flow info and scope id are not kept (every source leaves
-/// them 0).
+/// A [`Conn`] as stored, with its key and eviction links: 104 bytes.
 #[derive(Clone, Copy)]
 struct Slot {
     key: u64,
     since_ns: u64,
     first_ns: u64,
     owner: Task,
-    local_ip: [u8; 16],
-    remote_ip: [u8; 16],
-    netns: Option<Netns>,
-    local_port: u16,
-    remote_port: u16,
+    tuple: PackedTuple,
     /// Neighbours in insertion order (oldest first), as slot indices.
     older: u32,
     newer: u32,
@@ -97,30 +91,27 @@ struct Slot {
     bits: u8,
 }
 
+const _: () = assert!(size_of::<Slot>() == 104);
+
 impl Slot {
     /// `c` packed under `key`, between `older` and `newer` in insertion order.
     fn new(key: u64, older: u32, newer: u32, mark: u16, c: &Conn) -> Self {
-        let (local_ip, local_v6) = pack_ip(c.tuple.local);
-        let (remote_ip, remote_v6) = pack_ip(c.tuple.remote);
+        let (tuple, v6) = PackedTuple::pack(&c.tuple);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         Self {
             key,
             since_ns: c.since_ns,
             first_ns: c.first_ns,
             owner: c.owner.unwrap_or(Task::new(0, 0, [0; 16])),
-            local_ip,
-            remote_ip,
-            netns: c.tuple.netns,
-            local_port: c.tuple.local.port(),
-            remote_port: c.tuple.remote.port(),
+            tuple,
             older,
             newer,
             mark,
             state: c.state,
             prev: c.prev,
             flags: c.flags,
-            bits: flag(local_v6, LOCAL_V6)
-                | flag(remote_v6, REMOTE_V6)
+            bits: flag(v6.local, LOCAL_V6)
+                | flag(v6.remote, REMOTE_V6)
                 | flag(c.owner.is_some(), HAS_OWNER),
         }
     }
@@ -129,12 +120,15 @@ impl Slot {
         self.bits & VACANT != 0
     }
 
-    fn tuple(&self) -> Tuple {
-        Tuple {
-            netns: self.netns,
-            local: unpack_ip(self.local_ip, self.local_port, self.bits & LOCAL_V6 != 0),
-            remote: unpack_ip(self.remote_ip, self.remote_port, self.bits & REMOTE_V6 != 0),
+    const fn v6(&self) -> Ipv6Ends {
+        Ipv6Ends {
+            local: self.bits & LOCAL_V6 != 0,
+            remote: self.bits & REMOTE_V6 != 0,
         }
+    }
+
+    fn tuple(&self) -> Tuple {
+        self.tuple.unpack(self.v6())
     }
 
     #[inline]
@@ -152,58 +146,8 @@ impl Slot {
 
     /// Whether this slot holds `tuple`, without unpacking it.
     fn holds(&self, tuple: &Tuple) -> bool {
-        let (local_ip, local_v6) = pack_ip(tuple.local);
-        let (remote_ip, remote_v6) = pack_ip(tuple.remote);
-        !self.vacant()
-            && self.netns == tuple.netns
-            && self.local_port == tuple.local.port()
-            && self.remote_port == tuple.remote.port()
-            && (self.bits & LOCAL_V6 != 0) == local_v6
-            && (self.bits & REMOTE_V6 != 0) == remote_v6
-            && self.local_ip == local_ip
-            && self.remote_ip == remote_ip
+        !self.vacant() && self.tuple.holds(self.v6(), tuple)
     }
-}
-
-/// (16 address bytes, whether IPv6).
-#[inline]
-pub(super) fn pack_ip(a: SocketAddr) -> ([u8; 16], bool) {
-    match a.ip() {
-        IpAddr::V4(ip) => {
-            let mut b = [0; 16];
-            b[..4].copy_from_slice(&ip.octets());
-            (b, false)
-        }
-        IpAddr::V6(ip) => {
-            debug_assert!(
-                matches!(a, SocketAddr::V6(v) if v.flowinfo() == 0 && v.scope_id() == 0),
-                "flow info and scope id are not stored: {a:?}"
-            );
-            (ip.octets(), true)
-        }
-    }
-}
-
-#[inline]
-pub(super) fn unpack_ip(b: [u8; 16], port: u16, v6: bool) -> SocketAddr {
-    if v6 {
-        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(b), port, 0, 0))
-    } else {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(b[0], b[1], b[2], b[3]),
-            port,
-        ))
-    }
-}
-
-pub(super) fn hash_key(key: u64) -> u64 {
-    use std::hash::BuildHasher as _;
-    FxBuildHasher.hash_one(key)
-}
-
-pub(super) fn hash_tuple(tuple: &Tuple) -> u64 {
-    use std::hash::BuildHasher as _;
-    FxBuildHasher.hash_one(tuple)
 }
 
 pub struct Table {
@@ -501,7 +445,10 @@ pub fn buckets(capacity: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
     use super::*;
+    use crate::event::Netns;
 
     fn conn(n: u16, v6: bool) -> Conn {
         let ip = |last: u8| -> IpAddr {

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     Tuple,
-    table::{hash_key, hash_tuple, pack_ip, unpack_ip},
+    packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
     usage::{Destination, TimewaitUsage},
 };
 use crate::event::Netns;
@@ -37,8 +37,8 @@ pub struct Tw {
     pub touched_ns: u64,
 }
 
-/// [`Slot::bits`]: the addresses are IPv6.
-const V6: u8 = 1;
+/// [`Slot::bits`]: the local address is IPv6.
+const LOCAL_V6: u8 = 1;
 /// [`Slot::bits`]: `owner` holds a task.
 const HAS_OWNER: u8 = 2;
 /// [`Slot::bits`]: a lower-bound start.
@@ -47,6 +47,8 @@ const LOWER_BOUND: u8 = 4;
 const HAS_TIMEOUT: u8 = 8;
 /// [`Slot::bits`]: no socket here; `key` links the next vacant slot.
 const VACANT: u8 = 16;
+/// [`Slot::bits`]: the remote address is IPv6.
+const REMOTE_V6: u8 = 32;
 
 /// A [`Tw`] as stored: 104 bytes.
 #[derive(Clone, Copy)]
@@ -56,11 +58,7 @@ struct Slot {
     since_ns: u64,
     touched_ns: u64,
     owner: Task,
-    local_ip: [u8; 16],
-    remote_ip: [u8; 16],
-    netns: Option<Netns>,
-    local_port: u16,
-    remote_port: u16,
+    tuple: PackedTuple,
     timeout_ms: u32,
     /// The last reconciliation whose sock_diag dump listed this socket.
     mark: u16,
@@ -72,8 +70,7 @@ const _: () = assert!(size_of::<Slot>() == 104);
 
 impl Slot {
     fn new(key: u64, mark: u16, tw: &Tw) -> Self {
-        let (local_ip, v6) = pack_ip(tw.tuple.local);
-        let (remote_ip, _) = pack_ip(tw.tuple.remote);
+        let (tuple, v6) = PackedTuple::pack(&tw.tuple);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         Self {
             key,
@@ -84,14 +81,11 @@ impl Slot {
                 .timeout_ns
                 .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
             owner: tw.owner.unwrap_or(Task::new(0, 0, [0; 16])),
-            local_ip,
-            remote_ip,
-            netns: tw.tuple.netns,
-            local_port: tw.tuple.local.port(),
-            remote_port: tw.tuple.remote.port(),
+            tuple,
             mark,
             substate: tw.substate,
-            bits: flag(v6, V6)
+            bits: flag(v6.local, LOCAL_V6)
+                | flag(v6.remote, REMOTE_V6)
                 | flag(tw.owner.is_some(), HAS_OWNER)
                 | flag(tw.lower_bound, LOWER_BOUND)
                 | flag(tw.timeout_ns.is_some(), HAS_TIMEOUT),
@@ -102,13 +96,15 @@ impl Slot {
         self.bits & VACANT != 0
     }
 
-    fn tuple(&self) -> Tuple {
-        let v6 = self.bits & V6 != 0;
-        Tuple {
-            netns: self.netns,
-            local: unpack_ip(self.local_ip, self.local_port, v6),
-            remote: unpack_ip(self.remote_ip, self.remote_port, v6),
+    const fn v6(&self) -> Ipv6Ends {
+        Ipv6Ends {
+            local: self.bits & LOCAL_V6 != 0,
+            remote: self.bits & REMOTE_V6 != 0,
         }
+    }
+
+    fn tuple(&self) -> Tuple {
+        self.tuple.unpack(self.v6())
     }
 
     fn tw(&self) -> Tw {
@@ -127,15 +123,7 @@ impl Slot {
 
     /// Whether this slot holds `tuple`, without unpacking it.
     fn holds(&self, tuple: &Tuple) -> bool {
-        let (local_ip, v6) = pack_ip(tuple.local);
-        let (remote_ip, _) = pack_ip(tuple.remote);
-        !self.vacant()
-            && self.netns == tuple.netns
-            && self.local_port == tuple.local.port()
-            && self.remote_port == tuple.remote.port()
-            && (self.bits & V6 != 0) == v6
-            && self.local_ip == local_ip
-            && self.remote_ip == remote_ip
+        !self.vacant() && self.tuple.holds(self.v6(), tuple)
     }
 }
 

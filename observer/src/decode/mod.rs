@@ -272,6 +272,7 @@ pub(crate) fn span_config(start: usize, end: usize, skaddr: Field) -> SpanProbeC
 }
 
 /// A TCP state field of a tracepoint record.
+#[inline]
 pub(crate) fn read_state(raw: &[u8], f: Field) -> Result<TcpState, DecodeError> {
     let v = read_int(raw, f);
     i32::try_from(v)
@@ -285,7 +286,18 @@ pub(crate) fn as_u32(v: usize) -> u32 {
 }
 
 /// Reads an unsigned native-endian integer field of size 1, 2, 4 or 8.
+#[inline]
 pub(crate) fn read_int(raw: &[u8], f: Field) -> u64 {
+    // The sizes fields have, read at a fixed width: a copy of a run-time length is a call to
+    // memcpy, several per record.
+    let at = f.offset;
+    match f.size {
+        1 => return u64::from(raw[at]),
+        2 => return u64::from(u16::from_ne_bytes(fixed(raw, at))),
+        4 => return u64::from(u32::from_ne_bytes(fixed(raw, at))),
+        8 => return u64::from_ne_bytes(fixed(raw, at)),
+        _ => {}
+    }
     let mut buf = [0u8; 8];
     let n = f.size.min(8);
     let bytes = &raw[f.offset..f.offset + n];
@@ -298,7 +310,16 @@ pub(crate) fn read_int(raw: &[u8], f: Field) -> u64 {
     }
 }
 
+/// `N` bytes at `at`.
+#[inline]
+fn fixed<const N: usize>(raw: &[u8], at: usize) -> [u8; N] {
+    raw[at..at + N].try_into().expect("a slice of N bytes")
+}
+
 pub(crate) fn octets<const N: usize>(raw: &[u8], f: Field) -> [u8; N] {
+    if f.size >= N {
+        return fixed(raw, f.offset);
+    }
     let mut out = [0u8; N];
     let n = f.size.min(N);
     out[..n].copy_from_slice(&raw[f.offset..f.offset + n]);

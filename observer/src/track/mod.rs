@@ -233,17 +233,19 @@ impl Tracker {
         let tuple = Tuple::of(t);
         let new_socket =
             t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv);
-        if !new_socket && !self.sockets.contains(t.sock) {
-            self.adopt_seeded(t.sock, &tuple);
-        }
-        let known = if new_socket {
+        // Found once; nothing below changes the socket table before the slot is written back.
+        let found = if new_socket {
             // A socket address seen again from CLOSE is a new socket (the old one was freed).
             self.sockets.remove(t.sock);
             self.retransmits.by_sock.remove(&t.sock);
             None
         } else {
-            self.sockets.get(t.sock)
+            self.sockets.find(t.sock).or_else(|| {
+                self.adopt_seeded(t.sock, &tuple);
+                self.sockets.find(t.sock)
+            })
         };
+        let known = found.map(|at| self.sockets.conn_at(at));
         let gap = known.is_some_and(|c| c.state != t.old);
         if gap {
             self.stats.gaps += 1;
@@ -306,8 +308,13 @@ impl Tracker {
                 owner,
                 tuple,
             };
-            if !self.sockets.update(t.sock, &conn) && self.sockets.insert(t.sock, conn).is_some() {
-                self.stats.evicted += 1;
+            match found {
+                Some(at) => self.sockets.store_at(at, &conn),
+                None => {
+                    if self.sockets.insert(t.sock, conn).is_some() {
+                        self.stats.evicted += 1;
+                    }
+                }
             }
         }
         out.push(Report::Transition {

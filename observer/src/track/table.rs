@@ -150,6 +150,11 @@ impl Slot {
     }
 }
 
+/// Where a socket sits in a [`Table`]. Valid only until the table next changes (an insert or a
+/// removal may reuse the slot).
+#[derive(Clone, Copy, Debug)]
+pub struct SlotId(u32);
+
 pub struct Table {
     /// Slot numbers by key (the socket's kernel address).
     index: HashTable<u32>,
@@ -194,8 +199,22 @@ impl Table {
             .copied()
     }
 
-    pub fn contains(&self, key: u64) -> bool {
-        self.slot_of(key).is_some()
+    /// Where `key` sits, for [`Table::conn_at`] and [`Table::store_at`]: one lookup for a
+    /// read and a write of the same socket.
+    pub fn find(&self, key: u64) -> Option<SlotId> {
+        self.slot_of(key).map(SlotId)
+    }
+
+    /// The connection at `at`, found since the table last changed.
+    #[inline]
+    pub fn conn_at(&self, at: SlotId) -> Conn {
+        self.slots[at.0 as usize].conn()
+    }
+
+    /// Overwrites the connection at `at`, found since the table last changed, keeping its
+    /// place in the eviction order.
+    pub fn store_at(&mut self, at: SlotId, conn: &Conn) {
+        self.store(at.0, conn);
     }
 
     // Inlined, as are `remove` and the unpacking: callers often read a field or two, and the
@@ -215,19 +234,6 @@ impl Table {
             slot: i,
             conn,
         })
-    }
-
-    /// Overwrites a tracked socket, keeping its place in the eviction order; false when the
-    /// key is not tracked.
-    #[inline]
-    pub fn update(&mut self, key: u64, conn: &Conn) -> bool {
-        match self.slot_of(key) {
-            Some(i) => {
-                self.store(i, conn);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Writes `conn` into occupied slot `i`, keeping counts and indexes right.
@@ -542,7 +548,8 @@ mod tests {
         let mut moved = conn(3, false);
         moved.state = TcpState::CloseWait;
         moved.tuple.local.set_port(5000);
-        assert!(t.update(3, &moved));
+        let at = t.find(3).expect("socket 3 is tracked");
+        t.store_at(at, &moved);
         assert_eq!(t.states()[TcpState::Established], 2);
         assert_eq!(t.states()[TcpState::CloseWait], 2);
         // Oldest first: socket 2 since 20 ns, 3 since 30.

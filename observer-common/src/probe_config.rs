@@ -39,6 +39,19 @@ pub struct SpanProbeConfig {
     /// Offset of `oldstate` (an `int`) in the tracepoint record. When known, `sk_socket` is read
     /// only for transitions out of ESTABLISHED, the only ones that use it.
     pub oldstate_offset: u32,
+    /// Offset in `struct sock` of the pointer to the socket's cgroup: `sk_cgrp_data.cgroup`
+    /// (Linux 5.15+), or `sk_cgrp_data.val` before (see [`Self::cgroup_tagged`]);
+    /// [`UNKNOWN`]: not read. Read only on transitions out of CLOSE, LISTEN, SYN_RECV and
+    /// ESTABLISHED, which cover a socket's birth and the first transition of one already open
+    /// when the daemon started.
+    pub sk_cgroup_offset: u32,
+    /// Non-zero before Linux 5.15: `sk_cgrp_data.val` holds the cgroup pointer only when its
+    /// lowest bit (`is_data`) is clear.
+    pub cgroup_tagged: u32,
+    /// Offset of `kn` in `struct cgroup`.
+    pub cgroup_kn_offset: u32,
+    /// Offset of `id` (a `u64`: the cgroup directory's inode) in `struct kernfs_node`.
+    pub kn_id_offset: u32,
 }
 
 impl SpanProbeConfig {
@@ -58,6 +71,10 @@ impl SpanProbeConfig {
         dev_net_offset: UNKNOWN,
         icsk_retransmits_offset: UNKNOWN,
         oldstate_offset: UNKNOWN,
+        sk_cgroup_offset: UNKNOWN,
+        cgroup_tagged: 0,
+        cgroup_kn_offset: UNKNOWN,
+        kn_id_offset: UNKNOWN,
     };
 }
 
@@ -169,7 +186,7 @@ impl SockErrorProbeConfig {
     };
 }
 
-const _: () = assert!(size_of::<SpanProbeConfig>() == 14 * 4);
+const _: () = assert!(size_of::<SpanProbeConfig>() == 18 * 4);
 const _: () = assert!(size_of::<TimerProbeConfig>() == 8 + 8 * 4);
 const _: () = assert!(size_of::<SockErrorProbeConfig>() == 16 * 4);
 

@@ -2,7 +2,7 @@
 
 /// Version of the record layout. Bumped whenever a record changes shape, so that a daemon never
 /// misreads records from an object built for another layout.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 
 /// Bytes of the tracepoint record copied verbatim into a [`SpanRecord`].
 ///
@@ -87,6 +87,11 @@ pub struct SpanRecord {
     pub ts_ns: u64,
     /// `bpf_get_current_pid_tgid()` of the task running when the event happened.
     pub pid_tgid: u64,
+    /// Id of the socket's cgroup (v2): the cgroup of the process that created it, which the
+    /// socket keeps in `sk_cgrp_data` (and which stays right in softirq, where the current task
+    /// is not the owner). 0 when not read: the program reads it only on the transitions that
+    /// can be a socket's first seen (see `SpanProbeConfig::sk_cgroup_offset`).
+    pub cgroup: u64,
     /// Inode number of the socket's network namespace; 0 when it could not be read.
     pub netns: u32,
     /// Bytes of `raw` filled from the tracepoint record.
@@ -205,7 +210,7 @@ pub struct SocketErrorRecord {
 const _: () = assert!(size_of::<RecordHeader>() == 8);
 const _: () = assert!(size_of::<SocketErrorRecord>() == 40 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<SocketErrorRecord>().is_multiple_of(8));
-const _: () = assert!(size_of::<SpanRecord>() == 48 + RAW_CAPACITY);
+const _: () = assert!(size_of::<SpanRecord>() == 56 + RAW_CAPACITY);
 const _: () = assert!(size_of::<SpanRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<TimerRecord>() == 48 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<TimerRecord>().is_multiple_of(8));

@@ -55,6 +55,7 @@ fn ends(i: u64) -> (SocketAddr, SocketAddr) {
 fn transition(at: u64, sock: u64, old: TcpState, new: TcpState, i: u64) -> Event {
     let (local, remote) = ends(i);
     Event::Transition(Transition {
+        cgroup: None,
         mono_ns: at,
         sock,
         old,

@@ -27,6 +27,7 @@ pub fn seed_of(s: &DiagSocket) -> SeedSocket {
         timewait: s.state == TcpState::TimeWait || (s.inode == 0 && s.timer == DiagTimer::TimeWait),
         owner: None,
         cookie: s.cookie,
+        cgroup: s.cgroup,
     }
 }
 

@@ -24,6 +24,9 @@ use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
 
 /// Reads a configuration global. Volatile: the value is patched into the object at load time,
 /// so the compiler must not fold in the compiled-in `UNSET`.
@@ -100,7 +103,12 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         #[expect(clippy::cast_possible_truncation, reason = "16 bytes")]
         bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32);
         (*rec).netns = netns;
-        // `kind` is a constant in each program: the others compile without this read.
+        // `kind` is a constant in each program: the others compile without these reads.
+        (*rec).cgroup = if matches!(kind, RecordKind::StateChange) {
+            cgroup_id(ctx, &span, sk)
+        } else {
+            0
+        };
         let retransmits = if matches!(kind, RecordKind::Retransmit) {
             retransmits_flags(sk, cfg)
         } else {
@@ -223,6 +231,51 @@ unsafe fn retransmits_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
     match unsafe { bpf_probe_read_kernel::<u8>(sk.add(cfg.icsk_retransmits_offset as usize)) } {
         Ok(n) => FLAG_RETRANSMITS_READ | (u16::from(n) << RETRANSMITS_SHIFT),
         Err(_) => 0,
+    }
+}
+
+/// The id of the socket's cgroup (v2) on the transitions that can be its first seen; 0
+/// otherwise or when unknown.
+#[inline(always)]
+unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 {
+    let cfg = span.cfg;
+    if sk.is_null()
+        || cfg.sk_cgroup_offset == UNKNOWN
+        || cfg.cgroup_kn_offset == UNKNOWN
+        || cfg.kn_id_offset == UNKNOWN
+    {
+        return 0;
+    }
+    // SAFETY: a field of this program's tracepoint record.
+    if cfg.oldstate_offset != UNKNOWN
+        && !matches!(
+            unsafe { span.field::<i32>(ctx, cfg.oldstate_offset) },
+            Some(TCP_ESTABLISHED | TCP_SYN_RECV | TCP_CLOSE | TCP_LISTEN)
+        )
+    {
+        return 0;
+    }
+    // SAFETY: probe reads of kernel memory; failures give 0.
+    unsafe {
+        let Ok(cgroup) = bpf_probe_read_kernel(sk.add(cfg.sk_cgroup_offset as usize).cast::<u64>())
+        else {
+            return 0;
+        };
+        if cgroup == 0 || (cfg.cgroup_tagged != 0 && cgroup & 1 != 0) {
+            return 0;
+        }
+        let cgroup = cgroup as *const u8;
+        let Ok(kn) = bpf_probe_read_kernel(
+            cgroup
+                .add(cfg.cgroup_kn_offset as usize)
+                .cast::<*const u8>(),
+        ) else {
+            return 0;
+        };
+        if kn.is_null() {
+            return 0;
+        }
+        bpf_probe_read_kernel(kn.add(cfg.kn_id_offset as usize).cast::<u64>()).unwrap_or(0)
     }
 }
 

@@ -99,6 +99,7 @@ pub fn transition(
 ) -> Event {
     let owner_context = TcpState::in_owner_context(old, new);
     Event::Transition(Transition {
+        cgroup: None,
         mono_ns,
         sock,
         old,

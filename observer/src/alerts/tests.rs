@@ -32,6 +32,7 @@ fn rule(name: &str, for_secs: u64, kind: RuleKind) -> AlertRule {
 fn tr(sock: u64, at_ns: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Event {
     let owner_context = TcpState::in_owner_context(old, new);
     Event::Transition(Transition {
+        cgroup: None,
         mono_ns: at_ns,
         sock,
         old,

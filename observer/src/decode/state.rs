@@ -11,8 +11,8 @@ use super::{
     span_bounds, span_config,
 };
 use crate::{
-    event::Netns,
     event::Transition,
+    event::{CgroupId, Netns},
     kernel::tracefs::{Field, Format, TracefsError},
 };
 
@@ -77,6 +77,7 @@ impl StateLayout {
             local,
             remote,
             netns: Netns::new(rec.netns),
+            cgroup: CgroupId::new(rec.cgroup),
             task,
             owner_context: TcpState::in_owner_context(old, new),
             has_socket: (rec.flags & FLAG_SK_SOCKET_READ != 0)
@@ -201,7 +202,8 @@ pub(crate) mod tests {
             Err(DecodeError::UnknownFamily(1))
         );
         let mut bad = good;
-        bad[28..30].copy_from_slice(&10u16.to_ne_bytes()); // raw_len
+        let raw_len = std::mem::offset_of!(SpanRecord, raw_len);
+        bad[raw_len..raw_len + 2].copy_from_slice(&10u16.to_ne_bytes());
         assert_eq!(layout.decode(&bad), Err(DecodeError::Truncated(10)));
     }
 }

@@ -3,6 +3,7 @@
 //! identities they carry (a connection's 4-tuple, a task). No stage below decoding knows how
 //! they are made; every stage above reads them.
 
+mod cgroup;
 mod netns;
 mod per_state;
 mod reset;
@@ -15,6 +16,7 @@ mod tuple;
 use std::borrow::Cow;
 
 pub use self::{
+    cgroup::CgroupId,
     netns::Netns,
     per_state::PerState,
     reset::{Reset, ResetDirection, ResetReason},

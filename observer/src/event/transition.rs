@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use observer_common::TcpState;
 
-use super::{Family, Netns, Task};
+use super::{CgroupId, Family, Netns, Task};
 
 /// One TCP state transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Transition {
     pub remote: SocketAddr,
     /// Network namespace inode, when the kernel offsets for it were known.
     pub netns: Option<Netns>,
+    /// The socket's cgroup, on the transitions the program reads it for (a socket's first
+    /// ones: out of CLOSE, LISTEN, SYN_RECV or ESTABLISHED).
+    pub cgroup: Option<CgroupId>,
     pub task: Task,
     /// Whether `task` is the socket's owner (see [`TcpState::in_owner_context`]).
     pub owner_context: bool,

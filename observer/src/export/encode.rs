@@ -545,6 +545,7 @@ mod tests {
         for (sock, ms) in [(1u64, 2u64), (2, 20), (3, 2_000)] {
             let t = |at: u64, old, new| {
                 Event::Transition(Transition {
+                    cgroup: None,
                     mono_ns: at * 1_000_000,
                     sock,
                     old,

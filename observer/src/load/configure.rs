@@ -45,29 +45,7 @@ pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
     let (state_layout, mut state) = StateLayout::from_format(&format)?;
     let btf = KernelBtf::load();
     let mut features = Features::default();
-    let mut net = None;
-    match &btf {
-        Ok(btf) => {
-            net = btf
-                .offset_of("sock", "__sk_common.skc_net.net")
-                .and_then(|sock_net| Ok((sock_net, btf.offset_of("net", "ns.inum")?)))
-                .map_err(|e| log::warn!("network namespaces will not be reported: {e}"))
-                .ok();
-            match btf.offset_of("sock", "sk_socket") {
-                Ok(off) => state.sk_socket_offset = off,
-                Err(e) => {
-                    features.closed_before_accept = Availability::Unavailable(e.to_string());
-                }
-            }
-            if let Ok(values) = btf.enum_values("sk_rst_reason") {
-                ResetReason::set_names(values);
-            }
-        }
-        Err(e) => {
-            log::warn!("network namespaces will not be reported: {e}");
-            features.closed_before_accept = Availability::Unavailable(e.to_string());
-        }
-    }
+    let net = state_from_btf(btf.as_ref(), &mut state, &mut features);
     if let Some((sock_net, inum)) = net {
         state.sock_net_offset = sock_net;
         state.net_inum_offset = inum;
@@ -141,6 +119,53 @@ pub(super) fn plan(tracefs: &Path) -> Result<Plan, LoadError> {
         sock_error: sock_error.map(|(_, c)| c),
         features,
     })
+}
+
+/// What the state program reads through BTF (the socket's namespace, `sk_socket`, its cgroup),
+/// and the RST reason names; returns the namespace offsets the other programs share.
+fn state_from_btf(
+    btf: Result<&KernelBtf, &BtfError>,
+    state: &mut SpanProbeConfig,
+    features: &mut Features,
+) -> Option<(u32, u32)> {
+    let btf = match btf {
+        Ok(btf) => btf,
+        Err(e) => {
+            log::warn!("network namespaces will not be reported: {e}");
+            features.closed_before_accept = Availability::Unavailable(e.to_string());
+            features.cgroups = Availability::Unavailable(e.to_string());
+            return None;
+        }
+    };
+    match btf.offset_of("sock", "sk_socket") {
+        Ok(off) => state.sk_socket_offset = off,
+        Err(e) => features.closed_before_accept = Availability::Unavailable(e.to_string()),
+    }
+    if let Err(e) = cgroup_offsets(btf, state) {
+        features.cgroups = Availability::Unavailable(e.to_string());
+    }
+    if let Ok(values) = btf.enum_values("sk_rst_reason") {
+        ResetReason::set_names(values);
+    }
+    btf.offset_of("sock", "__sk_common.skc_net.net")
+        .and_then(|sock_net| Ok((sock_net, btf.offset_of("net", "ns.inum")?)))
+        .map_err(|e| log::warn!("network namespaces will not be reported: {e}"))
+        .ok()
+}
+
+/// Where the state program finds a socket's cgroup id: `sk->sk_cgrp_data` points at the
+/// cgroup (a plain pointer since Linux 5.15; before, `val` holds it unless its lowest bit marks
+/// other data), whose `kn->id` is the id.
+fn cgroup_offsets(btf: &KernelBtf, state: &mut SpanProbeConfig) -> Result<(), BtfError> {
+    let (pointer, tagged) = match btf.offset_of("sock", "sk_cgrp_data.cgroup") {
+        Ok(offset) => (offset, 0),
+        Err(_) => (btf.offset_of("sock", "sk_cgrp_data.val")?, 1),
+    };
+    state.cgroup_kn_offset = btf.offset_of("cgroup", "kn")?;
+    state.kn_id_offset = btf.offset_of("kernfs_node", "id")?;
+    state.sk_cgroup_offset = pointer;
+    state.cgroup_tagged = tagged;
+    Ok(())
 }
 
 type RetransmitPlan = (RetransmitLayout, SpanProbeConfig);
@@ -297,6 +322,24 @@ mod tests {
 
     use super::*;
     use crate::kernel::btf::btf_for_test;
+
+    #[test]
+    fn the_socket_cgroup_is_reached_through_btf() {
+        let Some(btf) = btf_for_test() else {
+            return;
+        };
+        let mut state = SpanProbeConfig::UNSET;
+        cgroup_offsets(&btf, &mut state).unwrap();
+        // Linux 5.15+ (every kernel tested here): a plain pointer, no tag bit.
+        assert_eq!(state.cgroup_tagged, 0);
+        for offset in [
+            state.sk_cgroup_offset,
+            state.cgroup_kn_offset,
+            state.kn_id_offset,
+        ] {
+            assert_ne!(offset, UNKNOWN);
+        }
+    }
 
     #[test]
     fn the_error_report_program_is_configured_from_btf() {

@@ -142,6 +142,8 @@ pub struct Features {
     /// Errors the kernel reports on TCP sockets: refused, reset, timed out (the
     /// `inet_sk_error_report` raw tracepoint, Linux 5.15+, with BTF).
     pub socket_errors: Availability,
+    /// The cgroup of each socket (`sk->sk_cgrp_data`, through BTF): whose workload it is.
+    pub cgroups: Availability,
 }
 
 /// Losses counted in the kernel. Every one is an event that userspace never saw.
@@ -361,6 +363,9 @@ fn warn_unavailable(features: &Features) {
     }
     if let Availability::Unavailable(why) = &features.socket_errors {
         log::warn!("connection errors will not be observed: {why}");
+    }
+    if let Availability::Unavailable(why) = &features.cgroups {
+        log::warn!("sockets will not be attributed to cgroups (units, containers, pods): {why}");
     }
     if let Availability::Unavailable(why) = &features.closed_before_accept {
         log::warn!("connections closed before accept() will not be told apart: {why}");

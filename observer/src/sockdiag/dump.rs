@@ -8,7 +8,7 @@ use std::{
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NetlinkPayload, Nla as _,
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SockDiagMessage,
@@ -18,7 +18,7 @@ use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use observer_common::TcpState;
 
 use super::{DiagSocket, DiagTimer, SockDiagError};
-use crate::event::{Family, Netns};
+use crate::event::{CgroupId, Family, Netns};
 
 /// Receive buffer per `recv`. The kernel fills at most about 32 KiB per dump datagram; twice
 /// that leaves room, and `MSG_TRUNC` still reports a datagram that would not fit.
@@ -280,6 +280,7 @@ impl Reply<'_> {
             retransmits,
             rqueue: header.recv_queue,
             wqueue: header.send_queue,
+            cgroup: cgroup_of(&response.nlas),
         };
         let v6only = response.nlas.iter().find_map(|nla| match nla {
             Nla::SkV6Only(v6only) => Some(*v6only),
@@ -305,6 +306,21 @@ impl Reply<'_> {
             source: io::Error::from_raw_os_error(code.saturating_abs()),
         }
     }
+}
+
+/// `INET_DIAG_CGROUP_ID` (Linux 5.7+; full sockets only): the socket's cgroup v2 id.
+const INET_DIAG_CGROUP_ID: u16 = 21;
+
+/// The socket's cgroup, from the attribute the kernel adds for full sockets.
+fn cgroup_of(nlas: &[Nla]) -> Option<CgroupId> {
+    nlas.iter().find_map(|nla| match nla {
+        Nla::Other(attr) if attr.kind() == INET_DIAG_CGROUP_ID && attr.value_len() == 8 => {
+            let mut id = [0u8; 8];
+            attr.emit_value(&mut id);
+            CgroupId::new(u64::from_ne_bytes(id))
+        }
+        _ => None,
+    })
 }
 
 fn address(ip: IpAddr, port: u16) -> SocketAddr {
@@ -472,6 +488,7 @@ mod tests {
         assert_eq!(
             sockets,
             [DiagSocket {
+                cgroup: None,
                 netns: Netns::new(4_026_531_840).unwrap(),
                 family: Family::Ipv4,
                 state: TcpState::TimeWait,

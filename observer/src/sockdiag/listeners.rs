@@ -391,6 +391,7 @@ mod tests {
         use super::super::{DiagSocket, DiagTimer};
         let entry = Entry {
             socket: DiagSocket {
+                cgroup: None,
                 netns: Netns::new(7).unwrap(),
                 family: Family::Ipv6,
                 state: TcpState::Listen,

@@ -18,7 +18,7 @@ use std::{io, net::SocketAddr, path::PathBuf};
 use observer_common::TcpState;
 
 use crate::{
-    event::{Family, Netns},
+    event::{CgroupId, Family, Netns},
     kernel::NetLimits,
 };
 
@@ -81,6 +81,8 @@ pub struct DiagSocket {
     pub uid: u32,
     /// Socket cookie: `idiag_cookie[0] | idiag_cookie[1] << 32`.
     pub cookie: u64,
+    /// The socket's cgroup (v2), for full sockets on Linux 5.7+.
+    pub cgroup: Option<CgroupId>,
     /// The pending timer.
     pub timer: DiagTimer,
     /// Milliseconds until `timer` fires; 0 when there is none.

@@ -307,6 +307,7 @@ impl Tracker {
                 first_ns: known.map_or(t.mono_ns, |c| c.first_ns),
                 owner,
                 tuple,
+                cgroup: t.cgroup.or(known.and_then(|c| c.cgroup)),
             };
             match found {
                 Some(at) => self.sockets.store_at(at, &conn),

@@ -18,7 +18,7 @@ use super::{
     timewait_table::Tw,
 };
 use crate::event::Netns;
-use crate::event::Task;
+use crate::event::{CgroupId, Task};
 
 /// One socket as sock_diag lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct SeedSocket {
     pub owner: Option<Task>,
     /// The socket's cookie (matches a timewait socket's timer records to it).
     pub cookie: u64,
+    /// The socket's cgroup, as sock_diag reports it (full sockets only).
+    pub cgroup: Option<CgroupId>,
 }
 
 /// What a reconciliation changed.
@@ -253,6 +255,7 @@ impl Tracker {
             substate_since_ns: r.started_ns,
             lower_bound: true,
             owner: c.owner,
+            cgroup: c.cgroup,
             timeout_ns: None,
             cookie: s.cookie,
             touched_ns: r.started_ns,
@@ -276,6 +279,7 @@ impl Tracker {
                 substate_since_ns: started_ns,
                 lower_bound: true,
                 owner: None,
+                cgroup: s.cgroup,
                 timeout_ns: None,
                 cookie: s.cookie,
                 touched_ns: started_ns,
@@ -292,6 +296,7 @@ impl Tracker {
             first_ns: started_ns,
             owner: s.owner,
             tuple: s.tuple,
+            cgroup: s.cgroup,
         };
         if self.sockets.insert_marked(key, conn, mark).is_some() {
             self.stats.evicted += 1;

@@ -17,7 +17,7 @@ use super::{
     Tuple,
     packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
 };
-use crate::event::{PerState, Task};
+use crate::event::{CgroupId, PerState, Task};
 
 bitflags::bitflags! {
     /// What is known of a [`Conn`] beside its state.
@@ -52,6 +52,8 @@ pub struct Conn {
     pub first_ns: u64,
     pub owner: Option<Task>,
     pub tuple: Tuple,
+    /// The socket's cgroup, once a transition carried it.
+    pub cgroup: Option<CgroupId>,
 }
 
 impl Conn {
@@ -72,12 +74,13 @@ const HAS_OWNER: u8 = 4;
 /// [`Slot::bits`]: no connection here; `older` links the next vacant slot.
 const VACANT: u8 = 8;
 
-/// A [`Conn`] as stored, with its key and eviction links: 104 bytes.
+/// A [`Conn`] as stored, with its key and eviction links: 112 bytes.
 #[derive(Clone, Copy)]
 struct Slot {
     key: u64,
     since_ns: u64,
     first_ns: u64,
+    cgroup: Option<CgroupId>,
     owner: Task,
     tuple: PackedTuple,
     /// Neighbours in insertion order (oldest first), as slot indices.
@@ -91,7 +94,7 @@ struct Slot {
     bits: u8,
 }
 
-const _: () = assert!(size_of::<Slot>() == 104);
+const _: () = assert!(size_of::<Slot>() == 112);
 
 impl Slot {
     /// `c` packed under `key`, between `older` and `newer` in insertion order.
@@ -102,6 +105,7 @@ impl Slot {
             key,
             since_ns: c.since_ns,
             first_ns: c.first_ns,
+            cgroup: c.cgroup,
             owner: c.owner.unwrap_or(Task::new(0, 0, [0; 16])),
             tuple,
             older,
@@ -141,6 +145,7 @@ impl Slot {
             first_ns: self.first_ns,
             owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
             tuple: self.tuple(),
+            cgroup: self.cgroup,
         }
     }
 
@@ -465,6 +470,7 @@ mod tests {
             }
         };
         Conn {
+            cgroup: None,
             state: TcpState::Established,
             prev: TcpState::SynSent,
             flags: ConnFlags::PASSIVE,

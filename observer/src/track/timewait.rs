@@ -224,6 +224,7 @@ impl Tracker {
             substate_since_ns: now,
             lower_bound: false,
             owner: None,
+            cgroup: None,
             timeout_ns,
             cookie: t.cookie,
             touched_ns: now,
@@ -300,6 +301,7 @@ impl Tracker {
             return false;
         };
         tw.owner = owner;
+        tw.cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
         tw.touched_ns = t.mono_ns;
         let spent = known.map(|c| t.mono_ns.saturating_sub(c.since_ns));
         let lower_bound = known.is_some_and(|c| c.has(super::table::ConnFlags::SEEDED));
@@ -484,6 +486,7 @@ fn timewait_report(
             local: tw.tuple.local,
             remote: tw.tuple.remote,
             netns: tw.tuple.netns,
+            cgroup: tw.cgroup,
             task: tw.owner.unwrap_or(Task::new(0, 0, [0; 16])),
             owner_context: false,
             has_socket: None,

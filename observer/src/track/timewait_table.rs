@@ -15,7 +15,7 @@ use super::{
     packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
     usage::{Destination, TimewaitUsage},
 };
-use crate::event::Netns;
+use crate::event::{CgroupId, Netns};
 use crate::{event::Task, kernel::NetLimits};
 
 /// One timewait socket, unpacked.
@@ -28,6 +28,8 @@ pub struct Tw {
     /// Known from sock_diag: its start was not seen, durations are lower bounds.
     pub lower_bound: bool,
     pub owner: Option<Task>,
+    /// The socket's cgroup, from its full socket's transitions.
+    pub cgroup: Option<CgroupId>,
     /// Time until its timer fires, as last armed (kept to the millisecond).
     pub timeout_ns: Option<u64>,
     /// The socket's cookie (what sock_diag reports for it); 0 when unknown.
@@ -50,13 +52,14 @@ const VACANT: u8 = 16;
 /// [`Slot::bits`]: the remote address is IPv6.
 const REMOTE_V6: u8 = 32;
 
-/// A [`Tw`] as stored: 104 bytes.
+/// A [`Tw`] as stored: 112 bytes.
 #[derive(Clone, Copy)]
 struct Slot {
     key: u64,
     cookie: u64,
     since_ns: u64,
     touched_ns: u64,
+    cgroup: Option<CgroupId>,
     owner: Task,
     tuple: PackedTuple,
     timeout_ms: u32,
@@ -66,7 +69,7 @@ struct Slot {
     bits: u8,
 }
 
-const _: () = assert!(size_of::<Slot>() == 104);
+const _: () = assert!(size_of::<Slot>() == 112);
 
 impl Slot {
     fn new(key: u64, mark: u16, tw: &Tw) -> Self {
@@ -77,6 +80,7 @@ impl Slot {
             cookie: tw.cookie,
             since_ns: tw.substate_since_ns,
             touched_ns: tw.touched_ns,
+            cgroup: tw.cgroup,
             timeout_ms: tw
                 .timeout_ns
                 .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
@@ -114,6 +118,7 @@ impl Slot {
             substate_since_ns: self.since_ns,
             lower_bound: self.bits & LOWER_BOUND != 0,
             owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
+            cgroup: self.cgroup,
             timeout_ns: (self.bits & HAS_TIMEOUT != 0)
                 .then_some(u64::from(self.timeout_ms) * 1_000_000),
             cookie: self.cookie,
@@ -438,6 +443,7 @@ mod tests {
             }
         };
         Tw {
+            cgroup: None,
             substate: TcpState::TimeWait,
             tuple: Tuple {
                 netns: Netns::new(7),

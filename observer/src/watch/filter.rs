@@ -124,6 +124,7 @@ mod tests {
     fn t(local: &str, remote: &str, old: TcpState, new: TcpState) -> Transition {
         let local: std::net::SocketAddr = local.parse().unwrap();
         Transition {
+            cgroup: None,
             mono_ns: 0,
             sock: 1,
             old,

@@ -412,6 +412,7 @@ mod tests {
 
     fn transition(at_ns: u64, old: TcpState, new: TcpState) -> Event {
         Event::Transition(Transition {
+            cgroup: None,
             mono_ns: at_ns,
             sock: 7,
             old,

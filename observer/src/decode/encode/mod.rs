@@ -113,6 +113,7 @@ pub const fn empty_span(kind: RecordKind) -> SpanRecord {
         header: RecordHeader::new(kind, size_of::<SpanRecord>()),
         ts_ns: 0,
         pid_tgid: 0,
+        cgroup: 0,
         netns: 0,
         raw_len: 0,
         flags: 0,

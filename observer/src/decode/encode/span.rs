@@ -11,7 +11,7 @@ use observer_common::{
 use super::{Copied, bytes_of, span_context};
 use crate::{
     decode::{AF_INET, AF_INET6, SplitAddresses},
-    event::{Family, Reset, ResetDirection, Retransmit, RetransmitKind, Transition},
+    event::{CgroupId, Family, Reset, ResetDirection, Retransmit, RetransmitKind, Transition},
     kernel::tracefs::{Field, Format, TracefsError},
 };
 
@@ -44,6 +44,7 @@ impl StateEncoder {
     /// Appends the record of `t`. (`owner_context` is not written: the decoder derives it.)
     pub fn encode(&self, t: &Transition, out: &mut Vec<u8>) {
         let mut rec = span_context(RecordKind::StateChange, t.mono_ns, Some(&t.task), t.netns);
+        rec.cgroup = CgroupId::id_or_zero(t.cgroup);
         rec.flags = match t.has_socket {
             None => 0,
             Some(true) => FLAG_SK_SOCKET_READ,

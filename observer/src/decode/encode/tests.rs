@@ -21,6 +21,7 @@ fn round_trip(event: Event) {
 fn transition(old: TcpState, new: TcpState, local: &str, remote: &str) -> Transition {
     let local: std::net::SocketAddr = local.parse().unwrap();
     Transition {
+        cgroup: None,
         mono_ns: 10_000_000_123,
         sock: 0xffff_8880_1234_5678,
         old,

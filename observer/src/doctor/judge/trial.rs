@@ -48,6 +48,7 @@ pub(super) fn trial_check(trial: &Result<Features, String>) -> Check {
         "connection errors",
         Feature::SocketErrors,
     );
+    consider(&features.cgroups, "socket cgroups", Feature::Cgroups);
     if features.resets.is_active() && features.reset_reasons {
         attached.push("RST reasons");
     }
@@ -107,7 +108,8 @@ mod tests {
         assert_eq!(
             with.finding,
             "loaded and attached, then detached: transitions, RSTs, TIME_WAIT, \
-             closed-before-accept detection, retransmissions, connection errors, RST reasons"
+             closed-before-accept detection, retransmissions, connection errors, socket cgroups, \
+             RST reasons"
         );
         let without = trial_check(&Ok(Features {
             reset_reasons: true,
@@ -126,6 +128,7 @@ mod tests {
     fn every_feature_switched_off_is_listed_and_degraded() {
         let off = |why: &str| Availability::Unavailable(why.to_owned());
         let check = trial_check(&Ok(Features {
+            cgroups: off("e"),
             resets: Availability::Active,
             reset_reasons: false,
             timewait: off("a"),
@@ -141,7 +144,7 @@ mod tests {
         assert_eq!(
             costs(&check),
             "off on this kernel: TIME_WAIT (a); closed-before-accept detection (b); \
-             retransmissions (c); connection errors (d)"
+             retransmissions (c); connection errors (d); socket cgroups (e)"
         );
         assert_eq!(
             check.degrades,
@@ -149,7 +152,8 @@ mod tests {
                 Feature::Timewait,
                 Feature::ClosedBeforeAccept,
                 Feature::Retransmits,
-                Feature::SocketErrors
+                Feature::SocketErrors,
+                Feature::Cgroups
             ]
         );
     }

@@ -29,6 +29,7 @@ fn task(pid: u32) -> Task {
 /// A transition of socket `sock` between `local` and `remote` at `ms` milliseconds.
 fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Event {
     Event::Transition(Transition {
+        cgroup: None,
         mono_ns: ms * MS,
         sock,
         old,
@@ -147,6 +148,7 @@ fn tuple(local: &str, remote: &str) -> Tuple {
 
 fn listed(local: &str, remote: &str, state: TcpState) -> SeedSocket {
     SeedSocket {
+        cgroup: None,
         tuple: tuple(local, remote),
         state,
         timewait: state == TimeWait,

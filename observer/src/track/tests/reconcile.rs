@@ -13,6 +13,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
     };
     let seeds = [
         SeedSocket {
+            cgroup: None,
             tuple: tuple(SERVER, CLIENT),
             state: CloseWait,
             timewait: false,
@@ -20,6 +21,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
             cookie: 1,
         },
         SeedSocket {
+            cgroup: None,
             tuple: tuple("127.0.0.1:40001", SERVER),
             state: TimeWait,
             timewait: true,
@@ -27,6 +29,7 @@ fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
             cookie: 0x5eed,
         },
         SeedSocket {
+            cgroup: None,
             tuple: tuple("127.0.0.1:40002", SERVER),
             state: Established,
             timewait: false,

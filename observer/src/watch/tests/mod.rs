@@ -17,6 +17,7 @@ pub const S: u64 = 1_000_000_000;
 /// A connection made in softirq context for curl, 250µs in SYN_SENT.
 pub fn sample() -> (Transition, Observation) {
     let t = Transition {
+        cgroup: None,
         mono_ns: 5,
         sock: 0xffff_8880_0000_0001,
         old: TcpState::SynSent,

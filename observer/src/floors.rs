@@ -8,7 +8,7 @@ const FLOORS: &[&[&str]] = &[
     &["kernel", "event", "clock", "human"],
     &["decode"],
     &["track", "load"],
-    &["stream", "sockdiag", "config"],
+    &["stream", "sockdiag", "config", "workload"],
     &["alerts", "doctor", "listen_queues"],
     &["snapshot", "inventory"],
     &["export", "pipeline"],

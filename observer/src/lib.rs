@@ -5,7 +5,8 @@
 //!    [`clock`], [`human`] (durations, counts and errno names as people read them).
 //! 2. [`decode`]: record layouts -> events.
 //! 3. [`track`] (the pure connection tracker), [`load`] (programs, maps, the kernel contract).
-//! 4. [`stream`] (ring buffer -> events), [`sockdiag`] (netlink dumps), [`config`].
+//! 4. [`stream`] (ring buffer -> events), [`sockdiag`] (netlink dumps), [`config`],
+//!    [`workload`] (cgroup ids -> units, containers, pods).
 //! 5. [`alerts`], [`doctor`], [`listen_queues`].
 //! 6. [`snapshot`] (the one read model front-ends read), [`inventory`] (sock_diag -> tracker).
 //! 7. [`export`] (Prometheus metrics) and the [`pipeline`] core (stream -> tracker, seeding
@@ -33,3 +34,4 @@ pub mod sockdiag;
 pub mod stream;
 pub mod track;
 pub mod watch;
+pub mod workload;

@@ -75,7 +75,9 @@ pub enum Command {
         sudo observer watch --addr 10.0.0.0/8 --state established --state close\n  \
         sudo observer watch --pid 1234 --json\n  \
         sudo observer watch --port 443 --half-open-after 5s --summary 30\n  \
-        sudo observer watch --netns $(stat -Lc %i /run/netns/blue)")]
+        sudo observer watch --netns $(stat -Lc %i /run/netns/blue)\n  \
+        sudo observer watch --unit nginx.service --state close_wait\n  \
+        sudo observer watch --pod shop/checkout-7f9c --json")]
     Watch(WatchArgs),
 
     /// Run the daemon: track every TCP socket, serve Prometheus metrics, evaluate alert rules.
@@ -243,6 +245,22 @@ pub struct WatchArgs {
     #[arg(long, value_name = "INODE")]
     pub netns: Vec<u32>,
 
+    /// Show only transitions of sockets created in this systemd unit (`nginx.service`), as
+    /// their cgroup (v2) names it. Workload filters match transitions only: RSTs,
+    /// retransmissions and errors carry no workload yet.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Vec<String>,
+
+    /// Show only transitions of sockets of this Kubernetes pod: `NAME` or `NAMESPACE/NAME`,
+    /// as the kubelet's /var/log/containers names it.
+    #[arg(long, value_name = "POD")]
+    pub pod: Vec<String>,
+
+    /// Show only transitions of sockets in this cgroup (v2) or below it: a path relative to
+    /// the cgroup2 mount, e.g. `/system.slice` or `/kubepods.slice`.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+
     /// One JSON object per line instead of text (fields are listed in the README).
     #[arg(long)]
     pub json: bool,
@@ -325,6 +343,9 @@ impl WatchArgs {
                 pids: self.pid,
                 family,
                 netns: self.netns,
+                units: self.unit,
+                pods: self.pod,
+                cgroups: self.cgroup,
             },
             json: self.json,
             count: self.count,

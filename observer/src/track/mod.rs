@@ -267,6 +267,7 @@ impl Tracker {
             self.peer_sent_fin(t, out);
         }
         let (flags, mut note) = self.flags_of(t, known);
+        let cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
 
         if t.new == TcpState::Close {
             self.sockets.remove(t.sock);
@@ -307,7 +308,7 @@ impl Tracker {
                 first_ns: known.map_or(t.mono_ns, |c| c.first_ns),
                 owner,
                 tuple,
-                cgroup: t.cgroup.or(known.and_then(|c| c.cgroup)),
+                cgroup,
             };
             match found {
                 Some(at) => self.sockets.store_at(at, &conn),
@@ -324,6 +325,7 @@ impl Tracker {
                 previous_state_ns,
                 lower_bound,
                 owner,
+                cgroup,
                 gap,
             },
             note,

@@ -3,7 +3,7 @@
 use observer_common::TcpState;
 
 use super::{Tuple, ends::EndCause, resets::ResetClass};
-use crate::event::{Reset, SocketError, Task, Transition};
+use crate::event::{CgroupId, Reset, SocketError, Task, Transition};
 
 /// What the tracker knows about one transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct Observation {
     /// The socket's owner, from this transition, an earlier one it drove, its listener, or the
     /// process holding its file descriptor.
     pub owner: Option<Task>,
+    /// The socket's cgroup, from this transition or an earlier one (or sock_diag).
+    pub cgroup: Option<CgroupId>,
     /// The transition's old state differs from the last new state seen for this socket: at
     /// least one transition in between was lost.
     pub gap: bool,

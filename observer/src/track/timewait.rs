@@ -495,6 +495,7 @@ fn timewait_report(
             previous_state_ns: spent,
             lower_bound,
             owner: tw.owner,
+            cgroup: tw.cgroup,
             gap: false,
         },
         note: Some(note),

@@ -6,7 +6,10 @@
 use ipnet::IpNet;
 use observer_common::TcpState;
 
-use crate::event::{Family, Netns, Reset, SocketError, Transition, Tuple};
+use crate::{
+    event::{Family, Netns, Reset, SocketError, Transition, Tuple},
+    workload::Attribution,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -21,9 +24,50 @@ pub struct Filter {
     pub family: Option<Family>,
     /// Network namespace inode.
     pub netns: Vec<u32>,
+    /// Systemd unit of the socket's cgroup.
+    pub units: Vec<String>,
+    /// Kubernetes pod, `NAME` or `NAMESPACE/NAME`.
+    pub pods: Vec<String>,
+    /// Cgroup path, or a prefix of it at a `/`.
+    pub cgroups: Vec<String>,
 }
 
 impl Filter {
+    /// Whether the filter asks about workloads (which only transitions carry).
+    #[must_use]
+    pub fn by_workload(&self) -> bool {
+        !(self.units.is_empty() && self.pods.is_empty() && self.cgroups.is_empty())
+    }
+
+    /// Whether a socket of workload `w` passes the workload options (`--unit`, `--pod`,
+    /// `--cgroup`); a socket whose workload is unknown passes only when none is given.
+    #[must_use]
+    pub fn matches_workload(&self, w: Option<&Attribution>) -> bool {
+        if !self.by_workload() {
+            return true;
+        }
+        let Some(w) = w else {
+            return false;
+        };
+        let any = |empty: bool, hit: bool| empty || hit;
+        any(
+            self.units.is_empty(),
+            w.workload
+                .unit
+                .as_ref()
+                .is_some_and(|u| self.units.contains(u)),
+        ) && any(
+            self.pods.is_empty(),
+            w.pod.as_ref().is_some_and(|p| {
+                let full = format!("{}/{}", p.namespace, p.pod);
+                self.pods.iter().any(|want| *want == p.pod || *want == full)
+            }),
+        ) && any(
+            self.cgroups.is_empty(),
+            self.cgroups.iter().any(|c| under(&w.cgroup, c)),
+        )
+    }
+
     /// Whether `t`, owned by `owner_pid` when known, passes.
     #[must_use]
     pub fn matches(&self, t: &Transition, owner_pid: Option<u32>) -> bool {
@@ -112,6 +156,16 @@ impl Filter {
                 netns.is_some_and(|n| self.netns.contains(&n.inode())),
             )
     }
+}
+
+/// Whether cgroup `path` is `prefix` or below it (`/system.slice` holds
+/// `/system.slice/nginx.service`, not `/system.slices`).
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -282,5 +336,52 @@ mod tests {
             !with(|f| f.states = vec![Established]).matches_retransmits(&tuple, None, None),
             "an unknown state does not match --state"
         );
+    }
+
+    #[test]
+    fn workload_options_match_units_pods_and_cgroup_subtrees() {
+        use crate::workload::{Attribution, PodFields, Workload};
+        let nginx = Attribution {
+            cgroup: "/system.slice/nginx.service".to_owned(),
+            workload: Workload::from_path("/system.slice/nginx.service"),
+            pod: None,
+        };
+        let pod = Attribution {
+            cgroup: "/kubepods/podx/abc".to_owned(),
+            workload: Workload::default(),
+            pod: Some(PodFields {
+                pod: "checkout-7f9c".to_owned(),
+                namespace: "shop".to_owned(),
+                container: "api".to_owned(),
+            }),
+        };
+        assert!(
+            Filter::default().matches_workload(None),
+            "no option: all pass"
+        );
+        let units = Filter {
+            units: vec!["nginx.service".to_owned()],
+            ..Filter::default()
+        };
+        assert!(units.matches_workload(Some(&nginx)));
+        assert!(!units.matches_workload(Some(&pod)));
+        assert!(!units.matches_workload(None), "unknown does not pass");
+        for want in ["checkout-7f9c", "shop/checkout-7f9c"] {
+            let pods = Filter {
+                pods: vec![want.to_owned()],
+                ..Filter::default()
+            };
+            assert!(pods.matches_workload(Some(&pod)), "{want}");
+            assert!(!pods.matches_workload(Some(&nginx)), "{want}");
+        }
+        let subtree = |c: &str| Filter {
+            cgroups: vec![c.to_owned()],
+            ..Filter::default()
+        };
+        assert!(subtree("/system.slice").matches_workload(Some(&nginx)));
+        assert!(subtree("/system.slice/").matches_workload(Some(&nginx)));
+        assert!(subtree("/").matches_workload(Some(&nginx)));
+        assert!(!subtree("/system.slic").matches_workload(Some(&nginx)));
+        assert!(!subtree("/kubepods").matches_workload(Some(&nginx)));
     }
 }

@@ -16,6 +16,7 @@ use crate::{
     track::{
         EndCause, Note, Observation, Report, RetransmitPhase, TimewaitEnd, resets::ResetClass,
     },
+    workload::Attribution,
 };
 
 /// When something happened, as every event line starts: `time` (RFC 3339, UTC, nanoseconds)
@@ -64,12 +65,15 @@ impl Socket {
 }
 
 /// Whose the socket is: `netns` (null when unknown), and the owning process, `pid` and `comm`
-/// (null when not yet known).
+/// (null when not yet known); for a transition, its workload (`cgroup`, `unit`,
+/// `container_id`, `pod_uid`, `pod`, `namespace`, `container`) where known, absent otherwise.
 #[derive(Serialize)]
 pub struct Owner<'a> {
     pub netns: Option<Netns>,
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<&'a Attribution>,
 }
 
 impl<'a> Owner<'a> {
@@ -79,6 +83,7 @@ impl<'a> Owner<'a> {
             netns,
             pid: task.map(|o| o.pid),
             comm: task.map(Task::comm),
+            workload: None,
         }
     }
 }
@@ -196,6 +201,15 @@ const fn note_name(note: Note) -> &'static str {
 }
 
 impl<'a> Line<'a> {
+    /// The line with the socket's workload, for the lines that name one (transitions).
+    #[must_use]
+    pub fn with_workload(mut self, workload: Option<&'a Attribution>) -> Self {
+        if let Self::Transition { owner, .. } = &mut self {
+            owner.workload = workload;
+        }
+        self
+    }
+
     /// A report's line; `now_ns` dates reports without a time of their own.
     #[must_use]
     pub fn report(report: &'a Report, now_ns: u64, clock: &WallClock) -> Self {
@@ -376,8 +390,13 @@ impl<W: io::Write> Sink for JsonSink<W> {
         Ok(())
     }
 
-    fn report(&mut self, report: &Report, now_ns: u64) -> io::Result<()> {
-        let line = Line::report(report, now_ns, &self.wall);
+    fn report(
+        &mut self,
+        report: &Report,
+        workload: Option<&Attribution>,
+        now_ns: u64,
+    ) -> io::Result<()> {
+        let line = Line::report(report, now_ns, &self.wall).with_workload(workload);
         self.line(&line)
     }
 

@@ -22,6 +22,7 @@ use crate::{
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
     stream::Losses,
     track::{Note, Report, TrackerStats},
+    workload::Resolver,
 };
 pub use filter::Filter;
 use json::JsonSink;
@@ -197,6 +198,13 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let mut summary_tick = every_or_never(options.summary_every);
     let mut shown_count = Shown::default();
     let limit = options.count.unwrap_or(u64::MAX);
+    let mut workloads = Resolver::host();
+    if workloads.mount().is_none() {
+        log::warn!(
+            "no cgroup2 mount (a cgroup v1-only host): sockets are not attributed to units, \
+             containers or pods"
+        );
+    }
     let seeded = pipeline.seeded();
     eprintln!(
         "observer: watching TCP connections; {} sockets already open in {} network \
@@ -211,8 +219,9 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         let written = tokio::select! {
             step = pipeline.next() => {
                 let step = step?;
-                show_step(sink.as_mut(), &step)
-                    .and_then(|()| show(sink.as_mut(), &options.filter, pipeline.reports(), &mut shown_count, limit))
+                show_step(sink.as_mut(), &step).and_then(|()| {
+                    show(sink.as_mut(), &options.filter, pipeline.reports(), &mut workloads, &mut shown_count, limit)
+                })
             }
             // Re-anchor wall-clock time: NTP may have stepped the clock.
             _ = tick.tick() => {
@@ -238,6 +247,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                 sink.as_mut(),
                 &options.filter,
                 pipeline.reports(),
+                &mut workloads,
                 &mut shown_count,
                 limit,
             ) {
@@ -296,14 +306,22 @@ fn show(
     sink: &mut dyn Sink,
     filter: &Filter,
     reports: &[Report],
+    workloads: &mut Resolver,
     shown_count: &mut Shown,
     limit: u64,
 ) -> io::Result<()> {
     // Reports without a time of their own are dated when they were noticed: now.
     let now_ns = mono_now_ns();
     for report in reports {
-        if shown_count.lines < limit && shown(filter, report) {
-            sink.report(report, now_ns)?;
+        if shown_count.lines >= limit || !shown(filter, report) {
+            continue;
+        }
+        let workload = match report {
+            Report::Transition { seen, .. } => seen.cgroup.and_then(|c| workloads.resolve(c)),
+            _ => None,
+        };
+        if filter.matches_workload(workload.as_deref()) {
+            sink.report(report, workload.as_deref(), now_ns)?;
             shown_count.lines += 1;
             if matches!(
                 report,

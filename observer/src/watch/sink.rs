@@ -4,14 +4,20 @@
 use std::io;
 
 use super::{LossCounts, Summary, summary::StateSummary};
-use crate::{alerts::Change, clock::WallClock, track::Report};
+use crate::{alerts::Change, clock::WallClock, track::Report, workload::Attribution};
 
 pub(super) trait Sink {
     /// Written once, before the first line.
     fn start(&mut self) -> io::Result<()>;
 
-    /// One report; `now_ns` dates the reports that carry no time of their own.
-    fn report(&mut self, report: &Report, now_ns: u64) -> io::Result<()>;
+    /// One report, with the workload its socket's cgroup names; `now_ns` dates the reports
+    /// that carry no time of their own.
+    fn report(
+        &mut self,
+        report: &Report,
+        workload: Option<&Attribution>,
+        now_ns: u64,
+    ) -> io::Result<()>;
 
     /// An alert's change of state.
     fn alert(&mut self, change: &Change) -> io::Result<()>;

@@ -23,6 +23,7 @@ use crate::{
     track::{
         EndCause, Note, Observation, Report, RetransmitPhase, TimewaitEnd, resets::ResetClass,
     },
+    workload::Attribution,
 };
 
 /// The header printed above terminal lines.
@@ -364,6 +365,20 @@ fn own_netns() -> Option<Netns> {
     u32::try_from(ino).ok().and_then(Netns::new)
 }
 
+/// ` [unit nginx.service]`, ` [pod shop/checkout container api]`, ` [container 4f1d2c3b4a59]`
+/// or ` [cgroup /my/group]`: the most specific name the socket's cgroup gives.
+#[must_use]
+pub fn workload_suffix(w: &Attribution) -> String {
+    if let Some(p) = &w.pod {
+        return format!(" [pod {}/{} container {}]", p.namespace, p.pod, p.container);
+    }
+    match (&w.workload.unit, &w.workload.container_id) {
+        (Some(unit), _) => format!(" [unit {unit}]"),
+        (None, Some(id)) => format!(" [container {}]", &id[..12]),
+        (None, None) => format!(" [cgroup {}]", w.cgroup),
+    }
+}
+
 /// Terminal lines written to `out`, in the local time zone.
 pub struct TextSink<W> {
     out: W,
@@ -400,8 +415,16 @@ impl<W: Write> Sink for TextSink<W> {
         self.out.flush()
     }
 
-    fn report(&mut self, report: &Report, now_ns: u64) -> io::Result<()> {
-        let line = report_line(report, now_ns, &self.context());
+    fn report(
+        &mut self,
+        report: &Report,
+        workload: Option<&Attribution>,
+        now_ns: u64,
+    ) -> io::Result<()> {
+        let mut line = report_line(report, now_ns, &self.context());
+        if let Some(w) = workload {
+            line.push_str(&workload_suffix(w));
+        }
         writeln!(self.out, "{line}")
     }
 

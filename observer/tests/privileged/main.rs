@@ -10,6 +10,7 @@
 mod support;
 
 mod bench_smoke;
+mod cgroups;
 mod daemon_lifecycle;
 mod dead_peers;
 mod doctor_cli;

@@ -166,7 +166,7 @@ fn assert_written(reports: &[Report], now_ns: u64, expected: &[&str]) {
     let mut out = Vec::new();
     let mut sink = JsonSink::new(&mut out, WallClock::IDENTITY);
     for report in reports {
-        sink.report(report, now_ns).unwrap();
+        sink.report(report, None, now_ns).unwrap();
     }
     let written = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = written.lines().collect();
@@ -185,12 +185,14 @@ fn transition_and_reset_lines_read_as_before() {
         ..sample().0
     };
     let seen = Observation {
+        cgroup: None,
         previous_state_ns: Some(250_000),
         lower_bound: true,
         owner: Some(owner),
         gap: true,
     };
     let unseen = Observation {
+        cgroup: None,
         previous_state_ns: None,
         lower_bound: false,
         owner: None,

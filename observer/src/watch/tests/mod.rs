@@ -33,6 +33,7 @@ pub fn sample() -> (Transition, Observation) {
     (
         t,
         Observation {
+            cgroup: None,
             previous_state_ns: Some(250_000),
             lower_bound: false,
             owner: Some(curl()),

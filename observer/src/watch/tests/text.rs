@@ -43,6 +43,7 @@ fn text_line_shows_owner_addresses_states_and_time_in_state() {
     assert!(line.contains("SYN_SENT -> ESTABLISHED (250µs)"), "{line}");
     assert!(!line.contains("netns"), "own netns is not repeated: {line}");
     let unknown = Observation {
+        cgroup: None,
         owner: None,
         previous_state_ns: None,
         lower_bound: false,
@@ -73,6 +74,7 @@ fn transition_lines_read_as_before() {
         ..sample().0
     };
     let seen = Observation {
+        cgroup: None,
         previous_state_ns: Some(250_000),
         lower_bound: true,
         owner: Some(owner),

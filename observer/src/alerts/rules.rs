@@ -12,6 +12,7 @@ use crate::{
     kernel::NetLimits,
     sockdiag::Listener,
     track::{EndCause, ResetClass, Tracker},
+    workload::{Attribution, Resolver},
 };
 
 /// What rules are evaluated against.
@@ -24,6 +25,8 @@ pub struct Inputs<'a> {
     pub lost_total: u64,
     /// `CLOCK_MONOTONIC` ns now.
     pub now_ns: u64,
+    /// Names sockets' workloads by their cgroups, when the host has cgroup v2.
+    pub workloads: Option<&'a Resolver>,
 }
 
 /// A condition that holds now.
@@ -176,6 +179,7 @@ fn labels<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String
 fn connection_labels(
     tuple: &crate::event::Tuple,
     owner: Option<crate::event::Task>,
+    workload: Option<&Attribution>,
 ) -> (BTreeMap<String, String>, String) {
     let mut l = labels([
         ("netns", Netns::inode_or_zero(tuple.netns).to_string()),
@@ -192,6 +196,26 @@ fn connection_labels(
             format!("{} (pid {})", o.comm(), o.pid)
         },
     );
+    let Some(w) = workload else {
+        return (l, holder);
+    };
+    l.insert("cgroup".to_owned(), w.cgroup.clone());
+    let named = [
+        ("unit", &w.workload.unit),
+        ("container_id", &w.workload.container_id),
+        ("pod", &w.pod.as_ref().map(|p| p.pod.clone())),
+        ("namespace", &w.pod.as_ref().map(|p| p.namespace.clone())),
+        ("container", &w.pod.as_ref().map(|p| p.container.clone())),
+    ];
+    for (key, value) in named {
+        if let Some(v) = value {
+            l.insert(key.to_owned(), v.clone());
+        }
+    }
+    let holder = match w.name() {
+        Some(name) => format!("{holder} in {name}"),
+        None => holder,
+    };
     (l, holder)
 }
 
@@ -204,7 +228,11 @@ fn close_wait_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
         .map(|e| {
             let age_ns = inputs.now_ns.saturating_sub(e.since_ns);
             let t = e.tuple;
-            let (l, holder) = connection_labels(&t, e.owner);
+            let workload = e
+                .cgroup
+                .zip(inputs.workloads)
+                .and_then(|(c, r)| r.resolve(c));
+            let (l, holder) = connection_labels(&t, e.owner, workload.as_deref());
             let age = humantime::format_duration(Duration::from_secs(age_ns / 1_000_000_000));
             Instance {
                 key: format!("{}@{}", e.key, e.since_ns),
@@ -371,7 +399,7 @@ fn half_open_age(inputs: &Inputs<'_>, older_than: Duration) -> Vec<Instance> {
         .into_iter()
         .map(|e| {
             let age_ns = inputs.now_ns.saturating_sub(e.since_ns);
-            let (mut l, holder) = connection_labels(&e.tuple, e.owner);
+            let (mut l, holder) = connection_labels(&e.tuple, e.owner, None);
             if let Some(state) = e.state {
                 l.insert("state".to_owned(), state.name().to_owned());
             }

@@ -486,6 +486,7 @@ impl Pipeline {
                 listeners: &s.listen.listeners,
                 lost_total: s.losses.total(),
                 now_ns: mono_now_ns(),
+                workloads: Some(&s.workloads),
             },
             wall,
         );

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
-use crate::event::Netns;
 use crate::{
     alerts::{Alert, NotificationCounts, RuleCounts},
     clock::mono_now_ns,
@@ -15,6 +14,7 @@ use crate::{
     stream::Losses,
     track::{LastReconciliation, Tracker, TransitionCounts},
 };
+use crate::{event::Netns, workload::Resolver};
 
 /// The tracker and what surrounds it. The event loop holds the lock while it applies a batch,
 /// a reconciliation while it applies a part of a dump, a scrape while it copies a snapshot.
@@ -32,6 +32,8 @@ pub struct State {
     /// Alerts pending or firing at the last evaluation, for /alerts.
     pub active_alerts: Vec<Alert>,
     pub last_reconciliation: Option<LastReconciliation>,
+    /// Sockets' cgroups -> units, containers, pods (for alerts).
+    pub workloads: Resolver,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             notifications: NotificationCounts::default(),
             active_alerts: Vec::new(),
             last_reconciliation: None,
+            workloads: Resolver::host(),
         }
     }
 }

@@ -9,7 +9,7 @@ use super::{
     TimewaitUsage, Tracker, TrackerStats,
 };
 use crate::{
-    event::{ListenerKey, Netns, PerState, Task, Tuple},
+    event::{CgroupId, ListenerKey, Netns, PerState, Task, Tuple},
     kernel::NetLimits,
 };
 
@@ -54,6 +54,8 @@ pub struct CloseWaitEntry {
     pub owner: Option<Task>,
     /// Whether `owner` is the process holding the file descriptor (resolved through /proc).
     pub owner_from_fd: bool,
+    /// The socket's cgroup, when a transition or sock_diag gave it.
+    pub cgroup: Option<CgroupId>,
 }
 
 /// A connection retransmitting without progress for longer than a threshold.
@@ -151,6 +153,7 @@ impl Tracker {
             lower_bound: c.has(ConnFlags::SEEDED),
             owner: c.owner,
             owner_from_fd: c.has(ConnFlags::OWNER_FROM_FD),
+            cgroup: c.cgroup,
         })
     }
 

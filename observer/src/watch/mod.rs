@@ -198,7 +198,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let mut summary_tick = every_or_never(options.summary_every);
     let mut shown_count = Shown::default();
     let limit = options.count.unwrap_or(u64::MAX);
-    let mut workloads = Resolver::host();
+    let workloads = Resolver::host();
     if workloads.mount().is_none() {
         log::warn!(
             "no cgroup2 mount (a cgroup v1-only host): sockets are not attributed to units, \
@@ -220,7 +220,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
             step = pipeline.next() => {
                 let step = step?;
                 show_step(sink.as_mut(), &step).and_then(|()| {
-                    show(sink.as_mut(), &options.filter, pipeline.reports(), &mut workloads, &mut shown_count, limit)
+                    show(sink.as_mut(), &options.filter, pipeline.reports(), &workloads, &mut shown_count, limit)
                 })
             }
             // Re-anchor wall-clock time: NTP may have stepped the clock.
@@ -247,7 +247,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                 sink.as_mut(),
                 &options.filter,
                 pipeline.reports(),
-                &mut workloads,
+                &workloads,
                 &mut shown_count,
                 limit,
             ) {
@@ -306,7 +306,7 @@ fn show(
     sink: &mut dyn Sink,
     filter: &Filter,
     reports: &[Report],
-    workloads: &mut Resolver,
+    workloads: &Resolver,
     shown_count: &mut Shown,
     limit: u64,
 ) -> io::Result<()> {

@@ -12,7 +12,7 @@ pub mod names;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -75,11 +75,18 @@ pub struct ResolverStats {
     pub cache_resets: u64,
 }
 
-/// Cgroup ids -> attributions, for one host.
+/// Cgroup ids -> attributions, for one host. Shared by the pipeline's users (alerts, metrics,
+/// watch): lookups take `&self`.
 pub struct Resolver {
     mount: Option<PathBuf>,
     kubelet_dir: PathBuf,
-    cache: FxHashMap<CgroupId, Arc<Attribution>>,
+    inner: Mutex<Learnt>,
+}
+
+/// What a resolver has learnt.
+#[derive(Default)]
+struct Learnt {
+    resolved: FxHashMap<CgroupId, Arc<Attribution>>,
     paths: FxHashMap<CgroupId, String>,
     pods: FxHashMap<String, PodContainer>,
     last_scan: Option<Instant>,
@@ -101,11 +108,7 @@ impl Resolver {
         Self {
             mount,
             kubelet_dir: kubelet_dir.to_path_buf(),
-            cache: FxHashMap::default(),
-            paths: FxHashMap::default(),
-            pods: FxHashMap::default(),
-            last_scan: None,
-            stats: ResolverStats::default(),
+            inner: Mutex::new(Learnt::default()),
         }
     }
 
@@ -116,27 +119,35 @@ impl Resolver {
     }
 
     #[must_use]
-    pub const fn stats(&self) -> ResolverStats {
-        self.stats
+    pub fn stats(&self) -> ResolverStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Learnt> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// What `id` says about its owner; `None` when no cgroup2 mount names it.
-    pub fn resolve(&mut self, id: CgroupId) -> Option<Arc<Attribution>> {
-        if let Some(found) = self.cache.get(&id) {
+    pub fn resolve(&self, id: CgroupId) -> Option<Arc<Attribution>> {
+        let mut c = self.lock();
+        if let Some(found) = c.resolved.get(&id) {
             return Some(Arc::clone(found));
         }
-        if !self.paths.contains_key(&id) {
-            self.rescan();
+        if !c.paths.contains_key(&id) {
+            self.rescan(&mut c);
         }
-        let Some(path) = self.paths.get(&id) else {
-            self.stats.unresolved += 1;
+        let c = &mut *c;
+        let Some(path) = c.paths.get(&id) else {
+            c.stats.unresolved += 1;
             return None;
         };
         let workload = Workload::from_path(path);
         let pod = workload
             .container_id
             .as_ref()
-            .and_then(|c| self.pods.get(c))
+            .and_then(|id| c.pods.get(id))
             .map(|p| PodFields {
                 pod: p.pod.clone(),
                 namespace: p.namespace.clone(),
@@ -147,27 +158,27 @@ impl Resolver {
             workload,
             pod,
         });
-        if self.cache.len() >= MAX_CACHED {
-            self.cache.clear();
-            self.stats.cache_resets += 1;
+        if c.resolved.len() >= MAX_CACHED {
+            c.resolved.clear();
+            c.stats.cache_resets += 1;
         }
-        self.cache.insert(id, Arc::clone(&found));
+        c.resolved.insert(id, Arc::clone(&found));
         Some(found)
     }
 
     /// Walks the hierarchy and the kubelet's directory again, unless that was done within
     /// [`RESCAN_EVERY`].
-    fn rescan(&mut self) {
+    fn rescan(&self, c: &mut Learnt) {
         let Some(mount) = &self.mount else {
             return;
         };
-        if self.last_scan.is_some_and(|at| at.elapsed() < RESCAN_EVERY) {
+        if c.last_scan.is_some_and(|at| at.elapsed() < RESCAN_EVERY) {
             return;
         }
-        self.last_scan = Some(Instant::now());
-        self.stats.scans += 1;
-        self.paths = cgroupfs::walk(mount);
-        self.pods = kubelet::containers(&self.kubelet_dir);
+        c.last_scan = Some(Instant::now());
+        c.stats.scans += 1;
+        c.paths = cgroupfs::walk(mount);
+        c.pods = kubelet::containers(&self.kubelet_dir);
     }
 }
 
@@ -196,7 +207,7 @@ mod tests {
         let id = |p: &Path| CgroupId::new(fs::metadata(p).unwrap().ino()).unwrap();
         let (service_id, container_id) = (id(&service), id(&container));
 
-        let mut r = Resolver::new(Some(cgroups), &logs);
+        let r = Resolver::new(Some(cgroups), &logs);
         let nginx = r.resolve(service_id).unwrap();
         assert_eq!(nginx.cgroup, "/system.slice/nginx.service");
         assert_eq!(nginx.name().as_deref(), Some("nginx.service"));
@@ -228,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_host_without_cgroup2_resolves_nothing() {
-        let mut r = Resolver::new(None, Path::new("/nonexistent"));
+        let r = Resolver::new(None, Path::new("/nonexistent"));
         assert_eq!(r.resolve(CgroupId::new(1).unwrap()), None);
         assert_eq!(r.stats().scans, 0);
     }

@@ -104,7 +104,7 @@ fn sockets_carry_the_cgroup_of_the_process_that_made_them(addr: IpAddr) {
     let own_path = own_cgroup();
     let own = inode(&mount.join(own_path.trim_start_matches('/')));
     // Resolved back to the paths, while the made directory still exists.
-    let mut resolver = Resolver::host();
+    let resolver = Resolver::host();
     let made_path = resolver.resolve(made).map(|a| a.cgroup.clone());
     let own_resolved = resolver.resolve(own).map(|a| a.cgroup.clone());
     drop(dir);

@@ -21,6 +21,7 @@ use crate::{
     },
     load::{Features, LoadOptions, Probes},
     sockdiag::{self, Snapshot, SockDiagError},
+    workload::{KUBELET_LOGS, Resolver},
 };
 
 /// Where tracefs stands.
@@ -144,6 +145,10 @@ pub(super) struct Facts {
     pub sock_diag: SockDiagFact,
     pub bpf_stats_enabled: Option<i64>,
     pub unprivileged_bpf_disabled: Option<i64>,
+    /// The cgroup2 mount, where sockets' cgroups are resolved.
+    pub cgroup2: Option<PathBuf>,
+    /// Whether the kubelet's container log directory can be read (pod names).
+    pub kubelet_logs: bool,
     pub trial: Result<Features, String>,
 }
 
@@ -171,6 +176,8 @@ impl Facts {
             sock_diag: SockDiagFact::from_snapshot(&sockdiag::dump_all()),
             bpf_stats_enabled: sysctl("kernel/bpf_stats_enabled"),
             unprivileged_bpf_disabled: sysctl("kernel/unprivileged_bpf_disabled"),
+            cgroup2: Resolver::host().mount().map(Path::to_path_buf),
+            kubelet_logs: fs::read_dir(KUBELET_LOGS).is_ok(),
             trial: trial_load(),
         }
     }

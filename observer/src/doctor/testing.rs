@@ -35,6 +35,8 @@ pub(super) fn healthy() -> Facts {
         },
         bpf_stats_enabled: Some(0),
         unprivileged_bpf_disabled: Some(2),
+        cgroup2: Some(PathBuf::from("/sys/fs/cgroup")),
+        kubelet_logs: true,
         trial: Ok(Features {
             reset_reasons: true,
             ..Features::default()

@@ -6,6 +6,7 @@ mod privileges;
 mod sock_diag;
 mod tracing;
 mod trial;
+mod workloads;
 
 use super::{
     check::{Check, Status},
@@ -65,6 +66,8 @@ pub(super) fn assess(f: &Facts) -> Vec<Check> {
     checks.push(sock_diag::sock_diag_check(&f.sock_diag));
     checks.push(kernel::bpf_stats_check(f.bpf_stats_enabled));
     checks.push(kernel::unprivileged_bpf_check(f.unprivileged_bpf_disabled));
+    checks.push(workloads::cgroup2_check(f.cgroup2.as_deref()));
+    checks.push(workloads::kubelet_check(f.kubelet_logs));
     checks.push(trial::trial_check(&f.trial));
     checks
 }
@@ -109,8 +112,8 @@ mod tests {
             "observer can run here; nothing is degraded."
         );
         // kernel, 7 capabilities, tracefs, BTF, 9 tracepoints, RST reasons, tw_timer_handler,
-        // CONFIG_HZ, sock_diag, 2 sysctls, trial load.
-        assert_eq!(checks.len(), 26);
+        // CONFIG_HZ, sock_diag, 2 sysctls, cgroup v2, kubelet logs, trial load.
+        assert_eq!(checks.len(), 28);
     }
 
     #[test]
@@ -160,6 +163,8 @@ mod tests {
                 "sock_diag",
                 "kernel.bpf_stats_enabled",
                 "kernel.unprivileged_bpf_disabled",
+                "cgroup2",
+                "kubelet.logs",
                 "trial load",
             ]
         );
@@ -214,7 +219,7 @@ mod tests {
         assert!(!checks.iter().any(|c| c.name == "RST reasons"));
         // Without a tracepoint to read `reason` from, BTF does not promise RST reason names.
         assert!(!find(&checks, "BTF").finding.contains("RST reason"));
-        assert_eq!(checks.len(), 26 - TRACEPOINTS.len() - 1);
+        assert_eq!(checks.len(), 28 - TRACEPOINTS.len() - 1);
         assert!(!can_run(&checks));
     }
 

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use crate::event::Netns;
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
-    event::{ListenerKey, PerState, ResetDirection},
+    event::{CgroupId, ListenerKey, PerState, ResetDirection},
     kernel::NetLimits,
     listen_queues::ListenQueues,
     sockdiag::Listener,
@@ -62,6 +62,15 @@ pub struct ClosedBeforeAccept {
     pub counts: NeverAccepted,
 }
 
+/// The CLOSE_WAIT sockets of one cgroup (or of none known): how many, and since when the
+/// oldest has waited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseWaitGroup {
+    pub cgroup: Option<CgroupId>,
+    pub count: u64,
+    pub oldest_since_ns: u64,
+}
+
 /// SYN-ACKs one listening port retransmitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynackRetransmits {
@@ -93,6 +102,8 @@ pub struct Snapshot {
     /// Sockets in CLOSE_WAIT, and the oldest of them (oldest first, as many as asked for).
     pub close_wait_total: u64,
     pub close_wait: Vec<CloseWaitEntry>,
+    /// Every CLOSE_WAIT socket, by cgroup (one pass over them).
+    pub close_wait_by_cgroup: Vec<CloseWaitGroup>,
     pub retransmits: RetransmitCounts,
     pub synack_retransmits: Vec<SynackRetransmits>,
     pub retransmitting_connections: usize,
@@ -155,6 +166,7 @@ impl Snapshot {
             timewait_port_usage: max(&mut usage.port_ratios(s.limits).map(|(.., r)| r)),
             close_wait_total: t.close_wait_count(),
             close_wait: t.close_wait().take(listed).collect(),
+            close_wait_by_cgroup: close_wait_by_cgroup(t),
             retransmits: t.retransmit_counts(),
             synack_retransmits: t
                 .synack_retransmits()
@@ -194,4 +206,23 @@ impl Snapshot {
             .first()
             .map(|h| self.mono_ns.saturating_sub(h.since_ns))
     }
+}
+/// CLOSE_WAIT sockets grouped by cgroup, in the order each cgroup's oldest socket entered
+/// (the tracker lists them oldest first).
+fn close_wait_by_cgroup(t: &Tracker) -> Vec<CloseWaitGroup> {
+    let mut groups: Vec<CloseWaitGroup> = Vec::new();
+    let mut at: FxHashMap<Option<CgroupId>, usize> = FxHashMap::default();
+    for e in t.close_wait() {
+        if let Some(&i) = at.get(&e.cgroup) {
+            groups[i].count += 1;
+        } else {
+            at.insert(e.cgroup, groups.len());
+            groups.push(CloseWaitGroup {
+                cgroup: e.cgroup,
+                count: 1,
+                oldest_since_ns: e.since_ns,
+            });
+        }
+    }
+    groups
 }

@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(
             error("[metrics]\nlisten = \"127.0.0.1:1\"\nport = [80]\n"),
             "observer.toml:3:1: metrics.port: unknown field `port`, expected one of `listen`, \
-             `ports`, `max_port_labels`"
+             `ports`, `max_port_labels`, `max_workload_labels`"
         );
     }
 

@@ -37,6 +37,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 /// Ports given a label of their own when none are configured (`metrics.max_port_labels`).
 pub const DEFAULT_MAX_PORT_LABELS: usize = 64;
 
+/// Workloads given a label of their own (`metrics.max_workload_labels`).
+pub const DEFAULT_MAX_WORKLOAD_LABELS: usize = 64;
+
 /// The whole configuration. [`Config::default`] is what an empty file gives.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
@@ -57,6 +60,9 @@ pub struct MetricsConfig {
     /// How many ports get their own label; the rest are summed under `port="other"`.
     /// Default 64, from 1 to 1024.
     pub max_port_labels: usize,
+    /// How many workloads (units, containers, pods) get their own `workload` label, the first
+    /// seen; the rest are summed under `workload="other"`. Default 64, from 1 to 1024.
+    pub max_workload_labels: usize,
 }
 
 impl Default for MetricsConfig {
@@ -65,6 +71,7 @@ impl Default for MetricsConfig {
             listen: DEFAULT_LISTEN,
             ports: Vec::new(),
             max_port_labels: DEFAULT_MAX_PORT_LABELS,
+            max_workload_labels: DEFAULT_MAX_WORKLOAD_LABELS,
         }
     }
 }

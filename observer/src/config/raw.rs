@@ -27,6 +27,7 @@ struct RawMetrics {
     listen: Option<Listen>,
     ports: Option<Vec<Port>>,
     max_port_labels: Option<Count<1, 1024>>,
+    max_workload_labels: Option<Count<1, 1024>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -82,6 +83,9 @@ impl RawConfig {
                 max_port_labels: m
                     .max_port_labels
                     .map_or(metrics.max_port_labels, Count::usize),
+                max_workload_labels: m
+                    .max_workload_labels
+                    .map_or(metrics.max_workload_labels, Count::usize),
             },
             tracker: TrackerConfig {
                 max_sockets: t.max_sockets.map_or(tracker.max_sockets, Count::usize),

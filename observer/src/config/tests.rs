@@ -64,6 +64,7 @@ fn every_option_set() {
 listen = "[::]:9100"
 ports = [80, 443]
 max_port_labels = 16
+max_workload_labels = 8
 
 [tracker]
 max_sockets = 4096
@@ -148,6 +149,7 @@ window = "5m"
             listen: "[::]:9100".parse().unwrap(),
             ports: vec![80, 443],
             max_port_labels: 16,
+            max_workload_labels: 8,
         },
         tracker: TrackerConfig {
             max_sockets: 4096,

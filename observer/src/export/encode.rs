@@ -191,6 +191,29 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "observer_tcp_close_wait_sockets_by_workload",
+            "Sockets in CLOSE_WAIT by the workload whose process created them (the socket's \
+             cgroup as a systemd unit, a container or namespace/pod; `unknown` without one, \
+             `other` beyond metrics.max_workload_labels).",
+            Gauge,
+            labelled
+                .close_wait_by_workload
+                .iter()
+                .map(|(w, c)| (vec![("workload", w.value())], f(c.sockets))),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_close_wait_oldest_by_workload_seconds",
+            "Age of the oldest socket in CLOSE_WAIT of each workload (labels as \
+             observer_tcp_close_wait_sockets_by_workload).",
+            Gauge,
+            labelled
+                .close_wait_by_workload
+                .iter()
+                .map(|(w, c)| (vec![("workload", w.value())], c.oldest_seconds)),
+        )?;
+        family(
+            &mut e,
             "observer_tcp_timewait_bucket_usage_ratio",
             "Highest, over network namespaces, of timewait sockets / net.ipv4.tcp_max_tw_buckets.",
             Gauge,
@@ -584,7 +607,7 @@ mod tests {
             },
             1,
         );
-        let text = Exporter::new(&[], 4).openmetrics(snapshot);
+        let text = Exporter::new(&[], 4, 4).openmetrics(snapshot);
         let h = "observer_tcp_state_duration_seconds";
         let s = "state=\"ESTABLISHED\"";
         assert_eq!(value(&text, &format!("{h}_count{{{s}}}")), 3.0);

@@ -8,27 +8,42 @@
 mod encode;
 mod ports;
 pub mod text_format;
+mod workloads;
 
 use std::sync::{Mutex, PoisonError};
 
 use rustc_hash::FxHashMap;
 
 pub use self::ports::{PortLabel, PortLabels};
-use crate::{clock::seconds, snapshot::Snapshot, track::NeverAccepted};
+pub use self::workloads::{WorkloadLabel, WorkloadLabels};
+use crate::{clock::seconds, snapshot::Snapshot, track::NeverAccepted, workload::Resolver};
 
-/// Encodes snapshots, keeping each port's label from one scrape to the next.
-#[derive(Debug)]
+/// Encodes snapshots, keeping each port's and each workload's label from one scrape to the
+/// next.
 pub struct Exporter {
     ports: Mutex<PortLabels>,
+    workloads: Mutex<WorkloadLabels>,
+    resolver: Resolver,
 }
 
 impl Exporter {
-    /// `configured` ports get labels; none configured: the first `max` ports seen.
+    /// `configured` ports get labels; none configured: the first `max` ports seen. The first
+    /// `max_workloads` workloads seen get labels.
     #[must_use]
-    pub fn new(configured: &[u16], max: usize) -> Self {
+    pub fn new(configured: &[u16], max: usize, max_workloads: usize) -> Self {
         Self {
             ports: Mutex::new(PortLabels::new(configured, max)),
+            workloads: Mutex::new(WorkloadLabels::new(max_workloads)),
+            resolver: Resolver::host(),
         }
+    }
+
+    /// New workload labels (a configuration reload).
+    pub fn set_workloads(&self, max: usize) {
+        *self
+            .workloads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = WorkloadLabels::new(max);
     }
 
     /// New port labels (a configuration reload).
@@ -42,7 +57,12 @@ impl Exporter {
     pub fn openmetrics(&self, snapshot: Snapshot) -> String {
         let metrics = {
             let mut ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
-            Metrics::label(snapshot, &mut ports)
+            let mut workloads = self
+                .workloads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut name = |c| self.resolver.resolve(c).and_then(|a| a.name());
+            Metrics::label(snapshot, &mut ports, &mut workloads, &mut name)
         };
         encode::openmetrics(metrics)
     }
@@ -50,7 +70,11 @@ impl Exporter {
 
 impl Default for Exporter {
     fn default() -> Self {
-        Self::new(&[], crate::config::DEFAULT_MAX_PORT_LABELS)
+        Self::new(
+            &[],
+            crate::config::DEFAULT_MAX_PORT_LABELS,
+            crate::config::DEFAULT_MAX_WORKLOAD_LABELS,
+        )
     }
 }
 
@@ -73,10 +97,34 @@ struct Metrics {
     listen_queues: Vec<(PortLabel, QueueSums)>,
     close_wait_oldest_seconds: f64,
     half_open_oldest_seconds: f64,
+    close_wait_by_workload: Vec<(WorkloadLabel, CloseWaitSums)>,
+}
+
+/// The CLOSE_WAIT sockets of one workload label: how many, and the oldest one's age.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct CloseWaitSums {
+    sockets: u64,
+    oldest_seconds: f64,
 }
 
 impl Metrics {
-    fn label(s: Snapshot, ports: &mut PortLabels) -> Self {
+    fn label(
+        s: Snapshot,
+        ports: &mut PortLabels,
+        workloads: &mut WorkloadLabels,
+        name: &mut dyn FnMut(crate::event::CgroupId) -> Option<String>,
+    ) -> Self {
+        let mut by_workload: FxHashMap<WorkloadLabel, CloseWaitSums> = FxHashMap::default();
+        for g in &s.close_wait_by_cgroup {
+            let label = workloads.label(g.cgroup.and_then(&mut *name));
+            let sums = by_workload.entry(label).or_default();
+            sums.sockets += g.count;
+            sums.oldest_seconds = sums
+                .oldest_seconds
+                .max(seconds(s.mono_ns.saturating_sub(g.oldest_since_ns)));
+        }
+        let mut close_wait_by_workload: Vec<_> = by_workload.into_iter().collect();
+        close_wait_by_workload.sort_by(|a, b| a.0.cmp(&b.0));
         let mut closed: FxHashMap<PortLabel, NeverAccepted> = FxHashMap::default();
         for c in &s.closed_before_accept {
             let slot = closed.entry(ports.label(c.listener.port)).or_default();
@@ -101,6 +149,7 @@ impl Metrics {
             listen_queues: sorted(queues),
             close_wait_oldest_seconds: s.close_wait_oldest_ns().map_or(0.0, seconds),
             half_open_oldest_seconds: s.half_open_oldest_ns().map_or(0.0, seconds),
+            close_wait_by_workload,
             s,
         }
     }
@@ -123,4 +172,70 @@ fn kernel_release() -> String {
                 .unwrap_or_default()
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::CgroupId, snapshot::CloseWaitGroup};
+
+    #[test]
+    fn close_wait_by_workload_sums_under_bounded_labels() {
+        const S: u64 = 1_000_000_000;
+        let id = |n| CgroupId::new(n);
+        let group = |cgroup, count, oldest_since_ns| CloseWaitGroup {
+            cgroup,
+            count,
+            oldest_since_ns,
+        };
+        let tracker = crate::track::Tracker::new(16);
+        let mut snapshot = Snapshot::take(
+            &crate::snapshot::Sources {
+                tracker: &tracker,
+                transitions: &crate::track::TransitionCounts::default(),
+                received: 0,
+                losses: crate::stream::Losses::default(),
+                limits: &FxHashMap::default(),
+                listen: &crate::listen_queues::ListenQueues::default(),
+                half_open_after_ns: 0,
+                alerts: &[],
+                notifications: crate::alerts::NotificationCounts::default(),
+                last_reconciliation: None,
+                now_ns: 100 * S,
+            },
+            1,
+        );
+        snapshot.close_wait_by_cgroup = vec![
+            group(id(1), 3, 10 * S),
+            group(None, 2, 20 * S),
+            group(id(2), 1, 30 * S),
+            group(id(3), 4, 40 * S),
+            group(id(4), 1, 50 * S),
+        ];
+        // 1 and 4 are one unit; 3 is in a cgroup no convention names.
+        let mut name = |c: CgroupId| match c.get() {
+            1 | 4 => Some("nginx.service".to_owned()),
+            2 => Some("shop/web".to_owned()),
+            _ => None,
+        };
+        let m = Metrics::label(
+            snapshot,
+            &mut PortLabels::new(&[], 4),
+            &mut WorkloadLabels::new(1),
+            &mut name,
+        );
+        let got: Vec<(&str, u64, f64)> = m
+            .close_wait_by_workload
+            .iter()
+            .map(|(w, c)| (w.value(), c.sockets, c.oldest_seconds))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("nginx.service", 4, 90.0),
+                ("other", 1, 70.0),
+                ("unknown", 6, 80.0),
+            ]
+        );
+    }
 }

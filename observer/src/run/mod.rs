@@ -138,6 +138,7 @@ impl Daemon {
         let exporter = Arc::new(Exporter::new(
             &config.metrics.ports,
             config.metrics.max_port_labels,
+            config.metrics.max_workload_labels,
         ));
         http::serve(listener, pipeline.shared(), exporter.clone());
         let seeded = pipeline.seeded();
@@ -273,6 +274,9 @@ impl Daemon {
         {
             self.exporter
                 .set_ports(&new.metrics.ports, new.metrics.max_port_labels);
+        }
+        if new.metrics.max_workload_labels != old.metrics.max_workload_labels {
+            self.exporter.set_workloads(new.metrics.max_workload_labels);
         }
         self.pipeline.state().notifications = self.delivery.counts();
         if let Some(engine) = self.pipeline.engine() {

@@ -56,7 +56,8 @@ pub fn dashboard_targets() -> Vec<(String, String)> {
 }
 
 /// (panel title, expr) of every query target of the dashboard, with Grafana's variables
-/// replaced for a direct Prometheus query: `$__rate_interval` by `1m`, `$instance` by `.*`.
+/// replaced for a direct Prometheus query: `$__rate_interval` by `1m`, `$instance` and
+/// `$workload` by `.*`.
 #[must_use]
 pub fn dashboard_queries() -> Vec<(String, String)> {
     dashboard_targets()
@@ -65,7 +66,9 @@ pub fn dashboard_queries() -> Vec<(String, String)> {
             let query = expr
                 .replace("$__rate_interval", "1m")
                 .replace("${instance}", ".*")
-                .replace("$instance", ".*");
+                .replace("$instance", ".*")
+                .replace("${workload}", ".*")
+                .replace("$workload", ".*");
             assert!(
                 !query.contains('$'),
                 "panel {title:?}: a Grafana variable is left in {query:?}"

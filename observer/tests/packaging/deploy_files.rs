@@ -30,6 +30,11 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tcp_closed_before_accept_total", &["port", "how"]),
     ("observer_tcp_timewait_ended_total", &["cause"]),
     ("observer_tcp_close_wait_oldest_seconds", &[]),
+    ("observer_tcp_close_wait_sockets_by_workload", &["workload"]),
+    (
+        "observer_tcp_close_wait_oldest_by_workload_seconds",
+        &["workload"],
+    ),
     ("observer_tcp_timewait_bucket_usage_ratio", &[]),
     ("observer_tcp_timewait_port_usage_ratio", &[]),
     ("observer_tcp_retransmits_total", &[]),

@@ -3,6 +3,9 @@
 //! Kubernetes manifests (kubernetes-validate) and the Debian package (dpkg-deb). No kernel and
 //! no root needed.
 
+mod debian_package;
 mod deploy_files;
-mod package_files;
+mod kubernetes_manifests;
+mod kubernetes_scrape;
 mod systemd_unit;
+mod tools;

@@ -4,8 +4,10 @@
 //! no root needed.
 
 mod debian_package;
-mod deploy_files;
+mod grafana_dashboard;
 mod kubernetes_manifests;
 mod kubernetes_scrape;
+mod metrics_contract;
+mod prometheus_rules;
 mod systemd_unit;
 mod tools;

@@ -111,7 +111,7 @@ pub fn test_tools() -> anyhow::Result<()> {
 }
 
 /// Where `kubernetes_validate()` installs the PyPI package when python3 cannot import it;
-/// observer/tests/packaging/package_files.rs looks there too.
+/// observer/tests/packaging/tools.rs looks there too.
 const PYTHON_TOOLS_DIR: &str = "target/python-tools";
 
 /// Installs PyPI's `kubernetes-validate` (which brings PyYAML), with which the tests check the

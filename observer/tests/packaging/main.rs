@@ -3,6 +3,11 @@
 //! Kubernetes manifests (kubernetes-validate) and the Debian package (dpkg-deb). No kernel and
 //! no root needed.
 
-mod deploy_files;
-mod package_files;
+mod debian_package;
+mod grafana_dashboard;
+mod kubernetes_manifests;
+mod kubernetes_scrape;
+mod metrics_contract;
+mod prometheus_rules;
 mod systemd_unit;
+mod tools;

@@ -1,0 +1,136 @@
+//! The figures as JSON: the run, each level, each phase.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{
+    Bench, TRACERS,
+    level::{Level, ProgramCost},
+};
+use crate::{KINDS, Phase, listener_transitions};
+
+impl Level<'_> {
+    fn json(&self) -> Value {
+        let throughput: Vec<Value> = TRACERS
+            .iter()
+            .filter(|t| self.median_rate(**t).is_some())
+            .map(|t| {
+                json!({
+                    "tracer": t.key(),
+                    "median_connections_per_s": self.median_rate(*t),
+                    "median_transitions_per_s": self.median_transition_rate(*t),
+                    "ratio_to_none": self.ratio(*t),
+                    "runs_connections_per_s": self.of(*t)
+                        .map(|p| p.made.connections_per_s())
+                        .collect::<Vec<_>>(),
+                    "stopped_by_time": self.of(*t).filter(|p| p.made.stopped_by_time).count(),
+                })
+            })
+            .collect();
+        json!({
+            "threads": self.threads,
+            "throughput": throughput,
+            "loss": TRACERS
+                .iter()
+                .filter_map(|t| self.delivery(*t))
+                .map(|d| d.json())
+                .collect::<Vec<_>>(),
+            "kernel_cost": self.costs().iter().map(ProgramCost::json).collect::<Vec<_>>(),
+            "all_programs_ns_per_transition": TRACERS[1..]
+                .iter()
+                .map(|t| (t.key(), self.all_programs_ns_per_transition(*t)))
+                .collect::<BTreeMap<_, _>>(),
+            "daemon": self.daemon().map(|d| d.json()),
+        })
+    }
+}
+
+impl Bench {
+    /// The same figures as JSON.
+    pub fn json(&self) -> Value {
+        let m = &self.machine;
+        let levels = self.levels();
+        json!({
+            "finished": self.finished,
+            "machine": {
+                "cpu": m.cpu,
+                "cpus": m.cpus,
+                "memory_gib": m.memory_gib,
+                "kernel": m.kernel,
+            },
+            "quick": self.quick,
+            "load": {
+                "connections_per_phase": self.connections,
+                "rounds": self.rounds,
+                "kinds": KINDS.iter().map(|k| json!({
+                    "kind": k.name(),
+                    "transitions": k.transitions().len(),
+                    "rst_events": k.resets(),
+                })).collect::<Vec<_>>(),
+                "listener_transitions": listener_transitions(),
+            },
+            "calibration": self.calibration.iter().map(|c| json!({
+                "kind": c.kind.name(),
+                "connections": c.connections,
+                "transitions_expected": c.expected,
+                "transitions_seen": c.seen,
+                "rst_events_expected": c.resets_expected,
+                "rst_events_seen": c.resets_seen,
+                "matches": c.matches(),
+                "differences": c.differences.iter().map(|(old, new, e, s)| json!({
+                    "from": old, "to": new, "expected": e, "seen": s,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "levels": levels.iter().map(Level::json).collect::<Vec<_>>(),
+            "phases": self.phases.iter().map(phase_json).collect::<Vec<_>>(),
+            "userspace": self.userspace.as_ref().map(|u| json!({
+                "events_per_s_per_core": u.events_per_s,
+                "figure": u.events_key,
+                "sockets": u.sockets,
+                "bytes_per_socket": u.bytes_per_socket.iter().map(|(f, heap, rss)| json!({
+                    "family": f,
+                    "heap": heap,
+                    "rss": rss,
+                })).collect::<Vec<_>>(),
+            })),
+            "targets": self.targets().iter().map(|t| json!({
+                "name": t.name,
+                "target": t.goal,
+                "measured": t.measured,
+                "met": t.met,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// One phase's raw figures.
+fn phase_json(p: &Phase) -> Value {
+    json!({
+        "tracer": p.tracer.key(),
+        "threads": p.threads,
+        "connections": KINDS
+            .iter()
+            .zip(p.made.by_kind)
+            .map(|(k, n)| (k.name(), n))
+            .collect::<BTreeMap<_, _>>(),
+        "seconds": p.made.elapsed.as_secs_f64(),
+        "stopped_by_time": p.made.stopped_by_time,
+        "transitions_expected": p.made.transitions(),
+        "programs": p.costs,
+        "daemon": p.daemon.map(|d| json!({
+            "counters": d.counters,
+            "cpu_seconds": d.cpu_secs,
+            "peak_rss_bytes": d.peak_rss_bytes,
+        })),
+        "tcpstates": p.tcpstates.map(|t| json!({
+            "lines": t.all_lines,
+            "load_lines": t.load_lines,
+            "lost": t.lost,
+        })),
+        "baseline_records": p.baseline_records,
+        "pair_differences": p.pair_differences.iter().map(|(old, new, e, got)| json!({
+            "from": old, "to": new, "expected": e, "counted": got,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,406 @@
+//! The figures of one level (the phases with one number of churn threads): throughput, what
+//! reached each tracer, the programs' kernel cost, the daemon's CPU and memory.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use observer::load::contract::{self, Part};
+use observer_common::RecordKind;
+use observer_testkit::scrape::Counters;
+
+use super::Bench;
+use crate::{DaemonPhase, Phase, Tracer, kstats::Cost};
+
+/// The full name of a program of the object, from the 15 bytes of it the kernel keeps; names
+/// that share those bytes are joined with " + " (their figures are summed).
+fn full_name(programs: &[String], kernel_name: &str) -> String {
+    // Shorter names are whole.
+    if kernel_name.len() < 15 {
+        return kernel_name.to_owned();
+    }
+    let mut matching: Vec<&str> = programs
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with(kernel_name))
+        .collect();
+    matching.sort_unstable();
+    if matching.is_empty() {
+        kernel_name.to_owned()
+    } else {
+        matching.join(" + ")
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+/// One program's cost summed over the phases of a level.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ProgramCost {
+    pub(super) tracer: &'static str,
+    pub(super) program: String,
+    pub(super) invocations: u64,
+    run_time_ns: u64,
+    pub(super) recursion_misses: u64,
+    /// Records it delivered, when known.
+    pub(super) records: Option<u64>,
+}
+
+impl ProgramCost {
+    pub(super) fn ns_per_invocation(&self) -> Option<f64> {
+        (self.invocations > 0).then(|| self.run_time_ns as f64 / self.invocations as f64)
+    }
+
+    pub(super) fn ns_per_record(&self) -> Option<f64> {
+        self.records
+            .filter(|r| *r > 0)
+            .map(|r| self.run_time_ns as f64 / r as f64)
+    }
+
+    pub(super) fn json(&self) -> Value {
+        json!({
+            "tracer": self.tracer,
+            "program": self.program,
+            "invocations": self.invocations,
+            "run_time_ns": self.run_time_ns,
+            "recursion_misses": self.recursion_misses,
+            "records": self.records,
+            "ns_per_invocation": self.ns_per_invocation(),
+            "ns_per_record": self.ns_per_record(),
+        })
+    }
+}
+
+/// What one tracer did over the phases of a level.
+pub(super) struct Level<'a> {
+    pub(super) threads: usize,
+    phases: Vec<&'a Phase>,
+    programs: &'a [String],
+}
+
+impl Level<'_> {
+    pub(super) fn of(&self, tracer: Tracer) -> impl Iterator<Item = &Phase> {
+        self.phases
+            .iter()
+            .copied()
+            .filter(move |p| p.tracer == tracer)
+    }
+
+    pub(super) fn median_rate(&self, tracer: Tracer) -> Option<f64> {
+        let rates: Vec<f64> = self
+            .of(tracer)
+            .map(|p| p.made.connections_per_s())
+            .collect();
+        (!rates.is_empty()).then(|| median(rates))
+    }
+
+    pub(super) fn median_transition_rate(&self, tracer: Tracer) -> Option<f64> {
+        let rates: Vec<f64> = self
+            .of(tracer)
+            .map(|p| p.made.transitions() as f64 / p.made.elapsed.as_secs_f64())
+            .collect();
+        (!rates.is_empty()).then(|| median(rates))
+    }
+
+    pub(super) fn ratio(&self, tracer: Tracer) -> Option<f64> {
+        Some(self.median_rate(tracer)? / self.median_rate(Tracer::None)?)
+    }
+
+    fn expected(&self, tracer: Tracer) -> u64 {
+        self.of(tracer).map(|p| p.made.transitions()).sum()
+    }
+
+    /// How the load's transitions fared with `tracer`.
+    pub(super) fn delivery(&self, tracer: Tracer) -> Option<Delivery> {
+        let phases: Vec<&Phase> = self.of(tracer).collect();
+        if phases.is_empty() || tracer == Tracer::None {
+            return None;
+        }
+        let mut d = Delivery {
+            tracer,
+            expected: self.expected(tracer),
+            ..Delivery::default()
+        };
+        for p in &phases {
+            // The daemon's transitions program; the only program of the others.
+            for c in p.costs.iter().filter(|c| {
+                tracer != Tracer::Observer
+                    || full_name(self.programs, &c.program) == "inet_sock_set_state"
+            }) {
+                d.runs += c.invocations;
+                d.skipped += c.recursion_misses;
+            }
+            if let Some(daemon) = p.daemon {
+                let c = daemon.counters;
+                d.delivered += c.kernel_transitions();
+                d.lost_counted += c.lost_ring_buffer_full + c.lost_unreadable + c.lost_malformed;
+                *d.gaps.get_or_insert(0) += c.gaps;
+            }
+            if let Some(t) = p.tcpstates {
+                d.delivered += t.all_lines;
+                d.lost_counted += t.lost;
+            }
+            d.delivered += p.baseline_records.unwrap_or(0);
+        }
+        Some(d)
+    }
+
+    /// The daemon over the level's observer phases.
+    pub(super) fn daemon(&self) -> Option<DaemonFigures> {
+        let phases: Vec<DaemonPhase> = self.of(Tracer::Observer).filter_map(|p| p.daemon).collect();
+        if phases.is_empty() {
+            return None;
+        }
+        let mut d = DaemonFigures::default();
+        for p in phases {
+            d.counters = d.counters.plus(&p.counters);
+            d.cpu_secs += p.cpu_secs;
+            d.peak_rss_bytes = d.peak_rss_bytes.max(p.peak_rss_bytes);
+        }
+        Some(d)
+    }
+
+    /// Every program's cost over the level, with the records it delivered where known.
+    pub(super) fn costs(&self) -> Vec<ProgramCost> {
+        let mut out: BTreeMap<(usize, String), ProgramCost> = BTreeMap::new();
+        for p in &self.phases {
+            for c in &p.costs {
+                let program = if p.tracer == Tracer::Tcpstates {
+                    c.program.clone()
+                } else {
+                    full_name(self.programs, &c.program)
+                };
+                let order = match p.tracer {
+                    // The daemon's programs in the contract's order.
+                    Tracer::Observer => contract::PROGRAMS
+                        .iter()
+                        .position(|p| p.name == program)
+                        .unwrap_or(contract::PROGRAMS.len()),
+                    Tracer::Baseline => 10,
+                    Tracer::BaselineWakeEach => 11,
+                    Tracer::BaselineNoWakeup => 12,
+                    Tracer::Tcpstates | Tracer::None => 20,
+                };
+                let e = out
+                    .entry((order, program.clone()))
+                    .or_insert_with(|| ProgramCost {
+                        tracer: p.tracer.key(),
+                        program,
+                        ..ProgramCost::default()
+                    });
+                add(e, c);
+            }
+        }
+        let mut costs: Vec<ProgramCost> = out.into_values().collect();
+        let daemon: Vec<_> = self.of(Tracer::Observer).filter_map(|p| p.daemon).collect();
+        let sum = |f: fn(&Counters) -> u64| -> u64 { daemon.iter().map(|d| f(&d.counters)).sum() };
+        let transitions = sum(Counters::kernel_transitions);
+        // Each program's records as the daemon counts what they report, where it does.
+        let known = |program: &str| -> Option<u64> {
+            Some(match contract::program(program)?.records {
+                [RecordKind::StateChange] => transitions,
+                [RecordKind::SendReset] => sum(|c| c.resets_sent),
+                [RecordKind::ReceiveReset] => sum(|c| c.resets_received),
+                [RecordKind::SocketError] => sum(|c| c.connection_errors),
+                [RecordKind::Retransmit] => sum(|c| c.retransmits),
+                [RecordKind::RetransmitSynack] => sum(|c| c.synack_retransmits),
+                _ => return None,
+            })
+        };
+        let mut non_timer = 0;
+        for c in &mut costs {
+            c.records = match (c.tracer, c.program.as_str()) {
+                ("observer", program) => {
+                    let parts: Option<Vec<u64>> = program.split(" + ").map(known).collect();
+                    let records = parts.map(|p| p.iter().sum());
+                    non_timer += records.unwrap_or(0);
+                    records
+                }
+                ("tcpstates", _) => Some(
+                    self.of(Tracer::Tcpstates)
+                        .filter_map(|p| p.tcpstates)
+                        .map(|t| t.all_lines)
+                        .sum(),
+                ),
+                (key, _) if key.starts_with("baseline") => Some(
+                    self.phases
+                        .iter()
+                        .filter(|p| p.tracer.key() == key)
+                        .filter_map(|p| p.baseline_records)
+                        .sum(),
+                ),
+                _ => None,
+            };
+        }
+        // The timer programs together: their records are what the daemon received beyond the
+        // other programs' (programs whose records it does not count would be included).
+        let timers: Vec<&ProgramCost> = costs
+            .iter()
+            .filter(|c| {
+                c.tracer == "observer"
+                    && contract::program(&c.program).is_some_and(|p| p.part == Part::Timewait)
+            })
+            .collect();
+        if !timers.is_empty() {
+            let mut t = ProgramCost {
+                tracer: "observer",
+                program: "timer programs together".to_owned(),
+                records: Some(sum(|c| c.events_received).saturating_sub(non_timer)),
+                ..ProgramCost::default()
+            };
+            for c in timers {
+                t.invocations += c.invocations;
+                t.run_time_ns += c.run_time_ns;
+                t.recursion_misses += c.recursion_misses;
+            }
+            let at = costs
+                .iter()
+                .rposition(|c| c.tracer == "observer")
+                .map_or(costs.len(), |i| i + 1);
+            costs.insert(at, t);
+        }
+        costs
+    }
+
+    pub(super) fn cost_of(&self, tracer: &str, program: &str) -> Option<ProgramCost> {
+        self.costs()
+            .into_iter()
+            .find(|c| c.tracer == tracer && c.program == program)
+    }
+
+    /// Kernel time of all of a tracer's programs per transition of the load.
+    pub(super) fn all_programs_ns_per_transition(&self, tracer: Tracer) -> Option<f64> {
+        let time: u64 = self
+            .of(tracer)
+            .flat_map(|p| p.costs.iter().map(|c| c.run_time_ns))
+            .sum();
+        let expected = self.expected(tracer);
+        (expected > 0).then(|| time as f64 / expected as f64)
+    }
+}
+
+fn add(e: &mut ProgramCost, c: &Cost) {
+    e.invocations += c.invocations;
+    e.run_time_ns += c.run_time_ns;
+    e.recursion_misses += c.recursion_misses;
+}
+
+/// How the load's transitions fared with one tracer, over a level's phases. Every figure is
+/// the whole host's, like the programs: other traffic during a phase shows as `extra`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Delivery {
+    pub(super) tracer: Tracer,
+    pub(super) expected: u64,
+    /// Runs of the tracer's program on `inet_sock_set_state`.
+    pub(super) runs: u64,
+    /// Runs the kernel skipped, counted (recursion misses: another BPF program was running
+    /// on that CPU).
+    pub(super) skipped: u64,
+    /// What reached the tracer's reader: the transitions the daemon counted, tcpstates' lines,
+    /// the baseline's records.
+    pub(super) delivered: u64,
+    /// Lost between the program and the reader, by the tracer's own counters.
+    pub(super) lost_counted: u64,
+    pub(super) gaps: Option<u64>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            tracer: Tracer::None,
+            expected: 0,
+            runs: 0,
+            skipped: 0,
+            delivered: 0,
+            lost_counted: 0,
+            gaps: None,
+        }
+    }
+}
+
+impl Delivery {
+    /// Expected transitions for which the program neither ran nor was counted as skipped.
+    pub(super) const fn not_run(&self) -> u64 {
+        self.expected.saturating_sub(self.runs + self.skipped)
+    }
+
+    /// Runs beyond the load's transitions: the host's other TCP traffic.
+    pub(super) const fn extra(&self) -> u64 {
+        (self.runs + self.skipped).saturating_sub(self.expected)
+    }
+
+    /// Records lost between the program and the reader that no counter shows.
+    pub(super) const fn lost_uncounted(&self) -> u64 {
+        self.runs.saturating_sub(self.delivered + self.lost_counted)
+    }
+
+    /// Transitions lost in all, counted or not.
+    pub(super) const fn lost(&self) -> u64 {
+        self.not_run() + self.skipped + self.lost_counted + self.lost_uncounted()
+    }
+
+    pub(super) fn json(&self) -> Value {
+        json!({
+            "tracer": self.tracer.key(),
+            "transitions_expected": self.expected,
+            "program_runs": self.runs,
+            "skipped_counted": self.skipped,
+            "not_run_uncounted": self.not_run(),
+            "extra_from_other_host_traffic": self.extra(),
+            "delivered": self.delivered,
+            "lost_after_program_counted": self.lost_counted,
+            "lost_after_program_uncounted": self.lost_uncounted(),
+            "tracker_gaps": self.gaps,
+        })
+    }
+}
+
+/// The daemon over a level's observer phases.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct DaemonFigures {
+    pub(super) counters: Counters,
+    pub(super) cpu_secs: f64,
+    pub(super) peak_rss_bytes: u64,
+}
+
+impl DaemonFigures {
+    pub(super) fn cpu_secs_per_million_events(&self) -> f64 {
+        self.cpu_secs / (self.counters.events_received as f64 / 1e6)
+    }
+
+    pub(super) fn json(&self) -> Value {
+        json!({
+            "cpu_seconds": self.cpu_secs,
+            "events": self.counters.events_received,
+            "cpu_seconds_per_million_events": self.cpu_secs_per_million_events(),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "counters": self.counters,
+        })
+    }
+}
+
+impl Bench {
+    pub(super) fn levels(&self) -> Vec<Level<'_>> {
+        let mut threads: Vec<usize> = self.phases.iter().map(|p| p.threads).collect();
+        threads.dedup();
+        threads
+            .into_iter()
+            .map(|t| Level {
+                threads: t,
+                phases: self.phases.iter().filter(|p| p.threads == t).collect(),
+                programs: &self.programs,
+            })
+            .collect()
+    }
+}

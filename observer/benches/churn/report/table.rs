@@ -1,0 +1,271 @@
+//! The figures as a table for people.
+
+use std::fmt::Write as _;
+
+use super::{Bench, TRACERS, grouped, level::Level, opt, whole};
+use crate::{KINDS, Tracer, listener_transitions, transitions_per_connection};
+
+impl Bench {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let levels = self.levels();
+        self.write_header(&mut s);
+        self.write_calibration(&mut s);
+        self.write_throughput(&mut s, &levels);
+        Self::write_loss(&mut s, &levels);
+        Self::write_costs(&mut s, &levels[0]);
+        self.write_resources(&mut s, &levels[0]);
+        self.write_targets(&mut s);
+        s
+    }
+
+    fn write_header(&self, w: &mut String) {
+        let m = &self.machine;
+        let _ = writeln!(
+            w,
+            "\nobserver benchmark{}, {}",
+            if self.quick { " (--quick)" } else { "" },
+            self.finished
+        );
+        let _ = writeln!(
+            w,
+            "machine: {}, {} CPUs, {:.1} GiB, Linux {}",
+            m.cpu, m.cpus, m.memory_gib, m.kernel
+        );
+        let kinds: Vec<String> = KINDS
+            .iter()
+            .map(|k| format!("{} ({})", k.name(), k.transitions().len()))
+            .collect();
+        let _ = writeln!(
+            w,
+            "load: {} connections per phase, each phase in a fresh network namespace on \
+             loopback; kinds in turn (transitions each): {}; {:.1} transitions per connection \
+             plus {} per worker's listener; {} rounds, phase order rotating",
+            grouped(self.connections),
+            kinds.join(", "),
+            transitions_per_connection(),
+            listener_transitions(),
+            self.rounds
+        );
+    }
+
+    fn write_calibration(&self, w: &mut String) {
+        let _ = writeln!(
+            w,
+            "\ncalibration: each kind alone, one thread, `observer watch --netns` (exact, per pair)"
+        );
+        let _ = writeln!(
+            w,
+            "  {:<22} {:>11} {:>22} {:>20} {:>6}",
+            "kind", "connections", "transitions exp/seen", "RST events exp/seen", "match"
+        );
+        for c in &self.calibration {
+            let _ = writeln!(
+                w,
+                "  {:<22} {:>11} {:>22} {:>20} {:>6}",
+                c.kind.name(),
+                grouped(c.connections),
+                format!("{}/{}", grouped(c.expected), grouped(c.seen)),
+                format!("{}/{}", grouped(c.resets_expected), grouped(c.resets_seen)),
+                if c.matches() { "yes" } else { "NO" }
+            );
+            for (old, new, e, s) in &c.differences {
+                let _ = writeln!(w, "    {old} -> {new}: expected {e}, seen {s}");
+            }
+        }
+    }
+
+    fn write_throughput(&self, w: &mut String, levels: &[Level<'_>]) {
+        for level in levels {
+            let _ = writeln!(
+                w,
+                "\nthroughput, {} churn threads (median of {} rounds)",
+                level.threads, self.rounds
+            );
+            let _ = writeln!(
+                w,
+                "  {:<18} {:>14} {:>15} {:>16}",
+                "tracer", "connections/s", "transitions/s", "ratio to none"
+            );
+            for tracer in TRACERS {
+                let Some(rate) = level.median_rate(tracer) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    w,
+                    "  {:<18} {:>14} {:>15} {:>16}",
+                    tracer.name(),
+                    whole(rate),
+                    whole(level.median_transition_rate(tracer).unwrap_or(f64::NAN)),
+                    opt(level.ratio(tracer), |r| format!("{r:.3}"))
+                );
+            }
+        }
+    }
+
+    fn write_loss(w: &mut String, levels: &[Level<'_>]) {
+        let _ = writeln!(
+            w,
+            "\nloss: the load's transitions through each tracer (all rounds of a level summed)"
+        );
+        let _ = writeln!(
+            w,
+            "  {:>7} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
+            "threads",
+            "tracer",
+            "expected",
+            "program runs",
+            "skipped",
+            "not run",
+            "extra",
+            "delivered",
+            "lost after (c)",
+            "lost after (unc)",
+            "gaps"
+        );
+        for level in levels {
+            for d in TRACERS.iter().filter_map(|t| level.delivery(*t)) {
+                let _ = writeln!(
+                    w,
+                    "  {:>7} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
+                    level.threads,
+                    d.tracer.name(),
+                    grouped(d.expected),
+                    grouped(d.runs),
+                    grouped(d.skipped),
+                    grouped(d.not_run()),
+                    grouped(d.extra()),
+                    grouped(d.delivered),
+                    grouped(d.lost_counted),
+                    grouped(d.lost_uncounted()),
+                    opt(d.gaps, grouped)
+                );
+            }
+        }
+        for p in levels.iter().flat_map(|l| l.of(Tracer::Observer)) {
+            if p.pair_differences.is_empty() {
+                continue;
+            }
+            let pairs: Vec<String> = p
+                .pair_differences
+                .iter()
+                .map(|(old, new, e, got)| format!("{old} -> {new} expected {e}, counted {got}"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "  observer run, {} threads, one phase: {}",
+                p.threads,
+                pairs.join("; ")
+            );
+        }
+        let _ = writeln!(
+            w,
+            "  skipped: runs the kernel skipped and counted (recursion misses: another BPF \
+             program was running on that CPU);\n  not run: transitions the program neither ran \
+             for nor was counted as skipping; extra: the host's other TCP traffic (it can hide \
+             \"not run\");\n  delivered: transitions the daemon counted, tcpstates' lines, \
+             baseline records; lost after: between the program and the reader, (c)ounted by \
+             the tracer or (unc)ounted"
+        );
+    }
+
+    fn write_costs(w: &mut String, main: &Level<'_>) {
+        let _ = writeln!(
+            w,
+            "\nkernel cost, {} threads, all rounds (BPF statistics on)",
+            main.threads
+        );
+        let _ = writeln!(
+            w,
+            "  {:<18} {:<42} {:>13} {:>12} {:>14} {:>10} {:>10}",
+            "tracer",
+            "program",
+            "invocations",
+            "records",
+            "ns/invocation",
+            "ns/record",
+            "rec. miss"
+        );
+        for c in main.costs() {
+            let _ = writeln!(
+                w,
+                "  {:<18} {:<42} {:>13} {:>12} {:>14} {:>10} {:>10}",
+                c.tracer,
+                c.program,
+                grouped(c.invocations),
+                opt(c.records, grouped),
+                opt(c.ns_per_invocation(), |x| format!("{x:.1}")),
+                opt(c.ns_per_record(), |x| format!("{x:.1}")),
+                grouped(c.recursion_misses)
+            );
+        }
+        for tracer in &TRACERS[1..] {
+            if let Some(ns) = main.all_programs_ns_per_transition(*tracer) {
+                let _ = writeln!(
+                    w,
+                    "  {}: all its programs, per transition of the load: {ns:.1} ns",
+                    tracer.name()
+                );
+            }
+        }
+    }
+
+    fn write_resources(&self, w: &mut String, main: &Level<'_>) {
+        if let Some(d) = main.daemon() {
+            let _ = writeln!(
+                w,
+                "\ndaemon ({} threads): {:.3} CPU s per million events \
+                 ({} events, {:.2} CPU s); peak RSS {:.1} MiB",
+                main.threads,
+                d.cpu_secs_per_million_events(),
+                grouped(d.counters.events_received),
+                d.cpu_secs,
+                d.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
+        match &self.userspace {
+            Some(u) => {
+                let _ = writeln!(
+                    w,
+                    "\nuserspace (benches/tracker/, one core): {} events/s ({}); per tracked \
+                     socket at {} sockets: {}",
+                    whole(u.events_per_s),
+                    u.events_key,
+                    grouped(u.sockets),
+                    u.bytes_per_socket
+                        .iter()
+                        .map(|(f, heap, rss)| format!("{f} {heap:.0} B heap, {rss:.0} B RSS"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
+            None => {
+                let _ = writeln!(w, "\nuserspace: not measured (no --userspace file)");
+            }
+        }
+    }
+
+    fn write_targets(&self, w: &mut String) {
+        let _ = writeln!(w, "\ntargets");
+        let _ = writeln!(
+            w,
+            "  {:<49} {:>12}  {:<12} measured",
+            "target", "goal", "result"
+        );
+        for t in self.targets() {
+            let _ = writeln!(
+                w,
+                "  {:<49} {:>12}  {:<12} {}",
+                t.name,
+                t.goal,
+                match t.met {
+                    Some(true) => "met",
+                    Some(false) => "NOT MET",
+                    None => "not measured",
+                },
+                t.measured
+            );
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The benchmark's targets, and whether the run met them.
+
+use super::{
+    Bench, grouped,
+    level::{Delivery, Level},
+    opt, whole,
+};
+use crate::Tracer;
+
+/// Targets of the benchmark.
+const THROUGHPUT_RATIO: f64 = 0.97;
+const KERNEL_COST_RATIO: f64 = 1.5;
+const EVENTS_PER_CORE: f64 = 2_000_000.0;
+const BYTES_PER_SOCKET: f64 = 200.0;
+
+impl Bench {
+    /// The level whose unobserved load ran fastest: the highest churn this machine reached.
+    fn peak<'a>(levels: &'a [Level<'a>]) -> &'a Level<'a> {
+        levels
+            .iter()
+            .max_by(|a, b| {
+                let rate = |l: &Level| l.median_transition_rate(Tracer::None).unwrap_or(0.0);
+                rate(a).total_cmp(&rate(b))
+            })
+            .expect("at least one level")
+    }
+
+    pub(super) fn targets(&self) -> Vec<Target> {
+        let levels = self.levels();
+        let main = &levels[0];
+        let peak = Self::peak(&levels);
+        let mut t = Vec::new();
+        let ratio = main.ratio(Tracer::Observer);
+        t.push(Target {
+            name: "throughput with observer run / without",
+            goal: format!(">= {THROUGHPUT_RATIO}"),
+            measured: opt(ratio, |r| format!("{r:.3} ({} threads)", main.threads)),
+            met: ratio.map(|r| r >= THROUGHPUT_RATIO),
+        });
+        let ours: Vec<Delivery> = levels
+            .iter()
+            .filter_map(|l| l.delivery(Tracer::Observer))
+            .collect();
+        let after: u64 = ours.iter().map(Delivery::lost_uncounted).sum();
+        let not_run: u64 = ours.iter().map(Delivery::not_run).sum();
+        let others = [
+            Tracer::Baseline,
+            Tracer::BaselineWakeEach,
+            Tracer::BaselineNoWakeup,
+            Tracer::Tcpstates,
+        ]
+        .iter()
+        .filter_map(|t| Some(format!("{} {}", t.key(), main.delivery(*t)?.not_run())))
+        .collect::<Vec<_>>()
+        .join(", ");
+        t.push(Target {
+            name: "transitions lost without a counter (every level)",
+            goal: "0".to_owned(),
+            measured: format!(
+                "{after} after the program; {not_run} never reached it (same run, {} threads: \
+                 {others})",
+                main.threads
+            ),
+            met: Some(after == 0 && not_run == 0),
+        });
+        let peak_loss = peak.delivery(Tracer::Observer);
+        t.push(Target {
+            name: "transitions lost at the highest churn",
+            goal: "0".to_owned(),
+            measured: opt(peak_loss, |d| {
+                format!(
+                    "{} ({} skipped, {} never reached the program, {} after it; {} threads, \
+                     {} transitions/s unobserved)",
+                    grouped(d.lost()),
+                    grouped(d.skipped),
+                    grouped(d.not_run()),
+                    grouped(d.lost_counted + d.lost_uncounted()),
+                    peak.threads,
+                    whole(
+                        peak.median_transition_rate(Tracer::None)
+                            .unwrap_or(f64::NAN)
+                    )
+                )
+            }),
+            met: peak_loss.map(|d| d.lost() == 0 && d.gaps.unwrap_or(0) == 0),
+        });
+        let ours = main.cost_of("observer", "inet_sock_set_state");
+        let ratio_to = |baseline: &str| {
+            let floor = main.cost_of(baseline, baseline)?;
+            Some(ours.as_ref()?.ns_per_invocation()? / floor.ns_per_invocation()?)
+        };
+        let kernel = ratio_to("baseline");
+        let wake_each = ratio_to("baseline_wake_each")
+            .map(|w| {
+                format!(" (to baseline_wake_each, which wakes the reader per record: {w:.2}x)")
+            })
+            .unwrap_or_default();
+        t.push(Target {
+            name: "kernel ns/event, inet_sock_set_state / baseline",
+            goal: format!("<= {KERNEL_COST_RATIO}x"),
+            measured: opt(kernel, |k| format!("{k:.2}x{wake_each}")),
+            met: kernel.map(|k| k <= KERNEL_COST_RATIO),
+        });
+        let u = self.userspace.as_ref();
+        t.push(Target {
+            name: "userspace events/s per core",
+            goal: format!(">= {}", whole(EVENTS_PER_CORE)),
+            measured: opt(u, |u| whole(u.events_per_s)),
+            met: u.map(|u| u.events_per_s >= EVENTS_PER_CORE),
+        });
+        t.push(Target {
+            name: "bytes per tracked socket",
+            goal: format!("<= {BYTES_PER_SOCKET}"),
+            measured: opt(u, |u| {
+                format!(
+                    "{:.0} (at {} sockets)",
+                    u.worst_bytes_per_socket(),
+                    grouped(u.sockets)
+                )
+            }),
+            met: u.map(|u| u.worst_bytes_per_socket() <= BYTES_PER_SOCKET),
+        });
+        t
+    }
+}
+
+pub(super) struct Target {
+    pub(super) name: &'static str,
+    pub(super) goal: String,
+    pub(super) measured: String,
+    pub(super) met: Option<bool>,
+}

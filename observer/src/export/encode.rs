@@ -1,4 +1,6 @@
-//! The snapshot as OpenMetrics text, through prometheus-client's collector interface.
+//! The snapshot as OpenMetrics text, through prometheus-client's collector interface. One job:
+//! the list of every exported family, kept in one place so that names, help texts and labels
+//! are read together (with its tests).
 
 use prometheus_client::{
     collector::Collector,

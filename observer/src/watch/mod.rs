@@ -230,7 +230,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
             }
             _ = summary_tick.tick() => {
                 let snapshot = pipeline.state().snapshot(summary::LISTED);
-                sink.state_summary(&summary::build(&snapshot))
+                sink.state_summary(&summary::build(&snapshot, &workloads))
             }
             _ = sigint.recv() => {
                 done = true;

@@ -1,6 +1,6 @@
 //! `observer watch --summary`: the tracker's state, printed periodically.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use observer_common::TcpState;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use crate::{
     track::{
         LastReconciliation, RetransmitCounts, TimewaitCounts, TrackerStats, durations::Histogram,
     },
+    workload::Resolver,
 };
 
 #[derive(Serialize)]
@@ -88,6 +89,9 @@ pub(super) struct StateSummary<'a> {
     states: Vec<(&'static str, u64)>,
     close_wait_total: usize,
     close_wait: Vec<CloseWait>,
+    /// Every CLOSE_WAIT socket by the workload that created it (`unknown`: no cgroup, or one
+    /// no convention names), most sockets first.
+    close_wait_by_workload: Vec<WorkloadCloseWait>,
     timewait_expired: u64,
     timewait_killed: u64,
     /// Timewait sockets started (timer seen) and seeded (from sock_diag), and ended by cause:
@@ -121,8 +125,42 @@ pub(super) struct StateSummary<'a> {
 /// complete.
 pub(super) const LISTED: usize = 20;
 
-/// The summary of a snapshot.
-pub(super) fn build(s: &Snapshot) -> StateSummary<'_> {
+/// The CLOSE_WAIT sockets of one workload.
+#[derive(Serialize)]
+struct WorkloadCloseWait {
+    workload: String,
+    sockets: u64,
+    oldest_age_ns: u64,
+}
+
+/// CLOSE_WAIT sockets summed by workload name, most sockets first (ties: by name).
+fn close_wait_by_workload(s: &Snapshot, workloads: &Resolver) -> Vec<WorkloadCloseWait> {
+    let mut by_name: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for g in &s.close_wait_by_cgroup {
+        let name = g
+            .cgroup
+            .and_then(|c| workloads.resolve(c))
+            .and_then(|a| a.name())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let (sockets, oldest) = by_name.entry(name).or_default();
+        *sockets += g.count;
+        *oldest = (*oldest).max(s.mono_ns.saturating_sub(g.oldest_since_ns));
+    }
+    let mut v: Vec<WorkloadCloseWait> = by_name
+        .into_iter()
+        .map(|(workload, (sockets, oldest_age_ns))| WorkloadCloseWait {
+            workload,
+            sockets,
+            oldest_age_ns,
+        })
+        .collect();
+    v.sort_by_key(|w| std::cmp::Reverse(w.sockets));
+    v
+}
+
+/// The summary of a snapshot, its CLOSE_WAIT sockets grouped by the workloads `workloads`
+/// names.
+pub(super) fn build<'a>(s: &'a Snapshot, workloads: &Resolver) -> StateSummary<'a> {
     let now_ns = s.mono_ns;
     StateSummary {
         kind: "state_summary",
@@ -135,6 +173,7 @@ pub(super) fn build(s: &Snapshot) -> StateSummary<'_> {
             .collect(),
         close_wait_total: usize::try_from(s.close_wait_total).unwrap_or(usize::MAX),
         close_wait: close_wait(s),
+        close_wait_by_workload: close_wait_by_workload(s, workloads),
         timewait_expired: s.timewait.expired,
         timewait_killed: s.timewait.killed,
         timewait: s.timewait,
@@ -238,6 +277,25 @@ fn half_open(s: &Snapshot) -> Vec<HalfOpen> {
         .collect()
 }
 
+/// `     by workload: nginx.service 2 (oldest 8s), unknown 1 (oldest 6s)`, when any.
+fn write_by_workload(t: &mut String, by: &[WorkloadCloseWait]) {
+    if by.is_empty() {
+        return;
+    }
+    let parts: Vec<String> = by
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {} (oldest {})",
+                w.workload,
+                w.sockets,
+                human_duration(w.oldest_age_ns)
+            )
+        })
+        .collect();
+    let _ = writeln!(t, "     by workload: {}", parts.join(", "));
+}
+
 pub(super) fn render_text(s: &StateSummary<'_>) -> String {
     let mut t = String::from("-- summary\n   sockets:");
     for (name, n) in &s.states {
@@ -245,6 +303,7 @@ pub(super) fn render_text(s: &StateSummary<'_>) -> String {
     }
     let _ = writeln!(t);
     let _ = writeln!(t, "   CLOSE_WAIT: {} (oldest first)", s.close_wait_total);
+    write_by_workload(&mut t, &s.close_wait_by_workload);
     for c in &s.close_wait {
         let owner = match (c.pid, &c.comm) {
             (Some(pid), Some(comm)) => format!("{pid}/{comm}"),
@@ -397,6 +456,11 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+
+    /// A host with no cgroup2 mount: no workload is named.
+    fn no_cgroups() -> Resolver {
+        Resolver::new(None, std::path::Path::new("/nonexistent"))
+    }
     use crate::event::{Event, Family, Retransmit, RetransmitKind, SocketError, Task, Transition};
     use crate::{pipeline::State, track::Tracker};
 
@@ -488,7 +552,7 @@ mod tests {
     fn text_lists_half_open_suspects_errors_and_retransmissions() {
         let state = State::new(tracker(), 10 * S);
         let snapshot = state.snapshot_at(LISTED, 17 * S);
-        let summary = build(&snapshot);
+        let summary = build(&snapshot, &no_cgroups());
         let text = render_text(&summary);
         assert!(
             text.contains(
@@ -515,7 +579,7 @@ mod tests {
         );
         let state = State::new(tracker(), 20 * S);
         let snapshot = state.snapshot_at(LISTED, 17 * S);
-        let later = build(&snapshot);
+        let later = build(&snapshot, &no_cgroups());
         let text = render_text(&later);
         assert!(
             text.contains("half-open suspects: 0 (no progress for 20s or more"),
@@ -527,6 +591,7 @@ mod tests {
     fn empty_sections_say_none() {
         let text = render_text(&build(
             &State::new(Tracker::new(4), 10 * S).snapshot_at(LISTED, S),
+            &no_cgroups(),
         ));
         assert!(text.contains("   connection errors: none\n"), "{text}");
         assert!(
@@ -539,6 +604,7 @@ mod tests {
     fn json_has_the_documented_fields() {
         let json = serde_json::to_value(build(
             &State::new(tracker(), 10 * S).snapshot_at(LISTED, 17 * S),
+            &no_cgroups(),
         ))
         .unwrap();
         assert_eq!(json["type"], "state_summary");
@@ -580,6 +646,55 @@ mod tests {
         assert_eq!(
             json["synack_retransmits"],
             serde_json::json!([{"netns": 9, "port": 80, "count": 2}])
+        );
+    }
+
+    #[test]
+    fn close_wait_is_grouped_by_the_workload_that_created_it() {
+        use std::os::unix::fs::MetadataExt as _;
+
+        use crate::event::CgroupId;
+
+        let root = std::env::temp_dir().join(format!("observer-summary-cg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let unit = root.join("system.slice/nginx.service");
+        std::fs::create_dir_all(&unit).unwrap();
+        let id = CgroupId::new(std::fs::metadata(&unit).unwrap().ino()).unwrap();
+        let workloads = Resolver::new(Some(root.clone()), &root.join("none"));
+        let mut tracker = Tracker::new(16);
+        let mut out = Vec::new();
+        for (sock, cgroup, at) in [(1, Some(id), 2 * S), (2, Some(id), 3 * S), (3, None, 4 * S)] {
+            let mut feed = |old, new| {
+                if let Event::Transition(t) = transition(at, old, new) {
+                    let e = Event::Transition(Transition {
+                        sock,
+                        cgroup,
+                        local: format!("10.0.0.1:{}", 40000 + sock).parse().unwrap(),
+                        ..t
+                    });
+                    tracker.apply(&e, &mut out);
+                }
+            };
+            feed(TcpState::Close, TcpState::SynSent);
+            feed(TcpState::SynSent, TcpState::Established);
+            feed(TcpState::Established, TcpState::CloseWait);
+        }
+        let snapshot = State::new(tracker, 10 * S).snapshot_at(LISTED, 10 * S);
+        let summary = build(&snapshot, &workloads);
+        std::fs::remove_dir_all(&root).unwrap();
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(
+            json["close_wait_by_workload"],
+            serde_json::json!([
+                {"workload": "nginx.service", "sockets": 2, "oldest_age_ns": 8 * S},
+                {"workload": "unknown", "sockets": 1, "oldest_age_ns": 6 * S},
+            ])
+        );
+        assert!(
+            render_text(&summary)
+                .contains("     by workload: nginx.service 2 (oldest 8s), unknown 1 (oldest 6s)\n"),
+            "{}",
+            render_text(&summary)
         );
     }
 }

@@ -3,8 +3,13 @@
 
 use std::io;
 
-use super::{LossCounts, Summary, summary::StateSummary};
-use crate::{alerts::Change, clock::WallClock, track::Report};
+use super::summary::StateSummary;
+use crate::{
+    alerts::Change,
+    clock::WallClock,
+    track::Report,
+    wire::lines::{LossCounts, Summary},
+};
 
 pub(super) trait Sink {
     /// Written once, before the first line.

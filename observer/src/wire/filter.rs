@@ -1,4 +1,4 @@
-//! Which transitions `observer watch` shows.
+//! Which events `observer watch`, `observer top` and the daemon's socket clients see.
 //!
 //! Values given to one option are alternatives (`--port 80 --port 443`: either); different
 //! options must all match.
@@ -6,7 +6,10 @@
 use ipnet::IpNet;
 use observer_common::TcpState;
 
-use crate::event::{Family, Netns, Reset, SocketError, Transition, Tuple};
+use crate::{
+    event::{Family, Netns, Reset, SocketError, Transition, Tuple},
+    track::Report,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -24,6 +27,31 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether a report passes.
+    #[must_use]
+    pub fn passes(&self, report: &Report) -> bool {
+        match report {
+            Report::Transition {
+                transition, seen, ..
+            } => self.matches(transition, seen.owner.map(|o| o.pid)),
+            Report::Reset {
+                reset,
+                state,
+                owner,
+                ..
+            } => self.matches_reset(reset, *state, owner.map(|o| o.pid)),
+            Report::Retransmits {
+                tuple,
+                state,
+                owner,
+                ..
+            } => self.matches_retransmits(tuple, *state, owner.map(|o| o.pid)),
+            Report::ConnectionError { error, owner, .. } => {
+                self.matches_error(error, owner.map(|o| o.pid))
+            }
+        }
+    }
+
     /// Whether `t`, owned by `owner_pid` when known, passes.
     #[must_use]
     pub fn matches(&self, t: &Transition, owner_pid: Option<u32>) -> bool {
@@ -112,6 +140,26 @@ impl Filter {
                 netns.is_some_and(|n| self.netns.contains(&n.inode())),
             )
     }
+}
+
+/// An address or network as the filters take it (`127.0.0.1`, `::1`, `10.0.0.0/8`).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("`{s}` is not an IP address or CIDR network (e.g. 127.0.0.1, ::1, 10.0.0.0/8)")
+        })
+}
+
+/// A TCP state as the filters take it: any case, with `_` or `-` (`close-wait`).
+pub fn parse_state(s: &str) -> Result<TcpState, String> {
+    TcpState::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = TcpState::ALL
+            .iter()
+            .map(|s| s.name().to_ascii_lowercase())
+            .collect();
+        format!("`{s}` is not a TCP state; use one of: {}", names.join(", "))
+    })
 }
 
 #[cfg(test)]

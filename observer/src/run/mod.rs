@@ -147,14 +147,16 @@ impl Daemon {
             config.metrics.max_port_labels,
         ));
         http::serve(listener, pipeline.shared(), exporter.clone());
-        let socket = match &config.socket.path {
-            Some(path) => Some(SocketServer::start(
-                &config.socket,
-                path,
-                pipeline.shared(),
-            )?),
-            None => None,
-        };
+        // Without its socket the daemon still does its main work: metrics and alerts.
+        let socket = config.socket.path.as_ref().and_then(|path| {
+            SocketServer::start(&config.socket, path, pipeline.shared())
+                .map_err(|e| {
+                    log::error!(
+                        "{e}; observer watch and observer top will load the programs themselves"
+                    );
+                })
+                .ok()
+        });
         let seeded = pipeline.seeded();
         log::info!(
             "observing TCP connections: {} sockets already open in {} network namespaces; \

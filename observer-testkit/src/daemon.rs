@@ -48,11 +48,20 @@ impl Daemon {
             &config,
             format!("[metrics]\nlisten = \"{addr}\"\n\n{state_file}{tables}"),
         )?;
+        // The live-data socket in the temporary directory too, unless the caller places it.
+        let socket = dir.join("observer.sock");
+        let socket_args: Vec<std::ffi::OsString> =
+            if tables.contains("[socket]") || args.contains(&"--socket") {
+                Vec::new()
+            } else {
+                vec!["--socket".into(), socket.clone().into()]
+            };
         let mut child = die_with_parent(
             Command::new(binary)
                 .arg("run")
                 .arg("--config")
                 .arg(&config)
+                .args(socket_args)
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -91,6 +100,12 @@ impl Daemon {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its live-data socket, unless the caller placed it elsewhere.
+    #[must_use]
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("observer.sock")
     }
 
     /// The temporary directory its configuration and state live in.

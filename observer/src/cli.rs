@@ -1,10 +1,6 @@
 //! The command line: what each command and option means, with examples.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
@@ -12,8 +8,10 @@ use observer::{
     config::{AlertmanagerConfig, Config},
     event::Family,
     load::{LoadOptions, RingBufferSize},
+    top::TopOptions,
     track::DEFAULT_MAX_SOCKETS,
     watch::{Filter, WatchAlerts, WatchOptions},
+    wire::client::Source,
 };
 use observer_common::TcpState;
 
@@ -36,6 +34,7 @@ use observer_common::TcpState;
         sudo observer watch --json | jq .         one JSON object per line\n  \
         sudo observer watch --summary 10          plus CLOSE_WAIT list, counts and RSTs every 10 s\n  \
         sudo observer watch --alerts              plus alerts of the built-in rules as they fire\n  \
+        observer top                              full-screen view, from the daemon's socket\n  \
         sudo observer run                         the daemon: metrics on 127.0.0.1:9977, alerts\n  \
         sudo observer run --config my.toml        with rules and sinks from a file"
 )]
@@ -97,6 +96,30 @@ pub enum Command {
         curl -s localhost:9977/metrics | grep observer_tcp_sockets")]
     Run(RunArgs),
 
+    /// A full-screen view of every TCP socket, refreshed every second: listeners, processes,
+    /// CLOSE_WAIT, TIME_WAIT, half-open suspects, RSTs and losses.
+    ///
+    /// Reads from the daemon's socket when `observer run` serves one here (no root needed for
+    /// members of the socket's group); otherwise loads the programs itself, as `observer watch`
+    /// does (root needed). The title line says which.
+    ///
+    /// Panes: 1 Listeners (port, accept queue and its limit, handshakes in SYN_RECV,
+    /// connections closed or reset by the peer before accept(), per second), 2 Processes
+    /// (sockets per state, oldest CLOSE_WAIT), 3 CLOSE_WAIT (oldest first, with the holder),
+    /// 4 TIME_WAIT by destination (and the share of the ephemeral port range it holds),
+    /// 5 Half-open suspects, 6 RSTs by class, 7 Losses (every counter of lost or missed
+    /// events, and the event rate).
+    ///
+    /// Keys: q quits, space pauses, tab and 1-7 switch panes, s sorts on the next column, r
+    /// reverses it, arrows scroll, ? shows them all. Colours only on a terminal, never with
+    /// NO_COLOR set.
+    #[command(after_help = "Examples:\n  \
+        observer top                               from the daemon (or standalone as root)\n  \
+        observer top --port 443 --interval 5       rows about port 443, every 5 s\n  \
+        sudo observer top --standalone             without the daemon\n  \
+        observer top --socket /tmp/observer.sock   a daemon serving another socket")]
+    Top(TopArgs),
+
     /// Check a configuration file and show the rules it gives, without starting anything.
     ///
     /// Errors name the line, the column and the field, and say what to write instead. Exits 0
@@ -155,6 +178,21 @@ pub struct RunArgs {
     /// alerts.alertmanager.url).
     #[arg(long, value_name = "URL")]
     pub alertmanager_url: Option<String>,
+
+    /// Unix socket serving live data to `observer watch` and `observer top` (overrides
+    /// socket.path; "" serves none). Default /run/observer/observer.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Permission bits of the socket, in octal: who may connect (overrides socket.mode;
+    /// default 0660, owner and group).
+    #[arg(long, value_name = "MODE", value_parser = observer::config::parse_mode)]
+    pub socket_mode: Option<u32>,
+
+    /// Group of the socket, by name or number: its members may connect without root
+    /// (overrides socket.group).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
 }
 
 impl RunArgs {
@@ -175,6 +213,15 @@ impl RunArgs {
         if let Some(path) = &self.alerts_file {
             config.alerts.file = Some(path.clone());
         }
+        if let Some(path) = &self.socket {
+            config.socket.path = (!path.as_os_str().is_empty()).then(|| path.clone());
+        }
+        if let Some(mode) = self.socket_mode {
+            config.socket.mode = mode;
+        }
+        if let Some(group) = &self.socket_group {
+            config.socket.group = Some(group.clone());
+        }
         if let Some(url) = &self.alertmanager_url {
             match &mut config.alerts.alertmanager {
                 Some(am) => am.url.clone_from(url),
@@ -184,6 +231,54 @@ impl RunArgs {
             }
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Seconds between refreshes (fractions allowed: 0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Rows asked for in each list (CLOSE_WAIT sockets, processes, destinations, suspects);
+    /// the totals count every one.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub rows: usize,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Standalone only: most sockets tracked at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOCKETS)]
+    pub max_sockets: usize,
+}
+
+impl TopArgs {
+    pub fn into_options(self) -> TopOptions {
+        TopOptions {
+            source: self.source.into_source(),
+            filter: self.filter.into_filter(),
+            interval: self.interval,
+            listed: self.rows.max(1),
+            load: LoadOptions::sized(RingBufferSize::Auto),
+            max_sockets: self.max_sockets,
+            half_open_after: Duration::from_nanos(observer::track::DEFAULT_HALF_OPEN_AFTER_NS),
+        }
+    }
+}
+
+/// A refresh interval in seconds, from 0.1 to an hour.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds (e.g. 1, 0.5, 5)"))?;
+    if !(0.1..=3600.0).contains(&seconds) {
+        return Err(format!("`{s}`: the interval is from 0.1 to 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Debug, Args)]
@@ -207,23 +302,20 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// The filters of `observer watch` and `observer top`.
 #[derive(Debug, Args)]
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "independent command-line switches"
-)]
-pub struct WatchArgs {
+pub struct FilterArgs {
     /// Show only connections with this local or remote port.
     #[arg(long, value_name = "PORT")]
     pub port: Vec<u16>,
 
     /// Show only connections with this local or remote address, or one inside this network
     /// (CIDR, e.g. 10.0.0.0/8 or `fd00::/8`).
-    #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_net)]
+    #[arg(long, value_name = "ADDR[/LEN]", value_parser = observer::wire::filter::parse_net)]
     pub addr: Vec<IpNet>,
 
     /// Show only transitions from or to this state (e.g. established, close-wait, fin-wait2).
-    #[arg(long, value_name = "STATE", value_parser = parse_state)]
+    #[arg(long, value_name = "STATE", value_parser = observer::wire::filter::parse_state)]
     pub state: Vec<TcpState>,
 
     /// Show only sockets owned by this process id. The owner is learnt from the transitions it
@@ -260,6 +352,61 @@ pub struct WatchArgs {
     /// the cgroup2 mount, e.g. `/system.slice` or `/kubepods.slice`.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn into_filter(self) -> Filter {
+        let family = match (self.ipv4, self.ipv6) {
+            (true, _) => Some(Family::Ipv4),
+            (_, true) => Some(Family::Ipv6),
+            _ => None,
+        };
+        Filter {
+            ports: self.port,
+            nets: self.addr,
+            states: self.state,
+            pids: self.pid,
+            family,
+            netns: self.netns,
+            units: self.unit,
+            pods: self.pod,
+            cgroups: self.cgroup,
+        }
+    }
+}
+
+/// Where `observer watch` and `observer top` get their data.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Load the programs in this process (needs root), even when a daemon serves its socket.
+    /// Without it, the daemon's socket is used when it exists and this user may open it (its
+    /// group's members may, without root), and the programs are loaded here otherwise.
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// The daemon's socket (default /run/observer/observer.sock).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "OBSERVER_SOCKET",
+        conflicts_with = "standalone"
+    )]
+    pub socket: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    pub fn into_source(self) -> Source {
+        Source::new(self.socket, self.standalone)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 
     /// One JSON object per line instead of text (fields are listed in the README).
     #[arg(long)]
@@ -329,24 +476,10 @@ pub struct WatchArgs {
 impl WatchArgs {
     /// The options, with `alerts` the configuration whose rules --alerts evaluates.
     pub fn into_options(self, alerts: Option<&Config>) -> WatchOptions {
-        let family = match (self.ipv4, self.ipv6) {
-            (true, _) => Some(Family::Ipv4),
-            (_, true) => Some(Family::Ipv6),
-            _ => None,
-        };
         WatchOptions {
+            source: self.source.into_source(),
             load: LoadOptions::sized(self.ring_buffer_size),
-            filter: Filter {
-                ports: self.port,
-                nets: self.addr,
-                states: self.state,
-                pids: self.pid,
-                family,
-                netns: self.netns,
-                units: self.unit,
-                pods: self.pod,
-                cgroups: self.cgroup,
-            },
+            filter: self.filter.into_filter(),
             json: self.json,
             count: self.count,
             max_sockets: self.max_sockets,
@@ -361,24 +494,6 @@ impl WatchArgs {
             }),
         }
     }
-}
-
-fn parse_net(s: &str) -> Result<IpNet, String> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            format!("`{s}` is not an IP address or CIDR network (e.g. 127.0.0.1, ::1, 10.0.0.0/8)")
-        })
-}
-
-fn parse_state(s: &str) -> Result<TcpState, String> {
-    TcpState::from_name(s).ok_or_else(|| {
-        let names: Vec<_> = TcpState::ALL
-            .iter()
-            .map(|s| s.name().to_ascii_lowercase())
-            .collect();
-        format!("`{s}` is not a TCP state; use one of: {}", names.join(", "))
-    })
 }
 
 /// A duration with units ("10s", "1m 30s", "500ms", as in the configuration file), or a bare

@@ -11,8 +11,8 @@ const FLOORS: &[&[&str]] = &[
     &["stream", "sockdiag", "config", "workload"],
     &["alerts", "doctor", "listen_queues"],
     &["snapshot", "inventory"],
-    &["export", "pipeline"],
-    &["run", "watch"],
+    &["export", "pipeline", "wire"],
+    &["run", "watch", "top"],
     &["cli"],
 ];
 

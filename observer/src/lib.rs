@@ -9,9 +9,12 @@
 //!    [`workload`] (cgroup ids -> units, containers, pods).
 //! 5. [`alerts`], [`doctor`], [`listen_queues`].
 //! 6. [`snapshot`] (the one read model front-ends read), [`inventory`] (sock_diag -> tracker).
-//! 7. [`export`] (Prometheus metrics) and the [`pipeline`] core (stream -> tracker, seeding
-//!    and reconciliation, listener samples, alert evaluation, losses).
-//! 8. Front-ends on the one pipeline: [`run`] (the daemon), [`watch`] (the live view).
+//! 7. [`export`] (Prometheus metrics), the [`pipeline`] core (stream -> tracker, seeding
+//!    and reconciliation, listener samples, alert evaluation, losses), and [`wire`] (the JSON
+//!    lines of watch and of the daemon's socket: events, filters, requests, the read model).
+//! 8. Front-ends on the one pipeline: [`run`] (the daemon, its socket among its outputs),
+//!    [`watch`] (the live stream) and [`top`] (the full-screen view), each a client of the
+//!    daemon's socket or standalone.
 
 pub mod alerts;
 pub mod clock;
@@ -32,6 +35,8 @@ pub mod run;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod stream;
+pub mod top;
 pub mod track;
 pub mod watch;
+pub mod wire;
 pub mod workload;

@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
             clap_mangen::Man::new(cli::Cli::command()).render(&mut std::io::stdout())?;
             return Ok(());
         }
-        cli::Command::Watch(_) | cli::Command::Run(_) => {}
+        cli::Command::Watch(_) | cli::Command::Run(_) | cli::Command::Top(_) => {}
     }
     one_malloc_arena();
     // One thread is plenty: the work per event is small and ordering matters.
@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 observer::watch::run(args.into_options(alerts.as_ref())).await
             }
+            cli::Command::Top(args) => observer::top::run(args.into_options()).await,
             cli::Command::Run(args) => {
                 let path = config_path(args.config.as_deref());
                 let mut config = load_config(args.config.as_deref())?;

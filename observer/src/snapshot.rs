@@ -16,9 +16,9 @@ use crate::{
     sockdiag::Listener,
     stream::Losses,
     track::{
-        CloseWaitEntry, EndCounts, HalfOpenSuspect, LastReconciliation, NeverAccepted, ResetClass,
-        RetransmitCounts, TimewaitCounts, Tracker, TrackerStats, TransitionCounts,
-        durations::Histogram,
+        CloseWaitEntry, Destination, EndCounts, HalfOpenSuspect, LastReconciliation, NeverAccepted,
+        OwnerSockets, ResetClass, RetransmitCounts, TimewaitCounts, Tracker, TrackerStats,
+        TransitionCounts, durations::Histogram,
     },
 };
 
@@ -35,6 +35,8 @@ pub struct Sources<'a> {
     pub alerts: &'a [RuleCounts],
     pub notifications: NotificationCounts,
     pub last_reconciliation: Option<LastReconciliation>,
+    /// Clients of the daemon's socket disconnected because they read too slowly.
+    pub socket_client_drops: u64,
     /// `CLOCK_MONOTONIC` ns now.
     pub now_ns: u64,
 }
@@ -124,6 +126,7 @@ pub struct Snapshot {
     pub alerts: Vec<RuleCounts>,
     pub notifications: NotificationCounts,
     pub last_reconciliation: Option<LastReconciliation>,
+    pub socket_client_drops: u64,
 }
 
 impl Snapshot {
@@ -188,6 +191,7 @@ impl Snapshot {
             alerts: s.alerts.to_vec(),
             notifications: s.notifications,
             last_reconciliation: s.last_reconciliation,
+            socket_client_drops: s.socket_client_drops,
         }
     }
 
@@ -225,4 +229,61 @@ fn close_wait_by_cgroup(t: &Tracker) -> Vec<CloseWaitGroup> {
         }
     }
     groups
+}
+
+/// Timewait sockets holding ephemeral ports toward one destination.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DestinationUsage {
+    pub destination: Destination,
+    pub timewait: u64,
+    /// `timewait` over the size of the namespace's ephemeral port range, when known.
+    pub port_share: Option<f64>,
+}
+
+/// What only a full-screen view needs beside a [`Snapshot`]: one pass over every socket, so
+/// it is taken on request (`observer top`), never for a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Breakdown {
+    /// Full sockets by owning process, most sockets first.
+    pub owners: Vec<OwnerSockets>,
+    /// Destinations whose ephemeral ports timewait sockets hold, most held first.
+    pub timewait_destinations: Vec<DestinationUsage>,
+}
+
+impl Breakdown {
+    /// Copies the groups, at most `listed` of each (the largest).
+    #[must_use]
+    pub fn take(s: &Sources<'_>, listed: usize) -> Self {
+        let mut owners = s.tracker.sockets_by_owner();
+        owners.truncate(listed);
+        let usage = s.tracker.timewait_usage();
+        let mut timewait_destinations: Vec<DestinationUsage> = usage
+            .per_destination
+            .iter()
+            .map(|(destination, n)| DestinationUsage {
+                destination: *destination,
+                timewait: *n,
+                port_share: destination
+                    .netns
+                    .and_then(|ns| s.limits.get(&ns))
+                    .and_then(NetLimits::ephemeral_ports)
+                    .map(|ports| share(*n, ports)),
+            })
+            .collect();
+        timewait_destinations.sort_by(|a, b| {
+            b.timewait
+                .cmp(&a.timewait)
+                .then_with(|| a.destination.cmp(&b.destination))
+        });
+        timewait_destinations.truncate(listed);
+        Self {
+            owners,
+            timewait_destinations,
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+fn share(n: u64, of: u64) -> f64 {
+    if of == 0 { 0.0 } else { n as f64 / of as f64 }
 }

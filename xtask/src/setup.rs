@@ -22,14 +22,15 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Debian packages the integration tests run for real: Prometheus (and promtool) scrapes the
 /// daemon and checks the shipped rules; Alertmanager receives its alerts; nft drops packets in
-/// test namespaces.
-const TEST_PACKAGES: [(&str, &str); 3] = [
+/// test namespaces; tmux runs `observer top` in a pane a test reads.
+const TEST_PACKAGES: [(&str, &str); 4] = [
     ("prometheus", "/usr/bin/promtool"),
     (
         "prometheus-alertmanager",
         "/usr/bin/prometheus-alertmanager",
     ),
     ("nftables", "/usr/sbin/nft"),
+    ("tmux", "/usr/bin/tmux"),
 ];
 
 /// bcc's tcpstates, built with libbpf (no kernel headers needed): the benchmark's comparison.

@@ -24,7 +24,7 @@ pub use self::errors::ConfigError;
 use self::errors::Located;
 use self::raw::RawConfig;
 pub use self::rules::{AlertRule, RuleKind, builtin_rules};
-pub use self::values::{EmptySeverity, Severity};
+pub use self::values::{EmptySeverity, Severity, parse_mode};
 use crate::load::RingBufferSize;
 use crate::track::DEFAULT_MAX_SOCKETS;
 
@@ -47,6 +47,7 @@ pub struct Config {
     pub tracker: TrackerConfig,
     pub kernel: KernelConfig,
     pub alerts: AlertsConfig,
+    pub socket: SocketConfig,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -108,6 +109,35 @@ impl Default for TrackerConfig {
             half_open_after: Duration::from_secs(10),
             listen_every: Duration::from_secs(5),
             state_file: Some(PathBuf::from(DEFAULT_STATE_FILE)),
+        }
+    }
+}
+
+/// Where the daemon serves its live data to `observer watch` and `observer top`.
+pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
+
+/// `[socket]`: the daemon's Unix socket, for local clients only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// Default [`DEFAULT_SOCKET`]; `""` serves none. The parent directory is created.
+    pub path: Option<PathBuf>,
+    /// Permission bits of the socket file: who may connect. Default 0660 (owner and group).
+    pub mode: u32,
+    /// Group of the socket file (e.g. `observer`): its members may connect. Default: the
+    /// daemon's own group.
+    pub group: Option<String>,
+    /// Bytes of lines queued for one client; a client that falls this far behind is
+    /// disconnected and counted. Default 4 MiB, at least 4096.
+    pub client_queue_bytes: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            path: Some(PathBuf::from(DEFAULT_SOCKET)),
+            mode: 0o660,
+            group: None,
+            client_queue_bytes: 4 << 20,
         }
     }
 }

@@ -9,8 +9,11 @@ use toml::Spanned;
 
 use super::errors::Located;
 use super::rules::{RawRule, read_rules};
-use super::values::{Count, Dur, Listen, Port, RingSize, U32_MAX, Url, ports};
-use super::{AlertmanagerConfig, AlertsConfig, Config, KernelConfig, MetricsConfig, TrackerConfig};
+use super::values::{Count, Dur, Listen, Mode, Port, RingSize, U32_MAX, Url, ports};
+use super::{
+    AlertmanagerConfig, AlertsConfig, Config, KernelConfig, MetricsConfig, SocketConfig,
+    TrackerConfig,
+};
 
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +22,16 @@ pub(super) struct RawConfig {
     tracker: RawTracker,
     kernel: RawKernel,
     alerts: RawAlerts,
+    socket: RawSocket,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSocket {
+    path: Option<String>,
+    mode: Option<Mode>,
+    group: Option<String>,
+    client_queue_bytes: Option<Count<4096, U32_MAX>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -75,7 +88,9 @@ impl RawConfig {
         let tracker = TrackerConfig::default();
         let kernel = KernelConfig::default();
         let alerts = AlertsConfig::default();
+        let socket = SocketConfig::default();
         let (m, t, k, a) = (self.metrics, self.tracker, self.kernel, self.alerts);
+        let sock = self.socket;
         Ok(Config {
             metrics: MetricsConfig {
                 listen: m.listen.map_or(metrics.listen, |l| l.0),
@@ -98,6 +113,18 @@ impl RawConfig {
                     Some(path) if path.is_empty() => None,
                     Some(path) => Some(PathBuf::from(path)),
                 },
+            },
+            socket: SocketConfig {
+                path: match sock.path {
+                    None => socket.path,
+                    Some(path) if path.is_empty() => None,
+                    Some(path) => Some(PathBuf::from(path)),
+                },
+                mode: sock.mode.map_or(socket.mode, |m| m.0),
+                group: sock.group.filter(|g| !g.is_empty()).or(socket.group),
+                client_queue_bytes: sock
+                    .client_queue_bytes
+                    .map_or(socket.client_queue_bytes, Count::usize),
             },
             kernel: KernelConfig {
                 ring_buffer_size: k.ring_buffer_size.map_or(kernel.ring_buffer_size, |s| s.0),

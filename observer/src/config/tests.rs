@@ -162,6 +162,7 @@ window = "5m"
         kernel: KernelConfig {
             ring_buffer_size: RingBufferSize::Bytes(256 << 10),
         },
+        socket: SocketConfig::default(),
         alerts: AlertsConfig {
             evaluation_interval: Duration::from_millis(500),
             builtin_rules: false,
@@ -353,4 +354,26 @@ for = "30s"
     assert_eq!(rules[3].for_, Duration::from_secs(30));
     assert_eq!(rules[9], config.alerts.rules[0]);
     assert_eq!(rules[9].severity, "critical");
+}
+
+#[test]
+fn socket_table_sets_path_mode_group_and_queue() {
+    let config = parse(
+        "[socket]\npath = \"/tmp/o.sock\"\nmode = \"0600\"\ngroup = \"observer\"\n\
+         client_queue_bytes = 65536\n",
+    );
+    assert_eq!(
+        config.socket,
+        SocketConfig {
+            path: Some(PathBuf::from("/tmp/o.sock")),
+            mode: 0o600,
+            group: Some("observer".to_owned()),
+            client_queue_bytes: 65536,
+        }
+    );
+    assert_eq!(parse("[socket]\npath = \"\"\n").socket.path, None);
+    let error = super::testing::error("[socket]\nmode = \"0999\"\n");
+    assert!(error.contains("not a file mode"), "{error}");
+    let error = super::testing::error("[socket]\nclient_queue_bytes = 10\n");
+    assert!(error.contains("at least 4096"), "{error}");
 }

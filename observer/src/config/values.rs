@@ -260,6 +260,31 @@ impl<T> Visitor<'_> for StrVisitor<T> {
     }
 }
 
+/// A file mode in octal, as chmod takes it: `"0660"`, `"660"` (a string: TOML has octal
+/// integers, but `0660` written bare would be read as decimal 660 by mistake).
+pub(super) struct Mode(pub u32);
+
+/// Reads an octal file mode of permission bits only.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            format!("`{text}` is not a file mode: write permission bits in octal, e.g. \"0660\"")
+        })
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_str(
+            deserializer,
+            "a file mode in octal, e.g. \"0660\"",
+            parse_mode,
+        )
+        .map(Mode)
+    }
+}
+
 /// Stands for "no upper bound" in [`Count`] while still fitting `u32` and `usize`.
 pub(super) const U32_MAX: u64 = 0xFFFF_FFFF;
 

@@ -528,6 +528,14 @@ impl Collector for SnapshotCollector {
                 ),
             ],
         )?;
+        family(
+            &mut e,
+            "observer_socket_client_drops",
+            "Clients of the daemon's Unix socket disconnected because they read too slowly \
+             (their queue of lines filled up).",
+            Counter,
+            [(vec![], f(s.socket_client_drops))],
+        )?;
         Ok(())
     }
 }
@@ -605,6 +613,7 @@ mod tests {
                 alerts: &[],
                 notifications: NotificationCounts::default(),
                 last_reconciliation: None,
+                socket_client_drops: 0,
                 now_ns: 0,
             },
             1,

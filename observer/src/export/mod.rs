@@ -191,6 +191,7 @@ mod tests {
         let tracker = crate::track::Tracker::new(16);
         let mut snapshot = Snapshot::take(
             &crate::snapshot::Sources {
+                socket_client_drops: 0,
                 tracker: &tracker,
                 transitions: &crate::track::TransitionCounts::default(),
                 received: 0,

@@ -10,7 +10,7 @@ use crate::{
     clock::mono_now_ns,
     kernel::NetLimits,
     listen_queues::ListenQueues,
-    snapshot::{Snapshot, Sources},
+    snapshot::{Breakdown, Snapshot, Sources},
     stream::Losses,
     track::{LastReconciliation, Tracker, TransitionCounts},
 };
@@ -34,6 +34,8 @@ pub struct State {
     pub last_reconciliation: Option<LastReconciliation>,
     /// Sockets' cgroups -> units, containers, pods (for alerts).
     pub workloads: Resolver,
+    /// Clients of the daemon's socket disconnected because they read too slowly.
+    pub socket_client_drops: u64,
 }
 
 impl State {
@@ -53,6 +55,7 @@ impl State {
             active_alerts: Vec::new(),
             last_reconciliation: None,
             workloads: Resolver::host(),
+            socket_client_drops: 0,
         }
     }
 }
@@ -67,22 +70,35 @@ impl State {
     /// A snapshot of this state, ages measured at `now_ns`.
     #[must_use]
     pub fn snapshot_at(&self, listed: usize, now_ns: u64) -> Snapshot {
-        Snapshot::take(
-            &Sources {
-                tracker: &self.tracker,
-                transitions: &self.transitions,
-                received: self.received,
-                losses: self.losses,
-                limits: &self.limits,
-                listen: &self.listen,
-                half_open_after_ns: self.half_open_after_ns,
-                alerts: &self.alert_counts,
-                notifications: self.notifications,
-                last_reconciliation: self.last_reconciliation,
-                now_ns,
-            },
-            listed,
+        Snapshot::take(&self.sources(now_ns), listed)
+    }
+
+    /// A snapshot and the breakdown a full-screen view shows, at `CLOCK_MONOTONIC` now, with
+    /// up to `listed` entries in each list.
+    #[must_use]
+    pub fn snapshot_with_breakdown(&self, listed: usize) -> (Snapshot, Breakdown) {
+        let sources = self.sources(mono_now_ns());
+        (
+            Snapshot::take(&sources, listed),
+            Breakdown::take(&sources, listed),
         )
+    }
+
+    fn sources(&self, now_ns: u64) -> Sources<'_> {
+        Sources {
+            tracker: &self.tracker,
+            transitions: &self.transitions,
+            received: self.received,
+            losses: self.losses,
+            limits: &self.limits,
+            listen: &self.listen,
+            half_open_after_ns: self.half_open_after_ns,
+            alerts: &self.alert_counts,
+            notifications: self.notifications,
+            last_reconciliation: self.last_reconciliation,
+            socket_client_drops: self.socket_client_drops,
+            now_ns,
+        }
     }
 }
 

@@ -5,13 +5,14 @@
 pub mod http;
 pub mod notify;
 mod restart;
+pub mod socket;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::{notify::Notifier, restart::RestartState};
+use self::{notify::Notifier, restart::RestartState, socket::SocketServer};
 pub use crate::pipeline::{Shared, State};
 use crate::{
     alerts::{Delivery, DeliveryOptions},
@@ -45,7 +46,11 @@ pub async fn run(
 
     loop {
         tokio::select! {
-            step = daemon.pipeline.next() => daemon.step(&step?),
+            step = daemon.pipeline.next() => {
+                let step = step?;
+                daemon.publish(&step);
+                daemon.step(&step);
+            }
             _ = resend.tick() => daemon.resend(),
             _ = watchdog.tick() => notifier.watchdog(),
             _ = status.tick() => notifier.status(&daemon.status()),
@@ -82,6 +87,8 @@ struct Daemon {
     restart: Option<RestartState>,
     /// A restart-state write in progress.
     saving: Option<tokio::task::JoinHandle<()>>,
+    /// The Unix socket for local clients, unless socket.path is "".
+    socket: Option<SocketServer>,
 }
 
 fn delivery_options(config: &Config) -> DeliveryOptions {
@@ -141,13 +148,27 @@ impl Daemon {
             config.metrics.max_workload_labels,
         ));
         http::serve(listener, pipeline.shared(), exporter.clone());
+        // Without its socket the daemon still does its main work: metrics and alerts.
+        let socket = config.socket.path.as_ref().and_then(|path| {
+            SocketServer::start(&config.socket, path, pipeline.shared())
+                .map_err(|e| {
+                    log::error!(
+                        "{e}; observer watch and observer top will load the programs themselves"
+                    );
+                })
+                .ok()
+        });
         let seeded = pipeline.seeded();
         log::info!(
             "observing TCP connections: {} sockets already open in {} network namespaces; \
-             metrics on http://{}/metrics; {} alert rules",
+             metrics on http://{}/metrics; {}; {} alert rules",
             seeded.outcome.added,
             seeded.dumped.len(),
             config.metrics.listen,
+            socket.as_ref().map_or_else(
+                || "no local socket".to_owned(),
+                |s| format!("live data on {}", s.path().display())
+            ),
             config.effective_rules().len()
         );
         Ok(Self {
@@ -157,7 +178,18 @@ impl Daemon {
             exporter,
             restart,
             saving: None,
+            socket,
         })
+    }
+
+    /// Hands a step's lines to the socket's clients; those cut off are counted.
+    fn publish(&mut self, step: &Step) {
+        if let Some(socket) = &mut self.socket {
+            let dropped = socket.publish(self.pipeline.reports(), step);
+            if dropped > 0 {
+                self.pipeline.state().socket_client_drops += dropped;
+            }
+        }
     }
 
     /// One line for systemd's STATUS.
@@ -252,6 +284,7 @@ impl Daemon {
                 "tracker.max_sockets",
                 new.tracker.max_sockets != old.tracker.max_sockets,
             ),
+            ("socket", new.socket != old.socket),
         ];
         for (field, changed) in restart_only {
             if changed {
@@ -261,6 +294,7 @@ impl Daemon {
         new.metrics.listen = old.metrics.listen;
         new.kernel = old.kernel.clone();
         new.tracker.max_sockets = old.tracker.max_sockets;
+        new.socket = old.socket.clone();
 
         if delivery_options(&new) != delivery_options(old) {
             let delivery = Delivery::new(delivery_options(&new))?;
@@ -298,6 +332,10 @@ impl Daemon {
     /// time to leave.
     async fn stop(mut self) -> anyhow::Result<()> {
         self.pipeline.drain();
+        self.publish(&Step::default());
+        if let Some(socket) = self.socket.take() {
+            socket.close();
+        }
         self.save_now().await;
         let losses = self.pipeline.losses()?;
         log::info!(

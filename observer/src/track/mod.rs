@@ -23,7 +23,9 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
 pub use ends::{EndCause, EndCount, EndCounts};
-pub use queries::{CloseWaitEntry, HalfOpenSuspect, NeverAccepted, TimewaitEntry, TrackedSocket};
+pub use queries::{
+    CloseWaitEntry, HalfOpenSuspect, NeverAccepted, OwnerSockets, TimewaitEntry, TrackedSocket,
+};
 pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
 pub use retransmits::{Recovered, RetransmitCounts, Retransmitting};

@@ -13,6 +13,17 @@ use crate::{
     kernel::NetLimits,
 };
 
+/// The full sockets of one process (or of no known process).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerSockets {
+    /// The process; `None` for sockets whose owner is not known yet.
+    pub owner: Option<Task>,
+    pub sockets: PerState<u64>,
+    pub total: u64,
+    /// When its oldest CLOSE_WAIT socket entered CLOSE_WAIT (`CLOCK_MONOTONIC` ns).
+    pub oldest_close_wait_ns: Option<u64>,
+}
+
 /// A socket the tracker holds, as `ss` lists it: a full socket in its state, a timewait
 /// socket in its substate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +152,40 @@ impl Tracker {
         counts[TcpState::TimeWait] += time_wait;
         counts[TcpState::FinWait2] += fin_wait2;
         counts
+    }
+
+    /// Full sockets grouped by owning process (one group for those whose owner is not known
+    /// yet), counted by state, with the oldest CLOSE_WAIT of each; most sockets first. One
+    /// pass over the table.
+    #[must_use]
+    pub fn sockets_by_owner(&self) -> Vec<OwnerSockets> {
+        let mut groups: FxHashMap<Option<u32>, OwnerSockets> = FxHashMap::default();
+        for (_, c, _) in (0..self.sockets.slot_count()).filter_map(|i| self.sockets.at(i)) {
+            let group = groups
+                .entry(c.owner.map(|o| o.pid))
+                .or_insert_with(|| OwnerSockets {
+                    owner: c.owner,
+                    sockets: PerState::default(),
+                    total: 0,
+                    oldest_close_wait_ns: None,
+                });
+            group.sockets[c.state] += 1;
+            group.total += 1;
+            if c.state == TcpState::CloseWait {
+                group.oldest_close_wait_ns = Some(
+                    group
+                        .oldest_close_wait_ns
+                        .map_or(c.since_ns, |ns| ns.min(c.since_ns)),
+                );
+            }
+        }
+        let mut groups: Vec<OwnerSockets> = groups.into_values().collect();
+        groups.sort_by(|a, b| {
+            b.total
+                .cmp(&a.total)
+                .then_with(|| a.owner.map(|o| o.pid).cmp(&b.owner.map(|o| o.pid)))
+        });
+        groups
     }
 
     /// Every socket now in CLOSE_WAIT, oldest first (read as far as needed: the table keeps

@@ -1,8 +1,7 @@
 //! `observer watch`: the live stream of transitions in a terminal or as JSON lines.
 
-pub mod filter;
-
 mod json;
+mod remote;
 mod sink;
 mod summary;
 #[cfg(test)]
@@ -12,25 +11,28 @@ mod text;
 use std::{io, time::Duration};
 
 use anyhow::Context as _;
-use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
+pub use crate::wire::Filter;
 use crate::{
     alerts::Status,
     clock::{WallClock, mono_now_ns},
     load::LoadOptions,
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
-    stream::Losses,
-    track::{Note, Report, TrackerStats},
+    track::{Note, Report},
+    wire::{
+        client::{Client, Source},
+        lines::Summary,
+    },
     workload::Resolver,
 };
-pub use filter::Filter;
 use json::JsonSink;
 use sink::Sink;
 use text::TextSink;
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
+    pub source: Source,
     pub load: LoadOptions,
     pub filter: Filter,
     pub json: bool,
@@ -58,71 +60,6 @@ pub struct WatchAlerts {
     pub evaluation_interval: Duration,
 }
 
-/// Loss counters as they appear in the JSON stream (`"type": "loss"` records and the summary).
-#[derive(Clone, Copy, Debug, Serialize)]
-struct LossCounts {
-    lost_total: u64,
-    lost_ring_buffer_full: u64,
-    lost_recursion_misses: u64,
-    lost_read_failed: u64,
-    malformed: u64,
-    /// Upper bound of timewait timer events missed (most skipped timer runs were for other
-    /// timers); not part of `lost_total`.
-    timer_recursion_misses: u64,
-}
-
-impl From<Losses> for LossCounts {
-    fn from(l: Losses) -> Self {
-        Self {
-            lost_total: l.total(),
-            lost_ring_buffer_full: l.kernel.ring_buffer_full,
-            lost_recursion_misses: l.kernel.recursion_misses,
-            lost_read_failed: l.kernel.read_failed,
-            malformed: l.malformed,
-            timer_recursion_misses: l.kernel.timer_recursion_misses,
-        }
-    }
-}
-
-/// Totals printed when watch exits, and written as the last JSON line.
-#[derive(Clone, Copy, Debug, Serialize)]
-struct Summary {
-    received: u64,
-    shown: u64,
-    /// Shown lines that are not transitions the kernel reported: TIME_WAIT ends and timer
-    /// restarts, RSTs, retransmissions and connection errors.
-    shown_not_transitions: u64,
-    #[serde(flatten)]
-    losses: LossCounts,
-    gaps: u64,
-    evicted_sockets: u64,
-    #[serde(skip)]
-    tracker: TrackerStats,
-}
-
-impl Summary {
-    fn sentence(&self) -> String {
-        let l = &self.losses;
-        format!(
-            "{} events received, {} shown ({} of them RSTs, retransmissions, errors, TIME_WAIT ends \
-             and restarts); lost {} (ring buffer full {}, recursion misses {}, unreadable {}), \
-             malformed {}, gaps {}, evicted sockets {}, seeded {}, stale {}",
-            self.received,
-            self.shown,
-            self.shown_not_transitions,
-            l.lost_total,
-            l.lost_ring_buffer_full,
-            l.lost_recursion_misses,
-            l.lost_read_failed,
-            l.malformed,
-            self.gaps,
-            self.evicted_sockets,
-            self.tracker.seeded,
-            self.tracker.reconciled_stale,
-        )
-    }
-}
-
 /// Standard output in the format asked for.
 fn stdout_sink(json: bool) -> Box<dyn Sink> {
     let out = io::BufWriter::with_capacity(64 * 1024, io::stdout());
@@ -134,30 +71,6 @@ fn stdout_sink(json: bool) -> Box<dyn Sink> {
             WallClock::now(),
             text::stdout_takes_color(),
         ))
-    }
-}
-
-/// Whether a report passes the filter.
-fn shown(filter: &Filter, report: &Report) -> bool {
-    match report {
-        Report::Transition {
-            transition, seen, ..
-        } => filter.matches(transition, seen.owner.map(|o| o.pid)),
-        Report::Reset {
-            reset,
-            state,
-            owner,
-            ..
-        } => filter.matches_reset(reset, *state, owner.map(|o| o.pid)),
-        Report::Retransmits {
-            tuple,
-            state,
-            owner,
-            ..
-        } => filter.matches_retransmits(tuple, *state, owner.map(|o| o.pid)),
-        Report::ConnectionError { error, owner, .. } => {
-            filter.matches_error(error, owner.map(|o| o.pid))
-        }
     }
 }
 
@@ -182,8 +95,23 @@ fn settings(options: &WatchOptions) -> Settings {
     }
 }
 
-/// Runs until Ctrl-C, SIGTERM, `--count` lines, or a closed stdout.
+/// Runs until Ctrl-C, SIGTERM, `--count` lines, or a closed stdout: through the daemon when
+/// one serves its socket here (and neither `--summary` nor `--alerts`, which need the
+/// tracker, is asked for), standalone otherwise.
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
+    if let Source::DaemonOr(path) = &options.source
+        && options.alerts.is_none()
+        && options.summary_every.is_none()
+    {
+        match Client::connect(path).await {
+            Ok(client) => return remote::run(client, path, &options).await,
+            Err(why) => log::info!("{why}: loading the programs here (standalone)"),
+        }
+    }
+    standalone(options).await
+}
+
+async fn standalone(options: WatchOptions) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // Seed before showing anything: sockets that existed before the programs attached.
@@ -207,8 +135,8 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     }
     let seeded = pipeline.seeded();
     eprintln!(
-        "observer: watching TCP connections; {} sockets already open in {} network \
-         namespaces; Ctrl-C stops",
+        "observer: watching TCP connections standalone (programs loaded by this process); {} \
+         sockets already open in {} network namespaces; Ctrl-C stops",
         seeded.outcome.added,
         seeded.dumped.len()
     );
@@ -313,7 +241,7 @@ fn show(
     // Reports without a time of their own are dated when they were noticed: now.
     let now_ns = mono_now_ns();
     for report in reports {
-        if shown_count.lines >= limit || !shown(filter, report) {
+        if shown_count.lines >= limit || !filter.passes(report) {
             continue;
         }
         let workload = match report {

@@ -3,8 +3,14 @@
 
 use std::io;
 
-use super::{LossCounts, Summary, summary::StateSummary};
-use crate::{alerts::Change, clock::WallClock, track::Report, workload::Attribution};
+use super::summary::StateSummary;
+use crate::{
+    alerts::Change,
+    clock::WallClock,
+    track::Report,
+    wire::lines::{LossCounts, Summary},
+    workload::Attribution,
+};
 
 pub(super) trait Sink {
     /// Written once, before the first line.

@@ -11,7 +11,6 @@ use anstyle::{AnsiColor, Style};
 use observer_common::TcpState;
 
 use super::{
-    LossCounts, Summary,
     sink::Sink,
     summary::{StateSummary, render_text},
 };
@@ -23,6 +22,7 @@ use crate::{
     track::{
         EndCause, Note, Observation, Report, RetransmitPhase, TimewaitEnd, resets::ResetClass,
     },
+    wire::lines::{LossCounts, Summary},
     workload::Attribution,
 };
 

@@ -12,6 +12,7 @@ mod support;
 mod bench_smoke;
 mod cgroups;
 mod daemon_lifecycle;
+mod daemon_socket;
 mod dead_peers;
 mod doctor_cli;
 mod kernel;

@@ -24,7 +24,13 @@ impl Watch {
     /// Starts the watcher and returns once it says it is watching (programs attached).
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
-            .args(["watch", "--json", "--ring-buffer-size", "256K"])
+            .args([
+                "watch",
+                "--standalone",
+                "--json",
+                "--ring-buffer-size",
+                "256K",
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -5,7 +5,6 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use observer_common::TcpState;
 use serde::Serialize;
 
-use super::LossCounts;
 use crate::{
     event::Netns,
     human::{human_duration, plural},
@@ -13,6 +12,7 @@ use crate::{
     track::{
         LastReconciliation, RetransmitCounts, TimewaitCounts, TrackerStats, durations::Histogram,
     },
+    wire::lines::LossCounts,
     workload::Resolver,
 };
 

@@ -13,7 +13,8 @@ use crate::{
     track::{
         EndCause, Note, Observation, Report, RetransmitPhase, TrackerStats, resets::ResetClass,
     },
-    watch::{LossCounts, Summary, json::JsonSink, json::Line, sink::Sink},
+    watch::{json::JsonSink, sink::Sink},
+    wire::lines::{Line, LossCounts, Summary},
 };
 
 #[test]

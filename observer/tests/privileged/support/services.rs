@@ -208,14 +208,16 @@ impl Drop for Process {
     }
 }
 
-/// `observer run --config CONFIG`, returned once it serves /metrics on `addr`.
+/// `observer run --config CONFIG`, returned once it serves /metrics on `addr`. Its live-data
+/// socket is `observer.sock` beside the configuration, unless the configuration places it.
 pub fn observer_run(config: &Path, addr: SocketAddr) -> Process {
-    let mut process = Process::spawn(
-        "observer",
-        Command::new(env!("CARGO_BIN_EXE_observer"))
-            .args(["run", "--config"])
-            .arg(config),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_observer"));
+    command.args(["run", "--config"]).arg(config);
+    let placed = std::fs::read_to_string(config).is_ok_and(|c| c.contains("[socket]"));
+    if !placed && let Some(dir) = config.parent() {
+        command.arg("--socket").arg(dir.join("observer.sock"));
+    }
+    let mut process = Process::spawn("observer", &mut command);
     wait_for(Duration::from_mins(1), "observer to serve /metrics", || {
         if let Some(status) = process.exited() {
             panic!("observer run exited ({status}):\n{}", process.log());

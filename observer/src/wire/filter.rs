@@ -1,4 +1,4 @@
-//! Which transitions `observer watch` shows.
+//! Which events `observer watch`, `observer top` and the daemon's socket clients see.
 //!
 //! Values given to one option are alternatives (`--port 80 --port 443`: either); different
 //! options must all match.
@@ -8,6 +8,7 @@ use observer_common::TcpState;
 
 use crate::{
     event::{Family, Netns, Reset, SocketError, Transition, Tuple},
+    track::Report,
     workload::Attribution,
 };
 
@@ -66,6 +67,31 @@ impl Filter {
             self.cgroups.is_empty(),
             self.cgroups.iter().any(|c| under(&w.cgroup, c)),
         )
+    }
+
+    /// Whether a report passes.
+    #[must_use]
+    pub fn passes(&self, report: &Report) -> bool {
+        match report {
+            Report::Transition {
+                transition, seen, ..
+            } => self.matches(transition, seen.owner.map(|o| o.pid)),
+            Report::Reset {
+                reset,
+                state,
+                owner,
+                ..
+            } => self.matches_reset(reset, *state, owner.map(|o| o.pid)),
+            Report::Retransmits {
+                tuple,
+                state,
+                owner,
+                ..
+            } => self.matches_retransmits(tuple, *state, owner.map(|o| o.pid)),
+            Report::ConnectionError { error, owner, .. } => {
+                self.matches_error(error, owner.map(|o| o.pid))
+            }
+        }
     }
 
     /// Whether `t`, owned by `owner_pid` when known, passes.
@@ -166,6 +192,26 @@ fn under(path: &str, prefix: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// An address or network as the filters take it (`127.0.0.1`, `::1`, `10.0.0.0/8`).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("`{s}` is not an IP address or CIDR network (e.g. 127.0.0.1, ::1, 10.0.0.0/8)")
+        })
+}
+
+/// A TCP state as the filters take it: any case, with `_` or `-` (`close-wait`).
+pub fn parse_state(s: &str) -> Result<TcpState, String> {
+    TcpState::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = TcpState::ALL
+            .iter()
+            .map(|s| s.name().to_ascii_lowercase())
+            .collect();
+        format!("`{s}` is not a TCP state; use one of: {}", names.join(", "))
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod bench;
 mod package;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -76,6 +77,22 @@ enum Task {
         #[arg(long)]
         no_build: bool,
     },
+    /// Run the privileged test suite inside virtual machines booted on Debian's kernels (needs
+    /// root): installs qemu, busybox and kmod (Debian), virtme-ng (PyPI, in target/vm/venv)
+    /// and the newest 6.1 and 6.12 kernel packages (unpacked under target/vm/kernels), builds
+    /// the tests on the host, runs them one at a time in each guest with KVM when a trial boot
+    /// shows it works, software emulation otherwise, and prints a pass/fail table per kernel.
+    VmTest {
+        /// Which kernels.
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: vm::KernelChoice,
+        /// Bound of each guest's run, boot included, in minutes.
+        #[arg(long, default_value_t = 90)]
+        timeout_minutes: u64,
+        /// For the test harness, after `--`: a filter (e.g. `kernel::`) and its flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -144,6 +161,15 @@ fn main() -> anyhow::Result<()> {
             cargo(&cmd)
         }
         Task::Deb { output, no_build } => package::deb(output, !no_build),
+        Task::VmTest {
+            kernel,
+            timeout_minutes,
+            args,
+        } => vm::run(&vm::Options {
+            kernel,
+            timeout: std::time::Duration::from_secs(timeout_minutes * 60),
+            harness_args: args,
+        }),
     }
 }
 

@@ -59,7 +59,7 @@ pub fn bench_tools() {
 
 /// `apt-get install -y` of `packages`, after `apt-get update` if the first try fails (a fresh
 /// machine may have no package lists yet). Whether it succeeded.
-fn apt_get_install(packages: &[&str]) -> bool {
+pub fn apt_get_install(packages: &[&str]) -> bool {
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])

@@ -16,7 +16,8 @@ use crate::{
     kernel::{
         btf::KernelBtf,
         kallsyms::{self, KallsymsError},
-        kernel_config, privileges,
+        privileges,
+        tick_rate::{self, TickRate},
         tracefs::{self, Format, TracefsError},
     },
     load::{Features, LoadOptions, Probes},
@@ -141,7 +142,8 @@ pub(super) struct Facts {
     pub kallsyms: Result<u64, KallsymsError>,
     pub kptr_restrict: Option<i64>,
     pub perf_event_paranoid: Option<i64>,
-    pub hz: Option<u32>,
+    /// The timer frequency, or why neither the configuration nor a measurement gave it.
+    pub hz: Result<TickRate, String>,
     pub sock_diag: SockDiagFact,
     pub bpf_stats_enabled: Option<i64>,
     pub unprivileged_bpf_disabled: Option<i64>,
@@ -172,7 +174,7 @@ impl Facts {
             kallsyms: kallsyms::address_of(TW_TIMER_HANDLER),
             kptr_restrict: sysctl("kernel/kptr_restrict"),
             perf_event_paranoid: sysctl("kernel/perf_event_paranoid"),
-            hz: kernel_config::hz(),
+            hz: tick_rate::tick_rate().map_err(|e| e.to_string()),
             sock_diag: SockDiagFact::from_snapshot(&sockdiag::dump_all()),
             bpf_stats_enabled: sysctl("kernel/bpf_stats_enabled"),
             unprivileged_bpf_disabled: sysctl("kernel/unprivileged_bpf_disabled"),

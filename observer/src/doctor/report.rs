@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn the_text_has_one_line_per_check_and_indented_advice() {
         let mut facts = healthy();
-        facts.hz = None;
+        facts.hz = Err("unreadable".to_owned());
         let text = render_text(&assess(&facts));
         let lines: Vec<&str> = text.lines().collect();
         let hz = lines
@@ -127,7 +127,7 @@ mod tests {
             })
         );
         let mut facts = healthy();
-        facts.hz = None;
+        facts.hz = Err("unreadable".to_owned());
         let warn = serde_json::to_value(find(&assess(&facts), "CONFIG_HZ")).unwrap();
         assert_eq!(warn["status"], "warn");
         assert!(warn["costs"].is_string() && warn["fix"].is_string());

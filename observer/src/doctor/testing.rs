@@ -7,7 +7,10 @@ use super::{
     facts::{BtfFact, Facts, Presence, SockDiagFact, TracefsFact},
     kernel_names::TRACEPOINTS,
 };
-use crate::load::Features;
+use crate::{
+    kernel::tick_rate::{TickRate, TickRateSource},
+    load::Features,
+};
 
 /// This project's test machine as doctor sees it: everything present.
 pub(super) fn healthy() -> Facts {
@@ -27,7 +30,10 @@ pub(super) fn healthy() -> Facts {
         kallsyms: Ok(0xffff_ffff_8200_6870),
         kptr_restrict: Some(0),
         perf_event_paranoid: Some(2),
-        hz: Some(250),
+        hz: Ok(TickRate {
+            hz: 250,
+            source: TickRateSource::KernelConfig,
+        }),
         sock_diag: SockDiagFact {
             dumped: 1,
             sockets: 3,

@@ -19,7 +19,7 @@ use crate::decode::{
 use crate::event::{ResetDirection, ResetReason, RetransmitKind};
 use crate::kernel::{
     btf::{BtfError, KernelBtf},
-    kallsyms, kernel_config,
+    kallsyms, tick_rate,
     tracefs::Format,
 };
 
@@ -307,12 +307,18 @@ fn timer_plan(btf: Option<&KernelBtf>) -> Result<(TimerLayout, TimerProbeConfig)
             })
             .ok(),
     };
-    let hz = kernel_config::hz();
-    if hz.is_none() {
-        log::info!(
-            "CONFIG_HZ unknown: TIME_WAIT timeouts are reported without their scheduled length"
-        );
-    }
+    let hz = match tick_rate::tick_rate() {
+        Ok(rate) => {
+            log::debug!("HZ {} ({})", rate.hz, rate.source);
+            Some(rate.hz)
+        }
+        Err(e) => {
+            log::info!(
+                "HZ unknown: TIME_WAIT timeouts are reported without their scheduled length: {e}"
+            );
+            None
+        }
+    };
     TimerLayout::new(offsets, tw_offsets, handler, hz).map_err(|e| e.to_string())
 }
 

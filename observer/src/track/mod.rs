@@ -292,7 +292,6 @@ impl Tracker {
                     preceding: Preceding {
                         old: t.old,
                         new: t.new,
-                        owner_context: t.owner_context,
                     },
                     at_ns: t.mono_ns,
                     owner,
@@ -366,10 +365,7 @@ impl Tracker {
     /// The socket's flags after `t`, counting a connection closed before accept().
     fn flags_of(&mut self, t: &Transition, known: Option<Conn>) -> (ConnFlags, Option<Note>) {
         let mut note = None;
-        let mut flags = known.map_or(ConnFlags::empty(), |c| c.flags - ConnFlags::LAST_IN_OWNER);
-        if t.owner_context {
-            flags |= ConnFlags::LAST_IN_OWNER;
-        }
+        let mut flags = known.map_or(ConnFlags::empty(), |c| c.flags);
         if matches!(t.new, TcpState::SynRecv) || matches!(t.old, TcpState::SynRecv) {
             flags |= ConnFlags::PASSIVE;
         }
@@ -415,7 +411,6 @@ impl Tracker {
                 Some(Preceding {
                     old: c.prev,
                     new: c.state,
-                    owner_context: c.has(ConnFlags::LAST_IN_OWNER),
                 }),
                 c.owner,
             ),

@@ -89,7 +89,6 @@ impl ResetClass {
 pub struct Preceding {
     pub old: TcpState,
     pub new: TcpState,
-    pub owner_context: bool,
 }
 
 /// Classifies one RST. `state` is the socket's state (the tracepoint's, else the tracker's).
@@ -111,12 +110,15 @@ pub fn classify(
     if !has_socket {
         return ResetClass::NoSocket;
     }
-    // The owner's close() took an open connection straight to CLOSE: an abort.
-    let aborted_by_owner = preceding.is_some_and(|p| {
-        p.owner_context
-            && p.new == TcpState::Close
-            && matches!(p.old, TcpState::Established | TcpState::CloseWait)
-    });
+    // An open connection went straight to CLOSE, then the closed socket sent an RST: only the
+    // owner's close() (SO_LINGER 0, unread data) or disconnect does that. A timeout, a keepalive
+    // failure or SOCK_DESTROY sends its RST while the socket is still open, and a received RST
+    // closes the socket without sending one. That transition may run in softirq context on
+    // another task, so its context proves nothing either way.
+    let aborted_by_owner = state == Some(TcpState::Close)
+        && preceding.is_some_and(|p| {
+            p.new == TcpState::Close && matches!(p.old, TcpState::Established | TcpState::CloseWait)
+        });
     let Some(name) = reason.and_then(ResetReason::name) else {
         return if aborted_by_owner {
             ResetClass::AbortiveClose
@@ -160,10 +162,11 @@ mod tests {
     #[test]
     fn names_resets_from_reason_and_history() {
         names();
+        // As the kernel reports it: ESTABLISHED -> CLOSE comes from the owner's close() or
+        // from a received RST alike, and is not marked as the owner's.
         let linger0 = Preceding {
             old: TcpState::Established,
             new: TcpState::Close,
-            owner_context: true,
         };
         let sent = ResetDirection::Sent;
         let close = Some(TcpState::Close);
@@ -185,6 +188,20 @@ mod tests {
             ResetClass::AbortiveClose
         );
         assert_eq!(classify(sent, true, None, None, None), ResetClass::Other);
+        // An RST sent while the socket is still open (a timeout, a kill) is no abortive close.
+        assert_eq!(
+            classify(sent, true, None, Some(TcpState::Established), Some(linger0)),
+            ResetClass::Other
+        );
+        // A FIN_WAIT2 socket that closes and resets (linger2 < 0, orphan pressure).
+        let fin_wait2 = Preceding {
+            old: TcpState::FinWait2,
+            new: TcpState::Close,
+        };
+        assert_eq!(
+            classify(sent, true, None, close, Some(fin_wait2)),
+            ResetClass::Other
+        );
         let recv = ResetDirection::Received;
         assert_eq!(
             classify(recv, true, None, Some(TcpState::SynSent), None),

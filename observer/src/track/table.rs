@@ -27,8 +27,6 @@ bitflags::bitflags! {
         const PASSIVE = 1;
         /// Known from sock_diag, not from its first transition: ages are lower bounds.
         const SEEDED = 2;
-        /// The last transition ran in the owner's context.
-        const LAST_IN_OWNER = 4;
         /// Counted as closed before accept().
         const NEVER_ACCEPTED = 8;
         /// `owner` was resolved from the process holding the socket's file descriptor.

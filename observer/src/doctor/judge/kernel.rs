@@ -7,7 +7,7 @@ use crate::{
         check::{Check, Feature},
         kernel_names::TW_TIMER_HANDLER,
     },
-    kernel::kallsyms::KallsymsError,
+    kernel::{kallsyms::KallsymsError, tick_rate::TickRate},
 };
 
 /// `(major, minor)` of a release such as `6.18.44-fc-v657` or `5.15.0-91-generic`.
@@ -113,20 +113,25 @@ pub(super) fn kallsyms_check(
     }
 }
 
-pub(super) fn hz_check(hz: Option<u32>) -> Check {
+pub(super) fn hz_check(hz: Result<&TickRate, &String>) -> Check {
     const NAME: &str = "CONFIG_HZ";
     match hz {
-        Some(hz) => Check::ok(
+        Ok(rate) => Check::ok(
             NAME,
-            format!("{hz}: TIME_WAIT lines say when the timewait socket ends"),
+            format!(
+                "{} ({}): TIME_WAIT lines say when the timewait socket ends",
+                rate.hz, rate.source
+            ),
         ),
-        None => Check::warn(
+        Err(why) => Check::warn(
             NAME,
-            "unknown: neither /proc/config.gz nor /boot/config-$(uname -r) is readable",
+            format!("unknown: {why}"),
             "TIME_WAIT entries are shown without their scheduled length (no `ends in 1m00s`, \
              `timewait_timeout_ns` is null): the timer counts in jiffies",
             "`sudo modprobe configs` (gives /proc/config.gz on kernels built with \
-             CONFIG_IKCONFIG), or install this kernel's config as /boot/config-$(uname -r)",
+             CONFIG_IKCONFIG), install this kernel's config as /boot/config-$(uname -r), or \
+             let observer read /proc/timer_list (root, or CAP_DAC_READ_SEARCH; containers may \
+             mask it)",
             &[Feature::TimewaitTimeouts],
         ),
     }
@@ -173,6 +178,7 @@ mod tests {
     use super::*;
     use crate::doctor::check::Status;
     use crate::doctor::testing::{costs, fix};
+    use crate::kernel::tick_rate::TickRateSource;
 
     #[test]
     fn release_strings_compare_by_major_and_minor() {
@@ -219,12 +225,33 @@ mod tests {
 
     #[test]
     fn unknown_hz_costs_the_timeout_lengths_only() {
-        let check = hz_check(None);
+        let why = "no kernel configuration is readable, and HZ could not be measured".to_owned();
+        let check = hz_check(Err(&why));
         assert_eq!(check.status, Status::Warn);
+        assert!(check.finding.contains("could not be measured"));
         assert!(costs(&check).contains("without their scheduled length"));
         assert!(fix(&check).contains("modprobe configs"));
         assert_eq!(check.degrades, [Feature::TimewaitTimeouts]);
-        assert!(hz_check(Some(1000)).finding.starts_with("1000"));
+        let config = TickRate {
+            hz: 1000,
+            source: TickRateSource::KernelConfig,
+        };
+        assert!(
+            hz_check(Ok(&config))
+                .finding
+                .starts_with("1000 (from the kernel's configuration)")
+        );
+        let measured = TickRate {
+            hz: 250,
+            source: TickRateSource::Measured,
+        };
+        let check = hz_check(Ok(&measured));
+        assert_eq!(check.status, Status::Ok);
+        assert!(
+            check
+                .finding
+                .starts_with("250 (measured: jiffies against the monotonic clock")
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub(super) fn assess(f: &Facts) -> Vec<Check> {
         f.kptr_restrict,
         f.perf_event_paranoid,
     ));
-    checks.push(kernel::hz_check(f.hz));
+    checks.push(kernel::hz_check(f.hz.as_ref()));
     checks.push(sock_diag::sock_diag_check(&f.sock_diag));
     checks.push(kernel::bpf_stats_check(f.bpf_stats_enabled));
     checks.push(kernel::unprivileged_bpf_check(f.unprivileged_bpf_disabled));

@@ -12,10 +12,13 @@ use crate::{
     kernel::{btf::VMLINUX_BTF, tracefs},
 };
 
-const COST_NO_REASON: &str = "RSTs sent are classified from the socket's history only: \
-     abortive closes and RSTs without a socket are still named, but closes with unread data, \
-     FIN_WAIT2 timeouts, orphan pressure, timeouts and invalid segments all count as `other`, \
-     and `reason` is null";
+const COST_NO_REASON: &str = "RSTs sent are classified from the socket's history only: an \
+     abortive close is still named `abortive_close`, but so is a close with unread data (both \
+     close an open socket, then reset); FIN_WAIT2 timeouts, orphan pressure, timeouts and \
+     invalid segments all count as `other`, and `reason` is null. These kernels (before 6.10) \
+     also trace no RST sent without a socket: a connection refused, or a segment for a \
+     connection already gone, shows only on the side that receives the RST (`refused`), with \
+     no `no_socket` line or count";
 const FIX_BTF: &str = "a kernel built with CONFIG_DEBUG_INFO_BTF=y";
 
 pub(super) fn tracefs_check(fact: &TracefsFact) -> Check {

@@ -1,6 +1,7 @@
 //! Shared by the privileged integration tests.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod kernel_version;
 pub mod services;
 
 #[allow(unused_imports, reason = "each test binary uses a different part")]

@@ -1,4 +1,5 @@
-//! The command line: what each command and option means, with examples.
+//! The command line: what each command and option means, with examples. One job (the clap
+//! definitions and their conversion to each command's options), kept in one file.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -10,7 +10,7 @@ mod ports;
 pub mod text_format;
 mod workloads;
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustc_hash::FxHashMap;
 
@@ -23,7 +23,7 @@ use crate::{clock::seconds, snapshot::Snapshot, track::NeverAccepted, workload::
 pub struct Exporter {
     ports: Mutex<PortLabels>,
     workloads: Mutex<WorkloadLabels>,
-    resolver: Resolver,
+    resolver: Arc<Resolver>,
 }
 
 impl Exporter {
@@ -31,10 +31,21 @@ impl Exporter {
     /// `max_workloads` workloads seen get labels.
     #[must_use]
     pub fn new(configured: &[u16], max: usize, max_workloads: usize) -> Self {
+        Self::with_resolver(configured, max, max_workloads, Arc::new(Resolver::host()))
+    }
+
+    /// [`Exporter::new`], naming workloads through `resolver` (the pipeline's).
+    #[must_use]
+    pub fn with_resolver(
+        configured: &[u16],
+        max: usize,
+        max_workloads: usize,
+        resolver: Arc<Resolver>,
+    ) -> Self {
         Self {
             ports: Mutex::new(PortLabels::new(configured, max)),
             workloads: Mutex::new(WorkloadLabels::new(max_workloads)),
-            resolver: Resolver::host(),
+            resolver,
         }
     }
 

@@ -32,8 +32,9 @@ pub struct State {
     /// Alerts pending or firing at the last evaluation, for /alerts.
     pub active_alerts: Vec<Alert>,
     pub last_reconciliation: Option<LastReconciliation>,
-    /// Sockets' cgroups -> units, containers, pods (for alerts).
-    pub workloads: Resolver,
+    /// Sockets' cgroups -> units, containers, pods: the one resolver (and cache) that alerts,
+    /// metrics, watch and the daemon's socket share.
+    pub workloads: Arc<Resolver>,
     /// Clients of the daemon's socket disconnected because they read too slowly.
     pub socket_client_drops: u64,
 }
@@ -54,7 +55,7 @@ impl State {
             notifications: NotificationCounts::default(),
             active_alerts: Vec::new(),
             last_reconciliation: None,
-            workloads: Resolver::host(),
+            workloads: Arc::new(Resolver::host()),
             socket_client_drops: 0,
         }
     }

@@ -142,15 +142,17 @@ impl Daemon {
             }
         }
         pipeline.state().notifications = delivery.counts();
-        let exporter = Arc::new(Exporter::new(
+        let workloads = Arc::clone(&pipeline.state().workloads);
+        let exporter = Arc::new(Exporter::with_resolver(
             &config.metrics.ports,
             config.metrics.max_port_labels,
             config.metrics.max_workload_labels,
+            Arc::clone(&workloads),
         ));
         http::serve(listener, pipeline.shared(), exporter.clone());
         // Without its socket the daemon still does its main work: metrics and alerts.
         let socket = config.socket.path.as_ref().and_then(|path| {
-            SocketServer::start(&config.socket, path, pipeline.shared())
+            SocketServer::start(&config.socket, path, pipeline.shared(), workloads)
                 .map_err(|e| {
                     log::error!(
                         "{e}; observer watch and observer top will load the programs themselves"

@@ -8,7 +8,7 @@ mod summary;
 mod tests;
 mod text;
 
-use std::{io, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
@@ -126,7 +126,7 @@ async fn standalone(options: WatchOptions) -> anyhow::Result<()> {
     let mut summary_tick = every_or_never(options.summary_every);
     let mut shown_count = Shown::default();
     let limit = options.count.unwrap_or(u64::MAX);
-    let workloads = Resolver::host();
+    let workloads = Arc::clone(&pipeline.state().workloads);
     if workloads.mount().is_none() {
         log::warn!(
             "no cgroup2 mount (a cgroup v1-only host): sockets are not attributed to units, \

@@ -69,13 +69,18 @@ pub struct SocketServer {
     drop_logged: bool,
     accept: tokio::task::JoinHandle<()>,
     /// Names the workload of each transition's socket, for the lines and the filters.
-    workloads: Resolver,
+    workloads: Arc<Resolver>,
 }
 
 impl SocketServer {
     /// Listens on `path` as configured and serves from `shared`. Must run inside a tokio
     /// runtime.
-    pub fn start(config: &SocketConfig, path: &Path, shared: Shared) -> Result<Self, BindError> {
+    pub fn start(
+        config: &SocketConfig,
+        path: &Path,
+        shared: Shared,
+        workloads: Arc<Resolver>,
+    ) -> Result<Self, BindError> {
         let listener = bind::listen(config, path)?;
         let subscribers: Subscribers = Arc::default();
         let accept = tokio::spawn(accept(
@@ -91,7 +96,7 @@ impl SocketServer {
             anchored: Instant::now(),
             drop_logged: false,
             accept,
-            workloads: Resolver::host(),
+            workloads,
         })
     }
 

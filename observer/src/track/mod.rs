@@ -35,7 +35,8 @@ pub use transitions::TransitionCounts;
 pub use usage::{Destination, TimewaitUsage};
 
 use crate::event::{
-    Event, ListenerKey, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition, Tuple,
+    CgroupId, Event, ListenerKey, Reset, Retransmit, RetransmitKind, SocketError, Task, Transition,
+    Tuple,
 };
 use durations::StateDurations;
 use resets::{Preceding, classify};
@@ -124,12 +125,20 @@ impl ResetCounts {
     }
 }
 
+/// Who holds a socket, as far as the tracker knows.
+#[derive(Clone, Copy, Debug, Default)]
+struct Holder {
+    owner: Option<Task>,
+    cgroup: Option<CgroupId>,
+}
+
 /// A socket that closed within the last [`GRACE_NS`].
 #[derive(Clone, Copy, Debug)]
 struct Closed {
     preceding: Preceding,
     at_ns: u64,
     owner: Option<Task>,
+    cgroup: Option<CgroupId>,
     /// Closed from FIN_WAIT2/CLOSING: a timewait socket should exist.
     expects_timewait: bool,
     reset: bool,
@@ -295,6 +304,7 @@ impl Tracker {
                     },
                     at_ns: t.mono_ns,
                     owner,
+                    cgroup,
                     expects_timewait,
                     reset: false,
                     streak,
@@ -406,19 +416,28 @@ impl Tracker {
     fn reset(&mut self, r: &Reset, out: &mut Vec<Report>) {
         let live = r.sock.and_then(|s| self.sockets.get(s));
         let closed = r.sock.and_then(|s| self.recent.get_mut(&s));
-        let (preceding, owner) = match (live, closed) {
+        let (preceding, holder) = match (live, closed) {
             (Some(c), _) => (
                 Some(Preceding {
                     old: c.prev,
                     new: c.state,
                 }),
-                c.owner,
+                Holder {
+                    owner: c.owner,
+                    cgroup: c.cgroup,
+                },
             ),
             (None, Some(c)) => {
                 c.reset = true;
-                (Some(c.preceding), c.owner)
+                (
+                    Some(c.preceding),
+                    Holder {
+                        owner: c.owner,
+                        cgroup: c.cgroup,
+                    },
+                )
             }
-            (None, None) => (None, None),
+            (None, None) => (None, Holder::default()),
         };
         let state = r
             .state
@@ -433,15 +452,29 @@ impl Tracker {
             reset: *r,
             state,
             class,
-            owner,
+            owner: holder.owner,
+            cgroup: holder.cgroup,
         });
     }
 
-    fn owner_of_sock(&self, sock: u64) -> Option<Task> {
-        self.sockets
-            .get(sock)
-            .and_then(|c| c.owner)
-            .or_else(|| self.recent.get(&sock).and_then(|c| c.owner))
+    /// Who holds `sock`: the live socket's owner and cgroup, else the recently closed one's.
+    fn holder_of_sock(&self, sock: u64) -> Holder {
+        let live = self.sockets.get(sock).map(|c| Holder {
+            owner: c.owner,
+            cgroup: c.cgroup,
+        });
+        let closed = self.recent.get(&sock).map(|c| Holder {
+            owner: c.owner,
+            cgroup: c.cgroup,
+        });
+        match (live, closed) {
+            (Some(l), Some(c)) => Holder {
+                owner: l.owner.or(c.owner),
+                cgroup: l.cgroup.or(c.cgroup),
+            },
+            (Some(h), None) | (None, Some(h)) => h,
+            (None, None) => Holder::default(),
+        }
     }
 
     /// Stops following a closed socket's retransmissions; returns its streak, if one was on.
@@ -471,11 +504,13 @@ impl Tracker {
             },
             StreakChange::None => return,
         };
+        let holder = self.holder_of_sock(r.sock);
         out.push(Report::Retransmits {
             sock: r.sock,
             tuple: entry.tuple,
             state: entry.state,
-            owner: self.owner_of_sock(r.sock),
+            owner: holder.owner,
+            cgroup: holder.cgroup,
             phase,
         });
     }
@@ -486,11 +521,13 @@ impl Tracker {
             return;
         }
         for r in self.retransmits.expire(self.now_ns) {
+            let holder = self.holder_of_sock(r.sock);
             out.push(Report::Retransmits {
                 sock: r.sock,
                 tuple: r.entry.tuple,
                 state: r.entry.state,
-                owner: self.owner_of_sock(r.sock),
+                owner: holder.owner,
+                cgroup: holder.cgroup,
                 phase: RetransmitPhase::Recovered {
                     retransmits: r.streak,
                     duration_ns: r.duration_ns,
@@ -501,11 +538,13 @@ impl Tracker {
             .retransmits
             .new_suspects(self.now_ns, self.half_open_after_ns)
         {
+            let holder = self.holder_of_sock(sock);
             out.push(Report::Retransmits {
                 sock,
                 tuple: e.tuple,
                 state: self.sockets.get(sock).map(|c| c.state).or(e.state),
-                owner: self.owner_of_sock(sock),
+                owner: holder.owner,
+                cgroup: holder.cgroup,
                 phase: RetransmitPhase::Suspect {
                     since_ns: e.streak_start_ns,
                     lower_bound: e.streak_lower_bound,
@@ -540,10 +579,12 @@ impl Tracker {
         if cause.is_timeout() {
             self.retransmits.by_sock.remove(&e.sock);
         }
+        let holder = self.holder_of_sock(e.sock);
         out.push(Report::ConnectionError {
             error,
             cause,
-            owner: self.owner_of_sock(e.sock),
+            owner: holder.owner,
+            cgroup: holder.cgroup,
             retransmits: streak.filter(|_| cause.is_timeout()),
         });
     }

@@ -83,6 +83,8 @@ pub enum Report {
         tuple: Tuple,
         state: Option<TcpState>,
         owner: Option<Task>,
+        /// The socket's cgroup, when the tracker knows it.
+        cgroup: Option<CgroupId>,
         phase: RetransmitPhase,
     },
     /// The kernel ended (or refused) a connection with an error. `error.state` is the state
@@ -92,6 +94,7 @@ pub enum Report {
         error: SocketError,
         cause: EndCause,
         owner: Option<Task>,
+        cgroup: Option<CgroupId>,
         /// Retransmissions of the streak that timed out, and how long it lasted.
         retransmits: Option<(u32, u64)>,
     },
@@ -101,7 +104,21 @@ pub enum Report {
         state: Option<TcpState>,
         class: ResetClass,
         owner: Option<Task>,
+        cgroup: Option<CgroupId>,
     },
+}
+
+impl Report {
+    /// The cgroup of the report's socket, when the tracker knows it: what names its workload.
+    #[must_use]
+    pub const fn cgroup(&self) -> Option<CgroupId> {
+        match self {
+            Self::Transition { seen, .. } => seen.cgroup,
+            Self::Retransmits { cgroup, .. }
+            | Self::ConnectionError { cgroup, .. }
+            | Self::Reset { cgroup, .. } => *cgroup,
+        }
+    }
 }
 
 /// Where a connection's retransmissions stand.

@@ -244,10 +244,7 @@ fn show(
         if shown_count.lines >= limit || !filter.passes(report) {
             continue;
         }
-        let workload = match report {
-            Report::Transition { seen, .. } => seen.cgroup.and_then(|c| workloads.resolve(c)),
-            _ => None,
-        };
+        let workload = report.cgroup().and_then(|c| workloads.resolve(c));
         if filter.matches_workload(workload.as_deref()) {
             sink.report(report, workload.as_deref(), now_ns)?;
             shown_count.lines += 1;

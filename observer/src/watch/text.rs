@@ -335,6 +335,7 @@ pub fn report_line(report: &Report, now_ns: u64, ctx: &TextContext<'_>) -> Strin
             state,
             class,
             owner,
+            ..
         } => reset_line(reset, *state, *class, owner.as_ref(), ctx),
         Report::Retransmits {
             tuple,
@@ -348,6 +349,7 @@ pub fn report_line(report: &Report, now_ns: u64, ctx: &TextContext<'_>) -> Strin
             cause,
             owner,
             retransmits,
+            ..
         } => connection_error_line(error, *cause, owner.as_ref(), *retransmits, ctx),
     }
 }

@@ -204,10 +204,14 @@ const fn note_name(note: Note) -> &'static str {
 }
 
 impl<'a> Line<'a> {
-    /// The line with the socket's workload, for the lines that name one (transitions).
+    /// The line with the socket's workload, for the lines about a socket.
     #[must_use]
     pub fn with_workload(mut self, workload: Option<&'a Attribution>) -> Self {
-        if let Self::Transition { owner, .. } = &mut self {
+        if let Self::Transition { owner, .. }
+        | Self::Reset { owner, .. }
+        | Self::Retransmission { owner, .. }
+        | Self::ConnectionError { owner, .. } = &mut self
+        {
             owner.workload = workload;
         }
         self
@@ -227,6 +231,7 @@ impl<'a> Line<'a> {
                 state,
                 class,
                 owner,
+                ..
             } => Self::reset(reset, *state, *class, owner.as_ref(), clock),
             Report::Retransmits {
                 sock,
@@ -234,12 +239,14 @@ impl<'a> Line<'a> {
                 state,
                 owner,
                 phase,
+                ..
             } => Self::retransmission(*sock, tuple, *state, owner.as_ref(), *phase, now_ns, clock),
             Report::ConnectionError {
                 error,
                 cause,
                 owner,
                 retransmits,
+                ..
             } => Self::connection_error(error, *cause, owner.as_ref(), *retransmits, clock),
         }
     }

@@ -136,3 +136,79 @@ fn sockets_carry_the_cgroup_of_the_process_that_made_them(addr: IpAddr) {
 }
 
 both_families!(sockets_carry_the_cgroup_of_the_process_that_made_them);
+
+/// An abortive close by this process of a connection a shell in a made cgroup opened: the
+/// RST the server sends names this process's cgroup, the RST the client receives the made
+/// one (neither carried by the reset records themselves: the tracker knows the sockets').
+fn resets_name_the_cgroup_of_their_socket(addr: IpAddr) {
+    let _serial = serial();
+    let Some(mount) = cgroup2() else {
+        return;
+    };
+    let dir = Made::new(mount.join(format!("observer-test-rst-{}", std::process::id())));
+    let ns = NetNs::new("cgrouprst").unwrap();
+    let mut rec = Recorder::start(ns.inode());
+    let listener = ns.enter(|| TcpListener::bind((addr, 0)).unwrap());
+    let server = listener.local_addr().unwrap();
+    // The client keeps its socket open until told, so that the RST reaches a live socket.
+    let script = format!(
+        "read go && exec 3<>/dev/tcp/{}/{} && echo connected && read done",
+        server.ip(),
+        server.port()
+    );
+    let mut shell = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "bash", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fs::write(dir.0.join("cgroup.procs"), shell.id().to_string()).unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    let mut connected = [0u8; 10];
+    shell
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut connected)
+        .unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    socket2::SockRef::from(&accepted)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(accepted);
+    let resets = |r: &[observer::track::Report]| {
+        r.iter()
+            .filter(|r| matches!(r, observer::track::Report::Reset { .. }))
+            .count()
+    };
+    let reports = rec
+        .reports_until(std::time::Duration::from_secs(10), |r| resets(r) == 2)
+        .to_vec();
+    stdin.write_all(b"done\n").unwrap();
+    drop(stdin);
+    assert!(shell.wait().unwrap().success(), "the client shell failed");
+    let made = inode(&dir.0);
+    let own = inode(&mount.join(own_cgroup().trim_start_matches('/')));
+    drop(dir);
+    // On loopback the peer's receive is traced inside the send: order by direction.
+    let mut by_direction: Vec<_> = reports
+        .iter()
+        .filter_map(|r| match r {
+            observer::track::Report::Reset { reset, cgroup, .. } => Some((
+                reset.direction.name(),
+                reset.local.port() == server.port(),
+                *cgroup,
+            )),
+            _ => None,
+        })
+        .collect();
+    by_direction.sort_unstable();
+    assert_eq!(
+        by_direction,
+        [("received", false, Some(made)), ("sent", true, Some(own))],
+        "{reports:#?}"
+    );
+}
+
+both_families!(resets_name_the_cgroup_of_their_socket);

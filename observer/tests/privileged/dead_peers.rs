@@ -131,6 +131,7 @@ fn a_peer_that_goes_silent_is_a_half_open_suspect_then_a_retransmit_timeout() {
                 cause,
                 retransmits,
                 owner,
+                ..
             }) = mine.last()
             else {
                 panic!("{family:?}: no error last: {mine:#?}");

@@ -123,12 +123,7 @@ impl SocketServer {
         let mut written: Vec<Option<Arc<str>>> = vec![None; reports.len()];
         let workloads: Vec<Option<Arc<Attribution>>> = reports
             .iter()
-            .map(|r| match r {
-                Report::Transition { seen, .. } => {
-                    seen.cgroup.and_then(|c| self.workloads.resolve(c))
-                }
-                _ => None,
-            })
+            .map(|r| r.cgroup().and_then(|c| self.workloads.resolve(c)))
             .collect();
         let losses = step
             .new_losses

@@ -225,12 +225,14 @@ fn transition_and_reset_lines_read_as_before() {
             note: None,
         },
         Report::Reset {
+            cgroup: None,
             reset: sent,
             state: Some(TcpState::Established),
             class: ResetClass::AbortiveClose,
             owner: Some(owner),
         },
         Report::Reset {
+            cgroup: None,
             reset: Reset {
                 direction: ResetDirection::Received,
                 sock: None,
@@ -259,6 +261,7 @@ fn transition_and_reset_lines_read_as_before() {
 fn retransmission_and_error_lines_read_as_before() {
     let owner = curl();
     let retransmits = |tuple, state, owner, phase| Report::Retransmits {
+        cgroup: None,
         sock: 0xffff_8880_0000_0002,
         tuple,
         state,
@@ -302,12 +305,14 @@ fn retransmission_and_error_lines_read_as_before() {
             RetransmitPhase::Began,
         ),
         Report::ConnectionError {
+            cgroup: None,
             error: timed_out,
             cause: EndCause::RetransmitTimeout,
             owner: Some(owner),
             retransmits: Some((7, 12_600_000_000)),
         },
         Report::ConnectionError {
+            cgroup: None,
             error: SocketError {
                 error: 4242,
                 state: None,
@@ -388,4 +393,63 @@ fn alert_loss_and_summary_lines_read_as_before() {
             r#"{"type":"summary","received":100,"shown":40,"shown_not_transitions":7,"lost_total":6,"lost_ring_buffer_full":1,"lost_recursion_misses":2,"lost_read_failed":3,"malformed":0,"timer_recursion_misses":5,"gaps":2,"evicted_sockets":1}"#
         )
     );
+}
+
+#[test]
+fn lines_about_a_socket_name_its_workload() {
+    use crate::event::CgroupId;
+    use crate::workload::{Attribution, Workload};
+    let owner = curl();
+    let cgroup = CgroupId::new(77);
+    let nginx = Attribution {
+        cgroup: "/system.slice/nginx.service".to_owned(),
+        workload: Workload::from_path("/system.slice/nginx.service"),
+        pod: None,
+    };
+    let (t, _) = sample();
+    let reports = [
+        Report::Reset {
+            reset: Reset {
+                mono_ns: t.mono_ns,
+                direction: ResetDirection::Sent,
+                sock: Some(t.sock),
+                state: Some(TcpState::Established),
+                reason: None,
+                family: t.family,
+                local: t.local,
+                remote: t.remote,
+                netns: t.netns,
+                task: owner,
+            },
+            state: Some(TcpState::Established),
+            class: ResetClass::AbortiveClose,
+            owner: Some(owner),
+            cgroup,
+        },
+        Report::Retransmits {
+            sock: t.sock,
+            tuple: tuple(),
+            state: Some(TcpState::Established),
+            owner: Some(owner),
+            cgroup,
+            phase: RetransmitPhase::Began,
+        },
+        Report::ConnectionError {
+            error: socket_error(110, TcpState::Established),
+            cause: EndCause::RetransmitTimeout,
+            owner: Some(owner),
+            cgroup,
+            retransmits: None,
+        },
+    ];
+    for report in &reports {
+        assert_eq!(report.cgroup(), cgroup);
+        let mut out = Vec::new();
+        JsonSink::new(&mut out, WallClock::IDENTITY)
+            .report(report, Some(&nginx), 20 * S)
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["cgroup"], "/system.slice/nginx.service", "{line}");
+        assert_eq!(line["unit"], "nginx.service", "{line}");
+    }
 }

@@ -338,18 +338,17 @@ pub struct FilterArgs {
     #[arg(long, value_name = "INODE")]
     pub netns: Vec<u32>,
 
-    /// Show only transitions of sockets created in this systemd unit (`nginx.service`), as
-    /// their cgroup (v2) names it. Workload filters match transitions only: RSTs,
-    /// retransmissions and errors carry no workload yet.
+    /// Show only lines about sockets created in this systemd unit (`nginx.service`), as
+    /// their cgroup (v2) names it.
     #[arg(long, value_name = "UNIT")]
     pub unit: Vec<String>,
 
-    /// Show only transitions of sockets of this Kubernetes pod: `NAME` or `NAMESPACE/NAME`,
+    /// Show only lines about sockets of this Kubernetes pod: `NAME` or `NAMESPACE/NAME`,
     /// as the kubelet's /var/log/containers names it.
     #[arg(long, value_name = "POD")]
     pub pod: Vec<String>,
 
-    /// Show only transitions of sockets in this cgroup (v2) or below it: a path relative to
+    /// Show only lines about sockets in this cgroup (v2) or below it: a path relative to
     /// the cgroup2 mount, e.g. `/system.slice` or `/kubepods.slice`.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Vec<String>,

@@ -48,7 +48,13 @@ fn main() -> anyhow::Result<()> {
                 let path = config_path(args.config.as_deref());
                 let mut config = load_config(args.config.as_deref())?;
                 args.apply_to(&mut config);
-                observer::run::run(config, path, Box::new(move |c| args.apply_to(c))).await
+                // Boxed: the daemon's future is large, and lives as long as the process.
+                Box::pin(observer::run::run(
+                    config,
+                    path,
+                    Box::new(move |c| args.apply_to(c)),
+                ))
+                .await
             }
             _ => unreachable!("handled above"),
         }

@@ -1,6 +1,7 @@
 //! The one read model of what the pipeline knows: plain values copied out of the tracker and
-//! the counters around it, under the pipeline's lock, in time that grows with the CLOSE_WAIT
-//! and timewait sockets (one pass over each) and the sockets listed, not with the events seen.
+//! the counters around it, under the pipeline's lock, in time that grows with the sockets
+//! tracked (one pass over each table, for the counts by workload) and the sockets listed, not
+//! with the events seen.
 //! Metrics, the watch summary and any other front-end read a [`Snapshot`] after the lock is
 //! released, and shape it as they need (port labels, text, JSON).
 
@@ -16,10 +17,11 @@ use crate::{
     sockdiag::Listener,
     stream::Losses,
     track::{
-        CloseWaitEntry, Destination, EndCounts, HalfOpenSuspect, LastReconciliation, NeverAccepted,
-        OwnerSockets, ResetClass, RetransmitCounts, TimewaitCounts, Tracker, TrackerStats,
-        TransitionCounts, durations::Histogram,
+        CgroupSockets, CloseWaitEntry, Destination, EndCounts, HalfOpenSuspect, LastReconciliation,
+        NeverAccepted, OwnerSockets, ResetClass, RetransmitCounts, TimewaitCounts, Tracker,
+        TrackerStats, TransitionCounts, durations::Histogram,
     },
+    workload::tally::WorkloadTally,
 };
 
 /// What a snapshot is copied from: the pipeline's state, borrowed under its lock.
@@ -37,6 +39,7 @@ pub struct Sources<'a> {
     pub last_reconciliation: Option<LastReconciliation>,
     /// Clients of the daemon's socket disconnected because they read too slowly.
     pub socket_client_drops: u64,
+    pub workload_tally: &'a WorkloadTally,
     /// `CLOCK_MONOTONIC` ns now.
     pub now_ns: u64,
 }
@@ -71,6 +74,13 @@ pub struct CloseWaitGroup {
     pub cgroup: Option<CgroupId>,
     pub count: u64,
     pub oldest_since_ns: u64,
+}
+
+/// The half-open suspects of one cgroup (or of none known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfOpenGroup {
+    pub cgroup: Option<CgroupId>,
+    pub count: u64,
 }
 
 /// SYN-ACKs one listening port retransmitted.
@@ -114,6 +124,13 @@ pub struct Snapshot {
     pub half_open_after_ns: u64,
     pub half_open_total: usize,
     pub half_open: Vec<HalfOpenSuspect>,
+    /// Every half-open suspect, by cgroup.
+    pub half_open_by_cgroup: Vec<HalfOpenGroup>,
+    /// Every socket tracked, by cgroup and state (one pass over both socket tables: the one
+    /// part of a snapshot whose time grows with every socket, a few ms per million).
+    pub sockets_by_cgroup: Vec<CgroupSockets>,
+    /// RSTs and closes before accept() by workload.
+    pub workload_tally: WorkloadTally,
     pub connection_ends: EndCounts,
     /// Every listening socket at the last sample of accept queues.
     pub listeners: Vec<Listener>,
@@ -179,7 +196,10 @@ impl Snapshot {
             retransmitting_connections: t.retransmitting_connections(),
             half_open_after_ns: s.half_open_after_ns,
             half_open_total: suspects.len(),
+            half_open_by_cgroup: half_open_by_cgroup(&suspects),
             half_open: suspects.into_iter().take(listed).collect(),
+            sockets_by_cgroup: t.sockets_by_cgroup(),
+            workload_tally: s.workload_tally.clone(),
             connection_ends: t.connection_ends().clone(),
             listeners: s.listen.listeners.clone(),
             listen_queue_highest_usage: s.listen.highest_usage(),
@@ -231,6 +251,19 @@ fn close_wait_by_cgroup(t: &Tracker) -> Vec<CloseWaitGroup> {
     groups
 }
 
+fn half_open_by_cgroup(suspects: &[HalfOpenSuspect]) -> Vec<HalfOpenGroup> {
+    let mut by: FxHashMap<Option<CgroupId>, u64> = FxHashMap::default();
+    for s in suspects {
+        *by.entry(s.cgroup).or_default() += 1;
+    }
+    let mut v: Vec<HalfOpenGroup> = by
+        .into_iter()
+        .map(|(cgroup, count)| HalfOpenGroup { cgroup, count })
+        .collect();
+    v.sort_unstable_by_key(|g| g.cgroup);
+    v
+}
+
 /// Timewait sockets holding ephemeral ports toward one destination.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DestinationUsage {
@@ -240,8 +273,8 @@ pub struct DestinationUsage {
     pub port_share: Option<f64>,
 }
 
-/// What only a full-screen view needs beside a [`Snapshot`]: one pass over every socket, so
-/// it is taken on request (`observer top`), never for a scrape.
+/// What only a full-screen view needs beside a [`Snapshot`], taken on request (`observer
+/// top`), never for a scrape.
 #[derive(Clone, Debug, Default)]
 pub struct Breakdown {
     /// Full sockets by owning process, most sockets first.

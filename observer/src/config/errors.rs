@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(
             error("[metrics]\nlisten = \"127.0.0.1:1\"\n\n[trakcer]\nmax_sockets = 2048\n"),
             "observer.toml:4:2: trakcer: unknown field `trakcer`, expected one of `metrics`, \
-             `tracker`, `kernel`, `alerts`, `socket`"
+             `tracker`, `kernel`, `alerts`, `socket`, `workloads`"
         );
         assert_eq!(
             error("[metrics]\nlisten = \"127.0.0.1:1\"\nport = [80]\n"),

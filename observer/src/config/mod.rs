@@ -48,6 +48,27 @@ pub struct Config {
     pub kernel: KernelConfig,
     pub alerts: AlertsConfig,
     pub socket: SocketConfig,
+    pub workloads: WorkloadsConfig,
+}
+
+/// The kubelet's directory of container log links (the resolver's own default, which this
+/// floor cannot import; a test keeps the two equal).
+pub const DEFAULT_KUBELET_LOGS: &str = "/var/log/containers";
+
+/// `[workloads]`: where socket owners are named from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadsConfig {
+    /// The kubelet's directory of container log links, which names each container's pod,
+    /// namespace and container. Default /var/log/containers; `""` reads none.
+    pub kubelet_logs: Option<PathBuf>,
+}
+
+impl Default for WorkloadsConfig {
+    fn default() -> Self {
+        Self {
+            kubelet_logs: Some(PathBuf::from(DEFAULT_KUBELET_LOGS)),
+        }
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -116,6 +137,11 @@ impl Default for TrackerConfig {
 /// Where the daemon serves its live data to `observer watch` and `observer top`.
 pub const DEFAULT_SOCKET: &str = "/run/observer/observer.sock";
 
+/// The smallest queue a socket client may have: the event loop appends a whole batch's lines
+/// at once (a read of the ring buffer, often hundreds of KiB under load) before the client's
+/// writer can send any, so a smaller queue drops clients that do read.
+pub const MIN_CLIENT_QUEUE_BYTES: usize = 1 << 20;
+
 /// `[socket]`: the daemon's Unix socket, for local clients only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketConfig {
@@ -127,7 +153,7 @@ pub struct SocketConfig {
     /// daemon's own group.
     pub group: Option<String>,
     /// Bytes of lines queued for one client; a client that falls this far behind is
-    /// disconnected and counted. Default 4 MiB, at least 4096.
+    /// disconnected and counted. Default 4 MiB, at least [`MIN_CLIENT_QUEUE_BYTES`].
     pub client_queue_bytes: usize,
 }
 

@@ -12,7 +12,7 @@ use super::rules::{RawRule, read_rules};
 use super::values::{Count, Dur, Listen, Mode, Port, RingSize, U32_MAX, Url, ports};
 use super::{
     AlertmanagerConfig, AlertsConfig, Config, KernelConfig, MetricsConfig, SocketConfig,
-    TrackerConfig,
+    TrackerConfig, WorkloadsConfig,
 };
 
 #[derive(Default, Deserialize)]
@@ -23,6 +23,13 @@ pub(super) struct RawConfig {
     kernel: RawKernel,
     alerts: RawAlerts,
     socket: RawSocket,
+    workloads: RawWorkloads,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkloads {
+    kubelet_logs: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -31,7 +38,7 @@ struct RawSocket {
     path: Option<String>,
     mode: Option<Mode>,
     group: Option<String>,
-    client_queue_bytes: Option<Count<4096, U32_MAX>>,
+    client_queue_bytes: Option<Count<1_048_576, U32_MAX>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -91,6 +98,7 @@ impl RawConfig {
         let socket = SocketConfig::default();
         let (m, t, k, a) = (self.metrics, self.tracker, self.kernel, self.alerts);
         let sock = self.socket;
+        let workloads = WorkloadsConfig::default();
         Ok(Config {
             metrics: MetricsConfig {
                 listen: m.listen.map_or(metrics.listen, |l| l.0),
@@ -125,6 +133,13 @@ impl RawConfig {
                 client_queue_bytes: sock
                     .client_queue_bytes
                     .map_or(socket.client_queue_bytes, Count::usize),
+            },
+            workloads: WorkloadsConfig {
+                kubelet_logs: match self.workloads.kubelet_logs {
+                    None => workloads.kubelet_logs,
+                    Some(path) if path.is_empty() => None,
+                    Some(path) => Some(PathBuf::from(path)),
+                },
             },
             kernel: KernelConfig {
                 ring_buffer_size: k.ring_buffer_size.map_or(kernel.ring_buffer_size, |s| s.0),

@@ -77,6 +77,9 @@ state_file = ""
 [kernel]
 ring_buffer_size = "256K"
 
+[workloads]
+kubelet_logs = "/srv/kubelet-logs"
+
 [alerts]
 evaluation_interval = "500ms"
 builtin_rules = false
@@ -163,6 +166,9 @@ window = "5m"
             ring_buffer_size: RingBufferSize::Bytes(256 << 10),
         },
         socket: SocketConfig::default(),
+        workloads: WorkloadsConfig {
+            kubelet_logs: Some(PathBuf::from("/srv/kubelet-logs")),
+        },
         alerts: AlertsConfig {
             evaluation_interval: Duration::from_millis(500),
             builtin_rules: false,
@@ -360,7 +366,7 @@ for = "30s"
 fn socket_table_sets_path_mode_group_and_queue() {
     let config = parse(
         "[socket]\npath = \"/tmp/o.sock\"\nmode = \"0600\"\ngroup = \"observer\"\n\
-         client_queue_bytes = 65536\n",
+         client_queue_bytes = 2097152\n",
     );
     assert_eq!(
         config.socket,
@@ -368,12 +374,32 @@ fn socket_table_sets_path_mode_group_and_queue() {
             path: Some(PathBuf::from("/tmp/o.sock")),
             mode: 0o600,
             group: Some("observer".to_owned()),
-            client_queue_bytes: 65536,
+            client_queue_bytes: 2 << 20,
         }
     );
     assert_eq!(parse("[socket]\npath = \"\"\n").socket.path, None);
     let error = super::testing::error("[socket]\nmode = \"0999\"\n");
     assert!(error.contains("not a file mode"), "{error}");
-    let error = super::testing::error("[socket]\nclient_queue_bytes = 10\n");
-    assert!(error.contains("at least 4096"), "{error}");
+    let error = super::testing::error("[socket]\nclient_queue_bytes = 65536\n");
+    assert!(error.contains("at least 1048576"), "{error}");
+}
+
+#[test]
+fn workloads_table_sets_the_kubelet_directory() {
+    assert_eq!(
+        parse("").workloads.kubelet_logs,
+        Some(PathBuf::from("/var/log/containers"))
+    );
+    assert_eq!(
+        parse("[workloads]\nkubelet_logs = \"/srv/logs\"\n")
+            .workloads
+            .kubelet_logs,
+        Some(PathBuf::from("/srv/logs"))
+    );
+    assert_eq!(
+        parse("[workloads]\nkubelet_logs = \"\"\n")
+            .workloads
+            .kubelet_logs,
+        None
+    );
 }

@@ -10,7 +10,10 @@ use prometheus_client::{
 };
 
 use super::Metrics;
-use crate::track::durations::BUCKET_BOUNDS_SECONDS;
+use crate::{
+    event::ResetDirection,
+    track::{NeverAccepted, ResetClass, durations::BUCKET_BOUNDS_SECONDS},
+};
 
 pub(super) fn openmetrics(metrics: Metrics) -> String {
     let mut registry = Registry::default();
@@ -213,6 +216,78 @@ impl Collector for SnapshotCollector {
                 .close_wait_by_workload
                 .iter()
                 .map(|(w, c)| (vec![("workload", w.value())], c.oldest_seconds)),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_sockets_by_workload",
+            "Sockets now in each TCP state by workload (labels as \
+             observer_tcp_close_wait_sockets_by_workload; states with no socket left out).",
+            Gauge,
+            labelled.sockets_by_workload.iter().flat_map(|(w, states)| {
+                states.iter().filter(|(_, n)| **n > 0).map(move |(st, n)| {
+                    (vec![("workload", w.value()), ("state", st.name())], f(*n))
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_resets_by_workload",
+            "RSTs by the workload of the socket that sent or received them, direction and class \
+             (as observer_tcp_resets; counted under the name the workload had then; RSTs \
+             without a socket under `unknown`).",
+            Counter,
+            labelled.counts_by_workload.iter().flat_map(|(w, c)| {
+                [ResetDirection::Sent, ResetDirection::Received]
+                    .into_iter()
+                    .flat_map(move |d| {
+                        ResetClass::ALL.into_iter().filter_map(move |class| {
+                            let n = c.resets[d as usize][class.index()];
+                            (n > 0).then(|| {
+                                (
+                                    vec![
+                                        ("workload", w.value()),
+                                        ("direction", d.name()),
+                                        ("class", class.name()),
+                                    ],
+                                    f(n),
+                                )
+                            })
+                        })
+                    })
+            }),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_closed_before_accept_by_workload",
+            "Connections closed (peer_closed) or reset (peer_reset) by the client before the \
+             workload's listener accepted them.",
+            Counter,
+            labelled
+                .counts_by_workload
+                .iter()
+                .filter(|(_, c)| c.closed_before_accept != NeverAccepted::default())
+                .flat_map(|(w, c)| {
+                    [
+                        (
+                            vec![("workload", w.value()), ("how", "peer_closed")],
+                            f(c.closed_before_accept.peer_closed),
+                        ),
+                        (
+                            vec![("workload", w.value()), ("how", "peer_reset")],
+                            f(c.closed_before_accept.peer_reset),
+                        ),
+                    ]
+                }),
+        )?;
+        family(
+            &mut e,
+            "observer_tcp_half_open_suspects_by_workload",
+            "Half-open suspects (as observer_tcp_half_open_suspects) by workload.",
+            Gauge,
+            labelled
+                .half_open_by_workload
+                .iter()
+                .map(|(w, n)| (vec![("workload", w.value())], f(*n))),
         )?;
         family(
             &mut e,
@@ -614,6 +689,7 @@ mod tests {
                 notifications: NotificationCounts::default(),
                 last_reconciliation: None,
                 socket_client_drops: 0,
+                workload_tally: &crate::workload::tally::WorkloadTally::default(),
                 now_ns: 0,
             },
             1,

@@ -16,7 +16,16 @@ use rustc_hash::FxHashMap;
 
 pub use self::ports::{PortLabel, PortLabels};
 pub use self::workloads::{WorkloadLabel, WorkloadLabels};
-use crate::{clock::seconds, snapshot::Snapshot, track::NeverAccepted, workload::Resolver};
+use crate::{
+    clock::seconds,
+    event::{CgroupId, PerState},
+    snapshot::Snapshot,
+    track::NeverAccepted,
+    workload::{
+        Resolver,
+        tally::{Counted, WorkloadCounts},
+    },
+};
 
 /// Encodes snapshots, keeping each port's and each workload's label from one scrape to the
 /// next.
@@ -109,6 +118,9 @@ struct Metrics {
     close_wait_oldest_seconds: f64,
     half_open_oldest_seconds: f64,
     close_wait_by_workload: Vec<(WorkloadLabel, CloseWaitSums)>,
+    sockets_by_workload: Vec<(WorkloadLabel, PerState<u64>)>,
+    half_open_by_workload: Vec<(WorkloadLabel, u64)>,
+    counts_by_workload: Vec<(WorkloadLabel, WorkloadCounts)>,
 }
 
 /// The CLOSE_WAIT sockets of one workload label: how many, and the oldest one's age.
@@ -123,7 +135,7 @@ impl Metrics {
         s: Snapshot,
         ports: &mut PortLabels,
         workloads: &mut WorkloadLabels,
-        name: &mut dyn FnMut(crate::event::CgroupId) -> Option<String>,
+        name: &mut dyn FnMut(CgroupId) -> Option<String>,
     ) -> Self {
         let mut by_workload: FxHashMap<WorkloadLabel, CloseWaitSums> = FxHashMap::default();
         for g in &s.close_wait_by_cgroup {
@@ -134,8 +146,38 @@ impl Metrics {
                 .oldest_seconds
                 .max(seconds(s.mono_ns.saturating_sub(g.oldest_since_ns)));
         }
-        let mut close_wait_by_workload: Vec<_> = by_workload.into_iter().collect();
-        close_wait_by_workload.sort_by(|a, b| a.0.cmp(&b.0));
+        let close_wait_by_workload = by_label(by_workload);
+        let mut label = |c: Option<CgroupId>| workloads.label(c.and_then(&mut *name));
+        let mut sockets: FxHashMap<WorkloadLabel, PerState<u64>> = FxHashMap::default();
+        for g in &s.sockets_by_cgroup {
+            let sums = sockets.entry(label(g.cgroup)).or_default();
+            for (state, n) in g.sockets.iter() {
+                sums[state] += n;
+            }
+        }
+        let mut half_open: FxHashMap<WorkloadLabel, u64> = FxHashMap::default();
+        for g in &s.half_open_by_cgroup {
+            *half_open.entry(label(g.cgroup)).or_default() += g.count;
+        }
+        let mut counts: FxHashMap<WorkloadLabel, WorkloadCounts> = FxHashMap::default();
+        for (who, c) in s.workload_tally.iter() {
+            let l = match who {
+                Counted::Named(n) => workloads.label(Some(n)),
+                Counted::Unknown => WorkloadLabel::Unknown,
+                Counted::Beyond => WorkloadLabel::Other,
+            };
+            let sums = counts.entry(l).or_default();
+            for (sum, n) in sums
+                .resets
+                .iter_mut()
+                .flatten()
+                .zip(c.resets.iter().flatten())
+            {
+                *sum += n;
+            }
+            sums.closed_before_accept.peer_closed += c.closed_before_accept.peer_closed;
+            sums.closed_before_accept.peer_reset += c.closed_before_accept.peer_reset;
+        }
         let mut closed: FxHashMap<PortLabel, NeverAccepted> = FxHashMap::default();
         for c in &s.closed_before_accept {
             let slot = closed.entry(ports.label(c.listener.port)).or_default();
@@ -161,9 +203,19 @@ impl Metrics {
             close_wait_oldest_seconds: s.close_wait_oldest_ns().map_or(0.0, seconds),
             half_open_oldest_seconds: s.half_open_oldest_ns().map_or(0.0, seconds),
             close_wait_by_workload,
+            sockets_by_workload: by_label(sockets),
+            half_open_by_workload: by_label(half_open),
+            counts_by_workload: by_label(counts),
             s,
         }
     }
+}
+
+/// By workload label, in label order.
+fn by_label<T>(by: FxHashMap<WorkloadLabel, T>) -> Vec<(WorkloadLabel, T)> {
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 /// By port, in port order (`other` last).
@@ -188,21 +240,26 @@ fn kernel_release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::CgroupId, snapshot::CloseWaitGroup};
+    use crate::{
+        event::CgroupId,
+        snapshot::{CloseWaitGroup, HalfOpenGroup},
+        track::CgroupSockets,
+    };
+    use observer_common::TcpState::{CloseWait, Established};
 
-    #[test]
-    fn close_wait_by_workload_sums_under_bounded_labels() {
-        const S: u64 = 1_000_000_000;
-        let id = |n| CgroupId::new(n);
-        let group = |cgroup, count, oldest_since_ns| CloseWaitGroup {
-            cgroup,
-            count,
-            oldest_since_ns,
-        };
+    const S: u64 = 1_000_000_000;
+
+    fn id(n: u64) -> Option<CgroupId> {
+        CgroupId::new(n)
+    }
+
+    /// A snapshot of an empty tracker at `now_ns`, for tests to fill in.
+    fn empty_snapshot(now_ns: u64) -> Snapshot {
         let tracker = crate::track::Tracker::new(16);
-        let mut snapshot = Snapshot::take(
+        Snapshot::take(
             &crate::snapshot::Sources {
                 socket_client_drops: 0,
+                workload_tally: &crate::workload::tally::WorkloadTally::default(),
                 tracker: &tracker,
                 transitions: &crate::track::TransitionCounts::default(),
                 received: 0,
@@ -213,10 +270,36 @@ mod tests {
                 alerts: &[],
                 notifications: crate::alerts::NotificationCounts::default(),
                 last_reconciliation: None,
-                now_ns: 100 * S,
+                now_ns,
             },
             1,
-        );
+        )
+    }
+
+    /// Labelled with one workload label: 1 and 4 are one unit, 2 a pod, 3 is in a cgroup no
+    /// convention names.
+    fn labelled(snapshot: Snapshot) -> Metrics {
+        let mut name = |c: CgroupId| match c.get() {
+            1 | 4 => Some("nginx.service".to_owned()),
+            2 => Some("shop/web".to_owned()),
+            _ => None,
+        };
+        Metrics::label(
+            snapshot,
+            &mut PortLabels::new(&[], 4),
+            &mut WorkloadLabels::new(1),
+            &mut name,
+        )
+    }
+
+    #[test]
+    fn close_wait_by_workload_sums_under_bounded_labels() {
+        let group = |cgroup, count, oldest_since_ns| CloseWaitGroup {
+            cgroup,
+            count,
+            oldest_since_ns,
+        };
+        let mut snapshot = empty_snapshot(100 * S);
         snapshot.close_wait_by_cgroup = vec![
             group(id(1), 3, 10 * S),
             group(None, 2, 20 * S),
@@ -224,18 +307,7 @@ mod tests {
             group(id(3), 4, 40 * S),
             group(id(4), 1, 50 * S),
         ];
-        // 1 and 4 are one unit; 3 is in a cgroup no convention names.
-        let mut name = |c: CgroupId| match c.get() {
-            1 | 4 => Some("nginx.service".to_owned()),
-            2 => Some("shop/web".to_owned()),
-            _ => None,
-        };
-        let m = Metrics::label(
-            snapshot,
-            &mut PortLabels::new(&[], 4),
-            &mut WorkloadLabels::new(1),
-            &mut name,
-        );
+        let m = labelled(snapshot);
         let got: Vec<(&str, u64, f64)> = m
             .close_wait_by_workload
             .iter()
@@ -249,5 +321,48 @@ mod tests {
                 ("unknown", 6, 80.0),
             ]
         );
+    }
+
+    #[test]
+    fn sockets_and_suspects_by_workload_sum_under_bounded_labels() {
+        let sockets = |cgroup, established, close_wait| {
+            let mut sockets = PerState::<u64>::default();
+            sockets[Established] = established;
+            sockets[CloseWait] = close_wait;
+            CgroupSockets { cgroup, sockets }
+        };
+        let mut snapshot = empty_snapshot(100 * S);
+        snapshot.sockets_by_cgroup = vec![
+            sockets(id(1), 5, 3),
+            sockets(id(4), 2, 1),
+            sockets(id(2), 7, 0),
+            sockets(None, 1, 2),
+        ];
+        snapshot.half_open_by_cgroup = vec![
+            HalfOpenGroup {
+                cgroup: id(4),
+                count: 2,
+            },
+            HalfOpenGroup {
+                cgroup: id(3),
+                count: 1,
+            },
+        ];
+        let m = labelled(snapshot);
+        let got: Vec<(&str, u64, u64)> = m
+            .sockets_by_workload
+            .iter()
+            .map(|(w, p)| (w.value(), p[Established], p[CloseWait]))
+            .collect();
+        assert_eq!(
+            got,
+            [("nginx.service", 7, 4), ("other", 7, 0), ("unknown", 1, 2)]
+        );
+        let half_open: Vec<(&str, u64)> = m
+            .half_open_by_workload
+            .iter()
+            .map(|(w, n)| (w.value(), *n))
+            .collect();
+        assert_eq!(half_open, [("nginx.service", 2), ("unknown", 1)]);
     }
 }

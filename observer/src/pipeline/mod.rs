@@ -49,6 +49,8 @@ pub struct Options {
     /// Sockets tracked at once (and, separately, timewait sockets).
     pub max_sockets: usize,
     pub settings: Settings,
+    /// The kubelet's directory of container log links, naming pods (none: pods unnamed).
+    pub kubelet_logs: Option<std::path::PathBuf>,
 }
 
 /// What may change while the pipeline runs (a daemon's configuration reload).
@@ -155,7 +157,11 @@ impl Pipeline {
         let mut tracker = Tracker::new(options.max_sockets);
         let half_open_after_ns = nanos(settings.half_open_after);
         tracker.set_half_open_after(half_open_after_ns);
-        let shared = Shared::new(State::new(tracker, half_open_after_ns));
+        let mut state = State::new(tracker, half_open_after_ns);
+        state.workloads = Arc::new(crate::workload::Resolver::host_with_kubelet(
+            options.kubelet_logs.as_deref(),
+        ));
+        let shared = Shared::new(state);
         let engine = settings
             .alerts
             .as_ref()
@@ -392,6 +398,7 @@ impl Pipeline {
         }
         s.tracker.advance(mono_now_ns(), &mut self.reports);
         s.transitions.count(&self.reports);
+        s.workload_tally.count(&self.reports, &s.workloads);
         s.received = self.stream.received();
         drop(guard);
         self.applied.store(applied_ns, Ordering::Release);

@@ -14,7 +14,10 @@ use crate::{
     stream::Losses,
     track::{LastReconciliation, Tracker, TransitionCounts},
 };
-use crate::{event::Netns, workload::Resolver};
+use crate::{
+    event::Netns,
+    workload::{Resolver, tally::WorkloadTally},
+};
 
 /// The tracker and what surrounds it. The event loop holds the lock while it applies a batch,
 /// a reconciliation while it applies a part of a dump, a scrape while it copies a snapshot.
@@ -35,6 +38,8 @@ pub struct State {
     /// Sockets' cgroups -> units, containers, pods: the one resolver (and cache) that alerts,
     /// metrics, watch and the daemon's socket share.
     pub workloads: Arc<Resolver>,
+    /// RSTs and closes before accept() by workload, counted as they happen.
+    pub workload_tally: WorkloadTally,
     /// Clients of the daemon's socket disconnected because they read too slowly.
     pub socket_client_drops: u64,
 }
@@ -56,6 +61,7 @@ impl State {
             active_alerts: Vec::new(),
             last_reconciliation: None,
             workloads: Arc::new(Resolver::host()),
+            workload_tally: WorkloadTally::default(),
             socket_client_drops: 0,
         }
     }
@@ -98,6 +104,7 @@ impl State {
             notifications: self.notifications,
             last_reconciliation: self.last_reconciliation,
             socket_client_drops: self.socket_client_drops,
+            workload_tally: &self.workload_tally,
             now_ns,
         }
     }

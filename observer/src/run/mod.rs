@@ -126,6 +126,7 @@ impl Daemon {
         let mut pipeline = Pipeline::start(pipeline::Options {
             load: LoadOptions::sized(config.kernel.ring_buffer_size),
             max_sockets: config.tracker.max_sockets,
+            kubelet_logs: config.workloads.kubelet_logs.clone(),
             settings: settings(&config),
         })
         .await?;

@@ -138,6 +138,7 @@ async fn open(options: &TopOptions) -> anyhow::Result<(Feed, Mode)> {
     let pipeline = Pipeline::start(pipeline::Options {
         load: options.load.clone(),
         max_sockets: options.max_sockets,
+        kubelet_logs: Some(crate::workload::KUBELET_LOGS.into()),
         settings: Settings {
             half_open_after: options.half_open_after,
             reconcile_every: Duration::from_secs(30),

@@ -24,7 +24,8 @@ use std::collections::VecDeque;
 
 pub use ends::{EndCause, EndCount, EndCounts};
 pub use queries::{
-    CloseWaitEntry, HalfOpenSuspect, NeverAccepted, OwnerSockets, TimewaitEntry, TrackedSocket,
+    CgroupSockets, CloseWaitEntry, HalfOpenSuspect, NeverAccepted, OwnerSockets, TimewaitEntry,
+    TrackedSocket,
 };
 pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;

@@ -24,6 +24,14 @@ pub struct OwnerSockets {
     pub oldest_close_wait_ns: Option<u64>,
 }
 
+/// The sockets of one cgroup (or of none known), by state: full sockets in theirs, timewait
+/// sockets in their substate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupSockets {
+    pub cgroup: Option<CgroupId>,
+    pub sockets: PerState<u64>,
+}
+
 /// A socket the tracker holds, as `ss` lists it: a full socket in its state, a timewait
 /// socket in its substate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +85,7 @@ pub struct HalfOpenSuspect {
     pub tuple: Tuple,
     pub state: Option<TcpState>,
     pub owner: Option<Task>,
+    pub cgroup: Option<CgroupId>,
     /// When its retransmissions without progress began (`CLOCK_MONOTONIC` ns).
     pub since_ns: u64,
     /// The streak began before its first retransmission was seen.
@@ -107,6 +116,7 @@ impl Tracker {
                     tuple: e.tuple,
                     state: conn.map(|c| c.state).or(e.state),
                     owner: conn.and_then(|c| c.owner),
+                    cgroup: conn.and_then(|c| c.cgroup),
                     since_ns: e.streak_start_ns,
                     lower_bound: e.streak_lower_bound,
                     retransmits: e.streak,
@@ -243,6 +253,24 @@ impl Tracker {
             state: t.substate,
         });
         full.chain(timewait).collect()
+    }
+
+    /// Every socket tracked now, counted by cgroup and state: one pass over both tables.
+    #[must_use]
+    pub fn sockets_by_cgroup(&self) -> Vec<CgroupSockets> {
+        let mut groups: FxHashMap<Option<CgroupId>, PerState<u64>> = FxHashMap::default();
+        for (_, c, _) in (0..self.sockets.slot_count()).filter_map(|i| self.sockets.at(i)) {
+            groups.entry(c.cgroup).or_default()[c.state] += 1;
+        }
+        for (_, t) in self.timewaits.table.iter() {
+            groups.entry(t.cgroup).or_default()[t.substate] += 1;
+        }
+        let mut v: Vec<CgroupSockets> = groups
+            .into_iter()
+            .map(|(cgroup, sockets)| CgroupSockets { cgroup, sockets })
+            .collect();
+        v.sort_unstable_by_key(|g| g.cgroup);
+        v
     }
 
     /// Every timewait socket now.

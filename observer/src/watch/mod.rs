@@ -118,6 +118,7 @@ async fn standalone(options: WatchOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::start(pipeline::Options {
         load: options.load.clone(),
         max_sockets: options.max_sockets,
+        kubelet_logs: Some(crate::workload::KUBELET_LOGS.into()),
         settings: settings(&options),
     })
     .await?;

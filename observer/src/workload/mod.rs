@@ -9,6 +9,7 @@
 pub mod cgroupfs;
 pub mod kubelet;
 pub mod names;
+pub mod tally;
 
 use std::{
     path::{Path, PathBuf},
@@ -79,7 +80,7 @@ pub struct ResolverStats {
 /// watch): lookups take `&self`.
 pub struct Resolver {
     mount: Option<PathBuf>,
-    kubelet_dir: PathBuf,
+    kubelet_dir: Option<PathBuf>,
     inner: Mutex<Learnt>,
 }
 
@@ -97,17 +98,27 @@ impl Resolver {
     /// This host's cgroup2 mount (from /proc/self/mountinfo) and the kubelet's directory.
     #[must_use]
     pub fn host() -> Self {
+        Self::host_with_kubelet(Some(Path::new(KUBELET_LOGS)))
+    }
+
+    /// This host's cgroup2 mount, and pods named from `kubelet_dir` (none: pods unnamed).
+    #[must_use]
+    pub fn host_with_kubelet(kubelet_dir: Option<&Path>) -> Self {
         let mount = std::fs::read_to_string("/proc/self/mountinfo")
             .ok()
             .and_then(|m| cgroupfs::cgroup2_mount(&m));
-        Self::new(mount, Path::new(KUBELET_LOGS))
+        Self {
+            mount,
+            kubelet_dir: kubelet_dir.map(Path::to_path_buf),
+            inner: Mutex::new(Learnt::default()),
+        }
     }
 
     #[must_use]
     pub fn new(mount: Option<PathBuf>, kubelet_dir: &Path) -> Self {
         Self {
             mount,
-            kubelet_dir: kubelet_dir.to_path_buf(),
+            kubelet_dir: Some(kubelet_dir.to_path_buf()),
             inner: Mutex::new(Learnt::default()),
         }
     }
@@ -178,7 +189,9 @@ impl Resolver {
         c.last_scan = Some(Instant::now());
         c.stats.scans += 1;
         c.paths = cgroupfs::walk(mount);
-        c.pods = kubelet::containers(&self.kubelet_dir);
+        if let Some(dir) = &self.kubelet_dir {
+            c.pods = kubelet::containers(dir);
+        }
     }
 }
 
@@ -187,6 +200,11 @@ mod tests {
     use std::{fs, os::unix::fs::MetadataExt as _};
 
     use super::*;
+
+    #[test]
+    fn the_configuration_s_default_kubelet_directory_is_the_resolver_s() {
+        assert_eq!(crate::config::DEFAULT_KUBELET_LOGS, KUBELET_LOGS);
+    }
 
     const ID: &str = "4f1d2c3b4a5968778695a4b3c2d1e0f4f1d2c3b4a5968778695a4b3c2d1e0f00";
 

@@ -24,6 +24,16 @@ const METRICS: &[(&str, &[&str])] = &[
         "observer_tcp_close_wait_oldest_by_workload_seconds",
         &["workload"],
     ),
+    ("observer_tcp_sockets_by_workload", &["workload", "state"]),
+    (
+        "observer_tcp_resets_by_workload_total",
+        &["workload", "direction", "class"],
+    ),
+    (
+        "observer_tcp_closed_before_accept_by_workload_total",
+        &["workload", "how"],
+    ),
+    ("observer_tcp_half_open_suspects_by_workload", &["workload"]),
     ("observer_tcp_timewait_bucket_usage_ratio", &[]),
     ("observer_tcp_timewait_port_usage_ratio", &[]),
     ("observer_tcp_retransmits_total", &[]),

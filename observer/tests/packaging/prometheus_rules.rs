@@ -17,7 +17,7 @@ use crate::metrics_contract::Query;
 const DAEMON_RULES: &[(&str, &str, &str)] = &[
     (
         "TcpCloseWaitStuck",
-        "observer_tcp_close_wait_oldest_seconds > 300",
+        "observer_tcp_close_wait_oldest_by_workload_seconds > 300",
         "0m",
     ),
     (
@@ -32,7 +32,7 @@ const DAEMON_RULES: &[(&str, &str, &str)] = &[
     ),
     (
         "TcpResetRateHigh",
-        "sum by (instance, direction, class) (rate(observer_tcp_resets_total[1m])) > 50",
+        "sum by (instance, workload, direction, class) (rate(observer_tcp_resets_by_workload_total[1m])) > 50",
         "2m",
     ),
     (

@@ -19,7 +19,7 @@ use observer_common::TcpState::{Close, Listen, SynRecv, SynSent};
 use crate::support::{self, Recorder, V4, V6, netns::NetNs, privileged, serial, socket_where};
 
 /// The cgroup2 mount, or a loud skip (a failure under CI, whose machines have one).
-fn cgroup2() -> Option<PathBuf> {
+pub(crate) fn cgroup2() -> Option<PathBuf> {
     let mount = fs::read_to_string("/proc/self/mountinfo")
         .ok()
         .and_then(|m| cgroupfs::cgroup2_mount(&m));
@@ -35,7 +35,7 @@ fn cgroup2() -> Option<PathBuf> {
 
 /// The cgroup (path relative to the mount) this process runs in: `0::PATH` in
 /// /proc/self/cgroup.
-fn own_cgroup() -> String {
+pub(crate) fn own_cgroup() -> String {
     let text = fs::read_to_string("/proc/self/cgroup").unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))

@@ -23,3 +23,4 @@ mod sockdiag;
 mod tracker;
 mod trust;
 mod watch_cli;
+mod workloads;

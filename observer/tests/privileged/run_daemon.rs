@@ -34,7 +34,7 @@ fn json(addr: SocketAddr, path: &str) -> Option<Value> {
     (r.status == 200).then(|| serde_json::from_str(&r.body).ok())?
 }
 
-fn start_alertmanager(dir: &TempDir) -> (Process, SocketAddr) {
+pub(crate) fn start_alertmanager(dir: &TempDir) -> (Process, SocketAddr) {
     let config = dir.path("alertmanager.yml");
     std::fs::write(
         &config,
@@ -125,7 +125,7 @@ fn query(prometheus: SocketAddr, expr: &str) -> Option<Vec<Value>> {
 }
 
 /// Alertmanager's active TcpCloseWaitStuck alert for `port` in `netns`.
-fn alertmanager_alert(am: SocketAddr, netns: u32, port: u16) -> Option<Value> {
+pub(crate) fn alertmanager_alert(am: SocketAddr, netns: u32, port: u16) -> Option<Value> {
     let filter = encode("alertname=\"TcpCloseWaitStuck\"");
     let alerts = json(am, &format!("/api/v2/alerts?filter={filter}"))?;
     alerts

@@ -40,6 +40,7 @@ impl Live {
             .block_on(Pipeline::start(pipeline::Options {
                 load,
                 max_sockets: 1 << 20,
+                kubelet_logs: None,
                 settings: Settings {
                     half_open_after: Duration::from_secs(10),
                     // Reconciliations happen when a test asks for them.

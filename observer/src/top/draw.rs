@@ -6,10 +6,13 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
-    widgets::{Block, Borders, Clear, Paragraph, Row, Table},
+    widgets::{Block, Borders, Clear, Paragraph, Row, Table, TableState},
 };
 
-use super::{panes::Pane, view::View};
+use super::{
+    panes::Pane,
+    view::{DetailView, View},
+};
 
 /// The keys, as the help overlay lists them.
 pub const HELP: &[(&str, &str)] = &[
@@ -20,7 +23,9 @@ pub const HELP: &[(&str, &str)] = &[
     ("1 to 7", "that pane"),
     ("s", "sort on the next column"),
     ("r", "reverse the sort"),
-    ("up, down, PgUp, PgDn", "scroll"),
+    ("up, down, PgUp, PgDn", "scroll (the top row is selected)"),
+    ("enter", "details of the selected connection"),
+    ("esc", "back from the details, else quit"),
     ("?", "this help (any key closes it)"),
 ];
 
@@ -50,10 +55,20 @@ pub fn draw(frame: &mut Frame<'_>, view: &View) {
     frame.render_widget(Paragraph::new(view.states.as_str()), states);
     frame.render_widget(Paragraph::new(view.rates.as_str()), rates);
     frame.render_widget(Paragraph::new(tab_line(view)), tabs);
-    draw_table(frame, view, table);
+    let key_line = if view.detail.is_some() {
+        "esc back  q quit  ? help  space pause"
+    } else if view.selected.is_some() {
+        "q quit  ? help  enter details  space pause  tab pane  s sort  r reverse"
+    } else {
+        "q quit  ? help  space pause  tab pane  s sort  r reverse"
+    };
+    match &view.detail {
+        Some(detail) => draw_detail(frame, view, detail, table),
+        None => draw_table(frame, view, table),
+    }
     frame.render_widget(
         Paragraph::new(Line::styled(
-            "q quit  ? help  space pause  tab pane  s sort  r reverse",
+            key_line,
             style(view, Style::new().fg(Color::DarkGray)),
         )),
         keys,
@@ -126,21 +141,49 @@ fn draw_table(frame: &mut Frame<'_>, view: &View, area: Rect) {
             .add_modifier(Modifier::BOLD)
             .add_modifier(Modifier::UNDERLINED),
     );
+    // The selected row: marked (colours or not), and reversed on a colour terminal.
+    let mut state =
+        TableState::new().with_selected(view.selected.filter(|s| *s >= scroll).map(|s| s - scroll));
     let table = Table::new(rows, widths)
         .header(Row::new(headers).style(header_style))
-        .column_spacing(2);
+        .column_spacing(2)
+        .highlight_symbol("> ")
+        .row_highlight_style(style(view, Style::new().add_modifier(Modifier::REVERSED)));
     let [list, more] = Layout::vertical([
         Constraint::Min(1),
         Constraint::Length(u16::from(t.not_listed > 0)),
     ])
     .areas(area);
-    frame.render_widget(table, list);
+    frame.render_stateful_widget(table, list, &mut state);
     if t.not_listed > 0 {
         frame.render_widget(
             Paragraph::new(format!("... and {} more, not listed", t.not_listed)),
             more,
         );
     }
+}
+
+/// One connection: what the last snapshot says, then what was seen of it since the view
+/// opened (the newest lines, as many as fit).
+fn draw_detail(frame: &mut Frame<'_>, view: &View, detail: &DetailView, area: Rect) {
+    let bold = style(view, Style::new().add_modifier(Modifier::BOLD));
+    let mut lines = vec![
+        Line::styled(format!("Connection {}", detail.title), bold),
+        Line::from(format!("Now: {}", detail.facts)),
+        Line::from(""),
+        Line::styled("Seen since this view opened (UTC):", bold),
+    ];
+    let room = usize::from(area.height).saturating_sub(lines.len());
+    if detail.lines.is_empty() {
+        lines.push(Line::from("  nothing yet"));
+    }
+    let skip = detail.lines.len().saturating_sub(room);
+    lines.extend(
+        detail.lines[skip..]
+            .iter()
+            .map(|l| Line::from(format!("  {l}"))),
+    );
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn draw_help(frame: &mut Frame<'_>, view: &View) {

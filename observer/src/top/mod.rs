@@ -4,6 +4,7 @@
 //! ([`view`]) drawn by functions of a ratatui frame ([`draw`]), so both are tested on
 //! ratatui's test backend; only [`terminal`] touches the real terminal.
 
+pub mod detail;
 pub mod draw;
 pub mod panes;
 mod terminal;
@@ -11,22 +12,25 @@ mod terminal;
 mod tests;
 pub mod view;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
 
 use self::{
+    detail::{ConnId, History},
     panes::Pane,
     view::{Action, Mode, Ui, View},
 };
 use crate::{
+    clock::{WallClock, mono_now_ns},
     load::LoadOptions,
     pipeline::{self, Pipeline, Settings},
     wire::{
         Filter,
         client::{Client, Source},
+        lines::Line,
         model::Model,
     },
 };
@@ -45,28 +49,73 @@ pub struct TopOptions {
     pub half_open_after: Duration,
 }
 
-/// Where the models come from.
+/// Where the models, and the lines about a followed connection, come from.
 enum Feed {
-    Daemon(Client),
-    Standalone(Box<Pipeline>),
+    Daemon {
+        client: Client,
+        path: PathBuf,
+        /// A second connection, streaming the lines of the followed connection.
+        followed: Option<Box<Client>>,
+    },
+    Standalone {
+        pipeline: Box<Pipeline>,
+        following: bool,
+    },
 }
 
 impl Feed {
     async fn model(&mut self, listed: usize) -> anyhow::Result<Model> {
         match self {
-            Self::Daemon(client) => Ok(client.snapshot(listed).await?),
-            Self::Standalone(pipeline) => {
+            Self::Daemon { client, .. } => Ok(client.snapshot(listed).await?),
+            Self::Standalone { pipeline, .. } => {
                 let (snapshot, breakdown) = pipeline.state().snapshot_with_breakdown(listed);
                 Ok(Model::new(&snapshot, &breakdown))
             }
         }
     }
 
-    /// Keeps a standalone pipeline applying events; never completes for a daemon's feed.
-    async fn work(&mut self) -> anyhow::Result<()> {
+    /// Streams the lines about `conn` from now on ([`Feed::work`] returns them); `None` stops.
+    async fn follow(&mut self, conn: Option<&ConnId>) -> anyhow::Result<()> {
         match self {
-            Self::Daemon(_) => std::future::pending().await,
-            Self::Standalone(pipeline) => pipeline.next().await.map(drop),
+            Self::Daemon { path, followed, .. } => {
+                *followed = None;
+                if let Some(conn) = conn {
+                    let mut client = Client::connect(path).await?;
+                    client.subscribe(&conn.filter()).await?;
+                    *followed = Some(Box::new(client));
+                }
+            }
+            Self::Standalone { following, .. } => *following = conn.is_some(),
+        }
+        Ok(())
+    }
+
+    /// Keeps a standalone pipeline applying events, or reads the followed connection's
+    /// stream; returns the event lines to offer the followed connection (never completes for
+    /// a daemon's feed that follows none).
+    async fn work(&mut self) -> anyhow::Result<Vec<String>> {
+        match self {
+            Self::Daemon {
+                followed: Some(client),
+                ..
+            } => Ok(client.next_line().await?.into_iter().collect()),
+            Self::Daemon { followed: None, .. } => std::future::pending().await,
+            Self::Standalone {
+                pipeline,
+                following,
+            } => {
+                pipeline.next().await?;
+                if !*following {
+                    return Ok(Vec::new());
+                }
+                let clock = WallClock::now();
+                let now_ns = mono_now_ns();
+                Ok(pipeline
+                    .reports()
+                    .iter()
+                    .map(|r| serde_json::to_string(&Line::report(r, now_ns, &clock)))
+                    .collect::<Result<_, _>>()?)
+            }
         }
     }
 }
@@ -79,7 +128,9 @@ pub fn action(key: KeyEvent) -> Option<Action> {
     }
     Some(match key.code {
         KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Action::Quit,
-        KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
+        KeyCode::Char('q') => Action::Quit,
+        KeyCode::Esc => Action::Back,
+        KeyCode::Enter => Action::Open,
         KeyCode::Char(' ') => Action::Pause,
         KeyCode::Char('?' | 'h') => Action::Help,
         KeyCode::Tab | KeyCode::Right => Action::NextPane,
@@ -126,7 +177,11 @@ async fn open(options: &TopOptions) -> anyhow::Result<(Feed, Mode)> {
         match Client::connect(path).await {
             Ok(client) => {
                 return Ok((
-                    Feed::Daemon(client),
+                    Feed::Daemon {
+                        client,
+                        path: path.clone(),
+                        followed: None,
+                    },
                     Mode::Daemon(path.display().to_string()),
                 ));
             }
@@ -150,7 +205,13 @@ async fn open(options: &TopOptions) -> anyhow::Result<(Feed, Mode)> {
         },
     })
     .await?;
-    Ok((Feed::Standalone(Box::new(pipeline)), Mode::Standalone))
+    Ok((
+        Feed::Standalone {
+            pipeline: Box::new(pipeline),
+            following: false,
+        },
+        Mode::Standalone,
+    ))
 }
 
 /// Runs until `q` or Ctrl-C.
@@ -192,9 +253,29 @@ pub async fn run(options: TopOptions) -> anyhow::Result<()> {
                     ui.help = false;
                     continue;
                 }
-                ui.apply(action, view.table.headers.len());
+                match action {
+                    Action::Open if ui.detail.is_none() => {
+                        if let Some(conn) = view.selected_conn() {
+                            feed.follow(Some(&conn)).await?;
+                            ui.detail = Some(History::new(conn));
+                        }
+                    }
+                    Action::Back if ui.detail.is_some() => {
+                        ui.detail = None;
+                        feed.follow(None).await?;
+                    }
+                    Action::Back => break,
+                    _ => ui.apply(action, view.table.headers.len()),
+                }
             }
-            r = feed.work() => r?,
+            lines = feed.work() => {
+                let lines = lines?;
+                if let Some(history) = ui.detail.as_mut() {
+                    for line in &lines {
+                        history.offer(line);
+                    }
+                }
+            }
         }
     }
     drop(screen);

@@ -5,7 +5,10 @@ use std::{cmp::Ordering, net::SocketAddr};
 
 use observer_common::TcpState;
 
-use super::view::{format_rate, rate};
+use super::{
+    detail::ConnId,
+    view::{format_rate, rate},
+};
 use crate::{
     event::Family,
     human::human_duration,
@@ -157,6 +160,8 @@ impl Cell {
 pub struct Table {
     pub headers: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
+    /// The connection of each row, in panes that list connections (empty in others).
+    pub conns: Vec<Option<ConnId>>,
     pub sorted_by: usize,
     /// Rows the model has that its lists left out (counts beyond the listed).
     pub not_listed: u64,
@@ -254,6 +259,7 @@ fn listeners(m: &Model, previous: Option<&Model>, period_ns: u64, filter: &Filte
         })
         .collect();
     Table {
+        conns: Vec::new(),
         headers: vec![
             "PORT", "ADDR", "QUEUE", "LIMIT", "SYN_RECV", "CLOSED/s", "RST/s", "NETNS",
         ],
@@ -304,6 +310,7 @@ fn processes(m: &Model, filter: &Filter) -> Table {
         })
         .collect();
     Table {
+        conns: Vec::new(),
         headers: vec![
             "PID",
             "COMM",
@@ -324,7 +331,7 @@ fn processes(m: &Model, filter: &Filter) -> Table {
 }
 
 fn connections(rows: &[ConnectionRow], total: u64, half_open: bool, filter: &Filter) -> Table {
-    let listed: Vec<Vec<Cell>> = rows
+    let passing: Vec<&ConnectionRow> = rows
         .iter()
         .filter(|c| {
             port_passes(filter, &[port_of(&c.local), port_of(&c.remote)])
@@ -332,6 +339,10 @@ fn connections(rows: &[ConnectionRow], total: u64, half_open: bool, filter: &Fil
                 && netns_passes(filter, c.netns)
                 && pid_passes(filter, c.pid)
         })
+        .collect();
+    let conns = passing.iter().map(|c| ConnId::of(c)).collect();
+    let listed: Vec<Vec<Cell>> = passing
+        .iter()
         .map(|c| {
             let mut row = vec![
                 Cell::age(Some(c.age_ns), c.age_lower_bound),
@@ -371,6 +382,7 @@ fn connections(rows: &[ConnectionRow], total: u64, half_open: bool, filter: &Fil
         headers,
         not_listed: total.saturating_sub(rows.len() as u64),
         rows: listed,
+        conns,
         sorted_by: 0,
     }
 }
@@ -395,6 +407,7 @@ fn timewait(m: &Model, filter: &Filter) -> Table {
         })
         .collect();
     Table {
+        conns: Vec::new(),
         headers: vec!["TIME_WAIT", "PORTS", "DESTINATION", "FROM", "NETNS"],
         rows,
         sorted_by: 0,
@@ -424,6 +437,7 @@ fn resets(m: &Model, previous: Option<&Model>, period_ns: u64) -> Table {
             })
             .collect();
     Table {
+        conns: Vec::new(),
         headers: vec!["COUNT", "PER_S", "DIRECTION", "CLASS"],
         rows,
         sorted_by: 0,
@@ -473,6 +487,7 @@ fn losses(m: &Model, previous: Option<&Model>, period_ns: u64) -> Table {
         ]
     }));
     Table {
+        conns: Vec::new(),
         headers: vec!["COUNTER", "TOTAL", "PER_S"],
         rows,
         sorted_by: 0,

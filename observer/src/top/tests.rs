@@ -198,11 +198,11 @@ fn close_wait_pane_lists_the_oldest_and_says_how_many_more() {
         lines[3..9],
         [
             " 1 Listeners  2 Processes [3 CLOSE_WAIT] 4 TIME_WAIT  5 Half-open  6 RSTs  7 Los",
-            "AGE*   LOCAL          REMOTE          PROCESS    NETNS",
-            "1m15s  10.0.0.1:8080  10.0.0.2:40000  42/server  9",
-            ">=5s   10.0.0.1:8080  10.0.0.3:40001  ?          9",
+            "  AGE*   LOCAL          REMOTE          PROCESS    NETNS",
+            "> 1m15s  10.0.0.1:8080  10.0.0.2:40000  42/server  9",
+            "  >=5s   10.0.0.1:8080  10.0.0.3:40001  ?          9",
             "... and 1 more, not listed",
-            "q quit  ? help  space pause  tab pane  s sort  r reverse",
+            "q quit  ? help  enter details  space pause  tab pane  s sort  r reverse",
         ]
     );
 }
@@ -220,8 +220,8 @@ fn filters_choose_the_rows() {
     assert_eq!(
         lines[4..8],
         [
-            "AGE*  LOCAL          REMOTE          PROCESS  NETNS",
-            ">=5s  10.0.0.1:8080  10.0.0.3:40001  ?        9",
+            "  AGE*  LOCAL          REMOTE          PROCESS  NETNS",
+            "> >=5s  10.0.0.1:8080  10.0.0.3:40001  ?        9",
             "",
             "... and 1 more, not listed",
         ]
@@ -283,27 +283,28 @@ fn help_overlay_lists_the_keys_and_pause_shows_in_the_title() {
         paused: true,
         ..Ui::default()
     };
-    let lines = screen(&view(&ui, &Filter::default()), 70, 14);
+    let lines = screen(&view(&ui, &Filter::default()), 80, 18);
     assert_eq!(
         lines[0],
         "observer top - daemon /run/observer/observer.sock - every 1s - PAUSED"
     );
     // Centred over the pane, the key list in a box.
     assert_eq!(
-        lines[1..13],
+        lines[2..15],
         [
-            "sockets: ┌ keys ────────────────────────────────────────────┐",
-            "events 15│q, Ctrl-C            quit                         │",
-            "[1 Listen│space                pause or resume refreshing   │open  6 R",
-            "PORT*  AD│tab, right           next pane                    │S",
-            "8080   0.│shift-tab, left      previous pane                │",
-            "         │1 to 7               that pane                    │",
-            "         │s                    sort on the next column      │",
-            "         │r                    reverse the sort             │",
-            "         │up, down, PgUp, PgDn scroll                       │",
-            "         │?                    this help (any key closes it)│",
-            "         └──────────────────────────────────────────────────┘",
-            "",
+            "events 150/┌ keys ─────────────────────────────────────────────────┐",
+            "[1 Listener│q, Ctrl-C            quit                              │ RSTs  7 Los",
+            "PORT*  ADDR│space                pause or resume refreshing        │",
+            "8080   0.0.│tab, right           next pane                         │",
+            "           │shift-tab, left      previous pane                     │",
+            "           │1 to 7               that pane                         │",
+            "           │s                    sort on the next column           │",
+            "           │r                    reverse the sort                  │",
+            "           │up, down, PgUp, PgDn scroll (the top row is selected)  │",
+            "           │enter                details of the selected connection│",
+            "           │esc                  back from the details, else quit  │",
+            "           │?                    this help (any key closes it)     │",
+            "           └───────────────────────────────────────────────────────┘",
         ]
     );
 }
@@ -346,5 +347,42 @@ fn keys_map_to_actions() {
     assert_eq!(
         super::action(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
         Some(Action::Quit)
+    );
+}
+
+#[test]
+fn enter_opens_the_selected_connection_with_what_was_seen_since() {
+    let mut ui = Ui::default();
+    ui.apply(Action::Pane(Pane::CloseWait), 5);
+    ui.apply(Action::Down, 5);
+    let selected = view(&ui, &Filter::default()).selected_conn().unwrap();
+    assert_eq!(
+        (selected.local, selected.remote, selected.netns),
+        (
+            "10.0.0.1:8080".parse().unwrap(),
+            "10.0.0.3:40001".parse().unwrap(),
+            Some(9)
+        ),
+        "the second row, after one step down"
+    );
+    ui.scroll = 0;
+    let first = view(&ui, &Filter::default()).selected_conn().unwrap();
+    let mut history = super::detail::History::new(first);
+    history.offer(
+        r#"{"type":"transition","time":"2026-12-01T21:04:05.123456789Z","mono_ns":5,"sock":"0xffff888000000001","family":"ipv4","local_addr":"10.0.0.1","local_port":8080,"remote_addr":"10.0.0.2","remote_port":40000,"old_state":"CLOSE_WAIT","new_state":"LAST_ACK","prev_state_ns":75000000000,"prev_state_lower_bound":false,"note":null,"timewait_timeout_ns":null,"netns":9,"pid":42,"comm":"server","task_pid":42,"task_tid":42,"task_comm":"server","owner_context":true,"gap":false}"#,
+    );
+    ui.detail = Some(history);
+    let lines = screen(&view(&ui, &Filter::default()), 80, 11);
+    assert_eq!(
+        lines[4..11],
+        [
+            "Connection 10.0.0.1:8080 -> 10.0.0.2:40000, netns 9",
+            "Now: CLOSE_WAIT for 1m15s, process 42/server",
+            "",
+            "Seen since this view opened (UTC):",
+            "  21:04:05.123  CLOSE_WAIT -> LAST_ACK after 1m15s in CLOSE_WAIT",
+            "",
+            "esc back  q quit  ? help  space pause",
+        ]
     );
 }

@@ -3,14 +3,18 @@
 
 use observer_common::TcpState;
 
-use super::panes::{self, Cell, Pane, Table};
+use super::{
+    detail::{ConnId, History},
+    panes::{self, Cell, Pane, Table},
+};
 use crate::{
     human::human_duration,
     wire::{Filter, model::Model},
 };
 
-/// The viewer's choices: pane, sort column per pane, pause, help, scrolling.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The viewer's choices: pane, sort column per pane, pause, help, scrolling, and the
+/// connection whose details are open.
+#[derive(Clone, Debug)]
 pub struct Ui {
     pub pane: Pane,
     /// Per pane (by [`Pane::index`]): the column sorted on, and whether ascending instead of
@@ -18,8 +22,10 @@ pub struct Ui {
     pub sort: [Sort; Pane::ALL.len()],
     pub paused: bool,
     pub help: bool,
-    /// First row shown.
+    /// First row shown; in panes that list connections, the selected one.
     pub scroll: usize,
+    /// The connection whose details are shown, with what was seen of it since.
+    pub detail: Option<History>,
 }
 
 impl Default for Ui {
@@ -33,6 +39,7 @@ impl Default for Ui {
             paused: false,
             help: false,
             scroll: 0,
+            detail: None,
         }
     }
 }
@@ -47,6 +54,10 @@ pub struct Sort {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Quit,
+    /// Open the details of the selected connection.
+    Open,
+    /// Close the details (quit when none are open).
+    Back,
     Pause,
     Help,
     NextPane,
@@ -66,7 +77,8 @@ impl Ui {
     pub fn apply(&mut self, action: Action, columns: usize) {
         let i = self.pane.index();
         match action {
-            Action::Quit => {}
+            // The caller opens and closes details: it follows their connection.
+            Action::Quit | Action::Open | Action::Back => {}
             Action::Pause => self.paused = !self.paused,
             Action::Help => self.help = !self.help,
             Action::NextPane => self.select(Pane::ALL[(i + 1) % Pane::ALL.len()]),
@@ -119,6 +131,34 @@ pub struct View {
     pub help: bool,
     /// Colours: only on a terminal, never with NO_COLOR.
     pub color: bool,
+    /// The row whose details `enter` opens, in panes that list connections.
+    pub selected: Option<usize>,
+    pub detail: Option<DetailView>,
+}
+
+/// One connection's details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetailView {
+    /// `127.0.0.1:8080 -> 127.0.0.1:51000, netns 9`
+    pub title: String,
+    /// What the last read model lists about it.
+    pub facts: String,
+    /// What was seen of it since the view opened, oldest first.
+    pub lines: Vec<String>,
+}
+
+impl DetailView {
+    fn new(h: &History, model: Option<&Model>) -> Self {
+        let c = &h.conn;
+        let netns = c.netns.map(|n| format!(", netns {n}")).unwrap_or_default();
+        Self {
+            title: format!("{} -> {}{netns}", c.local, c.remote),
+            facts: model.and_then(|m| c.facts(m)).unwrap_or_else(|| {
+                "not listed in the last snapshot (closed, or beyond the rows asked for)".to_owned()
+            }),
+            lines: h.lines().map(str::to_owned).collect(),
+        }
+    }
 }
 
 /// `n` per second over `ns` nanoseconds; none without a period.
@@ -169,6 +209,8 @@ impl View {
                 scroll: 0,
                 help: ui.help,
                 color,
+                selected: None,
+                detail: ui.detail.as_ref().map(|h| DetailView::new(h, None)),
             };
         };
         let period = previous.map_or(0, |p| m.mono_ns.saturating_sub(p.mono_ns));
@@ -197,6 +239,7 @@ impl View {
         let mut table = panes::table(ui.pane, m, previous, period, filter);
         let sort = ui.sort[ui.pane.index()];
         table.sort(sort.column, sort.reversed);
+        let selected = (!table.conns.is_empty()).then(|| ui.scroll.min(table.rows.len() - 1));
         Self {
             title,
             states,
@@ -206,7 +249,15 @@ impl View {
             scroll: ui.scroll,
             help: ui.help,
             color,
+            selected,
+            detail: ui.detail.as_ref().map(|h| DetailView::new(h, Some(m))),
         }
+    }
+
+    /// The connection `enter` opens: the selected row's.
+    #[must_use]
+    pub fn selected_conn(&self) -> Option<ConnId> {
+        self.table.conns.get(self.selected?)?.clone()
     }
 }
 
@@ -215,12 +266,23 @@ impl Table {
     pub fn sort(&mut self, column: usize, reversed: bool) {
         let column = column.min(self.headers.len().saturating_sub(1));
         self.sorted_by = column;
-        self.rows.sort_by(|a, b| {
+        let order = |a: &[Cell], b: &[Cell]| {
             let order = match (a.get(column), b.get(column)) {
                 (Some(x), Some(y)) => Cell::order(x, y),
                 _ => std::cmp::Ordering::Equal,
             };
             if reversed { order.reverse() } else { order }
-        });
+        };
+        if self.conns.len() == self.rows.len() && !self.conns.is_empty() {
+            // Each row keeps its connection.
+            let mut both: Vec<_> = std::mem::take(&mut self.rows)
+                .into_iter()
+                .zip(std::mem::take(&mut self.conns))
+                .collect();
+            both.sort_by(|a, b| order(&a.0, &b.0));
+            (self.rows, self.conns) = both.into_iter().unzip();
+        } else {
+            self.rows.sort_by(|a, b| order(a, b));
+        }
     }
 }

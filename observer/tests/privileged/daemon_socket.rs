@@ -188,14 +188,6 @@ fn the_stream_carries_every_transition_and_the_filters_choose() {
         drop(leak.client);
         (ports, (leak.listener, leak.server, leak.conn))
     });
-    let mut by_port = Stream::subscribe(
-        &path,
-        &format!(
-            r#"{{"stream":"events","filter":{{"ports":[{}]}}}}"#,
-            ports[0]
-        ),
-    );
-    by_port.rest(Duration::from_millis(10));
     let leak_port = leak.2.server_port;
     recorder.reports_until(Duration::from_secs(10), |r| {
         let steps = recorded(r);
@@ -207,6 +199,15 @@ fn the_stream_carries_every_transition_and_the_filters_choose() {
         transitions(lines) == expected
     }));
     assert_eq!(got, expected);
+    // Subscribed once the daemon has streamed (so applied) those connections' transitions.
+    let mut by_port = Stream::subscribe(
+        &path,
+        &format!(
+            r#"{{"stream":"events","filter":{{"ports":[{}]}}}}"#,
+            ports[0]
+        ),
+    );
+    by_port.rest(Duration::from_millis(10));
     // Nothing more arrives: the daemon saw exactly what the probes saw.
     let lines = all.rest(Duration::from_millis(500)).to_vec();
     assert_eq!(transitions(&lines), expected, "no extra transition");
@@ -454,11 +455,111 @@ fn snapshots_show_a_close_wait_leak_and_watch_reads_through_the_daemon() {
     drop(leaks);
 }
 
+const TMUX: &str = "/usr/bin/tmux";
+
+/// A detached tmux session running one command, read by capturing its pane.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(args: &[&str]) -> String {
+        let out = std::process::Command::new(TMUX)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn start(session: String, command: &str) -> Self {
+        Self::run(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            command,
+        ]);
+        Self(session)
+    }
+
+    fn keys(&self, keys: &str) {
+        Self::run(&["send-keys", "-t", &self.0, keys]);
+    }
+
+    /// The pane once `done` holds of it, failing after 15 s.
+    fn capture_until(&self, what: &str, done: &dyn Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = Self::run(&["capture-pane", "-p", "-t", &self.0]);
+            if done(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "waiting for {what}:\n{screen}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for the session to end (its command exited).
+    fn wait_gone(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::process::Command::new(TMUX)
+            .args(["has-session", "-t", &self.0])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// In the CLOSE_WAIT pane, enter opens the selected (top) row: the oldest leak. Closing that
+/// socket shows its last transitions as they happen; escape goes back to the pane.
+fn details_follow_a_leak_as_it_closes(
+    tmux: &Tmux,
+    leaks: &mut Vec<(std::net::TcpListener, std::net::TcpStream)>,
+    inode: u32,
+    rows: &dyn Fn(&str) -> usize,
+) {
+    tmux.keys("Enter");
+    let screen = tmux.capture_until("the connection's details", &|s| {
+        s.contains("Connection 127.0.0.1:") && s.contains("Now: CLOSE_WAIT for")
+    });
+    let title = screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Connection "))
+        .unwrap()
+        .to_owned();
+    let at = leaks
+        .iter()
+        .position(|(_, server)| {
+            title
+                == format!(
+                    "{} -> {}, netns {inode}",
+                    server.local_addr().unwrap(),
+                    server.peer_addr().unwrap()
+                )
+        })
+        .unwrap_or_else(|| panic!("no leak is {title}:\n{screen}"));
+    drop(leaks.remove(at));
+    let screen = tmux.capture_until("its close, as it happens", &|s| {
+        s.contains("CLOSE_WAIT -> LAST_ACK after") && s.contains("LAST_ACK -> CLOSE")
+    });
+    assert!(screen.contains("esc back"), "{screen}");
+    tmux.keys("Escape");
+    tmux.capture_until("the CLOSE_WAIT pane again, one row fewer", &|s| {
+        s.contains("[3 CLOSE_WAIT]") && rows(s) == 2
+    });
+}
+
 /// `observer top` in a tmux pane against the daemon: a CLOSE_WAIT leak and a TIME_WAIT
-/// pile-up made in a namespace appear with their numbers.
+/// pile-up made in a namespace appear with their numbers, and a leak's details follow it as it
+/// closes.
 #[test]
 fn top_in_tmux_shows_a_close_wait_leak_and_a_timewait_pile_up() {
-    const TMUX: &str = "/usr/bin/tmux";
     if !privileged("daemon_socket::top_in_tmux_shows_a_close_wait_leak_and_a_timewait_pile_up")
         || !support::services::have(TMUX, "daemon_socket::top_in_tmux")
     {
@@ -470,7 +571,7 @@ fn top_in_tmux_shows_a_close_wait_leak_and_a_timewait_pile_up() {
     let dir = TempDir::new("socktop");
     let (_daemon, _, path) = start_daemon(&dir, "");
     let inode = ns.inode();
-    let (leaks, timewait_port) = ns.enter(|| {
+    let (mut leaks, timewait_port) = ns.enter(|| {
         let leaks: Vec<_> = (0..3)
             .map(|_| {
                 let p = connected_pair(V4);
@@ -490,57 +591,28 @@ fn top_in_tmux_shows_a_close_wait_leak_and_a_timewait_pile_up() {
         }
         (leaks, port)
     });
-    let session = format!("observer-top-{}", std::process::id());
-    let tmux = |args: &[&str]| {
-        let out = std::process::Command::new(TMUX)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
     let command = format!(
         "NO_COLOR=1 {} top --socket {} --netns {inode} --interval 0.3",
         env!("CARGO_BIN_EXE_observer"),
         path.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &command,
-    ]);
-    let capture_until = |what: &str, done: &dyn Fn(&str) -> bool| -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let screen = tmux(&["capture-pane", "-p", "-t", &session]);
-            if done(&screen) {
-                return screen;
-            }
-            assert!(Instant::now() < deadline, "waiting for {what}:\n{screen}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let title = capture_until("the title", &|s| s.contains("observer top - daemon"));
+    let tmux = Tmux::start(format!("observer-top-{}", std::process::id()), &command);
+    let title = tmux.capture_until("the title", &|s| s.contains("observer top - daemon"));
     assert!(title.contains(&path.display().to_string()), "{title}");
-    tmux(&["send-keys", "-t", &session, "3"]);
+    tmux.keys("3");
     let rows = |s: &str| {
         s.lines()
             .filter(|l| l.trim_end().ends_with(&format!(" {inode}")))
             .count()
     };
-    let screen = capture_until("three CLOSE_WAIT rows", &|s| {
+    let screen = tmux.capture_until("three CLOSE_WAIT rows", &|s| {
         s.contains("[3 CLOSE_WAIT]") && rows(s) == 3
     });
     assert!(screen.contains("AGE*"), "{screen}");
-    tmux(&["send-keys", "-t", &session, "4"]);
+    details_follow_a_leak_as_it_closes(&tmux, &mut leaks, inode, &rows);
+    tmux.keys("4");
     let destination = format!("127.0.0.1:{timewait_port}");
-    let screen = capture_until("the TIME_WAIT destination", &|s| {
+    let screen = tmux.capture_until("the TIME_WAIT destination", &|s| {
         s.contains("[4 TIME_WAIT]") && s.contains(&destination)
     });
     let row = screen
@@ -550,15 +622,7 @@ fn top_in_tmux_shows_a_close_wait_leak_and_a_timewait_pile_up() {
         .split_whitespace()
         .collect::<Vec<_>>();
     assert_eq!(row[0], "12", "{screen}");
-    tmux(&["send-keys", "-t", &session, "q"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::process::Command::new(TMUX)
-        .args(["has-session", "-t", &session])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(Instant::now() < deadline, "top did not quit on q");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    tmux.keys("q");
+    tmux.wait_gone("top did not quit on q");
     drop(leaks);
 }

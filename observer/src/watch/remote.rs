@@ -169,7 +169,16 @@ pub(super) async fn run(
         } else {
             Ok(())
         };
-        if let Err(e) = written.and_then(|()| out.flush()) {
+        // Flushed when no more lines wait: once per burst (a write per line could not keep
+        // up with a busy host, and the daemon drops a client that falls behind).
+        let flushed = written.and_then(|()| {
+            if client.has_buffered() {
+                Ok(())
+            } else {
+                out.flush()
+            }
+        });
+        if let Err(e) = flushed {
             return quiet_on_broken_pipe(e);
         }
         if is_event {

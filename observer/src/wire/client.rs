@@ -128,6 +128,13 @@ impl Client {
         Ok(Some(line))
     }
 
+    /// Whether lines already read from the socket wait to be taken: a writer passing lines on
+    /// flushes when none do, once per burst instead of once per line.
+    #[must_use]
+    pub fn has_buffered(&mut self) -> bool {
+        !self.lines.get_ref().buffer().is_empty()
+    }
+
     /// Asks for one read model, up to `listed` entries per list, and reads it.
     pub async fn snapshot(&mut self, listed: usize) -> Result<Model, ClientError> {
         self.send(&Request::Snapshot { listed }).await?;

@@ -3,6 +3,7 @@
 //!
 //! Here what they share: the daemon being watched and the checks several scenarios make.
 
+mod clients;
 mod kill9_restart;
 mod reconcile_churn;
 mod ring_overflow;
@@ -23,13 +24,13 @@ use observer_testkit::{
 };
 
 use self::{
-    kill9_restart::kill9_restart, reconcile_churn::reconcile_churn, ring_overflow::ring_overflow,
-    rst_storm::rst_storm, sighup_storm::sighup_storm, soak::soak,
+    clients::clients, kill9_restart::kill9_restart, reconcile_churn::reconcile_churn,
+    ring_overflow::ring_overflow, rst_storm::rst_storm, sighup_storm::sighup_storm, soak::soak,
     startup_existing::startup_existing, syn_flood::syn_flood, timewait_expiry::timewait_expiry,
 };
 use super::{Check, OBSERVER, Options, Row, measure};
 
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "timewait_expiry",
     "syn_flood",
     "rst_storm",
@@ -38,6 +39,7 @@ pub const NAMES: [&str; 9] = [
     "sighup_storm",
     "startup_existing",
     "kill9_restart",
+    "clients",
     "soak",
 ];
 
@@ -52,6 +54,7 @@ pub fn run(name: &str, options: &Options) -> anyhow::Result<Row> {
         "sighup_storm" => sighup_storm(q),
         "startup_existing" => startup_existing(q),
         "kill9_restart" => kill9_restart(q),
+        "clients" => clients(q),
         "soak" => soak(q),
         other => bail!("no scenario {other}"),
     }

@@ -1,0 +1,362 @@
+//! `clients`: the daemon as the one consumer of the kernel that terminal views connect to.
+//! What `observer top` costs beside 100,000 tracked sockets, and the daemon's throughput with
+//! three `observer watch --json` clients streaming every event, against the same load with
+//! none, one right after the other.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use observer_testkit::{
+    churn::{self, Load},
+    daemon::{cpu_secs, die_with_parent},
+    netns::NetNs,
+};
+
+use super::{TABLES, Watched, rate};
+use crate::{Check, OBSERVER, Row, load};
+
+const TMUX: &str = "/usr/bin/tmux";
+const CLIENTS: usize = 3;
+/// One churn thread: the load leaves the clients a core (with two, on a 2-core host, the
+/// load takes both and the clients fall a queue behind).
+const CHURN_THREADS: usize = 1;
+
+pub(super) fn clients(quick: bool) -> anyhow::Result<Row> {
+    let (tw_secs, top_secs, churned) = if quick {
+        (2, 5, 20_000)
+    } else {
+        (10, 10, 100_000)
+    };
+    let tw = NetNs::new("stress-top")?;
+    tw.sysctl("net.ipv4.tcp_tw_reuse", "0")?;
+    tw.sysctl("net.ipv4.ip_local_port_range", "10000 60999")?;
+    tw.sysctl("net.ipv4.tcp_max_tw_buckets", "400000")?;
+    let mut w = Watched::start(TABLES, &[])?;
+    let socket = w.daemon.socket();
+
+    // 10,000 TIME_WAIT a second for 10 s: 100,000 sockets tracked for the next 60 s.
+    let made = tw.enter(|| load::time_wait(10_000, Duration::from_secs(tw_secs)))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let tracked = w
+        .metrics()?
+        .sum("observer_tracker_sockets", &[("table", "timewait")]);
+    let mut row = Row {
+        scenario: "clients",
+        load: format!(
+            "observer top beside {made} TIME_WAIT for {top_secs} s; then {churned} connections \
+             churned with {CLIENTS} watch clients streaming, after the same with none"
+        ),
+        ..Row::default()
+    };
+    row.checks.push(Check::new(
+        "sockets tracked while top runs",
+        tracked >= made,
+        format!("{tracked} timewait sockets tracked, {made} made"),
+    ));
+
+    // The daemon alone, then the daemon serving top, over windows of the same length.
+    let window = Duration::from_secs(top_secs);
+    let idle = cpu_over(w.daemon.pid(), window);
+    let top = Top::start(&socket)?;
+    // Its first screens: connecting, the first snapshot.
+    std::thread::sleep(Duration::from_secs(2));
+    let (top_cpu, daemon_cpu) = {
+        let (top0, daemon0, at) = (cpu_secs(top.pid), w.daemon.cpu_secs(), Instant::now());
+        std::thread::sleep(window);
+        let wall = at.elapsed().as_secs_f64();
+        (
+            (cpu_secs(top.pid) - top0) / wall,
+            (w.daemon.cpu_secs() - daemon0) / wall,
+        )
+    };
+    let screen = top.screen()?;
+    drop(top);
+    let shown = shown_timewait(&screen);
+    row.checks.push(Check::new(
+        "top shows the sockets",
+        shown.is_some_and(|n| n >= made),
+        format!("its states line shows TIME_WAIT {shown:?}, {made} made"),
+    ));
+    row.checks.push(Check::new(
+        "CPU of observer top, refreshing every second",
+        true,
+        format!(
+            "top {:.1}% of a core; the daemon {:.1}% serving it against {:.1}% alone, beside \
+             {tracked} tracked sockets",
+            top_cpu * 100.0,
+            daemon_cpu * 100.0,
+            idle * 100.0
+        ),
+    ));
+
+    streaming(&mut w, &mut row, &socket, churned)?;
+    w.finish(&mut row)?;
+    Ok(row)
+}
+
+/// The same churn twice, in a namespace of its own: without clients, then with three
+/// `observer watch --json` streaming it.
+fn streaming(
+    w: &mut Watched,
+    row: &mut Row,
+    socket: &std::path::Path,
+    churned: u64,
+) -> anyhow::Result<()> {
+    let churn_ns = NetNs::new("stress-clients")?;
+    let lost_before = w.lost()?;
+    let alone = churn_once(w, &churn_ns, churned)?;
+    let watchers: Vec<Watcher> = (0..CLIENTS)
+        .map(|_| Watcher::start(socket, churn_ns.inode()))
+        .collect::<anyhow::Result<_>>()?;
+    let rss_before = w.daemon.rss_bytes();
+    let threads_before = thread_cpu(w.daemon.pid());
+    let with = churn_once(w, &churn_ns, churned)?;
+    let threads: Vec<String> = thread_cpu(w.daemon.pid())
+        .into_iter()
+        .map(|(name, cpu)| {
+            let before = threads_before.get(&name).copied().unwrap_or(0.0);
+            format!("{name} {:.2} s", cpu - before)
+        })
+        .collect();
+    let rss_after = w.daemon.rss_bytes();
+    std::thread::sleep(Duration::from_millis(500));
+    let received: Vec<u64> = watchers
+        .into_iter()
+        .map(Watcher::finish)
+        .collect::<anyhow::Result<_>>()?;
+    let lost = w.lost()? - lost_before;
+    let drops = w.grew("observer_socket_client_drops_total", &[])?;
+    // A client that falls a queue behind is cut off and counted, never waited for: each one
+    // got every transition, or was cut off, and the cut-offs are the drops counted.
+    let complete = received.iter().filter(|n| **n == with.transitions).count();
+    let short = received.iter().filter(|n| **n < with.transitions).count();
+    row.checks.push(Check::new(
+        "each client got every transition, or was cut off and counted",
+        complete + short == CLIENTS && short as u64 == drops,
+        format!(
+            "transition lines per client {received:?}, {} transitions made; {drops} clients \
+             cut off for falling behind",
+            with.transitions
+        ),
+    ));
+    row.checks.push(Check::new(
+        "nothing lost with clients streaming",
+        lost == 0,
+        format!("{lost} events lost"),
+    ));
+    row.checks.push(Check::new(
+        "daemon throughput with 3 streaming clients",
+        true,
+        format!(
+            "{:.0} transitions/s made; daemon {:.2} CPU s per million events with {CLIENTS} \
+             clients against {:.2} without (x{:.2}; by thread: {}); RSS {} -> {} MiB",
+            with.per_s,
+            with.cpu_per_million,
+            alone.cpu_per_million,
+            with.cpu_per_million / alone.cpu_per_million,
+            threads.join(", "),
+            rss_before >> 20,
+            rss_after >> 20
+        ),
+    ));
+    Ok(())
+}
+
+/// CPU seconds per wall second of `pid` over `window`.
+fn cpu_over(pid: u32, window: Duration) -> f64 {
+    let (before, at) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(window);
+    (cpu_secs(pid) - before) / at.elapsed().as_secs_f64()
+}
+
+/// CPU seconds of `pid`'s threads so far, summed by thread name.
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map_or("?", |(name, _)| name)
+            .to_owned();
+        let tid = task.file_name().to_string_lossy().parse().unwrap_or(0);
+        *by_name.entry(name).or_insert(0.0) += cpu_secs_of_task(pid, tid);
+    }
+    by_name
+}
+
+fn cpu_secs_of_task(pid: u32, tid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    #[expect(clippy::cast_precision_loss, reason = "ticks far below 2^52")]
+    let secs = ticks as f64 / hz as f64;
+    secs
+}
+
+/// One churn's figures.
+struct Churned {
+    transitions: u64,
+    per_s: f64,
+    cpu_per_million: f64,
+}
+
+fn churn_once(w: &mut Watched, ns: &NetNs, connections: u64) -> anyhow::Result<Churned> {
+    let received_before = w.grew("observer_events_received_total", &[])?;
+    let cpu_before = w.daemon.cpu_secs();
+    let load = Load {
+        threads: CHURN_THREADS,
+        connections,
+        max_time: Duration::from_mins(1),
+    };
+    let made = ns.enter(|| churn::run(&load, None))?;
+    // The last reads of the ring buffer (every 10 ms) and the clients' last lines.
+    std::thread::sleep(Duration::from_secs(1));
+    let events = w.grew("observer_events_received_total", &[])? - received_before;
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let cpu_per_million = (w.daemon.cpu_secs() - cpu_before) * 1e6 / events.max(1) as f64;
+    Ok(Churned {
+        transitions: made.transitions(),
+        per_s: rate(made.transitions(), made.elapsed),
+        cpu_per_million,
+    })
+}
+
+/// `observer top` in a detached tmux session, reading the daemon's socket.
+struct Top {
+    session: String,
+    pid: u32,
+}
+
+impl Top {
+    fn start(socket: &std::path::Path) -> anyhow::Result<Self> {
+        let session = format!("observer-stress-top-{}", std::process::id());
+        let command = format!(
+            "exec env NO_COLOR=1 {OBSERVER} top --socket {} --interval 1",
+            socket.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            &command,
+        ])?;
+        let pid = tmux(&["display-message", "-p", "-t", &session, "#{pane_pid}"])?
+            .trim()
+            .parse()
+            .context("tmux's pane pid")?;
+        let top = Self { session, pid };
+        std::thread::sleep(Duration::from_millis(300));
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "observer" {
+            bail!(
+                "tmux's pane runs {comm:?}, not observer top:\n{}",
+                top.screen()?
+            );
+        }
+        Ok(top)
+    }
+
+    fn screen(&self) -> anyhow::Result<String> {
+        tmux(&["capture-pane", "-p", "-t", &self.session])
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        let _ = tmux(&["kill-session", "-t", &self.session]);
+    }
+}
+
+fn tmux(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(TMUX)
+        .args(args)
+        .output()
+        .context("running tmux (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        bail!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The TIME_WAIT count of top's states line (`sockets: ... TIME_WAIT 100003 ...`).
+fn shown_timewait(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.starts_with("sockets:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "TIME_WAIT")?;
+    words.next()?.parse().ok()
+}
+
+/// `observer watch --json` through the daemon's socket, its transition lines counted.
+struct Watcher {
+    child: Child,
+    counter: JoinHandle<u64>,
+}
+
+impl Watcher {
+    fn start(socket: &std::path::Path, netns: u32) -> anyhow::Result<Self> {
+        let mut child = die_with_parent(
+            Command::new(OBSERVER)
+                .args(["watch", "--json", "--netns", &netns.to_string(), "--socket"])
+                .arg(socket)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .spawn()
+        .context("starting observer watch")?;
+        let out = BufReader::new(child.stdout.take().context("piped")?);
+        let counter = std::thread::spawn(move || {
+            out.lines()
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("{\"type\":\"transition\""))
+                .count() as u64
+        });
+        // Subscribed once its banner would be out; the churn starts after.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Self { child, counter })
+    }
+
+    /// Stops it (SIGINT: it ends its stream cleanly) and returns the lines it counted.
+    fn finish(mut self) -> anyhow::Result<u64> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
+        let _ = self.child.wait();
+        self.counter
+            .join()
+            .map_err(|_| anyhow::anyhow!("the line counter panicked"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_timewait_count_of_the_states_line() {
+        let screen = "observer top - daemon /run/o.sock - every 1s\n\
+                      sockets: ESTABLISHED 3 TIME_WAIT 100003 LISTEN 1\n";
+        assert_eq!(super::shown_timewait(screen), Some(100_003));
+        assert_eq!(super::shown_timewait("sockets: none\n"), None);
+    }
+}

@@ -1,7 +1,6 @@
 //! The one read model of what the pipeline knows: plain values copied out of the tracker and
-//! the counters around it, under the pipeline's lock, in time that grows with the sockets
-//! tracked (one pass over each table, for the counts by workload) and the sockets listed, not
-//! with the events seen.
+//! the counters around it, under the pipeline's lock, in time that grows with the CLOSE_WAIT
+//! sockets (one pass over them) and the sockets listed, not with the events seen.
 //! Metrics, the watch summary and any other front-end read a [`Snapshot`] after the lock is
 //! released, and shape it as they need (port labels, text, JSON).
 
@@ -126,8 +125,7 @@ pub struct Snapshot {
     pub half_open: Vec<HalfOpenSuspect>,
     /// Every half-open suspect, by cgroup.
     pub half_open_by_cgroup: Vec<HalfOpenGroup>,
-    /// Every socket tracked, by cgroup and state (one pass over both socket tables: the one
-    /// part of a snapshot whose time grows with every socket, a few ms per million).
+    /// Every socket tracked, by cgroup and state.
     pub sockets_by_cgroup: Vec<CgroupSockets>,
     /// RSTs and closes before accept() by workload.
     pub workload_tally: WorkloadTally,
@@ -273,8 +271,8 @@ pub struct DestinationUsage {
     pub port_share: Option<f64>,
 }
 
-/// What only a full-screen view needs beside a [`Snapshot`], taken on request (`observer
-/// top`), never for a scrape.
+/// What only a full-screen view needs beside a [`Snapshot`]: one pass over every socket, so
+/// it is taken on request (`observer top`), never for a scrape.
 #[derive(Clone, Debug, Default)]
 pub struct Breakdown {
     /// Full sockets by owning process, most sockets first.

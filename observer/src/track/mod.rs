@@ -4,6 +4,7 @@
 //!
 //! Third step of the pipeline: load -> decode -> track -> output.
 
+mod by_cgroup;
 pub mod durations;
 pub mod ends;
 mod packed;
@@ -222,6 +223,8 @@ impl Tracker {
         if self.now_ns.saturating_sub(self.streaks_checked_ns) >= STREAK_CHECK_NS {
             self.streaks_checked_ns = self.now_ns;
             self.check_streaks(out);
+            self.sockets.prune_cgroups();
+            self.timewaits.table.prune_cgroups();
         }
         while let Some(&(key, closed_ns)) = self.recent_order.front() {
             if self.now_ns.saturating_sub(closed_ns) < GRACE_NS

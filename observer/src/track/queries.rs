@@ -255,15 +255,17 @@ impl Tracker {
         full.chain(timewait).collect()
     }
 
-    /// Every socket tracked now, counted by cgroup and state: one pass over both tables.
+    /// Every socket tracked now, counted by cgroup and state (kept as they change: no walk of
+    /// the tables).
     #[must_use]
     pub fn sockets_by_cgroup(&self) -> Vec<CgroupSockets> {
         let mut groups: FxHashMap<Option<CgroupId>, PerState<u64>> = FxHashMap::default();
-        for (_, c, _) in (0..self.sockets.slot_count()).filter_map(|i| self.sockets.at(i)) {
-            groups.entry(c.cgroup).or_default()[c.state] += 1;
-        }
-        for (_, t) in self.timewaits.table.iter() {
-            groups.entry(t.cgroup).or_default()[t.substate] += 1;
+        let full = self.sockets.by_cgroup().iter();
+        for (cgroup, counts) in full.chain(self.timewaits.table.by_cgroup().iter()) {
+            let sums = groups.entry(cgroup).or_default();
+            for (state, n) in counts.iter() {
+                sums[state] += n;
+            }
         }
         let mut v: Vec<CgroupSockets> = groups
             .into_iter()

@@ -13,6 +13,7 @@ use std::{
 use hashbrown::HashTable;
 use observer_common::TcpState;
 
+use super::by_cgroup::ByCgroup;
 use super::{
     Tuple,
     packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
@@ -177,6 +178,8 @@ pub struct Table {
     /// The sockets in CLOSE_WAIT, oldest first, as (since when, slot): the ones alerts and
     /// owners are about, read oldest first and rarely all.
     close_wait: BTreeSet<(u64, u32)>,
+    /// Sockets by cgroup and state.
+    by_cgroup: ByCgroup,
 }
 
 impl Table {
@@ -192,6 +195,7 @@ impl Table {
             capacity: capacity.clamp(1, NONE as usize),
             states: PerState::default(),
             close_wait: BTreeSet::new(),
+            by_cgroup: ByCgroup::default(),
         }
     }
 
@@ -249,6 +253,8 @@ impl Table {
         self.count(i, old.state, old.since_ns, -1);
         self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn);
         self.count(i, conn.state, conn.since_ns, 1);
+        self.by_cgroup
+            .moved((old.cgroup, old.state), (conn.cgroup, conn.state));
         if tuple_changed {
             self.index_tuple(i);
         }
@@ -296,6 +302,7 @@ impl Table {
         let removed = self.slots[i as usize];
         self.unindex_tuple(i, &removed.tuple());
         self.count(i, removed.state, removed.since_ns, -1);
+        self.by_cgroup.add(removed.cgroup, removed.state, -1);
         let slot = &mut self.slots[i as usize];
         slot.bits = VACANT;
         slot.older = self.vacant;
@@ -331,6 +338,15 @@ impl Table {
     /// Sockets in each state (index: kernel value - 1).
     pub const fn states(&self) -> PerState<u64> {
         self.states
+    }
+
+    /// Sockets by cgroup and state.
+    pub const fn by_cgroup(&self) -> &ByCgroup {
+        &self.by_cgroup
+    }
+
+    pub fn prune_cgroups(&mut self) {
+        self.by_cgroup.prune();
     }
 
     /// The keys of the sockets with this 4-tuple.
@@ -399,6 +415,7 @@ impl Table {
             .insert_unique(hash_key(key), i, |&j| hash_key(slots[j as usize].key));
         self.index_tuple(i);
         self.count(i, conn.state, conn.since_ns, 1);
+        self.by_cgroup.add(conn.cgroup, conn.state, 1);
         evicted
     }
 

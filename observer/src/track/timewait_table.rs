@@ -4,6 +4,7 @@
 //! bytes per entry, and counted as they come and go: by substate, per namespace and per
 //! destination, so that neither a scrape nor an alert evaluation walks them.
 
+use super::by_cgroup::ByCgroup;
 use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
@@ -155,6 +156,8 @@ pub struct TimewaitTable {
     /// Sockets now in TIME_WAIT, and orphaned FIN_WAIT2 ones.
     time_wait: u64,
     fin_wait2: u64,
+    /// Timewait sockets by cgroup and substate.
+    by_cgroup: ByCgroup,
     usage: TimewaitUsage,
     /// `ip_local_port_range` per namespace, for [`TimewaitUsage::per_destination`].
     port_ranges: FxHashMap<Netns, (u16, u16)>,
@@ -174,6 +177,7 @@ impl TimewaitTable {
             capacity: capacity.clamp(1, NONE as usize),
             time_wait: 0,
             fin_wait2: 0,
+            by_cgroup: ByCgroup::default(),
             usage: TimewaitUsage::default(),
             port_ranges: FxHashMap::default(),
         }
@@ -323,6 +327,15 @@ impl TimewaitTable {
             .map(|s| (s.key, s.tw()))
     }
 
+    /// Timewait sockets by cgroup and substate.
+    pub const fn by_cgroup(&self) -> &ByCgroup {
+        &self.by_cgroup
+    }
+
+    pub fn prune_cgroups(&mut self) {
+        self.by_cgroup.prune();
+    }
+
     /// (TIME_WAIT, FIN_WAIT2) sockets now.
     pub const fn substates(&self) -> (u64, u64) {
         (self.time_wait, self.fin_wait2)
@@ -374,6 +387,7 @@ impl TimewaitTable {
             &mut self.time_wait
         };
         *slot = slot.saturating_add_signed(delta);
+        self.by_cgroup.add(tw.cgroup, tw.substate, delta);
         add(&mut self.usage.per_netns, tw.tuple.netns, delta);
         if let Some(d) = self.destination(&tw.tuple) {
             add(&mut self.usage.per_destination, d, delta);

@@ -166,3 +166,104 @@ fn assert_timewait_identity(tracker: &Tracker) {
         "{c:?}"
     );
 }
+
+/// A cgroup's sockets, the states with some.
+type CgroupCounts = (Option<CgroupId>, Vec<(TcpState, u64)>);
+
+/// Sockets by cgroup and state as a walk of both tables counts them.
+fn walked_by_cgroup(tracker: &Tracker) -> Vec<CgroupCounts> {
+    let mut by: std::collections::BTreeMap<Option<CgroupId>, PerState<u64>> =
+        std::collections::BTreeMap::new();
+    for (_, c, _) in (0..tracker.sockets.slot_count()).filter_map(|i| tracker.sockets.at(i)) {
+        by.entry(c.cgroup).or_default()[c.state] += 1;
+    }
+    for (_, tw) in tracker.timewaits.table.iter() {
+        by.entry(tw.cgroup).or_default()[tw.substate] += 1;
+    }
+    by.into_iter().map(|(c, p)| (c, nonzero(&p))).collect()
+}
+
+fn nonzero(p: &PerState<u64>) -> Vec<(TcpState, u64)> {
+    p.iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| (s, *n))
+        .collect()
+}
+
+#[test]
+fn sockets_by_cgroup_are_kept_as_a_walk_would_count_them() {
+    let (a, b, c) = (CgroupId::new(11), CgroupId::new(22), CgroupId::new(33));
+    let with = |e: Event, cgroup: Option<CgroupId>| match e {
+        Event::Transition(t) => Event::Transition(Transition { cgroup, ..t }),
+        other => other,
+    };
+    let mut tracker = Tracker::new(64);
+    let check = |tracker: &Tracker| {
+        let kept: Vec<_> = tracker
+            .sockets_by_cgroup()
+            .iter()
+            .map(|g| (g.cgroup, nonzero(&g.sockets)))
+            .collect();
+        assert_eq!(kept, walked_by_cgroup(tracker));
+    };
+    // A client of cgroup a, to TIME_WAIT (its timewait socket keeps the cgroup).
+    let mut events = vec![with(tr(1, 0, Close, SynSent, "0.0.0.0:0", SERVER), a)];
+    events.extend([
+        tr(1, 1, SynSent, Established, CLIENT, SERVER),
+        tr(1, 2, Established, FinWait1, CLIENT, SERVER),
+        tr(1, 3, FinWait1, FinWait2, CLIENT, SERVER),
+        // The timer starts just before the full socket closes.
+        start(900, 4, TimeWait),
+        tr(1, 4, FinWait2, Close, CLIENT, SERVER),
+    ]);
+    // A listener of cgroup b and its child, left in CLOSE_WAIT.
+    events.extend([
+        with(tr(2, 5, Close, Listen, "0.0.0.0:8080", "0.0.0.0:0"), b),
+        with(tr(3, 6, Listen, SynRecv, SERVER, "127.0.0.1:40001"), b),
+        tr(3, 7, SynRecv, Established, SERVER, "127.0.0.1:40001"),
+        tr(3, 8, Established, CloseWait, SERVER, "127.0.0.1:40001"),
+    ]);
+    // A socket first seen without a cgroup, whose next transition carries one.
+    events.extend([
+        tr(4, 9, SynSent, Established, "127.0.0.1:40002", SERVER),
+        with(
+            tr(4, 10, Established, CloseWait, "127.0.0.1:40002", SERVER),
+            c,
+        ),
+    ]);
+    for e in &events {
+        feed(&mut tracker, std::slice::from_ref(e));
+        check(&tracker);
+    }
+    assert_eq!(
+        walked_by_cgroup(&tracker),
+        [
+            (a, vec![(TimeWait, 1)]),
+            (b, vec![(CloseWait, 1), (Listen, 1)]),
+            (c, vec![(CloseWait, 1)]),
+        ]
+    );
+    // Closing all: no cgroup is left.
+    feed(
+        &mut tracker,
+        &[
+            tr(3, 11, CloseWait, LastAck, SERVER, "127.0.0.1:40001"),
+            tr(3, 12, LastAck, Close, SERVER, "127.0.0.1:40001"),
+            tr(4, 13, CloseWait, Close, "127.0.0.1:40002", SERVER),
+            tr(2, 14, Listen, Close, "0.0.0.0:8080", "0.0.0.0:0"),
+            timer(
+                900,
+                60_004,
+                TimerAction::Expire {
+                    substate: Some(TimeWait),
+                },
+            ),
+        ],
+    );
+    check(&tracker);
+    assert!(
+        tracker.sockets_by_cgroup().is_empty(),
+        "{:?}",
+        tracker.sockets_by_cgroup()
+    );
+}

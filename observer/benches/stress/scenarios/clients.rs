@@ -309,7 +309,22 @@ fn shown_timewait(screen: &str) -> Option<u64> {
     words.next()?.parse().ok()
 }
 
-/// `observer watch --json` through the daemon's socket, its transition lines counted.
+/// Whether a line is one of the kernel's transitions: not a timewait socket's restart or end,
+/// which the tracker reports from timer events (an earlier churn's TIME_WAIT killed when this
+/// one reuses its 4-tuple, for one).
+fn is_kernel_transition(line: &str) -> bool {
+    line.starts_with("{\"type\":\"transition\"")
+        && ![
+            "timewait_restarted",
+            "timewait_expired",
+            "timewait_killed",
+            "timewait_unseen",
+        ]
+        .iter()
+        .any(|note| line.contains(&format!("\"note\":\"{note}\"")))
+}
+
+/// `observer watch --json` through the daemon's socket, its kernel transitions counted.
 struct Watcher {
     child: Child,
     counter: JoinHandle<u64>,
@@ -331,7 +346,7 @@ impl Watcher {
         let counter = std::thread::spawn(move || {
             out.lines()
                 .map_while(Result::ok)
-                .filter(|l| l.starts_with("{\"type\":\"transition\""))
+                .filter(|l| is_kernel_transition(l))
                 .count() as u64
         });
         // Subscribed once its banner would be out; the churn starts after.
@@ -358,5 +373,18 @@ mod tests {
                       sockets: ESTABLISHED 3 TIME_WAIT 100003 LISTEN 1\n";
         assert_eq!(super::shown_timewait(screen), Some(100_003));
         assert_eq!(super::shown_timewait("sockets: none\n"), None);
+    }
+
+    #[test]
+    fn timewait_ends_are_not_kernel_transitions() {
+        let line = |note: &str| {
+            format!(
+                r#"{{"type":"transition","old_state":"TIME_WAIT","new_state":"CLOSE","note":{note}}}"#
+            )
+        };
+        assert!(super::is_kernel_transition(&line("null")));
+        assert!(super::is_kernel_transition(&line("\"timewait_entered\"")));
+        assert!(!super::is_kernel_transition(&line("\"timewait_killed\"")));
+        assert!(!super::is_kernel_transition(r#"{"type":"reset"}"#));
     }
 }

@@ -365,26 +365,3 @@ impl Watcher {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_the_timewait_count_of_the_states_line() {
-        let screen = "observer top - daemon /run/o.sock - every 1s\n\
-                      sockets: ESTABLISHED 3 TIME_WAIT 100003 LISTEN 1\n";
-        assert_eq!(super::shown_timewait(screen), Some(100_003));
-        assert_eq!(super::shown_timewait("sockets: none\n"), None);
-    }
-
-    #[test]
-    fn timewait_ends_are_not_kernel_transitions() {
-        let line = |note: &str| {
-            format!(
-                r#"{{"type":"transition","old_state":"TIME_WAIT","new_state":"CLOSE","note":{note}}}"#
-            )
-        };
-        assert!(super::is_kernel_transition(&line("null")));
-        assert!(super::is_kernel_transition(&line("\"timewait_entered\"")));
-        assert!(!super::is_kernel_transition(&line("\"timewait_killed\"")));
-        assert!(!super::is_kernel_transition(r#"{"type":"reset"}"#));
-    }
-}

@@ -63,8 +63,22 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
         cmd.arg("--qemu-opts=-accel tcg,thread=single");
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    cmd.env("PATH", format!("{}:{path}", b.vng_bin.display()))
-        .stdin(Stdio::null())
+    cmd.env("PATH", format!("{}:{path}", b.vng_bin.display()));
+    let echo = b.echo;
+    bounded(cmd, b.console_log, b.timeout, |line| {
+        echo && !is_kernel_line(line)
+    })
+}
+
+/// Runs a guest's command (vng, or qemu itself) with its console in `console_log`, printing the
+/// lines `echo` picks, and kills its whole process group at `timeout`.
+pub fn bounded(
+    mut cmd: Command,
+    console_log: &Path,
+    timeout: Duration,
+    echo: impl Fn(&str) -> bool,
+) -> anyhow::Result<Outcome> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group: at the timeout, qemu goes with vng.
@@ -75,9 +89,9 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
         forward(child.stdout.take().context("piped stdout")?, tx.clone()),
         forward(child.stderr.take().context("piped stderr")?, tx),
     ];
-    let mut log = std::fs::File::create(b.console_log)
-        .with_context(|| format!("creating {}", b.console_log.display()))?;
-    let deadline = Instant::now() + b.timeout;
+    let mut log = std::fs::File::create(console_log)
+        .with_context(|| format!("creating {}", console_log.display()))?;
+    let deadline = Instant::now() + timeout;
     let mut lines = Vec::new();
     let mut timed_out = false;
     loop {
@@ -85,10 +99,10 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
+                if echo(&line) {
+                    println!("  | {line}");
+                }
                 if !is_kernel_line(&line) {
-                    if b.echo {
-                        println!("  | {line}");
-                    }
                     lines.push(line);
                 }
             }

@@ -19,10 +19,12 @@ use super::install::KernelImage;
 const SUITE: &str = "bookworm";
 
 /// What the root holds beyond debootstrap's minimal base: systemd as init and its user database
-/// for dynamic users, udev for the devices systemd waits on, and what the checks run (ss,
-/// ps, curl, python3 for the leaking server).
+/// for dynamic users, udev for the devices systemd waits on, kmod (the kernel loads tcp_diag
+/// through modprobe when the daemon first asks sock_diag for sockets), and what the checks run
+/// (ss, ps, curl, python3 for the leaking server).
 const PACKAGES: &[&str] = &[
     "systemd",
+    "kmod",
     "systemd-sysv",
     "udev",
     "dbus",

@@ -149,30 +149,31 @@ pub fn run(
         ])
         // snapshot=on: the guest's writes go to a temporary file, the cached image stays as
         // it was.
-        .arg("-drive")
-        .arg(drive(&image, "observer-root", "snapshot=on"))
-        .arg("-drive")
-        .arg(drive(&in_tar, "observer-in", "readonly=on"))
-        .arg("-drive")
-        .arg(drive(&out_disk, "observer-out", ""));
+        .args(disk(&image, "observer-root", "snapshot=on"))
+        .args(disk(&in_tar, "observer-in", "readonly=on"))
+        .args(disk(&out_disk, "observer-out", ""));
     let booted = Instant::now();
     let outcome = guest::bounded(qemu, &dir.join("console.log"), timeout, |line| {
-        line.starts_with("check: ") || line.contains("initramfs:")
+        line.contains("check: ") || line.contains("initramfs:")
     })?;
     let in_guest = booted.elapsed();
     let out = dir.join("out");
     fs::create_dir_all(&out)?;
-    // The guest writes a tar archive at the start of the disk; nothing there means it never
-    // got that far.
-    let unpacked = Command::new("tar")
+    // The guest writes a tar archive at the start of the disk; zeros there (an empty archive
+    // to tar) mean it never got that far.
+    let _ = Command::new("tar")
         .arg("-xf")
         .arg(&out_disk)
         .arg("-C")
         .arg(&out)
         .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let text = fs::read_to_string(out.join("results.txt")).unwrap_or_default();
+        .status();
+    let results = out.join("results.txt");
+    let unpacked = results.exists();
+    if !unpacked {
+        print_tail(&dir.join("console.log"), 40);
+    }
+    let text = fs::read_to_string(&results).unwrap_or_default();
     let unit = fs::read_to_string(crate::workspace_root().join("deploy/systemd/observer.service"))
         .context("reading deploy/systemd/observer.service")?;
     let rows = rows(&text, &unit)?;
@@ -196,17 +197,23 @@ pub fn run(
     Ok((rows, note))
 }
 
-/// A virtio disk that the guest finds by its serial.
-fn drive(file: &Path, serial: &str, extra: &str) -> String {
-    let mut spec = format!(
-        "file={},format=raw,if=virtio,serial={serial}",
+/// qemu's arguments for a virtio disk that the guest finds by its serial (a property of the
+/// device, not of the drive, in current qemu).
+fn disk(file: &Path, serial: &str, extra: &str) -> [String; 4] {
+    let mut drive = format!(
+        "file={},format=raw,if=none,id={serial}",
         file.display().to_string().replace(',', ",,")
     );
     if !extra.is_empty() {
-        spec.push(',');
-        spec.push_str(extra);
+        drive.push(',');
+        drive.push_str(extra);
     }
-    spec
+    [
+        "-drive".to_owned(),
+        drive,
+        "-device".to_owned(),
+        format!("virtio-blk-pci,drive={serial},serial={serial}"),
+    ]
 }
 
 /// `cargo xtask deb` into `dir`; the .deb's path.
@@ -341,6 +348,19 @@ pub fn table(title: &str, rows: &[Row]) -> String {
 
 pub fn all_passed(rows: &[Row]) -> bool {
     !rows.is_empty() && rows.iter().all(|r| r.verdict == Verdict::Passed)
+}
+
+/// The end of the guest's console, for a run that gave no results.
+fn print_tail(log: &Path, lines: usize) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    println!(
+        "the guest's console, last {lines} lines ({}):",
+        log.display()
+    );
+    for line in &all[all.len().saturating_sub(lines)..] {
+        println!("  | {line}");
+    }
 }
 
 fn shorten(s: &str, max: usize) -> String {

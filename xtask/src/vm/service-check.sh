@@ -41,7 +41,8 @@ cursor() { journalctl --show-cursor -n 0 -q | sed -n 's/^-- cursor: //p'; }
 # PID 1's messages about the unit since a cursor (debug ones included while the log level is
 # debug).
 pid1_since() { journalctl -q --no-pager -o cat --after-cursor="$1" _PID=1 UNIT="$unit"; }
-metric() { curl -fsS --max-time 10 "$metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+# A sample's value; the exposition writes an unlabelled sample as NAME{} VALUE.
+metric() { curl -fsS --max-time 10 "$metrics" | awk -v m="$1" '$1 == m || $1 == m "{}" { print $2 }'; }
 
 log "systemd $(systemctl --version | head -1), kernel $(uname -r)"
 if [ "$(cat /proc/1/comm)" = systemd ]; then
@@ -224,7 +225,8 @@ fi
 main_pid=$new_pid
 # The age the daemon reports must be the leak's age by this script's own clock, not the time
 # since the restart.
-wait_for 30 sh -c "curl -fsS --max-time 5 $metrics | grep -q '^observer_tcp_close_wait_oldest_seconds [1-9]'"
+leak_seen() { awk -v age="$(metric observer_tcp_close_wait_oldest_seconds)" 'BEGIN { exit !(age >= 1) }'; }
+wait_for 30 leak_seen
 age=$(metric observer_tcp_close_wait_oldest_seconds)
 at=$(now)
 verdict=$(awk -v age="${age:-0}" -v t0="$leak_t0" -v at="$at" -v killed="$killed_at" 'BEGIN {

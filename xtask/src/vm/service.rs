@@ -129,29 +129,7 @@ pub fn run(
         kernel.release,
         accel.name()
     );
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-m", "2G", "-smp", "2", "-nographic", "-no-reboot"])
-        .args(["-monitor", "none", "-serial", "stdio", "-nic", "none"])
-        .arg("-accel")
-        // One host thread for all emulated CPUs, as in the kernel matrix (see guest.rs).
-        .arg(match accel {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg,thread=single",
-        })
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 loglevel=4 systemd.unit=observer-vm.target \
-             systemd.show_status=error",
-        ])
-        // snapshot=on: the guest's writes go to a temporary file, the cached image stays as
-        // it was.
-        .args(disk(&image, "observer-root", "snapshot=on"))
-        .args(disk(&in_tar, "observer-in", "readonly=on"))
-        .args(disk(&out_disk, "observer-out", ""));
+    let qemu = qemu(kernel, accel, &initrd, &image, &in_tar, &out_disk);
     let booted = Instant::now();
     let outcome = guest::bounded(qemu, &dir.join("console.log"), timeout, |line| {
         line.contains("check: ") || line.contains("initramfs:")
@@ -195,6 +173,46 @@ pub fn run(
         Outcome::Finished { .. } => {}
     }
     Ok((rows, note))
+}
+
+/// The guest: 2 CPUs, 2 GiB, no network, the serial console on stdout, the root disk in
+/// snapshot mode, the input and results disks.
+fn qemu(
+    kernel: &KernelImage,
+    accel: Accel,
+    initrd: &Path,
+    image: &Path,
+    in_tar: &Path,
+    out_disk: &Path,
+) -> Command {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-m", "2G", "-smp", "2", "-nographic", "-no-reboot"])
+        .args(["-monitor", "none", "-serial", "stdio", "-nic", "none"])
+        .arg("-accel")
+        // One host thread for all emulated CPUs, as in the kernel matrix (see guest.rs).
+        .arg(match accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg,thread=single",
+        })
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        // The daily timers are masked: one that comes due during the checks (apt's, dpkg's
+        // database backup) would hold dpkg's lock or slow the emulated CPU.
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 loglevel=4 systemd.unit=observer-vm.target \
+             systemd.show_status=error systemd.mask=apt-daily.timer \
+             systemd.mask=apt-daily-upgrade.timer systemd.mask=dpkg-db-backup.timer \
+             systemd.mask=e2scrub_all.timer systemd.mask=fstrim.timer",
+        ])
+        // snapshot=on: the guest's writes go to a temporary file, the cached image stays as
+        // it was.
+        .args(disk(image, "observer-root", "snapshot=on"))
+        .args(disk(in_tar, "observer-in", "readonly=on"))
+        .args(disk(out_disk, "observer-out", ""));
+    qemu
 }
 
 /// qemu's arguments for a virtio disk that the guest finds by its serial (a property of the

@@ -1,5 +1,6 @@
 //! One guest boot through virtme-ng: the host's own root file system (9p) under the guest
-//! kernel, one command, its console kept in a log and bounded by a timeout.
+//! kernel, one command, its console kept in a log and bounded by a timeout. `bounded` does the
+//! last part for any guest command (the service test starts qemu itself).
 
 use std::{
     io::{BufRead as _, BufReader, Read, Write as _},
@@ -32,7 +33,7 @@ pub struct Boot<'a> {
 }
 
 pub enum Outcome {
-    /// vng exited; `lines` are the console's lines without the kernel's.
+    /// The command (vng or qemu) exited; `lines` are the console's lines without the kernel's.
     Finished { lines: Vec<String> },
     /// Killed at the timeout.
     TimedOut,

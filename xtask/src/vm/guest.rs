@@ -1,5 +1,6 @@
 //! One guest boot through virtme-ng: the host's own root file system (9p) under the guest
-//! kernel, one command, its console kept in a log and bounded by a timeout.
+//! kernel, one command, its console kept in a log and bounded by a timeout. `bounded` does the
+//! last part for any guest command (the service test starts qemu itself).
 
 use std::{
     io::{BufRead as _, BufReader, Read, Write as _},
@@ -32,7 +33,7 @@ pub struct Boot<'a> {
 }
 
 pub enum Outcome {
-    /// vng exited; `lines` are the console's lines without the kernel's.
+    /// The command (vng or qemu) exited; `lines` are the console's lines without the kernel's.
     Finished { lines: Vec<String> },
     /// Killed at the timeout.
     TimedOut,
@@ -63,8 +64,22 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
         cmd.arg("--qemu-opts=-accel tcg,thread=single");
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    cmd.env("PATH", format!("{}:{path}", b.vng_bin.display()))
-        .stdin(Stdio::null())
+    cmd.env("PATH", format!("{}:{path}", b.vng_bin.display()));
+    let echo = b.echo;
+    bounded(cmd, b.console_log, b.timeout, |line| {
+        echo && !is_kernel_line(line)
+    })
+}
+
+/// Runs a guest's command (vng, or qemu itself) with its console in `console_log`, printing the
+/// lines `echo` picks, and kills its whole process group at `timeout`.
+pub fn bounded(
+    mut cmd: Command,
+    console_log: &Path,
+    timeout: Duration,
+    echo: impl Fn(&str) -> bool,
+) -> anyhow::Result<Outcome> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group: at the timeout, qemu goes with vng.
@@ -75,9 +90,9 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
         forward(child.stdout.take().context("piped stdout")?, tx.clone()),
         forward(child.stderr.take().context("piped stderr")?, tx),
     ];
-    let mut log = std::fs::File::create(b.console_log)
-        .with_context(|| format!("creating {}", b.console_log.display()))?;
-    let deadline = Instant::now() + b.timeout;
+    let mut log = std::fs::File::create(console_log)
+        .with_context(|| format!("creating {}", console_log.display()))?;
+    let deadline = Instant::now() + timeout;
     let mut lines = Vec::new();
     let mut timed_out = false;
     loop {
@@ -85,10 +100,10 @@ pub fn boot(b: &Boot) -> anyhow::Result<Outcome> {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
+                if echo(&line) {
+                    println!("  | {line}");
+                }
                 if !is_kernel_line(&line) {
-                    if b.echo {
-                        println!("  | {line}");
-                    }
                     lines.push(line);
                 }
             }

@@ -1,10 +1,14 @@
 //! `cargo xtask vm-test`: the privileged test suite, built on the host, run inside virtual
-//! machines booted on Debian's kernels, one pass/fail table per kernel.
+//! machines booted on Debian's kernels, one pass/fail table per kernel; then the packaged
+//! service on a Debian system with systemd as PID 1 (service.rs), one table of checks.
 
 mod accel;
+mod caps;
 mod guest;
 mod install;
 mod results;
+mod root;
+mod service;
 
 use std::{
     path::{Path, PathBuf},
@@ -77,6 +81,12 @@ pub struct Options {
     pub timeout: Duration,
     /// For the test harness: a filter and its flags.
     pub harness_args: Vec<String>,
+    /// Run the kernel matrix (the privileged tests per kernel).
+    pub matrix: bool,
+    /// Run the service test (on 6.1, whatever `kernel` says).
+    pub service: bool,
+    /// Bound of the service guest's run, boot included.
+    pub service_timeout: Duration,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -93,22 +103,69 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let vm_dir = root.join("target/vm");
     std::fs::create_dir_all(&vm_dir)?;
     let vng_bin = install::virtme_ng(&vm_dir)?;
-    let kernels = opts
-        .kernel
-        .series()
+    let series = if opts.matrix {
+        opts.kernel.series()
+    } else {
+        Vec::new()
+    };
+    let mut kernels = series
         .into_iter()
         .map(|s| Ok((s, install::kernel(&vm_dir, s)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let binary = build_tests()?;
-    let listed = list_tests(&binary, &opts.harness_args)?;
+    let service_kernel = if opts.service {
+        if let Some(at) = kernels.iter().position(|(s, _)| *s == Series::V6_1) {
+            Some(at)
+        } else {
+            kernels.push((Series::V6_1, install::kernel(&vm_dir, Series::V6_1)?));
+            Some(kernels.len() - 1)
+        }
+    } else {
+        None
+    };
     let accel = accel::decide(&vm_dir, &vng_bin, &kernels[0].1)?;
     let mut all_ok = true;
+    if opts.matrix {
+        all_ok &= matrix(opts, &root, &vm_dir, &vng_bin, &kernels, accel)?;
+    }
+    if let Some(at) = service_kernel {
+        let started = Instant::now();
+        let kernel = &kernels[at].1;
+        let (rows, note) = service::run(&vm_dir, kernel, accel, opts.service_timeout)?;
+        let title = format!(
+            "observer.service, Debian bookworm with systemd as PID 1, Linux {} ({}, {}: {note})",
+            kernel.release,
+            accel.name(),
+            minutes(started.elapsed())
+        );
+        println!("{}", service::table(&title, &rows));
+        println!("guest files (console, journal, results) under target/vm/run/service/");
+        all_ok &= service::all_passed(&rows);
+    }
+    if !all_ok {
+        bail!("tests failed or did not finish in a guest; console logs under target/vm/run/");
+    }
+    Ok(())
+}
+
+/// The privileged tests in a guest per kernel, a table each and a summary; whether all passed.
+fn matrix(
+    opts: &Options,
+    root: &Path,
+    vm_dir: &Path,
+    vng_bin: &Path,
+    kernels: &[(Series, install::KernelImage)],
+    accel: accel::Accel,
+) -> anyhow::Result<bool> {
+    let binary = build_tests()?;
+    let listed = list_tests(&binary, &opts.harness_args)?;
+    let mut all_ok = true;
     let mut summary = Vec::new();
-    for (series, kernel) in &kernels {
+    let chosen = opts.kernel.series();
+    for (series, kernel) in kernels.iter().filter(|(s, _)| chosen.contains(s)) {
         let started = Instant::now();
         let run = GuestRun {
-            vm_dir: &vm_dir,
-            vng_bin: &vng_bin,
+            vm_dir,
+            vng_bin,
             binary: &binary,
             package_dir: &root.join("observer"),
             harness_args: &opts.harness_args,
@@ -139,10 +196,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     for line in &summary {
         println!("  {line}");
     }
-    if !all_ok {
-        bail!("tests failed or did not finish in a guest; console logs under target/vm/run/");
-    }
-    Ok(())
+    Ok(all_ok)
 }
 
 struct GuestRun<'a> {

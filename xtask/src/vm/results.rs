@@ -14,7 +14,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    const fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Self::Passed => "pass",
             Self::Failed => "FAIL",

@@ -364,4 +364,3 @@ impl Watcher {
             .map_err(|_| anyhow::anyhow!("the line counter panicked"))
     }
 }
-

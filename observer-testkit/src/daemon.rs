@@ -196,9 +196,19 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 
 /// CPU time of process `pid` (utime + stime of every thread), in seconds.
 #[must_use]
-#[expect(clippy::cast_precision_loss, reason = "clock ticks, far below 2^52")]
 pub fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time of thread `tid` of process `pid` (utime + stime), in seconds.
+#[must_use]
+pub fn thread_cpu_secs(pid: u32, tid: u32) -> f64 {
+    stat_cpu_secs(&format!("/proc/{pid}/task/{tid}/stat"))
+}
+
+#[expect(clippy::cast_precision_loss, reason = "clock ticks, far below 2^52")]
+fn stat_cpu_secs(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces); utime and stime are 14 and 15.
     let after_comm = stat.rsplit(')').next().unwrap_or_default();
     let ticks: u64 = after_comm

@@ -5,6 +5,7 @@
 //! connect.
 
 use crate::support;
+use observer_testkit::tmux::TMUX;
 
 use std::{
     collections::BTreeMap,
@@ -455,19 +456,12 @@ fn snapshots_show_a_close_wait_leak_and_watch_reads_through_the_daemon() {
     drop(leaks);
 }
 
-const TMUX: &str = "/usr/bin/tmux";
-
 /// A detached tmux session running one command, read by capturing its pane.
 struct Tmux(String);
 
 impl Tmux {
     fn run(args: &[&str]) -> String {
-        let out = std::process::Command::new(TMUX)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
+        observer_testkit::tmux::run(args).unwrap()
     }
 
     fn start(session: String, command: &str) -> Self {

@@ -177,7 +177,8 @@ fn link_modules(modules: &Path, release: &str) -> anyhow::Result<()> {
         .with_context(|| format!("linking {} (needs root)", link.display()))
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+/// Runs `cmd`, failing with its command line unless it succeeds.
+pub(super) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");

@@ -14,7 +14,7 @@ use std::{fmt::Write as _, io::Write as _};
 
 use anyhow::{Context as _, bail};
 
-use super::install::KernelImage;
+use super::install::{KernelImage, run};
 
 const SUITE: &str = "bookworm";
 
@@ -406,14 +406,6 @@ impl Cpio {
         self.entry("TRAILER!!!", 0, &[]);
         self.bytes
     }
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

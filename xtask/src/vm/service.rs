@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::{
     accel::Accel,
@@ -110,7 +110,7 @@ pub fn run(
     fs::write(input.join("service-check.sh"), CHECK_SCRIPT)?;
     fs::write(input.join("start.sh"), START_SCRIPT)?;
     let in_tar = dir.join("in.tar");
-    command(
+    super::install::run(
         Command::new("tar")
             .arg("-cf")
             .arg(&in_tar)
@@ -387,14 +387,6 @@ fn shorten(s: &str, max: usize) -> String {
     }
     let cut: String = s.chars().take(max - 3).collect();
     format!("{cut}...")
-}
-
-fn command(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,14 +13,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use observer_testkit::{
     churn::{self, Load},
-    daemon::{cpu_secs, die_with_parent},
+    daemon::{cpu_secs, die_with_parent, thread_cpu_secs},
     netns::NetNs,
 };
 
 use super::{TABLES, Watched, rate};
 use crate::{Check, OBSERVER, Row, load};
 
-const TMUX: &str = "/usr/bin/tmux";
 const CLIENTS: usize = 3;
 /// One churn thread: the load leaves the clients a core (with two, on a 2-core host, the
 /// load takes both and the clients fall a queue behind).
@@ -188,27 +187,9 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
             .map_or("?", |(name, _)| name)
             .to_owned();
         let tid = task.file_name().to_string_lossy().parse().unwrap_or(0);
-        *by_name.entry(name).or_insert(0.0) += cpu_secs_of_task(pid, tid);
+        *by_name.entry(name).or_insert(0.0) += thread_cpu_secs(pid, tid);
     }
     by_name
-}
-
-fn cpu_secs_of_task(pid: u32, tid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    #[expect(clippy::cast_precision_loss, reason = "ticks far below 2^52")]
-    let secs = ticks as f64 / hz as f64;
-    secs
 }
 
 /// One churn's figures.
@@ -291,14 +272,7 @@ impl Drop for Top {
 }
 
 fn tmux(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(TMUX)
-        .args(args)
-        .output()
-        .context("running tmux (cargo xtask setup installs it)")?;
-    if !out.status.success() {
-        bail!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?)
+    observer_testkit::tmux::run(args).context("running tmux (cargo xtask setup installs it)")
 }
 
 /// The TIME_WAIT count of top's states line (`sockets: ... TIME_WAIT 100003 ...`).

@@ -16,3 +16,19 @@ pub fn run(args: &[&str]) -> io::Result<String> {
     }
     String::from_utf8(out.stdout).map_err(io::Error::other)
 }
+
+/// Starts `command` in a detached session named `session`, on a 160x40 screen.
+pub fn start(session: &str, command: &str) -> io::Result<()> {
+    run(&[
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        command,
+    ])
+    .map(drop)
+}

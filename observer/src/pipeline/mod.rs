@@ -157,11 +157,13 @@ impl Pipeline {
         let mut tracker = Tracker::new(options.max_sockets);
         let half_open_after_ns = nanos(settings.half_open_after);
         tracker.set_half_open_after(half_open_after_ns);
-        let mut state = State::new(tracker, half_open_after_ns);
-        state.workloads = Arc::new(crate::workload::Resolver::host_with_kubelet(
-            options.kubelet_logs.as_deref(),
+        let workloads =
+            crate::workload::Resolver::host_with_kubelet(options.kubelet_logs.as_deref());
+        let shared = Shared::new(State::with_workloads(
+            tracker,
+            half_open_after_ns,
+            Arc::new(workloads),
         ));
-        let shared = Shared::new(state);
         let engine = settings
             .alerts
             .as_ref()

@@ -45,9 +45,19 @@ pub struct State {
 }
 
 impl State {
-    /// A fresh state around `tracker`.
+    /// A fresh state around `tracker`, naming workloads through this host's resolver.
     #[must_use]
     pub fn new(tracker: Tracker, half_open_after_ns: u64) -> Self {
+        Self::with_workloads(tracker, half_open_after_ns, Arc::new(Resolver::host()))
+    }
+
+    /// A fresh state around `tracker`, naming workloads through `workloads`.
+    #[must_use]
+    pub fn with_workloads(
+        tracker: Tracker,
+        half_open_after_ns: u64,
+        workloads: Arc<Resolver>,
+    ) -> Self {
         Self {
             tracker,
             transitions: TransitionCounts::default(),
@@ -60,7 +70,7 @@ impl State {
             notifications: NotificationCounts::default(),
             active_alerts: Vec::new(),
             last_reconciliation: None,
-            workloads: Arc::new(Resolver::host()),
+            workloads,
             workload_tally: WorkloadTally::default(),
             socket_client_drops: 0,
         }

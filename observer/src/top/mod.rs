@@ -59,7 +59,8 @@ enum Feed {
     },
     Standalone {
         pipeline: Box<Pipeline>,
-        following: bool,
+        /// The daemon's filter for the followed connection, applied here.
+        following: Option<Filter>,
     },
 }
 
@@ -85,7 +86,7 @@ impl Feed {
                     *followed = Some(Box::new(client));
                 }
             }
-            Self::Standalone { following, .. } => *following = conn.is_some(),
+            Self::Standalone { following, .. } => *following = conn.map(ConnId::filter),
         }
         Ok(())
     }
@@ -105,14 +106,15 @@ impl Feed {
                 following,
             } => {
                 pipeline.next().await?;
-                if !*following {
+                let Some(filter) = following else {
                     return Ok(Vec::new());
-                }
+                };
                 let clock = WallClock::now();
                 let now_ns = mono_now_ns();
                 Ok(pipeline
                     .reports()
                     .iter()
+                    .filter(|r| filter.passes(r))
                     .map(|r| serde_json::to_string(&Line::report(r, now_ns, &clock)))
                     .collect::<Result<_, _>>()?)
             }
@@ -208,7 +210,7 @@ async fn open(options: &TopOptions) -> anyhow::Result<(Feed, Mode)> {
     Ok((
         Feed::Standalone {
             pipeline: Box::new(pipeline),
-            following: false,
+            following: None,
         },
         Mode::Standalone,
     ))

@@ -465,17 +465,7 @@ impl Tmux {
     }
 
     fn start(session: String, command: &str) -> Self {
-        Self::run(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "160",
-            "-y",
-            "40",
-            command,
-        ]);
+        observer_testkit::tmux::start(&session, command).unwrap();
         Self(session)
     }
 

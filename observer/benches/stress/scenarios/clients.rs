@@ -233,17 +233,8 @@ impl Top {
             "exec env NO_COLOR=1 {OBSERVER} top --socket {} --interval 1",
             socket.display()
         );
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "160",
-            "-y",
-            "40",
-            &command,
-        ])?;
+        observer_testkit::tmux::start(&session, &command)
+            .context("starting observer top in tmux (cargo xtask setup installs tmux)")?;
         let pid = tmux(&["display-message", "-p", "-t", &session, "#{pane_pid}"])?
             .trim()
             .parse()

@@ -303,7 +303,13 @@ impl Tracker {
         tw.owner = owner;
         tw.cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
         tw.touched_ns = t.mono_ns;
-        let spent = known.map(|c| t.mono_ns.saturating_sub(c.since_ns));
+        // TIME_WAIT began when its timer started or the peer's FIN was seen, which may come
+        // before this close in the stream.
+        let spent = known.map(|c| {
+            tw.substate_since_ns
+                .min(t.mono_ns)
+                .saturating_sub(c.since_ns)
+        });
         let lower_bound = known.is_some_and(|c| c.has(super::table::ConnFlags::SEEDED));
         if tw.substate == TcpState::FinWait2 {
             // Still FIN_WAIT2 for the connection: only the socket carrying it changed.
@@ -414,13 +420,21 @@ impl Tracker {
         let Some(key) = self.timewaits.table.key_of(&ours) else {
             return;
         };
-        if self.timewaits.unlinked.get(&ours) == Some(&key) {
-            return;
-        }
+        let linked = self.timewaits.is_linked(key, &ours);
         let Some(mut tw) = self.timewaits.table.get_mut(key) else {
             return;
         };
         if tw.substate != TcpState::FinWait2 {
+            return;
+        }
+        if !linked {
+            // The close of our full socket is still to come: that handover reports the entry.
+            // The FIN may move the timer within its wheel bucket, which no tracepoint shows,
+            // so this may be the only sign of it.
+            tw.substate = TcpState::TimeWait;
+            tw.substate_since_ns = t.mono_ns;
+            tw.timeout_ns = None;
+            tw.touched_ns = t.mono_ns;
             return;
         }
         let spent = t.mono_ns.saturating_sub(tw.substate_since_ns);

@@ -129,6 +129,49 @@ fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
     assert_eq!(tracker.counts_by_state()[TimeWait], 1);
 }
 
+/// The peer's FIN can be seen between the start of the timewait socket (as FIN_WAIT2) and the
+/// close of the full socket it takes over, while its move to TIME_WAIT shifts the timer within
+/// its wheel bucket, which no tracepoint shows: the entry is reported at the handover.
+#[test]
+fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 12, FinWait2));
+    events.push(tr(0xB, 30, CloseWait, LastAck, SERVER, CLIENT));
+    events.push(tr(0xA, 31, FinWait2, Close, CLIENT, SERVER));
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).last().unwrap(),
+        &(
+            FinWait2,
+            TimeWait,
+            Some(19 * MS),
+            Some(Note::TimewaitEntered { timeout_ns: None })
+        )
+    );
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+    let end = feed(
+        &mut tracker,
+        &[timer(
+            0x7,
+            60_030,
+            TimerAction::Expire {
+                substate: Some(TimeWait),
+            },
+        )],
+    );
+    assert_eq!(
+        transitions(&end),
+        vec![(
+            TimeWait,
+            Close,
+            Some(60_000 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Expired))
+        )]
+    );
+    assert_eq!(tracker.stats().timewait_substate_unseen, 0);
+}
+
 #[test]
 fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
     let mut tracker = Tracker::new(16);

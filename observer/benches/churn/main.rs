@@ -209,9 +209,14 @@ fn main() -> anyhow::Result<()> {
     if !options.tracers.is_empty() {
         tracers.retain(|t| options.tracers.iter().any(|k| k == t.key()));
     }
+    // The baseline too, when it runs: observer's loss of throughput is judged against its.
+    let mut peak = vec![Tracer::None, Tracer::Observer];
+    if tracers.contains(&Tracer::Baseline) {
+        peak.push(Tracer::Baseline);
+    }
     let mut levels = vec![(threads, tracers)];
     if peak_threads > 0 && peak_threads != threads {
-        levels.push((peak_threads, vec![Tracer::None, Tracer::Observer]));
+        levels.push((peak_threads, peak));
     }
     let phases = run_levels(&levels, connections, rounds, max_time, &quiet)?;
 

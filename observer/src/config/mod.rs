@@ -61,12 +61,16 @@ pub struct WorkloadsConfig {
     /// The kubelet's directory of container log links, which names each container's pod,
     /// namespace and container. Default /var/log/containers; `""` reads none.
     pub kubelet_logs: Option<PathBuf>,
+    /// Whether the kernel program reads each socket's cgroup, from which its workload is
+    /// named. Off, every socket's workload is unknown and the read's cost is saved.
+    pub cgroups: bool,
 }
 
 impl Default for WorkloadsConfig {
     fn default() -> Self {
         Self {
             kubelet_logs: Some(PathBuf::from(DEFAULT_KUBELET_LOGS)),
+            cgroups: true,
         }
     }
 }

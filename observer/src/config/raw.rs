@@ -30,6 +30,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawWorkloads {
     kubelet_logs: Option<String>,
+    cgroups: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -140,6 +141,7 @@ impl RawConfig {
                     Some(path) if path.is_empty() => None,
                     Some(path) => Some(PathBuf::from(path)),
                 },
+                cgroups: self.workloads.cgroups.unwrap_or(workloads.cgroups),
             },
             kernel: KernelConfig {
                 ring_buffer_size: k.ring_buffer_size.map_or(kernel.ring_buffer_size, |s| s.0),

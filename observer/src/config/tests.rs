@@ -79,6 +79,7 @@ ring_buffer_size = "256K"
 
 [workloads]
 kubelet_logs = "/srv/kubelet-logs"
+cgroups = false
 
 [alerts]
 evaluation_interval = "500ms"
@@ -168,6 +169,7 @@ window = "5m"
         socket: SocketConfig::default(),
         workloads: WorkloadsConfig {
             kubelet_logs: Some(PathBuf::from("/srv/kubelet-logs")),
+            cgroups: false,
         },
         alerts: AlertsConfig {
             evaluation_interval: Duration::from_millis(500),
@@ -386,6 +388,7 @@ fn socket_table_sets_path_mode_group_and_queue() {
 
 #[test]
 fn workloads_table_sets_the_kubelet_directory() {
+    assert!(parse("").workloads.cgroups);
     assert_eq!(
         parse("").workloads.kubelet_logs,
         Some(PathBuf::from("/var/log/containers"))

@@ -90,6 +90,8 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// Whether the state program reads each socket's cgroup (`workloads.cgroups`).
+    pub cgroups: bool,
 }
 
 impl LoadOptions {
@@ -99,6 +101,7 @@ impl LoadOptions {
     pub fn sized(size: RingBufferSize) -> Self {
         Self {
             ring_buffer_bytes: size.resolve(crate::kernel::max_tw_buckets()),
+            cgroups: true,
         }
     }
 }
@@ -190,7 +193,13 @@ impl Probes {
             return Err(LoadError::RingBufferSize(size));
         }
         let tracefs = tracefs::ensure_mounted()?;
-        let plan = configure::plan(&tracefs)?;
+        let mut plan = configure::plan(&tracefs)?;
+        if !options.cgroups && plan.features.cgroups.is_active() {
+            // The program skips the read when it has no offset.
+            plan.state.sk_cgroup_offset = observer_common::probe_config::UNKNOWN;
+            plan.features.cgroups =
+                Availability::Unavailable("turned off by workloads.cgroups = false".to_owned());
+        }
         raise_memlock_limit();
 
         let wakeup_bytes = ring_wakeup_bytes(size);

@@ -124,7 +124,10 @@ impl Daemon {
             .context("reading the listening address")?;
         let delivery = Delivery::new(delivery_options(&config))?;
         let mut pipeline = Pipeline::start(pipeline::Options {
-            load: LoadOptions::sized(config.kernel.ring_buffer_size),
+            load: LoadOptions {
+                cgroups: config.workloads.cgroups,
+                ..LoadOptions::sized(config.kernel.ring_buffer_size)
+            },
             max_sockets: config.tracker.max_sockets,
             kubelet_logs: config.workloads.kubelet_logs.clone(),
             settings: settings(&config),
@@ -288,6 +291,10 @@ impl Daemon {
                 new.tracker.max_sockets != old.tracker.max_sockets,
             ),
             ("socket", new.socket != old.socket),
+            (
+                "workloads.cgroups",
+                new.workloads.cgroups != old.workloads.cgroups,
+            ),
         ];
         for (field, changed) in restart_only {
             if changed {
@@ -298,6 +305,7 @@ impl Daemon {
         new.kernel = old.kernel.clone();
         new.tracker.max_sockets = old.tracker.max_sockets;
         new.socket = old.socket.clone();
+        new.workloads.cgroups = old.workloads.cgroups;
 
         if delivery_options(&new) != delivery_options(old) {
             let delivery = Delivery::new(delivery_options(&new))?;

@@ -12,6 +12,7 @@ use std::{
 
 use observer::{
     event::CgroupId,
+    load::LoadOptions,
     workload::{Resolver, cgroupfs},
 };
 use observer_common::TcpState::{Close, Listen, SynRecv, SynSent};
@@ -136,6 +137,41 @@ fn sockets_carry_the_cgroup_of_the_process_that_made_them(addr: IpAddr) {
 }
 
 both_families!(sockets_carry_the_cgroup_of_the_process_that_made_them);
+
+/// `workloads.cgroups = false`: the program reads no cgroup, and says so.
+#[test]
+fn with_cgroups_off_no_socket_carries_one() {
+    if !privileged("with_cgroups_off_no_socket_carries_one") {
+        return;
+    }
+    let _serial = serial();
+    if cgroup2().is_none() {
+        return;
+    }
+    let ns = NetNs::new("nocgroup").unwrap();
+    let mut rec = Recorder::start_with(
+        ns.inode(),
+        &LoadOptions {
+            cgroups: false,
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        !rec.features().cgroups.is_active(),
+        "{:?}",
+        rec.features().cgroups
+    );
+    let listener = ns.enter(|| TcpListener::bind((V4, 0)).unwrap());
+    let client = ns.enter(|| std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+    let (accepted, _) = listener.accept().unwrap();
+    drop((client, accepted, listener));
+    let seen = rec
+        .collect_until(|s| support::closed_sockets(s) == 3)
+        .to_vec();
+    // The same transitions carry one with the read on (see above).
+    assert!(seen.iter().any(|t| (t.old, t.new) == (Close, Listen)));
+    assert!(seen.iter().all(|t| t.cgroup.is_none()), "{seen:#?}");
+}
 
 /// An abortive close by this process of a connection a shell in a made cgroup opened: the
 /// RST the server sends names this process's cgroup, the RST the client receives the made

@@ -191,6 +191,7 @@ fn full_ring_buffer(addr: IpAddr) {
     // The smallest ring: 4 KiB holds about 26 records.
     let options = observer::load::LoadOptions {
         ring_buffer_bytes: 4096,
+        ..Default::default()
     };
     let mut stream = {
         let _guard = runtime.enter();

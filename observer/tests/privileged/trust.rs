@@ -376,6 +376,7 @@ fn lost_events_leave_nothing_wrong_after_a_reconciliation(addr: IpAddr) {
         ns.inode(),
         LoadOptions {
             ring_buffer_bytes: 4096,
+            ..Default::default()
         },
     );
     // Connecting sockets, seen: their SYNs go to a listener whose accept queue is full (a

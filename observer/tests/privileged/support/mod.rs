@@ -85,13 +85,17 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(netns: u32) -> Self {
+        Self::start_with(netns, &LoadOptions::default())
+    }
+
+    pub fn start_with(netns: u32, options: &LoadOptions) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let stream = {
             let _guard = runtime.enter();
-            EventStream::open(&LoadOptions::default()).expect("loading the probes")
+            EventStream::open(options).expect("loading the probes")
         };
         Self {
             runtime,
@@ -101,6 +105,10 @@ impl Recorder {
             seen: Vec::new(),
             reports: Vec::new(),
         }
+    }
+
+    pub const fn features(&self) -> &observer::load::Features {
+        self.stream.features()
     }
 
     /// Collects until `done(transitions)` holds, failing after 10 s.

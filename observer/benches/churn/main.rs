@@ -58,7 +58,7 @@ struct Options {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: Option<u64>,
     /// Tracers of the main level, in turn (default: all; tcpstates when installed).
-    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "tcpstates", "baseline", "baseline_wake_each", "baseline_no_wakeup"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "observer_no_cgroup", "tcpstates", "baseline", "baseline_wake_each", "baseline_no_wakeup"])]
     tracers: Vec<String>,
     /// Longest a phase's load may run, seconds.
     #[arg(long, default_value_t = 20)]
@@ -83,6 +83,9 @@ const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
 pub enum Tracer {
     None,
     Observer,
+    /// `observer run` with `workloads.cgroups = false`: the cost of the cgroup read, by
+    /// difference.
+    ObserverNoCgroup,
     Tcpstates,
     Baseline,
     BaselineWakeEach,
@@ -94,6 +97,7 @@ impl Tracer {
         match self {
             Self::None => "none",
             Self::Observer => "observer run",
+            Self::ObserverNoCgroup => "observer, no cgroup",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
             Self::BaselineWakeEach => "baseline, wake each",
@@ -105,6 +109,7 @@ impl Tracer {
         match self {
             Self::None => "none",
             Self::Observer => "observer",
+            Self::ObserverNoCgroup => "observer_no_cgroup",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
             Self::BaselineWakeEach => "baseline_wake_each",
@@ -113,12 +118,17 @@ impl Tracer {
     }
 
     /// The observer-ebpf program attached in a baseline phase.
+    /// A phase of the daemon.
+    const fn is_observer(self) -> bool {
+        matches!(self, Self::Observer | Self::ObserverNoCgroup)
+    }
+
     const fn baseline_program(self) -> Option<&'static str> {
         match self {
             Self::Baseline => Some(contract::BASELINE),
             Self::BaselineWakeEach => Some(contract::BASELINE_WAKE_EACH),
             Self::BaselineNoWakeup => Some(contract::BASELINE_NO_WAKEUP),
-            Self::None | Self::Observer | Self::Tcpstates => None,
+            Self::None | Self::Observer | Self::ObserverNoCgroup | Self::Tcpstates => None,
         }
     }
 }
@@ -197,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let mut tracers = vec![Tracer::None, Tracer::Observer];
+    let mut tracers = vec![Tracer::None, Tracer::Observer, Tracer::ObserverNoCgroup];
     if have_tcpstates {
         tracers.push(Tracer::Tcpstates);
     }
@@ -314,8 +324,13 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
     };
     match tracer {
         Tracer::None => phase.made = run()?,
-        Tracer::Observer => {
-            let daemon = daemon::Daemon::start(OBSERVER)?;
+        Tracer::Observer | Tracer::ObserverNoCgroup => {
+            let cgroups = tracer == Tracer::Observer;
+            let daemon = daemon::Daemon::start_with(
+                OBSERVER,
+                &format!("[alerts]\nlog = false\n\n[workloads]\ncgroups = {cgroups}\n"),
+                &[],
+            )?;
             let mut scraper = Scraper::connect(daemon.addr)?;
             // The scrape connection's own transitions land before the first scrape.
             std::thread::sleep(Duration::from_millis(300));

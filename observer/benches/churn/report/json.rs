@@ -41,6 +41,7 @@ impl Level<'_> {
                 .iter()
                 .map(|t| (t.key(), self.all_programs_ns_per_transition(*t)))
                 .collect::<BTreeMap<_, _>>(),
+            "cgroup_read_ns_per_run_by_round": self.cgroup_read_ns(),
             "daemon": self.daemon().map(|d| d.json()),
         })
     }

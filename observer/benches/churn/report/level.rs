@@ -135,7 +135,7 @@ impl Level<'_> {
         for p in &phases {
             // The daemon's transitions program; the only program of the others.
             for c in p.costs.iter().filter(|c| {
-                tracer != Tracer::Observer
+                !tracer.is_observer()
                     || full_name(self.programs, &c.program) == "inet_sock_set_state"
             }) {
                 d.runs += c.invocations;
@@ -181,12 +181,17 @@ impl Level<'_> {
                 } else {
                     full_name(self.programs, &c.program)
                 };
+                // Without the cgroup read only the state program differs.
+                if p.tracer == Tracer::ObserverNoCgroup && program != "inet_sock_set_state" {
+                    continue;
+                }
                 let order = match p.tracer {
                     // The daemon's programs in the contract's order.
                     Tracer::Observer => contract::PROGRAMS
                         .iter()
                         .position(|p| p.name == program)
                         .unwrap_or(contract::PROGRAMS.len()),
+                    Tracer::ObserverNoCgroup => 9,
                     Tracer::Baseline => 10,
                     Tracer::BaselineWakeEach => 11,
                     Tracer::BaselineNoWakeup => 12,
@@ -277,6 +282,23 @@ impl Level<'_> {
         self.costs()
             .into_iter()
             .find(|c| c.tracer == tracer && c.program == program)
+    }
+
+    /// What reading each socket's cgroup adds to a run of the state program: its ns per run
+    /// with the read less without it, round by round (the two phases of a round are adjacent
+    /// but in one round of each cycle of the rotation).
+    pub(super) fn cgroup_read_ns(&self) -> Vec<f64> {
+        let per_run = |p: &Phase| {
+            let c = p
+                .costs
+                .iter()
+                .find(|c| full_name(self.programs, &c.program) == "inet_sock_set_state")?;
+            (c.invocations > 0).then(|| c.run_time_ns as f64 / c.invocations as f64)
+        };
+        self.of(Tracer::Observer)
+            .zip(self.of(Tracer::ObserverNoCgroup))
+            .filter_map(|(with, without)| Some(per_run(with)? - per_run(without)?))
+            .collect()
     }
 
     /// Kernel time of all of a tracer's programs per transition of the load.

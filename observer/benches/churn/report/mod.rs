@@ -141,9 +141,10 @@ pub struct Bench {
 }
 
 /// Every tracer, in the order of the tables.
-const TRACERS: [Tracer; 6] = [
+const TRACERS: [Tracer; 7] = [
     Tracer::None,
     Tracer::Observer,
+    Tracer::ObserverNoCgroup,
     Tracer::Tcpstates,
     Tracer::Baseline,
     Tracer::BaselineWakeEach,

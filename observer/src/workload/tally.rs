@@ -7,7 +7,10 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::Resolver;
-use crate::track::{NeverAccepted, Note, Report, ResetClass};
+use crate::{
+    event::CgroupId,
+    track::{NeverAccepted, Note, Report, ResetClass},
+};
 
 /// Workload names counted one by one at most; later ones are counted together as
 /// [`Counted::Beyond`] (exported under `other`, as names beyond the label limit are).
@@ -32,12 +35,27 @@ pub enum Counted {
     Beyond,
 }
 
+/// Cgroups whose name is remembered at most; beyond, the memo starts again.
+const MEMO_MAX: usize = 16_384;
+
 /// Every workload's counters so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkloadTally {
-    named: FxHashMap<String, WorkloadCounts>,
+    /// Counters by name, in the order names were first counted.
+    named: Vec<(String, WorkloadCounts)>,
+    index: FxHashMap<String, usize>,
     unknown: WorkloadCounts,
     beyond: WorkloadCounts,
+    /// Where each named cgroup is counted: an RST names its cgroup once, not per event (and
+    /// keeps that name once the cgroup is gone). Unnamed ones are not remembered: a rescan
+    /// may name them later.
+    memo: FxHashMap<CgroupId, Slot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Named(usize),
+    Beyond,
 }
 
 impl WorkloadTally {
@@ -72,24 +90,43 @@ impl WorkloadTally {
         }
     }
 
-    fn of(
-        &mut self,
-        cgroup: Option<crate::event::CgroupId>,
-        resolver: &Resolver,
-    ) -> &mut WorkloadCounts {
-        let Some(name) = cgroup
-            .and_then(|c| resolver.resolve(c))
-            .and_then(|a| a.name())
-        else {
+    fn of(&mut self, cgroup: Option<CgroupId>, resolver: &Resolver) -> &mut WorkloadCounts {
+        let Some(cgroup) = cgroup else {
             return &mut self.unknown;
         };
-        if self.named.len() >= NAMES_KEPT && !self.named.contains_key(&name) {
-            return &mut self.beyond;
+        let slot = match self.memo.get(&cgroup) {
+            Some(slot) => *slot,
+            None => {
+                let Some(name) = resolver.resolve(cgroup).and_then(|a| a.name()) else {
+                    return &mut self.unknown;
+                };
+                let slot = self.slot_of(name);
+                if self.memo.len() >= MEMO_MAX {
+                    self.memo.clear();
+                }
+                self.memo.insert(cgroup, slot);
+                slot
+            }
+        };
+        match slot {
+            Slot::Named(i) => &mut self.named[i].1,
+            Slot::Beyond => &mut self.beyond,
         }
-        self.named.entry(name).or_default()
     }
 
-    /// Every workload counted, with its counters (named ones in no particular order).
+    fn slot_of(&mut self, name: String) -> Slot {
+        if let Some(&i) = self.index.get(&name) {
+            return Slot::Named(i);
+        }
+        if self.named.len() >= NAMES_KEPT {
+            return Slot::Beyond;
+        }
+        self.index.insert(name.clone(), self.named.len());
+        self.named.push((name, WorkloadCounts::default()));
+        Slot::Named(self.named.len() - 1)
+    }
+
+    /// Every workload counted, with its counters (named ones in the order first counted).
     pub fn iter(&self) -> impl Iterator<Item = (Counted, &WorkloadCounts)> {
         self.named
             .iter()
@@ -107,7 +144,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::{CgroupId, Family, Reset, ResetDirection, Task, Transition},
+        event::{Family, Reset, ResetDirection, Task, Transition},
         track::Observation,
     };
 
@@ -208,15 +245,26 @@ mod tests {
             ],
             &resolver,
         );
-        // The cgroup is removed: what was counted stays with nginx.service.
+        // The cgroup is removed: what was counted stays with nginx.service, and a socket
+        // that outlives its cgroup is still counted there, named once (a resolver that never
+        // knew the cgroup cannot name it).
         drop(tree);
+        let stranger = Tree::new("observer-tally-stranger").resolver();
+        tally.count(
+            &[reset(
+                ResetDirection::Sent,
+                ResetClass::AbortiveClose,
+                Some(nginx),
+            )],
+            &stranger,
+        );
         let all: FxHashMap<Counted, WorkloadCounts> = tally.iter().map(|(k, c)| (k, *c)).collect();
         let n = all[&Counted::Named("nginx.service".to_owned())];
         let sent = ResetDirection::Sent as usize;
         let received = ResetDirection::Received as usize;
-        assert_eq!(n.resets[sent][ResetClass::AbortiveClose.index()], 2);
+        assert_eq!(n.resets[sent][ResetClass::AbortiveClose.index()], 3);
         assert_eq!(n.resets[received][ResetClass::PeerAbort.index()], 1);
-        assert_eq!(n.resets.iter().flatten().sum::<u64>(), 3);
+        assert_eq!(n.resets.iter().flatten().sum::<u64>(), 4);
         assert_eq!(
             n.closed_before_accept,
             NeverAccepted {

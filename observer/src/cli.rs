@@ -294,6 +294,11 @@ pub struct DoctorArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The configuration `observer run` uses, for the checks it changes (the kubelet's log
+    /// directory, whether sockets' cgroups are read). Default: /etc/observer/observer.toml
+    /// when it exists.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

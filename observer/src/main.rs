@@ -14,7 +14,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::CheckConfig(args) => check_config(args.path.as_deref()),
         cli::Command::Doctor(args) => {
-            let can_run = observer::doctor::run(args.json)?;
+            let config = load_config(args.config.as_deref())?;
+            let can_run = observer::doctor::run(args.json, &config.workloads)?;
             std::process::exit(i32::from(!can_run));
         }
         cli::Command::Completions(args) => {

@@ -11,6 +11,7 @@ use super::kernel_names::{
     TW_TIMER_HANDLER,
 };
 use crate::{
+    config::WorkloadsConfig,
     decode::{ResetLayout, StateLayout, retransmit::RetransmitLayout},
     event::ResetDirection,
     kernel::{
@@ -22,7 +23,7 @@ use crate::{
     },
     load::{Features, LoadOptions, Probes},
     sockdiag::{self, Snapshot, SockDiagError},
-    workload::{KUBELET_LOGS, Resolver},
+    workload::Resolver,
 };
 
 /// Where tracefs stands.
@@ -149,15 +150,26 @@ pub(super) struct Facts {
     pub unprivileged_bpf_disabled: Option<i64>,
     /// The cgroup2 mount, where sockets' cgroups are resolved.
     pub cgroup2: Option<PathBuf>,
-    /// Whether the kubelet's container log directory can be read (pod names).
-    pub kubelet_logs: bool,
+    /// The kubelet's container log directory the configuration names (pod names).
+    pub kubelet_logs: KubeletLogs,
+    /// Whether the configuration has the kernel read sockets' cgroups (`workloads.cgroups`).
+    pub cgroups_read: bool,
     pub trial: Result<Features, String>,
+}
+
+/// The kubelet's container log directory, as the configuration has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeletLogs {
+    /// `workloads.kubelet_logs = ""`.
+    NotRead,
+    Readable(PathBuf),
+    Unreadable(PathBuf),
 }
 
 impl Facts {
     /// Side effects are those of observer's own start-up: tracefs is mounted if it is not and
     /// this process may, and the programs are loaded, attached and detached again.
-    pub(super) fn gather() -> Self {
+    pub(super) fn gather(workloads: &WorkloadsConfig) -> Self {
         let tracefs = gather_tracefs();
         let tracepoints = tracefs.path().map(gather_tracepoints);
         let reset_reason_field = tracepoints.as_ref().and_then(|t| t.reset_reason_field);
@@ -179,7 +191,12 @@ impl Facts {
             bpf_stats_enabled: sysctl("kernel/bpf_stats_enabled"),
             unprivileged_bpf_disabled: sysctl("kernel/unprivileged_bpf_disabled"),
             cgroup2: Resolver::host().mount().map(Path::to_path_buf),
-            kubelet_logs: fs::read_dir(KUBELET_LOGS).is_ok(),
+            kubelet_logs: match &workloads.kubelet_logs {
+                None => KubeletLogs::NotRead,
+                Some(dir) if fs::read_dir(dir).is_ok() => KubeletLogs::Readable(dir.clone()),
+                Some(dir) => KubeletLogs::Unreadable(dir.clone()),
+            },
+            cgroups_read: workloads.cgroups,
             trial: trial_load(),
         }
     }

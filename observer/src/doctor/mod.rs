@@ -15,14 +15,16 @@ mod testing;
 
 use std::io::{self, Write as _};
 
+use crate::config::WorkloadsConfig;
+
 pub use check::{Check, Feature, Status};
 pub use judge::can_run;
 pub use report::{render_json, render_text, summary};
 
 /// Runs every check, prints the report (a table, or one JSON object with `json`), and returns
 /// whether observer can run here.
-pub fn run(json: bool) -> anyhow::Result<bool> {
-    let checks = checks();
+pub fn run(json: bool, workloads: &WorkloadsConfig) -> anyhow::Result<bool> {
+    let checks = checks(workloads);
     let can_run = can_run(&checks);
     let report = if json {
         render_json(&checks, can_run)?
@@ -39,6 +41,6 @@ pub fn run(json: bool) -> anyhow::Result<bool> {
 /// mounted if it is not and this process may, and the programs are loaded, attached and
 /// detached again.
 #[must_use]
-pub fn checks() -> Vec<Check> {
-    judge::assess(&facts::Facts::gather())
+pub fn checks(workloads: &WorkloadsConfig) -> Vec<Check> {
+    judge::assess(&facts::Facts::gather(workloads))
 }

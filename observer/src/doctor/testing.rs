@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::{
     check::Check,
-    facts::{BtfFact, Facts, Presence, SockDiagFact, TracefsFact},
+    facts::{BtfFact, Facts, KubeletLogs, Presence, SockDiagFact, TracefsFact},
     kernel_names::TRACEPOINTS,
 };
 use crate::{
@@ -42,7 +42,8 @@ pub(super) fn healthy() -> Facts {
         bpf_stats_enabled: Some(0),
         unprivileged_bpf_disabled: Some(2),
         cgroup2: Some(PathBuf::from("/sys/fs/cgroup")),
-        kubelet_logs: true,
+        kubelet_logs: KubeletLogs::Readable(PathBuf::from("/var/log/containers")),
+        cgroups_read: true,
         trial: Ok(Features {
             reset_reasons: true,
             ..Features::default()

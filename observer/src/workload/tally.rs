@@ -94,19 +94,18 @@ impl WorkloadTally {
         let Some(cgroup) = cgroup else {
             return &mut self.unknown;
         };
-        let slot = match self.memo.get(&cgroup) {
-            Some(slot) => *slot,
-            None => {
-                let Some(name) = resolver.resolve(cgroup).and_then(|a| a.name()) else {
-                    return &mut self.unknown;
-                };
-                let slot = self.slot_of(name);
-                if self.memo.len() >= MEMO_MAX {
-                    self.memo.clear();
-                }
-                self.memo.insert(cgroup, slot);
-                slot
+        let slot = if let Some(slot) = self.memo.get(&cgroup) {
+            *slot
+        } else {
+            let Some(name) = resolver.resolve(cgroup).and_then(|a| a.name()) else {
+                return &mut self.unknown;
+            };
+            let slot = self.slot_of(name);
+            if self.memo.len() >= MEMO_MAX {
+                self.memo.clear();
             }
+            self.memo.insert(cgroup, slot);
+            slot
         };
         match slot {
             Slot::Named(i) => &mut self.named[i].1,

@@ -218,3 +218,54 @@ fn without_capabilities_it_cannot_run_and_says_how_to_grant_them() {
         assert_eq!(check(&report, name)["status"], "ok", "{name}");
     }
 }
+
+/// With `--config`, the checks the configuration changes follow it: the kubelet directory it
+/// names, and the cgroup read it turns off.
+#[test]
+fn the_configuration_decides_the_workload_checks() {
+    if !support::privileged("the_configuration_decides_the_workload_checks") {
+        return;
+    }
+    let _serial = support::serial();
+    let dir = std::env::temp_dir().join(format!("observer-doctor-{}", std::process::id()));
+    let logs = dir.join("kubelet-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = dir.join("observer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[workloads]\nkubelet_logs = \"{}\"\ncgroups = false\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let default = parse(&doctor(&[], true));
+    let with = Command::new(OBSERVER)
+        .args(["doctor", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(with.status.code(), Some(0), "{with:?}");
+    let report = parse(&with);
+    let kubelet = check(&report, "kubelet.logs");
+    assert_eq!(kubelet["status"], "ok", "{kubelet}");
+    assert!(
+        kubelet["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{} is readable", logs.display())),
+        "{kubelet}"
+    );
+    let cgroup2 = check(&report, "cgroup2");
+    assert_eq!(cgroup2["status"], "info", "{cgroup2}");
+    assert!(
+        cgroup2["finding"]
+            .as_str()
+            .unwrap()
+            .contains("workloads.cgroups = false"),
+        "{cgroup2}"
+    );
+    // Without it, the defaults: the read on.
+    assert_eq!(check(&default, "cgroup2")["status"], "ok");
+}

@@ -66,8 +66,11 @@ pub(super) fn assess(f: &Facts) -> Vec<Check> {
     checks.push(sock_diag::sock_diag_check(&f.sock_diag));
     checks.push(kernel::bpf_stats_check(f.bpf_stats_enabled));
     checks.push(kernel::unprivileged_bpf_check(f.unprivileged_bpf_disabled));
-    checks.push(workloads::cgroup2_check(f.cgroup2.as_deref()));
-    checks.push(workloads::kubelet_check(f.kubelet_logs));
+    checks.push(workloads::cgroup2_check(
+        f.cgroup2.as_deref(),
+        f.cgroups_read,
+    ));
+    checks.push(workloads::kubelet_check(&f.kubelet_logs));
     checks.push(trial::trial_check(&f.trial));
     checks
 }

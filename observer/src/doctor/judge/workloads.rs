@@ -3,13 +3,21 @@
 
 use std::path::Path;
 
-use super::super::check::{Check, Feature};
-use crate::workload::KUBELET_LOGS;
+use super::super::{
+    check::{Check, Feature},
+    facts::KubeletLogs,
+};
 
-/// The cgroup2 mount, where the sockets' cgroup ids are resolved to units and containers.
-pub(super) fn cgroup2_check(mount: Option<&Path>) -> Check {
+/// The cgroup2 mount, where the sockets' cgroup ids are resolved to units and containers;
+/// `read` is false when the configuration turns the kernel's read of them off.
+pub(super) fn cgroup2_check(mount: Option<&Path>, read: bool) -> Check {
     const NAME: &str = "cgroup2";
     match mount {
+        Some(_) if !read => Check::info(
+            NAME,
+            "workloads.cgroups = false: the kernel does not read sockets' cgroups, so sockets \
+             are not attributed to units, containers or pods",
+        ),
         Some(path) => Check::ok(
             NAME,
             format!(
@@ -30,24 +38,32 @@ pub(super) fn cgroup2_check(mount: Option<&Path>) -> Check {
     }
 }
 
-/// The kubelet's container log links, which name pods, namespaces and containers.
-pub(super) fn kubelet_check(readable: bool) -> Check {
+/// The kubelet's container log links (the directory `workloads.kubelet_logs` names), which
+/// name pods, namespaces and containers.
+pub(super) fn kubelet_check(logs: &KubeletLogs) -> Check {
     const NAME: &str = "kubelet.logs";
-    if readable {
-        Check::ok(
+    match logs {
+        KubeletLogs::Readable(dir) => Check::ok(
             NAME,
             format!(
-                "{KUBELET_LOGS} is readable: containers are named by pod, namespace and container"
+                "{} is readable: containers are named by pod, namespace and container",
+                dir.display()
             ),
-        )
-    } else {
-        Check::info(
+        ),
+        KubeletLogs::Unreadable(dir) => Check::info(
             NAME,
             format!(
-                "no {KUBELET_LOGS}: not a Kubernetes node, or the directory is not mounted into \
-                 observer's container; containers are named by id and pods by uid only"
+                "no {} (workloads.kubelet_logs): not a Kubernetes node, or the directory is not \
+                 mounted into observer's container; containers are named by id and pods by uid \
+                 only",
+                dir.display()
             ),
-        )
+        ),
+        KubeletLogs::NotRead => Check::info(
+            NAME,
+            "workloads.kubelet_logs = \"\": no kubelet logs are read; containers are named by \
+             id and pods by uid only",
+        ),
     }
 }
 
@@ -58,15 +74,31 @@ mod tests {
 
     #[test]
     fn without_cgroup2_attribution_is_lost_and_said_so() {
-        let ok = cgroup2_check(Some(Path::new("/sys/fs/cgroup")));
+        let ok = cgroup2_check(Some(Path::new("/sys/fs/cgroup")), true);
         assert_eq!(ok.status, Status::Ok);
-        let missing = cgroup2_check(None);
+        let off = cgroup2_check(Some(Path::new("/sys/fs/cgroup")), false);
+        assert_eq!(off.status, Status::Info);
+        assert!(off.finding.contains("workloads.cgroups = false"), "{off:?}");
+        let missing = cgroup2_check(None, true);
         assert_eq!(missing.status, Status::Warn);
         assert!(missing.costs.unwrap().contains("`--unit`"));
         assert_eq!(missing.degrades, [Feature::Cgroups]);
-        assert_eq!(kubelet_check(true).status, Status::Ok);
-        let none = kubelet_check(false);
+        let dir = || std::path::PathBuf::from("/srv/kubelet-logs");
+        let readable = kubelet_check(&KubeletLogs::Readable(dir()));
+        assert_eq!(readable.status, Status::Ok);
+        assert!(
+            readable.finding.starts_with("/srv/kubelet-logs "),
+            "{readable:?}"
+        );
+        let none = kubelet_check(&KubeletLogs::Unreadable(dir()));
         assert_eq!(none.status, Status::Info);
-        assert!(none.finding.contains("pods by uid only"), "{none:?}");
+        assert!(
+            none.finding.starts_with("no /srv/kubelet-logs ")
+                && none.finding.contains("pods by uid only"),
+            "{none:?}"
+        );
+        let off = kubelet_check(&KubeletLogs::NotRead);
+        assert_eq!(off.status, Status::Info);
+        assert!(off.finding.contains("kubelet_logs = \"\""), "{off:?}");
     }
 }

@@ -193,6 +193,113 @@ pub(crate) fn btf_for_test() -> Option<KernelBtf> {
     btf
 }
 
+/// BTF written by hand, for layouts of kernels that cannot be booted here.
+#[cfg(test)]
+pub(crate) mod handmade {
+    use super::{Btf, KernelBtf};
+
+    const INT: u32 = 1;
+    const PTR: u32 = 2;
+    pub(crate) const STRUCT: u32 = 4;
+    pub(crate) const UNION: u32 = 5;
+
+    /// A member: name (`""` for an anonymous one), type id, bit offset, bitfield width (0:
+    /// none).
+    pub(crate) type Member<'a> = (&'a str, u32, u32, u32);
+
+    /// Types in the order added; ids from 1.
+    pub(crate) struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next: u32,
+    }
+
+    impl Builder {
+        pub(crate) fn new() -> Self {
+            Self {
+                types: Vec::new(),
+                strings: vec![0],
+                next: 1,
+            }
+        }
+
+        fn name(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let at = u32::try_from(self.strings.len()).unwrap();
+            self.strings.extend(name.bytes().chain([0]));
+            at
+        }
+
+        fn header(&mut self, name: &str, kind: u32, vlen: u32, kind_flag: bool, size: u32) -> u32 {
+            let name = self.name(name);
+            let info = (u32::from(kind_flag) << 31) | (kind << 24) | vlen;
+            for word in [name, info, size] {
+                self.types.extend(word.to_le_bytes());
+            }
+            self.next += 1;
+            self.next - 1
+        }
+
+        pub(crate) fn int(&mut self, name: &str, bytes: u32) -> u32 {
+            let id = self.header(name, INT, 0, false, bytes);
+            self.types.extend((bytes * 8).to_le_bytes());
+            id
+        }
+
+        /// A pointer to type `to`, which may be added later.
+        pub(crate) fn ptr(&mut self, to: u32) -> u32 {
+            self.header("", PTR, 0, false, to)
+        }
+
+        pub(crate) fn composite(
+            &mut self,
+            kind: u32,
+            name: &str,
+            bytes: u32,
+            members: &[Member<'_>],
+        ) -> u32 {
+            let bitfields = members.iter().any(|m| m.3 != 0);
+            let vlen = u32::try_from(members.len()).unwrap();
+            let id = self.header(name, kind, vlen, bitfields, bytes);
+            for &(name, ty, bit_offset, width) in members {
+                let name = self.name(name);
+                let offset = if bitfields {
+                    (width << 24) | bit_offset
+                } else {
+                    bit_offset
+                };
+                for word in [name, ty, offset] {
+                    self.types.extend(word.to_le_bytes());
+                }
+            }
+            id
+        }
+
+        /// The id the next type added gets.
+        pub(crate) const fn next_id(&self) -> u32 {
+            self.next
+        }
+
+        pub(crate) fn build(self) -> KernelBtf {
+            let (types, strings) = (
+                u32::try_from(self.types.len()).unwrap(),
+                u32::try_from(self.strings.len()).unwrap(),
+            );
+            let mut bytes = Vec::new();
+            bytes.extend(0xeb9f_u16.to_le_bytes());
+            bytes.extend([1, 0]);
+            for word in [24, 0, types, types, strings] {
+                bytes.extend(u32::to_le_bytes(word));
+            }
+            bytes.extend(self.types);
+            bytes.extend(self.strings);
+            KernelBtf(Btf::from_bytes(&bytes).expect("hand-made BTF parses"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

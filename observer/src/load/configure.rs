@@ -347,6 +347,84 @@ mod tests {
         }
     }
 
+    /// `struct sock`, `struct cgroup` and `struct kernfs_node` as far as the cgroup read goes,
+    /// with `sock_cgroup_data` as Linux 5.15+ has it (a pointer) or as before (a tagged
+    /// `val` in an anonymous union beside bitfields).
+    fn cgroup_btf(pre_5_15: bool) -> KernelBtf {
+        use crate::kernel::btf::handmade::{Builder, STRUCT, UNION};
+        let mut b = Builder::new();
+        let (u8_, u16_, u32_, u64_) = (
+            b.int("u8", 1),
+            b.int("u16", 2),
+            b.int("u32", 4),
+            b.int("u64", 8),
+        );
+        let kernfs_node = b.composite(STRUCT, "kernfs_node", 128, &[("id", u64_, 64 * 8, 0)]);
+        let kn = b.ptr(kernfs_node);
+        let cgroup = b.next_id() + 1;
+        let cgroup_ptr = b.ptr(cgroup);
+        assert_eq!(
+            b.composite(STRUCT, "cgroup", 512, &[("kn", kn, 256 * 8, 0)]),
+            cgroup
+        );
+        let data = if pre_5_15 {
+            let bits = b.composite(
+                STRUCT,
+                "",
+                8,
+                &[
+                    ("is_data", u8_, 0, 1),
+                    ("no_refcnt", u8_, 1, 1),
+                    ("unused", u8_, 2, 6),
+                    ("padding", u8_, 8, 0),
+                    ("prioidx", u16_, 16, 0),
+                    ("classid", u32_, 32, 0),
+                ],
+            );
+            let union = b.composite(UNION, "", 8, &[("", bits, 0, 0), ("val", u64_, 0, 0)]);
+            b.composite(STRUCT, "sock_cgroup_data", 8, &[("", union, 0, 0)])
+        } else {
+            b.composite(
+                STRUCT,
+                "sock_cgroup_data",
+                16,
+                &[
+                    ("cgroup", cgroup_ptr, 0, 0),
+                    ("classid", u32_, 64, 0),
+                    ("prioidx", u16_, 96, 0),
+                ],
+            )
+        };
+        b.composite(
+            STRUCT,
+            "sock",
+            1024,
+            &[
+                ("sk_rcvbuf", u32_, 0, 0),
+                ("sk_cgrp_data", data, 672 * 8, 0),
+            ],
+        );
+        b.build()
+    }
+
+    #[test]
+    fn the_socket_cgroup_is_reached_before_and_since_linux_5_15() {
+        for (pre_5_15, tagged) in [(false, 0), (true, 1)] {
+            let mut state = SpanProbeConfig::UNSET;
+            cgroup_offsets(&cgroup_btf(pre_5_15), &mut state).unwrap();
+            assert_eq!(
+                (
+                    state.sk_cgroup_offset,
+                    state.cgroup_tagged,
+                    state.cgroup_kn_offset,
+                    state.kn_id_offset
+                ),
+                (672, tagged, 256, 64),
+                "pre_5_15: {pre_5_15}"
+            );
+        }
+    }
+
     #[test]
     fn the_error_report_program_is_configured_from_btf() {
         let Some(btf) = btf_for_test() else {

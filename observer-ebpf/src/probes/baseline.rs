@@ -4,7 +4,10 @@
 //! reading nothing. Their kernel time per event is the floor that `inet_sock_set_state` is
 //! measured against: the difference is what filtering and copying the record cost.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use observer_common::SpanRecord;
 
 use crate::maps::{EVENTS, NO_WAKEUP, submit_flags};
@@ -12,6 +15,15 @@ use crate::maps::{EVENTS, NO_WAKEUP, submit_flags};
 /// Submits as the daemon's programs do (see `maps::RING_WAKEUP_BYTES`).
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline(_ctx: TracePointContext) -> u32 {
+    submit(submit_flags());
+    0
+}
+
+/// [`baseline`] attached as a raw tracepoint: the kernel formats no record for it, and guards
+/// it only against itself on a CPU (a classic tracepoint program is skipped whenever any other
+/// classic tracing program runs there).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn baseline_raw(_ctx: RawTracePointContext) -> i32 {
     submit(submit_flags());
     0
 }

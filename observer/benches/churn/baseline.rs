@@ -17,7 +17,7 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use observer::load::{
     LoadOptions, READ_EVERY, contract, object,
@@ -48,18 +48,24 @@ impl Baseline {
             )
             .load(object())
             .map_err(|e| err("loading the eBPF object", &e))?;
-        let tracepoint: &mut TracePoint = ebpf
+        let found = ebpf
             .program_mut(program)
-            .ok_or_else(|| io::Error::other(format!("the eBPF object has no {program} program")))?
-            .try_into()
-            .map_err(|e| err(program, &e))?;
-        tracepoint.load().map_err(|e| err("loading", &e))?;
-        tracepoint
-            .attach(
-                contract::INET_SOCK_SET_STATE.category,
-                contract::INET_SOCK_SET_STATE.name,
-            )
-            .map_err(|e| err("attaching", &e))?;
+            .ok_or_else(|| io::Error::other(format!("the eBPF object has no {program} program")))?;
+        if program == contract::BASELINE_RAW {
+            let raw: &mut RawTracePoint = found.try_into().map_err(|e| err(program, &e))?;
+            raw.load().map_err(|e| err("loading", &e))?;
+            raw.attach(contract::INET_SOCK_SET_STATE.name)
+                .map_err(|e| err("attaching", &e))?;
+        } else {
+            let tracepoint: &mut TracePoint = found.try_into().map_err(|e| err(program, &e))?;
+            tracepoint.load().map_err(|e| err("loading", &e))?;
+            tracepoint
+                .attach(
+                    contract::INET_SOCK_SET_STATE.category,
+                    contract::INET_SOCK_SET_STATE.name,
+                )
+                .map_err(|e| err("attaching", &e))?;
+        }
         let ring = RingBuf::try_from(
             ebpf.take_map(contract::EVENTS)
                 .ok_or_else(|| io::Error::other("no EVENTS map"))?,

@@ -58,7 +58,7 @@ struct Options {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: Option<u64>,
     /// Tracers of the main level, in turn (default: all; tcpstates when installed).
-    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "observer_no_cgroup", "tcpstates", "baseline", "baseline_wake_each", "baseline_no_wakeup"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "observer_no_cgroup", "tcpstates", "baseline", "baseline_raw", "baseline_wake_each", "baseline_no_wakeup"])]
     tracers: Vec<String>,
     /// Longest a phase's load may run, seconds.
     #[arg(long, default_value_t = 20)]
@@ -88,6 +88,7 @@ pub enum Tracer {
     ObserverNoCgroup,
     Tcpstates,
     Baseline,
+    BaselineRaw,
     BaselineWakeEach,
     BaselineNoWakeup,
 }
@@ -100,6 +101,7 @@ impl Tracer {
             Self::ObserverNoCgroup => "observer, no cgroup",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
+            Self::BaselineRaw => "baseline, raw tp",
             Self::BaselineWakeEach => "baseline, wake each",
             Self::BaselineNoWakeup => "baseline, no wakeup",
         }
@@ -112,6 +114,7 @@ impl Tracer {
             Self::ObserverNoCgroup => "observer_no_cgroup",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
+            Self::BaselineRaw => "baseline_raw",
             Self::BaselineWakeEach => "baseline_wake_each",
             Self::BaselineNoWakeup => "baseline_no_wakeup",
         }
@@ -126,6 +129,7 @@ impl Tracer {
     const fn baseline_program(self) -> Option<&'static str> {
         match self {
             Self::Baseline => Some(contract::BASELINE),
+            Self::BaselineRaw => Some(contract::BASELINE_RAW),
             Self::BaselineWakeEach => Some(contract::BASELINE_WAKE_EACH),
             Self::BaselineNoWakeup => Some(contract::BASELINE_NO_WAKEUP),
             Self::None | Self::Observer | Self::ObserverNoCgroup | Self::Tcpstates => None,
@@ -213,17 +217,21 @@ fn main() -> anyhow::Result<()> {
     }
     tracers.extend([
         Tracer::Baseline,
+        Tracer::BaselineRaw,
         Tracer::BaselineWakeEach,
         Tracer::BaselineNoWakeup,
     ]);
     if !options.tracers.is_empty() {
         tracers.retain(|t| options.tracers.iter().any(|k| k == t.key()));
     }
-    // The baseline too, when it runs: observer's loss of throughput is judged against its.
+    // The baselines too, when they run: observer's loss of throughput is judged against the
+    // classic one's, and the raw one shows what a raw tracepoint skips at this churn.
     let mut peak = vec![Tracer::None, Tracer::Observer];
-    if tracers.contains(&Tracer::Baseline) {
-        peak.push(Tracer::Baseline);
-    }
+    peak.extend(
+        [Tracer::Baseline, Tracer::BaselineRaw]
+            .into_iter()
+            .filter(|t| tracers.contains(t)),
+    );
     let mut levels = vec![(threads, tracers)];
     if peak_threads > 0 && peak_threads != threads {
         levels.push((peak_threads, peak));
@@ -366,7 +374,10 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
             phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
         }
-        Tracer::Baseline | Tracer::BaselineWakeEach | Tracer::BaselineNoWakeup => {
+        Tracer::Baseline
+        | Tracer::BaselineRaw
+        | Tracer::BaselineWakeEach
+        | Tracer::BaselineNoWakeup => {
             let program = tracer.baseline_program().expect("a baseline");
             let b = baseline::Baseline::attach(program)?;
             let (stats, records) = (b.stats()?, b.records());

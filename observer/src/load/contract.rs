@@ -150,10 +150,18 @@ pub const PROGRAMS: [Program; 9] = [
 /// Programs on `sock:inet_sock_set_state` that the daemon never attaches: the benchmark's
 /// baselines (an empty program, and a fixed-size record submitted with and without waking the
 /// reader), against which the cost of [`INET_SOCK_SET_STATE`] is measured.
-pub const BASELINES: [&str; 3] = [BASELINE, BASELINE_WAKE_EACH, BASELINE_NO_WAKEUP];
+pub const BASELINES: [&str; 4] = [
+    BASELINE,
+    BASELINE_RAW,
+    BASELINE_WAKE_EACH,
+    BASELINE_NO_WAKEUP,
+];
 
 /// Submits a record as the daemon's programs do, waking the reader past a fill level.
 pub const BASELINE: &str = "baseline";
+/// [`BASELINE`] as a raw tracepoint program (the one baseline that is not a classic
+/// tracepoint).
+pub const BASELINE_RAW: &str = "baseline_raw";
 /// Submits a record and wakes the reader every time.
 pub const BASELINE_WAKE_EACH: &str = "baseline_wake_each";
 /// Submits a record and never wakes the reader.
@@ -206,12 +214,14 @@ mod tests {
             }
         }
         for name in BASELINES {
+            let section = obj.programs.get(name).map(|p| &p.section);
             assert!(
-                matches!(
-                    obj.programs.get(name).map(|p| &p.section),
-                    Some(ProgramSection::TracePoint)
-                ),
-                "the object has no tracepoint program {name}"
+                if name == BASELINE_RAW {
+                    matches!(section, Some(ProgramSection::RawTracePoint))
+                } else {
+                    matches!(section, Some(ProgramSection::TracePoint))
+                },
+                "the object has no {name} program of its kind: {section:?}"
             );
         }
     }

@@ -193,8 +193,9 @@ impl Level<'_> {
                         .unwrap_or(contract::PROGRAMS.len()),
                     Tracer::ObserverNoCgroup => 9,
                     Tracer::Baseline => 10,
-                    Tracer::BaselineWakeEach => 11,
-                    Tracer::BaselineNoWakeup => 12,
+                    Tracer::BaselineRaw => 11,
+                    Tracer::BaselineWakeEach => 12,
+                    Tracer::BaselineNoWakeup => 13,
                     Tracer::Tcpstates | Tracer::None => 20,
                 };
                 let e = out

@@ -141,12 +141,13 @@ pub struct Bench {
 }
 
 /// Every tracer, in the order of the tables.
-const TRACERS: [Tracer; 7] = [
+const TRACERS: [Tracer; 8] = [
     Tracer::None,
     Tracer::Observer,
     Tracer::ObserverNoCgroup,
     Tracer::Tcpstates,
     Tracer::Baseline,
+    Tracer::BaselineRaw,
     Tracer::BaselineWakeEach,
     Tracer::BaselineNoWakeup,
 ];

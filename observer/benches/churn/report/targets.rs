@@ -50,6 +50,7 @@ impl Bench {
         let not_run: u64 = ours.iter().map(Delivery::not_run).sum();
         let others = [
             Tracer::Baseline,
+            Tracer::BaselineRaw,
             Tracer::BaselineWakeEach,
             Tracer::BaselineNoWakeup,
             Tracer::Tcpstates,

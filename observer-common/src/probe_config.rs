@@ -52,6 +52,8 @@ pub struct SpanProbeConfig {
     pub cgroup_kn_offset: u32,
     /// Offset of `id` (a `u64`: the cgroup directory's inode) in `struct kernfs_node`.
     pub kn_id_offset: u32,
+    /// Non-zero: the task's `comm` is not read and stays zeroed (only to measure that read).
+    pub skip_comm: u32,
 }
 
 impl SpanProbeConfig {
@@ -75,6 +77,7 @@ impl SpanProbeConfig {
         cgroup_tagged: 0,
         cgroup_kn_offset: UNKNOWN,
         kn_id_offset: UNKNOWN,
+        skip_comm: 0,
     };
 }
 
@@ -186,7 +189,7 @@ impl SockErrorProbeConfig {
     };
 }
 
-const _: () = assert!(size_of::<SpanProbeConfig>() == 18 * 4);
+const _: () = assert!(size_of::<SpanProbeConfig>() == 19 * 4);
 const _: () = assert!(size_of::<TimerProbeConfig>() == 8 + 8 * 4);
 const _: () = assert!(size_of::<SockErrorProbeConfig>() == 16 * 4);
 

@@ -100,8 +100,12 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         // Straight into the record: the safe wrapper zeroes and copies a stack buffer byte by
         // byte, which costs more than the helper. On failure the helper zeroes the buffer.
         let comm = &mut (*rec).comm;
-        #[expect(clippy::cast_possible_truncation, reason = "16 bytes")]
-        bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32);
+        if cfg.skip_comm == 0 {
+            #[expect(clippy::cast_possible_truncation, reason = "16 bytes")]
+            bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32);
+        } else {
+            *comm = [0; 16];
+        }
         (*rec).netns = netns;
         // `kind` is a constant in each program: the others compile without these reads.
         (*rec).cgroup = if matches!(kind, RecordKind::StateChange) {

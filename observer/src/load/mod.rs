@@ -90,8 +90,43 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
-    /// Whether the state program reads each socket's cgroup (`workloads.cgroups`).
-    pub cgroups: bool,
+    /// The state program's optional reads.
+    pub reads: KernelReads,
+}
+
+/// What the state program reads beyond its tracepoint record. All of them in the daemon but
+/// for the cgroup where `workloads.cgroups = false`; the benchmark leaves each out in turn
+/// (`observer run --omit-kernel-read`) to measure what it costs. A read left out leaves its
+/// field unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, one per read"
+)]
+pub struct KernelReads {
+    /// The socket's network namespace (two reads).
+    pub netns: bool,
+    /// `sk_socket`, on transitions out of ESTABLISHED (closed before accept()).
+    pub sk_socket: bool,
+    /// The socket's cgroup (three reads), on a socket's first transitions.
+    pub cgroup: bool,
+    /// The current task's `comm`.
+    pub comm: bool,
+}
+
+impl KernelReads {
+    pub const ALL: Self = Self {
+        netns: true,
+        sk_socket: true,
+        cgroup: true,
+        comm: true,
+    };
+}
+
+impl Default for KernelReads {
+    fn default() -> Self {
+        Self::ALL
+    }
 }
 
 impl LoadOptions {
@@ -101,7 +136,7 @@ impl LoadOptions {
     pub fn sized(size: RingBufferSize) -> Self {
         Self {
             ring_buffer_bytes: size.resolve(crate::kernel::max_tw_buckets()),
-            cgroups: true,
+            reads: KernelReads::ALL,
         }
     }
 }
@@ -194,12 +229,7 @@ impl Probes {
         }
         let tracefs = tracefs::ensure_mounted()?;
         let mut plan = configure::plan(&tracefs)?;
-        if !options.cgroups && plan.features.cgroups.is_active() {
-            // The program skips the read when it has no offset.
-            plan.state.sk_cgroup_offset = observer_common::probe_config::UNKNOWN;
-            plan.features.cgroups =
-                Availability::Unavailable("turned off by workloads.cgroups = false".to_owned());
-        }
+        plan.omit(options.reads);
         raise_memlock_limit();
 
         let wakeup_bytes = ring_wakeup_bytes(size);

@@ -18,7 +18,7 @@ use crate::{
     alerts::{Delivery, DeliveryOptions},
     config::Config,
     export::Exporter,
-    load::LoadOptions,
+    load::{KernelReads, LoadOptions},
     pipeline::{self, AlertSettings, Pipeline, Settings, Step, every_or_never, interval_after},
 };
 
@@ -125,7 +125,10 @@ impl Daemon {
         let delivery = Delivery::new(delivery_options(&config))?;
         let mut pipeline = Pipeline::start(pipeline::Options {
             load: LoadOptions {
-                cgroups: config.workloads.cgroups,
+                reads: KernelReads {
+                    cgroup: config.kernel.reads.cgroup && config.workloads.cgroups,
+                    ..config.kernel.reads
+                },
                 ..LoadOptions::sized(config.kernel.ring_buffer_size)
             },
             max_sockets: config.tracker.max_sockets,

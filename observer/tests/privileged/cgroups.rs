@@ -12,7 +12,7 @@ use std::{
 
 use observer::{
     event::CgroupId,
-    load::LoadOptions,
+    load::{KernelReads, LoadOptions},
     workload::{Resolver, cgroupfs},
 };
 use observer_common::TcpState::{Close, Listen, SynRecv, SynSent};
@@ -152,7 +152,10 @@ fn with_cgroups_off_no_socket_carries_one() {
     let mut rec = Recorder::start_with(
         ns.inode(),
         &LoadOptions {
-            cgroups: false,
+            reads: KernelReads {
+                cgroup: false,
+                ..KernelReads::ALL
+            },
             ..LoadOptions::default()
         },
     );

@@ -8,7 +8,7 @@ use super::{
     Bench, TRACERS,
     level::{Level, ProgramCost},
 };
-use crate::{KINDS, Phase, listener_transitions};
+use crate::{KINDS, Omitted, Phase, listener_transitions};
 
 impl Level<'_> {
     fn json(&self) -> Value {
@@ -41,7 +41,10 @@ impl Level<'_> {
                 .iter()
                 .map(|t| (t.key(), self.all_programs_ns_per_transition(*t)))
                 .collect::<BTreeMap<_, _>>(),
-            "cgroup_read_ns_per_run_by_round": self.cgroup_read_ns(),
+            "state_program_read_ns_per_run_by_round": Omitted::ALL
+                .iter()
+                .map(|o| (o.key(), self.read_cost_ns(*o)))
+                .collect::<BTreeMap<_, _>>(),
             "daemon": self.daemon().map(|d| d.json()),
         })
     }

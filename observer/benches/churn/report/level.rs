@@ -10,7 +10,7 @@ use observer_common::RecordKind;
 use observer_testkit::scrape::Counters;
 
 use super::Bench;
-use crate::{DaemonPhase, Phase, Tracer, kstats::Cost};
+use crate::{DaemonPhase, Omitted, Phase, Tracer, kstats::Cost};
 
 /// The full name of a program of the object, from the 15 bytes of it the kernel keeps; names
 /// that share those bytes are joined with " + " (their figures are summed).
@@ -182,22 +182,12 @@ impl Level<'_> {
                     full_name(self.programs, &c.program)
                 };
                 // Without the cgroup read only the state program differs.
-                if p.tracer == Tracer::ObserverNoCgroup && program != "inet_sock_set_state" {
+                if matches!(p.tracer, Tracer::ObserverWithout(_))
+                    && program != "inet_sock_set_state"
+                {
                     continue;
                 }
-                let order = match p.tracer {
-                    // The daemon's programs in the contract's order.
-                    Tracer::Observer => contract::PROGRAMS
-                        .iter()
-                        .position(|p| p.name == program)
-                        .unwrap_or(contract::PROGRAMS.len()),
-                    Tracer::ObserverNoCgroup => 9,
-                    Tracer::Baseline => 10,
-                    Tracer::BaselineRaw => 11,
-                    Tracer::BaselineWakeEach => 12,
-                    Tracer::BaselineNoWakeup => 13,
-                    Tracer::Tcpstates | Tracer::None => 20,
-                };
+                let order = table_order(p.tracer, &program);
                 let e = out
                     .entry((order, program.clone()))
                     .or_insert_with(|| ProgramCost {
@@ -285,10 +275,10 @@ impl Level<'_> {
             .find(|c| c.tracer == tracer && c.program == program)
     }
 
-    /// What reading each socket's cgroup adds to a run of the state program: its ns per run
-    /// with the read less without it, round by round (the two phases of a round are adjacent
-    /// but in one round of each cycle of the rotation).
-    pub(super) fn cgroup_read_ns(&self) -> Vec<f64> {
+    /// What a read adds to a run of the state program: its ns per run with the read less
+    /// without it, round by round (the two phases of a round are adjacent but in one round of
+    /// each cycle of the rotation).
+    pub(super) fn read_cost_ns(&self, omitted: Omitted) -> Vec<f64> {
         let per_run = |p: &Phase| {
             let c = p
                 .costs
@@ -297,7 +287,7 @@ impl Level<'_> {
             (c.invocations > 0).then(|| c.run_time_ns as f64 / c.invocations as f64)
         };
         self.of(Tracer::Observer)
-            .zip(self.of(Tracer::ObserverNoCgroup))
+            .zip(self.of(Tracer::ObserverWithout(omitted)))
             .filter_map(|(with, without)| Some(per_run(with)? - per_run(without)?))
             .collect()
     }
@@ -310,6 +300,24 @@ impl Level<'_> {
             .sum();
         let expected = self.expected(tracer);
         (expected > 0).then(|| time as f64 / expected as f64)
+    }
+}
+
+/// Where a tracer's program comes in the cost table.
+fn table_order(tracer: Tracer, program: &str) -> usize {
+    match tracer {
+        // The daemon's programs in the contract's order.
+        Tracer::Observer => contract::PROGRAMS
+            .iter()
+            .position(|p| p.name == program)
+            .unwrap_or(contract::PROGRAMS.len()),
+        // One row each: the key of the table is (order, program).
+        Tracer::ObserverWithout(o) => 20 + o as usize,
+        Tracer::Baseline => 30,
+        Tracer::BaselineRaw => 31,
+        Tracer::BaselineWakeEach => 32,
+        Tracer::BaselineNoWakeup => 33,
+        Tracer::Tcpstates | Tracer::None => 40,
     }
 }
 

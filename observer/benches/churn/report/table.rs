@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Bench, TRACERS, grouped, level::Level, opt, whole};
-use crate::{KINDS, Tracer, listener_transitions, transitions_per_connection};
+use crate::{KINDS, Omitted, Tracer, listener_transitions, transitions_per_connection};
 
 impl Bench {
     /// The human table.
@@ -125,7 +125,14 @@ impl Bench {
             "gaps"
         );
         for level in levels {
-            for d in TRACERS.iter().filter_map(|t| level.delivery(*t)) {
+            // Without some reads the daemon's counts mean something else (without the
+            // namespace, sockets of different phases share their addresses): their phases
+            // measure the kernel's cost only.
+            for d in TRACERS
+                .iter()
+                .filter(|t| !matches!(t, Tracer::ObserverWithout(_)))
+                .filter_map(|t| level.delivery(*t))
+            {
                 let _ = writeln!(
                     w,
                     "  {:>7} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
@@ -200,7 +207,10 @@ impl Bench {
                 grouped(c.recursion_misses)
             );
         }
-        for tracer in &TRACERS[1..] {
+        for tracer in TRACERS[1..]
+            .iter()
+            .filter(|t| !matches!(t, Tracer::ObserverWithout(_)))
+        {
             if let Some(ns) = main.all_programs_ns_per_transition(*tracer) {
                 let _ = writeln!(
                     w,
@@ -209,17 +219,49 @@ impl Bench {
                 );
             }
         }
-        let mut cgroup = main.cgroup_read_ns();
-        if !cgroup.is_empty() {
-            let rounds: Vec<String> = cgroup.iter().map(|d| format!("{d:+.1}")).collect();
-            cgroup.sort_by(f64::total_cmp);
+        Self::write_reads(w, main);
+    }
+
+    /// What each read of the state program costs, by difference with a phase without it.
+    fn write_reads(w: &mut String, main: &Level<'_>) {
+        let lines: Vec<(Omitted, Vec<f64>)> = Omitted::ALL
+            .iter()
+            .map(|o| (*o, main.read_cost_ns(*o)))
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            w,
+            "\nthe state program's reads: ns per run of inet_sock_set_state with the read less \
+             without it (same round; median, then each round)"
+        );
+        for (omitted, mut rounds) in lines {
+            let each: Vec<String> = rounds.iter().map(|d| format!("{d:+.1}")).collect();
+            rounds.sort_by(f64::total_cmp);
             let _ = writeln!(
                 w,
-                "  reading the socket's cgroup (workloads.cgroups): {:+.1} ns per run of \
-                 inet_sock_set_state, median of rounds ({} ns; with the read less without, \
-                 same round)",
-                cgroup[cgroup.len() / 2],
-                rounds.join(", ")
+                "  {:<66} {:>+8.1}  ({})",
+                omitted.read(),
+                rounds[rounds.len() / 2],
+                each.join(", ")
+            );
+        }
+        let per_run = |tracer: &str| {
+            main.cost_of(tracer, "inet_sock_set_state")
+                .and_then(|c| c.ns_per_invocation())
+        };
+        if let (Some(bare), Some(floor)) = (
+            per_run(Omitted::All.key()),
+            main.cost_of("baseline", "baseline")
+                .and_then(|c| c.ns_per_invocation()),
+        ) {
+            let _ = writeln!(
+                w,
+                "  without all four: {bare:.1} ns per run, baseline {floor:.1}: the span copy, \
+                 the TCP filter, the timestamp and the task cost {:.1}",
+                bare - floor
             );
         }
     }

@@ -71,6 +71,27 @@ fn tw_socket(substate: TcpState, local: &str, remote: &str) -> TimewaitSocket {
     }
 }
 
+/// The timer of a socket in TIME_WAIT fires at `ms`.
+fn expiry(t: u64, ms: u64) -> Event {
+    timer(
+        t,
+        ms,
+        TimerAction::Expire {
+            substate: Some(TimeWait),
+        },
+    )
+}
+
+/// The report of a TIME_WAIT that expired after `spent_ms`.
+const fn expired_after(spent_ms: u64) -> (TcpState, TcpState, Option<u64>, Option<Note>) {
+    (
+        TimeWait,
+        Close,
+        Some(spent_ms * MS),
+        Some(Note::TimewaitEnded(TimewaitEnd::Expired)),
+    )
+}
+
 fn start(t: u64, ms: u64, substate: TcpState) -> Event {
     timer(
         t,
@@ -251,13 +272,7 @@ fn sockets_by_cgroup_are_kept_as_a_walk_would_count_them() {
             tr(3, 12, LastAck, Close, SERVER, "127.0.0.1:40001"),
             tr(4, 13, CloseWait, Close, "127.0.0.1:40002", SERVER),
             tr(2, 14, Listen, Close, "0.0.0.0:8080", "0.0.0.0:0"),
-            timer(
-                900,
-                60_004,
-                TimerAction::Expire {
-                    substate: Some(TimeWait),
-                },
-            ),
+            expiry(900, 60_004),
         ],
     );
     check(&tracker);

@@ -31,26 +31,9 @@ fn time_wait_is_entered_linked_to_its_connection_and_ends_with_its_exact_time() 
 
     let end = feed(
         &mut tracker,
-        &[
-            timer(0x7, 60_920, TimerAction::Cancel),
-            timer(
-                0x7,
-                60_920,
-                TimerAction::Expire {
-                    substate: Some(TimeWait),
-                },
-            ),
-        ],
+        &[timer(0x7, 60_920, TimerAction::Cancel), expiry(0x7, 60_920)],
     );
-    assert_eq!(
-        transitions(&end),
-        vec![(
-            TimeWait,
-            Close,
-            Some(60_900 * MS),
-            Some(Note::TimewaitEnded(TimewaitEnd::Expired))
-        )]
-    );
+    assert_eq!(transitions(&end), vec![expired_after(60_900)]);
     let counts = tracker.timewait_counts();
     assert_eq!(
         (counts.started, counts.expired, counts.ended_total()),
@@ -150,25 +133,8 @@ fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
         )
     );
     assert_eq!(tracker.counts_by_state()[TimeWait], 1);
-    let end = feed(
-        &mut tracker,
-        &[timer(
-            0x7,
-            60_030,
-            TimerAction::Expire {
-                substate: Some(TimeWait),
-            },
-        )],
-    );
-    assert_eq!(
-        transitions(&end),
-        vec![(
-            TimeWait,
-            Close,
-            Some(60_000 * MS),
-            Some(Note::TimewaitEnded(TimewaitEnd::Expired))
-        )]
-    );
+    let end = feed(&mut tracker, &[expiry(0x7, 60_030)]);
+    assert_eq!(transitions(&end), vec![expired_after(60_000)]);
     assert_eq!(tracker.stats().timewait_substate_unseen, 0);
 }
 

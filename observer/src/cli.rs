@@ -194,33 +194,11 @@ pub struct RunArgs {
     /// (overrides socket.group).
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
-
-    /// Leave a read out of the state program, to measure what it costs (`cargo xtask
-    /// bench`); the field it gives is then unknown. Repeatable.
-    #[arg(long, value_name = "READ", hide = true)]
-    pub omit_kernel_read: Vec<KernelRead>,
-}
-
-/// A read of the state program that `--omit-kernel-read` can leave out (the cgroup's is
-/// `workloads.cgroups`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum KernelRead {
-    Netns,
-    SkSocket,
-    Comm,
 }
 
 impl RunArgs {
     /// The flags given, over `config`.
     pub fn apply_to(&self, config: &mut Config) {
-        for read in &self.omit_kernel_read {
-            let reads = &mut config.kernel.reads;
-            match read {
-                KernelRead::Netns => reads.netns = false,
-                KernelRead::SkSocket => reads.sk_socket = false,
-                KernelRead::Comm => reads.comm = false,
-            }
-        }
         if let Some(listen) = self.listen {
             config.metrics.listen = listen;
         }

@@ -2,7 +2,8 @@
 //! record of `SpanRecord`'s size in the ring buffer, submit it, read nothing) on
 //! `sock:inet_sock_set_state`, from a separate instance of the daemon's own object. `baseline`
 //! submits as the daemon's programs do (waking the reader past a fill level);
-//! `baseline_no_wakeup` never wakes it.
+//! `baseline_no_wakeup` never wakes it. Copies of the daemon's state program are attached the
+//! same way (see `reads`).
 
 use std::{
     io,
@@ -19,6 +20,8 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
+use observer_common::SpanProbeConfig;
+
 use observer::load::{
     LoadOptions, READ_EVERY, contract, object,
     prog_stats::{self, ProgStats},
@@ -26,6 +29,8 @@ use observer::load::{
 };
 
 pub struct Baseline {
+    /// Its name in the figures.
+    label: &'static str,
     program: &'static str,
     ebpf: aya::Ebpf,
     stop: Arc<AtomicBool>,
@@ -37,15 +42,31 @@ impl Baseline {
     /// Loads and attaches the program, and starts draining its ring buffer on a thread: an
     /// undrained ring would make reserve fail, which is cheaper than a real submit.
     pub fn attach(program: &'static str) -> io::Result<Self> {
+        Self::attach_with(program, program, None)
+    }
+
+    /// A copy of the daemon's own state program configured with `state`, named `label`.
+    pub fn attach_state(label: &'static str, state: SpanProbeConfig) -> io::Result<Self> {
+        Self::attach_with(label, contract::INET_SOCK_SET_STATE.name, Some(state))
+    }
+
+    fn attach_with(
+        label: &'static str,
+        program: &'static str,
+        state: Option<SpanProbeConfig>,
+    ) -> io::Result<Self> {
         observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(contract::EVENTS, LoadOptions::default().ring_buffer_bytes)
-            .override_global(
-                contract::RING_WAKEUP_BYTES,
-                &ring_wakeup_bytes(LoadOptions::default().ring_buffer_bytes),
-                true,
-            )
+        let ring_bytes = LoadOptions::default().ring_buffer_bytes;
+        let wakeup = ring_wakeup_bytes(ring_bytes);
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(contract::EVENTS, ring_bytes)
+            .override_global(contract::RING_WAKEUP_BYTES, &wakeup, true);
+        if let Some(state) = &state {
+            loader.override_global(contract::INET_SOCK_SET_STATE.config, state, true);
+        }
+        let mut ebpf = loader
             .load(object())
             .map_err(|e| err("loading the eBPF object", &e))?;
         let found = ebpf
@@ -78,12 +99,17 @@ impl Baseline {
             std::thread::spawn(move || drain(ring, &stop, &records))
         };
         Ok(Self {
+            label,
             program,
             ebpf,
             stop,
             records,
             drain: Some(drain),
         })
+    }
+
+    pub const fn label(&self) -> &'static str {
+        self.label
     }
 
     pub fn stats(&self) -> io::Result<ProgStats> {

@@ -16,6 +16,7 @@
 mod baseline;
 mod calibrate;
 mod kstats;
+mod reads;
 mod report;
 mod tcpstates;
 
@@ -58,7 +59,7 @@ struct Options {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: Option<u64>,
     /// Tracers of the main level, in turn (default: all; tcpstates when installed).
-    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "observer_no_cgroup", "observer_no_netns", "observer_no_sk_socket", "observer_no_comm", "observer_no_reads", "tcpstates", "baseline", "baseline_raw", "baseline_wake_each", "baseline_no_wakeup"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "state_reads", "tcpstates", "baseline", "baseline_raw", "baseline_wake_each", "baseline_no_wakeup"])]
     tracers: Vec<String>,
     /// Longest a phase's load may run, seconds.
     #[arg(long, default_value_t = 20)]
@@ -83,9 +84,9 @@ const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
 pub enum Tracer {
     None,
     Observer,
-    /// `observer run` with a read of its state program left out: that read's cost, by
-    /// difference.
-    ObserverWithout(Omitted),
+    /// Copies of the daemon's state program side by side, each leaving one of its reads out,
+    /// beside the whole program: each read's cost on the same transitions.
+    StateReads,
     Tcpstates,
     Baseline,
     BaselineRaw,
@@ -98,7 +99,7 @@ impl Tracer {
         match self {
             Self::None => "none",
             Self::Observer => "observer run",
-            Self::ObserverWithout(o) => o.name(),
+            Self::StateReads => "state program reads",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
             Self::BaselineRaw => "baseline, raw tp",
@@ -111,7 +112,7 @@ impl Tracer {
         match self {
             Self::None => "none",
             Self::Observer => "observer",
-            Self::ObserverWithout(o) => o.key(),
+            Self::StateReads => "state_reads",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
             Self::BaselineRaw => "baseline_raw",
@@ -121,92 +122,14 @@ impl Tracer {
     }
 
     /// The observer-ebpf program attached in a baseline phase.
-    /// A phase of the daemon.
-    const fn is_observer(self) -> bool {
-        matches!(self, Self::Observer | Self::ObserverWithout(_))
-    }
-
     const fn baseline_program(self) -> Option<&'static str> {
         match self {
             Self::Baseline => Some(contract::BASELINE),
             Self::BaselineRaw => Some(contract::BASELINE_RAW),
             Self::BaselineWakeEach => Some(contract::BASELINE_WAKE_EACH),
             Self::BaselineNoWakeup => Some(contract::BASELINE_NO_WAKEUP),
-            Self::None | Self::Observer | Self::ObserverWithout(_) | Self::Tcpstates => None,
+            Self::None | Self::Observer | Self::StateReads | Self::Tcpstates => None,
         }
-    }
-}
-
-/// What an `observer run` phase leaves out of the state program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Omitted {
-    Cgroup,
-    Netns,
-    SkSocket,
-    Comm,
-    /// All four: what is left is the span copy, the filter, the timestamp and the task.
-    All,
-}
-
-impl Omitted {
-    const ALL: [Self; 5] = [
-        Self::Cgroup,
-        Self::Netns,
-        Self::SkSocket,
-        Self::Comm,
-        Self::All,
-    ];
-
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Cgroup => "observer, no cgroup",
-            Self::Netns => "observer, no netns",
-            Self::SkSocket => "observer, no sk_socket",
-            Self::Comm => "observer, no comm",
-            Self::All => "observer, none of them",
-        }
-    }
-
-    const fn key(self) -> &'static str {
-        match self {
-            Self::Cgroup => "observer_no_cgroup",
-            Self::Netns => "observer_no_netns",
-            Self::SkSocket => "observer_no_sk_socket",
-            Self::Comm => "observer_no_comm",
-            Self::All => "observer_no_reads",
-        }
-    }
-
-    /// The read, as the table names it.
-    const fn read(self) -> &'static str {
-        match self {
-            Self::Cgroup => "the socket's cgroup (3 reads, on a socket's first transitions)",
-            Self::Netns => "the socket's network namespace (2 reads)",
-            Self::SkSocket => "sk_socket (1 read, out of ESTABLISHED)",
-            Self::Comm => "the task's comm (a helper call)",
-            Self::All => "all four",
-        }
-    }
-
-    /// The daemon's configuration tables and arguments that leave the read out.
-    fn daemon_config(self) -> (String, Vec<&'static str>) {
-        let cgroups = !matches!(self, Self::Cgroup | Self::All);
-        let tables = format!("[alerts]\nlog = false\n\n[workloads]\ncgroups = {cgroups}\n");
-        let args = match self {
-            Self::Cgroup => vec![],
-            Self::Netns => vec!["--omit-kernel-read", "netns"],
-            Self::SkSocket => vec!["--omit-kernel-read", "sk-socket"],
-            Self::Comm => vec!["--omit-kernel-read", "comm"],
-            Self::All => vec![
-                "--omit-kernel-read",
-                "netns",
-                "--omit-kernel-read",
-                "sk-socket",
-                "--omit-kernel-read",
-                "comm",
-            ],
-        };
-        (tables, args)
     }
 }
 
@@ -284,8 +207,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let mut tracers = vec![Tracer::None, Tracer::Observer];
-    tracers.extend(Omitted::ALL.map(Tracer::ObserverWithout));
+    let mut tracers = vec![Tracer::None, Tracer::Observer, Tracer::StateReads];
     if have_tcpstates {
         tracers.push(Tracer::Tcpstates);
     }
@@ -367,7 +289,7 @@ fn run_levels(
                     round + 1,
                     tracer.name()
                 );
-                let phase = run_phase(tracer, &load, quiet)?;
+                let phase = run_phase(tracer, &load, round, quiet)?;
                 eprintln!(
                     "bench:   {} connections in {:.2} s ({:.0}/s){}",
                     phase.made.connections(),
@@ -386,8 +308,9 @@ fn run_levels(
     Ok(phases)
 }
 
-/// One phase: a fresh namespace, the tracer attached, the load, the tracer's figures.
-fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase> {
+/// One phase: a fresh namespace, the tracer attached, the load, the tracer's figures. `round`
+/// rotates what depends on order within a phase.
+fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::Result<Phase> {
     quiet.wait();
     let ns = NetNs::new("bench").context("creating a network namespace")?;
     let run = || -> anyhow::Result<Made> {
@@ -406,14 +329,8 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
     };
     match tracer {
         Tracer::None => phase.made = run()?,
-        Tracer::Observer | Tracer::ObserverWithout(_) => {
-            let daemon = match tracer {
-                Tracer::ObserverWithout(omitted) => {
-                    let (tables, args) = omitted.daemon_config();
-                    daemon::Daemon::start_with(OBSERVER, &tables, &args)?
-                }
-                _ => daemon::Daemon::start(OBSERVER)?,
-            };
+        Tracer::Observer => {
+            let daemon = daemon::Daemon::start(OBSERVER)?;
             let mut scraper = Scraper::connect(daemon.addr)?;
             // The scrape connection's own transitions land before the first scrape.
             std::thread::sleep(Duration::from_millis(300));
@@ -448,6 +365,13 @@ fn run_phase(tracer: Tracer, load: &Load, quiet: &Quiet) -> anyhow::Result<Phase
             std::thread::sleep(Duration::from_secs(1));
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
             phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
+        }
+        Tracer::StateReads => {
+            let copies = reads::Copies::attach(round)?;
+            let before = copies.stats()?;
+            phase.made = run()?;
+            std::thread::sleep(Duration::from_millis(500));
+            phase.costs = copies.costs_since(&before)?;
         }
         Tracer::Baseline
         | Tracer::BaselineRaw

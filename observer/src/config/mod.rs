@@ -25,7 +25,7 @@ use self::errors::Located;
 use self::raw::RawConfig;
 pub use self::rules::{AlertRule, RuleKind, builtin_rules};
 pub use self::values::{EmptySeverity, Severity, parse_mode};
-use crate::load::{KernelReads, RingBufferSize};
+use crate::load::RingBufferSize;
 use crate::track::DEFAULT_MAX_SOCKETS;
 
 /// Where the daemon looks for its configuration unless told otherwise.
@@ -179,10 +179,6 @@ pub struct KernelConfig {
     /// every timewait socket the host keeps, from 4M to 64M), or a power of two from 4K to
     /// 256M, written as an integer or as a string with a K, M or G suffix ("16M").
     pub ring_buffer_size: RingBufferSize,
-    /// The state program's optional reads: all of them, but for those `observer run
-    /// --omit-kernel-read` leaves out (not a setting of the file: it exists to measure them)
-    /// and the cgroup where `workloads.cgroups = false`.
-    pub reads: KernelReads,
 }
 
 /// `[alerts]`: rule evaluation and where alerts go.

@@ -145,7 +145,6 @@ impl RawConfig {
             },
             kernel: KernelConfig {
                 ring_buffer_size: k.ring_buffer_size.map_or(kernel.ring_buffer_size, |s| s.0),
-                reads: kernel.reads,
             },
             alerts: AlertsConfig {
                 evaluation_interval: a

@@ -165,7 +165,6 @@ window = "5m"
         },
         kernel: KernelConfig {
             ring_buffer_size: RingBufferSize::Bytes(256 << 10),
-            reads: crate::load::KernelReads::ALL,
         },
         socket: SocketConfig::default(),
         workloads: WorkloadsConfig {

@@ -40,23 +40,20 @@ impl Plan {
     /// Leaves out of the state program the reads `reads` turns off: the program skips a read
     /// whose offset is unknown.
     pub(super) fn omit(&mut self, reads: KernelReads) {
-        let off = |what: &str| Availability::Unavailable(format!("turned off ({what})"));
         if !reads.cgroup && self.features.cgroups.is_active() {
             self.state.sk_cgroup_offset = UNKNOWN;
-            self.features.cgroups = off("workloads.cgroups = false");
+            self.features.cgroups =
+                Availability::Unavailable("turned off (workloads.cgroups = false)".to_owned());
         }
         if !reads.sk_socket && self.features.closed_before_accept.is_active() {
             self.state.sk_socket_offset = UNKNOWN;
-            self.features.closed_before_accept = off("--omit-kernel-read sk_socket");
+            self.features.closed_before_accept =
+                Availability::Unavailable("turned off (sk_socket is not read)".to_owned());
         }
         if !reads.netns {
-            log::warn!(
-                "transitions will not carry their network namespace (--omit-kernel-read netns)"
-            );
             self.state.sock_net_offset = UNKNOWN;
         }
         if !reads.comm {
-            log::warn!("transitions will not carry their task's name (--omit-kernel-read comm)");
             self.state.skip_comm = 1;
         }
     }

@@ -35,6 +35,16 @@ pub fn object() -> &'static [u8] {
     EBPF_OBJECT
 }
 
+/// The state program's configuration on this kernel with `reads`, for tools that attach it
+/// themselves (the benchmark measures each read by attaching copies of the program that
+/// leave one out, beside the full one).
+pub fn state_config(reads: KernelReads) -> Result<observer_common::SpanProbeConfig, LoadError> {
+    let tracefs = tracefs::ensure_mounted()?;
+    let mut plan = configure::plan(&tracefs)?;
+    plan.omit(reads);
+    Ok(plan.state)
+}
+
 /// How often readers of the ring buffer look for records on their own. The programs wake the
 /// reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]), so below that rate
 /// this interval is the longest a record waits; above it, reads follow the wakeups.
@@ -95,9 +105,9 @@ pub struct LoadOptions {
 }
 
 /// What the state program reads beyond its tracepoint record. All of them in the daemon but
-/// for the cgroup where `workloads.cgroups = false`; the benchmark leaves each out in turn
-/// (`observer run --omit-kernel-read`) to measure what it costs. A read left out leaves its
-/// field unknown.
+/// for the cgroup where `workloads.cgroups = false`; the benchmark attaches copies of the
+/// program that each leave one out ([`state_config`]) to measure what it costs. A read left out
+/// leaves its field unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[expect(
     clippy::struct_excessive_bools,

@@ -126,8 +126,8 @@ impl Daemon {
         let mut pipeline = Pipeline::start(pipeline::Options {
             load: LoadOptions {
                 reads: KernelReads {
-                    cgroup: config.kernel.reads.cgroup && config.workloads.cgroups,
-                    ..config.kernel.reads
+                    cgroup: config.workloads.cgroups,
+                    ..KernelReads::ALL
                 },
                 ..LoadOptions::sized(config.kernel.ring_buffer_size)
             },

@@ -8,7 +8,7 @@ use super::{
     Bench, TRACERS,
     level::{Level, ProgramCost},
 };
-use crate::{KINDS, Omitted, Phase, listener_transitions};
+use crate::{KINDS, Phase, listener_transitions, reads::Omitted};
 
 impl Level<'_> {
     fn json(&self) -> Value {

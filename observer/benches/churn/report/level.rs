@@ -10,7 +10,11 @@ use observer_common::RecordKind;
 use observer_testkit::scrape::Counters;
 
 use super::Bench;
-use crate::{DaemonPhase, Omitted, Phase, Tracer, kstats::Cost};
+use crate::{
+    DaemonPhase, Phase, Tracer,
+    kstats::Cost,
+    reads::{self, Omitted},
+};
 
 /// The full name of a program of the object, from the 15 bytes of it the kernel keeps; names
 /// that share those bytes are joined with " + " (their figures are summed).
@@ -124,7 +128,8 @@ impl Level<'_> {
     /// How the load's transitions fared with `tracer`.
     pub(super) fn delivery(&self, tracer: Tracer) -> Option<Delivery> {
         let phases: Vec<&Phase> = self.of(tracer).collect();
-        if phases.is_empty() || tracer == Tracer::None {
+        // The copies of the state program measure cost, not delivery.
+        if phases.is_empty() || matches!(tracer, Tracer::None | Tracer::StateReads) {
             return None;
         }
         let mut d = Delivery {
@@ -135,7 +140,7 @@ impl Level<'_> {
         for p in &phases {
             // The daemon's transitions program; the only program of the others.
             for c in p.costs.iter().filter(|c| {
-                !tracer.is_observer()
+                tracer != Tracer::Observer
                     || full_name(self.programs, &c.program) == "inet_sock_set_state"
             }) {
                 d.runs += c.invocations;
@@ -176,17 +181,11 @@ impl Level<'_> {
         let mut out: BTreeMap<(usize, String), ProgramCost> = BTreeMap::new();
         for p in &self.phases {
             for c in &p.costs {
-                let program = if p.tracer == Tracer::Tcpstates {
+                let program = if matches!(p.tracer, Tracer::Tcpstates | Tracer::StateReads) {
                     c.program.clone()
                 } else {
                     full_name(self.programs, &c.program)
                 };
-                // Without the cgroup read only the state program differs.
-                if matches!(p.tracer, Tracer::ObserverWithout(_))
-                    && program != "inet_sock_set_state"
-                {
-                    continue;
-                }
                 let order = table_order(p.tracer, &program);
                 let e = out
                     .entry((order, program.clone()))
@@ -275,21 +274,29 @@ impl Level<'_> {
             .find(|c| c.tracer == tracer && c.program == program)
     }
 
-    /// What a read adds to a run of the state program: its ns per run with the read less
-    /// without it, round by round (the two phases of a round are adjacent but in one round of
-    /// each cycle of the rotation).
-    pub(super) fn read_cost_ns(&self, omitted: Omitted) -> Vec<f64> {
-        let per_run = |p: &Phase| {
-            let c = p
-                .costs
-                .iter()
-                .find(|c| full_name(self.programs, &c.program) == "inet_sock_set_state")?;
-            (c.invocations > 0).then(|| c.run_time_ns as f64 / c.invocations as f64)
-        };
-        self.of(Tracer::Observer)
-            .zip(self.of(Tracer::ObserverWithout(omitted)))
-            .filter_map(|(with, without)| Some(per_run(with)? - per_run(without)?))
+    /// Each state-reads phase's ns per run of its copy `label`.
+    fn copy_ns(&self, label: &str) -> Vec<Option<f64>> {
+        self.of(Tracer::StateReads)
+            .map(|p| {
+                let c = p.costs.iter().find(|c| c.program == label)?;
+                (c.invocations > 0).then(|| c.run_time_ns as f64 / c.invocations as f64)
+            })
             .collect()
+    }
+
+    /// `a` less `b`, phase by phase, in ns per run of the state program's copies.
+    pub(super) fn copy_difference(&self, a: &str, b: &str) -> Vec<f64> {
+        self.copy_ns(a)
+            .into_iter()
+            .zip(self.copy_ns(b))
+            .filter_map(|(a, b)| Some(a? - b?))
+            .collect()
+    }
+
+    /// What a read adds to a run of the state program: the whole program's ns per run less
+    /// that of its copy without the read, phase by phase (the same transitions).
+    pub(super) fn read_cost_ns(&self, omitted: Omitted) -> Vec<f64> {
+        self.copy_difference(reads::WHOLE, omitted.key())
     }
 
     /// Kernel time of all of a tracer's programs per transition of the load.
@@ -312,7 +319,16 @@ fn table_order(tracer: Tracer, program: &str) -> usize {
             .position(|p| p.name == program)
             .unwrap_or(contract::PROGRAMS.len()),
         // One row each: the key of the table is (order, program).
-        Tracer::ObserverWithout(o) => 20 + o as usize,
+        Tracer::StateReads => match program {
+            reads::WHOLE => 20,
+            contract::BASELINE => 27,
+            _ => {
+                21 + Omitted::ALL
+                    .iter()
+                    .position(|o| o.key() == program)
+                    .unwrap_or(Omitted::ALL.len())
+            }
+        },
         Tracer::Baseline => 30,
         Tracer::BaselineRaw => 31,
         Tracer::BaselineWakeEach => 32,

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use super::{Omitted, Phase, Tracer, calibrate::Calibration};
+use super::{Phase, Tracer, calibrate::Calibration};
 
 /// The machine the figures were measured on.
 pub struct Machine {
@@ -141,14 +141,10 @@ pub struct Bench {
 }
 
 /// Every tracer, in the order of the tables.
-const TRACERS: [Tracer; 12] = [
+const TRACERS: [Tracer; 8] = [
     Tracer::None,
     Tracer::Observer,
-    Tracer::ObserverWithout(Omitted::Cgroup),
-    Tracer::ObserverWithout(Omitted::Netns),
-    Tracer::ObserverWithout(Omitted::SkSocket),
-    Tracer::ObserverWithout(Omitted::Comm),
-    Tracer::ObserverWithout(Omitted::All),
+    Tracer::StateReads,
     Tracer::Tcpstates,
     Tracer::Baseline,
     Tracer::BaselineRaw,

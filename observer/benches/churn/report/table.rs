@@ -2,8 +2,14 @@
 
 use std::fmt::Write as _;
 
+use observer::load::contract;
+
 use super::{Bench, TRACERS, grouped, level::Level, opt, whole};
-use crate::{KINDS, Omitted, Tracer, listener_transitions, transitions_per_connection};
+use crate::{
+    KINDS, Tracer, listener_transitions,
+    reads::{Omitted, WHOLE},
+    transitions_per_connection,
+};
 
 impl Bench {
     /// The human table.
@@ -88,7 +94,8 @@ impl Bench {
                 "  {:<18} {:>14} {:>15} {:>16}",
                 "tracer", "connections/s", "transitions/s", "ratio to none"
             );
-            for tracer in TRACERS {
+            // The state program's copies measure cost, not throughput.
+            for tracer in TRACERS.into_iter().filter(|t| *t != Tracer::StateReads) {
                 let Some(rate) = level.median_rate(tracer) else {
                     continue;
                 };
@@ -125,14 +132,7 @@ impl Bench {
             "gaps"
         );
         for level in levels {
-            // Without some reads the daemon's counts mean something else (without the
-            // namespace, sockets of different phases share their addresses): their phases
-            // measure the kernel's cost only.
-            for d in TRACERS
-                .iter()
-                .filter(|t| !matches!(t, Tracer::ObserverWithout(_)))
-                .filter_map(|t| level.delivery(*t))
-            {
+            for d in TRACERS.iter().filter_map(|t| level.delivery(*t)) {
                 let _ = writeln!(
                     w,
                     "  {:>7} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
@@ -207,10 +207,7 @@ impl Bench {
                 grouped(c.recursion_misses)
             );
         }
-        for tracer in TRACERS[1..]
-            .iter()
-            .filter(|t| !matches!(t, Tracer::ObserverWithout(_)))
-        {
+        for tracer in TRACERS[1..].iter().filter(|t| **t != Tracer::StateReads) {
             if let Some(ns) = main.all_programs_ns_per_transition(*tracer) {
                 let _ = writeln!(
                     w,
@@ -222,11 +219,15 @@ impl Bench {
         Self::write_reads(w, main);
     }
 
-    /// What each read of the state program costs, by difference with a phase without it.
+    /// What each read of the state program costs: copies of it side by side in one phase.
     fn write_reads(w: &mut String, main: &Level<'_>) {
-        let lines: Vec<(Omitted, Vec<f64>)> = Omitted::ALL
+        let lines: Vec<(&str, Vec<f64>)> = Omitted::ALL
             .iter()
-            .map(|o| (*o, main.read_cost_ns(*o)))
+            .map(|o| (o.read(), main.read_cost_ns(*o)))
+            .chain([(
+                "left without them, over baseline (copy, filter, timestamp, task)",
+                main.copy_difference(Omitted::All.key(), contract::BASELINE),
+            )])
             .filter(|(_, d)| !d.is_empty())
             .collect();
         if lines.is_empty() {
@@ -234,34 +235,18 @@ impl Bench {
         }
         let _ = writeln!(
             w,
-            "\nthe state program's reads: ns per run of inet_sock_set_state with the read less \
-             without it (same round; median, then each round)"
+            "\nthe state program's reads: copies of it without each, beside the whole program \
+             ({WHOLE}) and baseline on the same transitions; ns per run, the whole less the \
+             copy (median, then each round; attach order rotating)"
         );
-        for (omitted, mut rounds) in lines {
+        for (read, mut rounds) in lines {
             let each: Vec<String> = rounds.iter().map(|d| format!("{d:+.1}")).collect();
             rounds.sort_by(f64::total_cmp);
             let _ = writeln!(
                 w,
-                "  {:<66} {:>+8.1}  ({})",
-                omitted.read(),
+                "  {read:<66} {:>+8.1}  ({})",
                 rounds[rounds.len() / 2],
                 each.join(", ")
-            );
-        }
-        let per_run = |tracer: &str| {
-            main.cost_of(tracer, "inet_sock_set_state")
-                .and_then(|c| c.ns_per_invocation())
-        };
-        if let (Some(bare), Some(floor)) = (
-            per_run(Omitted::All.key()),
-            main.cost_of("baseline", "baseline")
-                .and_then(|c| c.ns_per_invocation()),
-        ) {
-            let _ = writeln!(
-                w,
-                "  without all four: {bare:.1} ns per run, baseline {floor:.1}: the span copy, \
-                 the TCP filter, the timestamp and the task cost {:.1}",
-                bare - floor
             );
         }
     }

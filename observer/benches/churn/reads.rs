@@ -1,0 +1,128 @@
+//! What each read of the daemon's state program costs: copies of the program, each leaving
+//! one read out, attached beside the whole program and the `baseline` floor on the same
+//! tracepoint, so that all of them run for the same transitions in the same phase. Their
+//! difference is the read's cost, free of the drift between phases (on this kind of machine one
+//! phase's ns per run differs from the next by up to 300 ns). The kernel runs them one after
+//! the other, the later ones with the socket's cache lines already loaded by the earlier ones:
+//! a first, unmeasured copy of the whole program loads them for all, so that every figure is
+//! a warm-cache cost (a cache miss that the program alone would take is not in them), and the
+//! order of the measured ones rotates with the round.
+
+use std::io;
+
+use observer::load::{KernelReads, contract, prog_stats::ProgStats, state_config};
+
+use crate::{baseline::Baseline, kstats::Cost};
+
+/// A read, or all of them, left out of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Omitted {
+    Cgroup,
+    Netns,
+    SkSocket,
+    Comm,
+    /// All four: what is left is the span copy, the filter, the timestamp and the task.
+    All,
+}
+
+impl Omitted {
+    pub const ALL: [Self; 5] = [
+        Self::Cgroup,
+        Self::Netns,
+        Self::SkSocket,
+        Self::Comm,
+        Self::All,
+    ];
+
+    /// The copy's name in the figures.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::Cgroup => "state_no_cgroup",
+            Self::Netns => "state_no_netns",
+            Self::SkSocket => "state_no_sk_socket",
+            Self::Comm => "state_no_comm",
+            Self::All => "state_no_reads",
+        }
+    }
+
+    /// The read, as the table names it.
+    pub const fn read(self) -> &'static str {
+        match self {
+            Self::Cgroup => "the socket's cgroup (3 reads, on a socket's first transitions)",
+            Self::Netns => "the socket's network namespace (2 reads)",
+            Self::SkSocket => "sk_socket (1 read, out of ESTABLISHED)",
+            Self::Comm => "the task's comm (a helper call)",
+            Self::All => "all four",
+        }
+    }
+
+    const fn reads(self) -> KernelReads {
+        let all = KernelReads::ALL;
+        match self {
+            Self::Cgroup => KernelReads {
+                cgroup: false,
+                ..all
+            },
+            Self::Netns => KernelReads {
+                netns: false,
+                ..all
+            },
+            Self::SkSocket => KernelReads {
+                sk_socket: false,
+                ..all
+            },
+            Self::Comm => KernelReads { comm: false, ..all },
+            Self::All => KernelReads {
+                netns: false,
+                sk_socket: false,
+                cgroup: false,
+                comm: false,
+            },
+        }
+    }
+}
+
+/// The whole program's copy, in the figures.
+pub const WHOLE: &str = "state_whole";
+
+/// The copy that runs first, unmeasured, to warm the cache for the others.
+const WARM_UP: &str = "state_warm_up";
+
+/// The copies and the floor, attached.
+pub struct Copies(Vec<Baseline>);
+
+impl Copies {
+    /// Attaches the warm-up copy, then the whole program, each copy and `baseline` in an
+    /// order rotated by `round`.
+    pub fn attach(round: u64) -> io::Result<Self> {
+        let config = |reads| state_config(reads).map_err(io::Error::other);
+        let mut wanted: Vec<(&'static str, Option<KernelReads>)> =
+            vec![(WHOLE, Some(KernelReads::ALL))];
+        wanted.extend(Omitted::ALL.map(|o| (o.key(), Some(o.reads()))));
+        wanted.push((contract::BASELINE, None));
+        let by = usize::try_from(round).expect("few rounds") % wanted.len();
+        wanted.rotate_left(by);
+        wanted.insert(0, (WARM_UP, Some(KernelReads::ALL)));
+        let mut attached = Vec::new();
+        for (label, reads) in wanted {
+            attached.push(match reads {
+                Some(reads) => Baseline::attach_state(label, config(reads)?)?,
+                None => Baseline::attach(contract::BASELINE)?,
+            });
+        }
+        Ok(Self(attached))
+    }
+
+    pub fn stats(&self) -> io::Result<Vec<ProgStats>> {
+        self.0.iter().map(Baseline::stats).collect()
+    }
+
+    /// Each program's cost since `before`, under its label.
+    pub fn costs_since(&self, before: &[ProgStats]) -> io::Result<Vec<Cost>> {
+        self.0
+            .iter()
+            .zip(before)
+            .map(|(b, before)| Ok(Cost::between(b.label(), *before, b.stats()?)))
+            .collect()
+    }
+}

@@ -246,15 +246,21 @@ impl Table {
     /// Writes `conn` into occupied slot `i`, keeping counts and indexes right.
     fn store(&mut self, i: u32, conn: &Conn) {
         let old = self.slots[i as usize];
-        let tuple_changed = !old.holds(&conn.tuple);
+        // Packed once, and compared packed.
+        let new = Slot::new(old.key, old.older, old.newer, old.mark, conn);
+        let tuple_changed = (new.tuple, new.v6()) != (old.tuple, old.v6());
         if tuple_changed {
             self.unindex_tuple(i, &old.tuple());
         }
-        self.count(i, old.state, old.since_ns, -1);
-        self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn);
-        self.count(i, conn.state, conn.since_ns, 1);
-        self.by_cgroup
-            .moved((old.cgroup, old.state), (conn.cgroup, conn.state));
+        if (old.state, old.since_ns) != (conn.state, conn.since_ns) {
+            self.count(i, old.state, old.since_ns, -1);
+            self.count(i, conn.state, conn.since_ns, 1);
+        }
+        self.slots[i as usize] = new;
+        if (old.cgroup, old.state) != (conn.cgroup, conn.state) {
+            self.by_cgroup
+                .moved((old.cgroup, old.state), (conn.cgroup, conn.state));
+        }
         if tuple_changed {
             self.index_tuple(i);
         }

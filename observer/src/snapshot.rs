@@ -20,7 +20,7 @@ use crate::{
         NeverAccepted, OwnerSockets, ResetClass, RetransmitCounts, TimewaitCounts, Tracker,
         TrackerStats, TransitionCounts, durations::Histogram,
     },
-    workload::tally::WorkloadTally,
+    workload::tally::{Counted, WorkloadCounts, WorkloadTally},
 };
 
 /// What a snapshot is copied from: the pipeline's state, borrowed under its lock.
@@ -127,8 +127,9 @@ pub struct Snapshot {
     pub half_open_by_cgroup: Vec<HalfOpenGroup>,
     /// Every socket tracked, by cgroup and state.
     pub sockets_by_cgroup: Vec<CgroupSockets>,
-    /// RSTs and closes before accept() by workload.
-    pub workload_tally: WorkloadTally,
+    /// RSTs and closes before accept() by workload (the counts only: the tally's indexes
+    /// and its memo of cgroup names stay behind the lock).
+    pub workload_counts: Vec<(Counted, WorkloadCounts)>,
     pub connection_ends: EndCounts,
     /// Every listening socket at the last sample of accept queues.
     pub listeners: Vec<Listener>,
@@ -197,7 +198,7 @@ impl Snapshot {
             half_open_by_cgroup: half_open_by_cgroup(&suspects),
             half_open: suspects.into_iter().take(listed).collect(),
             sockets_by_cgroup: t.sockets_by_cgroup(),
-            workload_tally: s.workload_tally.clone(),
+            workload_counts: s.workload_tally.iter().map(|(who, c)| (who, *c)).collect(),
             connection_ends: t.connection_ends().clone(),
             listeners: s.listen.listeners.clone(),
             listen_queue_highest_usage: s.listen.highest_usage(),

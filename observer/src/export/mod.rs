@@ -160,29 +160,17 @@ impl Metrics {
             *half_open.entry(label(g.cgroup)).or_default() += g.count;
         }
         let mut counts: FxHashMap<WorkloadLabel, WorkloadCounts> = FxHashMap::default();
-        for (who, c) in s.workload_tally.iter() {
+        for (who, c) in &s.workload_counts {
             let l = match who {
-                Counted::Named(n) => workloads.label(Some(n)),
+                Counted::Named(n) => workloads.label(Some(n.clone())),
                 Counted::Unknown => WorkloadLabel::Unknown,
                 Counted::Beyond => WorkloadLabel::Other,
             };
-            let sums = counts.entry(l).or_default();
-            for (sum, n) in sums
-                .resets
-                .iter_mut()
-                .flatten()
-                .zip(c.resets.iter().flatten())
-            {
-                *sum += n;
-            }
-            sums.closed_before_accept.peer_closed += c.closed_before_accept.peer_closed;
-            sums.closed_before_accept.peer_reset += c.closed_before_accept.peer_reset;
+            *counts.entry(l).or_default() += *c;
         }
         let mut closed: FxHashMap<PortLabel, NeverAccepted> = FxHashMap::default();
         for c in &s.closed_before_accept {
-            let slot = closed.entry(ports.label(c.listener.port)).or_default();
-            slot.peer_closed += c.counts.peer_closed;
-            slot.peer_reset += c.counts.peer_reset;
+            *closed.entry(ports.label(c.listener.port)).or_default() += c.counts;
         }
         let mut synacks: FxHashMap<PortLabel, u64> = FxHashMap::default();
         for r in &s.synack_retransmits {

@@ -61,6 +61,13 @@ pub struct NeverAccepted {
     pub peer_reset: u64,
 }
 
+impl std::ops::AddAssign for NeverAccepted {
+    fn add_assign(&mut self, other: Self) {
+        self.peer_closed += other.peer_closed;
+        self.peer_reset += other.peer_reset;
+    }
+}
+
 /// A socket in CLOSE_WAIT: the peer closed, the application has not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseWaitEntry {

@@ -25,6 +25,20 @@ pub struct WorkloadCounts {
     pub closed_before_accept: NeverAccepted,
 }
 
+impl std::ops::AddAssign for WorkloadCounts {
+    fn add_assign(&mut self, other: Self) {
+        for (sum, n) in self
+            .resets
+            .iter_mut()
+            .flatten()
+            .zip(other.resets.iter().flatten())
+        {
+            *sum += n;
+        }
+        self.closed_before_accept += other.closed_before_accept;
+    }
+}
+
 /// Whose counters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Counted {

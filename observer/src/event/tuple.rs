@@ -29,6 +29,16 @@ impl Tuple {
         }
     }
 
+    /// The same connection seen from its other end (a local peer's socket).
+    #[must_use]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            netns: self.netns,
+            local: self.remote,
+            remote: self.local,
+        }
+    }
+
     /// The listening socket this connection came to, when it was accepted by one: its
     /// namespace and local port.
     #[must_use]

@@ -168,6 +168,9 @@ impl Tracker {
                 if let Some(mut tw) = self.timewaits.table.get_mut(key)
                     && untouched(tw.touched_ns)
                     && tw.substate != s.state
+                    // FIN_WAIT2 -> TIME_WAIT never goes back: a dump that lists FIN_WAIT2
+                    // raced the peer's FIN, which the stream showed before the socket got it.
+                    && !(tw.substate == TcpState::TimeWait && s.state == TcpState::FinWait2)
                 {
                     tw.substate = s.state;
                     tw.substate_since_ns = r.started_ns;

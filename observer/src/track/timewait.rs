@@ -218,14 +218,22 @@ impl Tracker {
                 }
             }
         }
+        // Under load the local peer's close (CLOSE_WAIT -> LAST_ACK) can reach the stream
+        // before this start: its FIN, still on its way, moves the socket to TIME_WAIT with
+        // no tracepoint of its own.
+        let fin_on_its_way = socket.substate == TcpState::FinWait2 && self.peer_in_last_ack(&tuple);
         let tw = Tw {
-            substate: socket.substate,
+            substate: if fin_on_its_way {
+                TcpState::TimeWait
+            } else {
+                socket.substate
+            },
             tuple,
             substate_since_ns: now,
             lower_bound: false,
             owner: None,
             cgroup: None,
-            timeout_ns,
+            timeout_ns: timeout_ns.filter(|_| !fin_on_its_way),
             cookie: t.cookie,
             touched_ns: now,
         };
@@ -282,6 +290,16 @@ impl Tracker {
         if let Some(mut slot) = self.timewaits.table.get_mut(timer) {
             *slot = updated;
         }
+    }
+
+    /// Whether the local peer of `tuple` is tracked in LAST_ACK: it has sent its FIN.
+    fn peer_in_last_ack(&self, tuple: &Tuple) -> bool {
+        let peer = tuple.reversed();
+        self.sockets.keys_of(&peer).any(|k| {
+            self.sockets
+                .get(k)
+                .is_some_and(|c| c.state == TcpState::LastAck)
+        })
     }
 
     /// The full socket `t` closed from FIN_WAIT2/CLOSING: hands the connection to the
@@ -412,11 +430,7 @@ impl Tracker {
     /// The peer of a local connection sent its FIN (CLOSE_WAIT -> LAST_ACK): if our end waits
     /// in a timewait socket as FIN_WAIT2, that FIN moves it to TIME_WAIT now.
     pub(super) fn peer_sent_fin(&mut self, t: &Transition, out: &mut Vec<Report>) {
-        let ours = Tuple {
-            netns: t.netns,
-            local: t.remote,
-            remote: t.local,
-        };
+        let ours = Tuple::of(t).reversed();
         let Some(key) = self.timewaits.table.key_of(&ours) else {
             return;
         };

@@ -274,3 +274,34 @@ fn a_timewait_socket_made_during_the_dump_stays_though_its_fin_wait2_began_befor
     assert_eq!(tracker.stats().tracked_timewait, 1);
     assert_timewait_identity(&tracker);
 }
+
+/// A timewait socket goes from FIN_WAIT2 to TIME_WAIT and never back: a dump that lists it in
+/// FIN_WAIT2 after the stream showed the peer's FIN (sent, not yet received) is not a lost
+/// change, and the socket stays in TIME_WAIT.
+#[test]
+fn a_dump_listing_fin_wait2_before_the_peer_fin_landed_does_not_undo_time_wait() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.extend([
+        start(0x7, 12, FinWait2),
+        tr(0xA, 12, FinWait2, Close, CLIENT, SERVER),
+        tr(0xB, 30, CloseWait, LastAck, SERVER, CLIENT),
+    ]);
+    feed(&mut tracker, &events);
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+    let mut r = tracker.begin_reconcile(31 * MS);
+    tracker.reconcile_listed(
+        &mut r,
+        &SeedSocket {
+            timewait: true,
+            ..listed(CLIENT, SERVER, FinWait2)
+        },
+    );
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    let outcome = tracker.end_reconcile(r, 40 * MS);
+    assert_eq!(outcome.corrected, 0, "{outcome:?}");
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+    assert_eq!(tracker.counts_by_state()[FinWait2], 0);
+    assert_timewait_identity(&tracker);
+}

@@ -138,6 +138,58 @@ fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
     assert_eq!(tracker.stats().timewait_substate_unseen, 0);
 }
 
+/// Under load the peer's close (CLOSE_WAIT -> LAST_ACK) can reach the stream even before our
+/// timewait socket starts as FIN_WAIT2: its FIN, on its way, moves that socket to TIME_WAIT
+/// without a tracepoint, so the entry is reported at the handover all the same.
+#[test]
+fn a_peer_fin_seen_before_the_timewait_socket_started_still_enters_time_wait() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.extend([
+        tr(0xB, 1, SynRecv, Established, SERVER, CLIENT),
+        tr(0xB, 10, Established, CloseWait, SERVER, CLIENT),
+        tr(0xB, 12, CloseWait, LastAck, SERVER, CLIENT),
+        start(0x7, 13, FinWait2),
+        tr(0xA, 13, FinWait2, Close, CLIENT, SERVER),
+    ]);
+    let reports = feed(&mut tracker, &events);
+    assert_eq!(
+        transitions(&reports).last().unwrap(),
+        &(
+            FinWait2,
+            TimeWait,
+            Some(2 * MS),
+            Some(Note::TimewaitEntered { timeout_ns: None })
+        )
+    );
+    assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+    let end = feed(
+        &mut tracker,
+        &[
+            tr(0xB, 14, LastAck, Close, SERVER, CLIENT),
+            expiry(0x7, 60_013),
+        ],
+    );
+    assert_eq!(transitions(&end).last(), Some(&expired_after(60_000)));
+    assert_eq!(tracker.stats().timewait_substate_unseen, 0);
+}
+
+/// Without the peer in LAST_ACK, a timewait socket that starts as FIN_WAIT2 stays there.
+#[test]
+fn a_peer_still_in_close_wait_leaves_the_timewait_socket_in_fin_wait2() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.extend([
+        tr(0xB, 1, SynRecv, Established, SERVER, CLIENT),
+        tr(0xB, 10, Established, CloseWait, SERVER, CLIENT),
+        start(0x7, 13, FinWait2),
+        tr(0xA, 13, FinWait2, Close, CLIENT, SERVER),
+    ]);
+    feed(&mut tracker, &events);
+    assert_eq!(tracker.counts_by_state()[FinWait2], 1);
+    assert_eq!(tracker.counts_by_state()[TimeWait], 0);
+}
+
 #[test]
 fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
     let mut tracker = Tracker::new(16);

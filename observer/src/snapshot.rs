@@ -7,7 +7,7 @@
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
-use crate::event::Netns;
+use crate::event::{Netns, Tuple};
 use crate::{
     alerts::{NotificationCounts, RuleCounts},
     event::{CgroupId, ListenerKey, PerState, ResetDirection},
@@ -22,6 +22,34 @@ use crate::{
     },
     workload::tally::{Counted, WorkloadCounts, WorkloadTally},
 };
+
+/// Which entries a snapshot's lists hold (a front-end's filter, applied before the lists are
+/// cut to their length); the counts beside them stay complete.
+pub trait Selection {
+    /// A CLOSE_WAIT socket or a half-open suspect, owned by `owner_pid`.
+    fn connection(&self, tuple: &Tuple, owner_pid: Option<u32>) -> bool;
+    /// A process's sockets.
+    fn owner(&self, sockets: &OwnerSockets) -> bool;
+    /// Timewait sockets toward one destination.
+    fn destination(&self, destination: &Destination) -> bool;
+}
+
+/// Every entry, up to the length of each list.
+pub struct Everything;
+
+impl Selection for Everything {
+    fn connection(&self, _: &Tuple, _: Option<u32>) -> bool {
+        true
+    }
+
+    fn owner(&self, _: &OwnerSockets) -> bool {
+        true
+    }
+
+    fn destination(&self, _: &Destination) -> bool {
+        true
+    }
+}
 
 /// What a snapshot is copied from: the pipeline's state, borrowed under its lock.
 pub struct Sources<'a> {
@@ -150,6 +178,12 @@ impl Snapshot {
     /// suspects (their counts are complete either way).
     #[must_use]
     pub fn take(s: &Sources<'_>, listed: usize) -> Self {
+        Self::take_selected(s, listed, &Everything)
+    }
+
+    /// The same, listing only entries that `selection` keeps.
+    #[must_use]
+    pub fn take_selected(s: &Sources<'_>, listed: usize, selection: &dyn Selection) -> Self {
         let t = s.tracker;
         let usage = t.timewait_usage();
         let max = |it: &mut dyn Iterator<Item = f64>| it.fold(0.0_f64, f64::max);
@@ -184,7 +218,11 @@ impl Snapshot {
             timewait_bucket_usage: max(&mut usage.bucket_ratios(s.limits).map(|(.., r)| r)),
             timewait_port_usage: max(&mut usage.port_ratios(s.limits).map(|(.., r)| r)),
             close_wait_total: t.close_wait_count(),
-            close_wait: t.close_wait().take(listed).collect(),
+            close_wait: t
+                .close_wait()
+                .filter(|e| selection.connection(&e.tuple, e.owner.map(|o| o.pid)))
+                .take(listed)
+                .collect(),
             close_wait_by_cgroup: close_wait_by_cgroup(t),
             retransmits: t.retransmit_counts(),
             synack_retransmits: t
@@ -196,7 +234,11 @@ impl Snapshot {
             half_open_after_ns: s.half_open_after_ns,
             half_open_total: suspects.len(),
             half_open_by_cgroup: half_open_by_cgroup(&suspects),
-            half_open: suspects.into_iter().take(listed).collect(),
+            half_open: suspects
+                .into_iter()
+                .filter(|h| selection.connection(&h.tuple, h.owner.map(|o| o.pid)))
+                .take(listed)
+                .collect(),
             sockets_by_cgroup: t.sockets_by_cgroup(),
             workload_counts: s.workload_tally.iter().map(|(who, c)| (who, *c)).collect(),
             connection_ends: t.connection_ends().clone(),
@@ -283,15 +325,17 @@ pub struct Breakdown {
 }
 
 impl Breakdown {
-    /// Copies the groups, at most `listed` of each (the largest).
+    /// Copies the groups that `selection` keeps, at most `listed` of each (the largest).
     #[must_use]
-    pub fn take(s: &Sources<'_>, listed: usize) -> Self {
+    pub fn take(s: &Sources<'_>, listed: usize, selection: &dyn Selection) -> Self {
         let mut owners = s.tracker.sockets_by_owner();
+        owners.retain(|o| selection.owner(o));
         owners.truncate(listed);
         let usage = s.tracker.timewait_usage();
         let mut timewait_destinations: Vec<DestinationUsage> = usage
             .per_destination
             .iter()
+            .filter(|(destination, _)| selection.destination(destination))
             .map(|(destination, n)| DestinationUsage {
                 destination: *destination,
                 timewait: *n,

@@ -10,7 +10,7 @@ use crate::{
     clock::mono_now_ns,
     kernel::NetLimits,
     listen_queues::ListenQueues,
-    snapshot::{Breakdown, Snapshot, Sources},
+    snapshot::{Breakdown, Selection, Snapshot, Sources},
     stream::Losses,
     track::{LastReconciliation, Tracker, TransitionCounts},
 };
@@ -91,13 +91,17 @@ impl State {
     }
 
     /// A snapshot and the breakdown a full-screen view shows, at `CLOCK_MONOTONIC` now, with
-    /// up to `listed` entries in each list.
+    /// up to `listed` entries in each list, of those that `selection` keeps.
     #[must_use]
-    pub fn snapshot_with_breakdown(&self, listed: usize) -> (Snapshot, Breakdown) {
+    pub fn snapshot_with_breakdown(
+        &self,
+        listed: usize,
+        selection: &dyn Selection,
+    ) -> (Snapshot, Breakdown) {
         let sources = self.sources(mono_now_ns());
         (
-            Snapshot::take(&sources, listed),
-            Breakdown::take(&sources, listed),
+            Snapshot::take_selected(&sources, listed, selection),
+            Breakdown::take(&sources, listed, selection),
         )
     }
 

@@ -65,11 +65,12 @@ enum Feed {
 }
 
 impl Feed {
-    async fn model(&mut self, listed: usize) -> anyhow::Result<Model> {
+    async fn model(&mut self, listed: usize, filter: &Filter) -> anyhow::Result<Model> {
         match self {
-            Self::Daemon { client, .. } => Ok(client.snapshot(listed).await?),
+            Self::Daemon { client, .. } => Ok(client.snapshot(listed, filter).await?),
             Self::Standalone { pipeline, .. } => {
-                let (snapshot, breakdown) = pipeline.state().snapshot_with_breakdown(listed);
+                let (snapshot, breakdown) =
+                    pipeline.state().snapshot_with_breakdown(listed, filter);
                 Ok(Model::new(&snapshot, &breakdown))
             }
         }
@@ -240,7 +241,7 @@ pub async fn run(options: TopOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = tick.tick() => {
                 if !ui.paused {
-                    let new = feed.model(options.listed).await?;
+                    let new = feed.model(options.listed, &options.filter).await?;
                     previous = model.replace(new);
                 }
             }

@@ -135,9 +135,18 @@ impl Client {
         !self.lines.get_ref().buffer().is_empty()
     }
 
-    /// Asks for one read model, up to `listed` entries per list, and reads it.
-    pub async fn snapshot(&mut self, listed: usize) -> Result<Model, ClientError> {
-        self.send(&Request::Snapshot { listed }).await?;
+    /// Asks for one read model, up to `listed` entries per list of those that pass `filter`,
+    /// and reads it.
+    pub async fn snapshot(
+        &mut self,
+        listed: usize,
+        filter: &crate::wire::Filter,
+    ) -> Result<Model, ClientError> {
+        self.send(&Request::Snapshot {
+            listed,
+            filter: filter.clone(),
+        })
+        .await?;
         let line = self.next_line().await?.ok_or(ClientError::Closed)?;
         serde_json::from_str(&line).map_err(ClientError::Snapshot)
     }

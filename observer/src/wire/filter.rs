@@ -8,7 +8,8 @@ use observer_common::TcpState;
 
 use crate::{
     event::{Family, Netns, Reset, SocketError, Transition, Tuple},
-    track::Report,
+    snapshot::Selection,
+    track::{Destination, OwnerSockets, Report},
     workload::Attribution,
 };
 
@@ -99,7 +100,7 @@ impl Filter {
     pub fn matches(&self, t: &Transition, owner_pid: Option<u32>) -> bool {
         self.matches_parts(
             (t.local, t.remote),
-            &[t.old, t.new],
+            Some(&[t.old, t.new]),
             owner_pid,
             t.family,
             t.netns,
@@ -118,7 +119,13 @@ impl Filter {
             Some(s) => std::slice::from_ref(s),
             None => &[],
         };
-        self.matches_parts((r.local, r.remote), states, owner_pid, r.family, r.netns)
+        self.matches_parts(
+            (r.local, r.remote),
+            Some(states),
+            owner_pid,
+            r.family,
+            r.netns,
+        )
     }
 
     /// Whether a change in a connection's retransmissions passes (`--state` matches the
@@ -132,7 +139,7 @@ impl Filter {
     ) -> bool {
         self.matches_parts(
             (tuple.local, tuple.remote),
-            state.as_slice(),
+            Some(state.as_slice()),
             owner_pid,
             tuple.family(),
             tuple.netns,
@@ -144,17 +151,18 @@ impl Filter {
     pub fn matches_error(&self, e: &SocketError, owner_pid: Option<u32>) -> bool {
         self.matches_parts(
             (e.local, e.remote),
-            e.state.as_slice(),
+            Some(e.state.as_slice()),
             owner_pid,
             e.family,
             e.netns,
         )
     }
 
+    /// `states`: those the event is about; `None` when the state is not in question.
     fn matches_parts(
         &self,
         (local, remote): (std::net::SocketAddr, std::net::SocketAddr),
-        states: &[TcpState],
+        states: Option<&[TcpState]>,
         owner_pid: Option<u32>,
         family: Family,
         netns: Option<Netns>,
@@ -171,8 +179,10 @@ impl Filter {
                 .iter()
                 .any(|n| n.contains(&local.ip()) || n.contains(&remote.ip())),
         ) && any(
-            self.states.is_empty(),
-            self.states.iter().any(|s| states.contains(s)),
+            self.states.is_empty() || states.is_none(),
+            self.states
+                .iter()
+                .any(|s| states.is_some_and(|states| states.contains(s))),
         ) && any(
             self.pids.is_empty(),
             owner_pid.is_some_and(|p| self.pids.contains(&p)),
@@ -181,6 +191,45 @@ impl Filter {
                 self.netns.is_empty(),
                 netns.is_some_and(|n| self.netns.contains(&n.inode())),
             )
+    }
+}
+
+/// The lists of a snapshot for `observer top`, filtered as its panes are: connections by
+/// address, port, process and namespace (each pane holds one kind of state), processes by pid
+/// and the states they hold sockets in, timewait destinations by address, remote port and
+/// namespace. Workload options do not apply to lists.
+impl Selection for Filter {
+    fn connection(&self, tuple: &Tuple, owner_pid: Option<u32>) -> bool {
+        self.matches_parts(
+            (tuple.local, tuple.remote),
+            None,
+            owner_pid,
+            tuple.family(),
+            tuple.netns,
+        )
+    }
+
+    fn owner(&self, o: &OwnerSockets) -> bool {
+        (self.pids.is_empty() || o.owner.is_some_and(|t| self.pids.contains(&t.pid)))
+            && (self.states.is_empty() || self.states.iter().any(|s| o.sockets[*s] > 0))
+    }
+
+    fn destination(&self, d: &Destination) -> bool {
+        let remote = d.remote.ip();
+        (self.ports.is_empty() || self.ports.contains(&d.remote.port()))
+            && (self.nets.is_empty()
+                || self
+                    .nets
+                    .iter()
+                    .any(|n| n.contains(&d.local) || n.contains(&remote)))
+            && self.family.is_none_or(|f| {
+                f == if remote.is_ipv4() {
+                    Family::Ipv4
+                } else {
+                    Family::Ipv6
+                }
+            })
+            && (self.netns.is_empty() || d.netns.is_some_and(|n| self.netns.contains(&n.inode())))
     }
 }
 
@@ -429,5 +478,58 @@ mod tests {
         assert!(subtree("/").matches_workload(Some(&nginx)));
         assert!(!subtree("/system.slic").matches_workload(Some(&nginx)));
         assert!(!subtree("/kubepods").matches_workload(Some(&nginx)));
+    }
+
+    #[test]
+    fn snapshot_lists_are_selected_as_top_filters_its_panes() {
+        let destination = Destination {
+            netns: Netns::new(9),
+            local: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.2:8080".parse().unwrap(),
+        };
+        let owner = OwnerSockets {
+            owner: Some(Task::named(42, "server")),
+            sockets: crate::event::PerState::from_fn(|s| u64::from(s == CloseWait)),
+            total: 1,
+            oldest_close_wait_ns: Some(1),
+        };
+        let with = |f: Filter| (f.destination(&destination), f.owner(&owner));
+        assert_eq!(with(Filter::default()), (true, true));
+        let port = |p| Filter {
+            ports: vec![p],
+            ..Filter::default()
+        };
+        assert!(with(port(8080)).0);
+        assert!(!with(port(1)).0);
+        let family = Filter {
+            family: Some(Family::Ipv6),
+            ..Filter::default()
+        };
+        assert!(!with(family).0);
+        let netns = Filter {
+            netns: vec![10],
+            ..Filter::default()
+        };
+        assert!(!with(netns).0);
+        let states = |s| Filter {
+            states: vec![s],
+            ..Filter::default()
+        };
+        assert!(with(states(CloseWait)).1);
+        assert!(!with(states(Established)).1);
+        let pid = |p| Filter {
+            pids: vec![p],
+            ..Filter::default()
+        };
+        assert_eq!((with(pid(42)).1, with(pid(43)).1), (true, false));
+        let tuple = Tuple {
+            netns: Netns::new(9),
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.2:50000".parse().unwrap(),
+        };
+        // A pane holds one kind of state: `--state` does not take its connections away.
+        assert!(states(Established).connection(&tuple, Some(42)));
+        assert!(!port(443).connection(&tuple, Some(42)));
+        assert!(!pid(43).connection(&tuple, Some(42)));
     }
 }

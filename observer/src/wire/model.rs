@@ -321,7 +321,7 @@ mod tests {
         let sources_now = 12 * S;
         let snapshot = state.snapshot_at(10, sources_now);
         let breakdown = {
-            let (_, b) = state.snapshot_with_breakdown(10);
+            let (_, b) = state.snapshot_with_breakdown(10, &crate::snapshot::Everything);
             b
         };
         let model = Model::new(&snapshot, &breakdown);
@@ -358,5 +358,49 @@ mod tests {
         ] {
             assert!(value[field].is_u64(), "{field} in {json}");
         }
+    }
+
+    /// The daemon filters a list before cutting it to its length: the one CLOSE_WAIT socket on
+    /// the filtered port is listed though older ones fill the list, and the counts stay whole.
+    #[test]
+    fn a_filtered_snapshot_lists_what_passes_beyond_the_lists_length() {
+        let mut tracker = Tracker::new(64);
+        let mut out = Vec::new();
+        for (sock, port) in [(1, 50_000), (2, 50_001), (3, 50_002)] {
+            for e in [
+                transition(S, sock, TcpState::SynRecv, TcpState::Established, port),
+                transition(
+                    (1 + sock) * S,
+                    sock,
+                    TcpState::Established,
+                    TcpState::CloseWait,
+                    port,
+                ),
+            ] {
+                tracker.apply(&e, &mut out);
+            }
+        }
+        let state = State::new(tracker, 10 * S);
+        let listed = |filter: &crate::wire::Filter| {
+            let (s, b) = state.snapshot_with_breakdown(1, filter);
+            let m = Model::new(&s, &b);
+            let ports: Vec<String> = m.close_wait.iter().map(|c| c.remote.clone()).collect();
+            (ports, m.close_wait_total, m.processes.len())
+        };
+        let everything = crate::wire::Filter::default();
+        assert_eq!(
+            listed(&everything),
+            (vec!["127.0.0.1:50000".to_owned()], 3, 1)
+        );
+        let port = crate::wire::Filter {
+            ports: vec![50_002],
+            ..crate::wire::Filter::default()
+        };
+        assert_eq!(listed(&port), (vec!["127.0.0.1:50002".to_owned()], 3, 1));
+        let other_pid = crate::wire::Filter {
+            pids: vec![7],
+            ..crate::wire::Filter::default()
+        };
+        assert_eq!(listed(&other_pid), (vec![], 3, 0));
     }
 }

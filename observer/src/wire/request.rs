@@ -28,7 +28,7 @@ pub struct RequestLine {
     /// `"events"`: stream the event lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
-    /// Which events (with `stream`).
+    /// Which events (with `stream`), or which entries a snapshot lists.
     #[serde(default, skip_serializing_if = "FilterFields::is_empty")]
     pub filter: FilterFields,
     /// One read model of the tracker.
@@ -134,8 +134,8 @@ impl TryFrom<FilterFields> for Filter {
 pub enum Request {
     /// The event lines that pass the filter, until the client goes.
     Events(Filter),
-    /// One read model, up to `listed` entries per list.
-    Snapshot { listed: usize },
+    /// One read model, up to `listed` entries per list, of those that pass `filter`.
+    Snapshot { listed: usize, filter: Filter },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +168,7 @@ impl Request {
             (Some(stream), false) => Err(RequestError::Stream(stream)),
             (None, true) => Ok(Self::Snapshot {
                 listed: raw.listed.unwrap_or(DEFAULT_LISTED).min(MAX_LISTED),
+                filter: raw.filter.try_into()?,
             }),
         }
     }
@@ -181,9 +182,10 @@ impl Request {
                 filter: filter.into(),
                 ..RequestLine::default()
             },
-            Self::Snapshot { listed } => RequestLine {
+            Self::Snapshot { listed, filter } => RequestLine {
                 snapshot: true,
                 listed: Some(*listed),
+                filter: filter.into(),
                 ..RequestLine::default()
             },
         };
@@ -258,9 +260,29 @@ mod tests {
             (vec![8080], vec![TcpState::TimeWait], Some(Family::Ipv4))
         );
         assert_eq!(
-            Request::Snapshot { listed: 5 }.to_line(),
+            Request::Snapshot {
+                listed: 5,
+                filter: Filter::default()
+            }
+            .to_line(),
             "{\"snapshot\":true,\"listed\":5}\n"
         );
+        let line = Request::Snapshot {
+            listed: 5,
+            filter: Filter {
+                ports: vec![443],
+                ..Filter::default()
+            },
+        }
+        .to_line();
+        assert_eq!(
+            line,
+            "{\"filter\":{\"ports\":[443]},\"snapshot\":true,\"listed\":5}\n"
+        );
+        let Request::Snapshot { filter, .. } = Request::parse(&line).unwrap() else {
+            panic!("a snapshot")
+        };
+        assert_eq!(filter.ports, [443]);
         assert_eq!(
             Request::parse(r#"{"stream":"events"}"#).unwrap().to_line(),
             { "{\"stream\":\"events\"}\n" }
@@ -270,7 +292,7 @@ mod tests {
     #[test]
     fn snapshot_requests_bound_their_lists() {
         let listed = |line: &str| match Request::parse(line).unwrap() {
-            Request::Snapshot { listed } => listed,
+            Request::Snapshot { listed, .. } => listed,
             Request::Events(_) => panic!("a snapshot"),
         };
         assert_eq!(listed(r#"{"snapshot":true}"#), DEFAULT_LISTED);

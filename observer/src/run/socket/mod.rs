@@ -243,8 +243,8 @@ async fn serve(
                 out.write_all(line(&ErrorLine::new(&e)).as_bytes()).await?;
                 return Ok(());
             }
-            Ok(Request::Snapshot { listed }) => {
-                let (snapshot, breakdown) = shared.lock().snapshot_with_breakdown(listed);
+            Ok(Request::Snapshot { listed, filter }) => {
+                let (snapshot, breakdown) = shared.lock().snapshot_with_breakdown(listed, &filter);
                 let model = Model::new(&snapshot, &breakdown);
                 out.write_all(line(&model).as_bytes()).await?;
             }

@@ -88,7 +88,8 @@ enum Task {
     /// `cargo xtask deb` and checks what an operator relies on: active only after READY=1, the
     /// dynamic user with exactly the unit's capabilities, /metrics, a CLOSE_WAIT leak's alert
     /// with its owner in the journal at warning level, reload (RELOADING=1 then READY=1), a
-    /// clean stop, restart after kill -9 with the leak's age kept, apt-get remove and purge.
+    /// clean stop, restart after kill -9 with the leak's age kept, a group's member
+    /// watching through the daemon's socket without root, apt-get remove and purge.
     /// One table of checks; a few minutes once cached (about two more the first time).
     VmTest {
         /// Which kernels.

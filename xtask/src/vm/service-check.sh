@@ -255,9 +255,56 @@ else
     fail clean_stop "${stop_s} s, rc $stop_rc, $(prop ActiveState), Result=$result, ExecMainCode=$code ExecMainStatus=$exit_status, timeout/kill messages: $timeouts, /run/observer: $(ls -d /run/observer 2>&1)"
 fi
 
-# --- remove and purge ----------------------------------------------------------------------
-# Removed while running, as operators do.
+# --- the socket's group ---------------------------------------------------------------------
+# The operator lets a group use the daemon's socket, as the README says: the group (not named
+# observer: the dynamic user's own group has that name, and systemd refuses to start the unit
+# when a static group takes it), the config's socket.group, and a drop-in (the dynamic user
+# must be in the group to give it the socket, and the unit's system call filter denies chown).
+# A member then watches without root, through the daemon; anyone else is refused.
+groupadd --system observer-clients
+useradd --no-create-home -G observer-clients watcher
+useradd --no-create-home outsider
+mkdir -p "/etc/systemd/system/$unit.d"
+cat >"/etc/systemd/system/$unit.d/socket-group.conf" <<'EOF'
+[Service]
+SupplementaryGroups=observer-clients
+SystemCallFilter=@chown
+EOF
+printf '\n[socket]\ngroup = "observer-clients"\n' >>/etc/observer/observer.toml
+systemctl daemon-reload
 systemctl start "$unit"
+sock_owner=$(stat -c '%a %G' /run/observer/observer.sock 2>&1)
+# A scrape of /metrics is the connection to see.
+runuser -u watcher -- timeout 10 observer watch --json --port 9977 \
+    >"$out/watch-member.txt" 2>"$out/watch-member.err" &
+member=$!
+sleep 3
+curl -fsS --max-time 10 "$metrics" >/dev/null
+wait "$member"
+member_lines=$(grep -c '"type":"transition"' "$out/watch-member.txt")
+runuser -u outsider -- timeout 10 observer watch --json --port 9977 \
+    >"$out/watch-outsider.txt" 2>"$out/watch-outsider.err"
+outsider_rc=$?
+outsider_lines=$(grep -c '"type":"transition"' "$out/watch-outsider.txt")
+if [ "$sock_owner" = "660 observer-clients" ] && [ "$member_lines" -ge 1 ] &&
+    grep -q 'through the daemon' "$out/watch-member.err" &&
+    [ "$outsider_rc" != 0 ] && [ "$outsider_rc" != 124 ] && [ "$outsider_lines" = 0 ] &&
+    grep -q 'permission denied' "$out/watch-outsider.err"; then
+    pass socket_group "socket $sock_owner; a member saw $member_lines transitions of a scrape through the daemon; a non-member was refused (exit $outsider_rc: $(head -1 "$out/watch-outsider.err"))"
+else
+    fail socket_group "socket: $sock_owner; member: $member_lines transitions, $(tail -2 "$out/watch-member.err"); non-member: exit $outsider_rc, $outsider_lines transitions, $(tail -2 "$out/watch-outsider.err")"
+fi
+# The operator's own files go before the package does.
+rm -r "/etc/systemd/system/$unit.d"
+userdel watcher
+userdel outsider
+groupdel observer-clients
+sed -i '/^\[socket\]$/,$d' /etc/observer/observer.toml
+systemctl daemon-reload
+
+# --- remove and purge ----------------------------------------------------------------------
+# Removed while running, as operators do (restarted without the socket's group).
+systemctl restart "$unit"
 running_pid=$(prop MainPID)
 apt-get remove -y -q observer >"$out/apt-remove.txt" 2>&1
 remove_rc=$?

@@ -58,6 +58,7 @@ const GUEST_CHECKS: &[&str] = &[
     "restart_after_kill9",
     "leak_age_survives_restart",
     "clean_stop",
+    "socket_group",
     "remove",
     "purge",
 ];

@@ -184,6 +184,7 @@ impl SplitAddresses {
     }
 
     /// (family, source, destination) from the copied span.
+    #[inline]
     pub fn decode(&self, raw: &[u8]) -> Result<(Family, SocketAddr, SocketAddr), DecodeError> {
         #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit fields")]
         let (sport, dport) = (
@@ -272,7 +273,11 @@ pub(crate) fn span_config(start: usize, end: usize, skaddr: Field) -> SpanProbeC
 }
 
 /// A TCP state field of a tracepoint record.
-#[inline]
+#[expect(
+    clippy::inline_always,
+    reason = "several per record; a call costs more than the read (callgrind)"
+)]
+#[inline(always)]
 pub(crate) fn read_state(raw: &[u8], f: Field) -> Result<TcpState, DecodeError> {
     let v = read_int(raw, f);
     i32::try_from(v)
@@ -285,8 +290,13 @@ pub(crate) fn as_u32(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// Reads an unsigned native-endian integer field of size 1, 2, 4 or 8.
-#[inline]
+/// Reads an unsigned native-endian integer field of size 1, 2, 4 or 8. Always inlined: a
+/// record has several, and a call each cost more than the read.
+#[expect(
+    clippy::inline_always,
+    reason = "several per record; a call costs more than the read (callgrind)"
+)]
+#[inline(always)]
 pub(crate) fn read_int(raw: &[u8], f: Field) -> u64 {
     // The sizes fields have, read at a fixed width: a copy of a run-time length is a call to
     // memcpy, several per record.
@@ -311,11 +321,20 @@ pub(crate) fn read_int(raw: &[u8], f: Field) -> u64 {
 }
 
 /// `N` bytes at `at`.
-#[inline]
+#[expect(
+    clippy::inline_always,
+    reason = "several per record; a call costs more than the read (callgrind)"
+)]
+#[inline(always)]
 fn fixed<const N: usize>(raw: &[u8], at: usize) -> [u8; N] {
     raw[at..at + N].try_into().expect("a slice of N bytes")
 }
 
+#[expect(
+    clippy::inline_always,
+    reason = "several per record; a call costs more than the read (callgrind)"
+)]
+#[inline(always)]
 pub(crate) fn octets<const N: usize>(raw: &[u8], f: Field) -> [u8; N] {
     if f.size >= N {
         return fixed(raw, f.offset);

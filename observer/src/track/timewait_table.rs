@@ -381,6 +381,15 @@ impl TimewaitTable {
     }
 
     fn count(&mut self, tw: &Tw, delta: i64) {
+        self.count_state(tw, delta);
+        add(&mut self.usage.per_netns, tw.tuple.netns, delta);
+        if let Some(d) = self.destination(&tw.tuple) {
+            add(&mut self.usage.per_destination, d, delta);
+        }
+    }
+
+    /// The counts that follow a socket's substate and cgroup (its tuple never changes).
+    fn count_state(&mut self, tw: &Tw, delta: i64) {
         let slot = if tw.substate == TcpState::FinWait2 {
             &mut self.fin_wait2
         } else {
@@ -388,10 +397,6 @@ impl TimewaitTable {
         };
         *slot = slot.saturating_add_signed(delta);
         self.by_cgroup.add(tw.cgroup, tw.substate, delta);
-        add(&mut self.usage.per_netns, tw.tuple.netns, delta);
-        if let Some(d) = self.destination(&tw.tuple) {
-            add(&mut self.usage.per_destination, d, delta);
-        }
     }
 
     /// Bytes of heap this table holds, estimated from its capacities.
@@ -433,10 +438,12 @@ impl Drop for TwMut<'_> {
             self.tw.tuple, self.before.tuple,
             "a timewait socket keeps its tuple"
         );
-        let before = self.before;
-        self.table.count(&before, -1);
-        let tw = self.tw;
-        self.table.count(&tw, 1);
+        let (before, tw) = (self.before, self.tw);
+        // Counts by namespace and destination follow the tuple, which stays.
+        if (before.substate, before.cgroup) != (tw.substate, tw.cgroup) {
+            self.table.count_state(&before, -1);
+            self.table.count_state(&tw, 1);
+        }
         let slot = &mut self.table.slots[self.slot as usize];
         *slot = Slot::new(slot.key, slot.mark, &tw);
     }

@@ -188,6 +188,12 @@ struct Worker {
 /// made, or the first unexpected error (then the expected counts are unknown). With `only`,
 /// every connection is of that kind.
 pub fn run(load: &Load, only: Option<Kind>) -> io::Result<Made> {
+    run_paced(load, only, None)
+}
+
+/// [`run`], each worker making at most `per_second` connections a second when given (a steady
+/// load instead of the fastest one).
+pub fn run_paced(load: &Load, only: Option<Kind>, per_second: Option<u64>) -> io::Result<Made> {
     assert!((1..=255).contains(&load.threads), "1 to 255 worker threads");
     let per_thread = load.connections / load.threads as u64;
     let start = Instant::now();
@@ -196,7 +202,7 @@ pub fn run(load: &Load, only: Option<Kind>) -> io::Result<Made> {
         let workers: Vec<_> = (0..load.threads)
             .map(|t| {
                 let t = u8::try_from(t).expect("checked above");
-                s.spawn(move || worker(t, per_thread, deadline, only))
+                s.spawn(move || worker(t, per_thread, deadline, only, per_second))
             })
             .collect();
         workers
@@ -220,7 +226,14 @@ pub fn run(load: &Load, only: Option<Kind>) -> io::Result<Made> {
     Ok(made)
 }
 
-fn worker(t: u8, count: u64, deadline: Instant, only: Option<Kind>) -> io::Result<Worker> {
+fn worker(
+    t: u8,
+    count: u64,
+    deadline: Instant,
+    only: Option<Kind>,
+    per_second: Option<u64>,
+) -> io::Result<Worker> {
+    let start = Instant::now();
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     let port = listener.local_addr()?.port();
     // Bound, never listening: connections to its port are refused, and no other socket of
@@ -236,6 +249,13 @@ fn worker(t: u8, count: u64, deadline: Instant, only: Option<Kind>) -> io::Resul
     for i in 0..count {
         if i.is_multiple_of(16) && Instant::now() >= deadline {
             break;
+        }
+        if let Some(rate) = per_second {
+            // Connection i is due i/rate seconds after the start.
+            let due = start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate.max(1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+            }
         }
         let kind = only.unwrap_or(KINDS[usize::try_from(i % 4).expect("< 4")]);
         let host = u8::try_from(1 + (i / 4) % 250).expect("< 251");

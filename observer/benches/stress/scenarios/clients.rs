@@ -99,7 +99,8 @@ pub(super) fn clients(quick: bool) -> anyhow::Result<Row> {
 }
 
 /// The same churn twice, in a namespace of its own: without clients, then with three
-/// `observer watch --json` streaming it.
+/// `observer watch --json` streaming it as fast as it goes; then three new clients on a steady
+/// churn of [`PACED_PER_S`] connections a second.
 fn streaming(
     w: &mut Watched,
     row: &mut Row,
@@ -108,13 +109,10 @@ fn streaming(
 ) -> anyhow::Result<()> {
     let churn_ns = NetNs::new("stress-clients")?;
     let lost_before = w.lost()?;
-    let alone = churn_once(w, &churn_ns, churned)?;
-    let watchers: Vec<Watcher> = (0..CLIENTS)
-        .map(|_| Watcher::start(socket, churn_ns.inode()))
-        .collect::<anyhow::Result<_>>()?;
+    let alone = churn_once(w, &churn_ns, churned, None)?;
     let rss_before = w.daemon.rss_bytes();
     let threads_before = thread_cpu(w.daemon.pid());
-    let with = churn_once(w, &churn_ns, churned)?;
+    let (with, received, drops) = with_clients(w, socket, &churn_ns, churned, None)?;
     let threads: Vec<String> = thread_cpu(w.daemon.pid())
         .into_iter()
         .map(|(name, cpu)| {
@@ -123,30 +121,21 @@ fn streaming(
         })
         .collect();
     let rss_after = w.daemon.rss_bytes();
-    std::thread::sleep(Duration::from_millis(500));
-    let received: Vec<u64> = watchers
-        .into_iter()
-        .map(Watcher::finish)
-        .collect::<anyhow::Result<_>>()?;
-    let lost = w.lost()? - lost_before;
-    let drops = w.grew("observer_socket_client_drops_total", &[])?;
     // A client that falls a queue behind is cut off and counted, never waited for: each one
     // got every transition, or was cut off, and the cut-offs are the drops counted.
-    let complete = received.iter().filter(|n| **n == with.transitions).count();
-    let short = received.iter().filter(|n| **n < with.transitions).count();
+    let identity = |received: &[u64], made: u64, drops: u64| {
+        let complete = received.iter().filter(|n| **n == made).count();
+        let short = received.iter().filter(|n| **n < made).count();
+        complete + short == CLIENTS && short as u64 == drops
+    };
     row.checks.push(Check::new(
         "each client got every transition, or was cut off and counted",
-        complete + short == CLIENTS && short as u64 == drops,
+        identity(&received, with.transitions, drops),
         format!(
             "transition lines per client {received:?}, {} transitions made; {drops} clients \
              cut off for falling behind",
             with.transitions
         ),
-    ));
-    row.checks.push(Check::new(
-        "nothing lost with clients streaming",
-        lost == 0,
-        format!("{lost} events lost"),
     ));
     row.checks.push(Check::new(
         "daemon throughput with 3 streaming clients",
@@ -163,7 +152,55 @@ fn streaming(
             rss_after >> 20
         ),
     ));
+    let paced_connections = churned / 5;
+    let (paced, received, drops) =
+        with_clients(w, socket, &churn_ns, paced_connections, Some(PACED_PER_S))?;
+    row.checks.push(Check::new(
+        "at a steady load, 3 clients get every transition",
+        identity(&received, paced.transitions, drops) && drops == 0,
+        format!(
+            "{:.0} transitions/s ({PACED_PER_S} connections/s): transition lines per client \
+             {received:?}, {} transitions made, {drops} cut off; daemon {:.2} CPU s per \
+             million events, RSS {} MiB",
+            paced.per_s,
+            paced.transitions,
+            paced.cpu_per_million,
+            w.daemon.rss_bytes() >> 20
+        ),
+    ));
+    let lost = w.lost()? - lost_before;
+    row.checks.push(Check::new(
+        "nothing lost with clients streaming",
+        lost == 0,
+        format!("{lost} events lost"),
+    ));
     Ok(())
+}
+
+/// Connections a second of the steady churn that three clients stream.
+const PACED_PER_S: u64 = 2_500;
+
+/// A churn with three `observer watch --json` streaming it: its figures, the transition lines
+/// each client counted, and the clients cut off meanwhile.
+fn with_clients(
+    w: &mut Watched,
+    socket: &std::path::Path,
+    ns: &NetNs,
+    connections: u64,
+    per_second: Option<u64>,
+) -> anyhow::Result<(Churned, Vec<u64>, u64)> {
+    let drops_before = w.grew("observer_socket_client_drops_total", &[])?;
+    let watchers: Vec<Watcher> = (0..CLIENTS)
+        .map(|_| Watcher::start(socket, ns.inode()))
+        .collect::<anyhow::Result<_>>()?;
+    let churned = churn_once(w, ns, connections, per_second)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let received: Vec<u64> = watchers
+        .into_iter()
+        .map(Watcher::finish)
+        .collect::<anyhow::Result<_>>()?;
+    let drops = w.grew("observer_socket_client_drops_total", &[])? - drops_before;
+    Ok((churned, received, drops))
 }
 
 /// CPU seconds per wall second of `pid` over `window`.
@@ -199,7 +236,12 @@ struct Churned {
     cpu_per_million: f64,
 }
 
-fn churn_once(w: &mut Watched, ns: &NetNs, connections: u64) -> anyhow::Result<Churned> {
+fn churn_once(
+    w: &mut Watched,
+    ns: &NetNs,
+    connections: u64,
+    per_second: Option<u64>,
+) -> anyhow::Result<Churned> {
     let received_before = w.grew("observer_events_received_total", &[])?;
     let cpu_before = w.daemon.cpu_secs();
     let load = Load {
@@ -207,7 +249,7 @@ fn churn_once(w: &mut Watched, ns: &NetNs, connections: u64) -> anyhow::Result<C
         connections,
         max_time: Duration::from_mins(1),
     };
-    let made = ns.enter(|| churn::run(&load, None))?;
+    let made = ns.enter(|| churn::run_paced(&load, None, per_second))?;
     // The last reads of the ring buffer (every 10 ms) and the clients' last lines.
     std::thread::sleep(Duration::from_secs(1));
     let events = w.grew("observer_events_received_total", &[])? - received_before;

@@ -299,15 +299,16 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_close_wait_leak_shows_in_states_processes_and_the_list() {
+    /// A state whose tracker saw each `(sock, port, since)` accepted at 1 s, then enter
+    /// CLOSE_WAIT at `since`.
+    fn leaking(sockets: &[(u64, u16, u64)]) -> State {
         let mut tracker = Tracker::new(64);
         let mut out = Vec::new();
-        for (sock, port) in [(1, 50_000), (2, 50_001)] {
+        for &(sock, port, since_ns) in sockets {
             for e in [
                 transition(S, sock, TcpState::SynRecv, TcpState::Established, port),
                 transition(
-                    2 * S,
+                    since_ns,
                     sock,
                     TcpState::Established,
                     TcpState::CloseWait,
@@ -317,7 +318,12 @@ mod tests {
                 tracker.apply(&e, &mut out);
             }
         }
-        let state = State::new(tracker, 10 * S);
+        State::new(tracker, 10 * S)
+    }
+
+    #[test]
+    fn a_close_wait_leak_shows_in_states_processes_and_the_list() {
+        let state = leaking(&[(1, 50_000, 2 * S), (2, 50_001, 2 * S)]);
         let sources_now = 12 * S;
         let snapshot = state.snapshot_at(10, sources_now);
         let breakdown = {
@@ -364,23 +370,7 @@ mod tests {
     /// the filtered port is listed though older ones fill the list, and the counts stay whole.
     #[test]
     fn a_filtered_snapshot_lists_what_passes_beyond_the_lists_length() {
-        let mut tracker = Tracker::new(64);
-        let mut out = Vec::new();
-        for (sock, port) in [(1, 50_000), (2, 50_001), (3, 50_002)] {
-            for e in [
-                transition(S, sock, TcpState::SynRecv, TcpState::Established, port),
-                transition(
-                    (1 + sock) * S,
-                    sock,
-                    TcpState::Established,
-                    TcpState::CloseWait,
-                    port,
-                ),
-            ] {
-                tracker.apply(&e, &mut out);
-            }
-        }
-        let state = State::new(tracker, 10 * S);
+        let state = leaking(&[(1, 50_000, 2 * S), (2, 50_001, 3 * S), (3, 50_002, 4 * S)]);
         let listed = |filter: &crate::wire::Filter| {
             let (s, b) = state.snapshot_with_breakdown(1, filter);
             let m = Model::new(&s, &b);

@@ -70,6 +70,21 @@ pub fn error_name(errno: i32) -> String {
     name.to_owned()
 }
 
+/// Whether standard output takes colours: a terminal, and no `NO_COLOR` with a value
+/// (no-color.org: an empty one does not count).
+#[must_use]
+pub fn stdout_takes_color() -> bool {
+    use std::io::IsTerminal as _;
+    takes_color(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+fn takes_color(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +115,17 @@ mod tests {
         assert_eq!(error_name(113), "EHOSTUNREACH");
         assert_eq!(error_name(101), "ENETUNREACH");
         assert_eq!(error_name(4242), "4242");
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_and_never_with_no_color_set() {
+        use std::ffi::OsStr;
+        assert!(takes_color(true, None));
+        assert!(!takes_color(false, None));
+        assert!(!takes_color(true, Some(OsStr::new("1"))));
+        assert!(
+            takes_color(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR does not count"
+        );
     }
 }

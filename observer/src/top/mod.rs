@@ -221,7 +221,7 @@ async fn open(options: &TopOptions) -> anyhow::Result<(Feed, Mode)> {
 pub async fn run(options: TopOptions) -> anyhow::Result<()> {
     let (mut feed, mode) = open(&options).await?;
     let mut screen = terminal::Screen::enter().context("opening the terminal")?;
-    let color = terminal::takes_color();
+    let color = crate::human::stdout_takes_color();
     let interval_ms = u64::try_from(options.interval.as_millis()).unwrap_or(u64::MAX);
     let mut keys = read_keys();
     let mut tick = tokio::time::interval(options.interval);

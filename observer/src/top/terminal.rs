@@ -10,12 +10,6 @@ use crossterm::{
 };
 use ratatui::{Terminal, backend::CrosstermBackend};
 
-/// Whether drawing takes colours: a terminal, and `NO_COLOR` unset.
-#[must_use]
-pub fn takes_color() -> bool {
-    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
-
 /// Puts the terminal back: main screen, cooked mode, cursor shown. Safe to call twice.
 pub fn restore() {
     let _ = disable_raw_mode();

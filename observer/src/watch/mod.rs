@@ -69,7 +69,7 @@ fn stdout_sink(json: bool) -> Box<dyn Sink> {
         Box::new(TextSink::new(
             out,
             WallClock::now(),
-            text::stdout_takes_color(),
+            crate::human::stdout_takes_color(),
         ))
     }
 }

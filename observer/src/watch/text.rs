@@ -3,7 +3,7 @@
 
 use std::{
     fmt::Write as _,
-    io::{self, IsTerminal as _, Write},
+    io::{self, Write},
     net::SocketAddr,
 };
 
@@ -352,12 +352,6 @@ pub fn report_line(report: &Report, now_ns: u64, ctx: &TextContext<'_>) -> Strin
             ..
         } => connection_error_line(error, *cause, owner.as_ref(), *retransmits, ctx),
     }
-}
-
-/// Whether standard output takes colours: a terminal, and `NO_COLOR` unset.
-#[must_use]
-pub fn stdout_takes_color() -> bool {
-    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// The network namespace observer runs in: not worth naming on every line.

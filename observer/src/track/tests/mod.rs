@@ -92,6 +92,17 @@ const fn expired_after(spent_ms: u64) -> (TcpState, TcpState, Option<u64>, Optio
     )
 }
 
+/// The report of a timewait socket that entered TIME_WAIT through the peer's FIN (its timer's
+/// new length unknown) after `spent_ms` in FIN_WAIT2.
+const fn fin_entered_after(spent_ms: u64) -> (TcpState, TcpState, Option<u64>, Option<Note>) {
+    (
+        FinWait2,
+        TimeWait,
+        Some(spent_ms * MS),
+        Some(Note::TimewaitEntered { timeout_ns: None }),
+    )
+}
+
 fn start(t: u64, ms: u64, substate: TcpState) -> Event {
     timer(
         t,

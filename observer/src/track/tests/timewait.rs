@@ -100,15 +100,7 @@ fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
         &mut tracker,
         &[tr(0xB, 50, CloseWait, LastAck, SERVER, CLIENT)],
     );
-    assert_eq!(
-        transitions(&reports)[0],
-        (
-            FinWait2,
-            TimeWait,
-            Some(39 * MS),
-            Some(Note::TimewaitEntered { timeout_ns: None })
-        )
-    );
+    assert_eq!(transitions(&reports)[0], fin_entered_after(39));
     assert_eq!(tracker.counts_by_state()[TimeWait], 1);
 }
 
@@ -125,12 +117,7 @@ fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
     let reports = feed(&mut tracker, &events);
     assert_eq!(
         transitions(&reports).last().unwrap(),
-        &(
-            FinWait2,
-            TimeWait,
-            Some(19 * MS),
-            Some(Note::TimewaitEntered { timeout_ns: None })
-        )
+        &fin_entered_after(19)
     );
     assert_eq!(tracker.counts_by_state()[TimeWait], 1);
     let end = feed(&mut tracker, &[expiry(0x7, 60_030)]);
@@ -153,15 +140,7 @@ fn a_peer_fin_seen_before_the_timewait_socket_started_still_enters_time_wait() {
         tr(0xA, 13, FinWait2, Close, CLIENT, SERVER),
     ]);
     let reports = feed(&mut tracker, &events);
-    assert_eq!(
-        transitions(&reports).last().unwrap(),
-        &(
-            FinWait2,
-            TimeWait,
-            Some(2 * MS),
-            Some(Note::TimewaitEntered { timeout_ns: None })
-        )
-    );
+    assert_eq!(transitions(&reports).last().unwrap(), &fin_entered_after(2));
     assert_eq!(tracker.counts_by_state()[TimeWait], 1);
     let end = feed(
         &mut tracker,

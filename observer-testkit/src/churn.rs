@@ -99,6 +99,16 @@ impl Kind {
             Self::ClientClosesFirst | Self::ServerClosesFirst => 0,
         }
     }
+
+    /// Of [`Kind::resets`], those sent without a socket (the refusal's), which kernels before
+    /// 6.10 do not trace.
+    #[must_use]
+    pub const fn socketless_resets(self) -> u64 {
+        match self {
+            Self::Refused => 1,
+            Self::ClientClosesFirst | Self::ServerClosesFirst | Self::LingerReset => 0,
+        }
+    }
 }
 
 /// What to make.
@@ -144,10 +154,20 @@ impl Made {
     /// RST tracepoint events the load made.
     #[must_use]
     pub fn resets(&self) -> u64 {
+        self.sum_by_kind(Kind::resets)
+    }
+
+    /// Of [`Made::resets`], those sent without a socket.
+    #[must_use]
+    pub fn socketless_resets(&self) -> u64 {
+        self.sum_by_kind(Kind::socketless_resets)
+    }
+
+    fn sum_by_kind(&self, per_connection: fn(Kind) -> u64) -> u64 {
         KINDS
             .iter()
             .zip(self.by_kind)
-            .map(|(k, n)| n * k.resets())
+            .map(|(&k, n)| n * per_connection(k))
             .sum()
     }
 

@@ -87,10 +87,13 @@ impl Stream {
                 Ok(line) => {
                     // Everything already there, before `done` is asked again.
                     for line in std::iter::once(line).chain(self.lines.try_iter()) {
-                        self.got.push(
-                            serde_json::from_str(&line)
-                                .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}")),
-                        );
+                        self.got
+                            .push(serde_json::from_str(&line).unwrap_or_else(|e| {
+                                panic!(
+                                    "not JSON (a line cut short is the end of a client the \
+                                         daemon disconnected): {line:?}: {e}"
+                                )
+                            }));
                     }
                 }
                 Err(e) => panic!("{e}: waiting for {what}; got {:#?}", self.got),
@@ -260,14 +263,18 @@ fn a_client_that_stops_reading_is_cut_off_and_counted() {
     let mut reader = Stream::subscribe(&path, &request);
     assert!(metric(addr, "observer_socket_client_drops_total") < 0.5);
 
-    // About 7,000 lines (3 MB): more than the socket's buffer and a 1 MiB queue hold. Paced,
-    // so that one step's lines stay well within a queue.
-    ns.enter(|| {
-        for _ in 0..CONNECTIONS {
-            client_closes_first(V4);
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    });
+    // About 7,000 lines (3 MB): more than the socket's buffer and a 1 MiB queue hold. Paced by
+    // the reading client, however slow the machine: it is never more than 50 connections
+    // (about 200 KB) behind, so that only the stalled client fills its queue.
+    let last_acks = |l: &[Value]| l.iter().filter(|v| v["old_state"] == "LAST_ACK").count();
+    for made in (50..=CONNECTIONS).step_by(50) {
+        ns.enter(|| {
+            for _ in 0..50 {
+                client_closes_first(V4);
+            }
+        });
+        reader.until("the reading client to catch up", |l| last_acks(l) >= made);
+    }
     recorder.reports_until(Duration::from_secs(20), |r| {
         count(&recorded(r), |(_, old, _)| old == "LAST_ACK") == CONNECTIONS
     });

@@ -332,8 +332,14 @@ fn many_other_sockets_do_not_slow_the_listener_dump() {
     };
     let here_before = here();
     let ns = NetNs::new("listen-many").unwrap();
-    // No early reuse of TIME_WAIT ports on loopback: every connection leaves one behind.
+    // No early reuse of TIME_WAIT ports on loopback: every connection leaves one behind, and
+    // there is room for all of them (a small machine's default is 8,192).
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0").unwrap();
+    ns.sysctl(
+        "net.ipv4.tcp_max_tw_buckets",
+        &(PORTS * PER_PORT).to_string(),
+    )
+    .unwrap();
     let made = Instant::now();
     let listeners = ns.enter(|| {
         let listeners: Vec<TcpListener> = (0..PORTS)

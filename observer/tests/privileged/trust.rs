@@ -268,8 +268,11 @@ fn a_time_wait_expiry_burst_is_counted_socket_for_socket() {
     }
     let _serial = serial();
     let ns = NetNs::new("twburst").unwrap();
-    // Exact counts: no early kill by a reused port, and ports enough for every connection.
+    // Exact counts: no early kill by a reused port, ports enough for every connection, and
+    // room for every TIME_WAIT (a small machine's default is 8,192).
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0").unwrap();
+    ns.sysctl("net.ipv4.tcp_max_tw_buckets", &N.to_string())
+        .unwrap();
     ns.sysctl("net.ipv4.ip_local_port_range", "10000 60999")
         .unwrap();
     let mut live = Live::start(ns.inode(), LoadOptions::default());

@@ -55,9 +55,13 @@ impl Watch {
                 }
             }
         });
+        // Loading and attaching takes a debug build seconds here, and tens of seconds in an
+        // emulated virtual machine.
+        let started = Instant::now();
         ready_rx
-            .recv_timeout(Duration::from_secs(20))
+            .recv_timeout(Duration::from_secs(90))
             .expect("observer did not start watching");
+        eprintln!("observer watching after {:?}", started.elapsed());
         Self {
             child,
             lines,

@@ -3,6 +3,8 @@
 //! Shared by every consumer (`observer watch`, the integration tests) so that all of them read,
 //! decode and count losses the same way.
 
+use std::time::Duration;
+
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
@@ -10,7 +12,7 @@ use crate::{
     clock::mono_now_ns,
     decode::{DecodeError, Decoder},
     event::Event,
-    load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY},
+    load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY, READ_IDLE_MAX},
 };
 
 /// A program submits its record microseconds after reserving it; a drain stops at the first
@@ -69,6 +71,28 @@ pub struct EventStream {
     probes: Probes,
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Counting,
+    pace: ReadPace,
+}
+
+/// How long the next read waits for a wakeup before it looks on its own: [`READ_EVERY`] while
+/// records come, doubled after each look that found none, up to [`READ_IDLE_MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadPace {
+    wait: Duration,
+}
+
+impl ReadPace {
+    const fn new() -> Self {
+        Self { wait: READ_EVERY }
+    }
+
+    fn looked(&mut self, found_records: bool) {
+        self.wait = if found_records {
+            READ_EVERY
+        } else {
+            (self.wait * 2).min(READ_IDLE_MAX)
+        };
+    }
 }
 
 /// Decodes records and counts what it receives and what it rejects.
@@ -116,25 +140,17 @@ impl EventStream {
             probes,
             ring,
             decoder,
+            pace: ReadPace::new(),
         })
     }
 
     /// Waits until records are available, then appends every available event to `out`.
-    /// Records are looked for every [`READ_EVERY`], and at once when the kernel wakes the reader
-    /// (only past a fill level: waking per record would cost more than the record).
     /// Cancel-safe: records are consumed only synchronously, after the wait.
     pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
         let start = out.len();
         while out.len() == start {
-            match tokio::time::timeout(READ_EVERY, self.ring.readable_mut()).await {
-                Ok(guard) => {
-                    // Cleared before draining, so a wakeup during the drain is not lost.
-                    guard?.clear_ready();
-                }
-                Err(_elapsed) => {}
-            }
             let before = self.decoder.malformed;
-            self.decoder.drain(self.ring.get_mut(), out);
+            self.read(out).await?;
             if self.decoder.malformed != before {
                 // Let the caller log the decoding failure now.
                 break;
@@ -143,17 +159,22 @@ impl EventStream {
         Ok(())
     }
 
-    /// Waits until the kernel wakes the reader or [`READ_EVERY`] passes, then appends every
-    /// available event to `out` (possibly none). Returns a time (`CLOCK_MONOTONIC` ns) before
-    /// which every record was read: the drain's start, less a margin for records reserved but
-    /// not yet submitted. Cancel-safe: records are consumed only after the wait.
+    /// Waits until the kernel wakes the reader (only past a fill level: waking per record would
+    /// cost more than the record) or the reader's own wait passes ([`READ_EVERY`] while records
+    /// come, longer on a quiet host, up to [`READ_IDLE_MAX`]), then appends every available
+    /// event to `out` (possibly none). Returns a time (`CLOCK_MONOTONIC` ns) before which every
+    /// record was read: the drain's start, less a margin for records reserved but not yet
+    /// submitted. Cancel-safe: records are consumed only after the wait.
     pub async fn read(&mut self, out: &mut Vec<Event>) -> std::io::Result<u64> {
-        if let Ok(guard) = tokio::time::timeout(READ_EVERY, self.ring.readable_mut()).await {
+        if let Ok(guard) = tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await {
             // Cleared before draining, so a wakeup during the drain is not lost.
             guard?.clear_ready();
         }
         let began = mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS);
+        let (received, malformed) = (self.decoder.received, self.decoder.malformed);
         self.decoder.drain(self.ring.get_mut(), out);
+        self.pace
+            .looked((self.decoder.received, self.decoder.malformed) != (received, malformed));
         Ok(began)
     }
 
@@ -185,5 +206,24 @@ impl EventStream {
             kernel: self.probes.losses()?,
             malformed: self.decoder.malformed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_ring_is_looked_at_less_and_less_often_and_records_restore_the_pace() {
+        let mut pace = ReadPace::new();
+        let mut waits = vec![pace.wait];
+        for _ in 0..5 {
+            pace.looked(false);
+            waits.push(pace.wait);
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(waits, [ms(10), ms(20), ms(40), ms(80), ms(100), ms(100)]);
+        pace.looked(true);
+        assert_eq!(pace.wait, READ_EVERY);
     }
 }

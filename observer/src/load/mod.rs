@@ -45,10 +45,17 @@ pub fn state_config(reads: KernelReads) -> Result<observer_common::SpanProbeConf
     Ok(plan.state)
 }
 
-/// How often readers of the ring buffer look for records on their own. The programs wake the
-/// reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]), so below that rate
-/// this interval is the longest a record waits; above it, reads follow the wakeups.
+/// How often readers of the ring buffer look for records on their own while records come. The
+/// programs wake the reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]),
+/// so below that rate this interval is the longest a record waits; above it, reads follow the
+/// wakeups.
 pub const READ_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The longest a reader waits on its own after finding the ring empty again and again (each
+/// empty look doubles the wait from [`READ_EVERY`]): a quiet host wakes the reader 10 times a
+/// second rather than 100, and the first record after a quiet spell waits at most this long.
+/// A burst meanwhile still wakes the reader at a quarter of the ring.
+pub const READ_IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Unread bytes past which a submit wakes the reader: a quarter of the ring, which leaves the
 /// reader three quarters of the ring of headroom to wake up and drain before records are lost.

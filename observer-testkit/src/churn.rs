@@ -339,3 +339,25 @@ fn connection(
         Kind::Refused => unreachable!("handled above"),
     }
 }
+
+/// Transition counts by (old, new) state.
+pub type Pairs = BTreeMap<(String, String), u64>;
+
+/// (old, new, expected, counted) for every pair whose count between two scrapes (`before`,
+/// `after`) differs from the load's (`expected`).
+#[must_use]
+pub fn pair_differences(
+    expected: &Pairs,
+    before: &Pairs,
+    after: &Pairs,
+) -> Vec<(String, String, u64, u64)> {
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        expected.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let e = expected.get(key).copied().unwrap_or(0);
+            let got = after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0);
+            (e != got).then(|| (key.0.clone(), key.1.clone(), e, got))
+        })
+        .collect()
+}

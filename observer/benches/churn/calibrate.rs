@@ -4,7 +4,7 @@
 //! transition.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
     sync::{Arc, Mutex, mpsc},
@@ -15,13 +15,10 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use observer_testkit::{
-    churn::{self as generator, KINDS, Kind, Load},
+    churn::{self as generator, KINDS, Kind, Load, Pairs},
     daemon::die_with_parent,
     netns::NetNs,
 };
-
-/// (old, new) -> count.
-type Pairs = BTreeMap<(String, String), u64>;
 
 /// One kind: expected against seen.
 #[derive(Clone, Debug)]

@@ -349,7 +349,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
                 cpu_secs: daemon.cpu_secs() - cpu,
                 peak_rss_bytes: daemon.peak_rss_bytes(),
             });
-            phase.pair_differences = pair_differences(
+            phase.pair_differences = generator::pair_differences(
                 &phase.made.pairs(),
                 &before.kernel_pairs(),
                 &after.kernel_pairs(),
@@ -391,27 +391,6 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
     }
     Ok(phase)
 }
-
-/// (old, new, expected, counted) for every pair whose count over a phase differs from the
-/// load's.
-fn pair_differences(
-    expected: &Pairs,
-    before: &Pairs,
-    after: &Pairs,
-) -> Vec<(String, String, u64, u64)> {
-    let keys: std::collections::BTreeSet<&(String, String)> =
-        expected.keys().chain(after.keys()).collect();
-    keys.into_iter()
-        .filter_map(|key| {
-            let e = expected.get(key).copied().unwrap_or(0);
-            let got = after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0);
-            (e != got).then(|| (key.0.clone(), key.1.clone(), e, got))
-        })
-        .collect()
-}
-
-/// Transition counts by (old, new) state.
-type Pairs = std::collections::BTreeMap<(String, String), u64>;
 
 /// Deletes the namespaces an interrupted run of this benchmark left behind (a signal skips
 /// their cleanup): `obs-PID-N-bench` and `obs-PID-N-calibrate` of processes that are gone.

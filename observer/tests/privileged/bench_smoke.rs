@@ -30,15 +30,17 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
     // to its count. They can only add: a surplus is retried, a shortfall never is.
     for attempt in 1..=3 {
         let ns = NetNs::new("smoke").expect("creating a network namespace");
-        let before = scraper.scrape().expect("scraping").counters();
+        let before = scraper.scrape().expect("scraping");
         let made = ns
             .enter(|| generator::run(&load, None))
             .expect("the churn generator");
-        let got = scraper
-            .settle()
-            .expect("scraping")
-            .counters()
-            .since(&before);
+        let after = scraper.settle().expect("scraping");
+        let got = after.counters().since(&before.counters());
+        let pairs = generator::pair_differences(
+            &made.pairs(),
+            &before.kernel_pairs(),
+            &after.kernel_pairs(),
+        );
         assert!(
             !made.stopped_by_time,
             "the load hit its time bound: {made:?}"
@@ -59,7 +61,7 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
         assert!(
             got.kernel_transitions() >= made.transitions() && resets >= traced,
             "the daemon counted {} transitions and {resets} RSTs; the load made {} and {traced} \
-             that this kernel traces: {got:?}",
+             that this kernel traces: {got:?}; (old, new, made, counted): {pairs:?}",
             got.kernel_transitions(),
             made.transitions(),
         );

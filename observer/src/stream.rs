@@ -104,6 +104,11 @@ struct Counting {
 }
 
 impl Counting {
+    /// Records taken from the ring so far, decoded or not.
+    const fn records(&self) -> u64 {
+        self.received + self.malformed
+    }
+
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Event>) {
         while let Some(item) = ring.next() {
             match self.layout.decode(&item) {
@@ -171,10 +176,9 @@ impl EventStream {
             guard?.clear_ready();
         }
         let began = mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS);
-        let (received, malformed) = (self.decoder.received, self.decoder.malformed);
+        let records = self.decoder.records();
         self.decoder.drain(self.ring.get_mut(), out);
-        self.pace
-            .looked((self.decoder.received, self.decoder.malformed) != (received, malformed));
+        self.pace.looked(self.decoder.records() != records);
         Ok(began)
     }
 

@@ -55,8 +55,8 @@ impl Watch {
                 }
             }
         });
-        // Loading and attaching takes a debug build seconds here, and tens of seconds in an
-        // emulated virtual machine.
+        // Loading and attaching took an unoptimised build 12 to 16 s in an emulated virtual
+        // machine, and longer while other watchers started; the bound only ends a failed start.
         let started = Instant::now();
         ready_rx
             .recv_timeout(Duration::from_secs(90))

@@ -278,7 +278,8 @@ impl GuestRun<'_> {
 
 /// Builds the privileged test binary (and the observer binary it runs) and returns its path.
 /// Optimised: an emulated guest runs code many times slower than the host, and an unoptimised
-/// observer spends most of it parsing the kernel's BTF at every start.
+/// observer took 12 s or more there to start (most of a start's instructions parse the
+/// kernel's BTF).
 fn build_tests() -> anyhow::Result<PathBuf> {
     let out = crate::setup::output_bytes(&mut crate::cargo_command(&[
         "test",

@@ -16,6 +16,7 @@
 mod baseline;
 mod calibrate;
 mod kstats;
+mod machine_cpu;
 mod reads;
 mod report;
 mod tcpstates;
@@ -28,6 +29,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use kstats::Cost;
+use machine_cpu::{BusySince, MachineCpu};
 use observer::load::contract;
 use observer_testkit::{
     churn::{self as generator, KINDS, LISTENER_TRANSITIONS, Load, Made},
@@ -156,6 +158,8 @@ pub struct Phase {
     /// Observer phases: (old, new, expected, counted by the daemon) where they differ. Says
     /// which transitions went missing, or came from other traffic.
     pub pair_differences: Vec<(String, String, u64, u64)>,
+    /// The whole machine's CPU from the load's start until the tracer had handled it all.
+    pub machine_cpu: MachineCpu,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -279,33 +283,62 @@ fn run_levels(
             connections,
             max_time,
         };
-        for round in 0..rounds {
-            // Rotating the order spreads any drift of the machine over every tracer.
-            let start = usize::try_from(round).expect("few rounds") % tracers.len();
-            for i in 0..tracers.len() {
-                let tracer = tracers[(start + i) % tracers.len()];
-                eprintln!(
-                    "bench: {threads} threads, round {}/{rounds}: {}",
-                    round + 1,
-                    tracer.name()
-                );
-                let phase = run_phase(tracer, &load, round, quiet)?;
-                eprintln!(
-                    "bench:   {} connections in {:.2} s ({:.0}/s){}",
-                    phase.made.connections(),
-                    phase.made.elapsed.as_secs_f64(),
-                    phase.made.connections_per_s(),
-                    if phase.made.stopped_by_time {
-                        ", stopped by the time bound"
-                    } else {
-                        ""
-                    }
-                );
-                phases.push(phase);
-            }
+        let order = phase_order(tracers, rounds);
+        for (i, (round, tracer)) in order.iter().enumerate() {
+            eprintln!(
+                "bench: {threads} threads, round {}/{rounds}, phase {}/{}: {}",
+                round + 1,
+                i + 1,
+                order.len(),
+                tracer.name()
+            );
+            let phase = run_phase(*tracer, &load, *round, quiet)?;
+            eprintln!(
+                "bench:   {} connections in {:.2} s ({:.0}/s){}",
+                phase.made.connections(),
+                phase.made.elapsed.as_secs_f64(),
+                phase.made.connections_per_s(),
+                if phase.made.stopped_by_time {
+                    ", stopped by the time bound"
+                } else {
+                    ""
+                }
+            );
+            phases.push(phase);
         }
     }
     Ok(phases)
+}
+
+/// The phases of a level, each with its round: every tracer's phase between two phases with
+/// no tracer (when `none` is among the tracers), so that each is compared with the unobserved
+/// phases right beside it and the machine's drift over minutes stays out of the ratio. The
+/// tracers' order rotates by round.
+fn phase_order(tracers: &[Tracer], rounds: u64) -> Vec<(u64, Tracer)> {
+    let paired = tracers.contains(&Tracer::None);
+    let observed: Vec<Tracer> = tracers
+        .iter()
+        .copied()
+        .filter(|t| *t != Tracer::None)
+        .collect();
+    let mut order = Vec::new();
+    for round in 0..rounds {
+        if observed.is_empty() {
+            order.push((round, Tracer::None));
+            continue;
+        }
+        let start = usize::try_from(round).expect("few rounds") % observed.len();
+        for i in 0..observed.len() {
+            if paired {
+                order.push((round, Tracer::None));
+            }
+            order.push((round, observed[(start + i) % observed.len()]));
+        }
+    }
+    if paired && !observed.is_empty() {
+        order.push((rounds - 1, Tracer::None));
+    }
+    order
 }
 
 /// One phase: a fresh namespace, the tracer attached, the load, the tracer's figures. `round`
@@ -313,9 +346,12 @@ fn run_levels(
 fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::Result<Phase> {
     quiet.wait();
     let ns = NetNs::new("bench").context("creating a network namespace")?;
-    let run = || -> anyhow::Result<Made> {
+    // The machine's CPU is counted from the load's start; each tracer stops the count once it
+    // has handled the load (its reader may still be draining when the load ends).
+    let run = || -> anyhow::Result<(Made, BusySince)> {
+        let cpu = BusySince::now();
         let made = ns.enter(|| generator::run(load, None))?;
-        Ok(made)
+        Ok((made, cpu))
     };
     let mut phase = Phase {
         tracer,
@@ -326,9 +362,14 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         baseline_records: None,
         costs: Vec::new(),
         pair_differences: Vec::new(),
+        machine_cpu: MachineCpu::default(),
     };
     match tracer {
-        Tracer::None => phase.made = run()?,
+        Tracer::None => {
+            let cpu;
+            (phase.made, cpu) = run()?;
+            phase.machine_cpu = cpu.elapsed();
+        }
         Tracer::Observer => {
             let daemon = daemon::Daemon::start(OBSERVER)?;
             let mut scraper = Scraper::connect(daemon.addr)?;
@@ -337,8 +378,10 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
             let before = scraper.scrape()?;
             let programs = kstats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu_secs();
-            phase.made = run()?;
+            let machine;
+            (phase.made, machine) = run()?;
             scraper.settle()?;
+            phase.machine_cpu = machine.elapsed();
             // The programs' window ends inside the daemon's: a transition between the two
             // reads can only add to what the daemon counted, never pass for a loss.
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(daemon.pid())?);
@@ -360,17 +403,21 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         Tracer::Tcpstates => {
             let t = tcpstates::Tcpstates::start()?;
             let programs = kstats::attached_by(t.pid())?;
-            phase.made = run()?;
+            let machine;
+            (phase.made, machine) = run()?;
             // Its output goes through a perf buffer and a pipe: let the last lines arrive.
             std::thread::sleep(Duration::from_secs(1));
+            phase.machine_cpu = machine.elapsed();
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
             phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
         }
         Tracer::StateReads => {
             let copies = reads::Copies::attach(round)?;
             let before = copies.stats()?;
-            phase.made = run()?;
+            let machine;
+            (phase.made, machine) = run()?;
             std::thread::sleep(Duration::from_millis(500));
+            phase.machine_cpu = machine.elapsed();
             phase.costs = copies.costs_since(&before)?;
         }
         Tracer::Baseline
@@ -380,8 +427,10 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
             let program = tracer.baseline_program().expect("a baseline");
             let b = baseline::Baseline::attach(program)?;
             let (stats, records) = (b.stats()?, b.records());
-            phase.made = run()?;
+            let machine;
+            (phase.made, machine) = run()?;
             std::thread::sleep(Duration::from_millis(500));
+            phase.machine_cpu = machine.elapsed();
             phase.costs = vec![Cost::between(program, stats, b.stats()?)];
             // Records of the last runs may still be on their way to the reader (it wakes at
             // least every 10 ms).

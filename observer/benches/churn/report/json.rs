@@ -21,6 +21,14 @@ impl Level<'_> {
                     "median_connections_per_s": self.median_rate(*t),
                     "median_transitions_per_s": self.median_transition_rate(*t),
                     "ratio_to_none": self.ratio(*t),
+                    "pair_ratios": self.pair_ratios(*t).map(|s| s.json()),
+                    "machine_cpu_ns_per_connection": self.cpu_ns_per_connection(*t).map(|s| s.json()),
+                    "machine_cpu_added_ns_per_connection": self.added_cpu_ns(*t).map(|s| s.json()),
+                    "pairs": self.pairs(*t).iter().map(|p| json!({
+                        "ratio": p.ratio,
+                        "cpu_ns_per_connection": p.cpu_ns_per_connection,
+                        "none_cpu_ns_per_connection": p.none_cpu_ns_per_connection,
+                    })).collect::<Vec<_>>(),
                     "runs_connections_per_s": self.of(*t)
                         .map(|p| p.made.connections_per_s())
                         .collect::<Vec<_>>(),
@@ -120,6 +128,8 @@ fn phase_json(p: &Phase) -> Value {
             .collect::<BTreeMap<_, _>>(),
         "seconds": p.made.elapsed.as_secs_f64(),
         "stopped_by_time": p.made.stopped_by_time,
+        "machine_busy_cpu_seconds": p.machine_cpu.busy_secs,
+        "machine_cpu_wall_seconds": p.machine_cpu.wall_secs,
         "transitions_expected": p.made.transitions(),
         "programs": p.costs,
         "daemon": p.daemon.map(|d| json!({

@@ -117,8 +117,57 @@ impl Level<'_> {
         (!rates.is_empty()).then(|| median(rates))
     }
 
+    /// Throughput with `tracer` over throughput without: the median of its pairs (each phase
+    /// against the unobserved phases beside it), or the ratio of the medians when the run had
+    /// no pairs.
     pub(super) fn ratio(&self, tracer: Tracer) -> Option<f64> {
+        if let Some(s) = self.pair_ratios(tracer) {
+            return Some(s.median);
+        }
         Some(self.median_rate(tracer)? / self.median_rate(Tracer::None)?)
+    }
+
+    /// Each phase of `tracer` with the phases with no tracer right before and after it.
+    pub(super) fn pairs(&self, tracer: Tracer) -> Vec<Pair> {
+        if tracer == Tracer::None {
+            return Vec::new();
+        }
+        let none = |i: Option<usize>| {
+            let p = self.phases.get(i?)?;
+            (p.tracer == Tracer::None).then_some(*p)
+        };
+        self.phases
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.tracer == tracer)
+            .filter_map(|(i, p)| {
+                let beside: Vec<&Phase> = [none(i.checked_sub(1)), none(Some(i + 1))]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                (!beside.is_empty()).then(|| Pair::of(p, &beside))
+            })
+            .collect()
+    }
+
+    /// The pairs' throughput ratios.
+    pub(super) fn pair_ratios(&self, tracer: Tracer) -> Option<Spread> {
+        Spread::of(self.pairs(tracer).iter().map(|p| p.ratio).collect())
+    }
+
+    /// The machine CPU the tracer added per connection, pair by pair, in ns.
+    pub(super) fn added_cpu_ns(&self, tracer: Tracer) -> Option<Spread> {
+        Spread::of(
+            self.pairs(tracer)
+                .iter()
+                .map(|p| p.cpu_ns_per_connection - p.none_cpu_ns_per_connection)
+                .collect(),
+        )
+    }
+
+    /// The machine's CPU ns per connection over the phases of `tracer`.
+    pub(super) fn cpu_ns_per_connection(&self, tracer: Tracer) -> Option<Spread> {
+        Spread::of(self.of(tracer).map(cpu_ns_per_connection).collect())
     }
 
     fn expected(&self, tracer: Tracer) -> u64 {
@@ -307,6 +356,74 @@ impl Level<'_> {
             .sum();
         let expected = self.expected(tracer);
         (expected > 0).then(|| time as f64 / expected as f64)
+    }
+}
+
+/// The whole machine's busy CPU ns per connection of a phase.
+fn cpu_ns_per_connection(p: &Phase) -> f64 {
+    p.machine_cpu.busy_secs * 1e9 / p.made.connections() as f64
+}
+
+/// One observed phase against the unobserved phases beside it (their mean), so that the drift
+/// of a shared machine over minutes stays out of the comparison.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pair {
+    /// Connections/s with the tracer over connections/s without.
+    pub(super) ratio: f64,
+    /// The machine's busy CPU per connection with the tracer, and without.
+    pub(super) cpu_ns_per_connection: f64,
+    pub(super) none_cpu_ns_per_connection: f64,
+}
+
+impl Pair {
+    fn of(observed: &Phase, beside: &[&Phase]) -> Self {
+        let mean = |f: fn(&Phase) -> f64| -> f64 {
+            beside.iter().map(|p| f(p)).sum::<f64>() / beside.len() as f64
+        };
+        Self {
+            ratio: observed.made.connections_per_s() / mean(|p| p.made.connections_per_s()),
+            cpu_ns_per_connection: cpu_ns_per_connection(observed),
+            none_cpu_ns_per_connection: mean(cpu_ns_per_connection),
+        }
+    }
+}
+
+/// A figure's median over several measurements, and their range.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Spread {
+    pub(super) median: f64,
+    pub(super) min: f64,
+    pub(super) max: f64,
+    pub(super) n: usize,
+}
+
+impl Spread {
+    fn of(v: Vec<f64>) -> Option<Self> {
+        let finite: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+        let n = finite.len();
+        if n == 0 {
+            return None;
+        }
+        let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some(Self {
+            median: median(finite),
+            min,
+            max,
+            n,
+        })
+    }
+
+    /// `median (min to max)`, each with `decimals`.
+    pub(super) fn show(&self, decimals: usize) -> String {
+        format!(
+            "{:.decimals$} ({:.decimals$} to {:.decimals$})",
+            self.median, self.min, self.max
+        )
+    }
+
+    pub(super) fn json(&self) -> Value {
+        json!({"median": self.median, "min": self.min, "max": self.max, "n": self.n})
     }
 }
 

@@ -4,7 +4,11 @@ use std::fmt::Write as _;
 
 use observer::load::contract;
 
-use super::{Bench, TRACERS, grouped, level::Level, opt, whole};
+use super::{
+    Bench, TRACERS, grouped,
+    level::{Level, Spread},
+    opt, whole,
+};
 use crate::{
     KINDS, Tracer, listener_transitions,
     reads::{Omitted, WHOLE},
@@ -86,28 +90,44 @@ impl Bench {
         for level in levels {
             let _ = writeln!(
                 w,
-                "\nthroughput, {} churn threads (median of {} rounds)",
+                "\nthroughput, {} churn threads ({} rounds; each observed phase against the \
+                 unobserved phases beside it: ratios and CPU added are medians of those pairs, \
+                 (lowest to highest))",
                 level.threads, self.rounds
             );
             let _ = writeln!(
                 w,
-                "  {:<18} {:>14} {:>15} {:>16}",
-                "tracer", "connections/s", "transitions/s", "ratio to none"
+                "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28}",
+                "tracer",
+                "connections/s",
+                "transitions/s",
+                "ratio to none",
+                "machine CPU us/connection",
+                "CPU added, us/connection"
             );
-            // The state program's copies measure cost, not throughput.
-            for tracer in TRACERS.into_iter().filter(|t| *t != Tracer::StateReads) {
+            for tracer in TRACERS {
                 let Some(rate) = level.median_rate(tracer) else {
                     continue;
                 };
                 let _ = writeln!(
                     w,
-                    "  {:<18} {:>14} {:>15} {:>16}",
+                    "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28}",
                     tracer.name(),
                     whole(rate),
                     whole(level.median_transition_rate(tracer).unwrap_or(f64::NAN)),
-                    opt(level.ratio(tracer), |r| format!("{r:.3}"))
+                    match level.pair_ratios(tracer) {
+                        Some(s) => format!("{} x{}", s.show(3), s.n),
+                        None => opt(level.ratio(tracer), |r| format!("{r:.3}")),
+                    },
+                    opt(level.cpu_ns_per_connection(tracer), |s| micros(&s)),
+                    opt(level.added_cpu_ns(tracer), |s| micros(&s)),
                 );
             }
+            let _ = writeln!(
+                w,
+                "  machine CPU: every CPU's busy time (/proc/stat: user, nice, system, irq, \
+                 softirq) from the load's start until the tracer had handled it, per connection"
+            );
         }
     }
 
@@ -308,4 +328,14 @@ impl Bench {
             );
         }
     }
+}
+
+/// A spread of nanoseconds, in microseconds.
+fn micros(s: &Spread) -> String {
+    format!(
+        "{:.2} ({:.2} to {:.2})",
+        s.median / 1e3,
+        s.min / 1e3,
+        s.max / 1e3
+    )
 }

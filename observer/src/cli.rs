@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{OsStringValueParser, TypedValueParser as _},
+};
 use ipnet::IpNet;
 use observer::{
     config::{AlertmanagerConfig, Config},
@@ -168,7 +171,7 @@ pub struct RunArgs {
     pub max_sockets: Option<usize>,
 
     /// Where restart state is kept (overrides tracker.state_file; "" keeps none).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = path_or_empty())]
     pub state_file: Option<PathBuf>,
 
     /// Append alert state changes to this JSON-lines file (overrides alerts.file).
@@ -182,7 +185,7 @@ pub struct RunArgs {
 
     /// Unix socket serving live data to `observer watch` and `observer top` (overrides
     /// socket.path; "" serves none). Default /run/observer/observer.sock.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = path_or_empty())]
     pub socket: Option<PathBuf>,
 
     /// Permission bits of the socket, in octal: who may connect (overrides socket.mode;
@@ -194,6 +197,11 @@ pub struct RunArgs {
     /// (overrides socket.group).
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+}
+
+/// A path where "" means "none": clap's own path parser refuses an empty value.
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    OsStringValueParser::new().map(PathBuf::from)
 }
 
 impl RunArgs {
@@ -542,6 +550,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("from 4K to 256M"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_path_turns_the_state_file_and_the_socket_off() {
+        let parse = |args: &[&str]| {
+            let Command::Run(run) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("parsed as run")
+            };
+            let mut config = Config::default();
+            run.apply_to(&mut config);
+            (config.tracker.state_file, config.socket.path)
+        };
+        let (state, socket) = parse(&["observer", "run"]);
+        assert!(state.is_some() && socket.is_some());
+        assert_eq!(
+            parse(&["observer", "run", "--state-file", "", "--socket", ""]),
+            (None, None)
+        );
+        assert_eq!(
+            parse(&[
+                "observer",
+                "run",
+                "--state-file",
+                "/tmp/s",
+                "--socket",
+                "/tmp/o.sock"
+            ]),
+            (Some("/tmp/s".into()), Some("/tmp/o.sock".into()))
+        );
     }
 
     #[test]

@@ -9,47 +9,67 @@ const TICKS_PER_S: f64 = 100.0;
 
 /// Busy CPU time of all CPUs since a start.
 pub struct BusySince {
-    busy_ticks: u64,
+    ticks: Ticks,
     start: Instant,
 }
 
 impl BusySince {
     pub fn now() -> Self {
         Self {
-            busy_ticks: busy_ticks(),
+            ticks: Ticks::now(),
             start: Instant::now(),
         }
     }
 
-    /// CPU seconds spent busy since `now()`, summed over CPUs, and the wall seconds elapsed.
+    /// CPU seconds spent busy and stolen since `now()`, summed over CPUs, and the wall seconds
+    /// elapsed.
+    #[expect(clippy::cast_precision_loss, reason = "ticks of a phase")]
     pub fn elapsed(&self) -> MachineCpu {
-        #[expect(clippy::cast_precision_loss, reason = "ticks of a phase")]
+        let now = Ticks::now();
+        let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / TICKS_PER_S;
         MachineCpu {
-            busy_secs: busy_ticks().saturating_sub(self.busy_ticks) as f64 / TICKS_PER_S,
-            wall_secs: self.start.elapsed().as_secs_f64(),
+            busy: secs(now.busy, self.ticks.busy),
+            stolen: secs(now.stolen, self.ticks.stolen),
+            wall: self.start.elapsed().as_secs_f64(),
         }
     }
 }
 
 /// The machine's CPU over a phase.
 #[derive(Clone, Copy, Debug, Default)]
+/// Seconds of CPU time, summed over CPUs, and of wall time.
 pub struct MachineCpu {
-    pub busy_secs: f64,
-    pub wall_secs: f64,
+    pub busy: f64,
+    /// Time the hypervisor ran something else on our CPUs: a phase with much of it was slowed
+    /// by the host, not by its tracer.
+    pub stolen: f64,
+    pub wall: f64,
 }
 
-/// Ticks every CPU spent neither idle nor waiting for I/O, nor stolen by a hypervisor: user
-/// (guest included), nice, system, irq and softirq, from the first line of `/proc/stat`.
-fn busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    [0, 1, 2, 5, 6].iter().filter_map(|i| ticks.get(*i)).sum()
+/// Ticks of all CPUs from the first line of `/proc/stat`.
+struct Ticks {
+    /// Neither idle nor waiting for I/O, nor stolen: user (guest included), nice, system, irq
+    /// and softirq.
+    busy: u64,
+    stolen: u64,
+}
+
+impl Ticks {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal ...
+        Self {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            stolen: at(7),
+        }
+    }
 }

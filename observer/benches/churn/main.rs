@@ -158,7 +158,7 @@ pub struct Phase {
     /// Observer phases: (old, new, expected, counted by the daemon) where they differ. Says
     /// which transitions went missing, or came from other traffic.
     pub pair_differences: Vec<(String, String, u64, u64)>,
-    /// The whole machine's CPU from the load's start until the tracer had handled it all.
+    /// The whole machine's CPU over the load.
     pub machine_cpu: MachineCpu,
 }
 
@@ -346,12 +346,13 @@ fn phase_order(tracers: &[Tracer], rounds: u64) -> Vec<(u64, Tracer)> {
 fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::Result<Phase> {
     quiet.wait();
     let ns = NetNs::new("bench").context("creating a network namespace")?;
-    // The machine's CPU is counted from the load's start; each tracer stops the count once it
-    // has handled the load (its reader may still be draining when the load ends).
-    let run = || -> anyhow::Result<(Made, BusySince)> {
+    // The machine's CPU over the load's window, like its throughput: what a tracer does after
+    // the load (a reader draining its last records, the bench polling the daemon) is not
+    // counted, and is at most one read interval of the load.
+    let run = || -> anyhow::Result<(Made, MachineCpu)> {
         let cpu = BusySince::now();
         let made = ns.enter(|| generator::run(load, None))?;
-        Ok((made, cpu))
+        Ok((made, cpu.elapsed()))
     };
     let mut phase = Phase {
         tracer,
@@ -365,11 +366,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         machine_cpu: MachineCpu::default(),
     };
     match tracer {
-        Tracer::None => {
-            let cpu;
-            (phase.made, cpu) = run()?;
-            phase.machine_cpu = cpu.elapsed();
-        }
+        Tracer::None => (phase.made, phase.machine_cpu) = run()?,
         Tracer::Observer => {
             let daemon = daemon::Daemon::start(OBSERVER)?;
             let mut scraper = Scraper::connect(daemon.addr)?;
@@ -378,10 +375,8 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
             let before = scraper.scrape()?;
             let programs = kstats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu_secs();
-            let machine;
-            (phase.made, machine) = run()?;
+            (phase.made, phase.machine_cpu) = run()?;
             scraper.settle()?;
-            phase.machine_cpu = machine.elapsed();
             // The programs' window ends inside the daemon's: a transition between the two
             // reads can only add to what the daemon counted, never pass for a loss.
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(daemon.pid())?);
@@ -403,21 +398,17 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         Tracer::Tcpstates => {
             let t = tcpstates::Tcpstates::start()?;
             let programs = kstats::attached_by(t.pid())?;
-            let machine;
-            (phase.made, machine) = run()?;
+            (phase.made, phase.machine_cpu) = run()?;
             // Its output goes through a perf buffer and a pipe: let the last lines arrive.
             std::thread::sleep(Duration::from_secs(1));
-            phase.machine_cpu = machine.elapsed();
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
             phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
         }
         Tracer::StateReads => {
             let copies = reads::Copies::attach(round)?;
             let before = copies.stats()?;
-            let machine;
-            (phase.made, machine) = run()?;
+            (phase.made, phase.machine_cpu) = run()?;
             std::thread::sleep(Duration::from_millis(500));
-            phase.machine_cpu = machine.elapsed();
             phase.costs = copies.costs_since(&before)?;
         }
         Tracer::Baseline
@@ -427,10 +418,8 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
             let program = tracer.baseline_program().expect("a baseline");
             let b = baseline::Baseline::attach(program)?;
             let (stats, records) = (b.stats()?, b.records());
-            let machine;
-            (phase.made, machine) = run()?;
+            (phase.made, phase.machine_cpu) = run()?;
             std::thread::sleep(Duration::from_millis(500));
-            phase.machine_cpu = machine.elapsed();
             phase.costs = vec![Cost::between(program, stats, b.stats()?)];
             // Records of the last runs may still be on their way to the reader (it wakes at
             // least every 10 ms).

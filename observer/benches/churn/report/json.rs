@@ -128,8 +128,9 @@ fn phase_json(p: &Phase) -> Value {
             .collect::<BTreeMap<_, _>>(),
         "seconds": p.made.elapsed.as_secs_f64(),
         "stopped_by_time": p.made.stopped_by_time,
-        "machine_busy_cpu_seconds": p.machine_cpu.busy_secs,
-        "machine_cpu_wall_seconds": p.machine_cpu.wall_secs,
+        "machine_busy_cpu_seconds": p.machine_cpu.busy,
+        "machine_stolen_cpu_seconds": p.machine_cpu.stolen,
+        "machine_cpu_wall_seconds": p.machine_cpu.wall,
         "transitions_expected": p.made.transitions(),
         "programs": p.costs,
         "daemon": p.daemon.map(|d| json!({

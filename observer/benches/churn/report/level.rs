@@ -13,6 +13,7 @@ use super::Bench;
 use crate::{
     DaemonPhase, Phase, Tracer,
     kstats::Cost,
+    machine_cpu::MachineCpu,
     reads::{self, Omitted},
 };
 
@@ -161,6 +162,30 @@ impl Level<'_> {
             self.pairs(tracer)
                 .iter()
                 .map(|p| p.cpu_ns_per_connection - p.none_cpu_ns_per_connection)
+                .collect(),
+        )
+    }
+
+    /// How busy the machine's CPUs were during the load (1.0: every CPU all the time), over the
+    /// phases of `tracer`.
+    pub(super) fn busy_share(&self, tracer: Tracer, cpus: usize) -> Option<Spread> {
+        self.cpu_share(tracer, cpus, |c| c.busy)
+    }
+
+    /// How much of the machine's CPU time the hypervisor took during the load.
+    pub(super) fn stolen_share(&self, tracer: Tracer, cpus: usize) -> Option<Spread> {
+        self.cpu_share(tracer, cpus, |c| c.stolen)
+    }
+
+    fn cpu_share(
+        &self,
+        tracer: Tracer,
+        cpus: usize,
+        secs: fn(&MachineCpu) -> f64,
+    ) -> Option<Spread> {
+        Spread::of(
+            self.of(tracer)
+                .map(|p| secs(&p.machine_cpu) / (p.machine_cpu.wall * cpus as f64))
                 .collect(),
         )
     }
@@ -361,7 +386,7 @@ impl Level<'_> {
 
 /// The whole machine's busy CPU ns per connection of a phase.
 fn cpu_ns_per_connection(p: &Phase) -> f64 {
-    p.machine_cpu.busy_secs * 1e9 / p.made.connections() as f64
+    p.machine_cpu.busy * 1e9 / p.made.connections() as f64
 }
 
 /// One observed phase against the unobserved phases beside it (their mean), so that the drift

@@ -97,13 +97,15 @@ impl Bench {
             );
             let _ = writeln!(
                 w,
-                "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28}",
+                "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28} {:>10} {:>8}",
                 "tracer",
                 "connections/s",
                 "transitions/s",
                 "ratio to none",
                 "machine CPU us/connection",
-                "CPU added, us/connection"
+                "CPU added, us/connection",
+                "CPUs busy",
+                "stolen"
             );
             for tracer in TRACERS {
                 let Some(rate) = level.median_rate(tracer) else {
@@ -111,7 +113,7 @@ impl Bench {
                 };
                 let _ = writeln!(
                     w,
-                    "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28}",
+                    "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28} {:>10} {:>8}",
                     tracer.name(),
                     whole(rate),
                     whole(level.median_transition_rate(tracer).unwrap_or(f64::NAN)),
@@ -121,12 +123,23 @@ impl Bench {
                     },
                     opt(level.cpu_ns_per_connection(tracer), |s| micros(&s)),
                     opt(level.added_cpu_ns(tracer), |s| micros(&s)),
+                    opt(level.busy_share(tracer, self.machine.cpus), |s| format!(
+                        "{:.0}%",
+                        s.median * 100.0
+                    )),
+                    opt(level.stolen_share(tracer, self.machine.cpus), |s| format!(
+                        "{:.1}%",
+                        s.median * 100.0
+                    )),
                 );
             }
             let _ = writeln!(
                 w,
                 "  machine CPU: every CPU's busy time (/proc/stat: user, nice, system, irq, \
-                 softirq) from the load's start until the tracer had handled it, per connection"
+                 softirq) over the load, per connection; CPUs busy: that time over the load's \
+                 wall time on every CPU (near 100%, the load saturates the machine: the CPU per \
+                 connection then moves with throughput); stolen: CPU time the hypervisor \
+                 gave to others, which slows a phase whatever its tracer (medians)"
             );
         }
     }

@@ -11,6 +11,7 @@
 use std::io;
 
 use observer::load::{KernelReads, contract, prog_stats::ProgStats, state_config};
+use observer_common::SpanProbeConfig;
 
 use crate::{baseline::Baseline, kstats::Cost};
 
@@ -88,6 +89,11 @@ pub const WHOLE: &str = "state_whole";
 /// The copy that runs first, unmeasured, to warm the cache for the others.
 const WARM_UP: &str = "state_warm_up";
 
+/// A copy without the four reads that copies no span either, and so reads the two fields it
+/// needs (the protocol and the socket) from the record one by one: against [`Omitted::All`]'s
+/// copy, what copying the span costs beside reading just those fields.
+pub const NO_SPAN: &str = "state_no_span";
+
 /// The copies and the floor, attached.
 pub struct Copies(Vec<Baseline>);
 
@@ -96,17 +102,22 @@ impl Copies {
     /// order rotated by `round`.
     pub fn attach(round: u64) -> io::Result<Self> {
         let config = |reads| state_config(reads).map_err(io::Error::other);
-        let mut wanted: Vec<(&'static str, Option<KernelReads>)> =
-            vec![(WHOLE, Some(KernelReads::ALL))];
-        wanted.extend(Omitted::ALL.map(|o| (o.key(), Some(o.reads()))));
+        let mut no_span = config(Omitted::All.reads())?;
+        no_span.span_len = 0;
+        let mut wanted: Vec<(&'static str, Option<SpanProbeConfig>)> =
+            vec![(WHOLE, Some(config(KernelReads::ALL)?))];
+        for o in Omitted::ALL {
+            wanted.push((o.key(), Some(config(o.reads())?)));
+        }
+        wanted.push((NO_SPAN, Some(no_span)));
         wanted.push((contract::BASELINE, None));
         let by = usize::try_from(round).expect("few rounds") % wanted.len();
         wanted.rotate_left(by);
-        wanted.insert(0, (WARM_UP, Some(KernelReads::ALL)));
+        wanted.insert(0, (WARM_UP, Some(config(KernelReads::ALL)?)));
         let mut attached = Vec::new();
-        for (label, reads) in wanted {
-            attached.push(match reads {
-                Some(reads) => Baseline::attach_state(label, config(reads)?)?,
+        for (label, state) in wanted {
+            attached.push(match state {
+                Some(state) => Baseline::attach_state(label, state)?,
                 None => Baseline::attach(contract::BASELINE)?,
             });
         }

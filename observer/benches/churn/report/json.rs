@@ -8,7 +8,12 @@ use super::{
     Bench, TRACERS,
     level::{Level, ProgramCost},
 };
-use crate::{KINDS, Phase, listener_transitions, reads::Omitted};
+use observer::load::contract;
+
+use crate::{
+    KINDS, Phase, listener_transitions,
+    reads::{NO_SPAN, Omitted},
+};
 
 impl Level<'_> {
     fn json(&self) -> Value {
@@ -52,6 +57,10 @@ impl Level<'_> {
             "state_program_read_ns_per_run_by_round": Omitted::ALL
                 .iter()
                 .map(|o| (o.key(), self.read_cost_ns(*o)))
+                .chain([
+                    ("span_copy", self.copy_difference(Omitted::All.key(), NO_SPAN)),
+                    ("filter_timestamp_task", self.copy_difference(NO_SPAN, contract::BASELINE)),
+                ])
                 .collect::<BTreeMap<_, _>>(),
             "daemon": self.daemon().map(|d| d.json()),
         })

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     KINDS, Tracer, listener_transitions,
-    reads::{Omitted, WHOLE},
+    reads::{NO_SPAN, Omitted, WHOLE},
     transitions_per_connection,
 };
 
@@ -257,10 +257,20 @@ impl Bench {
         let lines: Vec<(&str, Vec<f64>)> = Omitted::ALL
             .iter()
             .map(|o| (o.read(), main.read_cost_ns(*o)))
-            .chain([(
-                "left without them, over baseline (copy, filter, timestamp, task)",
-                main.copy_difference(Omitted::All.key(), contract::BASELINE),
-            )])
+            .chain([
+                (
+                    "left without them, over baseline (copy, filter, timestamp, task)",
+                    main.copy_difference(Omitted::All.key(), contract::BASELINE),
+                ),
+                (
+                    "the span copy, less reading its 2 fields one by one",
+                    main.copy_difference(Omitted::All.key(), NO_SPAN),
+                ),
+                (
+                    "no span copy, over baseline (2 field reads, filter, time, task)",
+                    main.copy_difference(NO_SPAN, contract::BASELINE),
+                ),
+            ])
             .filter(|(_, d)| !d.is_empty())
             .collect();
         if lines.is_empty() {

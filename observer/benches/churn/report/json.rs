@@ -29,6 +29,12 @@ impl Level<'_> {
                     "pair_ratios": self.pair_ratios(*t).map(|s| s.json()),
                     "machine_cpu_ns_per_connection": self.cpu_ns_per_connection(*t).map(|s| s.json()),
                     "machine_cpu_added_ns_per_connection": self.added_cpu_ns(*t).map(|s| s.json()),
+                    "machine_cpu_attribution_ns_per_connection": self.attribution(*t).map(|a| json!({
+                        "added_median": a.added.median,
+                        "programs": a.programs_ns,
+                        "reader": a.reader_ns,
+                        "not_attributed": a.unattributed_ns(),
+                    })),
                     "pairs": self.pairs(*t).iter().map(|p| json!({
                         "ratio": p.ratio,
                         "cpu_ns_per_connection": p.cpu_ns_per_connection,

@@ -190,6 +190,27 @@ impl Level<'_> {
         )
     }
 
+    /// The machine CPU `tracer` added per connection, and what of it was measured where: its
+    /// programs' kernel time and, for `observer run`, the daemon's CPU, per connection of its
+    /// phases.
+    pub(super) fn attribution(&self, tracer: Tracer) -> Option<Attribution> {
+        let added = self.added_cpu_ns(tracer)?;
+        let connections: u64 = self.of(tracer).map(|p| p.made.connections()).sum();
+        let per_connection = |ns: f64| ns / connections as f64;
+        let programs: u64 = self
+            .of(tracer)
+            .flat_map(|p| p.costs.iter().map(|c| c.run_time_ns))
+            .sum();
+        Some(Attribution {
+            added,
+            programs_ns: per_connection(programs as f64),
+            reader_ns: (tracer == Tracer::Observer)
+                .then(|| self.daemon())
+                .flatten()
+                .map(|d| per_connection(d.cpu_secs * 1e9)),
+        })
+    }
+
     /// The machine's CPU ns per connection over the phases of `tracer`.
     pub(super) fn cpu_ns_per_connection(&self, tracer: Tracer) -> Option<Spread> {
         Spread::of(self.of(tracer).map(cpu_ns_per_connection).collect())
@@ -387,6 +408,22 @@ impl Level<'_> {
 /// The whole machine's busy CPU ns per connection of a phase.
 fn cpu_ns_per_connection(p: &Phase) -> f64 {
     p.machine_cpu.busy * 1e9 / p.made.connections() as f64
+}
+
+/// The machine CPU a tracer added per connection, and the parts of it measured on their own.
+pub(super) struct Attribution {
+    pub(super) added: Spread,
+    /// The tracer's programs' kernel time (BPF statistics).
+    pub(super) programs_ns: f64,
+    /// Its reader's CPU time, where measured (the daemon's).
+    pub(super) reader_ns: Option<f64>,
+}
+
+impl Attribution {
+    /// What no measurement of the tracer's own shows: the median added less the parts.
+    pub(super) fn unattributed_ns(&self) -> f64 {
+        self.added.median - self.programs_ns - self.reader_ns.unwrap_or(0.0)
+    }
 }
 
 /// One observed phase against the unobserved phases beside it (their mean), so that the drift

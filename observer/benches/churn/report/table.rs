@@ -6,7 +6,7 @@ use observer::load::contract;
 
 use super::{
     Bench, TRACERS, grouped,
-    level::{Level, Spread},
+    level::{Attribution, Level, Spread},
     opt, whole,
 };
 use crate::{
@@ -133,6 +133,7 @@ impl Bench {
                     )),
                 );
             }
+            Self::write_attribution(w, level);
             let _ = writeln!(
                 w,
                 "  machine CPU: every CPU's busy time (/proc/stat: user, nice, system, irq, \
@@ -142,6 +143,40 @@ impl Bench {
                  gave to others, which slows a phase whatever its tracer (medians)"
             );
         }
+    }
+
+    /// Where the CPU each tracer added went, as far as its own figures show.
+    fn write_attribution(w: &mut String, level: &Level<'_>) {
+        let rows: Vec<(Tracer, Attribution)> = TRACERS
+            .into_iter()
+            .filter_map(|t| Some((t, level.attribution(t)?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            w,
+            "  where the CPU added went, us per connection: {:<20} {:>10} {:>14} {:>14} {:>16}",
+            "", "added", "its programs", "its reader", "not attributed"
+        );
+        for (tracer, a) in rows {
+            let _ = writeln!(
+                w,
+                "  {:<44} {:<20} {:>10.2} {:>14.2} {:>14} {:>16.2}",
+                "",
+                tracer.name(),
+                a.added.median / 1e3,
+                a.programs_ns / 1e3,
+                opt(a.reader_ns, |r| format!("{:.2}", r / 1e3)),
+                a.unattributed_ns() / 1e3
+            );
+        }
+        let _ = writeln!(
+            w,
+            "  (its programs: their kernel time, BPF statistics; its reader: the daemon's CPU, not \
+             measured for the others; not attributed: the rest, such as the load slowed by the \
+             tracer's use of caches and of the CPUs' time)"
+        );
     }
 
     fn write_loss(w: &mut String, levels: &[Level<'_>]) {

@@ -54,6 +54,11 @@ struct Options {
     /// Churn threads of the highest-churn level (default: two per CPU; 0: none).
     #[arg(long)]
     peak_threads: Option<usize>,
+    /// Connections per second of the steady level: the load paced well below what the machine
+    /// can make, so that a tracer's cost shows as CPU time rather than lost throughput
+    /// (default 10,000, 0: no steady level; none with --quick unless given).
+    #[arg(long)]
+    steady_rate: Option<u64>,
     /// Connections per phase (default 120,000; 4,000 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(100..=250_000))]
     connections: Option<u64>,
@@ -148,6 +153,8 @@ pub struct DaemonPhase {
 pub struct Phase {
     pub tracer: Tracer,
     pub threads: usize,
+    /// The load's pace, connections/s of all threads, when it was paced.
+    pub paced: Option<u64>,
     pub made: Made,
     pub daemon: Option<DaemonPhase>,
     pub tcpstates: Option<tcpstates::Received>,
@@ -167,13 +174,6 @@ fn main() -> anyhow::Result<()> {
     if !observer::kernel::privileges::can_load_probes() {
         bail!("the benchmark loads eBPF programs and creates network namespaces: run it as root");
     }
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = options.threads.unwrap_or(cpus).clamp(1, 255);
-    let peak_threads = if options.quick {
-        0
-    } else {
-        options.peak_threads.unwrap_or(2 * cpus).min(255)
-    };
     let connections = options
         .connections
         .unwrap_or(if options.quick { 4_000 } else { 120_000 });
@@ -211,32 +211,8 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let mut tracers = vec![Tracer::None, Tracer::Observer, Tracer::StateReads];
-    if have_tcpstates {
-        tracers.push(Tracer::Tcpstates);
-    }
-    tracers.extend([
-        Tracer::Baseline,
-        Tracer::BaselineRaw,
-        Tracer::BaselineWakeEach,
-        Tracer::BaselineNoWakeup,
-    ]);
-    if !options.tracers.is_empty() {
-        tracers.retain(|t| options.tracers.iter().any(|k| k == t.key()));
-    }
-    // The baselines too, when they run: observer's loss of throughput is judged against the
-    // classic one's, and the raw one shows what a raw tracepoint skips at this churn.
-    let mut peak = vec![Tracer::None, Tracer::Observer];
-    peak.extend(
-        [Tracer::Baseline, Tracer::BaselineRaw]
-            .into_iter()
-            .filter(|t| tracers.contains(t)),
-    );
-    let mut levels = vec![(threads, tracers)];
-    if peak_threads > 0 && peak_threads != threads {
-        levels.push((peak_threads, peak));
-    }
-    let phases = run_levels(&levels, connections, rounds, max_time, &quiet)?;
+    let levels = plan_levels(&options, have_tcpstates, connections);
+    let phases = run_levels(&levels, rounds, max_time, &quiet)?;
 
     let bench = report::Bench {
         finished: format!("{:.0}", jiff::Timestamp::now()),
@@ -268,19 +244,91 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The levels to run: the main one, the highest churn, the steady load.
+fn plan_levels(options: &Options, have_tcpstates: bool, connections: u64) -> Vec<LevelPlan> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = options.threads.unwrap_or(cpus).clamp(1, 255);
+    let peak_threads = if options.quick {
+        0
+    } else {
+        options.peak_threads.unwrap_or(2 * cpus).min(255)
+    };
+    let mut tracers = vec![Tracer::None, Tracer::Observer, Tracer::StateReads];
+    if have_tcpstates {
+        tracers.push(Tracer::Tcpstates);
+    }
+    tracers.extend([
+        Tracer::Baseline,
+        Tracer::BaselineRaw,
+        Tracer::BaselineWakeEach,
+        Tracer::BaselineNoWakeup,
+    ]);
+    if !options.tracers.is_empty() {
+        tracers.retain(|t| options.tracers.iter().any(|k| k == t.key()));
+    }
+    // The baselines too, when they run: observer's loss of throughput is judged against the
+    // classic one's, and the raw one shows what a raw tracepoint skips at this churn.
+    let mut peak = vec![Tracer::None, Tracer::Observer];
+    peak.extend(
+        [Tracer::Baseline, Tracer::BaselineRaw]
+            .into_iter()
+            .filter(|t| tracers.contains(t)),
+    );
+    let mut levels = vec![LevelPlan {
+        threads,
+        paced: None,
+        connections,
+        tracers: tracers.clone(),
+    }];
+    if peak_threads > 0 && peak_threads != threads {
+        levels.push(LevelPlan {
+            threads: peak_threads,
+            paced: None,
+            connections,
+            tracers: peak,
+        });
+    }
+    let steady_rate = options
+        .steady_rate
+        .unwrap_or(if options.quick { 0 } else { 10_000 });
+    if steady_rate > 0 {
+        // The tracers whose costs it compares; four seconds of load a phase.
+        let steady: Vec<Tracer> = [Tracer::None, Tracer::Observer, Tracer::Baseline]
+            .into_iter()
+            .filter(|t| tracers.contains(t))
+            .collect();
+        levels.push(LevelPlan {
+            threads,
+            paced: Some(steady_rate),
+            connections: (4 * steady_rate).min(connections.max(100)),
+            tracers: steady,
+        });
+    }
+    levels
+}
+
+/// One level to run: its load and its tracers.
+struct LevelPlan {
+    threads: usize,
+    /// Connections/s of the whole load, when paced.
+    paced: Option<u64>,
+    connections: u64,
+    tracers: Vec<Tracer>,
+}
+
 /// Every level's rounds of phases, in turn.
 fn run_levels(
-    levels: &[(usize, Vec<Tracer>)],
-    connections: u64,
+    levels: &[LevelPlan],
     rounds: u64,
     max_time: Duration,
     quiet: &Quiet,
 ) -> anyhow::Result<Vec<Phase>> {
     let mut phases = Vec::new();
-    for (threads, tracers) in levels {
+    for level in levels {
+        let (threads, tracers) = (level.threads, &level.tracers);
         let load = Load {
-            threads: *threads,
-            connections,
+            threads,
+            connections: level.connections,
             max_time,
         };
         let order = phase_order(tracers, rounds);
@@ -292,7 +340,7 @@ fn run_levels(
                 order.len(),
                 tracer.name()
             );
-            let phase = run_phase(*tracer, &load, *round, quiet)?;
+            let phase = run_phase(*tracer, &load, level.paced, *round, quiet)?;
             eprintln!(
                 "bench:   {} connections in {:.2} s ({:.0}/s){}",
                 phase.made.connections(),
@@ -343,20 +391,28 @@ fn phase_order(tracers: &[Tracer], rounds: u64) -> Vec<(u64, Tracer)> {
 
 /// One phase: a fresh namespace, the tracer attached, the load, the tracer's figures. `round`
 /// rotates what depends on order within a phase.
-fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::Result<Phase> {
+fn run_phase(
+    tracer: Tracer,
+    load: &Load,
+    paced: Option<u64>,
+    round: u64,
+    quiet: &Quiet,
+) -> anyhow::Result<Phase> {
     quiet.wait();
     let ns = NetNs::new("bench").context("creating a network namespace")?;
     // The machine's CPU over the load's window, like its throughput: what a tracer does after
     // the load (a reader draining its last records, the bench polling the daemon) is not
     // counted, and is at most one read interval of the load.
-    let run = || -> anyhow::Result<(Made, MachineCpu)> {
-        let cpu = BusySince::now();
-        let made = ns.enter(|| generator::run(load, None))?;
+    let run = |tracer_pid: Option<u32>| -> anyhow::Result<(Made, MachineCpu)> {
+        let cpu = BusySince::now(tracer_pid);
+        let per_thread = paced.map(|rate| rate.div_ceil(load.threads as u64));
+        let made = ns.enter(|| generator::run_paced(load, None, per_thread))?;
         Ok((made, cpu.elapsed()))
     };
     let mut phase = Phase {
         tracer,
         threads: load.threads,
+        paced,
         made: Made::default(),
         daemon: None,
         tcpstates: None,
@@ -366,7 +422,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         machine_cpu: MachineCpu::default(),
     };
     match tracer {
-        Tracer::None => (phase.made, phase.machine_cpu) = run()?,
+        Tracer::None => (phase.made, phase.machine_cpu) = run(None)?,
         Tracer::Observer => {
             let daemon = daemon::Daemon::start(OBSERVER)?;
             let mut scraper = Scraper::connect(daemon.addr)?;
@@ -375,7 +431,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
             let before = scraper.scrape()?;
             let programs = kstats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu_secs();
-            (phase.made, phase.machine_cpu) = run()?;
+            (phase.made, phase.machine_cpu) = run(Some(daemon.pid()))?;
             scraper.settle()?;
             // The programs' window ends inside the daemon's: a transition between the two
             // reads can only add to what the daemon counted, never pass for a loss.
@@ -398,7 +454,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         Tracer::Tcpstates => {
             let t = tcpstates::Tcpstates::start()?;
             let programs = kstats::attached_by(t.pid())?;
-            (phase.made, phase.machine_cpu) = run()?;
+            (phase.made, phase.machine_cpu) = run(Some(t.pid()))?;
             // Its output goes through a perf buffer and a pipe: let the last lines arrive.
             std::thread::sleep(Duration::from_secs(1));
             phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
@@ -407,7 +463,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
         Tracer::StateReads => {
             let copies = reads::Copies::attach(round)?;
             let before = copies.stats()?;
-            (phase.made, phase.machine_cpu) = run()?;
+            (phase.made, phase.machine_cpu) = run(None)?;
             std::thread::sleep(Duration::from_millis(500));
             phase.costs = copies.costs_since(&before)?;
         }
@@ -418,7 +474,7 @@ fn run_phase(tracer: Tracer, load: &Load, round: u64, quiet: &Quiet) -> anyhow::
             let program = tracer.baseline_program().expect("a baseline");
             let b = baseline::Baseline::attach(program)?;
             let (stats, records) = (b.stats()?, b.records());
-            (phase.made, phase.machine_cpu) = run()?;
+            (phase.made, phase.machine_cpu) = run(None)?;
             std::thread::sleep(Duration::from_millis(500));
             phase.costs = vec![Cost::between(program, stats, b.stats()?)];
             // Records of the last runs may still be on their way to the reader (it wakes at

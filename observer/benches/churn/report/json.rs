@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     Bench, TRACERS,
-    level::{Level, ProgramCost},
+    level::{Level, Measure, ProgramCost},
 };
 use observer::load::contract;
 
@@ -27,8 +27,15 @@ impl Level<'_> {
                     "median_transitions_per_s": self.median_transition_rate(*t),
                     "ratio_to_none": self.ratio(*t),
                     "pair_ratios": self.pair_ratios(*t).map(|s| s.json()),
-                    "machine_cpu_ns_per_connection": self.cpu_ns_per_connection(*t).map(|s| s.json()),
-                    "machine_cpu_added_ns_per_connection": self.added_cpu_ns(*t).map(|s| s.json()),
+                    "cpu_ns_per_connection": Measure::ALL.iter().map(|m| (
+                        m.key(),
+                        self.cpu_ns_per_connection(*t, *m).map(|s| s.json()),
+                    )).collect::<BTreeMap<_, _>>(),
+                    "cpu_added_ns_per_connection": Measure::ALL.iter().map(|m| (
+                        m.key(),
+                        self.added_cpu_ns(*t, *m).map(|s| s.json()),
+                    )).collect::<BTreeMap<_, _>>(),
+                    "targets_cpu_measure": self.measure().key(),
                     "machine_cpu_attribution_ns_per_connection": self.attribution(*t).map(|a| json!({
                         "added_median": a.added.median,
                         "programs": a.programs_ns,
@@ -37,8 +44,10 @@ impl Level<'_> {
                     })),
                     "pairs": self.pairs(*t).iter().map(|p| json!({
                         "ratio": p.ratio,
-                        "cpu_ns_per_connection": p.cpu_ns_per_connection,
-                        "none_cpu_ns_per_connection": p.none_cpu_ns_per_connection,
+                        "cpu_ns_per_connection_with_and_without": Measure::ALL.iter().map(|m| (
+                            m.key(),
+                            p.cpu_ns_per_connection(*m),
+                        )).collect::<BTreeMap<_, _>>(),
                     })).collect::<Vec<_>>(),
                     "runs_connections_per_s": self.of(*t)
                         .map(|p| p.made.connections_per_s())
@@ -49,6 +58,7 @@ impl Level<'_> {
             .collect();
         json!({
             "threads": self.threads,
+            "paced_connections_per_s": self.paced,
             "throughput": throughput,
             "loss": TRACERS
                 .iter()
@@ -136,6 +146,7 @@ fn phase_json(p: &Phase) -> Value {
     json!({
         "tracer": p.tracer.key(),
         "threads": p.threads,
+        "paced_connections_per_s": p.paced,
         "connections": KINDS
             .iter()
             .zip(p.made.by_kind)
@@ -145,6 +156,7 @@ fn phase_json(p: &Phase) -> Value {
         "stopped_by_time": p.made.stopped_by_time,
         "machine_busy_cpu_seconds": p.machine_cpu.busy,
         "machine_stolen_cpu_seconds": p.machine_cpu.stolen,
+        "processes_cpu_seconds": p.machine_cpu.processes,
         "machine_cpu_wall_seconds": p.machine_cpu.wall,
         "transitions_expected": p.made.transitions(),
         "programs": p.costs,

@@ -90,11 +90,25 @@ impl ProgramCost {
 /// What one tracer did over the phases of a level.
 pub(super) struct Level<'a> {
     pub(super) threads: usize,
+    /// Connections/s of the whole load, when it was paced (the steady level).
+    pub(super) paced: Option<u64>,
     phases: Vec<&'a Phase>,
     programs: &'a [String],
 }
 
 impl Level<'_> {
+    /// The level in words: its threads, and its pace when paced.
+    pub(super) fn name(&self) -> String {
+        match self.paced {
+            Some(rate) => format!(
+                "{} threads paced at {} connections/s",
+                self.threads,
+                super::grouped(rate)
+            ),
+            None => format!("{} threads", self.threads),
+        }
+    }
+
     pub(super) fn of(&self, tracer: Tracer) -> impl Iterator<Item = &Phase> {
         self.phases
             .iter()
@@ -129,7 +143,7 @@ impl Level<'_> {
     }
 
     /// Each phase of `tracer` with the phases with no tracer right before and after it.
-    pub(super) fn pairs(&self, tracer: Tracer) -> Vec<Pair> {
+    pub(super) fn pairs(&self, tracer: Tracer) -> Vec<Pair<'_>> {
         if tracer == Tracer::None {
             return Vec::new();
         }
@@ -146,7 +160,7 @@ impl Level<'_> {
                     .into_iter()
                     .flatten()
                     .collect();
-                (!beside.is_empty()).then(|| Pair::of(p, &beside))
+                (!beside.is_empty()).then(|| Pair::of(p, beside))
             })
             .collect()
     }
@@ -156,14 +170,27 @@ impl Level<'_> {
         Spread::of(self.pairs(tracer).iter().map(|p| p.ratio).collect())
     }
 
-    /// The machine CPU the tracer added per connection, pair by pair, in ns.
-    pub(super) fn added_cpu_ns(&self, tracer: Tracer) -> Option<Spread> {
+    /// The CPU the tracer added per connection by `measure`, pair by pair, in ns.
+    pub(super) fn added_cpu_ns(&self, tracer: Tracer, measure: Measure) -> Option<Spread> {
         Spread::of(
             self.pairs(tracer)
                 .iter()
-                .map(|p| p.cpu_ns_per_connection - p.none_cpu_ns_per_connection)
+                .map(|p| {
+                    let (with, without) = p.cpu_ns_per_connection(measure);
+                    with - without
+                })
                 .collect(),
         )
+    }
+
+    /// The CPU measure that decides this level's targets: the machine's when the load keeps
+    /// every CPU busy, the processes' when it is paced (see `machine_cpu`).
+    pub(super) const fn measure(&self) -> Measure {
+        if self.paced.is_some() {
+            Measure::Processes
+        } else {
+            Measure::Machine
+        }
     }
 
     /// How busy the machine's CPUs were during the load (1.0: every CPU all the time), over the
@@ -194,7 +221,7 @@ impl Level<'_> {
     /// programs' kernel time and, for `observer run`, the daemon's CPU, per connection of its
     /// phases.
     pub(super) fn attribution(&self, tracer: Tracer) -> Option<Attribution> {
-        let added = self.added_cpu_ns(tracer)?;
+        let added = self.added_cpu_ns(tracer, self.measure())?;
         let connections: u64 = self.of(tracer).map(|p| p.made.connections()).sum();
         let per_connection = |ns: f64| ns / connections as f64;
         let programs: u64 = self
@@ -211,9 +238,13 @@ impl Level<'_> {
         })
     }
 
-    /// The machine's CPU ns per connection over the phases of `tracer`.
-    pub(super) fn cpu_ns_per_connection(&self, tracer: Tracer) -> Option<Spread> {
-        Spread::of(self.of(tracer).map(cpu_ns_per_connection).collect())
+    /// CPU ns per connection by `measure` over the phases of `tracer`.
+    pub(super) fn cpu_ns_per_connection(&self, tracer: Tracer, measure: Measure) -> Option<Spread> {
+        Spread::of(
+            self.of(tracer)
+                .map(|p| measure.ns_per_connection(p))
+                .collect(),
+        )
     }
 
     fn expected(&self, tracer: Tracer) -> u64 {
@@ -405,9 +436,33 @@ impl Level<'_> {
     }
 }
 
-/// The whole machine's busy CPU ns per connection of a phase.
-fn cpu_ns_per_connection(p: &Phase) -> f64 {
-    p.machine_cpu.busy * 1e9 / p.made.connections() as f64
+/// Which CPU time a figure counts (see `machine_cpu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Measure {
+    /// Every CPU's busy time, from `/proc/stat`.
+    Machine,
+    /// The load's and the tracer's processes.
+    Processes,
+}
+
+impl Measure {
+    pub(super) const ALL: [Self; 2] = [Self::Machine, Self::Processes];
+
+    pub(super) const fn key(self) -> &'static str {
+        match self {
+            Self::Machine => "machine",
+            Self::Processes => "processes",
+        }
+    }
+
+    /// CPU ns per connection of a phase.
+    fn ns_per_connection(self, p: &Phase) -> f64 {
+        let secs = match self {
+            Self::Machine => p.machine_cpu.busy,
+            Self::Processes => p.machine_cpu.processes,
+        };
+        secs * 1e9 / p.made.connections() as f64
+    }
 }
 
 /// The machine CPU a tracer added per connection, and the parts of it measured on their own.
@@ -428,26 +483,37 @@ impl Attribution {
 
 /// One observed phase against the unobserved phases beside it (their mean), so that the drift
 /// of a shared machine over minutes stays out of the comparison.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Pair {
+#[derive(Clone, Debug)]
+pub(super) struct Pair<'a> {
     /// Connections/s with the tracer over connections/s without.
     pub(super) ratio: f64,
-    /// The machine's busy CPU per connection with the tracer, and without.
-    pub(super) cpu_ns_per_connection: f64,
-    pub(super) none_cpu_ns_per_connection: f64,
+    observed: &'a Phase,
+    beside: Vec<&'a Phase>,
 }
 
-impl Pair {
-    fn of(observed: &Phase, beside: &[&Phase]) -> Self {
-        let mean = |f: fn(&Phase) -> f64| -> f64 {
-            beside.iter().map(|p| f(p)).sum::<f64>() / beside.len() as f64
-        };
+impl<'a> Pair<'a> {
+    fn of(observed: &'a Phase, beside: Vec<&'a Phase>) -> Self {
+        let ratio = observed.made.connections_per_s()
+            / mean(beside.iter().map(|p| p.made.connections_per_s()));
         Self {
-            ratio: observed.made.connections_per_s() / mean(|p| p.made.connections_per_s()),
-            cpu_ns_per_connection: cpu_ns_per_connection(observed),
-            none_cpu_ns_per_connection: mean(cpu_ns_per_connection),
+            ratio,
+            observed,
+            beside,
         }
     }
+
+    /// CPU ns per connection by `measure`, with the tracer and without (the mean beside).
+    pub(super) fn cpu_ns_per_connection(&self, measure: Measure) -> (f64, f64) {
+        (
+            measure.ns_per_connection(self.observed),
+            mean(self.beside.iter().map(|p| measure.ns_per_connection(p))),
+        )
+    }
+}
+
+fn mean(v: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = v.len() as f64;
+    v.sum::<f64>() / n
 }
 
 /// A figure's median over several measurements, and their range.
@@ -618,13 +684,18 @@ impl DaemonFigures {
 
 impl Bench {
     pub(super) fn levels(&self) -> Vec<Level<'_>> {
-        let mut threads: Vec<usize> = self.phases.iter().map(|p| p.threads).collect();
-        threads.dedup();
-        threads
-            .into_iter()
-            .map(|t| Level {
-                threads: t,
-                phases: self.phases.iter().filter(|p| p.threads == t).collect(),
+        let mut keys: Vec<(usize, Option<u64>)> =
+            self.phases.iter().map(|p| (p.threads, p.paced)).collect();
+        keys.dedup();
+        keys.into_iter()
+            .map(|(threads, paced)| Level {
+                threads,
+                paced,
+                phases: self
+                    .phases
+                    .iter()
+                    .filter(|p| (p.threads, p.paced) == (threads, paced))
+                    .collect(),
                 programs: &self.programs,
             })
             .collect()

@@ -6,7 +6,7 @@ use observer::load::contract;
 
 use super::{
     Bench, TRACERS, grouped,
-    level::{Attribution, Level, Spread},
+    level::{Attribution, Level, Measure, Spread},
     opt, whole,
 };
 use crate::{
@@ -90,39 +90,53 @@ impl Bench {
         for level in levels {
             let _ = writeln!(
                 w,
-                "\nthroughput, {} churn threads ({} rounds; each observed phase against the \
-                 unobserved phases beside it: ratios and CPU added are medians of those pairs, \
-                 (lowest to highest))",
-                level.threads, self.rounds
+                "\nthroughput, {} ({} rounds; each observed phase against the unobserved \
+                 phases beside it: ratios and CPU added are medians of those pairs, (lowest to \
+                 highest)){}",
+                level.name(),
+                self.rounds,
+                if level.paced.is_some() {
+                    "; a paced load keeps its rate whatever the tracer: its cost shows as CPU"
+                } else {
+                    ""
+                }
             );
             let _ = writeln!(
                 w,
-                "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28} {:>10} {:>8}",
+                "  {:<20} {:>14} {:>26} {:>10} {:>24} {:>10} {:>24} {:>6} {:>7}",
                 "tracer",
                 "connections/s",
-                "transitions/s",
                 "ratio to none",
-                "machine CPU us/connection",
-                "CPU added, us/connection",
-                "CPUs busy",
+                "machine",
+                "machine, added",
+                "processes",
+                "processes, added",
+                "busy",
                 "stolen"
             );
             for tracer in TRACERS {
                 let Some(rate) = level.median_rate(tracer) else {
                     continue;
                 };
+                let per_connection = |m| {
+                    opt(level.cpu_ns_per_connection(tracer, m), |s| {
+                        format!("{:.2}", s.median / 1e3)
+                    })
+                };
+                let added = |m| opt(level.added_cpu_ns(tracer, m), |s| micros(&s));
                 let _ = writeln!(
                     w,
-                    "  {:<20} {:>14} {:>14} {:>26} {:>26} {:>28} {:>10} {:>8}",
+                    "  {:<20} {:>14} {:>26} {:>10} {:>24} {:>10} {:>24} {:>6} {:>7}",
                     tracer.name(),
                     whole(rate),
-                    whole(level.median_transition_rate(tracer).unwrap_or(f64::NAN)),
                     match level.pair_ratios(tracer) {
                         Some(s) => format!("{} x{}", s.show(3), s.n),
                         None => opt(level.ratio(tracer), |r| format!("{r:.3}")),
                     },
-                    opt(level.cpu_ns_per_connection(tracer), |s| micros(&s)),
-                    opt(level.added_cpu_ns(tracer), |s| micros(&s)),
+                    per_connection(Measure::Machine),
+                    added(Measure::Machine),
+                    per_connection(Measure::Processes),
+                    added(Measure::Processes),
                     opt(level.busy_share(tracer, self.machine.cpus), |s| format!(
                         "{:.0}%",
                         s.median * 100.0
@@ -136,11 +150,14 @@ impl Bench {
             Self::write_attribution(w, level);
             let _ = writeln!(
                 w,
-                "  machine CPU: every CPU's busy time (/proc/stat: user, nice, system, irq, \
-                 softirq) over the load, per connection; CPUs busy: that time over the load's \
-                 wall time on every CPU (near 100%, the load saturates the machine: the CPU per \
-                 connection then moves with throughput); stolen: CPU time the hypervisor \
-                 gave to others, which slows a phase whatever its tracer (medians)"
+                "  CPU per connection over the load, us: machine: every CPU's busy time \
+                 (/proc/stat: user, nice, system, irq, softirq), right when the load keeps the \
+                 CPUs busy, far too low when it is paced (ticks sample bursts as idle); \
+                 processes: the load's and the tracer's own CPU, exact, without kernel threads; \
+                 added: less the phases beside it, median (range) of the pairs; the targets \
+                 use {}; busy: the machine's busy time over the load's wall time on every CPU; \
+                 stolen: CPU time the hypervisor gave to others (medians)",
+                level.measure().key()
             );
         }
     }
@@ -156,8 +173,13 @@ impl Bench {
         }
         let _ = writeln!(
             w,
-            "  where the CPU added went, us per connection: {:<20} {:>10} {:>14} {:>14} {:>16}",
-            "", "added", "its programs", "its reader", "not attributed"
+            "  where the CPU added ({}) went, us per connection: {:<20} {:>10} {:>14} {:>14} {:>16}",
+            level.measure().key(),
+            "",
+            "added",
+            "its programs",
+            "its reader",
+            "not attributed"
         );
         for (tracer, a) in rows {
             let _ = writeln!(
@@ -186,8 +208,8 @@ impl Bench {
         );
         let _ = writeln!(
             w,
-            "  {:>7} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
-            "threads",
+            "  {:<42} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
+            "level",
             "tracer",
             "expected",
             "program runs",
@@ -203,8 +225,8 @@ impl Bench {
             for d in TRACERS.iter().filter_map(|t| level.delivery(*t)) {
                 let _ = writeln!(
                     w,
-                    "  {:>7} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
-                    level.threads,
+                    "  {:<42} {:<20} {:>10} {:>12} {:>8} {:>8} {:>6} {:>12} {:>14} {:>16} {:>5}",
+                    level.name(),
                     d.tracer.name(),
                     grouped(d.expected),
                     grouped(d.runs),

@@ -1,13 +1,15 @@
 //! `cargo xtask bench`: what observing costs and whether anything is lost, under connection
 //! churn on loopback, each phase in a fresh network namespace (root needed).
 //!
-//! Phases alternate, round after round, with the same load: no tracer, `observer run`, bcc's
-//! tcpstates (libbpf-tools, when installed) and a minimal program that only reserves and
-//! submits a ring-buffer record (waking the reader as the daemon's programs do, and not). Measured per phase: connections/s; transitions expected (from
-//! the generator's counts) against those each tracer received, and the daemon's loss counters;
-//! the kernel's run time and run count of every attached program (BPF statistics on); the
-//! daemon's CPU time and peak RSS. A second level with more threads looks for the highest
-//! churn. The tracker's userspace figures come from `benches/tracker/` (`--userspace`).
+//! Phases with the same load alternate, round after round: each tracer's phase (`observer run`,
+//! copies of its state program, bcc's tcpstates when installed, minimal programs that only
+//! reserve and submit a ring-buffer record) between two phases with no tracer, which it is
+//! compared with. Measured per phase: connections/s and CPU time per connection; transitions
+//! expected (from the generator's counts) against those each tracer received, and the daemon's
+//! loss counters; the kernel's run time and run count of every attached program (BPF statistics
+//! on); the daemon's CPU time and peak RSS. A second level with more threads looks for the
+//! highest churn, a third paces the load below saturation so that costs show as CPU time. The
+//! tracker's userspace figures come from `benches/tracker/` (`--userspace`).
 //!
 //! Run: `cargo xtask bench [--quick]`; `cargo bench -p observer --bench churn -- --help`.
 
@@ -165,7 +167,7 @@ pub struct Phase {
     /// Observer phases: (old, new, expected, counted by the daemon) where they differ. Says
     /// which transitions went missing, or came from other traffic.
     pub pair_differences: Vec<(String, String, u64, u64)>,
-    /// The whole machine's CPU over the load.
+    /// CPU time over the load: the machine's, and the load's and tracer's processes'.
     pub machine_cpu: MachineCpu,
 }
 

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::{
     Bench, TRACERS,
-    level::{Level, Measure, ProgramCost},
+    level::{Level, ProgramCost},
+    pairs::Measure,
 };
 use observer::load::contract;
 

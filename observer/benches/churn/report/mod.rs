@@ -3,6 +3,7 @@
 
 mod json;
 mod level;
+mod pairs;
 mod table;
 mod targets;
 

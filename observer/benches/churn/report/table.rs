@@ -6,8 +6,10 @@ use observer::load::contract;
 
 use super::{
     Bench, TRACERS, grouped,
-    level::{Attribution, Level, Measure, Spread},
-    opt, whole,
+    level::Level,
+    opt,
+    pairs::{Attribution, Measure, Spread},
+    whole,
 };
 use crate::{
     KINDS, Tracer, listener_transitions,

@@ -83,9 +83,10 @@ impl Level<'_> {
         )
     }
 
-    /// The machine CPU `tracer` added per connection, and what of it was measured where: its
-    /// programs' kernel time and, for `observer run`, the daemon's CPU, per connection of its
-    /// phases.
+    /// The CPU `tracer` added per connection (by the level's measure), and what of it was
+    /// measured where: its programs' kernel time and, for `observer run`, the daemon's CPU over
+    /// its whole phases (the drain after the load and the benchmark's scrapes included), per
+    /// connection of its phases.
     pub(super) fn attribution(&self, tracer: Tracer) -> Option<Attribution> {
         let added = self.added_cpu_ns(tracer, self.measure())?;
         let connections: u64 = self.of(tracer).map(|p| p.made.connections()).sum();
@@ -143,7 +144,7 @@ impl Measure {
     }
 }
 
-/// The machine CPU a tracer added per connection, and the parts of it measured on their own.
+/// The CPU a tracer added per connection, and the parts of it measured on their own.
 pub(super) struct Attribution {
     pub(super) added: Spread,
     /// The tracer's programs' kernel time (BPF statistics).

@@ -197,9 +197,10 @@ impl Bench {
         }
         let _ = writeln!(
             w,
-            "  (its programs: their kernel time, BPF statistics; its reader: the daemon's CPU, not \
-             measured for the others; not attributed: the rest, such as the load slowed by the \
-             tracer's use of caches and of the CPUs' time)"
+            "  (its programs: their kernel time, BPF statistics; its reader: the daemon's CPU over \
+             its whole phases (the drain after the load and the benchmark's scrapes included), \
+             not measured for the others; not attributed: the rest, which no figure here \
+             explains)"
         );
     }
 

@@ -147,15 +147,17 @@ pub(crate) struct SplitAddresses {
 }
 
 impl SplitAddresses {
+    /// The fields, of the widths every kernel since 4.16 gives them (`__u16` ports and family,
+    /// `__u8[4]` and `__u8[16]` addresses): they are read at those widths.
     pub fn from_format(format: &Format) -> Result<Self, TracefsError> {
         Ok(Self {
-            sport: format.field("sport")?,
-            dport: format.field("dport")?,
-            family: format.field("family")?,
-            saddr: format.field("saddr")?,
-            daddr: format.field("daddr")?,
-            saddr_v6: format.field("saddr_v6")?,
-            daddr_v6: format.field("daddr_v6")?,
+            sport: format.sized_field("sport", 2)?,
+            dport: format.sized_field("dport", 2)?,
+            family: format.sized_field("family", 2)?,
+            saddr: format.sized_field("saddr", 4)?,
+            daddr: format.sized_field("daddr", 4)?,
+            saddr_v6: format.sized_field("saddr_v6", 16)?,
+            daddr_v6: format.sized_field("daddr_v6", 16)?,
         })
     }
 
@@ -186,23 +188,23 @@ impl SplitAddresses {
     /// (family, source, destination) from the copied span.
     #[inline]
     pub fn decode(&self, raw: &[u8]) -> Result<(Family, SocketAddr, SocketAddr), DecodeError> {
-        #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit fields")]
+        // Each field's width was checked against the format (`from_format`).
         let (sport, dport) = (
-            read_int(raw, self.sport) as u16,
-            read_int(raw, self.dport) as u16,
+            u16::from_ne_bytes(fixed(raw, self.sport.offset)),
+            u16::from_ne_bytes(fixed(raw, self.dport.offset)),
         );
-        let (family, src, dst) = match read_int(raw, self.family) {
-            v if v == u64::from(AF_INET) => (
+        let (family, src, dst) = match u16::from_ne_bytes(fixed(raw, self.family.offset)) {
+            AF_INET => (
                 Family::Ipv4,
-                IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, self.saddr))),
-                IpAddr::V4(Ipv4Addr::from(octets::<4>(raw, self.daddr))),
+                IpAddr::V4(Ipv4Addr::from(fixed::<4>(raw, self.saddr.offset))),
+                IpAddr::V4(Ipv4Addr::from(fixed::<4>(raw, self.daddr.offset))),
             ),
-            v if v == u64::from(AF_INET6) => (
+            AF_INET6 => (
                 Family::Ipv6,
-                IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, self.saddr_v6))),
-                IpAddr::V6(Ipv6Addr::from(octets::<16>(raw, self.daddr_v6))),
+                IpAddr::V6(Ipv6Addr::from(fixed::<16>(raw, self.saddr_v6.offset))),
+                IpAddr::V6(Ipv6Addr::from(fixed::<16>(raw, self.daddr_v6.offset))),
             ),
-            v => return Err(DecodeError::UnknownFamily(v)),
+            v => return Err(DecodeError::UnknownFamily(u64::from(v))),
         };
         Ok((
             family,
@@ -214,6 +216,14 @@ impl SplitAddresses {
 
 /// Checks a record's header and size, and copies it out of the ring buffer.
 pub(crate) fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    check_header::<T>(bytes)?;
+    // SAFETY: the length matches, and callers only instantiate this with the plain-old-data
+    // record types below; read_unaligned because the ring buffer guarantees only 8 bytes.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+/// Checks that `bytes` are a whole record of type `T`, of this daemon's version.
+fn check_header<T>(bytes: &[u8]) -> Result<(), DecodeError> {
     let expected = size_of::<T>();
     if bytes.len() < 8 {
         return Err(DecodeError::Short(bytes.len()));
@@ -230,18 +240,67 @@ pub(crate) fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
             expected,
         });
     }
-    // SAFETY: the length matches, and callers only instantiate this with the plain-old-data
-    // record types below; read_unaligned because the ring buffer guarantees only 8 bytes.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+    Ok(())
 }
 
-/// Reads a [`SpanRecord`] whose span must hold at least `needed` bytes.
-pub(crate) fn read_span(bytes: &[u8], needed: usize) -> Result<SpanRecord, DecodeError> {
-    let rec: SpanRecord = read_record(bytes)?;
-    if (rec.raw_len as usize) < needed || rec.raw_len as usize > RAW_CAPACITY {
-        return Err(DecodeError::Truncated(u32::from(rec.raw_len)));
+/// A [`SpanRecord`] read in place in the ring buffer: copying all of it out (152 bytes) cost
+/// more than reading the few fields a record's decoding needs (callgrind).
+pub(crate) struct SpanView<'a>(&'a [u8; size_of::<SpanRecord>()]);
+
+/// `N` bytes at a constant offset of a whole record: no bounds check survives compilation.
+macro_rules! span_field {
+    ($view:expr, $field:ident, $ty:ty) => {
+        <$ty>::from_ne_bytes(fixed($view.0, std::mem::offset_of!(SpanRecord, $field)))
+    };
+}
+
+impl<'a> SpanView<'a> {
+    pub fn ts_ns(&self) -> u64 {
+        span_field!(self, ts_ns, u64)
     }
-    Ok(rec)
+
+    pub fn pid_tgid(&self) -> u64 {
+        span_field!(self, pid_tgid, u64)
+    }
+
+    pub fn cgroup(&self) -> u64 {
+        span_field!(self, cgroup, u64)
+    }
+
+    pub fn netns(&self) -> u32 {
+        span_field!(self, netns, u32)
+    }
+
+    pub fn flags(&self) -> u16 {
+        span_field!(self, flags, u16)
+    }
+
+    fn raw_len(&self) -> usize {
+        span_field!(self, raw_len, u16) as usize
+    }
+
+    pub fn comm(&self) -> [u8; 16] {
+        fixed(self.0, std::mem::offset_of!(SpanRecord, comm))
+    }
+
+    /// The copied span of the tracepoint record (its length checked by [`read_span`]).
+    pub fn raw(&self) -> &'a [u8] {
+        let start = std::mem::offset_of!(SpanRecord, raw);
+        &self.0[start..start + self.raw_len()]
+    }
+}
+
+/// Checks a [`SpanRecord`]'s header and size, and that its span holds at least `needed`
+/// bytes.
+pub(crate) fn read_span(bytes: &[u8], needed: usize) -> Result<SpanView<'_>, DecodeError> {
+    check_header::<SpanRecord>(bytes)?;
+    let view = SpanView(bytes.try_into().expect("the size was checked"));
+    if view.raw_len() < needed || view.raw_len() > RAW_CAPACITY {
+        return Err(DecodeError::Truncated(u32::from(span_field!(
+            view, raw_len, u16
+        ))));
+    }
+    Ok(view)
 }
 
 /// The smallest span of a tracepoint record that holds `fields`: (start, end).
@@ -328,21 +387,6 @@ pub(crate) fn read_int(raw: &[u8], f: Field) -> u64 {
 #[inline(always)]
 fn fixed<const N: usize>(raw: &[u8], at: usize) -> [u8; N] {
     raw[at..at + N].try_into().expect("a slice of N bytes")
-}
-
-#[expect(
-    clippy::inline_always,
-    reason = "several per record; a call costs more than the read (callgrind)"
-)]
-#[inline(always)]
-pub(crate) fn octets<const N: usize>(raw: &[u8], f: Field) -> [u8; N] {
-    if f.size >= N {
-        return fixed(raw, f.offset);
-    }
-    let mut out = [0u8; N];
-    let n = f.size.min(N);
-    out[..n].copy_from_slice(&raw[f.offset..f.offset + n]);
-    out
 }
 
 /// Decodes a `struct sockaddr_in`/`sockaddr_in6` as the reset tracepoints store them.

@@ -94,7 +94,7 @@ impl ResetLayout {
         };
         check_kind(bytes, expected_kind)?;
         let rec = read_span(bytes, self.needed)?;
-        let raw = &rec.raw[..rec.raw_len as usize];
+        let raw = rec.raw();
         let sock = read_int(raw, self.skaddr);
         // State 0 means "no socket / unknown" on kernels that report it.
         let state = self.state.and_then(|f| read_state(raw, f).ok());
@@ -112,7 +112,7 @@ impl ResetLayout {
             Addresses::Split(split) => split.decode(raw)?,
         };
         Ok(Reset {
-            mono_ns: rec.ts_ns,
+            mono_ns: rec.ts_ns(),
             direction: self.direction,
             sock: (sock != 0).then_some(sock),
             state,
@@ -120,8 +120,8 @@ impl ResetLayout {
             family,
             local,
             remote,
-            netns: Netns::new(rec.netns),
-            task: Task::from_pid_tgid(rec.pid_tgid, rec.comm),
+            netns: Netns::new(rec.netns()),
+            task: Task::from_pid_tgid(rec.pid_tgid(), rec.comm()),
         })
     }
 }

@@ -79,24 +79,24 @@ impl RetransmitLayout {
         };
         check_kind(bytes, expected_kind)?;
         let rec = read_span(bytes, self.needed)?;
-        let raw = &rec.raw[..rec.raw_len as usize];
+        let raw = rec.raw();
         let state = self.state.map(|f| read_state(raw, f)).transpose()?;
         #[expect(clippy::cast_possible_truncation, reason = "`err` is an int")]
         let err = self
             .err
             .map_or(0, |f| (read_int(raw, f) as u32).cast_signed());
         let (family, local, remote) = self.addresses.decode(raw)?;
-        let unrecovered = (rec.flags & FLAG_RETRANSMITS_READ != 0)
-            .then_some((rec.flags >> RETRANSMITS_SHIFT) as u8);
+        let unrecovered = (rec.flags() & FLAG_RETRANSMITS_READ != 0)
+            .then_some((rec.flags() >> RETRANSMITS_SHIFT) as u8);
         Ok(Retransmit {
-            mono_ns: rec.ts_ns,
+            mono_ns: rec.ts_ns(),
             kind: self.kind,
             sock: read_int(raw, self.skaddr),
             state,
             family,
             local,
             remote,
-            netns: Netns::new(rec.netns),
+            netns: Netns::new(rec.netns()),
             unrecovered,
             err,
         })

@@ -63,25 +63,25 @@ impl StateLayout {
     pub fn decode(&self, bytes: &[u8]) -> Result<Transition, DecodeError> {
         check_kind(bytes, RecordKind::StateChange)?;
         let rec = read_span(bytes, self.needed)?;
-        let raw = &rec.raw[..rec.raw_len as usize];
+        let raw = rec.raw();
         let old = read_state(raw, self.oldstate)?;
         let new = read_state(raw, self.newstate)?;
         let (family, local, remote) = self.addresses.decode(raw)?;
-        let task = Task::from_pid_tgid(rec.pid_tgid, rec.comm);
+        let task = Task::from_pid_tgid(rec.pid_tgid(), rec.comm());
         Ok(Transition {
-            mono_ns: rec.ts_ns,
+            mono_ns: rec.ts_ns(),
             sock: read_int(raw, self.skaddr),
             old,
             new,
             family,
             local,
             remote,
-            netns: Netns::new(rec.netns),
-            cgroup: CgroupId::new(rec.cgroup),
+            netns: Netns::new(rec.netns()),
+            cgroup: CgroupId::new(rec.cgroup()),
             task,
             owner_context: TcpState::in_owner_context(old, new),
-            has_socket: (rec.flags & FLAG_SK_SOCKET_READ != 0)
-                .then_some(rec.flags & FLAG_NO_SK_SOCKET == 0),
+            has_socket: (rec.flags() & FLAG_SK_SOCKET_READ != 0)
+                .then_some(rec.flags() & FLAG_NO_SK_SOCKET == 0),
         })
     }
 }

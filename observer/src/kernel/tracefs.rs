@@ -32,6 +32,16 @@ pub enum TracefsError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path}: field `{field}` is missing; this kernel's tracepoint layout is not supported")]
     MissingField { path: PathBuf, field: String },
+    #[error(
+        "{path}: field `{field}` is {size} bytes where {expected} were expected; this kernel's \
+         tracepoint layout is not supported"
+    )]
+    FieldSize {
+        path: PathBuf,
+        field: String,
+        size: usize,
+        expected: usize,
+    },
 }
 
 /// Returns the tracefs mount point, mounting tracefs at /sys/kernel/tracing if it is not
@@ -149,6 +159,20 @@ impl Format {
             field: name.to_owned(),
         })
     }
+
+    /// A field that must be `size` bytes wide: the decoders read it at that width.
+    pub fn sized_field(&self, name: &str, size: usize) -> Result<Field, TracefsError> {
+        let field = self.field(name)?;
+        if field.size != size {
+            return Err(TracefsError::FieldSize {
+                path: self.path.clone(),
+                field: name.to_owned(),
+                size: field.size,
+                expected: size,
+            });
+        }
+        Ok(field)
+    }
 }
 
 /// Format files as Linux 6.18 prints them (kept under `tests/data/formats`), for tests and
@@ -188,6 +212,23 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("Linux 4.16 or newer"), "{err}");
+    }
+
+    #[test]
+    fn a_field_of_another_width_is_refused_by_name_and_size() {
+        let f = Format::parse(PathBuf::from("format"), INET_SOCK_SET_STATE_6_18);
+        assert_eq!(
+            f.sized_field("sport", 2).unwrap(),
+            Field {
+                offset: 24,
+                size: 2
+            }
+        );
+        let err = f.sized_field("saddr", 16).unwrap_err().to_string();
+        assert!(
+            err.contains("field `saddr` is 4 bytes where 16 were expected"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -350,10 +350,10 @@ impl Tracker {
     /// The socket's owner after `t`: the task itself when it drove the transition, else what
     /// was known (for an accepted child: its listener's owner). Keeps the listener index.
     fn owner_of(&mut self, t: &Transition, known: Option<Conn>) -> Option<Task> {
-        let key = Tuple::of(t).listener();
+        let key = || Tuple::of(t).listener();
         let inherited = known.and_then(|c| c.owner).or_else(|| {
             (t.new == TcpState::SynRecv)
-                .then(|| self.listeners.get(&key).copied())
+                .then(|| self.listeners.get(&key()).copied())
                 .flatten()
         });
         let owner_from_fd = known.is_some_and(|c| c.has(ConnFlags::OWNER_FROM_FD));
@@ -365,11 +365,11 @@ impl Tracker {
         match (t.old, t.new) {
             (_, TcpState::Listen) => {
                 if let Some(o) = owner {
-                    self.listeners.insert(key, o);
+                    self.listeners.insert(key(), o);
                 }
             }
             (TcpState::Listen, TcpState::Close) => {
-                self.listeners.remove(&key);
+                self.listeners.remove(&key());
             }
             _ => {}
         }

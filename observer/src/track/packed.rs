@@ -58,7 +58,18 @@ impl PackedTuple {
         self.netns == tuple.netns
             && self.local_port == tuple.local.port()
             && self.remote_port == tuple.remote.port()
-            && Self::pack(tuple) == (*self, v6)
+            && holds_ip(&self.local_ip, v6.local, tuple.local.ip())
+            && holds_ip(&self.remote_ip, v6.remote, tuple.remote.ip())
+    }
+}
+
+/// Whether `packed` (IPv6 when `v6`) is `ip` packed. An IPv4 address fills the first 4 bytes
+/// and [`pack_ip`] zeroes the rest, so those 4 decide.
+#[inline]
+fn holds_ip(packed: &[u8; 16], v6: bool, ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => !v6 && packed[..4] == ip.octets(),
+        IpAddr::V6(ip) => v6 && *packed == ip.octets(),
     }
 }
 

@@ -245,13 +245,43 @@ impl Table {
 
     /// Writes `conn` into occupied slot `i`, keeping counts and indexes right.
     fn store(&mut self, i: u32, conn: &Conn) {
-        let old = self.slots[i as usize];
-        // Packed once, and compared packed.
-        let new = Slot::new(old.key, old.older, old.newer, old.mark, conn);
-        let tuple_changed = (new.tuple, new.v6()) != (old.tuple, old.v6());
-        if tuple_changed {
-            self.unindex_tuple(i, &old.tuple());
+        let slot = &self.slots[i as usize];
+        let (state, since_ns, cgroup) = (slot.state, slot.since_ns, slot.cgroup);
+        // Nearly every change keeps the tuple: its fields are then written in place, with no
+        // packing, no copy of the slot and no index to update.
+        if !slot.tuple.holds(slot.v6(), &conn.tuple) {
+            self.store_moved(i, conn);
+            return;
         }
+        if (state, since_ns) != (conn.state, conn.since_ns) {
+            self.count(i, state, since_ns, -1);
+            self.count(i, conn.state, conn.since_ns, 1);
+        }
+        if (cgroup, state) != (conn.cgroup, conn.state) {
+            self.by_cgroup
+                .moved((cgroup, state), (conn.cgroup, conn.state));
+        }
+        let slot = &mut self.slots[i as usize];
+        slot.since_ns = conn.since_ns;
+        slot.first_ns = conn.first_ns;
+        slot.cgroup = conn.cgroup;
+        slot.state = conn.state;
+        slot.prev = conn.prev;
+        slot.flags = conn.flags;
+        match conn.owner {
+            Some(owner) => {
+                slot.owner = owner;
+                slot.bits |= HAS_OWNER;
+            }
+            None => slot.bits &= !HAS_OWNER,
+        }
+    }
+
+    /// [`Table::store`] of a connection whose tuple changed (a connecting socket's port bound).
+    fn store_moved(&mut self, i: u32, conn: &Conn) {
+        let old = self.slots[i as usize];
+        let new = Slot::new(old.key, old.older, old.newer, old.mark, conn);
+        self.unindex_tuple(i, &old.tuple());
         if (old.state, old.since_ns) != (conn.state, conn.since_ns) {
             self.count(i, old.state, old.since_ns, -1);
             self.count(i, conn.state, conn.since_ns, 1);
@@ -261,20 +291,25 @@ impl Table {
             self.by_cgroup
                 .moved((old.cgroup, old.state), (conn.cgroup, conn.state));
         }
-        if tuple_changed {
-            self.index_tuple(i);
-        }
+        self.index_tuple(i);
     }
 
+    // Inlined, with the rare CLOSE_WAIT bookkeeping kept out of line: two per transition.
+    #[inline]
     fn count(&mut self, i: u32, state: TcpState, since_ns: u64, delta: i64) {
         let n = &mut self.states[state];
         *n = n.saturating_add_signed(delta);
         if state == TcpState::CloseWait {
-            if delta > 0 {
-                self.close_wait.insert((since_ns, i));
-            } else {
-                self.close_wait.remove(&(since_ns, i));
-            }
+            self.count_close_wait(i, since_ns, delta);
+        }
+    }
+
+    #[inline(never)]
+    fn count_close_wait(&mut self, i: u32, since_ns: u64, delta: i64) {
+        if delta > 0 {
+            self.close_wait.insert((since_ns, i));
+        } else {
+            self.close_wait.remove(&(since_ns, i));
         }
     }
 

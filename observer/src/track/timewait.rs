@@ -161,8 +161,8 @@ impl Tracker {
                     // The FIN that turns FIN_WAIT2 into TIME_WAIT often moves the timer
                     // within its wheel bucket, which no tracepoint reports: trust the socket.
                     if let Some(s) = substate
+                        && self.timewaits.table.substate(t.timer) != Some(s)
                         && let Some(mut tw) = self.timewaits.table.get_mut(t.timer)
-                        && s != tw.substate
                     {
                         tw.substate = s;
                         self.stats.timewait_substate_unseen += 1;

@@ -76,25 +76,39 @@ impl Slot {
     fn new(key: u64, mark: u16, tw: &Tw) -> Self {
         let (tuple, v6) = PackedTuple::pack(&tw.tuple);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
-        Self {
+        let mut slot = Self {
             key,
-            cookie: tw.cookie,
-            since_ns: tw.substate_since_ns,
-            touched_ns: tw.touched_ns,
-            cgroup: tw.cgroup,
-            timeout_ms: tw
-                .timeout_ns
-                .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
-            owner: tw.owner.unwrap_or(Task::new(0, 0, [0; 16])),
+            cookie: 0,
+            since_ns: 0,
+            touched_ns: 0,
+            cgroup: None,
+            timeout_ms: 0,
+            owner: Task::new(0, 0, [0; 16]),
             tuple,
             mark,
             substate: tw.substate,
-            bits: flag(v6.local, LOCAL_V6)
-                | flag(v6.remote, REMOTE_V6)
-                | flag(tw.owner.is_some(), HAS_OWNER)
-                | flag(tw.lower_bound, LOWER_BOUND)
-                | flag(tw.timeout_ns.is_some(), HAS_TIMEOUT),
-        }
+            bits: flag(v6.local, LOCAL_V6) | flag(v6.remote, REMOTE_V6),
+        };
+        slot.update(tw);
+        slot
+    }
+
+    /// Writes everything of `tw` but its tuple, which a timewait socket keeps: no packing.
+    fn update(&mut self, tw: &Tw) {
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        self.cookie = tw.cookie;
+        self.since_ns = tw.substate_since_ns;
+        self.touched_ns = tw.touched_ns;
+        self.cgroup = tw.cgroup;
+        self.timeout_ms = tw
+            .timeout_ns
+            .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX));
+        self.owner = tw.owner.unwrap_or(Task::new(0, 0, [0; 16]));
+        self.substate = tw.substate;
+        self.bits = (self.bits & (LOCAL_V6 | REMOTE_V6))
+            | flag(tw.owner.is_some(), HAS_OWNER)
+            | flag(tw.lower_bound, LOWER_BOUND)
+            | flag(tw.timeout_ns.is_some(), HAS_TIMEOUT);
     }
 
     const fn vacant(&self) -> bool {
@@ -200,6 +214,11 @@ impl TimewaitTable {
 
     pub fn get(&self, key: u64) -> Option<Tw> {
         self.slot_of(key).map(|i| self.slots[i as usize].tw())
+    }
+
+    /// The substate of `key`, without unpacking the rest.
+    pub fn substate(&self, key: u64) -> Option<TcpState> {
+        self.slot_of(key).map(|i| self.slots[i as usize].substate)
     }
 
     /// The key of the timewait socket of `tuple`.
@@ -444,8 +463,7 @@ impl Drop for TwMut<'_> {
             self.table.count_state(&before, -1);
             self.table.count_state(&tw, 1);
         }
-        let slot = &mut self.table.slots[self.slot as usize];
-        *slot = Slot::new(slot.key, slot.mark, &tw);
+        self.table.slots[self.slot as usize].update(&tw);
     }
 }
 

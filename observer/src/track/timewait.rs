@@ -103,6 +103,15 @@ impl Timewaits {
         true
     }
 
+    /// [`Timewaits::insert`] of a socket whose key and tuple are not tracked.
+    fn insert_new(&mut self, key: u64, tw: Tw) -> bool {
+        if self.table.insert_new(key, tw, 0).is_err() {
+            self.counts.untracked += 1;
+            return false;
+        }
+        true
+    }
+
     /// Removes a socket whose end was not seen; returns it.
     pub fn remove_unseen(&mut self, key: u64) -> Option<Tw> {
         let tw = self.table.remove(key)?;
@@ -183,40 +192,11 @@ impl Tracker {
         let (timer, now) = (t.timer, t.mono_ns);
         let tuple = tuple_of(socket);
         let cancelled_at = self.timewaits.cancelled.remove(&timer);
-        // A socket learnt from sock_diag whose timer restarts (FIN_WAIT2 -> TIME_WAIT): its
-        // timer is known from now on.
-        if !self.timewaits.table.contains(timer)
-            && let Some(key) = self.timewaits.table.key_of(&tuple)
-            && let Some(tw) = self.timewaits.table.get(key)
-            && tw.cookie != 0
-            && self.timewaits.seeded.get(&tw.cookie) == Some(&key)
-        {
-            self.timewaits.seeded.remove(&tw.cookie);
-            self.timewaits.table.rekey(key, timer);
-        }
-        if let Some(tw) = self.timewaits.table.get(timer) {
-            if tw.tuple == tuple {
-                self.timewait_restart(timer, tw, now, socket.substate, timeout_ns, out);
-                return;
-            }
-            // The timer's memory now belongs to another timewait socket: the old one was
-            // killed if its cancel was seen, else its end was lost.
-            match cancelled_at {
-                Some(at) => self.end_timewait(timer, TimewaitEnd::Killed, at, out),
-                None => {
-                    self.timewaits.remove_unseen(timer);
-                }
-            }
-        }
-        // The kernel keeps one timewait socket per 4-tuple: one still tracked for this tuple
-        // ended, killed if its cancel is waiting, else unseen.
-        if let Some(other) = self.timewaits.table.key_of(&tuple) {
-            match self.timewaits.cancelled.get(&other).copied() {
-                Some(at) => self.end_timewait(other, TimewaitEnd::Killed, at, out),
-                None => {
-                    self.timewaits.remove_unseen(other);
-                }
-            }
+        // Nearly always a new timer of a new tuple: nothing below the two lookups applies.
+        let fresh =
+            !self.timewaits.table.contains(timer) && self.timewaits.table.key_of(&tuple).is_none();
+        if !fresh && self.timewait_start_known(t, socket, timeout_ns, cancelled_at, out) {
+            return;
         }
         // Under load the local peer's close (CLOSE_WAIT -> LAST_ACK) can reach the stream
         // before this start: its FIN, still on its way, moves the socket to TIME_WAIT with
@@ -237,11 +217,62 @@ impl Tracker {
             cookie: t.cookie,
             touched_ns: now,
         };
-        if self.timewaits.insert(timer, tw, 0) {
+        if self.timewaits.insert_new(timer, tw) {
             self.timewaits.counts.started += 1;
             self.timewaits.unlinked.insert(tuple, timer);
             self.timewaits.unlinked_order.push_back((timer, now));
         }
+    }
+
+    /// A start whose timer or tuple is already tracked: a seeded socket's timer becoming
+    /// known, a restart, or a socket whose end was not seen. True when it was a restart; else
+    /// neither the timer nor the tuple is tracked any more.
+    fn timewait_start_known(
+        &mut self,
+        t: &TimewaitTimer,
+        socket: &TimewaitSocket,
+        timeout_ns: Option<u64>,
+        cancelled_at: Option<u64>,
+        out: &mut Vec<Report>,
+    ) -> bool {
+        let (timer, now) = (t.timer, t.mono_ns);
+        let tuple = tuple_of(socket);
+        // A socket learnt from sock_diag whose timer restarts (FIN_WAIT2 -> TIME_WAIT): its
+        // timer is known from now on.
+        if !self.timewaits.table.contains(timer)
+            && let Some(key) = self.timewaits.table.key_of(&tuple)
+            && let Some(tw) = self.timewaits.table.get(key)
+            && tw.cookie != 0
+            && self.timewaits.seeded.get(&tw.cookie) == Some(&key)
+        {
+            self.timewaits.seeded.remove(&tw.cookie);
+            self.timewaits.table.rekey(key, timer);
+        }
+        if let Some(tw) = self.timewaits.table.get(timer) {
+            if tw.tuple == tuple {
+                self.timewait_restart(timer, tw, now, socket.substate, timeout_ns, out);
+                return true;
+            }
+            // The timer's memory now belongs to another timewait socket: the old one was
+            // killed if its cancel was seen, else its end was lost.
+            match cancelled_at {
+                Some(at) => self.end_timewait(timer, TimewaitEnd::Killed, at, out),
+                None => {
+                    self.timewaits.remove_unseen(timer);
+                }
+            }
+        }
+        // The kernel keeps one timewait socket per 4-tuple: one still tracked for this tuple
+        // ended, killed if its cancel is waiting, else unseen.
+        if let Some(other) = self.timewaits.table.key_of(&tuple) {
+            match self.timewaits.cancelled.get(&other).copied() {
+                Some(at) => self.end_timewait(other, TimewaitEnd::Killed, at, out),
+                None => {
+                    self.timewaits.remove_unseen(other);
+                }
+            }
+        }
+        false
     }
 
     /// The timer of a known timewait socket started again: a retransmitted FIN, or FIN_WAIT2

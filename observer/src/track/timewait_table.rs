@@ -254,6 +254,14 @@ impl TimewaitTable {
         {
             replaced.push((other, old));
         }
+        self.insert_new(key, tw, mark)?;
+        Ok(replaced)
+    }
+
+    /// Inserts a timewait socket whose key and tuple are not in the table; an error when the
+    /// table is full.
+    pub fn insert_new(&mut self, key: u64, tw: Tw, mark: u16) -> Result<(), Full> {
+        debug_assert!(!self.contains(key) && self.key_of(&tw.tuple).is_none());
         if self.len >= self.capacity {
             return Err(Full);
         }
@@ -281,7 +289,7 @@ impl TimewaitTable {
         });
         self.len += 1;
         self.count(&tw, 1);
-        Ok(replaced)
+        Ok(())
     }
 
     pub fn remove(&mut self, key: u64) -> Option<Tw> {

@@ -253,14 +253,7 @@ impl Table {
             self.store_moved(i, conn);
             return;
         }
-        if (state, since_ns) != (conn.state, conn.since_ns) {
-            self.count(i, state, since_ns, -1);
-            self.count(i, conn.state, conn.since_ns, 1);
-        }
-        if (cgroup, state) != (conn.cgroup, conn.state) {
-            self.by_cgroup
-                .moved((cgroup, state), (conn.cgroup, conn.state));
-        }
+        self.recount(i, (state, since_ns, cgroup), conn);
         let slot = &mut self.slots[i as usize];
         slot.since_ns = conn.since_ns;
         slot.first_ns = conn.first_ns;
@@ -282,16 +275,27 @@ impl Table {
         let old = self.slots[i as usize];
         let new = Slot::new(old.key, old.older, old.newer, old.mark, conn);
         self.unindex_tuple(i, &old.tuple());
-        if (old.state, old.since_ns) != (conn.state, conn.since_ns) {
-            self.count(i, old.state, old.since_ns, -1);
+        self.recount(i, (old.state, old.since_ns, old.cgroup), conn);
+        self.slots[i as usize] = new;
+        self.index_tuple(i);
+    }
+
+    /// Moves slot `i`'s counts from what it held, (state, since, cgroup), to `conn`.
+    #[inline]
+    fn recount(
+        &mut self,
+        i: u32,
+        (state, since_ns, cgroup): (TcpState, u64, Option<CgroupId>),
+        conn: &Conn,
+    ) {
+        if (state, since_ns) != (conn.state, conn.since_ns) {
+            self.count(i, state, since_ns, -1);
             self.count(i, conn.state, conn.since_ns, 1);
         }
-        self.slots[i as usize] = new;
-        if (old.cgroup, old.state) != (conn.cgroup, conn.state) {
+        if (cgroup, state) != (conn.cgroup, conn.state) {
             self.by_cgroup
-                .moved((old.cgroup, old.state), (conn.cgroup, conn.state));
+                .moved((cgroup, state), (conn.cgroup, conn.state));
         }
-        self.index_tuple(i);
     }
 
     // Inlined, with the rare CLOSE_WAIT bookkeeping kept out of line: two per transition.

@@ -12,11 +12,6 @@ pub const RECORD_VERSION: u16 = 4;
 /// 80 today, `inet_sock_set_state` 64).
 pub const RAW_CAPACITY: usize = 96;
 
-/// The first byte of a tracepoint record that a program may load directly (the kernel refuses
-/// loads from the 8-byte common header). A span that starts here is copied with plain loads at
-/// fixed offsets, 8 bytes at a time, instead of a helper call.
-pub const DIRECT_SPAN_START: usize = 8;
-
 /// Bytes of a socket's `struct sock_common` copied into a [`TimerRecord`] or a
 /// [`SocketErrorRecord`]: addresses, ports and family, decoded in userspace with offsets from BTF.
 pub const COMMON_CAPACITY: usize = 96;
@@ -217,9 +212,6 @@ const _: () = assert!(size_of::<SocketErrorRecord>() == 40 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<SocketErrorRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<SpanRecord>() == 56 + RAW_CAPACITY);
 const _: () = assert!(size_of::<SpanRecord>().is_multiple_of(8));
-// The eBPF side stores the span 8 bytes at a time.
-const _: () = assert!(core::mem::offset_of!(SpanRecord, raw).is_multiple_of(8));
-const _: () = assert!(align_of::<SpanRecord>() == 8);
 const _: () = assert!(size_of::<TimerRecord>() == 48 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<TimerRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<TimerEndRecord>() == 40);

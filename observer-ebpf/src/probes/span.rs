@@ -16,8 +16,7 @@ use observer_common::{
     RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord,
     probe_config::UNKNOWN,
     record::{
-        Counter, DIRECT_SPAN_START, FLAG_NO_SK_SOCKET, FLAG_RETRANSMITS_READ, FLAG_SK_SOCKET_READ,
-        RETRANSMITS_SHIFT,
+        Counter, FLAG_NO_SK_SOCKET, FLAG_RETRANSMITS_READ, FLAG_SK_SOCKET_READ, RETRANSMITS_SHIFT,
     },
 };
 
@@ -66,9 +65,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             .cast::<u8>()
             .cast_const()
             .add(cfg.span_start as usize);
-        if cfg.span_start as usize == DIRECT_SPAN_START {
-            copy_direct(ctx, raw, len);
-        } else if bpf_probe_read_kernel_buf(src, &mut raw[..len]).is_err() {
+        if bpf_probe_read_kernel_buf(src, &mut raw[..len]).is_err() {
             count(Counter::ReadFailed);
             entry.discard(NO_WAKEUP);
             warn!(
@@ -125,68 +122,6 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
     }
     entry.submit(submit_flags());
 }
-
-/// Copies the first `len` bytes of the record past its common header into `raw`: whole words,
-/// then the rest in 4, 2 and 1-byte pieces. A program may load from its record directly, but only
-/// at offsets the verifier sees as constants, and (when attached) none past the record's last
-/// field: hence loads unrolled at literal offsets, never reading beyond `len`. `len` comes from
-/// the read-only configuration, so the verifier follows only the path for this record's length.
-#[inline(always)]
-unsafe fn copy_direct(ctx: &TracePointContext, raw: &mut [u8; RAW_CAPACITY], len: usize) {
-    let src = ctx
-        .as_ptr()
-        .cast::<u8>()
-        .cast_const()
-        .wrapping_add(DIRECT_SPAN_START);
-    let dst = raw.as_mut_ptr();
-    /// Copies a `$t` at `$at`, in bounds and aligned (`raw` and the record are 8-aligned).
-    macro_rules! piece {
-        ($t:ty, $at:expr) => {
-            // SAFETY: a load from the tracepoint record within its fields, and a store within
-            // `raw`, both aligned for `$t`.
-            unsafe {
-                dst.add($at)
-                    .cast::<$t>()
-                    .write(src.add($at).cast::<$t>().read())
-            }
-        };
-    }
-    macro_rules! words {
-        ($($i:literal)*) => {$(
-            if ($i + 1) * 8 > len {
-                // Literal offsets only: the rest is 0 to 7 bytes.
-                match len - $i * 8 {
-                    7 => {
-                        piece!(u32, $i * 8);
-                        piece!(u16, $i * 8 + 4);
-                        piece!(u8, $i * 8 + 6);
-                    }
-                    6 => {
-                        piece!(u32, $i * 8);
-                        piece!(u16, $i * 8 + 4);
-                    }
-                    5 => {
-                        piece!(u32, $i * 8);
-                        piece!(u8, $i * 8 + 4);
-                    }
-                    4 => piece!(u32, $i * 8),
-                    3 => {
-                        piece!(u16, $i * 8);
-                        piece!(u8, $i * 8 + 2);
-                    }
-                    2 => piece!(u16, $i * 8),
-                    1 => piece!(u8, $i * 8),
-                    _ => {}
-                }
-                return;
-            }
-            piece!(u64, $i * 8);
-        )*};
-    }
-    words!(0 1 2 3 4 5 6 7 8 9 10 11);
-}
-
-const _: () = assert!(RAW_CAPACITY == 12 * 8);
 
 /// The copied part of a tracepoint record.
 struct Span<'a> {

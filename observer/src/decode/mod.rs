@@ -14,8 +14,7 @@ pub mod timewait;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_common::{
-    RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState,
-    record::{DIRECT_SPAN_START, RECORD_VERSION},
+    RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState, record::RECORD_VERSION,
 };
 use thiserror::Error;
 
@@ -304,17 +303,10 @@ pub(crate) fn read_span(bytes: &[u8], needed: usize) -> Result<SpanView<'_>, Dec
     Ok(view)
 }
 
-/// The span of a tracepoint record that holds `fields`: (start, end). It starts at
-/// [`DIRECT_SPAN_START`] when it fits from there, so that the program copies it with plain loads
-/// instead of a helper call; else at the first field.
+/// The smallest span of a tracepoint record that holds `fields`: (start, end).
 pub(crate) fn span_bounds(event: &str, fields: &[Field]) -> Result<(usize, usize), TracefsError> {
-    let first = fields.iter().map(|f| f.offset).min().unwrap_or(0);
+    let start = fields.iter().map(|f| f.offset).min().unwrap_or(0);
     let end = fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
-    let start = if first >= DIRECT_SPAN_START && end - DIRECT_SPAN_START <= RAW_CAPACITY {
-        DIRECT_SPAN_START
-    } else {
-        first
-    };
     if end - start > RAW_CAPACITY {
         return Err(TracefsError::MissingField {
             path: format!("{event}/format").into(),
@@ -425,20 +417,7 @@ mod tests {
     use super::{
         DecodeError, Decoder,
         encode::{bytes_of, empty_span},
-        span_bounds,
     };
-    use crate::kernel::tracefs::Field;
-
-    #[test]
-    fn a_span_starts_where_programs_load_directly_when_it_fits_from_there() {
-        let f = |offset, size| Field { offset, size };
-        // 16..96: copied from 8, the bytes before the first field included.
-        assert_eq!(span_bounds("e", &[f(16, 8), f(88, 8)]).unwrap(), (8, 96));
-        // Ends past 8 + 96: from the first field, copied by a helper.
-        assert_eq!(span_bounds("e", &[f(24, 8), f(108, 4)]).unwrap(), (24, 112));
-        // More than 96 bytes in all: refused.
-        assert!(span_bounds("e", &[f(8, 8), f(108, 4)]).is_err());
-    }
 
     #[test]
     fn records_of_programs_not_attached_are_refused_by_kind() {

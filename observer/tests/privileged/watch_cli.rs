@@ -343,6 +343,11 @@ fn each_filter_shows_exactly_what_matches() {
         support::client_closes_first(V6);
     });
     other.enter(|| support::client_closes_first(V4));
+    // Every transition of the traffic above happened by now. The watches are stopped one after
+    // another, and in an emulated machine that takes long enough for a TIME_WAIT socket to end
+    // (60 s) while some still run: each output is compared within this window, on the clock
+    // the lines carry.
+    let traffic_done_ns = monotonic_ns();
 
     // 3 connections x 10 transitions, plus CLOSE<->LISTEN for the two listeners.
     let all_count = 34;
@@ -354,7 +359,9 @@ fn each_filter_shows_exactly_what_matches() {
     let transitions = |lines: &[Value]| -> Vec<Value> {
         lines
             .iter()
-            .filter(|v| v["type"] == "transition")
+            .filter(|v| {
+                v["type"] == "transition" && v["mono_ns"].as_u64().unwrap() <= traffic_done_ns
+            })
             .cloned()
             .collect()
     };
@@ -410,6 +417,20 @@ fn each_filter_shows_exactly_what_matches() {
         "--netns excludes other namespaces"
     );
     assert!(all.iter().all(|v| v["netns"] == ns.inode()));
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of every line's `mono_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) },
+        0
+    );
+    u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
 }
 
 /// Runs without any privileges (as nobody when we are root) and gets a sentence saying what to

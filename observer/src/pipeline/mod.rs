@@ -395,9 +395,11 @@ impl Pipeline {
     fn apply(&mut self, applied_ns: u64) {
         let mut guard = self.shared.lock();
         let s = &mut *guard;
-        for event in self.batch.drain(..) {
-            s.tracker.apply(&event, &mut self.reports);
+        // By reference, then cleared: moving each event out of the batch is a copy per event.
+        for event in &self.batch {
+            s.tracker.apply(event, &mut self.reports);
         }
+        self.batch.clear();
         s.tracker.advance(mono_now_ns(), &mut self.reports);
         s.transitions.count(&self.reports);
         s.workload_tally.count(&self.reports, &s.workloads);

@@ -328,7 +328,7 @@ impl Tracker {
             match found {
                 Some(at) => self.sockets.store_at(at, &conn),
                 None => {
-                    if self.sockets.insert(t.sock, conn).is_some() {
+                    if self.sockets.insert_absent(t.sock, conn).is_some() {
                         self.stats.evicted += 1;
                     }
                 }

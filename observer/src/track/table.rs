@@ -426,16 +426,24 @@ impl Table {
         }
     }
 
-    /// Inserts a socket as the newest (replacing one with the same key); when full, first
-    /// evicts the oldest one and returns it.
-    pub fn insert(&mut self, key: u64, conn: Conn) -> Option<Conn> {
-        self.insert_marked(key, conn, 0)
+    /// [`Table::insert_marked`] of a key known to be absent (just looked up, not found): one lookup
+    /// less, on every new socket.
+    pub fn insert_absent(&mut self, key: u64, conn: Conn) -> Option<Conn> {
+        debug_assert!(self.slot_of(key).is_none());
+        self.insert_vacated(key, conn, 0)
     }
 
-    /// [`Table::insert`], with a reconciliation mark.
+    /// Inserts a socket as the newest, with a reconciliation mark (replacing one with the same
+    /// key); when full, first evicts the oldest one and returns it.
     pub fn insert_marked(&mut self, key: u64, conn: Conn, mark: u16) -> Option<Conn> {
+        self.take(key);
+        self.insert_vacated(key, conn, mark)
+    }
+
+    /// Inserts `key`, which is not in the table, evicting the oldest socket when it is full.
+    fn insert_vacated(&mut self, key: u64, conn: Conn, mark: u16) -> Option<Conn> {
         let mut evicted = None;
-        if self.take(key).is_none() && self.index.len() >= self.capacity {
+        if self.index.len() >= self.capacity {
             evicted = self.remove(self.slots[self.oldest as usize].key);
         }
         let slot = Slot::new(key, self.newest, NONE, mark, &conn);
@@ -559,7 +567,7 @@ mod tests {
     fn connections_come_back_as_stored() {
         let mut t = Table::new(8);
         for (n, v6) in [(1, false), (2, true), (3, true), (4, false)] {
-            assert!(t.insert(n.into(), conn(n, v6)).is_none());
+            assert!(t.insert_marked(n.into(), conn(n, v6), 0).is_none());
         }
         for (n, v6) in [(1, false), (2, true), (3, true), (4, false)] {
             assert!(same(&t.get(n.into()).unwrap(), &conn(n, v6)));
@@ -573,16 +581,25 @@ mod tests {
     fn removal_keeps_the_eviction_order() {
         let mut t = Table::new(3);
         for n in 1..=3 {
-            t.insert(n.into(), conn(n, false));
+            t.insert_marked(n.into(), conn(n, false), 0);
         }
         // Removing the oldest leaves a vacant slot for the next insert; order must stay 2, 3.
         assert!(same(&t.remove(1).unwrap(), &conn(1, false)));
-        t.insert(4, conn(4, false));
-        assert!(t.insert(5, conn(5, false)).is_some_and(|c| c.first_ns == 2));
-        assert!(t.insert(6, conn(6, false)).is_some_and(|c| c.first_ns == 3));
+        t.insert_marked(4, conn(4, false), 0);
+        assert!(
+            t.insert_marked(5, conn(5, false), 0)
+                .is_some_and(|c| c.first_ns == 2)
+        );
+        assert!(
+            t.insert_marked(6, conn(6, false), 0)
+                .is_some_and(|c| c.first_ns == 3)
+        );
         // Re-inserting a key makes it the newest.
-        t.insert(4, conn(4, true));
-        assert!(t.insert(7, conn(7, false)).is_some_and(|c| c.first_ns == 5));
+        t.insert_marked(4, conn(4, true), 0);
+        assert!(
+            t.insert_marked(7, conn(7, false), 0)
+                .is_some_and(|c| c.first_ns == 5)
+        );
         let mut keys: Vec<u64> = (0..t.slot_count())
             .filter_map(|i| t.at(i))
             .map(|(k, ..)| k)
@@ -592,19 +609,30 @@ mod tests {
         assert!(t.remove(6).is_some() && t.remove(7).is_some());
         assert_eq!(t.len(), 1);
         assert!(same(&t.get(4).unwrap(), &conn(4, true)));
-        assert!(t.insert(8, conn(8, false)).is_none());
+        assert!(t.insert_marked(8, conn(8, false), 0).is_none());
+        // A key known to be absent goes in the same way: into a vacant slot, evicting the
+        // oldest when full.
+        assert!(t.insert_absent(10, conn(10, true)).is_none());
+        assert!(
+            t.insert_absent(11, conn(11, false))
+                .is_some_and(|c| c.first_ns == 4)
+        );
+        assert_eq!(t.len(), 3);
+        assert!(same(&t.get(10).unwrap(), &conn(10, true)));
+        assert_eq!(t.keys_of(&conn(11, false).tuple).collect::<Vec<_>>(), [11]);
+        assert_eq!(t.states()[TcpState::Established], 3);
     }
 
     #[test]
     fn states_close_wait_and_tuples_follow_every_change() {
         let mut t = Table::new(8);
         for n in 1..=3 {
-            t.insert(n.into(), conn(n, false));
+            t.insert_marked(n.into(), conn(n, false), 0);
         }
         // Two sockets may share a tuple (SO_REUSEPORT listeners, unbound connecting sockets).
         let mut twin = conn(1, false);
         twin.first_ns = 99;
-        t.insert(9, twin);
+        t.insert_marked(9, twin, 0);
         let mut keys: Vec<u64> = t.keys_of(&conn(1, false).tuple).collect();
         keys.sort_unstable();
         assert_eq!(keys, [1, 9]);

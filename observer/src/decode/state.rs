@@ -2,13 +2,12 @@
 
 use observer_common::{
     RecordKind, SpanProbeConfig, TcpState,
-    probe_config::UNKNOWN,
     record::{FLAG_NO_SK_SOCKET, FLAG_SK_SOCKET_READ},
 };
 
 use super::{
-    DecodeError, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
-    span_bounds, span_config,
+    DecodeError, SplitAddresses, Task, as_u32, check_kind, fixed, read_span, span_bounds,
+    span_config,
 };
 use crate::{
     event::Transition,
@@ -31,9 +30,10 @@ impl StateLayout {
     /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
     /// Kernel struct offsets (for the netns) are filled in by the loader.
     pub fn from_format(format: &Format) -> Result<(Self, SpanProbeConfig), TracefsError> {
-        let skaddr = format.field("skaddr")?;
-        let oldstate = format.field("oldstate")?;
-        let newstate = format.field("newstate")?;
+        // `const void *` and `int` on every 64-bit kernel since 4.16: read at those widths.
+        let skaddr = format.sized_field("skaddr", 8)?;
+        let oldstate = format.sized_field("oldstate", 4)?;
+        let newstate = format.sized_field("newstate", 4)?;
         let addresses = SplitAddresses::from_format(format)?;
         let protocol = format.field("protocol")?;
         let mut all = vec![skaddr, oldstate, newstate, protocol];
@@ -49,11 +49,7 @@ impl StateLayout {
         let config = SpanProbeConfig {
             protocol_offset: as_u32(protocol.offset),
             protocol_size: as_u32(protocol.size),
-            oldstate_offset: if oldstate.size == 4 {
-                as_u32(oldstate.offset)
-            } else {
-                UNKNOWN
-            },
+            oldstate_offset: as_u32(oldstate.offset),
             ..span_config(start, end, skaddr)
         };
         Ok((layout, config))
@@ -64,13 +60,13 @@ impl StateLayout {
         check_kind(bytes, RecordKind::StateChange)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = rec.raw();
-        let old = read_state(raw, self.oldstate)?;
-        let new = read_state(raw, self.newstate)?;
+        let old = state_at(raw, self.oldstate.offset)?;
+        let new = state_at(raw, self.newstate.offset)?;
         let (family, local, remote) = self.addresses.decode(raw)?;
         let task = Task::from_pid_tgid(rec.pid_tgid(), rec.comm());
         Ok(Transition {
             mono_ns: rec.ts_ns(),
-            sock: read_int(raw, self.skaddr),
+            sock: u64::from_ne_bytes(fixed(raw, self.skaddr.offset)),
             old,
             new,
             family,
@@ -84,6 +80,14 @@ impl StateLayout {
                 .then_some(rec.flags() & FLAG_NO_SK_SOCKET == 0),
         })
     }
+}
+
+/// The `int` state at `offset`, a width checked against the format: no dispatch on the
+/// field's size for the two states of every record.
+#[inline]
+fn state_at(raw: &[u8], offset: usize) -> Result<TcpState, DecodeError> {
+    let v = i32::from_ne_bytes(fixed(raw, offset));
+    TcpState::from_kernel(v).ok_or(DecodeError::UnknownState(i64::from(v.cast_unsigned())))
 }
 
 #[cfg(test)]

@@ -277,11 +277,11 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        let owner = self.owner_of(t, known);
+        let owner = self.owner_of(t, known.as_ref());
         if t.old == TcpState::CloseWait && t.new == TcpState::LastAck {
             self.peer_sent_fin(t, out);
         }
-        let (flags, mut note) = self.flags_of(t, known);
+        let (flags, mut note) = self.flags_of(t, known.as_ref());
         let cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
 
         if t.new == TcpState::Close {
@@ -289,7 +289,7 @@ impl Tracker {
             self.note_closed(&tuple, t.mono_ns);
             let streak = self.forget_retransmits(t.sock);
             if expects_timewait {
-                if self.link_timewait(t, owner, known, out) {
+                if self.link_timewait(t, owner, known.as_ref(), out) {
                     return;
                 }
                 if let Some(ns) = previous_state_ns
@@ -349,7 +349,7 @@ impl Tracker {
 
     /// The socket's owner after `t`: the task itself when it drove the transition, else what
     /// was known (for an accepted child: its listener's owner). Keeps the listener index.
-    fn owner_of(&mut self, t: &Transition, known: Option<Conn>) -> Option<Task> {
+    fn owner_of(&mut self, t: &Transition, known: Option<&Conn>) -> Option<Task> {
         let key = || Tuple::of(t).listener();
         let inherited = known.and_then(|c| c.owner).or_else(|| {
             (t.new == TcpState::SynRecv)
@@ -377,7 +377,7 @@ impl Tracker {
     }
 
     /// The socket's flags after `t`, counting a connection closed before accept().
-    fn flags_of(&mut self, t: &Transition, known: Option<Conn>) -> (ConnFlags, Option<Note>) {
+    fn flags_of(&mut self, t: &Transition, known: Option<&Conn>) -> (ConnFlags, Option<Note>) {
         let mut note = None;
         let mut flags = known.map_or(ConnFlags::empty(), |c| c.flags);
         if matches!(t.new, TcpState::SynRecv) || matches!(t.old, TcpState::SynRecv) {

@@ -339,7 +339,7 @@ impl Tracker {
         &mut self,
         t: &Transition,
         owner: Option<Task>,
-        known: Option<Conn>,
+        known: Option<&Conn>,
         out: &mut Vec<Report>,
     ) -> bool {
         let tuple = Tuple::of(t);

@@ -44,7 +44,7 @@ use durations::StateDurations;
 use resets::{Preceding, classify};
 use retransmits::{Retransmits, StreakChange};
 use seed::DumpWindow;
-use table::{Conn, ConnFlags, Table};
+use table::{Conn, ConnFlags, Known, Table};
 use timewait::Timewaits;
 
 /// Default cap on tracked sockets (and, separately, on tracked timewait sockets).
@@ -260,7 +260,7 @@ impl Tracker {
                 self.sockets.find(t.sock)
             })
         };
-        let known = found.map(|at| self.sockets.conn_at(at));
+        let known = found.map(|at| self.sockets.known_at(at));
         let gap = known.is_some_and(|c| c.state != t.old);
         if gap {
             self.stats.gaps += 1;
@@ -349,7 +349,7 @@ impl Tracker {
 
     /// The socket's owner after `t`: the task itself when it drove the transition, else what
     /// was known (for an accepted child: its listener's owner). Keeps the listener index.
-    fn owner_of(&mut self, t: &Transition, known: Option<&Conn>) -> Option<Task> {
+    fn owner_of(&mut self, t: &Transition, known: Option<&Known>) -> Option<Task> {
         let key = || Tuple::of(t).listener();
         let inherited = known.and_then(|c| c.owner).or_else(|| {
             (t.new == TcpState::SynRecv)
@@ -377,7 +377,7 @@ impl Tracker {
     }
 
     /// The socket's flags after `t`, counting a connection closed before accept().
-    fn flags_of(&mut self, t: &Transition, known: Option<&Conn>) -> (ConnFlags, Option<Note>) {
+    fn flags_of(&mut self, t: &Transition, known: Option<&Known>) -> (ConnFlags, Option<Note>) {
         let mut note = None;
         let mut flags = known.map_or(ConnFlags::empty(), |c| c.flags);
         if matches!(t.new, TcpState::SynRecv) || matches!(t.old, TcpState::SynRecv) {

@@ -61,6 +61,24 @@ impl Conn {
     }
 }
 
+/// What a transition reads of the socket it changes: a [`Conn`] without its tuple, which the
+/// transition carries itself (unpacking the addresses is most of the cost of reading a slot).
+#[derive(Clone, Copy, Debug)]
+pub struct Known {
+    pub state: TcpState,
+    pub flags: ConnFlags,
+    pub since_ns: u64,
+    pub first_ns: u64,
+    pub owner: Option<Task>,
+    pub cgroup: Option<CgroupId>,
+}
+
+impl Known {
+    pub const fn has(&self, flag: ConnFlags) -> bool {
+        self.flags.contains(flag)
+    }
+}
+
 /// No slot: the end of the eviction chain.
 const NONE: u32 = u32::MAX;
 
@@ -206,16 +224,24 @@ impl Table {
             .copied()
     }
 
-    /// Where `key` sits, for [`Table::conn_at`] and [`Table::store_at`]: one lookup for a
+    /// Where `key` sits, for [`Table::known_at`] and [`Table::store_at`]: one lookup for a
     /// read and a write of the same socket.
     pub fn find(&self, key: u64) -> Option<SlotId> {
         self.slot_of(key).map(SlotId)
     }
 
-    /// The connection at `at`, found since the table last changed.
+    /// The connection at `at`, found since the table last changed, without its tuple.
     #[inline]
-    pub fn conn_at(&self, at: SlotId) -> Conn {
-        self.slots[at.0 as usize].conn()
+    pub fn known_at(&self, at: SlotId) -> Known {
+        let s = &self.slots[at.0 as usize];
+        Known {
+            state: s.state,
+            flags: s.flags,
+            since_ns: s.since_ns,
+            first_ns: s.first_ns,
+            owner: (s.bits & HAS_OWNER != 0).then_some(s.owner),
+            cgroup: s.cgroup,
+        }
     }
 
     /// Overwrites the connection at `at`, found since the table last changed, keeping its

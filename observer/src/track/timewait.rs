@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
-    table::Conn,
+    table::Known,
     timewait_table::{TimewaitTable, Tw},
 };
 use crate::event::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
@@ -339,7 +339,7 @@ impl Tracker {
         &mut self,
         t: &Transition,
         owner: Option<Task>,
-        known: Option<&Conn>,
+        known: Option<&Known>,
         out: &mut Vec<Report>,
     ) -> bool {
         let tuple = Tuple::of(t);

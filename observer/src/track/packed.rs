@@ -11,7 +11,7 @@ use crate::event::{Netns, Tuple};
 /// A [`Tuple`] packed: 40 bytes. IPv4 addresses take the first 4 bytes of their 16; IPv6 flow
 /// info and scope id are not kept (every source leaves them 0). Which ends are IPv6 is kept
 /// apart ([`Ipv6Ends`]), in the flag byte a slot has anyway.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct PackedTuple {
     local_ip: [u8; 16],
     remote_ip: [u8; 16],
@@ -21,7 +21,7 @@ pub(super) struct PackedTuple {
 }
 
 /// Which ends of a packed tuple are IPv6.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Ipv6Ends {
     pub local: bool,
     pub remote: bool,
@@ -109,9 +109,16 @@ pub(super) fn hash_key(key: u64) -> u64 {
     FxBuildHasher.hash_one(key)
 }
 
+/// The hash of a tuple as the tables index it: that of its packed form, so that a table
+/// hashes its own slots ([`hash_packed`]) without unpacking them.
 pub(super) fn hash_tuple(tuple: &Tuple) -> u64 {
+    let (packed, v6) = PackedTuple::pack(tuple);
+    hash_packed(&packed, v6)
+}
+
+pub(super) fn hash_packed(tuple: &PackedTuple, v6: Ipv6Ends) -> u64 {
     use std::hash::BuildHasher as _;
-    FxBuildHasher.hash_one(tuple)
+    FxBuildHasher.hash_one((tuple, v6))
 }
 
 #[cfg(test)]
@@ -138,6 +145,7 @@ mod tests {
                 ..tuple
             };
             assert!(!packed.holds(v6, &other));
+            assert_eq!(hash_tuple(&tuple), hash_packed(&packed, v6));
         }
     }
 }

@@ -16,7 +16,7 @@ use observer_common::TcpState;
 use super::by_cgroup::ByCgroup;
 use super::{
     Tuple,
-    packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
+    packed::{Ipv6Ends, PackedTuple, hash_key, hash_packed, hash_tuple},
 };
 use crate::event::{CgroupId, PerState, Task};
 
@@ -150,6 +150,11 @@ impl Slot {
 
     fn tuple(&self) -> Tuple {
         self.tuple.unpack(self.v6())
+    }
+
+    /// [`hash_tuple`] of its tuple, without unpacking it.
+    fn tuple_hash(&self) -> u64 {
+        hash_packed(&self.tuple, self.v6())
     }
 
     #[inline]
@@ -300,7 +305,7 @@ impl Table {
     fn store_moved(&mut self, i: u32, conn: &Conn) {
         let old = self.slots[i as usize];
         let new = Slot::new(old.key, old.older, old.newer, old.mark, conn);
-        self.unindex_tuple(i, &old.tuple());
+        self.unindex_tuple(i, old.tuple_hash());
         self.recount(i, (old.state, old.since_ns, old.cgroup), conn);
         self.slots[i as usize] = new;
         self.index_tuple(i);
@@ -345,13 +350,14 @@ impl Table {
 
     fn index_tuple(&mut self, i: u32) {
         let slots = &self.slots;
-        let hash = hash_tuple(&slots[i as usize].tuple());
+        let hash = slots[i as usize].tuple_hash();
         self.by_tuple
-            .insert_unique(hash, i, |&j| hash_tuple(&slots[j as usize].tuple()));
+            .insert_unique(hash, i, |&j| slots[j as usize].tuple_hash());
     }
 
-    fn unindex_tuple(&mut self, i: u32, tuple: &Tuple) {
-        if let Ok(entry) = self.by_tuple.find_entry(hash_tuple(tuple), |&j| j == i) {
+    /// Takes slot `i` out of the tuple index, where it sits under `hash` (its tuple's).
+    fn unindex_tuple(&mut self, i: u32, hash: u64) {
+        if let Ok(entry) = self.by_tuple.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
     }
@@ -371,7 +377,7 @@ impl Table {
             .0;
         self.unlink(i);
         let removed = self.slots[i as usize];
-        self.unindex_tuple(i, &removed.tuple());
+        self.unindex_tuple(i, removed.tuple_hash());
         self.count(i, removed.state, removed.since_ns, -1);
         self.by_cgroup.add(removed.cgroup, removed.state, -1);
         let slot = &mut self.slots[i as usize];

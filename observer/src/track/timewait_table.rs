@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     Tuple,
-    packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
+    packed::{Ipv6Ends, PackedTuple, hash_key, hash_packed, hash_tuple},
     usage::{Destination, TimewaitUsage},
 };
 use crate::event::{CgroupId, Netns};
@@ -124,6 +124,11 @@ impl Slot {
 
     fn tuple(&self) -> Tuple {
         self.tuple.unpack(self.v6())
+    }
+
+    /// [`hash_tuple`] of its tuple, without unpacking it.
+    fn tuple_hash(&self) -> u64 {
+        hash_packed(&self.tuple, self.v6())
     }
 
     fn tw(&self) -> Tw {
@@ -284,9 +289,10 @@ impl TimewaitTable {
         let slots = &self.slots;
         self.by_key
             .insert_unique(hash_key(key), i, |&j| hash_key(slots[j as usize].key));
-        self.by_tuple.insert_unique(hash_tuple(&tw.tuple), i, |&j| {
-            hash_tuple(&slots[j as usize].tuple())
-        });
+        self.by_tuple
+            .insert_unique(slots[i as usize].tuple_hash(), i, |&j| {
+                slots[j as usize].tuple_hash()
+            });
         self.len += 1;
         self.count(&tw, 1);
         Ok(())
@@ -302,7 +308,8 @@ impl TimewaitTable {
             .remove()
             .0;
         let tw = self.slots[i as usize].tw();
-        if let Ok(entry) = self.by_tuple.find_entry(hash_tuple(&tw.tuple), |&j| j == i) {
+        let hash = self.slots[i as usize].tuple_hash();
+        if let Ok(entry) = self.by_tuple.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
         let slot = &mut self.slots[i as usize];

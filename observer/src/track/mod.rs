@@ -251,7 +251,7 @@ impl Tracker {
         // Found once; nothing below changes the socket table before the slot is written back.
         let found = if new_socket {
             // A socket address seen again from CLOSE is a new socket (the old one was freed).
-            self.sockets.remove(t.sock);
+            self.sockets.forget(t.sock);
             self.retransmits.by_sock.remove(&t.sock);
             None
         } else {
@@ -285,7 +285,7 @@ impl Tracker {
         let cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
 
         if t.new == TcpState::Close {
-            self.sockets.remove(t.sock);
+            self.sockets.forget(t.sock);
             self.note_closed(&tuple, t.mono_ns);
             let streak = self.forget_retransmits(t.sock);
             if expects_timewait {

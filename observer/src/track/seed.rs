@@ -353,7 +353,7 @@ impl Tracker {
                             continue;
                         }
                     }
-                    self.sockets.remove(key);
+                    self.sockets.forget(key);
                     self.retransmits.by_sock.remove(&key);
                     r.outcome.stale += 1;
                 }

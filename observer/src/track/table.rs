@@ -364,10 +364,24 @@ impl Table {
 
     #[inline]
     pub fn remove(&mut self, key: u64) -> Option<Conn> {
-        self.take(key).map(|s| s.conn())
+        let i = self.take(key)?;
+        let conn = self.slots[i as usize].conn();
+        self.vacate(i);
+        Some(conn)
     }
 
-    fn take(&mut self, key: u64) -> Option<Slot> {
+    /// Removes `key`, if it is there, without reading it back: whether it was.
+    pub fn forget(&mut self, key: u64) -> bool {
+        let Some(i) = self.take(key) else {
+            return false;
+        };
+        self.vacate(i);
+        true
+    }
+
+    /// Takes `key` out of the indexes, the eviction chain and the counts; its slot, returned,
+    /// still holds it until [`Table::vacate`].
+    fn take(&mut self, key: u64) -> Option<u32> {
         let slots = &self.slots;
         let i = self
             .index
@@ -376,15 +390,21 @@ impl Table {
             .remove()
             .0;
         self.unlink(i);
-        let removed = self.slots[i as usize];
-        self.unindex_tuple(i, removed.tuple_hash());
-        self.count(i, removed.state, removed.since_ns, -1);
-        self.by_cgroup.add(removed.cgroup, removed.state, -1);
+        let slot = &self.slots[i as usize];
+        let (hash, state, since_ns, cgroup) =
+            (slot.tuple_hash(), slot.state, slot.since_ns, slot.cgroup);
+        self.unindex_tuple(i, hash);
+        self.count(i, state, since_ns, -1);
+        self.by_cgroup.add(cgroup, state, -1);
+        Some(i)
+    }
+
+    /// Makes slot `i`, taken, the first vacant one.
+    fn vacate(&mut self, i: u32) {
         let slot = &mut self.slots[i as usize];
         slot.bits = VACANT;
         slot.older = self.vacant;
         self.vacant = i;
-        Some(removed)
     }
 
     /// Takes slot `i` out of the insertion-order chain.
@@ -468,7 +488,7 @@ impl Table {
     /// Inserts a socket as the newest, with a reconciliation mark (replacing one with the same
     /// key); when full, first evicts the oldest one and returns it.
     pub fn insert_marked(&mut self, key: u64, conn: Conn, mark: u16) -> Option<Conn> {
-        self.take(key);
+        self.forget(key);
         self.insert_vacated(key, conn, mark)
     }
 

@@ -370,13 +370,11 @@ impl Table {
         Some(conn)
     }
 
-    /// Removes `key`, if it is there, without reading it back: whether it was.
-    pub fn forget(&mut self, key: u64) -> bool {
-        let Some(i) = self.take(key) else {
-            return false;
-        };
-        self.vacate(i);
-        true
+    /// Removes `key`, if it is there, without reading it back.
+    pub fn forget(&mut self, key: u64) {
+        if let Some(i) = self.take(key) {
+            self.vacate(i);
+        }
     }
 
     /// Takes `key` out of the indexes, the eviction chain and the counts; its slot, returned,

@@ -72,6 +72,8 @@ pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Counting,
     pace: ReadPace,
+    /// Records taken since the last wait: what that look found.
+    taken_since_wait: usize,
 }
 
 /// How long the next read waits for a wakeup before it looks on its own: [`READ_EVERY`] while
@@ -104,17 +106,24 @@ struct Counting {
 }
 
 impl Counting {
-    /// Records taken from the ring so far, decoded or not.
-    const fn records(&self) -> u64 {
-        self.received + self.malformed
-    }
-
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut Vec<Event>) {
-        while let Some(item) = ring.next() {
+    /// Takes up to `limit` records from the ring, handing each decoded event to `each`;
+    /// returns how many records it took, decoded or not.
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        limit: usize,
+        mut each: impl FnMut(&Event),
+    ) -> usize {
+        let mut taken = 0;
+        while taken < limit
+            && let Some(item) = ring.next()
+        {
+            taken += 1;
+            // By reference: moving the event out of the result is a copy of it.
             match self.layout.decode(&item) {
-                Ok(t) => {
+                Ok(ref event) => {
                     self.received += 1;
-                    out.push(t);
+                    each(event);
                 }
                 Err(e) => {
                     self.malformed += 1;
@@ -122,6 +131,7 @@ impl Counting {
                 }
             }
         }
+        taken
     }
 }
 
@@ -146,6 +156,7 @@ impl EventStream {
             ring,
             decoder,
             pace: ReadPace::new(),
+            taken_since_wait: 0,
         })
     }
 
@@ -171,21 +182,36 @@ impl EventStream {
     /// record was read: the drain's start, less a margin for records reserved but not yet
     /// submitted. Cancel-safe: records are consumed only after the wait.
     pub async fn read(&mut self, out: &mut Vec<Event>) -> std::io::Result<u64> {
+        let began = self.wait().await?;
+        self.drain_each(usize::MAX, |e| out.push(*e));
+        Ok(began)
+    }
+
+    /// The wait of [`EventStream::read`], without the drain: the caller then takes the records
+    /// with [`EventStream::drain_each`], and every record reserved before the returned time has
+    /// been read once the ring is empty. Cancel-safe: it consumes nothing.
+    pub async fn wait(&mut self) -> std::io::Result<u64> {
+        self.pace.looked(self.taken_since_wait > 0);
+        self.taken_since_wait = 0;
         if let Ok(guard) = tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await {
             // Cleared before draining, so a wakeup during the drain is not lost.
             guard?.clear_ready();
         }
-        let began = mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS);
-        let records = self.decoder.records();
-        self.decoder.drain(self.ring.get_mut(), out);
-        self.pace.looked(self.decoder.records() != records);
-        Ok(began)
+        Ok(mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS))
+    }
+
+    /// Hands up to `limit` events from the ring to `each`, in order, without waiting and
+    /// without copying them anywhere; returns how many records it took (0: the ring was empty).
+    pub fn drain_each(&mut self, limit: usize, each: impl FnMut(&Event)) -> usize {
+        let taken = self.decoder.drain(self.ring.get_mut(), limit, each);
+        self.taken_since_wait += taken;
+        taken
     }
 
     /// Appends what is in the ring buffer now, without waiting (used before exiting so that
     /// nothing already observed is dropped).
     pub fn drain_now(&mut self, out: &mut Vec<Event>) {
-        self.decoder.drain(self.ring.get_mut(), out);
+        self.drain_each(usize::MAX, |e| out.push(*e));
     }
 
     /// Events decoded so far.

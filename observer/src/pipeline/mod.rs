@@ -33,7 +33,6 @@ use crate::{
     alerts::{Change, Engine, Inputs},
     clock::{mono_now_ns, nanos},
     config::{AlertRule, RuleKind},
-    event::Event,
     inventory::{self, OwnerFound},
     kernel::max_tw_buckets,
     load::{Features, LoadOptions, RingBufferSize, format_size},
@@ -95,8 +94,16 @@ pub struct Step {
 const EARLY_RECONCILE_AFTER: Duration = Duration::from_secs(1);
 const EARLY_RECONCILE_GAP: Duration = Duration::from_secs(10);
 
-/// Events and reports buffered between reads are kept to this capacity.
+/// Reports buffered between reads are kept to this capacity.
 const KEPT_CAPACITY: usize = 16_384;
+
+/// Events applied under one taking of the state's lock; their reports are counted while they
+/// are still in the CPU's cache.
+const CHUNK: usize = 256;
+
+/// At most this many records are taken per read, so that a ring refilled as fast as it is
+/// read cannot keep [`Pipeline::next`] from returning (nor its reports from growing).
+const MAX_PER_READ: usize = 1 << 17;
 
 /// A CLOSE_WAIT socket whose holder was not found is looked for again this much later.
 const OWNER_RETRY_NS: u64 = 60_000_000_000;
@@ -118,7 +125,6 @@ pub struct Pipeline {
     shared: Shared,
     /// Every record reserved before this `CLOCK_MONOTONIC` time has been applied.
     applied: Arc<AtomicU64>,
-    batch: Vec<Event>,
     reports: Vec<Report>,
     engine: Option<Engine>,
     settings: Settings,
@@ -178,7 +184,6 @@ impl Pipeline {
             stream,
             shared,
             applied: Arc::new(AtomicU64::new(0)),
-            batch: Vec::with_capacity(1024),
             reports: Vec::with_capacity(1024),
             engine,
             settings,
@@ -194,8 +199,8 @@ impl Pipeline {
         p.start_reconcile();
         loop {
             tokio::select! {
-                r = p.stream.read(&mut p.batch) => {
-                    let applied = r.context("reading the ring buffer")?;
+                r = p.stream.wait() => {
+                    let applied = r.context("waiting for the ring buffer")?;
                     p.apply(applied);
                     // Counted in the state; not shown.
                     p.reports.clear();
@@ -225,13 +230,10 @@ impl Pipeline {
         if self.reports.capacity() > KEPT_CAPACITY {
             self.reports.shrink_to(KEPT_CAPACITY);
         }
-        if self.batch.capacity() > KEPT_CAPACITY {
-            self.batch.shrink_to(KEPT_CAPACITY);
-        }
         loop {
             tokio::select! {
-                r = self.stream.read(&mut self.batch) => {
-                    let applied = r.context("reading the ring buffer")?;
+                r = self.stream.wait() => {
+                    let applied = r.context("waiting for the ring buffer")?;
                     self.apply(applied);
                     if !self.reports.is_empty() {
                         return Ok(Step::default());
@@ -382,9 +384,7 @@ impl Pipeline {
     /// Applies what is left in the ring buffer (before exiting: nothing observed is dropped).
     pub fn drain(&mut self) {
         self.reports.clear();
-        let applied = mono_now_ns();
-        self.stream.drain_now(&mut self.batch);
-        self.apply(applied);
+        self.apply(mono_now_ns());
     }
 
     /// The most recent decoding failure, for the log.
@@ -392,20 +392,41 @@ impl Pipeline {
         self.stream.take_decode_error()
     }
 
+    /// Takes the ring's records and applies them to the tracker as they are decoded, a chunk
+    /// at a time, then moves the tracker's time on. `applied_ns` (every record reserved before
+    /// it is in the ring) is published once the ring has been emptied.
     fn apply(&mut self, applied_ns: u64) {
+        let mut taken = 0;
+        let emptied = loop {
+            let mut guard = self.shared.lock();
+            let s = &mut *guard;
+            let first = self.reports.len();
+            let reports = &mut self.reports;
+            let n = self
+                .stream
+                .drain_each(CHUNK, |event| s.tracker.apply(event, reports));
+            s.transitions.count(&self.reports[first..]);
+            s.workload_tally.count(&self.reports[first..], &s.workloads);
+            drop(guard);
+            taken += n;
+            if n < CHUNK {
+                break true;
+            }
+            if taken >= MAX_PER_READ {
+                break false;
+            }
+        };
         let mut guard = self.shared.lock();
         let s = &mut *guard;
-        // By reference, then cleared: moving each event out of the batch is a copy per event.
-        for event in &self.batch {
-            s.tracker.apply(event, &mut self.reports);
-        }
-        self.batch.clear();
+        let first = self.reports.len();
         s.tracker.advance(mono_now_ns(), &mut self.reports);
-        s.transitions.count(&self.reports);
-        s.workload_tally.count(&self.reports, &s.workloads);
+        s.transitions.count(&self.reports[first..]);
+        s.workload_tally.count(&self.reports[first..], &s.workloads);
         s.received = self.stream.received();
         drop(guard);
-        self.applied.store(applied_ns, Ordering::Release);
+        if emptied {
+            self.applied.store(applied_ns, Ordering::Release);
+        }
     }
 
     fn start_reconcile(&mut self) {

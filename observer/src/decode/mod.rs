@@ -186,7 +186,11 @@ impl SplitAddresses {
     }
 
     /// (family, source, destination) from the copied span.
-    #[inline]
+    #[expect(
+        clippy::inline_always,
+        reason = "measured: its result is then not copied"
+    )]
+    #[inline(always)]
     pub fn decode(&self, raw: &[u8]) -> Result<(Family, SocketAddr, SocketAddr), DecodeError> {
         // Each field's width was checked against the format (`from_format`).
         let (sport, dport) = (
@@ -284,6 +288,7 @@ impl<'a> SpanView<'a> {
     }
 
     /// The copied span of the tracepoint record (its length checked by [`read_span`]).
+    #[inline]
     pub fn raw(&self) -> &'a [u8] {
         let start = std::mem::offset_of!(SpanRecord, raw);
         &self.0[start..start + self.raw_len()]

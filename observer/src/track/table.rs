@@ -13,7 +13,7 @@ use std::{
 use hashbrown::HashTable;
 use observer_common::TcpState;
 
-use super::by_cgroup::ByCgroup;
+use super::by_cgroup::{ByCgroup, Group};
 use super::{
     Tuple,
     packed::{Ipv6Ends, PackedTuple, hash_key, hash_packed, hash_tuple},
@@ -97,7 +97,8 @@ struct Slot {
     key: u64,
     since_ns: u64,
     first_ns: u64,
-    cgroup: Option<CgroupId>,
+    /// The socket's cgroup, as its entry in the table's counts by cgroup.
+    group: Group,
     owner: Task,
     tuple: PackedTuple,
     /// Neighbours in insertion order (oldest first), as slot indices.
@@ -114,15 +115,16 @@ struct Slot {
 const _: () = assert!(size_of::<Slot>() == 112);
 
 impl Slot {
-    /// `c` packed under `key`, between `older` and `newer` in insertion order.
-    fn new(key: u64, older: u32, newer: u32, mark: u16, c: &Conn) -> Self {
+    /// `c` packed under `key`, between `older` and `newer` in insertion order, counted in
+    /// `group` (its cgroup's).
+    fn new(key: u64, older: u32, newer: u32, mark: u16, c: &Conn, group: Group) -> Self {
         let (tuple, v6) = PackedTuple::pack(&c.tuple);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         Self {
             key,
             since_ns: c.since_ns,
             first_ns: c.first_ns,
-            cgroup: c.cgroup,
+            group,
             owner: c.owner.unwrap_or(Task::new(0, 0, [0; 16])),
             tuple,
             older,
@@ -157,8 +159,9 @@ impl Slot {
         hash_packed(&self.tuple, self.v6())
     }
 
+    /// The connection, of `cgroup` (its group's).
     #[inline]
-    fn conn(&self) -> Conn {
+    fn conn(&self, cgroup: Option<CgroupId>) -> Conn {
         Conn {
             state: self.state,
             prev: self.prev,
@@ -167,7 +170,7 @@ impl Slot {
             first_ns: self.first_ns,
             owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
             tuple: self.tuple(),
-            cgroup: self.cgroup,
+            cgroup,
         }
     }
 
@@ -245,8 +248,15 @@ impl Table {
             since_ns: s.since_ns,
             first_ns: s.first_ns,
             owner: (s.bits & HAS_OWNER != 0).then_some(s.owner),
-            cgroup: s.cgroup,
+            cgroup: self.by_cgroup.cgroup(s.group),
         }
+    }
+
+    /// The connection in occupied slot `i`.
+    #[inline]
+    fn conn_at(&self, i: u32) -> Conn {
+        let s = &self.slots[i as usize];
+        s.conn(self.by_cgroup.cgroup(s.group))
     }
 
     /// Overwrites the connection at `at`, found since the table last changed, keeping its
@@ -260,13 +270,13 @@ impl Table {
     #[inline]
     pub fn get(&self, key: u64) -> Option<Conn> {
         let i = self.slot_of(key)?;
-        Some(self.slots[i as usize].conn())
+        Some(self.conn_at(i))
     }
 
     /// The connection, written back when the returned guard drops. Its tuple may change.
     pub fn get_mut(&mut self, key: u64) -> Option<ConnMut<'_>> {
         let i = self.slot_of(key)?;
-        let conn = self.slots[i as usize].conn();
+        let conn = self.conn_at(i);
         Some(ConnMut {
             table: self,
             slot: i,
@@ -277,18 +287,18 @@ impl Table {
     /// Writes `conn` into occupied slot `i`, keeping counts and indexes right.
     fn store(&mut self, i: u32, conn: &Conn) {
         let slot = &self.slots[i as usize];
-        let (state, since_ns, cgroup) = (slot.state, slot.since_ns, slot.cgroup);
+        let (state, since_ns, group) = (slot.state, slot.since_ns, slot.group);
         // Nearly every change keeps the tuple: its fields are then written in place, with no
         // packing, no copy of the slot and no index to update.
         if !slot.tuple.holds(slot.v6(), &conn.tuple) {
             self.store_moved(i, conn);
             return;
         }
-        self.recount(i, (state, since_ns, cgroup), conn);
+        let group = self.recount(i, (state, since_ns, group), conn);
         let slot = &mut self.slots[i as usize];
         slot.since_ns = conn.since_ns;
         slot.first_ns = conn.first_ns;
-        slot.cgroup = conn.cgroup;
+        slot.group = group;
         slot.state = conn.state;
         slot.prev = conn.prev;
         slot.flags = conn.flags;
@@ -304,29 +314,28 @@ impl Table {
     /// [`Table::store`] of a connection whose tuple changed (a connecting socket's port bound).
     fn store_moved(&mut self, i: u32, conn: &Conn) {
         let old = self.slots[i as usize];
-        let new = Slot::new(old.key, old.older, old.newer, old.mark, conn);
         self.unindex_tuple(i, old.tuple_hash());
-        self.recount(i, (old.state, old.since_ns, old.cgroup), conn);
-        self.slots[i as usize] = new;
+        let group = self.recount(i, (old.state, old.since_ns, old.group), conn);
+        self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn, group);
         self.index_tuple(i);
     }
 
-    /// Moves slot `i`'s counts from what it held, (state, since, cgroup), to `conn`.
-    #[inline]
+    /// Moves slot `i`'s counts from what it held, (state, since, group), to `conn`; returns
+    /// its group now. Always inlined: on every transition, and smaller than a call's spills.
+    #[expect(clippy::inline_always, reason = "measured with callgrind")]
+    #[inline(always)]
     fn recount(
         &mut self,
         i: u32,
-        (state, since_ns, cgroup): (TcpState, u64, Option<CgroupId>),
+        (state, since_ns, group): (TcpState, u64, Group),
         conn: &Conn,
-    ) {
+    ) -> Group {
         if (state, since_ns) != (conn.state, conn.since_ns) {
             self.count(i, state, since_ns, -1);
             self.count(i, conn.state, conn.since_ns, 1);
         }
-        if (cgroup, state) != (conn.cgroup, conn.state) {
-            self.by_cgroup
-                .moved((cgroup, state), (conn.cgroup, conn.state));
-        }
+        self.by_cgroup
+            .moved((group, state), (conn.cgroup, conn.state))
     }
 
     // Inlined, with the rare CLOSE_WAIT bookkeeping kept out of line: two per transition.
@@ -365,7 +374,7 @@ impl Table {
     #[inline]
     pub fn remove(&mut self, key: u64) -> Option<Conn> {
         let i = self.take(key)?;
-        let conn = self.slots[i as usize].conn();
+        let conn = self.conn_at(i);
         self.vacate(i);
         Some(conn)
     }
@@ -389,11 +398,11 @@ impl Table {
             .0;
         self.unlink(i);
         let slot = &self.slots[i as usize];
-        let (hash, state, since_ns, cgroup) =
-            (slot.tuple_hash(), slot.state, slot.since_ns, slot.cgroup);
+        let (hash, state, since_ns, group) =
+            (slot.tuple_hash(), slot.state, slot.since_ns, slot.group);
         self.unindex_tuple(i, hash);
         self.count(i, state, since_ns, -1);
-        self.by_cgroup.add(cgroup, state, -1);
+        self.by_cgroup.leave(group, state);
         Some(i)
     }
 
@@ -424,10 +433,9 @@ impl Table {
 
     /// The sockets in CLOSE_WAIT, oldest first.
     pub fn close_wait(&self) -> impl Iterator<Item = (u64, Conn)> + '_ {
-        self.close_wait.iter().map(|&(_, i)| {
-            let s = &self.slots[i as usize];
-            (s.key, s.conn())
-        })
+        self.close_wait
+            .iter()
+            .map(|&(_, i)| (self.slots[i as usize].key, self.conn_at(i)))
     }
 
     /// Sockets in each state (index: kernel value - 1).
@@ -461,7 +469,7 @@ impl Table {
     /// The socket in slot `i`, with its reconciliation mark, when one is there.
     pub fn at(&self, i: usize) -> Option<(u64, Conn, u16)> {
         let s = self.slots.get(i).filter(|s| !s.vacant())?;
-        Some((s.key, s.conn(), s.mark))
+        Some((s.key, s.conn(self.by_cgroup.cgroup(s.group)), s.mark))
     }
 
     /// The reconciliation mark of `key`.
@@ -496,7 +504,8 @@ impl Table {
         if self.index.len() >= self.capacity {
             evicted = self.remove(self.slots[self.oldest as usize].key);
         }
-        let slot = Slot::new(key, self.newest, NONE, mark, &conn);
+        let group = self.by_cgroup.enter(conn.cgroup, conn.state);
+        let slot = Slot::new(key, self.newest, NONE, mark, &conn, group);
         let i = match self.vacant {
             NONE => {
                 self.slots.push(slot);
@@ -518,7 +527,6 @@ impl Table {
             .insert_unique(hash_key(key), i, |&j| hash_key(slots[j as usize].key));
         self.index_tuple(i);
         self.count(i, conn.state, conn.since_ns, 1);
-        self.by_cgroup.add(conn.cgroup, conn.state, 1);
         evicted
     }
 

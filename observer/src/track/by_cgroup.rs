@@ -76,16 +76,6 @@ impl ByCgroup {
         group
     }
 
-    /// One socket of `cgroup` entered `state` (`delta` 1) or left it (-1), for a table that
-    /// keeps the cgroup rather than its group.
-    pub fn add(&mut self, cgroup: Option<CgroupId>, state: TcpState, delta: i64) {
-        if delta > 0 {
-            self.enter(cgroup, state);
-        } else if let Some(&group) = self.index.get(&cgroup) {
-            self.leave(group, state);
-        }
-    }
-
     fn group_of(&mut self, cgroup: Option<CgroupId>) -> Group {
         if let Some(&group) = self.index.get(&cgroup) {
             return group;
@@ -160,7 +150,7 @@ mod tests {
         assert_eq!(by.cgroup(gb), b);
         assert_eq!(counted(&by), [(a, 0, 1, 0), (b, 0, 0, 1)]);
         by.leave(ga2, TcpState::Established);
-        by.add(b, TcpState::Listen, -1);
+        by.leave(gb, TcpState::Listen);
         assert_eq!(by.iter().count(), 0);
         assert_eq!(by.index.len(), 3, "kept until pruned");
         by.prune();

@@ -4,7 +4,7 @@
 //! bytes per entry, and counted as they come and go: by substate, per namespace and per
 //! destination, so that neither a scrape nor an alert evaluation walks them.
 
-use super::by_cgroup::ByCgroup;
+use super::by_cgroup::{ByCgroup, Group};
 use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
@@ -60,7 +60,11 @@ struct Slot {
     cookie: u64,
     since_ns: u64,
     touched_ns: u64,
-    cgroup: Option<CgroupId>,
+    /// The socket's cgroup, as its entry in the table's counts by cgroup.
+    group: Group,
+    /// Its tuple's [`hash_tuple`], folded to 32 bits ([`fold`]): growing or cleaning the
+    /// tuple index rehashes every socket, and reading this is cheaper than hashing its tuple.
+    tuple_hash: u32,
     owner: Task,
     tuple: PackedTuple,
     timeout_ms: u32,
@@ -73,7 +77,8 @@ struct Slot {
 const _: () = assert!(size_of::<Slot>() == 112);
 
 impl Slot {
-    fn new(key: u64, mark: u16, tw: &Tw) -> Self {
+    /// `tw` under `key`, counted in `group` (its cgroup's).
+    fn new(key: u64, mark: u16, tw: &Tw, group: Group) -> Self {
         let (tuple, v6) = PackedTuple::pack(&tw.tuple);
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         let mut slot = Self {
@@ -81,7 +86,8 @@ impl Slot {
             cookie: 0,
             since_ns: 0,
             touched_ns: 0,
-            cgroup: None,
+            group,
+            tuple_hash: fold(hash_packed(&tuple, v6)),
             timeout_ms: 0,
             owner: Task::new(0, 0, [0; 16]),
             tuple,
@@ -93,13 +99,13 @@ impl Slot {
         slot
     }
 
-    /// Writes everything of `tw` but its tuple, which a timewait socket keeps: no packing.
+    /// Writes everything of `tw` but its tuple, which a timewait socket keeps (no packing), and
+    /// its cgroup, which its group holds.
     fn update(&mut self, tw: &Tw) {
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         self.cookie = tw.cookie;
         self.since_ns = tw.substate_since_ns;
         self.touched_ns = tw.touched_ns;
-        self.cgroup = tw.cgroup;
         self.timeout_ms = tw
             .timeout_ns
             .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX));
@@ -126,19 +132,20 @@ impl Slot {
         self.tuple.unpack(self.v6())
     }
 
-    /// [`hash_tuple`] of its tuple, without unpacking it.
+    /// The hash its tuple is indexed by.
     fn tuple_hash(&self) -> u64 {
-        hash_packed(&self.tuple, self.v6())
+        widen(self.tuple_hash)
     }
 
-    fn tw(&self) -> Tw {
+    /// The socket, of `cgroup` (its group's).
+    fn tw(&self, cgroup: Option<CgroupId>) -> Tw {
         Tw {
             substate: self.substate,
             tuple: self.tuple(),
             substate_since_ns: self.since_ns,
             lower_bound: self.bits & LOWER_BOUND != 0,
             owner: (self.bits & HAS_OWNER != 0).then_some(self.owner),
-            cgroup: self.cgroup,
+            cgroup,
             timeout_ns: (self.bits & HAS_TIMEOUT != 0)
                 .then_some(u64::from(self.timeout_ms) * 1_000_000),
             cookie: self.cookie,
@@ -150,6 +157,23 @@ impl Slot {
     fn holds(&self, tuple: &Tuple) -> bool {
         !self.vacant() && self.tuple.holds(self.v6(), tuple)
     }
+}
+
+/// The 32 bits of a tuple's hash a slot keeps: the high half, FxHash's best mixed.
+const fn fold(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+/// The index's hash of a folded one: the 32 bits in both halves, so that hashbrown's probe
+/// position (low bits) and tag (top 7 bits) both come from them.
+fn widen(folded: u32) -> u64 {
+    let h = u64::from(folded);
+    (h << 32) | h
+}
+
+/// The index's hash of `tuple`.
+fn tuple_index_hash(tuple: &Tuple) -> u64 {
+    widen(fold(hash_tuple(tuple)))
 }
 
 /// Adds `delta` to a count, dropping it at zero so that the map holds only what exists.
@@ -218,7 +242,13 @@ impl TimewaitTable {
     }
 
     pub fn get(&self, key: u64) -> Option<Tw> {
-        self.slot_of(key).map(|i| self.slots[i as usize].tw())
+        self.slot_of(key).map(|i| self.tw_at(i))
+    }
+
+    /// The socket in occupied slot `i`.
+    fn tw_at(&self, i: u32) -> Tw {
+        let s = &self.slots[i as usize];
+        s.tw(self.by_cgroup.cgroup(s.group))
     }
 
     /// The substate of `key`, without unpacking the rest.
@@ -230,7 +260,7 @@ impl TimewaitTable {
     pub fn key_of(&self, tuple: &Tuple) -> Option<u64> {
         let slots = &self.slots;
         self.by_tuple
-            .find(hash_tuple(tuple), |&i| slots[i as usize].holds(tuple))
+            .find(tuple_index_hash(tuple), |&i| slots[i as usize].holds(tuple))
             .map(|&i| slots[i as usize].key)
     }
 
@@ -238,7 +268,7 @@ impl TimewaitTable {
     /// change.
     pub fn get_mut(&mut self, key: u64) -> Option<TwMut<'_>> {
         let i = self.slot_of(key)?;
-        let tw = self.slots[i as usize].tw();
+        let tw = self.tw_at(i);
         Some(TwMut {
             table: self,
             slot: i,
@@ -270,7 +300,8 @@ impl TimewaitTable {
         if self.len >= self.capacity {
             return Err(Full);
         }
-        let slot = Slot::new(key, mark, &tw);
+        let group = self.by_cgroup.enter(tw.cgroup, tw.substate);
+        let slot = Slot::new(key, mark, &tw, group);
         let i = match self.vacant {
             NONE => {
                 self.slots.push(slot);
@@ -307,8 +338,10 @@ impl TimewaitTable {
             .ok()?
             .remove()
             .0;
-        let tw = self.slots[i as usize].tw();
+        let tw = self.tw_at(i);
         let hash = self.slots[i as usize].tuple_hash();
+        self.by_cgroup
+            .leave(self.slots[i as usize].group, tw.substate);
         if let Ok(entry) = self.by_tuple.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
@@ -344,7 +377,7 @@ impl TimewaitTable {
     /// The socket in slot `i`, with its reconciliation mark, when one is there.
     pub fn at(&self, i: usize) -> Option<(u64, Tw, u16)> {
         let s = self.slots.get(i).filter(|s| !s.vacant())?;
-        Some((s.key, s.tw(), s.mark))
+        Some((s.key, s.tw(self.by_cgroup.cgroup(s.group)), s.mark))
     }
 
     /// Records that the reconciliation `mark` found `key` in its dump.
@@ -358,7 +391,7 @@ impl TimewaitTable {
         self.slots
             .iter()
             .filter(|s| !s.vacant())
-            .map(|s| (s.key, s.tw()))
+            .map(|s| (s.key, s.tw(self.by_cgroup.cgroup(s.group))))
     }
 
     /// Timewait sockets by cgroup and substate.
@@ -422,7 +455,8 @@ impl TimewaitTable {
         }
     }
 
-    /// The counts that follow a socket's substate and cgroup (its tuple never changes).
+    /// The count that follows a socket's substate (its tuple never changes; its cgroup's count
+    /// follows its group).
     fn count_state(&mut self, tw: &Tw, delta: i64) {
         let slot = if tw.substate == TcpState::FinWait2 {
             &mut self.fin_wait2
@@ -430,7 +464,6 @@ impl TimewaitTable {
             &mut self.time_wait
         };
         *slot = slot.saturating_add_signed(delta);
-        self.by_cgroup.add(tw.cgroup, tw.substate, delta);
     }
 
     /// Bytes of heap this table holds, estimated from its capacities.
@@ -474,11 +507,18 @@ impl Drop for TwMut<'_> {
         );
         let (before, tw) = (self.before, self.tw);
         // Counts by namespace and destination follow the tuple, which stays.
-        if (before.substate, before.cgroup) != (tw.substate, tw.cgroup) {
+        if before.substate != tw.substate {
             self.table.count_state(&before, -1);
             self.table.count_state(&tw, 1);
         }
-        self.table.slots[self.slot as usize].update(&tw);
+        let slot = &self.table.slots[self.slot as usize];
+        let group = self
+            .table
+            .by_cgroup
+            .moved((slot.group, before.substate), (tw.cgroup, tw.substate));
+        let slot = &mut self.table.slots[self.slot as usize];
+        slot.group = group;
+        slot.update(&tw);
     }
 }
 

@@ -72,8 +72,8 @@ pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Counting,
     pace: ReadPace,
-    /// Records taken since the last wait: what that look found.
-    taken_since_wait: usize,
+    /// A wait ended and the drain after it has not yet told the pace what it found.
+    look_pending: bool,
 }
 
 /// How long the next read waits for a wakeup before it looks on its own: [`READ_EVERY`] while
@@ -156,7 +156,7 @@ impl EventStream {
             ring,
             decoder,
             pace: ReadPace::new(),
-            taken_since_wait: 0,
+            look_pending: false,
         })
     }
 
@@ -189,14 +189,13 @@ impl EventStream {
 
     /// The wait of [`EventStream::read`], without the drain: the caller then takes the records
     /// with [`EventStream::drain_each`], and every record reserved before the returned time has
-    /// been read once the ring is empty. Cancel-safe: it consumes nothing.
+    /// been read once the ring is empty. Cancel-safe: it changes nothing until the wait ends.
     pub async fn wait(&mut self) -> std::io::Result<u64> {
-        self.pace.looked(self.taken_since_wait > 0);
-        self.taken_since_wait = 0;
         if let Ok(guard) = tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await {
             // Cleared before draining, so a wakeup during the drain is not lost.
             guard?.clear_ready();
         }
+        self.look_pending = true;
         Ok(mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS))
     }
 
@@ -204,7 +203,10 @@ impl EventStream {
     /// without copying them anywhere; returns how many records it took (0: the ring was empty).
     pub fn drain_each(&mut self, limit: usize, each: impl FnMut(&Event)) -> usize {
         let taken = self.decoder.drain(self.ring.get_mut(), limit, each);
-        self.taken_since_wait += taken;
+        // The first drain after a wait tells whether that look found records.
+        if std::mem::take(&mut self.look_pending) {
+            self.pace.looked(taken > 0);
+        }
         taken
     }
 

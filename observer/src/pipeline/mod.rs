@@ -97,8 +97,7 @@ const EARLY_RECONCILE_GAP: Duration = Duration::from_secs(10);
 /// Reports buffered between reads are kept to this capacity.
 const KEPT_CAPACITY: usize = 16_384;
 
-/// Events applied under one taking of the state's lock; their reports are counted while they
-/// are still in the CPU's cache.
+/// Events applied under one taking of the state's lock: a scrape waits for at most one chunk.
 const CHUNK: usize = 256;
 
 /// At most this many records are taken per read, so that a ring refilled as fast as it is
@@ -393,8 +392,8 @@ impl Pipeline {
     }
 
     /// Takes the ring's records and applies them to the tracker as they are decoded, a chunk
-    /// at a time, then moves the tracker's time on. `applied_ns` (every record reserved before
-    /// it is in the ring) is published once the ring has been emptied.
+    /// at a time, then moves the tracker's time on. `applied_ns` (records reserved before it
+    /// were in the ring when the read began) is published only once the ring has been emptied.
     fn apply(&mut self, applied_ns: u64) {
         let mut taken = 0;
         let emptied = loop {
@@ -405,8 +404,7 @@ impl Pipeline {
             let n = self
                 .stream
                 .drain_each(CHUNK, |event| s.tracker.apply(event, reports));
-            s.transitions.count(&self.reports[first..]);
-            s.workload_tally.count(&self.reports[first..], &s.workloads);
+            s.count_reports(&self.reports[first..]);
             drop(guard);
             taken += n;
             if n < CHUNK {
@@ -420,8 +418,7 @@ impl Pipeline {
         let s = &mut *guard;
         let first = self.reports.len();
         s.tracker.advance(mono_now_ns(), &mut self.reports);
-        s.transitions.count(&self.reports[first..]);
-        s.workload_tally.count(&self.reports[first..], &s.workloads);
+        s.count_reports(&self.reports[first..]);
         s.received = self.stream.received();
         drop(guard);
         if emptied {

@@ -12,15 +12,16 @@ use crate::{
     listen_queues::ListenQueues,
     snapshot::{Breakdown, Selection, Snapshot, Sources},
     stream::Losses,
-    track::{LastReconciliation, Tracker, TransitionCounts},
+    track::{LastReconciliation, Report, Tracker, TransitionCounts},
 };
 use crate::{
     event::Netns,
     workload::{Resolver, tally::WorkloadTally},
 };
 
-/// The tracker and what surrounds it. The event loop holds the lock while it applies a batch,
-/// a reconciliation while it applies a part of a dump, a scrape while it copies a snapshot.
+/// The tracker and what surrounds it. The event loop holds the lock while it applies a chunk of
+/// events, a reconciliation while it applies a part of a dump, a scrape while it copies a
+/// snapshot.
 pub struct State {
     pub tracker: Tracker,
     pub transitions: TransitionCounts,
@@ -74,6 +75,13 @@ impl State {
             workload_tally: WorkloadTally::default(),
             socket_client_drops: 0,
         }
+    }
+
+    /// Counts what the reports of events just applied tell: transitions by pair, and what
+    /// each workload's sockets did.
+    pub fn count_reports(&mut self, reports: &[Report]) {
+        self.transitions.count(reports);
+        self.workload_tally.count(reports, &self.workloads);
     }
 }
 

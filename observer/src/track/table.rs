@@ -255,7 +255,12 @@ impl Table {
     /// The connection in occupied slot `i`.
     #[inline]
     fn conn_at(&self, i: u32) -> Conn {
-        let s = &self.slots[i as usize];
+        self.conn_of(&self.slots[i as usize])
+    }
+
+    /// The connection an occupied slot holds, with its group's cgroup.
+    #[inline]
+    fn conn_of(&self, s: &Slot) -> Conn {
         s.conn(self.by_cgroup.cgroup(s.group))
     }
 
@@ -469,7 +474,7 @@ impl Table {
     /// The socket in slot `i`, with its reconciliation mark, when one is there.
     pub fn at(&self, i: usize) -> Option<(u64, Conn, u16)> {
         let s = self.slots.get(i).filter(|s| !s.vacant())?;
-        Some((s.key, s.conn(self.by_cgroup.cgroup(s.group)), s.mark))
+        Some((s.key, self.conn_of(s), s.mark))
     }
 
     /// The reconciliation mark of `key`.

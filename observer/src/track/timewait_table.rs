@@ -247,7 +247,11 @@ impl TimewaitTable {
 
     /// The socket in occupied slot `i`.
     fn tw_at(&self, i: u32) -> Tw {
-        let s = &self.slots[i as usize];
+        self.tw_of(&self.slots[i as usize])
+    }
+
+    /// The socket an occupied slot holds, with its group's cgroup.
+    fn tw_of(&self, s: &Slot) -> Tw {
         s.tw(self.by_cgroup.cgroup(s.group))
     }
 
@@ -377,7 +381,7 @@ impl TimewaitTable {
     /// The socket in slot `i`, with its reconciliation mark, when one is there.
     pub fn at(&self, i: usize) -> Option<(u64, Tw, u16)> {
         let s = self.slots.get(i).filter(|s| !s.vacant())?;
-        Some((s.key, s.tw(self.by_cgroup.cgroup(s.group)), s.mark))
+        Some((s.key, self.tw_of(s), s.mark))
     }
 
     /// Records that the reconciliation `mark` found `key` in its dump.
@@ -391,7 +395,7 @@ impl TimewaitTable {
         self.slots
             .iter()
             .filter(|s| !s.vacant())
-            .map(|s| (s.key, s.tw(self.by_cgroup.cgroup(s.group))))
+            .map(|s| (s.key, self.tw_of(s)))
     }
 
     /// Timewait sockets by cgroup and substate.
@@ -511,13 +515,11 @@ impl Drop for TwMut<'_> {
             self.table.count_state(&before, -1);
             self.table.count_state(&tw, 1);
         }
-        let slot = &self.table.slots[self.slot as usize];
-        let group = self
+        let slot = &mut self.table.slots[self.slot as usize];
+        slot.group = self
             .table
             .by_cgroup
             .moved((slot.group, before.substate), (tw.cgroup, tw.substate));
-        let slot = &mut self.table.slots[self.slot as usize];
-        slot.group = group;
         slot.update(&tw);
     }
 }

@@ -182,16 +182,19 @@ impl EventStream {
     /// record was read: the drain's start, less a margin for records reserved but not yet
     /// submitted. Cancel-safe: records are consumed only after the wait.
     pub async fn read(&mut self, out: &mut Vec<Event>) -> std::io::Result<u64> {
-        let began = self.wait().await?;
+        let began = self.wait(false).await?;
         self.drain_each(usize::MAX, |e| out.push(*e));
         Ok(began)
     }
 
     /// The wait of [`EventStream::read`], without the drain: the caller then takes the records
     /// with [`EventStream::drain_each`], and every record reserved before the returned time has
-    /// been read once the ring is empty. Cancel-safe: it changes nothing until the wait ends.
-    pub async fn wait(&mut self) -> std::io::Result<u64> {
-        if let Ok(guard) = tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await {
+    /// been read once the ring is empty. `at_once`: the caller left records in the ring, and
+    /// looks again without waiting. Cancel-safe: it changes nothing until the wait ends.
+    pub async fn wait(&mut self, at_once: bool) -> std::io::Result<u64> {
+        if !at_once
+            && let Ok(guard) = tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await
+        {
             // Cleared before draining, so a wakeup during the drain is not lost.
             guard?.clear_ready();
         }

@@ -100,9 +100,10 @@ const KEPT_CAPACITY: usize = 16_384;
 /// Events applied under one taking of the state's lock: a scrape waits for at most one chunk.
 const CHUNK: usize = 256;
 
-/// At most this many records are taken per read, so that a ring refilled as fast as it is
-/// read cannot keep [`Pipeline::next`] from returning (nor its reports from growing).
-const MAX_PER_READ: usize = 1 << 17;
+/// At most this many records are taken per read: a ring refilled as fast as it is read must
+/// not keep [`Pipeline::next`] from returning, and one step's reports stay a fraction of a
+/// streaming client's queue (4 MiB by default). What is left is read at once, without waiting.
+const MAX_PER_READ: usize = 4096;
 
 /// A CLOSE_WAIT socket whose holder was not found is looked for again this much later.
 const OWNER_RETRY_NS: u64 = 60_000_000_000;
@@ -124,6 +125,8 @@ pub struct Pipeline {
     shared: Shared,
     /// Every record reserved before this `CLOCK_MONOTONIC` time has been applied.
     applied: Arc<AtomicU64>,
+    /// The last read stopped at [`MAX_PER_READ`]: the next one does not wait.
+    behind: bool,
     reports: Vec<Report>,
     engine: Option<Engine>,
     settings: Settings,
@@ -183,6 +186,7 @@ impl Pipeline {
             stream,
             shared,
             applied: Arc::new(AtomicU64::new(0)),
+            behind: false,
             reports: Vec::with_capacity(1024),
             engine,
             settings,
@@ -198,7 +202,7 @@ impl Pipeline {
         p.start_reconcile();
         loop {
             tokio::select! {
-                r = p.stream.wait() => {
+                r = p.stream.wait(p.behind) => {
                     let applied = r.context("waiting for the ring buffer")?;
                     p.apply(applied);
                     // Counted in the state; not shown.
@@ -231,7 +235,7 @@ impl Pipeline {
         }
         loop {
             tokio::select! {
-                r = self.stream.wait() => {
+                r = self.stream.wait(self.behind) => {
                     let applied = r.context("waiting for the ring buffer")?;
                     self.apply(applied);
                     if !self.reports.is_empty() {
@@ -421,6 +425,7 @@ impl Pipeline {
         s.count_reports(&self.reports[first..]);
         s.received = self.stream.received();
         drop(guard);
+        self.behind = !emptied;
         if emptied {
             self.applied.store(applied_ns, Ordering::Release);
         }

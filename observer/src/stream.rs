@@ -190,10 +190,13 @@ impl EventStream {
     /// The wait of [`EventStream::read`], without the drain: the caller then takes the records
     /// with [`EventStream::drain_each`], and every record reserved before the returned time has
     /// been read once the ring is empty. `at_once`: the caller left records in the ring, and
-    /// looks again without waiting. Cancel-safe: it changes nothing until the wait ends.
+    /// looks again after only letting the runtime's other tasks run (a client's writer among
+    /// them). Cancel-safe: it changes nothing until the wait ends.
     pub async fn wait(&mut self, at_once: bool) -> std::io::Result<u64> {
-        if !at_once
-            && let Ok(guard) = tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await
+        if at_once {
+            tokio::task::yield_now().await;
+        } else if let Ok(guard) =
+            tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await
         {
             // Cleared before draining, so a wakeup during the drain is not lost.
             guard?.clear_ready();

@@ -14,6 +14,12 @@ use super::{
 };
 use crate::event::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
 
+/// The kernel's TCP_TIMEWAIT_LEN (60 s, not tunable): the timer's length once a FIN moves a
+/// timewait socket from FIN_WAIT2 to TIME_WAIT (`tcp_timewait_state_process`). That re-arming
+/// often stays within the timer's wheel bucket, which no tracepoint reports, so the length
+/// comes from here.
+const TIMEWAIT_LEN_NS: u64 = 60_000_000_000;
+
 /// Timewait sockets followed, and how they came and went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TimewaitCounts {
@@ -213,7 +219,11 @@ impl Tracker {
             lower_bound: false,
             owner: None,
             cgroup: None,
-            timeout_ns: timeout_ns.filter(|_| !fin_on_its_way),
+            timeout_ns: if fin_on_its_way {
+                Some(TIMEWAIT_LEN_NS)
+            } else {
+                timeout_ns
+            },
             cookie: t.cookie,
             touched_ns: now,
         };
@@ -478,7 +488,7 @@ impl Tracker {
             // so this may be the only sign of it.
             tw.substate = TcpState::TimeWait;
             tw.substate_since_ns = t.mono_ns;
-            tw.timeout_ns = None;
+            tw.timeout_ns = Some(TIMEWAIT_LEN_NS);
             tw.touched_ns = t.mono_ns;
             return;
         }
@@ -486,6 +496,7 @@ impl Tracker {
         let was_lower_bound = tw.lower_bound;
         tw.substate = TcpState::TimeWait;
         tw.substate_since_ns = t.mono_ns;
+        tw.timeout_ns = Some(TIMEWAIT_LEN_NS);
         tw.touched_ns = t.mono_ns;
         tw.lower_bound = false;
         let tw = *tw;
@@ -499,7 +510,9 @@ impl Tracker {
             TcpState::FinWait2,
             Some(spent),
             was_lower_bound,
-            Note::TimewaitEntered { timeout_ns: None },
+            Note::TimewaitEntered {
+                timeout_ns: tw.timeout_ns,
+            },
         ));
     }
 

@@ -140,6 +140,65 @@ fn time_wait_killed_by_reusing_the_four_tuple(addr: IpAddr) {
 
 both_families!(time_wait_killed_by_reusing_the_four_tuple);
 
+/// The client closes first and the server only later: the client's end waits orphaned in
+/// FIN_WAIT2 inside a timewait socket, and the server's FIN moves it to TIME_WAIT. The kernel
+/// re-arms its timer for 60 s, often within the same timer-wheel bucket, which no tracepoint
+/// reports: the entry still carries the 60 s, which the kernel's own timer confirms.
+fn an_orphaned_fin_wait2_enters_time_wait_at_the_peer_fin(addr: IpAddr) {
+    const HELD: Duration = Duration::from_millis(300);
+    let _serial = serial();
+    let ns = NetNs::new("fw2fin").unwrap();
+    let mut rec = Recorder::start(ns.inode());
+    let Pair {
+        listener,
+        client,
+        mut server,
+        conn,
+    } = ns.enter(|| support::connected_pair(addr));
+    drop(client);
+    let closed_at = Instant::now();
+    let client_addr = SocketAddr::new(addr, conn.client_port);
+    // The server's delayed ACK of the client's FIN takes the client to FIN_WAIT2.
+    rec.reports_until(Duration::from_secs(10), |r| {
+        transitions_at(r, client_addr)
+            .iter()
+            .any(|(_, new, _, _)| *new == FinWait2)
+    });
+    std::thread::sleep(HELD);
+    assert_eq!(server.read(&mut [0u8; 4]).unwrap(), 0);
+    drop(server);
+    let fin_at = Instant::now();
+    let kernel = ns.enter(|| observer::sockdiag::dump_current().unwrap());
+    let dumped_after = u32::try_from(fin_at.elapsed().as_millis()).unwrap();
+    let reports = rec.reports_until(Duration::from_secs(10), |r| {
+        entered_time_wait(r, client_addr)
+    });
+    let entry = transitions_at(reports, client_addr)
+        .into_iter()
+        .find(|(_, new, _, _)| *new == TimeWait)
+        .unwrap();
+    assert_eq!(entry.0, FinWait2, "{entry:?}");
+    let in_fin_wait2 = Duration::from_nanos(entry.2.unwrap());
+    assert!(
+        HELD <= in_fin_wait2 && in_fin_wait2 <= fin_at.duration_since(closed_at),
+        "FIN_WAIT2 lasted {in_fin_wait2:?} by the tracker, between {HELD:?} and {:?} by this test",
+        fin_at.duration_since(closed_at)
+    );
+    // The kernel's own timer: TIME_WAIT, armed for 60 s from the FIN (less the time since).
+    let tw = kernel
+        .iter()
+        .find(|s| s.local == client_addr)
+        .expect("the client's timewait socket");
+    assert_eq!(tw.state, TimeWait, "{tw:?}");
+    assert!(
+        (60_000 - dumped_after - 20..=60_000).contains(&tw.expires_ms),
+        "the kernel's timer: {tw:?}"
+    );
+    drop(listener);
+}
+
+both_families!(an_orphaned_fin_wait2_enters_time_wait_at_the_peer_fin);
+
 /// One full TIME_WAIT: Linux's fixed 60 s, fired by the timer wheel up to one bucket late
 /// (2.048 s at the coarsest level a 60 s timer sits in with HZ=250).
 #[test]

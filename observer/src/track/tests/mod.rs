@@ -92,14 +92,16 @@ const fn expired_after(spent_ms: u64) -> (TcpState, TcpState, Option<u64>, Optio
     )
 }
 
-/// The report of a timewait socket that entered TIME_WAIT through the peer's FIN (its timer's
-/// new length unknown) after `spent_ms` in FIN_WAIT2.
+/// The report of a timewait socket that entered TIME_WAIT through the peer's FIN (its timer
+/// re-armed for the kernel's fixed 60 s) after `spent_ms` in FIN_WAIT2.
 const fn fin_entered_after(spent_ms: u64) -> (TcpState, TcpState, Option<u64>, Option<Note>) {
     (
         FinWait2,
         TimeWait,
         Some(spent_ms * MS),
-        Some(Note::TimewaitEntered { timeout_ns: None }),
+        Some(Note::TimewaitEntered {
+            timeout_ns: Some(60_000 * MS),
+        }),
     )
 }
 

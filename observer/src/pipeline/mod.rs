@@ -561,7 +561,8 @@ fn log_ring_size(bytes: u32) {
 
 fn log_reconciled(done: &Reconciled) {
     let o = &done.outcome;
-    if o.stale + o.stale_timewait + o.corrected > 0 {
+    // Sockets not tracked yet mean lost starts too: the kernel can skip a program uncounted.
+    if o.stale + o.stale_timewait + o.corrected + o.added > 0 {
         log::info!(
             "reconciliation: {} sockets and {} timewait sockets had ended unseen, {} had \
              changed state unseen (corrected); {} sockets were not tracked yet ({} listed in {} \

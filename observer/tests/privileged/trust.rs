@@ -259,7 +259,8 @@ fn client_side_time_wait(n: usize) -> f64 {
 /// 20,000 TIME_WAIT sockets made within about two seconds expire together, bucket by bucket of
 /// the timer wheel: every one of them is seen to expire and nothing is lost at the expiry, with
 /// the default ring buffer. (Their entries are seen too, but for the few whose transitions the
-/// kernel skipped under the load: counted as recursion misses.)
+/// kernel skipped under the load: counted as recursion misses, or, when the kernel did not
+/// count them, found by the next reconciliation.)
 #[test]
 fn a_time_wait_expiry_burst_is_counted_socket_for_socket() {
     const N: usize = 20_000;
@@ -303,9 +304,17 @@ fn a_time_wait_expiry_burst_is_counted_socket_for_socket() {
     }
     let lost_under_load = usize::try_from(live.lost()).unwrap();
     let (entered, ..) = live.timewait_reports();
+    // The kernel may also skip a program without counting it (seen: 2 of 200,004 runs of the
+    // transition program missing, with the timer start between them): the reconciliation finds
+    // those sockets in sock_diag and counts them.
+    let added = usize::try_from(live.reconcile().outcome.added).unwrap();
+    eprintln!(
+        "{entered} entries seen, {lost_under_load} events lost, {added} sockets added by a reconciliation"
+    );
     assert!(
-        entered + lost_under_load >= N && entered <= N,
-        "{entered} entries seen, {lost_under_load} events lost"
+        entered + lost_under_load + added >= N && entered <= N,
+        "{entered} entries seen, {lost_under_load} events lost, {added} sockets added by a \
+         reconciliation"
     );
     // 60 s, fired by the timer wheel up to one 2 s bucket late.
     live.run_until(Duration::from_secs(80), "every expiry", |l| {

@@ -482,22 +482,18 @@ impl Tracker {
         if tw.substate != TcpState::FinWait2 {
             return;
         }
-        if !linked {
-            // The close of our full socket is still to come: that handover reports the entry.
-            // The FIN may move the timer within its wheel bucket, which no tracepoint shows,
-            // so this may be the only sign of it.
-            tw.substate = TcpState::TimeWait;
-            tw.substate_since_ns = t.mono_ns;
-            tw.timeout_ns = Some(TIMEWAIT_LEN_NS);
-            tw.touched_ns = t.mono_ns;
-            return;
-        }
         let spent = t.mono_ns.saturating_sub(tw.substate_since_ns);
         let was_lower_bound = tw.lower_bound;
         tw.substate = TcpState::TimeWait;
         tw.substate_since_ns = t.mono_ns;
         tw.timeout_ns = Some(TIMEWAIT_LEN_NS);
         tw.touched_ns = t.mono_ns;
+        if !linked {
+            // The close of our full socket is still to come: that handover reports the entry.
+            // The FIN may move the timer within its wheel bucket, which no tracepoint shows,
+            // so this may be the only sign of it.
+            return;
+        }
         tw.lower_bound = false;
         let tw = *tw;
         if !was_lower_bound {

@@ -83,6 +83,22 @@ impl NetNs {
         );
     }
 
+    /// The namespace's own value of a kernel SNMP counter, e.g. `("Tcp", "RetransSegs")` or
+    /// `("TcpExt", "TCPLossProbes")`, from its `/proc/net/snmp` or `/proc/net/netstat`.
+    pub fn snmp_counter(&self, group: &str, name: &str) -> io::Result<u64> {
+        self.enter(|| {
+            let file = if group.ends_with("Ext") {
+                "netstat"
+            } else {
+                "snmp"
+            };
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+            snmp_value(&text, group, name).ok_or_else(|| {
+                io::Error::other(format!("no counter {group}:{name} in /proc/net/{file}"))
+            })
+        })
+    }
+
     /// Runs `f` on a thread inside the namespace. Sockets it creates stay in the namespace
     /// and can be used from any thread afterwards.
     pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -97,6 +113,16 @@ impl NetNs {
             .expect("thread inside the namespace panicked")
         })
     }
+}
+
+/// A counter from the text of `/proc/net/snmp` or `/proc/net/netstat`: each group is a line
+/// of names followed by a line of values, both starting with `Group:`.
+fn snmp_value(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 impl Drop for NetNs {
@@ -217,5 +243,19 @@ impl Drop for InputDrop<'_> {
     fn drop(&mut self) {
         self.ns
             .exec("nft", &["delete", "table", "inet", "observer_test"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snmp_value;
+
+    #[test]
+    fn reads_a_counter_by_group_and_name() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 2 64\nTcp: RtoAlgorithm RetransSegs\nTcp: 1 4\n";
+        assert_eq!(snmp_value(text, "Tcp", "RetransSegs"), Some(4));
+        assert_eq!(snmp_value(text, "Ip", "DefaultTTL"), Some(64));
+        assert_eq!(snmp_value(text, "Tcp", "OutRsts"), None);
+        assert_eq!(snmp_value(text, "Udp", "InErrors"), None);
     }
 }

@@ -313,6 +313,10 @@ fn unacknowledged(addr: IpAddr) {
             .any(|t| t.local == client && t.unrecovered == Some(3))
     });
     rec.assert_no_losses();
+    // The kernel's own count, in this namespace where only the client retransmits: every
+    // retransmitted segment is one event.
+    let kernel_retransmits = ns.snmp_counter("Tcp", "RetransSegs").unwrap();
+    let kernel_probes = ns.snmp_counter("TcpExt", "TCPLossProbes").unwrap();
     drop(pair);
     let sock = rec
         .transitions
@@ -341,6 +345,12 @@ fn unacknowledged(addr: IpAddr) {
     }
     // A tail loss probe first (no timeout yet), then one per retransmission timeout.
     let counts: Vec<_> = of_client.iter().map(|r| r.unrecovered).collect();
+    assert_eq!(
+        (of_client.len() as u64, kernel_probes),
+        (kernel_retransmits, 1),
+        "(events, loss probes) against the kernel's RetransSegs and TCPLossProbes; seen \
+         {counts:?}"
+    );
     assert_eq!(counts, [Some(0), Some(1), Some(2), Some(3)]);
     assert!(
         of_client.windows(2).all(|w| w[0].mono_ns < w[1].mono_ns),

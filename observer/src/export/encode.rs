@@ -540,6 +540,15 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "observer_retransmit_timeouts_unreported",
+            "Retransmission timeouts the kernel counted (icsk_retransmits rose by more than one \
+             between two retransmissions of a connection) with no retransmission reported for \
+             them.",
+            Counter,
+            [(vec![], f(s.retransmits.timeouts_unreported))],
+        )?;
+        family(
+            &mut e,
             "observer_tracker_closed_before_accept_unlabelled",
             "Closed-before-accept counts beyond the per-port table (not in \
              observer_tcp_closed_before_accept).",

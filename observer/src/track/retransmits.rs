@@ -105,6 +105,11 @@ pub struct RetransmitCounts {
     pub untracked: u64,
     /// SYN-ACK retransmissions that did not fit the per-port table.
     pub synack_overflow: u64,
+    /// Timeouts the kernel counted within a streak (its count went up by more than one
+    /// between two retransmissions seen) with no retransmission reported for them: an event
+    /// the kernel did not deliver, or (before Linux 6.13, which reports failures too) a
+    /// retransmission that failed on this host.
+    pub timeouts_unreported: u64,
 }
 
 #[derive(Default)]
@@ -139,6 +144,15 @@ impl Retransmits {
             streak_lower_bound: false,
             suspect: false,
         });
+        // Each timeout raises the count by one and retransmits: a count more than one above
+        // the last one seen skipped timeouts whose retransmissions were not reported. (A count
+        // that dropped, after progress, is left alone: a lower bound.)
+        if e.total > 0
+            && let Some(n) = r.unrecovered
+        {
+            self.counts.timeouts_unreported +=
+                u64::from(n.saturating_sub(e.unrecovered).saturating_sub(1));
+        }
         e.total += 1;
         e.tuple = tuple;
         e.state = r.state.or(e.state);
@@ -352,6 +366,32 @@ mod tests {
                 duration_ns: 0
             }
         );
+    }
+
+    #[test]
+    fn timeouts_skipped_by_the_count_are_counted_unreported() {
+        let mut r = Retransmits::default();
+        // A loss probe (0), the first timeout's retransmission missing, then 2, 3, and two
+        // segments of the fourth timeout.
+        for (t, n) in [(S, 0), (2 * S, 2), (3 * S, 3), (4 * S, 4), (4 * S + MS, 4)] {
+            r.segment(&rtx(t, Some(n)));
+        }
+        assert_eq!(r.counts.timeouts_unreported, 1);
+        // The sixth timeout's retransmission seen, the fifth's not.
+        r.segment(&rtx(6 * S, Some(6)));
+        assert_eq!(r.counts.timeouts_unreported, 2);
+        // Progress and a new streak: no timeout skipped is known.
+        r.segment(&rtx(7 * S, Some(1)));
+        assert_eq!(r.counts.timeouts_unreported, 2);
+        // A first retransmission seen late is not a skip: nothing was seen before it.
+        let mut late = Retransmits::default();
+        late.segment(&rtx(S, Some(3)));
+        assert_eq!(late.counts.timeouts_unreported, 0);
+        // Without the kernel's count nothing can be said.
+        let mut unknown = Retransmits::default();
+        unknown.segment(&rtx(S, None));
+        unknown.segment(&rtx(2 * S, None));
+        assert_eq!(unknown.counts.timeouts_unreported, 0);
     }
 
     #[test]

@@ -58,6 +58,7 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tracker_stale_total", &[]),
     ("observer_tracker_retransmitting", &[]),
     ("observer_tracker_retransmits_untracked_total", &["table"]),
+    ("observer_retransmit_timeouts_unreported_total", &[]),
     ("observer_alerts", &["alertname", "alertstate"]),
     ("observer_alert_notifications_total", &["sink", "result"]),
 ];

@@ -435,8 +435,8 @@ fn render_retransmits(t: &mut String, s: &StateSummary<'_>) {
     let _ = writeln!(
         t,
         "   retransmissions: segments {}, SYN-ACKs {}; streaks without progress {}, recovered {}; \
-         untracked {}",
-        r.segments, r.synacks, r.streaks, r.recovered, r.untracked
+         untracked {}; timeouts unreported {}",
+        r.segments, r.synacks, r.streaks, r.recovered, r.untracked, r.timeouts_unreported
     );
     let _ = write!(t, "   SYN-ACK retransmissions:");
     if s.synack_retransmits.is_empty() {

@@ -117,7 +117,7 @@ fn text_lists_half_open_suspects_errors_and_retransmissions() {
     assert!(
         text.contains(
             "   retransmissions: segments 5, SYN-ACKs 2; streaks without progress 1, \
-             recovered 0; untracked 0\n"
+             recovered 0; untracked 0; timeouts unreported 0\n"
         ),
         "{text}"
     );

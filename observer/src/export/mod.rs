@@ -281,6 +281,19 @@ mod tests {
     }
 
     #[test]
+    fn unreported_retransmission_timeouts_are_exported_with_their_count() {
+        let mut snapshot = empty_snapshot(100 * S);
+        snapshot.retransmits.timeouts_unreported = 3;
+        let text = Exporter::default().openmetrics(snapshot);
+        let value = text
+            .lines()
+            .find(|l| l.starts_with("observer_retransmit_timeouts_unreported_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(value, Some(3.0), "{text}");
+    }
+
+    #[test]
     fn close_wait_by_workload_sums_under_bounded_labels() {
         let group = |cgroup, count, oldest_since_ns| CloseWaitGroup {
             cgroup,

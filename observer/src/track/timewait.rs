@@ -55,8 +55,7 @@ impl TimewaitCounts {
 
 pub(super) struct Timewaits {
     pub table: TimewaitTable,
-    /// Started, not yet linked to the close of their full socket: tuple -> timer.
-    unlinked: FxHashMap<Tuple, u64>,
+    /// Started, not yet linked to the close of their full socket (marked so in the table):
     /// (timer, start time), oldest first.
     unlinked_order: VecDeque<(u64, u64)>,
     /// Cancelled, not yet restarted or expired: timer -> cancel time.
@@ -71,7 +70,6 @@ impl Timewaits {
     pub fn new(capacity: usize) -> Self {
         Self {
             table: TimewaitTable::new(capacity),
-            unlinked: FxHashMap::default(),
             unlinked_order: VecDeque::new(),
             cancelled: FxHashMap::default(),
             cancel_order: VecDeque::new(),
@@ -87,9 +85,6 @@ impl Timewaits {
     /// Drops the bookkeeping of a socket that left the table.
     fn forget(&mut self, key: u64, tw: &Tw) {
         self.cancelled.remove(&key);
-        if self.unlinked.get(&tw.tuple) == Some(&key) {
-            self.unlinked.remove(&tw.tuple);
-        }
         if tw.cookie != 0 && self.seeded.get(&tw.cookie) == Some(&key) {
             self.seeded.remove(&tw.cookie);
         }
@@ -109,12 +104,15 @@ impl Timewaits {
         true
     }
 
-    /// [`Timewaits::insert`] of a socket whose key and tuple are not tracked.
-    fn insert_new(&mut self, key: u64, tw: Tw) -> bool {
-        if self.table.insert_new(key, tw, 0).is_err() {
+    /// [`Timewaits::insert`] of a socket whose timer just started, and whose key and tuple are
+    /// not tracked: unlinked until its full socket's close.
+    fn insert_started(&mut self, key: u64, tw: Tw, now: u64) -> bool {
+        if self.table.insert_unlinked(key, tw).is_err() {
             self.counts.untracked += 1;
             return false;
         }
+        self.counts.started += 1;
+        self.unlinked_order.push_back((key, now));
         true
     }
 
@@ -128,8 +126,8 @@ impl Timewaits {
 
     /// Whether the timewait socket `key` is known as its connection's (linked to the close of
     /// its full socket, announced without it, or seeded), rather than waiting for that close.
-    fn is_linked(&self, key: u64, tuple: &Tuple) -> bool {
-        self.unlinked.get(tuple) != Some(&key)
+    fn is_linked(&self, key: u64) -> bool {
+        !self.table.is_unlinked(key)
     }
 
     /// Whether the socket's timer has a cancel waiting for a restart or an expiry.
@@ -227,11 +225,7 @@ impl Tracker {
             cookie: t.cookie,
             touched_ns: now,
         };
-        if self.timewaits.insert_new(timer, tw) {
-            self.timewaits.counts.started += 1;
-            self.timewaits.unlinked.insert(tuple, timer);
-            self.timewaits.unlinked_order.push_back((timer, now));
-        }
+        self.timewaits.insert_started(timer, tw, now);
     }
 
     /// A start whose timer or tuple is already tracked: a seeded socket's timer becoming
@@ -303,7 +297,7 @@ impl Tracker {
             touched_ns: now,
             ..tw
         };
-        let linked = self.timewaits.is_linked(timer, &tw.tuple);
+        let linked = self.timewaits.is_linked(timer);
         let spent = now.saturating_sub(tw.substate_since_ns);
         if tw.substate != substate {
             if !tw.lower_bound {
@@ -353,10 +347,7 @@ impl Tracker {
         out: &mut Vec<Report>,
     ) -> bool {
         let tuple = Tuple::of(t);
-        let Some(timer) = self.timewaits.unlinked.remove(&tuple) else {
-            return false;
-        };
-        let Some(mut tw) = self.timewaits.table.get_mut(timer) else {
+        let Some((timer, mut tw)) = self.timewaits.table.link_tuple(&tuple) else {
             return false;
         };
         tw.owner = owner;
@@ -446,13 +437,14 @@ impl Tracker {
                 break;
             }
             self.timewaits.unlinked_order.pop_front();
+            // Nearly always linked by now: one lookup, and no unpacking.
+            if self.timewaits.is_linked(timer) {
+                continue;
+            }
+            self.timewaits.table.link(timer);
             let Some(tw) = self.timewaits.table.get(timer) else {
                 continue;
             };
-            if self.timewaits.is_linked(timer, &tw.tuple) {
-                continue;
-            }
-            self.timewaits.unlinked.remove(&tw.tuple);
             self.stats.timewait_unlinked += 1;
             out.push(timewait_report(
                 &tw,
@@ -475,7 +467,7 @@ impl Tracker {
         let Some(key) = self.timewaits.table.key_of(&ours) else {
             return;
         };
-        let linked = self.timewaits.is_linked(key, &ours);
+        let linked = self.timewaits.is_linked(key);
         let Some(mut tw) = self.timewaits.table.get_mut(key) else {
             return;
         };

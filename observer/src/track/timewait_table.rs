@@ -52,6 +52,10 @@ const HAS_TIMEOUT: u8 = 8;
 const VACANT: u8 = 16;
 /// [`Slot::bits`]: the remote address is IPv6.
 const REMOTE_V6: u8 = 32;
+/// [`Slot::bits`]: started, its full socket's close not yet seen (see
+/// [`TimewaitTable::insert_unlinked`]). A bit of the slot rather than a map by tuple: the
+/// start, the close and the end would each hash the tuple again.
+const UNLINKED: u8 = 64;
 
 /// A [`Tw`] as stored: 112 bytes.
 #[derive(Clone, Copy)]
@@ -111,7 +115,7 @@ impl Slot {
             .map_or(0, |ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX));
         self.owner = tw.owner.unwrap_or(Task::new(0, 0, [0; 16]));
         self.substate = tw.substate;
-        self.bits = (self.bits & (LOCAL_V6 | REMOTE_V6))
+        self.bits = (self.bits & (LOCAL_V6 | REMOTE_V6 | UNLINKED))
             | flag(tw.owner.is_some(), HAS_OWNER)
             | flag(tw.lower_bound, LOWER_BOUND)
             | flag(tw.timeout_ns.is_some(), HAS_TIMEOUT);
@@ -272,13 +276,46 @@ impl TimewaitTable {
     /// change.
     pub fn get_mut(&mut self, key: u64) -> Option<TwMut<'_>> {
         let i = self.slot_of(key)?;
+        Some(self.mut_at(i))
+    }
+
+    fn mut_at(&mut self, i: u32) -> TwMut<'_> {
         let tw = self.tw_at(i);
-        Some(TwMut {
+        TwMut {
             table: self,
             slot: i,
             before: tw,
             tw,
-        })
+        }
+    }
+
+    /// Whether `key` was inserted unlinked and not linked since.
+    pub fn is_unlinked(&self, key: u64) -> bool {
+        self.slot_of(key)
+            .is_some_and(|i| self.slots[i as usize].bits & UNLINKED != 0)
+    }
+
+    /// Marks `key` linked (its full socket's close was seen, or will not be).
+    pub fn link(&mut self, key: u64) {
+        if let Some(i) = self.slot_of(key) {
+            self.slots[i as usize].bits &= !UNLINKED;
+        }
+    }
+
+    /// Links the unlinked socket of `tuple`, if there is one: its key, and the socket to
+    /// change. One lookup, by tuple.
+    pub fn link_tuple(&mut self, tuple: &Tuple) -> Option<(u64, TwMut<'_>)> {
+        let slots = &self.slots;
+        let i = *self
+            .by_tuple
+            .find(tuple_index_hash(tuple), |&i| slots[i as usize].holds(tuple))?;
+        let slot = &mut self.slots[i as usize];
+        if slot.bits & UNLINKED == 0 {
+            return None;
+        }
+        slot.bits &= !UNLINKED;
+        let key = slot.key;
+        Some((key, self.mut_at(i)))
     }
 
     /// Inserts a timewait socket with a reconciliation mark, replacing one with the same key or
@@ -300,12 +337,26 @@ impl TimewaitTable {
     /// Inserts a timewait socket whose key and tuple are not in the table; an error when the
     /// table is full.
     pub fn insert_new(&mut self, key: u64, tw: Tw, mark: u16) -> Result<(), Full> {
+        self.insert_slot(key, tw, mark, false)
+    }
+
+    /// [`TimewaitTable::insert_new`] of a socket whose timer just started, until
+    /// [`TimewaitTable::link`] or [`TimewaitTable::link_tuple`]: the close of its full socket
+    /// is still to come.
+    pub fn insert_unlinked(&mut self, key: u64, tw: Tw) -> Result<(), Full> {
+        self.insert_slot(key, tw, 0, true)
+    }
+
+    fn insert_slot(&mut self, key: u64, tw: Tw, mark: u16, unlinked: bool) -> Result<(), Full> {
         debug_assert!(!self.contains(key) && self.key_of(&tw.tuple).is_none());
         if self.len >= self.capacity {
             return Err(Full);
         }
         let group = self.by_cgroup.enter(tw.cgroup, tw.substate);
-        let slot = Slot::new(key, mark, &tw, group);
+        let mut slot = Slot::new(key, mark, &tw, group);
+        if unlinked {
+            slot.bits |= UNLINKED;
+        }
         let i = match self.vacant {
             NONE => {
                 self.slots.push(slot);
@@ -601,6 +652,38 @@ mod tests {
         let mut keys: Vec<u64> = t.iter().map(|(k, _)| k).collect();
         keys.sort_unstable();
         assert_eq!(keys, [10, 40000, 40003, 40005]);
+    }
+
+    #[test]
+    fn a_started_socket_stays_unlinked_until_linked_once() {
+        let mut t = TimewaitTable::new(4);
+        t.insert_unlinked(1, tw(40000, false)).unwrap();
+        t.insert_new(2, tw(40001, true), 0).unwrap();
+        assert!(t.is_unlinked(1) && !t.is_unlinked(2) && !t.is_unlinked(3));
+        // A change in place keeps the mark.
+        t.get_mut(1).unwrap().substate = TcpState::FinWait2;
+        assert!(t.is_unlinked(1));
+        assert!(
+            t.link_tuple(&tw(40001, true).tuple).is_none(),
+            "never unlinked"
+        );
+        {
+            let (key, mut linked) = t.link_tuple(&tw(40000, false).tuple).unwrap();
+            assert_eq!((key, linked.substate), (1, TcpState::FinWait2));
+            linked.owner = Some(Task::named(7, "nginx"));
+        }
+        assert!(!t.is_unlinked(1));
+        assert_eq!(t.get(1).unwrap().owner, Some(Task::named(7, "nginx")));
+        assert!(
+            t.link_tuple(&tw(40000, false).tuple).is_none(),
+            "linked once"
+        );
+        // A slot reused by another socket starts without the mark.
+        t.remove(1).unwrap();
+        t.insert_unlinked(3, tw(40002, false)).unwrap();
+        t.link(3);
+        t.insert_new(4, tw(40003, false), 0).unwrap();
+        assert!(!t.is_unlinked(3) && !t.is_unlinked(4));
     }
 
     #[test]

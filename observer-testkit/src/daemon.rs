@@ -143,6 +143,12 @@ impl Daemon {
         cpu_secs(self.pid())
     }
 
+    /// Its CPU time, user and system apart.
+    #[must_use]
+    pub fn cpu(&self) -> CpuTime {
+        process_cpu(self.pid())
+    }
+
     /// Peak resident set size (VmHWM), bytes.
     #[must_use]
     pub fn peak_rss_bytes(&self) -> u64 {
@@ -197,29 +203,68 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 /// CPU time of process `pid` (utime + stime of every thread), in seconds.
 #[must_use]
 pub fn cpu_secs(pid: u32) -> f64 {
-    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+    process_cpu(pid).total()
+}
+
+/// CPU time of process `pid`, user and system apart.
+#[must_use]
+pub fn process_cpu(pid: u32) -> CpuTime {
+    stat_cpu(&format!("/proc/{pid}/stat"))
 }
 
 /// CPU time of thread `tid` of process `pid` (utime + stime), in seconds.
 #[must_use]
 pub fn thread_cpu_secs(pid: u32, tid: u32) -> f64 {
-    stat_cpu_secs(&format!("/proc/{pid}/task/{tid}/stat"))
+    stat_cpu(&format!("/proc/{pid}/task/{tid}/stat")).total()
 }
 
-#[expect(clippy::cast_precision_loss, reason = "clock ticks, far below 2^52")]
-fn stat_cpu_secs(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the command name (which may hold spaces); utime and stime are 14 and 15.
-    let after_comm = stat.rsplit(')').next().unwrap_or_default();
-    let ticks: u64 = after_comm
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
+/// A process's CPU time from /proc, seconds. The kernel samples it at each tick (tick-based
+/// accounting): `system` then also holds interrupts and softirqs that ran while the process
+/// was the one on the CPU, work that is not the process's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTime {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTime {
+    #[must_use]
+    pub fn total(&self) -> f64 {
+        self.user + self.system
+    }
+
+    /// The time spent since `before`.
+    #[must_use]
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+}
+
+fn stat_cpu(path: &str) -> CpuTime {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    ticks as f64 / hz as f64
+    parse_stat_cpu(&std::fs::read_to_string(path).unwrap_or_default(), hz)
+}
+
+/// utime and stime of a /proc stat line, in seconds at `hz` ticks per second.
+#[expect(clippy::cast_precision_loss, reason = "clock ticks, far below 2^52")]
+fn parse_stat_cpu(stat: &str, hz: i64) -> CpuTime {
+    // Fields after the command name (which may hold spaces and parentheses); utime and stime
+    // are 14 and 15.
+    let after_comm = stat.rsplit(')').next().unwrap_or_default();
+    let mut ticks = after_comm
+        .split_whitespace()
+        .skip(11)
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (user, system) = (ticks.next().unwrap_or(0), ticks.next().unwrap_or(0));
+    let hz = hz.max(1) as f64;
+    CpuTime {
+        user: user as f64 / hz,
+        system: system as f64 / hz,
+    }
 }
 
 /// A `kB` line of /proc/PID/status.
@@ -231,4 +276,36 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_and_system_time_come_from_the_fields_after_the_command() {
+        // A command name with a space and a parenthesis; utime 250 and stime 75 ticks.
+        let stat = "4242 (obs (x) y) S 1 4242 4242 0 -1 4194560 15164 0 0 0 250 75 0 0 20 0 3 0";
+        let cpu = parse_stat_cpu(stat, 100);
+        assert_eq!(
+            cpu,
+            CpuTime {
+                user: 2.5,
+                system: 0.75
+            }
+        );
+        assert!((cpu.total() - 3.25).abs() < 1e-9);
+        let later = CpuTime {
+            user: 3.0,
+            system: 1.0,
+        };
+        assert_eq!(
+            later.since(&cpu),
+            CpuTime {
+                user: 0.5,
+                system: 0.25
+            }
+        );
+        assert_eq!(parse_stat_cpu("", 100), CpuTime::default());
+    }
 }

@@ -35,7 +35,7 @@ use machine_cpu::{BusySince, MachineCpu};
 use observer::load::contract;
 use observer_testkit::{
     churn::{self as generator, KINDS, LISTENER_TRANSITIONS, Load, Made},
-    daemon,
+    daemon::{self, CpuTime},
     netns::NetNs,
     scrape::{Counters, Scraper},
 };
@@ -146,7 +146,7 @@ impl Tracer {
 #[derive(Clone, Copy, Debug)]
 pub struct DaemonPhase {
     pub counters: Counters,
-    pub cpu_secs: f64,
+    pub cpu: CpuTime,
     pub peak_rss_bytes: u64,
 }
 
@@ -432,7 +432,7 @@ fn run_phase(
             std::thread::sleep(Duration::from_millis(300));
             let before = scraper.scrape()?;
             let programs = kstats::attached_by(daemon.pid())?;
-            let cpu = daemon.cpu_secs();
+            let cpu = daemon.cpu();
             (phase.made, phase.machine_cpu) = run(Some(daemon.pid()))?;
             scraper.settle()?;
             // The programs' window ends inside the daemon's: a transition between the two
@@ -442,7 +442,7 @@ fn run_phase(
             let after = scraper.scrape()?;
             phase.daemon = Some(DaemonPhase {
                 counters: after.counters().since(&before.counters()),
-                cpu_secs: daemon.cpu_secs() - cpu,
+                cpu: daemon.cpu().since(&cpu),
                 peak_rss_bytes: daemon.peak_rss_bytes(),
             });
             phase.pair_differences = generator::pair_differences(

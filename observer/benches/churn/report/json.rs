@@ -163,7 +163,9 @@ fn phase_json(p: &Phase) -> Value {
         "programs": p.costs,
         "daemon": p.daemon.map(|d| json!({
             "counters": d.counters,
-            "cpu_seconds": d.cpu_secs,
+            "cpu_seconds": d.cpu.total(),
+            "user_cpu_seconds": d.cpu.user,
+            "system_cpu_seconds": d.cpu.system,
             "peak_rss_bytes": d.peak_rss_bytes,
         })),
         "tcpstates": p.tcpstates.map(|t| json!({

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use observer::load::contract::{self, Part};
 use observer_common::RecordKind;
-use observer_testkit::scrape::Counters;
+use observer_testkit::{daemon::CpuTime, scrape::Counters};
 
 use super::{Bench, pairs::median};
 use crate::{
@@ -178,7 +178,8 @@ impl Level<'_> {
         let mut d = DaemonFigures::default();
         for p in phases {
             d.counters = d.counters.plus(&p.counters);
-            d.cpu_secs += p.cpu_secs;
+            d.cpu.user += p.cpu.user;
+            d.cpu.system += p.cpu.system;
             d.peak_rss_bytes = d.peak_rss_bytes.max(p.peak_rss_bytes);
         }
         Some(d)
@@ -425,18 +426,25 @@ impl Delivery {
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct DaemonFigures {
     pub(super) counters: Counters,
-    pub(super) cpu_secs: f64,
+    pub(super) cpu: CpuTime,
     pub(super) peak_rss_bytes: u64,
 }
 
 impl DaemonFigures {
     pub(super) fn cpu_secs_per_million_events(&self) -> f64 {
-        self.cpu_secs / (self.counters.events_received as f64 / 1e6)
+        self.per_million_events(self.cpu.total())
+    }
+
+    /// `seconds` of CPU per million events received.
+    pub(super) fn per_million_events(&self, seconds: f64) -> f64 {
+        seconds / (self.counters.events_received as f64 / 1e6)
     }
 
     pub(super) fn json(&self) -> Value {
         json!({
-            "cpu_seconds": self.cpu_secs,
+            "cpu_seconds": self.cpu.total(),
+            "user_cpu_seconds": self.cpu.user,
+            "system_cpu_seconds": self.cpu.system,
             "events": self.counters.events_received,
             "cpu_seconds_per_million_events": self.cpu_secs_per_million_events(),
             "peak_rss_bytes": self.peak_rss_bytes,

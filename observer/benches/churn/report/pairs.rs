@@ -101,7 +101,7 @@ impl Level<'_> {
             reader_ns: (tracer == Tracer::Observer)
                 .then(|| self.daemon())
                 .flatten()
-                .map(|d| per_connection(d.cpu_secs * 1e9)),
+                .map(|d| per_connection(d.cpu.total() * 1e9)),
         })
     }
 

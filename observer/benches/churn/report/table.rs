@@ -358,12 +358,15 @@ impl Bench {
         if let Some(d) = main.daemon() {
             let _ = writeln!(
                 w,
-                "\ndaemon ({} threads): {:.3} CPU s per million events \
+                "\ndaemon ({} threads): {:.3} CPU s per million events: user {:.3}, system {:.3} \
+                 (ticks that caught it in the kernel: interrupts and softirqs included) \
                  ({} events, {:.2} CPU s); peak RSS {:.1} MiB",
                 main.threads,
                 d.cpu_secs_per_million_events(),
+                d.per_million_events(d.cpu.user),
+                d.per_million_events(d.cpu.system),
                 grouped(d.counters.events_received),
-                d.cpu_secs,
+                d.cpu.total(),
                 d.peak_rss_bytes as f64 / (1024.0 * 1024.0)
             );
         }

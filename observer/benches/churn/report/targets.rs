@@ -150,8 +150,13 @@ impl Level<'_> {
         t.push(Target {
             name: "daemon CPU ns per event",
             goal: format!("<= {DAEMON_NS_PER_EVENT:.0}"),
-            measured: opt(daemon_ns, |ns| {
-                format!("{ns:.0} ({} threads)", self.threads)
+            measured: opt(self.daemon().zip(daemon_ns), |(d, ns)| {
+                format!(
+                    "{ns:.0} (user {:.0}, system {:.0}; {} threads)",
+                    d.per_million_events(d.cpu.user) * 1e3,
+                    d.per_million_events(d.cpu.system) * 1e3,
+                    self.threads
+                )
             }),
             met: daemon_ns.map(|ns| ns <= DAEMON_NS_PER_EVENT),
         });

@@ -21,7 +21,7 @@ mod usage;
 
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
+use std::collections::{VecDeque, hash_map::Entry};
 
 pub use ends::{EndCause, EndCount, EndCounts};
 pub use queries::{
@@ -233,10 +233,11 @@ impl Tracker {
                 break;
             }
             self.recent_order.pop_front();
-            if let Some(c) = self.recent.get(&key).copied()
-                && c.at_ns == closed_ns
+            // One lookup: the entry is taken only if it is still this close's.
+            if let Entry::Occupied(e) = self.recent.entry(key)
+                && e.get().at_ns == closed_ns
             {
-                self.recent.remove(&key);
+                let c = e.remove();
                 if c.expects_timewait && !c.reset {
                     self.stats.timewait_missing += 1;
                 }

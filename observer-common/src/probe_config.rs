@@ -41,9 +41,8 @@ pub struct SpanProbeConfig {
     pub oldstate_offset: u32,
     /// Offset in `struct sock` of the pointer to the socket's cgroup: `sk_cgrp_data.cgroup`
     /// (Linux 5.15+), or `sk_cgrp_data.val` before (see [`Self::cgroup_tagged`]);
-    /// [`UNKNOWN`]: not read. Read only on transitions out of CLOSE, LISTEN, SYN_RECV and
-    /// ESTABLISHED, which cover a socket's birth and the first transition of one already open
-    /// when the daemon started.
+    /// [`UNKNOWN`]: not read. Read only on transitions out of CLOSE and LISTEN, a socket's
+    /// birth: the daemon learns the cgroup of a socket first seen later from sock_diag.
     pub sk_cgroup_offset: u32,
     /// Non-zero before Linux 5.15: `sk_cgrp_data.val` holds the cgroup pointer only when its
     /// lowest bit (`is_data`) is clear.

@@ -89,8 +89,8 @@ pub struct SpanRecord {
     pub pid_tgid: u64,
     /// Id of the socket's cgroup (v2): the cgroup of the process that created it, which the
     /// socket keeps in `sk_cgrp_data` (and which stays right in softirq, where the current task
-    /// is not the owner). 0 when not read: the program reads it only on the transitions that
-    /// can be a socket's first seen (see `SpanProbeConfig::sk_cgroup_offset`).
+    /// is not the owner). 0 when not read: the program reads it only on a socket's birth (see
+    /// `SpanProbeConfig::sk_cgroup_offset`).
     pub cgroup: u64,
     /// Inode number of the socket's network namespace; 0 when it could not be read.
     pub netns: u32,

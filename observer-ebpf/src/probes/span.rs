@@ -24,7 +24,6 @@ use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 
@@ -238,8 +237,10 @@ unsafe fn retransmits_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
     }
 }
 
-/// The id of the socket's cgroup (v2) on the transitions that can be its first seen; 0
-/// otherwise or when unknown.
+/// The id of the socket's cgroup (v2) on a socket's birth: out of CLOSE (a new socket) or
+/// LISTEN (a listener's child, cloned with the listener's cgroup, which it keeps); 0 otherwise
+/// or when unknown. A socket first seen later (open before the daemon started, or whose birth
+/// was lost) gets its cgroup from sock_diag, which reports it for every full socket.
 #[inline(always)]
 unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 {
     let cfg = span.cfg;
@@ -254,7 +255,7 @@ unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 
     if cfg.oldstate_offset != UNKNOWN
         && !matches!(
             unsafe { span.field::<i32>(ctx, cfg.oldstate_offset) },
-            Some(TCP_ESTABLISHED | TCP_SYN_RECV | TCP_CLOSE | TCP_LISTEN)
+            Some(TCP_CLOSE | TCP_LISTEN)
         )
     {
         return 0;

@@ -20,8 +20,8 @@ pub struct Transition {
     pub remote: SocketAddr,
     /// Network namespace inode, when the kernel offsets for it were known.
     pub netns: Option<Netns>,
-    /// The socket's cgroup, on the transitions the program reads it for (a socket's first
-    /// ones: out of CLOSE, LISTEN, SYN_RECV or ESTABLISHED).
+    /// The socket's cgroup, on the transitions the program reads it for (a socket's birth: out
+    /// of CLOSE or LISTEN).
     pub cgroup: Option<CgroupId>,
     pub task: Task,
     /// Whether `task` is the socket's owner (see [`TcpState::in_owner_context`]).

@@ -125,7 +125,7 @@ pub struct KernelReads {
     pub netns: bool,
     /// `sk_socket`, on transitions out of ESTABLISHED (closed before accept()).
     pub sk_socket: bool,
-    /// The socket's cgroup (three reads), on a socket's first transitions.
+    /// The socket's cgroup (three reads), on a socket's birth (out of CLOSE or LISTEN).
     pub cgroup: bool,
     /// The current task's `comm`.
     pub comm: bool,

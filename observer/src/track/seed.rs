@@ -193,6 +193,7 @@ impl Tracker {
             }
         } else {
             if let Some(key) = self.mark_one(r.mark, &s.tuple) {
+                self.learn_cgroup(key, s.cgroup);
                 self.correct(r, key, s.state);
                 return;
             }
@@ -227,6 +228,22 @@ impl Tracker {
             .find(|&k| self.sockets.mark_of(k) != Some(mark))?;
         self.sockets.set_mark(key, mark);
         Some(key)
+    }
+
+    /// The cgroup sock_diag lists for a tracked socket that has none: the program reads it only
+    /// at a socket's birth, so one first seen later (its birth lost) learns it here.
+    fn learn_cgroup(&mut self, key: u64, cgroup: Option<CgroupId>) {
+        if cgroup.is_none()
+            || self
+                .sockets
+                .find(key)
+                .is_none_or(|at| self.sockets.known_at(at).cgroup.is_some())
+        {
+            return;
+        }
+        if let Some(mut c) = self.sockets.get_mut(key) {
+            c.cgroup = cgroup;
+        }
     }
 
     /// A listed socket's state, when the tracked one is untouched since the dump began and in

@@ -128,12 +128,14 @@ fn sockets_carry_the_cgroup_of_the_process_that_made_them(addr: IpAddr) {
         .find(|t| t.local == server && (t.old, t.new) == (Close, Listen))
         .unwrap();
     assert_eq!(listening.cgroup, Some(own), "{listening:?}");
-    // Later transitions do not carry it (the program reads it on a socket's first ones); the
-    // tracker keeps it for them.
-    assert!(
-        seen.iter().any(|t| t.sock == client && t.cgroup.is_none()),
-        "{seen:#?}"
-    );
+    // Only a socket's birth carries it (out of CLOSE or LISTEN); the tracker keeps it for the
+    // later transitions.
+    let later: Vec<_> = seen
+        .iter()
+        .filter(|t| !matches!(t.old, Close | Listen))
+        .collect();
+    assert!(later.len() >= 6, "{seen:#?}");
+    assert!(later.iter().all(|t| t.cgroup.is_none()), "{later:#?}");
 }
 
 both_families!(sockets_carry_the_cgroup_of_the_process_that_made_them);

@@ -305,3 +305,43 @@ fn a_dump_listing_fin_wait2_before_the_peer_fin_landed_does_not_undo_time_wait()
     assert_eq!(tracker.counts_by_state()[FinWait2], 0);
     assert_timewait_identity(&tracker);
 }
+
+#[test]
+fn a_socket_first_seen_after_its_birth_learns_its_cgroup_from_the_dump() {
+    let (a, b) = (CgroupId::new(11), CgroupId::new(22));
+    let mut tracker = Tracker::new(16);
+    // Its birth was lost: first seen out of ESTABLISHED, which carries no cgroup.
+    feed(
+        &mut tracker,
+        &[tr(0xA, 1, Established, CloseWait, SERVER, CLIENT)],
+    );
+    // Another, born in view, with its cgroup.
+    let born = match tr(0xB, 2, Close, SynSent, "127.0.0.1:40009", SERVER) {
+        Event::Transition(t) => Event::Transition(Transition { cgroup: a, ..t }),
+        other => other,
+    };
+    feed(&mut tracker, &[born]);
+    let mut r = tracker.begin_reconcile(20 * MS);
+    for (local, remote, state) in [
+        (SERVER, CLIENT, CloseWait),
+        ("127.0.0.1:40009", SERVER, SynSent),
+    ] {
+        let s = SeedSocket {
+            cgroup: b,
+            ..listed(local, remote, state)
+        };
+        tracker.reconcile_listed(&mut r, &s);
+    }
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 1) {}
+    tracker.end_reconcile(r, 40 * MS);
+    let cgroup_of = |sock: u64| tracker.sockets.get(sock).map(|c| c.cgroup);
+    assert_eq!(cgroup_of(0xA), Some(b), "learnt from the dump");
+    assert_eq!(cgroup_of(0xB), Some(a), "its own, from its birth, is kept");
+    let by_cgroup: Vec<_> = tracker
+        .sockets_by_cgroup()
+        .iter()
+        .map(|g| (g.cgroup, g.sockets[CloseWait], g.sockets[SynSent]))
+        .collect();
+    assert!(by_cgroup.contains(&(b, 1, 0)) && by_cgroup.contains(&(a, 0, 1)));
+}

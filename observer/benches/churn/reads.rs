@@ -49,7 +49,7 @@ impl Omitted {
     /// The read, as the table names it.
     pub const fn read(self) -> &'static str {
         match self {
-            Self::Cgroup => "the socket's cgroup (3 reads, on a socket's first transitions)",
+            Self::Cgroup => "the socket's cgroup (3 reads, at a socket's birth)",
             Self::Netns => "the socket's network namespace (2 reads)",
             Self::SkSocket => "sk_socket (1 read, out of ESTABLISHED)",
             Self::Comm => "the task's comm (a helper call)",

@@ -218,9 +218,9 @@ pub fn thread_cpu_secs(pid: u32, tid: u32) -> f64 {
     stat_cpu(&format!("/proc/{pid}/task/{tid}/stat")).total()
 }
 
-/// A process's CPU time from /proc, seconds. The kernel samples it at each tick (tick-based
-/// accounting): `system` then also holds interrupts and softirqs that ran while the process
-/// was the one on the CPU, work that is not the process's own.
+/// A process's CPU time from /proc, seconds. Without `CONFIG_IRQ_TIME_ACCOUNTING` (the test
+/// machines' kernels) the kernel samples it at each tick: `system` then also holds interrupts
+/// and softirqs that ran while the process was the one on the CPU, work not its own.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CpuTime {
     pub user: f64,
@@ -231,6 +231,15 @@ impl CpuTime {
     #[must_use]
     pub fn total(&self) -> f64 {
         self.user + self.system
+    }
+
+    /// Both times added.
+    #[must_use]
+    pub fn plus(&self, other: &Self) -> Self {
+        Self {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
     }
 
     /// The time spent since `before`.
@@ -304,6 +313,13 @@ mod tests {
             CpuTime {
                 user: 0.5,
                 system: 0.25
+            }
+        );
+        assert_eq!(
+            cpu.plus(&later),
+            CpuTime {
+                user: 5.5,
+                system: 1.75
             }
         );
         assert_eq!(parse_stat_cpu("", 100), CpuTime::default());

@@ -266,10 +266,15 @@ impl TimewaitTable {
 
     /// The key of the timewait socket of `tuple`.
     pub fn key_of(&self, tuple: &Tuple) -> Option<u64> {
+        self.slot_of_tuple(tuple)
+            .map(|i| self.slots[i as usize].key)
+    }
+
+    fn slot_of_tuple(&self, tuple: &Tuple) -> Option<u32> {
         let slots = &self.slots;
         self.by_tuple
             .find(tuple_index_hash(tuple), |&i| slots[i as usize].holds(tuple))
-            .map(|&i| slots[i as usize].key)
+            .copied()
     }
 
     /// The socket, written back (counts included) when the guard drops. Its tuple must not
@@ -305,10 +310,7 @@ impl TimewaitTable {
     /// Links the unlinked socket of `tuple`, if there is one: its key, and the socket to
     /// change. One lookup, by tuple.
     pub fn link_tuple(&mut self, tuple: &Tuple) -> Option<(u64, TwMut<'_>)> {
-        let slots = &self.slots;
-        let i = *self
-            .by_tuple
-            .find(tuple_index_hash(tuple), |&i| slots[i as usize].holds(tuple))?;
+        let i = self.slot_of_tuple(tuple)?;
         let slot = &mut self.slots[i as usize];
         if slot.bits & UNLINKED == 0 {
             return None;

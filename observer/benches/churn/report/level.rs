@@ -178,8 +178,7 @@ impl Level<'_> {
         let mut d = DaemonFigures::default();
         for p in phases {
             d.counters = d.counters.plus(&p.counters);
-            d.cpu.user += p.cpu.user;
-            d.cpu.system += p.cpu.system;
+            d.cpu = d.cpu.plus(&p.cpu);
             d.peak_rss_bytes = d.peak_rss_bytes.max(p.peak_rss_bytes);
         }
         Some(d)

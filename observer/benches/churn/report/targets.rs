@@ -146,11 +146,12 @@ impl Level<'_> {
             }),
             met: all.map(|(ours, floor)| ours <= KERNEL_COST_RATIO * floor),
         });
-        let daemon_ns = self.daemon().map(|d| d.cpu_secs_per_million_events() * 1e3);
+        let daemon = self.daemon();
+        let daemon_ns = daemon.map(|d| d.cpu_secs_per_million_events() * 1e3);
         t.push(Target {
             name: "daemon CPU ns per event",
             goal: format!("<= {DAEMON_NS_PER_EVENT:.0}"),
-            measured: opt(self.daemon().zip(daemon_ns), |(d, ns)| {
+            measured: opt(daemon.zip(daemon_ns), |(d, ns)| {
                 format!(
                     "{ns:.0} (user {:.0}, system {:.0}; {} threads)",
                     d.per_million_events(d.cpu.user) * 1e3,

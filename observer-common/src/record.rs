@@ -92,7 +92,9 @@ pub struct SpanRecord {
     /// is not the owner). 0 when not read: the program reads it only on a socket's birth (see
     /// `SpanProbeConfig::sk_cgroup_offset`).
     pub cgroup: u64,
-    /// Inode number of the socket's network namespace; 0 when it could not be read.
+    /// Inode number of the socket's network namespace; 0 when it could not be read, and on a
+    /// state change that is not the socket's birth (out of CLOSE or LISTEN), where the
+    /// program does not read it.
     pub netns: u32,
     /// Bytes of `raw` filled from the tracepoint record.
     pub raw_len: u16,

@@ -86,6 +86,8 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             .unwrap_or(core::ptr::null());
         let netns = if sk.is_null() {
             skb_netns_inum(ctx, &span)
+        } else if matches!(kind, RecordKind::StateChange) && !at_birth(ctx, &span) {
+            0
         } else {
             netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
         };
@@ -237,9 +239,24 @@ unsafe fn retransmits_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
     }
 }
 
-/// The id of the socket's cgroup (v2) on a socket's birth: out of CLOSE (a new socket) or
-/// LISTEN (a listener's child, cloned with the listener's cgroup, which it keeps); 0 otherwise
-/// or when unknown. A socket first seen later (open before the daemon started, or whose birth
+/// Whether a state change is a socket's birth: out of CLOSE (a new socket) or LISTEN (a
+/// listener's child, cloned in the listener's namespace and cgroup, which it keeps; or the
+/// listener's own close). What a socket keeps for life (its namespace, its cgroup) is read then
+/// only: the daemon carries it to the socket's later transitions. True when `oldstate` is not
+/// configured (every transition then carries it).
+#[inline(always)]
+unsafe fn at_birth(ctx: &TracePointContext, span: &Span) -> bool {
+    let offset = span.cfg.oldstate_offset;
+    // SAFETY: a field of this program's tracepoint record.
+    offset == UNKNOWN
+        || matches!(
+            unsafe { span.field::<i32>(ctx, offset) },
+            Some(TCP_CLOSE | TCP_LISTEN)
+        )
+}
+
+/// The id of the socket's cgroup (v2) on a socket's birth ([`at_birth`]); 0 otherwise or when
+/// unknown. A socket first seen later (open before the daemon started, or whose birth
 /// was lost) gets its cgroup from sock_diag, which reports it for every full socket.
 #[inline(always)]
 unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 {
@@ -252,12 +269,7 @@ unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 
         return 0;
     }
     // SAFETY: a field of this program's tracepoint record.
-    if cfg.oldstate_offset != UNKNOWN
-        && !matches!(
-            unsafe { span.field::<i32>(ctx, cfg.oldstate_offset) },
-            Some(TCP_CLOSE | TCP_LISTEN)
-        )
-    {
+    if !unsafe { at_birth(ctx, span) } {
         return 0;
     }
     // SAFETY: probe reads of kernel memory; failures give 0.

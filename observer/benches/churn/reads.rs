@@ -49,8 +49,8 @@ impl Omitted {
     /// The read, as the table names it.
     pub const fn read(self) -> &'static str {
         match self {
-            Self::Cgroup => "the socket's cgroup (3 reads, at a socket's birth)",
-            Self::Netns => "the socket's network namespace (2 reads)",
+            Self::Cgroup => "the socket's cgroup (3 reads, at its birth)",
+            Self::Netns => "the socket's network namespace (2 reads, at its birth)",
             Self::SkSocket => "sk_socket (1 read, out of ESTABLISHED)",
             Self::Comm => "the task's comm (a helper call)",
             Self::All => "all four",

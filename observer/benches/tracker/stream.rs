@@ -107,7 +107,8 @@ pub fn transition(
         family: family_of(local),
         local,
         remote,
-        netns: Some(NETNS),
+        // Read by the program at a socket's birth only.
+        netns: matches!(old, TcpState::Close | TcpState::Listen).then_some(NETNS),
         task: if owner_context { own } else { peer },
         owner_context,
         has_socket: Some(has_socket),

@@ -18,7 +18,9 @@ pub struct Transition {
     pub family: Family,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// Network namespace inode, when the kernel offsets for it were known.
+    /// Network namespace inode, when the kernel offsets for it were known. The program reads it
+    /// at a socket's birth (out of CLOSE or LISTEN); the tracker's reports carry it on the
+    /// socket's later transitions too.
     pub netns: Option<Netns>,
     /// The socket's cgroup, on the transitions the program reads it for (a socket's birth: out
     /// of CLOSE or LISTEN).

@@ -121,7 +121,7 @@ pub struct LoadOptions {
     reason = "independent switches, one per read"
 )]
 pub struct KernelReads {
-    /// The socket's network namespace (two reads).
+    /// The socket's network namespace (two reads), on a socket's birth (out of CLOSE or LISTEN).
     pub netns: bool,
     /// `sk_socket`, on transitions out of ESTABLISHED (closed before accept()).
     pub sk_socket: bool,

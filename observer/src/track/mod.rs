@@ -44,7 +44,7 @@ use durations::StateDurations;
 use resets::{Preceding, classify};
 use retransmits::{Retransmits, StreakChange};
 use seed::DumpWindow;
-use table::{Conn, ConnFlags, Known, Table};
+use table::{Conn, ConnFlags, Known, SlotId, Table};
 use timewait::Timewaits;
 
 /// Default cap on tracked sockets (and, separately, on tracked timewait sockets).
@@ -245,23 +245,33 @@ impl Tracker {
         }
     }
 
-    fn transition(&mut self, t: &Transition, out: &mut Vec<Report>) {
-        let tuple = Tuple::of(t);
-        let new_socket =
-            t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv);
-        // Found once; nothing below changes the socket table before the slot is written back.
-        let found = if new_socket {
+    /// The socket `t` changes, and what is known of it; none for a new socket. Found once:
+    /// nothing in [`Tracker::transition`] changes the socket table before the slot is written
+    /// back.
+    fn socket_of(&mut self, t: &Transition) -> Option<(SlotId, Known)> {
+        if t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv) {
             // A socket address seen again from CLOSE is a new socket (the old one was freed).
             self.sockets.forget(t.sock);
             self.retransmits.by_sock.remove(&t.sock);
-            None
-        } else {
-            self.sockets.find(t.sock).or_else(|| {
-                self.adopt_seeded(t.sock, &tuple);
-                self.sockets.find(t.sock)
-            })
+            return None;
+        }
+        let at = self.sockets.find(t.sock).or_else(|| {
+            self.adopt_seeded(t.sock, &Tuple::of(t));
+            self.sockets.find(t.sock)
+        })?;
+        Some((at, self.sockets.known_at(at)))
+    }
+
+    fn transition(&mut self, t: &Transition, out: &mut Vec<Report>) {
+        let found = self.socket_of(t);
+        let known = found.map(|(_, c)| c);
+        // The program reads a socket's namespace at its birth only: a later transition takes
+        // it from the socket's entry.
+        let netns = t.netns.or(known.and_then(|c| c.netns));
+        let tuple = Tuple {
+            netns,
+            ..Tuple::of(t)
         };
-        let known = found.map(|at| self.sockets.known_at(at));
         let gap = known.is_some_and(|c| c.state != t.old);
         if gap {
             self.stats.gaps += 1;
@@ -278,11 +288,11 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        let owner = self.owner_of(t, known.as_ref());
+        let owner = self.owner_of(t, &tuple, known.as_ref());
         if t.old == TcpState::CloseWait && t.new == TcpState::LastAck {
-            self.peer_sent_fin(t, out);
+            self.peer_sent_fin(t, &tuple, out);
         }
-        let (flags, mut note) = self.flags_of(t, known.as_ref());
+        let (flags, mut note) = self.flags_of(t, &tuple, known.as_ref());
         let cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
 
         if t.new == TcpState::Close {
@@ -290,7 +300,7 @@ impl Tracker {
             self.note_closed(&tuple, t.mono_ns);
             let streak = self.forget_retransmits(t.sock);
             if expects_timewait {
-                if self.link_timewait(t, owner, known.as_ref(), out) {
+                if self.link_timewait(t, &tuple, owner, known.as_ref(), out) {
                     return;
                 }
                 if let Some(ns) = previous_state_ns
@@ -327,7 +337,7 @@ impl Tracker {
                 cgroup,
             };
             match found {
-                Some(at) => self.sockets.store_at(at, &conn),
+                Some((at, _)) => self.sockets.store_at(at, &conn),
                 None => {
                     if self.sockets.insert_absent(t.sock, conn).is_some() {
                         self.stats.evicted += 1;
@@ -336,7 +346,7 @@ impl Tracker {
             }
         }
         out.push(Report::Transition {
-            transition: *t,
+            transition: Transition { netns, ..*t },
             seen: Observation {
                 previous_state_ns,
                 lower_bound,
@@ -350,8 +360,8 @@ impl Tracker {
 
     /// The socket's owner after `t`: the task itself when it drove the transition, else what
     /// was known (for an accepted child: its listener's owner). Keeps the listener index.
-    fn owner_of(&mut self, t: &Transition, known: Option<&Known>) -> Option<Task> {
-        let key = || Tuple::of(t).listener();
+    fn owner_of(&mut self, t: &Transition, tuple: &Tuple, known: Option<&Known>) -> Option<Task> {
+        let key = || tuple.listener();
         let inherited = known.and_then(|c| c.owner).or_else(|| {
             (t.new == TcpState::SynRecv)
                 .then(|| self.listeners.get(&key()).copied())
@@ -378,7 +388,12 @@ impl Tracker {
     }
 
     /// The socket's flags after `t`, counting a connection closed before accept().
-    fn flags_of(&mut self, t: &Transition, known: Option<&Known>) -> (ConnFlags, Option<Note>) {
+    fn flags_of(
+        &mut self,
+        t: &Transition,
+        tuple: &Tuple,
+        known: Option<&Known>,
+    ) -> (ConnFlags, Option<Note>) {
         let mut note = None;
         let mut flags = known.map_or(ConnFlags::empty(), |c| c.flags);
         if matches!(t.new, TcpState::SynRecv) || matches!(t.old, TcpState::SynRecv) {
@@ -393,7 +408,7 @@ impl Tracker {
         {
             flags |= ConnFlags::NEVER_ACCEPTED;
             note = Some(Note::ClosedBeforeAccept);
-            self.count_never_accepted(Tuple::of(t).listener(), t.new == TcpState::Close);
+            self.count_never_accepted(tuple.listener(), t.new == TcpState::Close);
         }
         (flags, note)
     }

@@ -51,12 +51,22 @@ impl PackedTuple {
         }
     }
 
+    #[inline]
+    pub const fn netns(&self) -> Option<Netns> {
+        self.netns
+    }
+
     /// Whether this is `tuple` packed, without unpacking it.
     #[inline]
     pub fn holds(&self, v6: Ipv6Ends, tuple: &Tuple) -> bool {
-        // The ports and namespace first: they differ more often and cost less to compare.
-        self.netns == tuple.netns
-            && self.local_port == tuple.local.port()
+        self.netns == tuple.netns && self.holds_addresses(v6, tuple)
+    }
+
+    /// Whether this is `tuple` packed, in whatever namespace.
+    #[inline]
+    pub fn holds_addresses(&self, v6: Ipv6Ends, tuple: &Tuple) -> bool {
+        // The ports first: they differ more often and cost less to compare.
+        self.local_port == tuple.local.port()
             && self.remote_port == tuple.remote.port()
             && holds_ip(&self.local_ip, v6.local, tuple.local.ip())
             && holds_ip(&self.remote_ip, v6.remote, tuple.remote.ip())
@@ -116,9 +126,19 @@ pub(super) fn hash_tuple(tuple: &Tuple) -> u64 {
     hash_packed(&packed, v6)
 }
 
+/// Leaves the namespace out: a transition after a socket's birth carries none (the daemon takes
+/// it from the socket's entry), so a socket known from sock_diag must be found by its
+/// addresses alone ([`super::table::Table::keys_anywhere`]). Sockets with the same addresses in
+/// several namespaces share a bucket, and are told apart when compared.
 pub(super) fn hash_packed(tuple: &PackedTuple, v6: Ipv6Ends) -> u64 {
     use std::hash::BuildHasher as _;
-    FxBuildHasher.hash_one((tuple, v6))
+    FxBuildHasher.hash_one((
+        &tuple.local_ip,
+        &tuple.remote_ip,
+        tuple.local_port,
+        tuple.remote_port,
+        v6,
+    ))
 }
 
 #[cfg(test)]
@@ -145,7 +165,13 @@ mod tests {
                 ..tuple
             };
             assert!(!packed.holds(v6, &other));
+            assert!(packed.holds_addresses(v6, &other));
             assert_eq!(hash_tuple(&tuple), hash_packed(&packed, v6));
+            assert_eq!(
+                hash_tuple(&tuple),
+                hash_tuple(&other),
+                "the namespace is not hashed"
+            );
         }
     }
 }

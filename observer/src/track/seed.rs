@@ -55,7 +55,8 @@ pub struct ReconcileOutcome {
 /// already gone. Bounded: past [`MAX_CLOSED_DURING_DUMP`], the dump adds nothing more.
 pub(super) struct DumpWindow {
     started_ns: u64,
-    /// Hashes of the tuples closed since `started_ns` (a collision only skips an addition).
+    /// Hashes of the tuples closed since `started_ns`, of their addresses (a collision, or the
+    /// same addresses closed in another namespace, only skips an addition).
     closed: FxHashSet<u64>,
     overflowed: bool,
 }
@@ -220,12 +221,29 @@ impl Tracker {
     }
 
     /// Marks one tracked socket with this tuple that this reconciliation has not marked yet;
-    /// returns its key.
+    /// returns its key. A socket tracked without a namespace (first seen after its birth, as
+    /// a transition that carried none) with these addresses is taken to be it, and learns its
+    /// namespace.
     fn mark_one(&mut self, mark: u16, tuple: &Tuple) -> Option<u64> {
-        let key = self
-            .sockets
-            .keys_of(tuple)
-            .find(|&k| self.sockets.mark_of(k) != Some(mark))?;
+        let sockets = &self.sockets;
+        let unmarked = |k: &u64| sockets.mark_of(*k) != Some(mark);
+        let exact = sockets.keys_of(tuple).find(unmarked);
+        let key = match exact {
+            Some(key) => key,
+            None if tuple.netns.is_some() => {
+                let key = sockets.keys_anywhere(tuple).find(|k| {
+                    unmarked(k)
+                        && sockets
+                            .find(*k)
+                            .is_some_and(|at| sockets.known_at(at).netns.is_none())
+                })?;
+                if let Some(mut c) = self.sockets.get_mut(key) {
+                    c.tuple.netns = tuple.netns;
+                }
+                key
+            }
+            None => return None,
+        };
         self.sockets.set_mark(key, mark);
         Some(key)
     }
@@ -463,12 +481,25 @@ impl Tracker {
     }
 
     /// A transition for an unknown socket: if sock_diag told us about it, it is that socket.
+    /// A transition after a socket's birth carries no namespace: it is then the one socket
+    /// sock_diag listed with its addresses, in whatever namespace; with two or more, none is
+    /// taken (the next reconciliation names the namespace, [`Tracker::mark_one`]).
     pub(super) fn adopt_seeded(&mut self, sock: u64, tuple: &Tuple) {
-        let Some(key) = self.sockets.keys_of(tuple).find(|&k| {
+        let seeded = |k: &u64| {
             self.sockets
-                .get(k)
+                .get(*k)
                 .is_some_and(|c| c.has(ConnFlags::SYNTHETIC_KEY))
-        }) else {
+        };
+        let key = if tuple.netns.is_some() {
+            self.sockets.keys_of(tuple).find(seeded)
+        } else {
+            let mut candidates = self.sockets.keys_anywhere(tuple).filter(seeded);
+            match (candidates.next(), candidates.next()) {
+                (Some(key), None) => Some(key),
+                _ => None,
+            }
+        };
+        let Some(key) = key else {
             return;
         };
         let mark = self.sockets.mark_of(key).unwrap_or(0);

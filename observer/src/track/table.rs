@@ -18,7 +18,7 @@ use super::{
     Tuple,
     packed::{Ipv6Ends, PackedTuple, hash_key, hash_packed, hash_tuple},
 };
-use crate::event::{CgroupId, PerState, Task};
+use crate::event::{CgroupId, Netns, PerState, Task};
 
 bitflags::bitflags! {
     /// What is known of a [`Conn`] beside its state.
@@ -71,6 +71,8 @@ pub struct Known {
     pub first_ns: u64,
     pub owner: Option<Task>,
     pub cgroup: Option<CgroupId>,
+    /// The socket's network namespace, once known (from its birth, or sock_diag).
+    pub netns: Option<Netns>,
 }
 
 impl Known {
@@ -249,6 +251,7 @@ impl Table {
             first_ns: s.first_ns,
             owner: (s.bits & HAS_OWNER != 0).then_some(s.owner),
             cgroup: self.by_cgroup.cgroup(s.group),
+            netns: s.tuple.netns(),
         }
     }
 
@@ -463,6 +466,18 @@ impl Table {
         self.by_tuple
             .iter_hash(hash_tuple(tuple))
             .filter(move |&&i| slots[i as usize].holds(tuple))
+            .map(move |&i| slots[i as usize].key)
+    }
+
+    /// The keys of the sockets with this 4-tuple's addresses, in whatever namespace.
+    pub fn keys_anywhere<'a>(&'a self, tuple: &'a Tuple) -> impl Iterator<Item = u64> + 'a {
+        let slots = &self.slots;
+        self.by_tuple
+            .iter_hash(hash_tuple(tuple))
+            .filter(move |&&i| {
+                let s = &slots[i as usize];
+                !s.vacant() && s.tuple.holds_addresses(s.v6(), tuple)
+            })
             .map(move |&i| slots[i as usize].key)
     }
 

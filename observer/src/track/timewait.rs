@@ -338,16 +338,17 @@ impl Tracker {
     }
 
     /// The full socket `t` closed from FIN_WAIT2/CLOSING: hands the connection to the
-    /// timewait socket that just started for the same tuple. False when there is none.
+    /// timewait socket that just started for the same tuple (`tuple`: `t`'s, in the socket's
+    /// namespace). False when there is none.
     pub(super) fn link_timewait(
         &mut self,
         t: &Transition,
+        tuple: &Tuple,
         owner: Option<Task>,
         known: Option<&Known>,
         out: &mut Vec<Report>,
     ) -> bool {
-        let tuple = Tuple::of(t);
-        let Some((timer, mut tw)) = self.timewaits.table.link_tuple(&tuple) else {
+        let Some((timer, mut tw)) = self.timewaits.table.link_tuple(tuple) else {
             return false;
         };
         tw.owner = owner;
@@ -460,10 +461,10 @@ impl Tracker {
         }
     }
 
-    /// The peer of a local connection sent its FIN (CLOSE_WAIT -> LAST_ACK): if our end waits
-    /// in a timewait socket as FIN_WAIT2, that FIN moves it to TIME_WAIT now.
-    pub(super) fn peer_sent_fin(&mut self, t: &Transition, out: &mut Vec<Report>) {
-        let ours = Tuple::of(t).reversed();
+    /// The peer of a local connection sent its FIN (CLOSE_WAIT -> LAST_ACK, on `tuple`): if
+    /// our end waits in a timewait socket as FIN_WAIT2, that FIN moves it to TIME_WAIT now.
+    pub(super) fn peer_sent_fin(&mut self, t: &Transition, tuple: &Tuple, out: &mut Vec<Report>) {
+        let ours = tuple.reversed();
         let Some(key) = self.timewaits.table.key_of(&ours) else {
             return;
         };

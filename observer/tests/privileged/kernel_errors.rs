@@ -19,7 +19,7 @@ use observer::{
     track::Tracker,
 };
 use observer_common::TcpState::{self, Close, Established, SynSent};
-use support::{Pair, V4, V6, netns::NetNs, privileged, serial, skip};
+use support::{NetnsSockets, Pair, V4, V6, netns::NetNs, privileged, serial, skip};
 
 const ECONNREFUSED: i32 = 111;
 const ECONNRESET: i32 = 104;
@@ -29,6 +29,7 @@ struct Collector {
     runtime: tokio::runtime::Runtime,
     stream: EventStream,
     netns: u32,
+    sockets: NetnsSockets,
     transitions: Vec<Transition>,
     retransmits: Vec<Retransmit>,
     errors: Vec<SocketError>,
@@ -53,6 +54,7 @@ impl Collector {
             runtime,
             stream,
             netns,
+            sockets: NetnsSockets::new(netns),
             transitions: Vec::new(),
             retransmits: Vec::new(),
             errors: Vec::new(),
@@ -101,7 +103,7 @@ impl Collector {
         let netns = Netns::new(self.netns);
         for event in batch {
             match event {
-                Event::Transition(t) if t.netns == netns => self.transitions.push(t),
+                Event::Transition(t) if self.sockets.holds(&t) => self.transitions.push(t),
                 Event::Retransmit(r) if r.netns == netns => self.retransmits.push(r),
                 Event::SocketError(e) if e.netns == netns => self.errors.push(e),
                 _ => {}

@@ -175,3 +175,26 @@ fn the_table_is_bounded_and_evicts_the_oldest() {
     let seen = observation(&reports[0]);
     assert_eq!(seen.previous_state_ns, None);
 }
+
+/// The state program reads a socket's namespace at its birth only: every later transition of
+/// the socket is reported in it, from the tracker's entry.
+#[test]
+fn a_socket_s_transitions_after_its_birth_are_reported_in_its_namespace() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(tr(0xA, 12, FinWait2, Close, CLIENT, SERVER));
+    let carried: Vec<bool> = events
+        .iter()
+        .map(|e| matches!(e, Event::Transition(t) if t.netns.is_some()))
+        .collect();
+    assert_eq!(carried, [true, false, false, false, false], "births only");
+    let reports = feed(&mut tracker, &events);
+    let netns: Vec<_> = reports
+        .iter()
+        .map(|r| match r {
+            Report::Transition { transition, .. } => transition.netns,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(netns, [Some(NS); 5]);
+}

@@ -26,9 +26,25 @@ fn task(pid: u32) -> Task {
     Task::named(pid, "app")
 }
 
-/// A transition of socket `sock` between `local` and `remote` at `ms` milliseconds.
+/// A transition of socket `sock` between `local` and `remote` at `ms` milliseconds. As the state
+/// program reads them: the namespace at a socket's birth (out of CLOSE or LISTEN) only.
 fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Event {
     Event::Transition(Transition {
+        netns: matches!(old, Close | Listen).then_some(NS),
+        ..transition(sock, ms, old, new, local, remote)
+    })
+}
+
+/// A transition with its namespace, whatever its states.
+fn transition(
+    sock: u64,
+    ms: u64,
+    old: TcpState,
+    new: TcpState,
+    local: &str,
+    remote: &str,
+) -> Transition {
+    Transition {
         cgroup: None,
         mono_ns: ms * MS,
         sock,
@@ -45,7 +61,7 @@ fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &st
         }),
         owner_context: TcpState::in_owner_context(old, new),
         has_socket: Some(true),
-    })
+    }
 }
 
 fn timer(timer: u64, ms: u64, action: TimerAction) -> Event {
@@ -150,6 +166,15 @@ fn client_until_fin_wait1() -> Vec<Event> {
         tr(0xA, 0, Close, SynSent, "127.0.0.1:0", SERVER),
         tr(0xA, 1, SynSent, Established, CLIENT, SERVER),
         tr(0xA, 10, Established, FinWait1, CLIENT, SERVER),
+    ]
+}
+
+/// The server side of the same connection (socket 0xB), from its birth to CLOSE_WAIT at 10 ms.
+fn server_until_close_wait() -> Vec<Event> {
+    vec![
+        tr(0xB, 0, Listen, SynRecv, SERVER, CLIENT),
+        tr(0xB, 1, SynRecv, Established, SERVER, CLIENT),
+        tr(0xB, 10, Established, CloseWait, SERVER, CLIENT),
     ]
 }
 

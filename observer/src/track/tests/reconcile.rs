@@ -281,7 +281,8 @@ fn a_timewait_socket_made_during_the_dump_stays_though_its_fin_wait2_began_befor
 #[test]
 fn a_dump_listing_fin_wait2_before_the_peer_fin_landed_does_not_undo_time_wait() {
     let mut tracker = Tracker::new(16);
-    let mut events = client_until_fin_wait2();
+    let mut events = server_until_close_wait();
+    events.extend(client_until_fin_wait2());
     events.extend([
         start(0x7, 12, FinWait2),
         tr(0xA, 12, FinWait2, Close, CLIENT, SERVER),
@@ -344,4 +345,75 @@ fn a_socket_first_seen_after_its_birth_learns_its_cgroup_from_the_dump() {
         .map(|g| (g.cgroup, g.sockets[CloseWait], g.sockets[SynSent]))
         .collect();
     assert!(by_cgroup.contains(&(b, 1, 0)) && by_cgroup.contains(&(a, 0, 1)));
+}
+
+/// The state program reads a socket's namespace at its birth only; a socket that sock_diag
+/// listed before its first transition is found by its addresses, if they are unique.
+#[test]
+fn a_listed_socket_is_adopted_by_a_transition_without_a_namespace_when_its_addresses_are_unique() {
+    let other = Netns::new(4_026_532_999);
+    let mut tracker = Tracker::new(16);
+    let unique = listed("127.0.0.1:40001", SERVER, Established);
+    let shared = listed(SERVER, CLIENT, Established);
+    let elsewhere = SeedSocket {
+        tuple: Tuple {
+            netns: other,
+            ..shared.tuple
+        },
+        ..shared
+    };
+    assert_eq!(tracker.seed(&[unique, shared, elsewhere], 1_000 * MS), 3);
+    let reports = feed(
+        &mut tracker,
+        &[
+            tr(0xA, 2_000, Established, FinWait1, "127.0.0.1:40001", SERVER),
+            tr(0xB, 2_000, Established, CloseWait, SERVER, CLIENT),
+        ],
+    );
+    let netns_of = |r: &Report| match r {
+        Report::Transition { transition, .. } => transition.netns,
+        _ => None,
+    };
+    assert_eq!(
+        netns_of(&reports[0]),
+        Some(NS),
+        "adopted: its namespace is the listing's"
+    );
+    assert!(observation(&reports[0]).lower_bound);
+    assert_eq!(
+        (netns_of(&reports[1]), observation(&reports[1]).lower_bound),
+        (None, false),
+        "two listed sockets have these addresses: neither is taken for it"
+    );
+    assert_eq!(tracker.stats().tracked_sockets, 4);
+}
+
+/// A socket first seen after its birth, whose transitions then carry no namespace, learns it
+/// from the next dump that lists it, instead of being added again.
+#[test]
+fn a_socket_first_seen_without_a_namespace_learns_it_from_the_dump() {
+    let mut tracker = Tracker::new(16);
+    feed(
+        &mut tracker,
+        &[tr(0xA, 1, Established, CloseWait, SERVER, CLIENT)],
+    );
+    let netns = |tracker: &Tracker| tracker.sockets.get(0xA).map(|c| c.tuple.netns);
+    assert_eq!(netns(&tracker), Some(None));
+    let mut r = tracker.begin_reconcile(20 * MS);
+    tracker.reconcile_listed(&mut r, &listed(SERVER, CLIENT, CloseWait));
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    let outcome = tracker.end_reconcile(r, 40 * MS);
+    assert_eq!((outcome.added, outcome.stale), (0, 0), "{outcome:?}");
+    assert_eq!(netns(&tracker), Some(Some(NS)));
+    assert_eq!(tracker.stats().tracked_sockets, 1);
+    // Its later transitions carry it.
+    let reports = feed(
+        &mut tracker,
+        &[tr(0xA, 50, CloseWait, LastAck, SERVER, CLIENT)],
+    );
+    assert!(matches!(
+        &reports[0],
+        Report::Transition { transition, .. } if transition.netns == Some(NS)
+    ));
 }

@@ -84,7 +84,8 @@ fn a_cancel_not_followed_by_restart_or_expiry_is_a_kill_and_a_restart_is_not() {
 #[test]
 fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
     let mut tracker = Tracker::new(16);
-    let mut events = client_until_fin_wait2();
+    let mut events = server_until_close_wait();
+    events.extend(client_until_fin_wait2());
     // close() before the peer's FIN: the kernel hands FIN_WAIT2 to a timewait socket at once.
     events.push(start(0x7, 11, FinWait2));
     events.push(tr(0xA, 11, FinWait2, Close, CLIENT, SERVER));
@@ -110,7 +111,8 @@ fn an_orphaned_fin_wait2_waits_in_a_timewait_socket_until_the_peer_fin() {
 #[test]
 fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
     let mut tracker = Tracker::new(16);
-    let mut events = client_until_fin_wait2();
+    let mut events = server_until_close_wait();
+    events.extend(client_until_fin_wait2());
     events.push(start(0x7, 12, FinWait2));
     events.push(tr(0xB, 30, CloseWait, LastAck, SERVER, CLIENT));
     events.push(tr(0xA, 31, FinWait2, Close, CLIENT, SERVER));
@@ -132,9 +134,8 @@ fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
 fn a_peer_fin_seen_before_the_timewait_socket_started_still_enters_time_wait() {
     let mut tracker = Tracker::new(16);
     let mut events = client_until_fin_wait2();
+    events.extend(server_until_close_wait());
     events.extend([
-        tr(0xB, 1, SynRecv, Established, SERVER, CLIENT),
-        tr(0xB, 10, Established, CloseWait, SERVER, CLIENT),
         tr(0xB, 12, CloseWait, LastAck, SERVER, CLIENT),
         start(0x7, 13, FinWait2),
         tr(0xA, 13, FinWait2, Close, CLIENT, SERVER),

@@ -70,12 +70,46 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The sockets of one network namespace in a raw event stream. The state program reads a
+/// socket's namespace at its birth only (out of CLOSE or LISTEN): a later transition is the
+/// namespace's when its socket was born there.
+pub struct NetnsSockets {
+    netns: Option<Netns>,
+    born: std::collections::HashSet<u64>,
+}
+
+impl NetnsSockets {
+    #[must_use]
+    pub fn new(netns: u32) -> Self {
+        Self {
+            netns: Netns::new(netns),
+            born: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Whether `t` is about a socket of the namespace; follows its socket from its birth.
+    pub fn holds(&mut self, t: &Transition) -> bool {
+        let ours = match t.netns {
+            Some(_) => t.netns == self.netns,
+            None => self.born.contains(&t.sock),
+        };
+        // A socket's address is reused once it is freed: each birth says whose it is now.
+        if ours && t.new != TcpState::Close {
+            self.born.insert(t.sock);
+        } else {
+            self.born.remove(&t.sock);
+        }
+        ours
+    }
+}
+
 /// The observer's own pipeline, attached in-process: the tracker is fed every event of the
 /// host, and what concerns one netns is kept.
 pub struct Recorder {
     runtime: tokio::runtime::Runtime,
     stream: EventStream,
     netns: u32,
+    sockets: NetnsSockets,
     pub tracker: Tracker,
     /// Transitions in the netns, as the kernel reported them.
     pub seen: Vec<Transition>,
@@ -101,10 +135,16 @@ impl Recorder {
             runtime,
             stream,
             netns,
+            sockets: NetnsSockets::new(netns),
             tracker: Tracker::new(1 << 16),
             seen: Vec::new(),
             reports: Vec::new(),
         }
+    }
+
+    /// The namespace it records.
+    pub const fn netns(&self) -> u32 {
+        self.netns
     }
 
     pub const fn features(&self) -> &observer::load::Features {
@@ -150,7 +190,7 @@ impl Recorder {
             });
             for event in batch.drain(..) {
                 if let Event::Transition(t) = &event
-                    && t.netns == Netns::new(self.netns)
+                    && self.sockets.holds(t)
                 {
                     self.seen.push(*t);
                 }

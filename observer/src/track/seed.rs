@@ -221,9 +221,9 @@ impl Tracker {
     }
 
     /// Marks one tracked socket with this tuple that this reconciliation has not marked yet;
-    /// returns its key. A socket tracked without a namespace (first seen after its birth, as
-    /// a transition that carried none) with these addresses is taken to be it, and learns its
-    /// namespace.
+    /// returns its key. With none, a socket tracked without a namespace (first seen after its
+    /// birth, by a transition that carried none) with these addresses is taken to be it, and
+    /// learns its namespace.
     fn mark_one(&mut self, mark: u16, tuple: &Tuple) -> Option<u64> {
         let sockets = &self.sockets;
         let unmarked = |k: &u64| sockets.mark_of(*k) != Some(mark);
@@ -483,7 +483,7 @@ impl Tracker {
     /// A transition for an unknown socket: if sock_diag told us about it, it is that socket.
     /// A transition after a socket's birth carries no namespace: it is then the one socket
     /// sock_diag listed with its addresses, in whatever namespace; with two or more, none is
-    /// taken (the next reconciliation names the namespace, [`Tracker::mark_one`]).
+    /// taken.
     pub(super) fn adopt_seeded(&mut self, sock: u64, tuple: &Tuple) {
         let seeded = |k: &u64| {
             self.sockets

@@ -301,6 +301,16 @@ impl Level<'_> {
             .collect()
     }
 
+    /// `a`'s ns per run over `b`'s, phase by phase, the copies run side by side on the same
+    /// transitions.
+    pub(super) fn copy_ratio(&self, a: &str, b: &str) -> Vec<f64> {
+        self.copy_ns(a)
+            .into_iter()
+            .zip(self.copy_ns(b))
+            .filter_map(|(a, b)| Some(a? / b?))
+            .collect()
+    }
+
     /// What a read adds to a run of the state program: the whole program's ns per run less
     /// that of its copy without the read, phase by phase (the same transitions).
     pub(super) fn read_cost_ns(&self, omitted: Omitted) -> Vec<f64> {

@@ -205,7 +205,7 @@ pub(super) struct Spread {
 }
 
 impl Spread {
-    fn of(v: Vec<f64>) -> Option<Self> {
+    pub(super) fn of(v: Vec<f64>) -> Option<Self> {
         let finite: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
         let n = finite.len();
         if n == 0 {

@@ -225,18 +225,16 @@ impl Tracker {
     /// birth, by a transition that carried none) with these addresses is taken to be it, and
     /// learns its namespace.
     fn mark_one(&mut self, mark: u16, tuple: &Tuple) -> Option<u64> {
-        let sockets = &self.sockets;
-        let unmarked = |k: &u64| sockets.mark_of(*k) != Some(mark);
-        let exact = sockets.keys_of(tuple).find(unmarked);
+        let unmarked = |k: &u64| self.sockets.mark_of(*k) != Some(mark);
+        let exact = self.sockets.keys_of(tuple).find(unmarked);
         let key = match exact {
             Some(key) => key,
             None if tuple.netns.is_some() => {
-                let key = sockets.keys_anywhere(tuple).find(|k| {
-                    unmarked(k)
-                        && sockets
-                            .find(*k)
-                            .is_some_and(|at| sockets.known_at(at).netns.is_none())
-                })?;
+                let unplaced = Tuple {
+                    netns: None,
+                    ..*tuple
+                };
+                let key = self.sockets.keys_of(&unplaced).find(unmarked)?;
                 if let Some(mut c) = self.sockets.get_mut(key) {
                     c.tuple.netns = tuple.netns;
                 }

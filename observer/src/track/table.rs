@@ -175,11 +175,6 @@ impl Slot {
             cgroup,
         }
     }
-
-    /// Whether this slot holds `tuple`, without unpacking it.
-    fn holds(&self, tuple: &Tuple) -> bool {
-        !self.vacant() && self.tuple.holds(self.v6(), tuple)
-    }
 }
 
 /// Where a socket sits in a [`Table`]. Valid only until the table next changes (an insert or a
@@ -462,23 +457,23 @@ impl Table {
 
     /// The keys of the sockets with this 4-tuple.
     pub fn keys_of<'a>(&'a self, tuple: &'a Tuple) -> impl Iterator<Item = u64> + 'a {
-        let slots = &self.slots;
-        self.by_tuple
-            .iter_hash(hash_tuple(tuple))
-            .filter(move |&&i| slots[i as usize].holds(tuple))
-            .map(move |&i| slots[i as usize].key)
+        self.with_addresses(tuple)
+            .filter(|s| s.tuple.netns() == tuple.netns)
+            .map(|s| s.key)
     }
 
     /// The keys of the sockets with this 4-tuple's addresses, in whatever namespace.
     pub fn keys_anywhere<'a>(&'a self, tuple: &'a Tuple) -> impl Iterator<Item = u64> + 'a {
+        self.with_addresses(tuple).map(|s| s.key)
+    }
+
+    /// The sockets with this 4-tuple's addresses: its hash leaves the namespace out.
+    fn with_addresses<'a>(&'a self, tuple: &'a Tuple) -> impl Iterator<Item = &'a Slot> + 'a {
         let slots = &self.slots;
         self.by_tuple
             .iter_hash(hash_tuple(tuple))
-            .filter(move |&&i| {
-                let s = &slots[i as usize];
-                !s.vacant() && s.tuple.holds_addresses(s.v6(), tuple)
-            })
-            .map(move |&i| slots[i as usize].key)
+            .map(move |&i| &slots[i as usize])
+            .filter(move |s| !s.vacant() && s.tuple.holds_addresses(s.v6(), tuple))
     }
 
     /// Slots in use or vacant: a bound for [`Table::at`].

@@ -30,21 +30,6 @@ fn task(pid: u32) -> Task {
 /// program reads them: the namespace at a socket's birth (out of CLOSE or LISTEN) only.
 fn tr(sock: u64, ms: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Event {
     Event::Transition(Transition {
-        netns: matches!(old, Close | Listen).then_some(NS),
-        ..transition(sock, ms, old, new, local, remote)
-    })
-}
-
-/// A transition with its namespace, whatever its states.
-fn transition(
-    sock: u64,
-    ms: u64,
-    old: TcpState,
-    new: TcpState,
-    local: &str,
-    remote: &str,
-) -> Transition {
-    Transition {
         cgroup: None,
         mono_ns: ms * MS,
         sock,
@@ -53,7 +38,7 @@ fn transition(
         family: Family::Ipv4,
         local: addr(local),
         remote: addr(remote),
-        netns: Some(NS),
+        netns: matches!(old, Close | Listen).then_some(NS),
         task: task(if TcpState::in_owner_context(old, new) {
             100
         } else {
@@ -61,7 +46,7 @@ fn transition(
         }),
         owner_context: TcpState::in_owner_context(old, new),
         has_socket: Some(true),
-    }
+    })
 }
 
 fn timer(timer: u64, ms: u64, action: TimerAction) -> Event {

@@ -343,17 +343,18 @@ fn each_filter_shows_exactly_what_matches() {
         support::client_closes_first(V6);
     });
     other.enter(|| support::client_closes_first(V4));
-    // Every transition of the traffic above happened by now. The watches are stopped one after
-    // another, and in an emulated machine that takes long enough for a TIME_WAIT socket to end
-    // (60 s) while some still run: each output is compared within this window, on the clock
-    // the lines carry.
-    let traffic_done_ns = monotonic_ns();
 
     // 3 connections x 10 transitions, plus CLOSE<->LISTEN for the two listeners.
     let all_count = 34;
     watches[0].1.wait_for(all_count);
     let mut other_watch = other_watch;
     other_watch.wait_for(12);
+    // Every transition of the traffic above has happened once the unfiltered watch has shown it
+    // (not when the traffic's calls return: on a loaded machine the loopback's receive side can
+    // run later, in ksoftirqd). The watches are stopped one after another, and in an emulated
+    // machine that takes long enough for a TIME_WAIT socket to end (60 s) while some still run:
+    // each output is compared within this window, on the clock the lines carry.
+    let traffic_done_ns = monotonic_ns();
     let outputs: Vec<(&str, Vec<Value>)> =
         watches.into_iter().map(|(n, w)| (n, w.stop())).collect();
     let transitions = |lines: &[Value]| -> Vec<Value> {

@@ -264,7 +264,7 @@ impl Tracker {
 
     fn transition(&mut self, t: &Transition, out: &mut Vec<Report>) {
         let found = self.socket_of(t);
-        let known = found.map(|(_, c)| c);
+        let known = found.as_ref().map(|(_, c)| c);
         // The program reads a socket's namespace at its birth only: a later transition takes
         // it from the socket's entry.
         let netns = t.netns.or(known.and_then(|c| c.netns));
@@ -288,11 +288,11 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        let owner = self.owner_of(t, &tuple, known.as_ref());
+        let owner = self.owner_of(t, &tuple, known);
         if t.old == TcpState::CloseWait && t.new == TcpState::LastAck {
             self.peer_sent_fin(t, &tuple, out);
         }
-        let (flags, mut note) = self.flags_of(t, &tuple, known.as_ref());
+        let (flags, mut note) = self.flags_of(t, &tuple, known);
         let cgroup = t.cgroup.or(known.and_then(|c| c.cgroup));
 
         if t.new == TcpState::Close {
@@ -300,7 +300,7 @@ impl Tracker {
             self.note_closed(&tuple, t.mono_ns);
             let streak = self.forget_retransmits(t.sock);
             if expects_timewait {
-                if self.link_timewait(t, &tuple, owner, known.as_ref(), out) {
+                if self.link_timewait(t, &tuple, owner, known, out) {
                     return;
                 }
                 if let Some(ns) = previous_state_ns

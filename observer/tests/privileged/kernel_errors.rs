@@ -66,9 +66,12 @@ impl Collector {
         let deadline = Instant::now() + timeout;
         while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
+            // The losses first: a run the kernel skipped (another tracing program on that CPU)
+            // is counted there, and explains an event that never came.
             assert!(
                 !left.is_zero(),
-                "timed out; errors {:#?}\nretransmissions {:#?}\ntransitions {:#?}",
+                "timed out; losses {:?}\nerrors {:#?}\nretransmissions {:#?}\ntransitions {:#?}",
+                self.stream.losses(),
                 self.errors,
                 self.retransmits,
                 self.transitions

@@ -3,6 +3,10 @@
 //! Each reserves a record of the size of [`SpanRecord`] in the same ring buffer and submits it,
 //! reading nothing. Their kernel time per event is the floor that `inet_sock_set_state` is
 //! measured against: the difference is what filtering and copying the record cost.
+//!
+//! The `floor_*` programs do the same on each of the daemon's other hooks (the timer ones for
+//! timewait timers only, found as the daemon's programs find them): together with [`baseline`]
+//! they are the least that watching those hooks can cost, whatever a program does there.
 
 use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
@@ -10,6 +14,10 @@ use aya_ebpf::{
 };
 use observer_common::SpanRecord;
 
+use super::{
+    span::config,
+    timewait::{TIMER_PROBE_CONFIG, timewait_timer},
+};
 use crate::maps::{EVENTS, NO_WAKEUP, submit_flags};
 
 /// Submits as the daemon's programs do (see `maps::RING_WAKEUP_BYTES`).
@@ -41,6 +49,63 @@ pub fn baseline_wake_each(_ctx: TracePointContext) -> u32 {
 pub fn baseline_no_wakeup(_ctx: TracePointContext) -> u32 {
     submit(NO_WAKEUP);
     0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn floor_send_reset(_ctx: TracePointContext) -> u32 {
+    submit(submit_flags());
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn floor_receive_reset(_ctx: TracePointContext) -> u32 {
+    submit(submit_flags());
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn floor_retransmit(_ctx: TracePointContext) -> u32 {
+    submit(submit_flags());
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
+pub fn floor_retransmit_synack(_ctx: TracePointContext) -> u32 {
+    submit(submit_flags());
+    0
+}
+
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn floor_sk_error(_ctx: RawTracePointContext) -> i32 {
+    submit(submit_flags());
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn floor_timer_start(ctx: RawTracePointContext) -> i32 {
+    submit_if_timewait(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn floor_timer_cancel(ctx: RawTracePointContext) -> i32 {
+    submit_if_timewait(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn floor_timer_expire(ctx: RawTracePointContext) -> i32 {
+    submit_if_timewait(&ctx);
+    0
+}
+
+/// The timer programs' filter (one read of the timer's callback), then a record for the
+/// timewait timers it keeps.
+#[inline(always)]
+fn submit_if_timewait(ctx: &RawTracePointContext) {
+    if timewait_timer(ctx, &config(&TIMER_PROBE_CONFIG)).is_some() {
+        submit(submit_flags());
+    }
 }
 
 #[inline(always)]

@@ -35,7 +35,7 @@ use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 /// Filled in by the daemon at load time.
 #[unsafe(no_mangle)]
-static TIMER_PROBE_CONFIG: TimerProbeConfig = TimerProbeConfig::UNSET;
+pub(crate) static TIMER_PROBE_CONFIG: TimerProbeConfig = TimerProbeConfig::UNSET;
 
 #[raw_tracepoint(tracepoint = "timer_start")]
 pub fn timer_start(ctx: RawTracePointContext) -> i32 {
@@ -79,7 +79,7 @@ pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
 /// The tracepoint's `struct timer_list *` (its first argument), when its callback is
 /// `tw_timer_handler`.
 #[inline(always)]
-fn timewait_timer(ctx: &RawTracePointContext, cfg: &TimerProbeConfig) -> Option<u64> {
+pub(crate) fn timewait_timer(ctx: &RawTracePointContext, cfg: &TimerProbeConfig) -> Option<u64> {
     if cfg.tw_timer_handler == 0 || cfg.timer_function_offset == UNKNOWN {
         return None;
     }

@@ -3,11 +3,12 @@
 //! `sock:inet_sock_set_state`, from a separate instance of the daemon's own object. `baseline`
 //! submits as the daemon's programs do (waking the reader past a fill level);
 //! `baseline_no_wakeup` never wakes it. Copies of the daemon's state program are attached the
-//! same way (see `reads`).
+//! same way (see `reads`), and the floors on the daemon's other hooks (`floor_*`).
 
 use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,20 +19,29 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{RawTracePoint, TracePoint},
 };
-use observer_common::SpanProbeConfig;
+use observer_common::{SpanProbeConfig, TimerProbeConfig};
 
 use observer::load::{
-    LoadOptions, READ_EVERY, contract, object,
+    LoadOptions, READ_EVERY, attach_on,
+    contract::{self, Floor, Hook, Part, Program},
+    object,
     prog_stats::{self, ProgStats},
     ring_wakeup_bytes,
 };
 
+use crate::kstats::Cost;
+
+/// The configuration globals a [`Baseline`]'s programs need.
+#[derive(Clone, Copy, Default)]
+struct Globals<'a> {
+    state: Option<&'a SpanProbeConfig>,
+    timer: Option<&'a TimerProbeConfig>,
+}
+
 pub struct Baseline {
-    /// Its name in the figures.
-    label: &'static str,
-    program: &'static str,
+    /// Each program: its name in the figures, and in the object.
+    programs: Vec<(&'static str, &'static str)>,
     ebpf: aya::Ebpf,
     stop: Arc<AtomicBool>,
     records: Arc<AtomicU64>,
@@ -42,18 +52,61 @@ impl Baseline {
     /// Loads and attaches the program, and starts draining its ring buffer on a thread: an
     /// undrained ring would make reserve fail, which is cheaper than a real submit.
     pub fn attach(program: &'static str) -> io::Result<Self> {
-        Self::attach_with(program, program, None)
+        let hook = if program == contract::BASELINE_RAW {
+            Hook::Raw
+        } else {
+            Hook::Tracepoint
+        };
+        let on = Program {
+            hook,
+            ..contract::INET_SOCK_SET_STATE
+        };
+        Self::start(&[(program, program, on)], Globals::default())
     }
 
     /// A copy of the daemon's own state program configured with `state`, named `label`.
     pub fn attach_state(label: &'static str, state: SpanProbeConfig) -> io::Result<Self> {
-        Self::attach_with(label, contract::INET_SOCK_SET_STATE.name, Some(state))
+        let on = contract::INET_SOCK_SET_STATE;
+        let globals = Globals {
+            state: Some(&state),
+            ..Globals::default()
+        };
+        Self::start(&[(label, on.name, on)], globals)
     }
 
-    fn attach_with(
-        label: &'static str,
-        program: &'static str,
-        state: Option<SpanProbeConfig>,
+    /// The floors on the daemon's other hooks ([`contract::FLOORS`]), in one object; the timer
+    /// ones with the daemon's filter, configured for this kernel. A hook this kernel lacks is
+    /// left out, as the daemon leaves it out.
+    pub fn attach_floors() -> io::Result<Self> {
+        let timer = observer::load::timer_config().map_err(io::Error::other)?;
+        let present = |f: &Floor| {
+            let hooked = match f.on.hook {
+                Hook::Raw => true,
+                Hook::Tracepoint => Path::new(&format!(
+                    "/sys/kernel/tracing/events/{}/{}",
+                    f.on.category, f.on.name
+                ))
+                .exists(),
+            };
+            hooked && (f.on.part != Part::Timewait || timer.is_some())
+        };
+        let floors: Vec<_> = contract::FLOORS
+            .iter()
+            .filter(|f| present(f))
+            .map(|f| (f.name, f.name, f.on))
+            .collect();
+        let globals = Globals {
+            timer: timer.as_ref(),
+            ..Globals::default()
+        };
+        Self::start(&floors, globals)
+    }
+
+    /// Loads the object with the ring buffer sized as the daemon sizes it, attaches each
+    /// `(label, program, hook)` and drains the ring on a thread.
+    fn start(
+        programs: &[(&'static str, &'static str, Program)],
+        globals: Globals<'_>,
     ) -> io::Result<Self> {
         observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
@@ -63,29 +116,17 @@ impl Baseline {
         loader
             .map_max_entries(contract::EVENTS, ring_bytes)
             .override_global(contract::RING_WAKEUP_BYTES, &wakeup, true);
-        if let Some(state) = &state {
+        if let Some(state) = globals.state {
             loader.override_global(contract::INET_SOCK_SET_STATE.config, state, true);
+        }
+        if let Some(timer) = globals.timer {
+            loader.override_global(contract::TIMER_START.config, timer, true);
         }
         let mut ebpf = loader
             .load(object())
             .map_err(|e| err("loading the eBPF object", &e))?;
-        let found = ebpf
-            .program_mut(program)
-            .ok_or_else(|| io::Error::other(format!("the eBPF object has no {program} program")))?;
-        if program == contract::BASELINE_RAW {
-            let raw: &mut RawTracePoint = found.try_into().map_err(|e| err(program, &e))?;
-            raw.load().map_err(|e| err("loading", &e))?;
-            raw.attach(contract::INET_SOCK_SET_STATE.name)
-                .map_err(|e| err("attaching", &e))?;
-        } else {
-            let tracepoint: &mut TracePoint = found.try_into().map_err(|e| err(program, &e))?;
-            tracepoint.load().map_err(|e| err("loading", &e))?;
-            tracepoint
-                .attach(
-                    contract::INET_SOCK_SET_STATE.category,
-                    contract::INET_SOCK_SET_STATE.name,
-                )
-                .map_err(|e| err("attaching", &e))?;
+        for (_, program, on) in programs {
+            attach_on(&mut ebpf, program, on).map_err(io::Error::other)?;
         }
         let ring = RingBuf::try_from(
             ebpf.take_map(contract::EVENTS)
@@ -99,8 +140,7 @@ impl Baseline {
             std::thread::spawn(move || drain(ring, &stop, &records))
         };
         Ok(Self {
-            label,
-            program,
+            programs: programs.iter().map(|(l, p, _)| (*l, *p)).collect(),
             ebpf,
             stop,
             records,
@@ -108,17 +148,30 @@ impl Baseline {
         })
     }
 
-    pub const fn label(&self) -> &'static str {
-        self.label
+    /// Each program's counters, in the order attached.
+    pub fn stats(&self) -> io::Result<Vec<ProgStats>> {
+        self.programs
+            .iter()
+            .map(|(_, name)| {
+                let program = self
+                    .ebpf
+                    .program(name)
+                    .ok_or_else(|| io::Error::other(format!("no {name} program")))?;
+                let fd = program.fd().map_err(io::Error::other)?;
+                prog_stats::read(fd.as_fd())
+            })
+            .collect()
     }
 
-    pub fn stats(&self) -> io::Result<ProgStats> {
-        let program = self
-            .ebpf
-            .program(self.program)
-            .ok_or_else(|| io::Error::other("no baseline program"))?;
-        let fd = program.fd().map_err(io::Error::other)?;
-        prog_stats::read(fd.as_fd())
+    /// Each program's cost since `before` (from [`Baseline::stats`]), under its label.
+    pub fn costs_since(&self, before: &[ProgStats]) -> io::Result<Vec<Cost>> {
+        Ok(self
+            .programs
+            .iter()
+            .zip(before)
+            .zip(self.stats()?)
+            .map(|(((label, _), before), after)| Cost::between(label, *before, after))
+            .collect())
     }
 
     /// Records read from the ring buffer so far.

@@ -478,7 +478,7 @@ fn run_phase(
             let (stats, records) = (b.stats()?, b.records());
             (phase.made, phase.machine_cpu) = run(None)?;
             std::thread::sleep(Duration::from_millis(500));
-            phase.costs = vec![Cost::between(program, stats, b.stats()?)];
+            phase.costs = b.costs_since(&stats)?;
             // Records of the last runs may still be on their way to the reader (it wakes at
             // least every 10 ms).
             std::thread::sleep(Duration::from_millis(200));

@@ -10,10 +10,11 @@
 
 use std::io;
 
-use observer::load::{KernelReads, contract, prog_stats::ProgStats, state_config};
+use observer::load::{KernelReads, contract, state_config};
 use observer_common::SpanProbeConfig;
 
 use crate::{baseline::Baseline, kstats::Cost};
+use observer::load::prog_stats::ProgStats;
 
 /// A read, or all of them, left out of a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,19 +122,22 @@ impl Copies {
                 None => Baseline::attach(contract::BASELINE)?,
             });
         }
+        // Last, so that every copy above runs in the same order relative to them each round.
+        attached.push(Baseline::attach_floors()?);
         Ok(Self(attached))
     }
 
-    pub fn stats(&self) -> io::Result<Vec<ProgStats>> {
+    /// Every program's counters, one list per object.
+    pub fn stats(&self) -> io::Result<Vec<Vec<ProgStats>>> {
         self.0.iter().map(Baseline::stats).collect()
     }
 
     /// Each program's cost since `before`, under its label.
-    pub fn costs_since(&self, before: &[ProgStats]) -> io::Result<Vec<Cost>> {
-        self.0
-            .iter()
-            .zip(before)
-            .map(|(b, before)| Ok(Cost::between(b.label(), *before, b.stats()?)))
-            .collect()
+    pub fn costs_since(&self, before: &[Vec<ProgStats>]) -> io::Result<Vec<Cost>> {
+        let mut costs = Vec::new();
+        for (b, before) in self.0.iter().zip(before) {
+            costs.extend(b.costs_since(before)?);
+        }
+        Ok(costs)
     }
 }

@@ -157,6 +157,53 @@ pub const BASELINES: [&str; 4] = [
     BASELINE_NO_WAKEUP,
 ];
 
+/// A program of the benchmark that reserves and submits a record as [`BASELINE`] does, on the
+/// hook of one of the daemon's programs other than [`INET_SOCK_SET_STATE`] (on the timers, for
+/// timewait timers only). With [`BASELINE`] they are the least that watching all of the
+/// daemon's hooks costs; the daemon never attaches them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floor {
+    pub name: &'static str,
+    /// The daemon's program whose hook it takes.
+    pub on: Program,
+}
+
+/// A floor on each hook of [`PROGRAMS`] after the first.
+pub const FLOORS: [Floor; 8] = [
+    Floor {
+        name: "floor_send_reset",
+        on: TCP_SEND_RESET,
+    },
+    Floor {
+        name: "floor_receive_reset",
+        on: TCP_RECEIVE_RESET,
+    },
+    Floor {
+        name: "floor_timer_start",
+        on: TIMER_START,
+    },
+    Floor {
+        name: "floor_timer_cancel",
+        on: TIMER_CANCEL,
+    },
+    Floor {
+        name: "floor_timer_expire",
+        on: TIMER_EXPIRE_ENTRY,
+    },
+    Floor {
+        name: "floor_retransmit",
+        on: TCP_RETRANSMIT_SKB,
+    },
+    Floor {
+        name: "floor_retransmit_synack",
+        on: TCP_RETRANSMIT_SYNACK,
+    },
+    Floor {
+        name: "floor_sk_error",
+        on: INET_SK_ERROR_REPORT,
+    },
+];
+
 /// Submits a record as the daemon's programs do, waking the reader past a fill level.
 pub const BASELINE: &str = "baseline";
 /// [`BASELINE`] as a raw tracepoint program (the one baseline that is not a classic
@@ -224,11 +271,30 @@ mod tests {
                 "the object has no {name} program of its kind: {section:?}"
             );
         }
+        for (floor, on) in FLOORS.iter().zip(&PROGRAMS[1..]) {
+            assert_eq!(&floor.on, on, "one floor per hook, in the table's order");
+            let section = obj.programs.get(floor.name).map(|p| &p.section);
+            assert!(
+                matches!(
+                    (section, on.hook),
+                    (Some(ProgramSection::TracePoint), Hook::Tracepoint)
+                        | (Some(ProgramSection::RawTracePoint), Hook::Raw)
+                ),
+                "the object has no {} program on {}'s hook: {section:?}",
+                floor.name,
+                on.name
+            );
+        }
     }
 
     #[test]
     fn the_object_has_no_program_outside_the_table() {
-        let known: BTreeSet<&str> = PROGRAMS.iter().map(|p| p.name).chain(BASELINES).collect();
+        let known: BTreeSet<&str> = PROGRAMS
+            .iter()
+            .map(|p| p.name)
+            .chain(BASELINES)
+            .chain(FLOORS.iter().map(|f| f.name))
+            .collect();
         let obj = object();
         let extra: Vec<&String> = obj
             .programs

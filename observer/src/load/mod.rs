@@ -45,6 +45,14 @@ pub fn state_config(reads: KernelReads) -> Result<observer_common::SpanProbeConf
     Ok(plan.state)
 }
 
+/// The timer programs' configuration on this kernel, for tools that attach programs with their
+/// filter themselves (the benchmark's floors); none when this kernel does not allow it (the
+/// reason is in the daemon's features).
+pub fn timer_config() -> Result<Option<observer_common::TimerProbeConfig>, LoadError> {
+    let tracefs = tracefs::ensure_mounted()?;
+    Ok(configure::plan(&tracefs)?.timer)
+}
+
 /// How often readers of the ring buffer look for records on their own while records come. The
 /// programs wake the reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]),
 /// so below that rate this interval is the longest a record waits; above it, reads follow the
@@ -432,17 +440,20 @@ fn warn_unavailable(features: &Features) {
 }
 
 fn attach(ebpf: &mut Ebpf, spec: &Program) -> Result<(), LoadError> {
-    let program_error = |source| LoadError::Program {
-        name: spec.name,
-        source,
-    };
+    attach_on(ebpf, spec.name, spec)
+}
+
+/// Loads the program `name` of `ebpf` and attaches it to `spec`'s hook: the daemon's programs
+/// to their own, the benchmark's floors ([`contract::FLOORS`]) to the daemon's.
+pub fn attach_on(ebpf: &mut Ebpf, name: &'static str, spec: &Program) -> Result<(), LoadError> {
+    let program_error = |source| LoadError::Program { name, source };
     let attach_error = |source| LoadError::Attach {
         category: spec.category,
         name: spec.name,
         source,
     };
     let program = ebpf
-        .program_mut(spec.name)
+        .program_mut(name)
         .ok_or(program_error(ProgramError::NotLoaded))?;
     match spec.hook {
         Hook::Raw => {

@@ -317,6 +317,26 @@ impl Level<'_> {
         self.copy_difference(reads::WHOLE, omitted.key())
     }
 
+    /// The floor of the daemon's hooks, phase by phase: `baseline`'s run time and the floors'
+    /// on its other hooks ([`contract::FLOORS`]), side by side on the same load, over
+    /// `baseline`'s alone. No program on those hooks can cost less than reserving and
+    /// submitting its records, so no set of them costs less than this ratio of `baseline`.
+    pub(super) fn hooks_floor_ratio(&self) -> Vec<f64> {
+        self.of(Tracer::StateReads)
+            .filter_map(|p| {
+                let time = |name: &str| {
+                    p.costs
+                        .iter()
+                        .find(|c| c.program == name)
+                        .map(|c| c.run_time_ns)
+                };
+                let base = time(contract::BASELINE).filter(|t| *t > 0)?;
+                let floors: u64 = contract::FLOORS.iter().filter_map(|f| time(f.name)).sum();
+                Some((base + floors) as f64 / base as f64)
+            })
+            .collect()
+    }
+
     /// Kernel time of all of a tracer's programs per transition of the load.
     pub(super) fn all_programs_ns_per_transition(&self, tracer: Tracer) -> Option<f64> {
         let time: u64 = self
@@ -340,18 +360,24 @@ fn table_order(tracer: Tracer, program: &str) -> usize {
         Tracer::StateReads => match program {
             reads::WHOLE => 20,
             contract::BASELINE => 27,
-            _ => {
-                21 + Omitted::ALL
-                    .iter()
-                    .position(|o| o.key() == program)
-                    .unwrap_or(Omitted::ALL.len())
-            }
+            _ => contract::FLOORS
+                .iter()
+                .position(|f| f.name == program)
+                .map_or_else(
+                    || {
+                        21 + Omitted::ALL
+                            .iter()
+                            .position(|o| o.key() == program)
+                            .unwrap_or(Omitted::ALL.len())
+                    },
+                    |i| 28 + i,
+                ),
         },
-        Tracer::Baseline => 30,
-        Tracer::BaselineRaw => 31,
-        Tracer::BaselineWakeEach => 32,
-        Tracer::BaselineNoWakeup => 33,
-        Tracer::Tcpstates | Tracer::None => 40,
+        Tracer::Baseline => 40,
+        Tracer::BaselineRaw => 41,
+        Tracer::BaselineWakeEach => 42,
+        Tracer::BaselineNoWakeup => 43,
+        Tracer::Tcpstates | Tracer::None => 50,
     }
 }
 

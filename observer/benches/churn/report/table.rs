@@ -310,6 +310,7 @@ impl Bench {
             }
         }
         Self::write_reads(w, main);
+        Self::write_hooks_floor(w, main);
     }
 
     /// What each read of the state program costs: copies of it side by side in one phase.
@@ -352,6 +353,26 @@ impl Bench {
                 each.join(", ")
             );
         }
+    }
+
+    /// The least that watching all of observer's hooks costs, side by side with `baseline`.
+    fn write_hooks_floor(w: &mut String, main: &Level<'_>) {
+        let ratios = main.hooks_floor_ratio();
+        let Some(spread) = Spread::of(ratios.clone()) else {
+            return;
+        };
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let _ = writeln!(
+            w,
+            "\nthe floor of observer's hooks: baseline's reserve and submit on each of them (the \
+             timers' for timewait timers, found by observer's filter), side by side with \
+             baseline on the same transitions; their kernel time over baseline's: {:.2}x \
+             ({:.2}x to {:.2}x; each round: {})",
+            spread.median,
+            spread.min,
+            spread.max,
+            each.join(", ")
+        );
     }
 
     fn write_resources(&self, w: &mut String, main: &Level<'_>) {

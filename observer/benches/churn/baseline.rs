@@ -8,7 +8,6 @@
 use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _},
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,7 +23,7 @@ use observer_common::{SpanProbeConfig, TimerProbeConfig};
 
 use observer::load::{
     LoadOptions, READ_EVERY, attach_on,
-    contract::{self, Floor, Hook, Part, Program},
+    contract::{self, Hook, Program},
     object,
     prog_stats::{self, ProgStats},
     ring_wakeup_bytes,
@@ -78,25 +77,14 @@ impl Baseline {
     /// ones with the daemon's filter, configured for this kernel. A hook this kernel lacks is
     /// left out, as the daemon leaves it out.
     pub fn attach_floors() -> io::Result<Self> {
-        let timer = observer::load::timer_config().map_err(io::Error::other)?;
-        let present = |f: &Floor| {
-            let hooked = match f.on.hook {
-                Hook::Raw => true,
-                Hook::Tracepoint => Path::new(&format!(
-                    "/sys/kernel/tracing/events/{}/{}",
-                    f.on.category, f.on.name
-                ))
-                .exists(),
-            };
-            hooked && (f.on.part != Part::Timewait || timer.is_some())
-        };
+        let planned = observer::load::planned().map_err(io::Error::other)?;
         let floors: Vec<_> = contract::FLOORS
             .iter()
-            .filter(|f| present(f))
+            .filter(|f| planned.programs.contains(&f.on))
             .map(|f| (f.name, f.name, f.on))
             .collect();
         let globals = Globals {
-            timer: timer.as_ref(),
+            timer: planned.timer.as_ref(),
             ..Globals::default()
         };
         Self::start(&floors, globals)

@@ -10,11 +10,10 @@
 
 use std::io;
 
-use observer::load::{KernelReads, contract, state_config};
+use observer::load::{KernelReads, contract, prog_stats::ProgStats, state_config};
 use observer_common::SpanProbeConfig;
 
 use crate::{baseline::Baseline, kstats::Cost};
-use observer::load::prog_stats::ProgStats;
 
 /// A read, or all of them, left out of a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use observer_common::probe_config::UNKNOWN;
 
 use super::{
     Availability, Features, KernelReads, LoadError,
-    contract::{self, Program},
+    contract::{self, Part, Program},
 };
 use crate::decode::{
     Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout,
@@ -37,6 +37,24 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// Whether the daemon attaches `program` on this kernel: a program whose layout this
+    /// kernel lacks is not attached, and its feature is off.
+    pub(super) fn wants(&self, program: &Program) -> bool {
+        match program.part {
+            Part::Transitions => true,
+            Part::Resets if program.name == contract::TCP_SEND_RESET.name => {
+                self.send_reset.is_some()
+            }
+            Part::Resets => self.receive_reset.is_some(),
+            Part::Timewait => self.timer.is_some(),
+            Part::Retransmits if program.name == contract::TCP_RETRANSMIT_SKB.name => {
+                self.retransmit.is_some()
+            }
+            Part::Retransmits => self.retransmit_synack.is_some(),
+            Part::SocketErrors => self.sock_error.is_some(),
+        }
+    }
+
     /// Leaves out of the state program the reads `reads` turns off: the program skips a read
     /// whose offset is unknown.
     pub(super) fn omit(&mut self, reads: KernelReads) {

@@ -45,12 +45,23 @@ pub fn state_config(reads: KernelReads) -> Result<observer_common::SpanProbeConf
     Ok(plan.state)
 }
 
-/// The timer programs' configuration on this kernel, for tools that attach programs with their
-/// filter themselves (the benchmark's floors); none when this kernel does not allow it (the
-/// reason is in the daemon's features).
-pub fn timer_config() -> Result<Option<observer_common::TimerProbeConfig>, LoadError> {
+/// What the daemon would attach on this kernel, for tools that attach programs on its hooks
+/// themselves (the benchmark's floors, [`contract::FLOORS`]).
+pub struct Planned {
+    /// The daemon's programs it attaches here, in [`PROGRAMS`] order.
+    pub programs: Vec<Program>,
+    /// The timer programs' configuration (their filter's); none when they are not attached.
+    pub timer: Option<observer_common::TimerProbeConfig>,
+}
+
+/// What the daemon would attach on this kernel (see [`Planned`]).
+pub fn planned() -> Result<Planned, LoadError> {
     let tracefs = tracefs::ensure_mounted()?;
-    Ok(configure::plan(&tracefs)?.timer)
+    let plan = configure::plan(&tracefs)?;
+    Ok(Planned {
+        programs: PROGRAMS.iter().filter(|p| plan.wants(p)).copied().collect(),
+        timer: plan.timer,
+    })
 }
 
 /// How often readers of the ring buffer look for records on their own while records come. The
@@ -284,22 +295,9 @@ impl Probes {
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
         start_ebpf_logger(&mut ebpf);
 
+        let wanted: Vec<&Program> = PROGRAMS.iter().filter(|p| plan.wants(p)).collect();
         let mut features = plan.features;
-        // A program whose layout this kernel lacks is not attached: its feature is off.
-        let wanted = |program: &Program| match program.part {
-            Part::Transitions => true,
-            Part::Resets if program.name == contract::TCP_SEND_RESET.name => {
-                plan.send_reset.is_some()
-            }
-            Part::Resets => plan.receive_reset.is_some(),
-            Part::Timewait => plan.timer.is_some(),
-            Part::Retransmits if program.name == contract::TCP_RETRANSMIT_SKB.name => {
-                plan.retransmit.is_some()
-            }
-            Part::Retransmits => plan.retransmit_synack.is_some(),
-            Part::SocketErrors => plan.sock_error.is_some(),
-        };
-        for program in PROGRAMS.iter().filter(|p| wanted(p)) {
+        for program in wanted {
             match attach(&mut ebpf, program) {
                 Ok(()) => {}
                 Err(e) if program.required() => return Err(e),

@@ -360,18 +360,16 @@ fn table_order(tracer: Tracer, program: &str) -> usize {
         Tracer::StateReads => match program {
             reads::WHOLE => 20,
             contract::BASELINE => 27,
-            _ => contract::FLOORS
-                .iter()
-                .position(|f| f.name == program)
-                .map_or_else(
-                    || {
-                        21 + Omitted::ALL
-                            .iter()
-                            .position(|o| o.key() == program)
-                            .unwrap_or(Omitted::ALL.len())
-                    },
-                    |i| 28 + i,
-                ),
+            _ => {
+                if let Some(i) = contract::FLOORS.iter().position(|f| f.name == program) {
+                    28 + i
+                } else {
+                    21 + Omitted::ALL
+                        .iter()
+                        .position(|o| o.key() == program)
+                        .unwrap_or(Omitted::ALL.len())
+                }
+            }
         },
         Tracer::Baseline => 40,
         Tracer::BaselineRaw => 41,

@@ -36,9 +36,13 @@ pub struct SpanProbeConfig {
     pub dev_net_offset: u32,
     /// Offset of `icsk_retransmits` (a `u8`) from the socket's address; [`UNKNOWN`]: not read.
     pub icsk_retransmits_offset: u32,
-    /// Offset of `oldstate` (an `int`) in the tracepoint record. When known, `sk_socket` is read
-    /// only for transitions out of ESTABLISHED, the only ones that use it.
+    /// Offset of `oldstate` (an `int`) in the tracepoint record. With [`Self::newstate_offset`]
+    /// it restricts the reads to the transitions that use them: `sk_socket` to ESTABLISHED ->
+    /// CLOSE_WAIT or CLOSE, the task's `comm` to transitions in the owner's context, the
+    /// namespace and cgroup to a socket's birth. [`UNKNOWN`]: read on every transition.
     pub oldstate_offset: u32,
+    /// Offset of `newstate` (an `int`) in the tracepoint record; [`UNKNOWN`] as above.
+    pub newstate_offset: u32,
     /// Offset in `struct sock` of the pointer to the socket's cgroup: `sk_cgrp_data.cgroup`
     /// (Linux 5.15+), or `sk_cgrp_data.val` before (see [`Self::cgroup_tagged`]);
     /// [`UNKNOWN`]: not read. Read only on transitions out of CLOSE and LISTEN, a socket's
@@ -72,6 +76,7 @@ impl SpanProbeConfig {
         dev_net_offset: UNKNOWN,
         icsk_retransmits_offset: UNKNOWN,
         oldstate_offset: UNKNOWN,
+        newstate_offset: UNKNOWN,
         sk_cgroup_offset: UNKNOWN,
         cgroup_tagged: 0,
         cgroup_kn_offset: UNKNOWN,
@@ -188,7 +193,7 @@ impl SockErrorProbeConfig {
     };
 }
 
-const _: () = assert!(size_of::<SpanProbeConfig>() == 19 * 4);
+const _: () = assert!(size_of::<SpanProbeConfig>() == 20 * 4);
 const _: () = assert!(size_of::<TimerProbeConfig>() == 8 + 8 * 4);
 const _: () = assert!(size_of::<SockErrorProbeConfig>() == 16 * 4);
 

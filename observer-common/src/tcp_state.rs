@@ -97,14 +97,29 @@ impl TcpState {
     /// not count.
     #[must_use]
     pub const fn in_owner_context(old: Self, new: Self) -> bool {
-        matches!(
-            (old, new),
-            (Self::Close, Self::SynSent | Self::Listen)
-                | (Self::Established | Self::SynRecv, Self::FinWait1)
-                | (Self::CloseWait, Self::LastAck)
-                | (Self::Listen, Self::Close)
-        )
+        in_owner_context(old as i32, new as i32)
     }
+}
+
+/// [`TcpState::in_owner_context`] on the kernel's values, as the eBPF programs read them from a
+/// tracepoint record (which then read the task's `comm` only when it names the owner).
+#[must_use]
+pub const fn in_owner_context(old: i32, new: i32) -> bool {
+    const CLOSE: i32 = TcpState::Close as i32;
+    const SYN_SENT: i32 = TcpState::SynSent as i32;
+    const LISTEN: i32 = TcpState::Listen as i32;
+    const ESTABLISHED: i32 = TcpState::Established as i32;
+    const SYN_RECV: i32 = TcpState::SynRecv as i32;
+    const FIN_WAIT1: i32 = TcpState::FinWait1 as i32;
+    const CLOSE_WAIT: i32 = TcpState::CloseWait as i32;
+    const LAST_ACK: i32 = TcpState::LastAck as i32;
+    matches!(
+        (old, new),
+        (CLOSE, SYN_SENT | LISTEN)
+            | (ESTABLISHED | SYN_RECV, FIN_WAIT1)
+            | (CLOSE_WAIT, LAST_ACK)
+            | (LISTEN, CLOSE)
+    )
 }
 
 mod heapless_name {

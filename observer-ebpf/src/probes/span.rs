@@ -13,19 +13,21 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use observer_common::{
-    RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord,
+    RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord, TcpState,
     probe_config::UNKNOWN,
     record::{
         Counter, FLAG_NO_SK_SOCKET, FLAG_RETRANSMITS_READ, FLAG_SK_SOCKET_READ, RETRANSMITS_SHIFT,
     },
+    tcp_state::in_owner_context,
 };
 
 use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 const IPPROTO_TCP: u16 = 6;
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_CLOSE: i32 = 7;
-const TCP_LISTEN: i32 = 10;
+const TCP_ESTABLISHED: i32 = TcpState::Established as i32;
+const TCP_CLOSE: i32 = TcpState::Close as i32;
+const TCP_CLOSE_WAIT: i32 = TcpState::CloseWait as i32;
+const TCP_LISTEN: i32 = TcpState::Listen as i32;
 
 /// Reads a configuration global. Volatile: the value is patched into the object at load time,
 /// so the compiler must not fold in the compiled-in `UNSET`.
@@ -84,9 +86,15 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         let sk = span
             .field::<*const u8>(ctx, cfg.skaddr_offset)
             .unwrap_or(core::ptr::null());
+        // Read once: they decide which of the reads below a transition needs.
+        let states = if matches!(kind, RecordKind::StateChange) {
+            states(ctx, &span)
+        } else {
+            None
+        };
         let netns = if sk.is_null() {
             skb_netns_inum(ctx, &span)
-        } else if matches!(kind, RecordKind::StateChange) && !at_birth(ctx, &span) {
+        } else if matches!(kind, RecordKind::StateChange) && !at_birth(states) {
             0
         } else {
             netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
@@ -101,7 +109,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         // Straight into the record: the safe wrapper zeroes and copies a stack buffer byte by
         // byte, which costs more than the helper. On failure the helper zeroes the buffer.
         let comm = &mut (*rec).comm;
-        if cfg.skip_comm == 0 {
+        if cfg.skip_comm == 0 && by_owner(states) {
             #[expect(clippy::cast_possible_truncation, reason = "16 bytes")]
             bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32);
         } else {
@@ -110,7 +118,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         (*rec).netns = netns;
         // `kind` is a constant in each program: the others compile without these reads.
         (*rec).cgroup = if matches!(kind, RecordKind::StateChange) {
-            cgroup_id(ctx, &span, sk)
+            cgroup_id(cfg, sk, states)
         } else {
             0
         };
@@ -119,7 +127,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         } else {
             0
         };
-        (*rec).flags = sk_socket_flags(ctx, &span, sk) | retransmits;
+        (*rec).flags = sk_socket_flags(cfg, sk, states) | retransmits;
     }
     entry.submit(submit_flags());
 }
@@ -239,37 +247,51 @@ unsafe fn retransmits_flags(sk: *const u8, cfg: &SpanProbeConfig) -> u16 {
     }
 }
 
+/// A state change's (old, new) states, when both offsets are configured.
+#[inline(always)]
+unsafe fn states(ctx: &TracePointContext, span: &Span) -> Option<(i32, i32)> {
+    let cfg = span.cfg;
+    if cfg.oldstate_offset == UNKNOWN || cfg.newstate_offset == UNKNOWN {
+        return None;
+    }
+    // SAFETY: fields of this program's tracepoint record.
+    unsafe {
+        Some((
+            span.field::<i32>(ctx, cfg.oldstate_offset)?,
+            span.field::<i32>(ctx, cfg.newstate_offset)?,
+        ))
+    }
+}
+
 /// Whether a state change is a socket's birth: out of CLOSE (a new socket) or LISTEN (a
 /// listener's child, cloned in the listener's namespace and cgroup, which it keeps; or the
 /// listener's own close). What a socket keeps for life (its namespace, its cgroup) is read then
-/// only: the daemon carries it to the socket's later transitions. True when `oldstate` is not
-/// configured (every transition then carries it).
+/// only: the daemon carries it to the socket's later transitions. True when the states are not
+/// known (every transition then carries it).
 #[inline(always)]
-unsafe fn at_birth(ctx: &TracePointContext, span: &Span) -> bool {
-    let offset = span.cfg.oldstate_offset;
-    // SAFETY: a field of this program's tracepoint record.
-    offset == UNKNOWN
-        || matches!(
-            unsafe { span.field::<i32>(ctx, offset) },
-            Some(TCP_CLOSE | TCP_LISTEN)
-        )
+fn at_birth(states: Option<(i32, i32)>) -> bool {
+    states.is_none_or(|(old, _)| matches!(old, TCP_CLOSE | TCP_LISTEN))
+}
+
+/// Whether the current task is the socket's owner (a transition its own system call drives):
+/// elsewhere it is whichever task a softirq interrupted, and its `comm` says nothing about the
+/// socket. True when the states are not known, and for the records of other tracepoints.
+#[inline(always)]
+fn by_owner(states: Option<(i32, i32)>) -> bool {
+    states.is_none_or(|(old, new)| in_owner_context(old, new))
 }
 
 /// The id of the socket's cgroup (v2) on a socket's birth ([`at_birth`]); 0 otherwise or when
 /// unknown. A socket first seen later (open before the daemon started, or whose birth
 /// was lost) gets its cgroup from sock_diag, which reports it for every full socket.
 #[inline(always)]
-unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 {
-    let cfg = span.cfg;
+unsafe fn cgroup_id(cfg: &SpanProbeConfig, sk: *const u8, states: Option<(i32, i32)>) -> u64 {
     if sk.is_null()
         || cfg.sk_cgroup_offset == UNKNOWN
         || cfg.cgroup_kn_offset == UNKNOWN
         || cfg.kn_id_offset == UNKNOWN
+        || !at_birth(states)
     {
-        return 0;
-    }
-    // SAFETY: a field of this program's tracepoint record.
-    if !unsafe { at_birth(ctx, span) } {
         return 0;
     }
     // SAFETY: probe reads of kernel memory; failures give 0.
@@ -296,16 +318,14 @@ unsafe fn cgroup_id(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u64 
     }
 }
 
-/// Whether the socket has a `struct socket`: a child socket has none until `accept()`.
+/// Whether the socket has a `struct socket`: a child socket has none until `accept()`. Read
+/// only when the peer ends an established connection (-> CLOSE_WAIT or CLOSE), where the
+/// daemon tells a connection closed before `accept()`; always when the states are not known.
 #[inline(always)]
-unsafe fn sk_socket_flags(ctx: &TracePointContext, span: &Span, sk: *const u8) -> u16 {
-    let cfg = span.cfg;
-    if sk.is_null() || cfg.sk_socket_offset == UNKNOWN {
-        return 0;
-    }
-    // SAFETY: a field of this program's tracepoint record.
-    if cfg.oldstate_offset != UNKNOWN
-        && unsafe { span.field::<i32>(ctx, cfg.oldstate_offset) } != Some(TCP_ESTABLISHED)
+unsafe fn sk_socket_flags(cfg: &SpanProbeConfig, sk: *const u8, states: Option<(i32, i32)>) -> u16 {
+    if sk.is_null()
+        || cfg.sk_socket_offset == UNKNOWN
+        || states.is_some_and(|s| !matches!(s, (TCP_ESTABLISHED, TCP_CLOSE_WAIT | TCP_CLOSE)))
     {
         return 0;
     }

@@ -51,8 +51,8 @@ impl Omitted {
         match self {
             Self::Cgroup => "the socket's cgroup (3 reads, at its birth)",
             Self::Netns => "the socket's network namespace (2 reads, at its birth)",
-            Self::SkSocket => "sk_socket (1 read, out of ESTABLISHED)",
-            Self::Comm => "the task's comm (a helper call)",
+            Self::SkSocket => "sk_socket (1 read, ESTABLISHED -> CLOSE_WAIT or CLOSE)",
+            Self::Comm => "the task's comm (a helper call, in the owner's context)",
             Self::All => "all four",
         }
     }

@@ -84,7 +84,8 @@ fn socks(i: u64) -> (u64, u64, u64) {
 }
 
 /// A transition as `sock:inet_sock_set_state` reports it. Outside the owner's syscalls it runs
-/// in softirq, which on loopback is the peer's syscall that sent the segment.
+/// in softirq, which on loopback is the peer's syscall that sent the segment; the program then
+/// records that task's pid but not its `comm`.
 #[expect(clippy::too_many_arguments, reason = "one per field of the record")]
 pub fn transition(
     mono_ns: u64,
@@ -109,9 +110,16 @@ pub fn transition(
         remote,
         // Read by the program at a socket's birth only.
         netns: matches!(old, TcpState::Close | TcpState::Listen).then_some(NETNS),
-        task: if owner_context { own } else { peer },
+        task: if owner_context {
+            own
+        } else {
+            Task::new(peer.pid, peer.tid, [0; 16])
+        },
         owner_context,
-        has_socket: Some(has_socket),
+        // Read only where the peer ends an established connection.
+        has_socket: (old == TcpState::Established
+            && matches!(new, TcpState::CloseWait | TcpState::Close))
+        .then_some(has_socket),
     })
 }
 

@@ -50,6 +50,7 @@ impl StateLayout {
             protocol_offset: as_u32(protocol.offset),
             protocol_size: as_u32(protocol.size),
             oldstate_offset: as_u32(oldstate.offset),
+            newstate_offset: as_u32(newstate.offset),
             ..span_config(start, end, skaddr)
         };
         Ok((layout, config))

@@ -142,11 +142,11 @@ pub struct LoadOptions {
 pub struct KernelReads {
     /// The socket's network namespace (two reads), on a socket's birth (out of CLOSE or LISTEN).
     pub netns: bool,
-    /// `sk_socket`, on transitions out of ESTABLISHED (closed before accept()).
+    /// `sk_socket`, on ESTABLISHED -> CLOSE_WAIT or CLOSE (closed before accept()).
     pub sk_socket: bool,
     /// The socket's cgroup (three reads), on a socket's birth (out of CLOSE or LISTEN).
     pub cgroup: bool,
-    /// The current task's `comm`.
+    /// The current task's `comm`, on transitions in the owner's context.
     pub comm: bool,
 }
 

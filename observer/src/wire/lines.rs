@@ -114,7 +114,8 @@ pub enum Line<'a> {
         timewait_timeout_ns: Option<u64>,
         #[serde(flatten)]
         owner: Owner<'a>,
-        /// The task that was running on the CPU (the owner only when `owner_context`).
+        /// The task that was running on the CPU (the owner only when `owner_context`). Its
+        /// `comm` is read only when `owner_context`: empty otherwise.
         task_pid: u32,
         task_tid: u32,
         task_comm: Cow<'a, str>,

@@ -91,7 +91,24 @@ fn assert_connection<'r>(
                 t.task.pid, me,
                 "an owner-context transition names this process: {t:?}"
             );
+            // The thread that made the call, by the name the kernel keeps for it.
+            if let Ok(name) =
+                std::fs::read_to_string(format!("/proc/self/task/{}/comm", t.task.tid))
+            {
+                assert_eq!(t.task.comm(), name.trim_end(), "{t:?}");
+            }
         }
+        // Only what the daemon uses is read.
+        assert_eq!(
+            t.task.comm().is_empty(),
+            !t.owner_context,
+            "the task's name is read in the owner's context only: {t:?}"
+        );
+        assert_eq!(
+            t.has_socket.is_some(),
+            t.old == Established && matches!(t.new, CloseWait | Close),
+            "sk_socket is read where the peer ends an established connection only: {t:?}"
+        );
     }
     let connect = seen.iter().find(|t| t.sock == client_sock).unwrap();
     assert!(

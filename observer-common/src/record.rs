@@ -85,7 +85,8 @@ pub struct SpanRecord {
     pub header: RecordHeader,
     /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`, nanoseconds.
     pub ts_ns: u64,
-    /// `bpf_get_current_pid_tgid()` of the task running when the event happened.
+    /// `bpf_get_current_pid_tgid()` of the task running when the event happened; state changes
+    /// only (0 in the other records, whose task the daemon does not use).
     pub pid_tgid: u64,
     /// Id of the socket's cgroup (v2): the cgroup of the process that created it, which the
     /// socket keeps in `sk_cgrp_data` (and which stays right in softirq, where the current task
@@ -101,7 +102,8 @@ pub struct SpanRecord {
     /// `FLAG_*` bits, and `icsk_retransmits` in the high byte when
     /// [`FLAG_RETRANSMITS_READ`] is set.
     pub flags: u16,
-    /// `bpf_get_current_comm()` of that task.
+    /// `bpf_get_current_comm()` of that task, for a state change in its owner's context only
+    /// (zeroed otherwise: in softirq the task is whichever one was interrupted).
     pub comm: [u8; 16],
     /// The tracepoint record from `SpanProbeConfig::span_start`, `raw_len` bytes.
     pub raw: [u8; RAW_CAPACITY],

@@ -101,7 +101,13 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         };
         (*rec).header = RecordHeader::new(kind, size_of::<SpanRecord>());
         (*rec).ts_ns = bpf_ktime_get_ns();
-        (*rec).pid_tgid = bpf_get_current_pid_tgid();
+        // The task only for a state change: the daemon names no task from the other records.
+        let state_change = matches!(kind, RecordKind::StateChange);
+        (*rec).pid_tgid = if state_change {
+            bpf_get_current_pid_tgid()
+        } else {
+            0
+        };
         #[expect(clippy::cast_possible_truncation, reason = "len <= RAW_CAPACITY")]
         {
             (*rec).raw_len = len as u16;
@@ -109,7 +115,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         // Straight into the record: the safe wrapper zeroes and copies a stack buffer byte by
         // byte, which costs more than the helper. On failure the helper zeroes the buffer.
         let comm = &mut (*rec).comm;
-        if cfg.skip_comm == 0 && by_owner(states) {
+        if state_change && cfg.skip_comm == 0 && by_owner(states) {
             #[expect(clippy::cast_possible_truncation, reason = "16 bytes")]
             bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32);
         } else {
@@ -275,7 +281,7 @@ fn at_birth(states: Option<(i32, i32)>) -> bool {
 
 /// Whether the current task is the socket's owner (a transition its own system call drives):
 /// elsewhere it is whichever task a softirq interrupted, and its `comm` says nothing about the
-/// socket. True when the states are not known, and for the records of other tracepoints.
+/// socket. True when the states are not known.
 #[inline(always)]
 fn by_owner(states: Option<(i32, i32)>) -> bool {
     states.is_none_or(|(old, new)| in_owner_context(old, new))

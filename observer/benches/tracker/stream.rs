@@ -191,7 +191,7 @@ fn event(i: u64, step: u8, at: u64) -> Event {
         remote: server,
         netns: Some(NETNS),
     };
-    let reset = |direction, sock, state, reason: Option<u32>, local, remote, task| {
+    let reset = |direction, sock, state, reason: Option<u32>, local, remote| {
         Event::Reset(Reset {
             mono_ns: at,
             direction,
@@ -202,7 +202,6 @@ fn event(i: u64, step: u8, at: u64) -> Event {
             local,
             remote,
             netns: Some(NETNS),
-            task,
         })
     };
     match (is_linger(i), step) {
@@ -247,15 +246,7 @@ fn event(i: u64, step: u8, at: u64) -> Event {
         // SO_LINGER {on, 0}: CLOSE at once, and an RST the peer receives before the sender's
         // tracepoint fires.
         (true, 4) => transition(at, csk, Established, Close, client, server, ct, st, true),
-        (true, 5) => reset(
-            ResetDirection::Received,
-            ssk,
-            None,
-            None,
-            server,
-            client,
-            ct,
-        ),
+        (true, 5) => reset(ResetDirection::Received, ssk, None, None, server, client),
         (true, 6) => transition(at, ssk, Established, Close, server, client, st, ct, true),
         (true, 7) => reset(
             ResetDirection::Sent,
@@ -264,7 +255,6 @@ fn event(i: u64, step: u8, at: u64) -> Event {
             Some(REASON_TCP_STATE),
             client,
             server,
-            ct,
         ),
         _ => unreachable!("connection {i} has no step {step}"),
     }

@@ -3,8 +3,8 @@
 use observer_common::{RecordKind, SpanProbeConfig};
 
 use super::{
-    DecodeError, SplitAddresses, Task, as_u32, check_kind, read_int, read_span, read_state,
-    sockaddr, span_bounds, span_config,
+    DecodeError, SplitAddresses, as_u32, check_kind, read_int, read_span, read_state, sockaddr,
+    span_bounds, span_config,
 };
 use crate::{
     event::Netns,
@@ -121,7 +121,6 @@ impl ResetLayout {
             local,
             remote,
             netns: Netns::new(rec.netns()),
-            task: Task::from_pid_tgid(rec.pid_tgid(), rec.comm()),
         })
     }
 }
@@ -175,10 +174,7 @@ mod tests {
         );
         assert_eq!(r.local, "[::1]:9000".parse().unwrap());
         assert_eq!(r.remote, "[::1]:40000".parse().unwrap());
-        assert_eq!(
-            (r.family, r.netns, r.task.pid),
-            (Family::Ipv6, Netns::new(99), 10)
-        );
+        assert_eq!((r.family, r.netns), (Family::Ipv6, Netns::new(99)));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::OnceLock};
 
 use observer_common::TcpState;
 
-use super::{Family, Netns, Task};
+use super::{Family, Netns};
 
 /// Which way the RST went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,5 +75,4 @@ pub struct Reset {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub netns: Option<Netns>,
-    pub task: Task,
 }

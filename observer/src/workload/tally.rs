@@ -202,7 +202,6 @@ mod tests {
                 local: "127.0.0.1:80".parse().unwrap(),
                 remote: "127.0.0.1:50000".parse().unwrap(),
                 netns: None,
-                task: Task::new(1, 1, [0; 16]),
             },
             state: None,
             class,

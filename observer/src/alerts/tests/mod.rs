@@ -238,7 +238,6 @@ fn reset_rate_over_a_window_per_direction_and_class() {
             local: "10.0.0.1:80".parse().unwrap(),
             remote: "10.0.0.2:5000".parse().unwrap(),
             netns: Some(NS),
-            task: Task::named(0, "swapper"),
         })
     };
     assert!(

@@ -110,7 +110,7 @@ impl ResetEncoder {
     /// Appends the record of `r`: no socket and an unknown state are written as 0, as the
     /// kernel reports them.
     pub fn encode(&self, r: &Reset, out: &mut Vec<u8>) {
-        let mut rec = span_context(self.kind, r.mono_ns, Some(&r.task), r.netns);
+        let mut rec = span_context(self.kind, r.mono_ns, None, r.netns);
         let mut tp = Copied::span(&mut rec, &self.config);
         tp.int(self.skaddr, r.sock.unwrap_or(0));
         if let Some(f) = self.state {

@@ -83,7 +83,6 @@ fn reset(direction: ResetDirection, local: &str, remote: &str) -> Reset {
         local,
         remote: remote.parse().unwrap(),
         netns: Some(NETNS),
-        task: Task::named(4100, "client"),
     }
 }
 

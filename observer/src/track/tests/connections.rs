@@ -101,7 +101,6 @@ fn resets_are_classified_from_the_reason_and_the_close_before_them() {
             local: addr(CLIENT),
             remote: addr(SERVER),
             netns: Some(NS),
-            task: task(100),
         })
     };
     let mut events = vec![

@@ -209,7 +209,6 @@ fn transition_and_reset_lines_read_as_before() {
         local: "10.0.0.1:80".parse().unwrap(),
         remote: "10.0.0.2:51000".parse().unwrap(),
         netns: Netns::new(9),
-        task: owner,
     };
     let reports = [
         Report::Transition {
@@ -419,7 +418,6 @@ fn lines_about_a_socket_name_its_workload() {
                 local: t.local,
                 remote: t.remote,
                 netns: t.netns,
-                task: owner,
             },
             state: Some(TcpState::Established),
             class: ResetClass::AbortiveClose,

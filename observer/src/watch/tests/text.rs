@@ -151,7 +151,6 @@ fn reset_lines_read_as_before() {
         local: "10.0.0.1:80".parse().unwrap(),
         remote: "10.0.0.2:51000".parse().unwrap(),
         netns: Netns::new(9),
-        task: owner,
     };
     let received = Reset {
         direction: ResetDirection::Received,

@@ -86,15 +86,18 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         let sk = span
             .field::<*const u8>(ctx, cfg.skaddr_offset)
             .unwrap_or(core::ptr::null());
+        // `kind` is a constant in each program: the others compile without the reads that
+        // only a state change makes.
+        let state_change = matches!(kind, RecordKind::StateChange);
         // Read once: they decide which of the reads below a transition needs.
-        let states = if matches!(kind, RecordKind::StateChange) {
+        let states = if state_change {
             states(ctx, &span)
         } else {
             None
         };
         let netns = if sk.is_null() {
             skb_netns_inum(ctx, &span)
-        } else if matches!(kind, RecordKind::StateChange) && !at_birth(states) {
+        } else if state_change && !at_birth(states) {
             0
         } else {
             netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset)
@@ -102,7 +105,6 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         (*rec).header = RecordHeader::new(kind, size_of::<SpanRecord>());
         (*rec).ts_ns = bpf_ktime_get_ns();
         // The task only for a state change: the daemon names no task from the other records.
-        let state_change = matches!(kind, RecordKind::StateChange);
         (*rec).pid_tgid = if state_change {
             bpf_get_current_pid_tgid()
         } else {
@@ -122,8 +124,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
             *comm = [0; 16];
         }
         (*rec).netns = netns;
-        // `kind` is a constant in each program: the others compile without these reads.
-        (*rec).cgroup = if matches!(kind, RecordKind::StateChange) {
+        (*rec).cgroup = if state_change {
             cgroup_id(cfg, sk, states)
         } else {
             0

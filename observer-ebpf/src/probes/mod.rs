@@ -1,4 +1,5 @@
 pub mod baseline;
+pub mod common;
 pub mod reset;
 pub mod retransmit;
 pub mod sock_error;

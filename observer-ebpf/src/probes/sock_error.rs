@@ -19,7 +19,7 @@ use observer_common::{
     },
 };
 
-use super::span::{config, netns_inum};
+use super::{common, span::config};
 use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 const IPPROTO_TCP: u32 = 6;
@@ -41,9 +41,17 @@ pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
     }
     // SAFETY: probe reads of kernel memory through the helpers.
     unsafe {
-        if read_bits(sk, cfg.protocol) != Some(IPPROTO_TCP)
-            || read_bits(sk, cfg.sock_type) != Some(SOCK_STREAM)
-        {
+        // Neighbours in `struct sock`: one read for both where they share 8 bytes.
+        let (protocol, sock_type) =
+            match read_together(sk, cfg.protocol.offset, cfg.sock_type.offset, 4) {
+                #[expect(clippy::cast_possible_truncation, reason = "the u32 at each offset")]
+                Some((p, t)) => (
+                    Some(member(p as u32, cfg.protocol)),
+                    Some(member(t as u32, cfg.sock_type)),
+                ),
+                None => (read_bits(sk, cfg.protocol), read_bits(sk, cfg.sock_type)),
+            };
+        if protocol != Some(IPPROTO_TCP) || sock_type != Some(SOCK_STREAM) {
             return 0;
         }
         // sk_err 0: tcp_disconnect() reports even when nothing went wrong.
@@ -69,13 +77,17 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
     let len = (cfg.common_len as usize).min(COMMON_CAPACITY);
     // SAFETY: `rec` is a reserved record; kernel memory is read through probe-read helpers.
     unsafe {
-        let common = &mut (*rec).common;
-        if bpf_probe_read_kernel_buf(sk, &mut common[..len]).is_err() {
+        let copy = &mut (*rec).common;
+        if bpf_probe_read_kernel_buf(sk, &mut copy[..len]).is_err() {
             count(Counter::ReadFailed);
             entry.discard(NO_WAKEUP);
             return;
         }
-        let Ok(state) = bpf_probe_read_kernel(sk.add(cfg.state_offset as usize)) else {
+        // The state and the namespace's pointer are in the copy (`struct sock_common`).
+        let copy = &*copy;
+        let Some(state) = common::field::<u8>(copy, len, cfg.state_offset)
+            .or_else(|| bpf_probe_read_kernel(sk.add(cfg.state_offset as usize)).ok())
+        else {
             count(Counter::ReadFailed);
             entry.discard(NO_WAKEUP);
             return;
@@ -83,7 +95,7 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
         (*rec).header = RecordHeader::new(RecordKind::SocketError, size_of::<SocketErrorRecord>());
         (*rec).ts_ns = bpf_ktime_get_ns();
         (*rec).sock = sk as u64;
-        (*rec).netns = netns_inum(sk, cfg.sock_net_offset, cfg.net_inum_offset);
+        (*rec).netns = common::netns_inum(sk, copy, len, cfg.sock_net_offset, cfg.net_inum_offset);
         (*rec).error = error;
         (*rec).state = state;
         #[expect(clippy::cast_possible_truncation, reason = "len <= COMMON_CAPACITY")]
@@ -91,14 +103,24 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
             (*rec).common_len = len as u16;
         }
         let mut flags = 0;
-        (*rec).retransmits = match read_u8(sk, cfg.retransmits_offset) {
+        // Neighbours in `struct inet_connection_sock`: one read for both.
+        #[expect(clippy::cast_possible_truncation, reason = "the byte at each offset")]
+        let (retransmits, probes_out) =
+            match read_together(sk, cfg.retransmits_offset, cfg.probes_out_offset, 1) {
+                Some((r, p)) => (Some(r as u8), Some(p as u8)),
+                None => (
+                    read_u8(sk, cfg.retransmits_offset),
+                    read_u8(sk, cfg.probes_out_offset),
+                ),
+            };
+        (*rec).retransmits = match retransmits {
             Some(n) => {
                 flags |= SOCK_ERR_RETRANSMITS_READ;
                 n
             }
             None => 0,
         };
-        (*rec).probes_out = match read_u8(sk, cfg.probes_out_offset) {
+        (*rec).probes_out = match probes_out {
             Some(n) => {
                 flags |= SOCK_ERR_PROBES_OUT_READ;
                 n
@@ -146,5 +168,29 @@ unsafe fn read_bits(sk: *const u8, bits: KernelBits) -> Option<u32> {
     }
     // SAFETY: probe read of kernel memory.
     let word: u32 = unsafe { bpf_probe_read_kernel(sk.add(bits.offset as usize).cast()) }.ok()?;
-    Some((word >> (bits.shift & 31)) & bits.mask)
+    Some(member(word, bits))
+}
+
+/// The member `bits` describes, from the `u32` that holds it.
+#[inline(always)]
+fn member(word: u32, bits: KernelBits) -> u32 {
+    (word >> (bits.shift & 31)) & bits.mask
+}
+
+/// Two members of `size` bytes at offsets `a` and `b` of `sk`, in one read of the 8 bytes
+/// from the lower offset when both fit in them: the bytes from each offset on (little-endian,
+/// as every target of these programs). `None` when either offset is unknown or they lie
+/// further apart; the caller then reads them one by one.
+#[inline(always)]
+unsafe fn read_together(sk: *const u8, a: u32, b: u32, size: u32) -> Option<(u64, u64)> {
+    if a == UNKNOWN || b == UNKNOWN {
+        return None;
+    }
+    let base = a.min(b);
+    if a.max(b) - base + size > 8 {
+        return None;
+    }
+    // SAFETY: probe read of kernel memory.
+    let word: u64 = unsafe { bpf_probe_read_kernel(sk.add(base as usize).cast()) }.ok()?;
+    Some((word >> ((a - base) * 8), word >> ((b - base) * 8)))
 }

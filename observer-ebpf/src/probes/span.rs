@@ -210,11 +210,18 @@ pub unsafe fn netns_inum(object: *const u8, net_offset: u32, inum_offset: u32) -
         else {
             return 0;
         };
-        if net.is_null() {
-            return 0;
-        }
-        bpf_probe_read_kernel(net.add(inum_offset as usize).cast::<u32>()).unwrap_or(0)
+        net_inum(net, inum_offset)
     }
+}
+
+/// `ns.inum` of the `struct net` at `net`; 0 when unknown.
+#[inline(always)]
+pub unsafe fn net_inum(net: *const u8, inum_offset: u32) -> u32 {
+    if net.is_null() || inum_offset == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: a probe read of kernel memory; a failure gives 0.
+    unsafe { bpf_probe_read_kernel(net.add(inum_offset as usize).cast::<u32>()).unwrap_or(0) }
 }
 
 /// The namespace of a socketless event (a reset to a closed port): the packet's device's.

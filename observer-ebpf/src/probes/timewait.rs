@@ -30,7 +30,7 @@ use observer_common::{
     record::{COMMON_CAPACITY, Counter, TimerEvent},
 };
 
-use super::span::{config, netns_inum};
+use super::{common, span::config};
 use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
 
 /// Filled in by the daemon at load time.
@@ -115,13 +115,15 @@ fn emit_start(cfg: &TimerProbeConfig, timer: u64, expires: u64, now: u64) {
         (*rec).event = TimerEvent::Start as u8;
         (*rec).substate =
             bpf_probe_read_kernel(tw.add(cfg.tw_substate_offset as usize)).unwrap_or(0);
-        (*rec).netns = netns_inum(tw, cfg.common_net_offset, cfg.net_inum_offset);
-        let common = &mut (*rec).common;
-        if bpf_probe_read_kernel_buf(tw, &mut common[..len]).is_err() {
+        let copy = &mut (*rec).common;
+        if bpf_probe_read_kernel_buf(tw, &mut copy[..len]).is_err() {
             count(Counter::ReadFailed);
             entry.discard(NO_WAKEUP);
             return;
         }
+        // The namespace's pointer is in the copy.
+        (*rec).netns =
+            common::netns_inum(tw, copy, len, cfg.common_net_offset, cfg.net_inum_offset);
         #[expect(clippy::cast_possible_truncation, reason = "len <= COMMON_CAPACITY")]
         {
             (*rec).common_len = len as u16;

@@ -11,14 +11,7 @@ pub fn field<T: Copy>(common: &[u8; COMMON_CAPACITY], len: usize, offset: u32) -
     if offset == UNKNOWN {
         return None;
     }
-    let at = offset as usize;
-    // Both bounds: the constant one is what the verifier can check.
-    if at <= COMMON_CAPACITY - size_of::<T>() && at + size_of::<T>() <= len {
-        // SAFETY: in bounds of `common`, checked above.
-        Some(unsafe { common.as_ptr().add(at).cast::<T>().read_unaligned() })
-    } else {
-        None
-    }
+    span::in_copy(common, len, offset as usize)
 }
 
 /// The inode number of the network namespace of `sk`, whose `struct sock_common` is copied

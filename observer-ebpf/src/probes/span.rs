@@ -166,16 +166,26 @@ impl<'a> Span<'a> {
         if offset == UNKNOWN {
             return None;
         }
-        if let Some(at) = offset.checked_sub(self.cfg.span_start) {
-            let at = at as usize;
-            // Both bounds: the constant one is what the verifier can check.
-            if at <= RAW_CAPACITY - size_of::<T>() && at + size_of::<T>() <= self.len {
-                // SAFETY: in bounds of `raw`, checked above.
-                return Some(unsafe { self.raw.as_ptr().add(at).cast::<T>().read_unaligned() });
-            }
+        if let Some(v) = offset
+            .checked_sub(self.cfg.span_start)
+            .and_then(|at| in_copy(self.raw, self.len, at as usize))
+        {
+            return Some(v);
         }
         // SAFETY: in-bounds read of the tracepoint record, checked by the helper.
         unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+    }
+}
+
+/// The `T` at `at` of a copy of which `len` bytes were filled, when they hold it.
+#[inline(always)]
+pub fn in_copy<T: Copy, const N: usize>(copy: &[u8; N], len: usize, at: usize) -> Option<T> {
+    // Both bounds: the constant one is what the verifier can check.
+    if at <= N - size_of::<T>() && at + size_of::<T>() <= len {
+        // SAFETY: in bounds of `copy`, checked above.
+        Some(unsafe { copy.as_ptr().add(at).cast::<T>().read_unaligned() })
+    } else {
+        None
     }
 }
 

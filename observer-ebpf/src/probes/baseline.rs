@@ -7,6 +7,10 @@
 //! The `floor_*` programs do the same on each of the daemon's other hooks (the timer ones for
 //! timewait timers only, found as the daemon's programs find them): together with [`baseline`]
 //! they are the least that watching those hooks can cost, whatever a program does there.
+//!
+//! The `empty_*` programs do nothing: what the kernel spends calling any program on the hook,
+//! which no program can cut. The `filter_*` ones run the timer programs' filter and write
+//! nothing: against `empty_*`, what the filter costs on each of the host's timers.
 
 use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
@@ -49,6 +53,32 @@ pub fn baseline_wake_each(_ctx: TracePointContext) -> u32 {
 pub fn baseline_no_wakeup(_ctx: TracePointContext) -> u32 {
     submit(NO_WAKEUP);
     0
+}
+
+/// Nothing: what calling a program on the state tracepoint costs.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn empty_state(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn empty_timer_start(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn empty_timer_cancel(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn filter_timer_start(ctx: RawTracePointContext) -> i32 {
+    filter_only(&ctx)
+}
+
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn filter_timer_cancel(ctx: RawTracePointContext) -> i32 {
+    filter_only(&ctx)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
@@ -106,6 +136,13 @@ fn submit_if_timewait(ctx: &RawTracePointContext) {
     if timewait_timer(ctx, &config(&TIMER_PROBE_CONFIG)).is_some() {
         submit(submit_flags());
     }
+}
+
+/// The timer programs' filter, its verdict returned (the kernel ignores a raw tracepoint
+/// program's return value; returning it keeps the compiler from dropping the comparison).
+#[inline(always)]
+fn filter_only(ctx: &RawTracePointContext) -> i32 {
+    i32::from(timewait_timer(ctx, &config(&TIMER_PROBE_CONFIG)).is_some())
 }
 
 #[inline(always)]

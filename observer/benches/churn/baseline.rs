@@ -3,7 +3,8 @@
 //! `sock:inet_sock_set_state`, from a separate instance of the daemon's own object. `baseline`
 //! submits as the daemon's programs do (waking the reader past a fill level);
 //! `baseline_no_wakeup` never wakes it. Copies of the daemon's state program are attached the
-//! same way (see `reads`), and the floors on the daemon's other hooks (`floor_*`).
+//! same way (see `reads`), and the floors on the daemon's other hooks (`floor_*`), and what
+//! the hooks cost before any program's work (`empty_*`, `filter_*`).
 
 use std::{
     io,
@@ -73,12 +74,12 @@ impl Baseline {
         Self::start(&[(label, on.name, on)], globals)
     }
 
-    /// The floors on the daemon's other hooks ([`contract::FLOORS`]), in one object; the timer
-    /// ones with the daemon's filter, configured for this kernel. A hook this kernel lacks is
-    /// left out, as the daemon leaves it out.
-    pub fn attach_floors() -> io::Result<Self> {
+    /// Programs on the daemon's hooks ([`contract::FLOORS`], [`contract::HOOK_PIECES`]), in
+    /// one object; the timer ones with the daemon's filter, configured for this kernel. A hook
+    /// this kernel lacks is left out, as the daemon leaves it out.
+    pub fn attach_on_hooks(programs: &[contract::Floor]) -> io::Result<Self> {
         let planned = observer::load::planned().map_err(io::Error::other)?;
-        let floors: Vec<_> = contract::FLOORS
+        let floors: Vec<_> = programs
             .iter()
             .filter(|f| planned.programs.contains(&f.on))
             .map(|f| (f.name, f.name, f.on))

@@ -121,8 +121,11 @@ impl Copies {
                 None => Baseline::attach(contract::BASELINE)?,
             });
         }
-        // Last, so that every copy above runs in the same order relative to them each round.
-        attached.push(Baseline::attach_floors()?);
+        // Last, so that every copy above runs in the same order relative to them each round;
+        // the pieces after the floors, so the timer filter's read finds the timer in cache, as
+        // every copy here finds the socket.
+        attached.push(Baseline::attach_on_hooks(&contract::FLOORS)?);
+        attached.push(Baseline::attach_on_hooks(&contract::HOOK_PIECES)?);
         Ok(Self(attached))
     }
 

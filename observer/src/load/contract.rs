@@ -148,8 +148,8 @@ pub const PROGRAMS: [Program; 9] = [
 ];
 
 /// Programs on `sock:inet_sock_set_state` that the daemon never attaches: the benchmark's
-/// baselines (an empty program, and a fixed-size record submitted with and without waking the
-/// reader), against which the cost of [`INET_SOCK_SET_STATE`] is measured.
+/// baselines (a fixed-size record submitted, waking the reader in different ways), against
+/// which the cost of [`INET_SOCK_SET_STATE`] is measured.
 pub const BASELINES: [&str; 4] = [
     BASELINE,
     BASELINE_RAW,
@@ -157,10 +157,8 @@ pub const BASELINES: [&str; 4] = [
     BASELINE_NO_WAKEUP,
 ];
 
-/// A program of the benchmark that reserves and submits a record as [`BASELINE`] does, on the
-/// hook of one of the daemon's programs other than [`INET_SOCK_SET_STATE`] (on the timers, for
-/// timewait timers only). With [`BASELINE`] they are the least that watching all of the
-/// daemon's hooks costs; the daemon never attaches them.
+/// A program of the benchmark on the hook of one of the daemon's programs; the daemon never
+/// attaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Floor {
     pub name: &'static str,
@@ -168,7 +166,9 @@ pub struct Floor {
     pub on: Program,
 }
 
-/// A floor on each hook of [`PROGRAMS`] after the first.
+/// A floor on each hook of [`PROGRAMS`] after the first: a record reserved and submitted as
+/// [`BASELINE`] does (on the timers, for timewait timers only). With [`BASELINE`] they are the
+/// least that watching all of the daemon's hooks costs.
 pub const FLOORS: [Floor; 8] = [
     Floor {
         name: "floor_send_reset",
@@ -201,6 +201,31 @@ pub const FLOORS: [Floor; 8] = [
     Floor {
         name: "floor_sk_error",
         on: INET_SK_ERROR_REPORT,
+    },
+];
+
+/// What a hook costs before any program's work: `empty_*` do nothing (the kernel's cost of
+/// calling a program there), `filter_*` run the timer programs' filter and write nothing.
+pub const HOOK_PIECES: [Floor; 5] = [
+    Floor {
+        name: "empty_state",
+        on: INET_SOCK_SET_STATE,
+    },
+    Floor {
+        name: "empty_timer_start",
+        on: TIMER_START,
+    },
+    Floor {
+        name: "filter_timer_start",
+        on: TIMER_START,
+    },
+    Floor {
+        name: "empty_timer_cancel",
+        on: TIMER_CANCEL,
+    },
+    Floor {
+        name: "filter_timer_cancel",
+        on: TIMER_CANCEL,
     },
 ];
 
@@ -273,16 +298,18 @@ mod tests {
         }
         for (floor, on) in FLOORS.iter().zip(&PROGRAMS[1..]) {
             assert_eq!(&floor.on, on, "one floor per hook, in the table's order");
+        }
+        for floor in FLOORS.iter().chain(&HOOK_PIECES) {
             let section = obj.programs.get(floor.name).map(|p| &p.section);
             assert!(
                 matches!(
-                    (section, on.hook),
+                    (section, floor.on.hook),
                     (Some(ProgramSection::TracePoint), Hook::Tracepoint)
                         | (Some(ProgramSection::RawTracePoint), Hook::Raw)
                 ),
                 "the object has no {} program on {}'s hook: {section:?}",
                 floor.name,
-                on.name
+                floor.on.name
             );
         }
     }
@@ -293,7 +320,7 @@ mod tests {
             .iter()
             .map(|p| p.name)
             .chain(BASELINES)
-            .chain(FLOORS.iter().map(|f| f.name))
+            .chain(FLOORS.iter().chain(&HOOK_PIECES).map(|f| f.name))
             .collect();
         let obj = object();
         let extra: Vec<&String> = obj

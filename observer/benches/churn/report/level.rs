@@ -292,6 +292,11 @@ impl Level<'_> {
             .collect()
     }
 
+    /// Each state-reads phase's ns per run of its program `label` (a copy, a floor, a piece).
+    pub(super) fn side_by_side_ns(&self, label: &str) -> Vec<f64> {
+        self.copy_ns(label).into_iter().flatten().collect()
+    }
+
     /// `a` less `b`, phase by phase, in ns per run of the state program's copies.
     pub(super) fn copy_difference(&self, a: &str, b: &str) -> Vec<f64> {
         self.copy_ns(a)
@@ -363,6 +368,9 @@ fn table_order(tracer: Tracer, program: &str) -> usize {
             _ => {
                 if let Some(i) = contract::FLOORS.iter().position(|f| f.name == program) {
                     28 + i
+                } else if let Some(i) = contract::HOOK_PIECES.iter().position(|f| f.name == program)
+                {
+                    28 + contract::FLOORS.len() + i
                 } else {
                     21 + Omitted::ALL
                         .iter()
@@ -371,11 +379,11 @@ fn table_order(tracer: Tracer, program: &str) -> usize {
                 }
             }
         },
-        Tracer::Baseline => 40,
-        Tracer::BaselineRaw => 41,
-        Tracer::BaselineWakeEach => 42,
-        Tracer::BaselineNoWakeup => 43,
-        Tracer::Tcpstates | Tracer::None => 50,
+        Tracer::Baseline => 50,
+        Tracer::BaselineRaw => 51,
+        Tracer::BaselineWakeEach => 52,
+        Tracer::BaselineNoWakeup => 53,
+        Tracer::Tcpstates | Tracer::None => 60,
     }
 }
 

@@ -311,6 +311,7 @@ impl Bench {
         }
         Self::write_reads(w, main);
         Self::write_hooks_floor(w, main);
+        Self::write_hook_pieces(w, main);
     }
 
     /// What each read of the state program costs: copies of it side by side in one phase.
@@ -343,16 +344,58 @@ impl Bench {
              ({WHOLE}) and baseline on the same transitions; ns per run, the whole less the \
              copy (median, then each round; attach order rotating)"
         );
-        for (read, mut rounds) in lines {
-            let each: Vec<String> = rounds.iter().map(|d| format!("{d:+.1}")).collect();
-            rounds.sort_by(f64::total_cmp);
-            let _ = writeln!(
-                w,
-                "  {read:<66} {:>+8.1}  ({})",
-                rounds[rounds.len() / 2],
-                each.join(", ")
-            );
+        write_rounds(w, lines);
+    }
+
+    /// What the hooks cost before any program's work, from the programs beside the copies.
+    fn write_hook_pieces(w: &mut String, main: &Level<'_>) {
+        let [
+            empty_state,
+            empty_start,
+            filter_start,
+            empty_cancel,
+            filter_cancel,
+        ] = contract::HOOK_PIECES.map(|p| p.name);
+        let lines: Vec<(&str, Vec<f64>)> = [
+            (
+                "a program doing nothing, on inet_sock_set_state",
+                main.side_by_side_ns(empty_state),
+            ),
+            (
+                "baseline (reserve and submit), over doing nothing",
+                main.copy_difference(contract::BASELINE, empty_state),
+            ),
+            (
+                "a program doing nothing, on timer_start",
+                main.side_by_side_ns(empty_start),
+            ),
+            (
+                "the timer filter (1 read) on timer_start, over doing nothing",
+                main.copy_difference(filter_start, empty_start),
+            ),
+            (
+                "a program doing nothing, on timer_cancel",
+                main.side_by_side_ns(empty_cancel),
+            ),
+            (
+                "the timer filter (1 read) on timer_cancel, over doing nothing",
+                main.copy_difference(filter_cancel, empty_cancel),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+        if lines.is_empty() {
+            return;
         }
+        let _ = writeln!(
+            w,
+            "\nthe hooks before any program's work, beside the floors (after them, so that the \
+             filter finds the timer in cache): programs doing nothing (what BPF statistics \
+             count for any program: their own clock reads and the call; in every figure here), \
+             and the timer programs' filter alone; ns per run (median, then each round)"
+        );
+        write_rounds(w, lines);
     }
 
     /// The least that watching all of observer's hooks costs, side by side with `baseline`.
@@ -445,4 +488,18 @@ fn micros(s: &Spread) -> String {
         s.min / 1e3,
         s.max / 1e3
     )
+}
+
+/// One line per figure: its median over the rounds, then each round's, in ns.
+fn write_rounds(w: &mut String, lines: Vec<(&str, Vec<f64>)>) {
+    for (what, mut rounds) in lines {
+        let each: Vec<String> = rounds.iter().map(|d| format!("{d:+.1}")).collect();
+        rounds.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            w,
+            "  {what:<66} {:>+8.1}  ({})",
+            rounds[rounds.len() / 2],
+            each.join(", ")
+        );
+    }
 }

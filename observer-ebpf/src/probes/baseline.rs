@@ -8,9 +8,10 @@
 //! timewait timers only, found as the daemon's programs find them): together with [`baseline`]
 //! they are the least that watching those hooks can cost, whatever a program does there.
 //!
-//! The `empty_*` programs do nothing: what the kernel spends calling any program on the hook,
-//! which no program can cut. The `filter_*` ones run the timer programs' filter and write
-//! nothing: against `empty_*`, what the filter costs on each of the host's timers.
+//! The `empty_*` programs do nothing: what BPF statistics count for any program on the hook
+//! (the call, and part of their own clock reads), which no program can cut. The `filter_*`
+//! ones run the timer programs' filter and write nothing: against `empty_*`, what the filter
+//! costs on each of the host's timers.
 
 use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
@@ -55,7 +56,7 @@ pub fn baseline_no_wakeup(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Nothing: what calling a program on the state tracepoint costs.
+/// Nothing: what any program on the state tracepoint costs.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn empty_state(_ctx: TracePointContext) -> u32 {
     0

@@ -77,7 +77,7 @@ impl Baseline {
     /// Programs on the daemon's hooks ([`contract::FLOORS`], [`contract::HOOK_PIECES`]), in
     /// one object; the timer ones with the daemon's filter, configured for this kernel. A hook
     /// this kernel lacks is left out, as the daemon leaves it out.
-    pub fn attach_on_hooks(programs: &[contract::Floor]) -> io::Result<Self> {
+    pub fn attach_on_hooks(programs: &[contract::OnHook]) -> io::Result<Self> {
         let planned = observer::load::planned().map_err(io::Error::other)?;
         let floors: Vec<_> = programs
             .iter()

@@ -160,7 +160,7 @@ pub const BASELINES: [&str; 4] = [
 /// A program of the benchmark on the hook of one of the daemon's programs; the daemon never
 /// attaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Floor {
+pub struct OnHook {
     pub name: &'static str,
     /// The daemon's program whose hook it takes.
     pub on: Program,
@@ -169,36 +169,36 @@ pub struct Floor {
 /// A floor on each hook of [`PROGRAMS`] after the first: a record reserved and submitted as
 /// [`BASELINE`] does (on the timers, for timewait timers only). With [`BASELINE`] they are the
 /// least that watching all of the daemon's hooks costs.
-pub const FLOORS: [Floor; 8] = [
-    Floor {
+pub const FLOORS: [OnHook; 8] = [
+    OnHook {
         name: "floor_send_reset",
         on: TCP_SEND_RESET,
     },
-    Floor {
+    OnHook {
         name: "floor_receive_reset",
         on: TCP_RECEIVE_RESET,
     },
-    Floor {
+    OnHook {
         name: "floor_timer_start",
         on: TIMER_START,
     },
-    Floor {
+    OnHook {
         name: "floor_timer_cancel",
         on: TIMER_CANCEL,
     },
-    Floor {
+    OnHook {
         name: "floor_timer_expire",
         on: TIMER_EXPIRE_ENTRY,
     },
-    Floor {
+    OnHook {
         name: "floor_retransmit",
         on: TCP_RETRANSMIT_SKB,
     },
-    Floor {
+    OnHook {
         name: "floor_retransmit_synack",
         on: TCP_RETRANSMIT_SYNACK,
     },
-    Floor {
+    OnHook {
         name: "floor_sk_error",
         on: INET_SK_ERROR_REPORT,
     },
@@ -206,24 +206,24 @@ pub const FLOORS: [Floor; 8] = [
 
 /// What a hook costs before any program's work: `empty_*` do nothing (the kernel's cost of
 /// calling a program there), `filter_*` run the timer programs' filter and write nothing.
-pub const HOOK_PIECES: [Floor; 5] = [
-    Floor {
+pub const HOOK_PIECES: [OnHook; 5] = [
+    OnHook {
         name: "empty_state",
         on: INET_SOCK_SET_STATE,
     },
-    Floor {
+    OnHook {
         name: "empty_timer_start",
         on: TIMER_START,
     },
-    Floor {
+    OnHook {
         name: "filter_timer_start",
         on: TIMER_START,
     },
-    Floor {
+    OnHook {
         name: "empty_timer_cancel",
         on: TIMER_CANCEL,
     },
-    Floor {
+    OnHook {
         name: "filter_timer_cancel",
         on: TIMER_CANCEL,
     },

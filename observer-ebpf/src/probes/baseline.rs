@@ -134,7 +134,7 @@ pub fn floor_timer_expire(ctx: RawTracePointContext) -> i32 {
 /// timewait timers it keeps.
 #[inline(always)]
 fn submit_if_timewait(ctx: &RawTracePointContext) {
-    if timewait_timer(ctx, &config(&TIMER_PROBE_CONFIG)).is_some() {
+    if is_timewait(ctx) {
         submit(submit_flags());
     }
 }
@@ -143,7 +143,13 @@ fn submit_if_timewait(ctx: &RawTracePointContext) {
 /// program's return value; returning it keeps the compiler from dropping the comparison).
 #[inline(always)]
 fn filter_only(ctx: &RawTracePointContext) -> i32 {
-    i32::from(timewait_timer(ctx, &config(&TIMER_PROBE_CONFIG)).is_some())
+    i32::from(is_timewait(ctx))
+}
+
+/// Whether the timer is a timewait socket's, as the daemon's timer programs decide it.
+#[inline(always)]
+fn is_timewait(ctx: &RawTracePointContext) -> bool {
+    timewait_timer(ctx, &config(&TIMER_PROBE_CONFIG)).is_some()
 }
 
 #[inline(always)]

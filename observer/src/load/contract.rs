@@ -208,26 +208,33 @@ pub const FLOORS: [OnHook; 8] = [
 /// calling a program there), `filter_*` run the timer programs' filter and write nothing.
 pub const HOOK_PIECES: [OnHook; 5] = [
     OnHook {
-        name: "empty_state",
+        name: EMPTY_STATE,
         on: INET_SOCK_SET_STATE,
     },
     OnHook {
-        name: "empty_timer_start",
+        name: EMPTY_TIMER_START,
         on: TIMER_START,
     },
     OnHook {
-        name: "filter_timer_start",
+        name: FILTER_TIMER_START,
         on: TIMER_START,
     },
     OnHook {
-        name: "empty_timer_cancel",
+        name: EMPTY_TIMER_CANCEL,
         on: TIMER_CANCEL,
     },
     OnHook {
-        name: "filter_timer_cancel",
+        name: FILTER_TIMER_CANCEL,
         on: TIMER_CANCEL,
     },
 ];
+
+/// [`HOOK_PIECES`] by name: a program doing nothing on each hook, and the timer filter alone.
+pub const EMPTY_STATE: &str = "empty_state";
+pub const EMPTY_TIMER_START: &str = "empty_timer_start";
+pub const FILTER_TIMER_START: &str = "filter_timer_start";
+pub const EMPTY_TIMER_CANCEL: &str = "empty_timer_cancel";
+pub const FILTER_TIMER_CANCEL: &str = "filter_timer_cancel";
 
 /// Submits a record as the daemon's programs do, waking the reader past a fill level.
 pub const BASELINE: &str = "baseline";

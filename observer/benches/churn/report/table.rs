@@ -349,37 +349,34 @@ impl Bench {
 
     /// What the hooks cost before any program's work, from the programs beside the copies.
     fn write_hook_pieces(w: &mut String, main: &Level<'_>) {
-        let [
-            empty_state,
-            empty_start,
-            filter_start,
-            empty_cancel,
-            filter_cancel,
-        ] = contract::HOOK_PIECES.map(|p| p.name);
+        use contract::{
+            EMPTY_STATE, EMPTY_TIMER_CANCEL, EMPTY_TIMER_START, FILTER_TIMER_CANCEL,
+            FILTER_TIMER_START,
+        };
         let lines: Vec<(&str, Vec<f64>)> = [
             (
                 "a program doing nothing, on inet_sock_set_state",
-                main.side_by_side_ns(empty_state),
+                main.side_by_side_ns(EMPTY_STATE),
             ),
             (
                 "baseline (reserve and submit), over doing nothing",
-                main.copy_difference(contract::BASELINE, empty_state),
+                main.copy_difference(contract::BASELINE, EMPTY_STATE),
             ),
             (
                 "a program doing nothing, on timer_start",
-                main.side_by_side_ns(empty_start),
+                main.side_by_side_ns(EMPTY_TIMER_START),
             ),
             (
                 "the timer filter (1 read) on timer_start, over doing nothing",
-                main.copy_difference(filter_start, empty_start),
+                main.copy_difference(FILTER_TIMER_START, EMPTY_TIMER_START),
             ),
             (
                 "a program doing nothing, on timer_cancel",
-                main.side_by_side_ns(empty_cancel),
+                main.side_by_side_ns(EMPTY_TIMER_CANCEL),
             ),
             (
                 "the timer filter (1 read) on timer_cancel, over doing nothing",
-                main.copy_difference(filter_cancel, empty_cancel),
+                main.copy_difference(FILTER_TIMER_CANCEL, EMPTY_TIMER_CANCEL),
             ),
         ]
         .into_iter()
@@ -392,8 +389,8 @@ impl Bench {
             w,
             "\nthe hooks before any program's work, beside the floors (after them, so that the \
              filter finds the timer in cache): programs doing nothing (what BPF statistics \
-             count for any program: their own clock reads and the call; in every figure here), \
-             and the timer programs' filter alone; ns per run (median, then each round)"
+             count for any program, the call and their own clock reads around it; in every \
+             figure here), and the timer programs' filter alone; ns per run (median, then each round)"
         );
         write_rounds(w, lines);
     }

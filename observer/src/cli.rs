@@ -161,8 +161,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
-    /// Kernel ring buffer size: "auto", or a power of two from 4K to 256M (overrides
-    /// kernel.ring_buffer_size).
+    /// Kernel ring buffer size, shared equally by one ring per CPU: "auto", or a power of two
+    /// from 4K to 256M (overrides kernel.ring_buffer_size).
     #[arg(long, value_name = "BYTES")]
     pub ring_buffer_size: Option<RingBufferSize>,
 

@@ -1,8 +1,10 @@
 //! The cheapest useful programs, for `cargo xtask bench` only: the daemon never attaches them.
 //!
-//! Each reserves a record of the size of [`SpanRecord`] in the same ring buffer and submits it,
+//! Each reserves a record of the size of [`SpanRecord`] in one ring buffer that all CPUs share
+//! (`maps::EVENTS`, where the daemon's programs each write to their CPU's ring) and submits it,
 //! reading nothing. Their kernel time per event is the floor that `inet_sock_set_state` is
-//! measured against: the difference is what filtering and copying the record cost.
+//! measured against: the difference is what filtering and copying the record cost, less what
+//! a ring of its own saves each CPU.
 //!
 //! The `floor_*` programs do the same on each of the daemon's other hooks (the timer ones for
 //! timewait timers only, found as the daemon's programs find them): together with [`baseline`]
@@ -23,7 +25,7 @@ use super::{
     span::config,
     timewait::{TIMER_PROBE_CONFIG, timewait_timer},
 };
-use crate::maps::{EVENTS, NO_WAKEUP, submit_flags};
+use crate::maps::{EVENTS, NO_WAKEUP, events_submit_flags as submit_flags};
 
 /// Submits as the daemon's programs do (see `maps::RING_WAKEUP_BYTES`).
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]

@@ -20,7 +20,7 @@ use observer_common::{
 };
 
 use super::{common, span::config};
-use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
+use crate::maps::{NO_WAKEUP, Ring, count};
 
 const IPPROTO_TCP: u32 = 6;
 const SOCK_STREAM: u32 = 1;
@@ -69,7 +69,7 @@ pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
-    let Some(mut entry) = EVENTS.reserve::<SocketErrorRecord>(0) else {
+    let Some((ring, mut entry)) = Ring::reserve::<SocketErrorRecord>() else {
         count(Counter::RingbufFull);
         return;
     };
@@ -148,7 +148,7 @@ unsafe fn emit(sk: *const u8, cfg: &SockErrorProbeConfig, error: i32) {
         };
         (*rec).flags = flags;
     }
-    entry.submit(submit_flags());
+    ring.submit(entry);
 }
 
 #[inline(always)]

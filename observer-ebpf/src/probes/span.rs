@@ -21,7 +21,7 @@ use observer_common::{
     tcp_state::in_owner_context,
 };
 
-use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
+use crate::maps::{NO_WAKEUP, Ring, count};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = TcpState::Established as i32;
@@ -46,7 +46,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
     if cfg.configured == 0 {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<SpanRecord>(0) else {
+    let Some((ring, mut entry)) = Ring::reserve::<SpanRecord>() else {
         // Only what would have been kept counts as lost.
         // SAFETY: `ctx` is this program's tracepoint record.
         if unsafe { is_tcp(ctx, &Span::uncopied(cfg)) } {
@@ -136,7 +136,7 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         };
         (*rec).flags = sk_socket_flags(cfg, sk, states) | retransmits;
     }
-    entry.submit(submit_flags());
+    ring.submit(entry);
 }
 
 /// The copied part of a tracepoint record.

@@ -31,7 +31,7 @@ use observer_common::{
 };
 
 use super::{common, span::config};
-use crate::maps::{EVENTS, NO_WAKEUP, count, submit_flags};
+use crate::maps::{NO_WAKEUP, Ring, count};
 
 /// Filled in by the daemon at load time.
 #[unsafe(no_mangle)]
@@ -98,7 +98,7 @@ pub(crate) fn timewait_timer(ctx: &RawTracePointContext, cfg: &TimerProbeConfig)
 /// A start record with the timewait socket's identity, read from the socket around the timer.
 #[inline(always)]
 fn emit_start(cfg: &TimerProbeConfig, timer: u64, expires: u64, now: u64) {
-    let Some(mut entry) = EVENTS.reserve::<TimerRecord>(0) else {
+    let Some((ring, mut entry)) = Ring::reserve::<TimerRecord>() else {
         count(Counter::RingbufFull);
         return;
     };
@@ -129,14 +129,14 @@ fn emit_start(cfg: &TimerProbeConfig, timer: u64, expires: u64, now: u64) {
             (*rec).common_len = len as u16;
         }
     }
-    entry.submit(submit_flags());
+    ring.submit(entry);
 }
 
 /// A cancel or expiry: the timer, the socket's cookie (so that a timewait socket known only
 /// from sock_diag is matched), and at expiry the substate. No addresses: ends come in bursts.
 #[inline(always)]
 fn emit_end(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent) {
-    let Some(mut entry) = EVENTS.reserve::<TimerEndRecord>(0) else {
+    let Some((ring, mut entry)) = Ring::reserve::<TimerEndRecord>() else {
         count(Counter::RingbufFull);
         return;
     };
@@ -161,5 +161,5 @@ fn emit_end(cfg: &TimerProbeConfig, timer: u64, event: TimerEvent) {
         };
         (*rec).pad = [0; 6];
     }
-    entry.submit(submit_flags());
+    ring.submit(entry);
 }

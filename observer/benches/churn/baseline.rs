@@ -1,5 +1,6 @@
 //! The floor for the kernel cost of one event: observer-ebpf's baseline programs (reserve a
-//! record of `SpanRecord`'s size in the ring buffer, submit it, read nothing) on
+//! record of `SpanRecord`'s size in one ring buffer shared by all CPUs, submit it, read
+//! nothing) on
 //! `sock:inet_sock_set_state`, from a separate instance of the daemon's own object. `baseline`
 //! submits as the daemon's programs do (waking the reader past a fill level);
 //! `baseline_no_wakeup` never wakes it. Copies of the daemon's state program are attached the
@@ -23,7 +24,7 @@ use aya::{
 use observer_common::{SpanProbeConfig, TimerProbeConfig};
 
 use observer::load::{
-    LoadOptions, READ_EVERY, attach_on,
+    LoadOptions, READ_EVERY, RingBufferSize, RingPlan, attach_on,
     contract::{self, Hook, Program},
     object,
     prog_stats::{self, ProgStats},
@@ -91,8 +92,9 @@ impl Baseline {
         Self::start(&floors, globals)
     }
 
-    /// Loads the object with the ring buffer sized as the daemon sizes it, attaches each
-    /// `(label, program, hook)` and drains the ring on a thread.
+    /// Loads the object with the ring buffers sized as the daemon sizes them (the shared one
+    /// for the reference programs, the per-CPU ones for copies of the daemon's state program),
+    /// attaches each `(label, program, hook)` and drains the rings on a thread.
     fn start(
         programs: &[(&'static str, &'static str, Program)],
         globals: Globals<'_>,
@@ -100,11 +102,25 @@ impl Baseline {
         observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let ring_bytes = LoadOptions::default().ring_buffer_bytes;
-        let wakeup = ring_wakeup_bytes(ring_bytes);
+        // A copy of the state program writes to the per-CPU rings, every other program here to
+        // the shared one: the other kind gets a page.
+        let copies = globals.state.is_some();
+        let rings = RingPlan::for_host(if copies {
+            ring_bytes
+        } else {
+            RingBufferSize::MIN
+        })
+        .map_err(io::Error::other)?;
+        let wakeup = ring_wakeup_bytes(if copies {
+            rings.bytes_per_cpu
+        } else {
+            ring_bytes
+        });
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(contract::EVENTS, ring_bytes)
             .override_global(contract::RING_WAKEUP_BYTES, &wakeup, true);
+        rings.configure(&mut loader, !copies);
         if let Some(state) = globals.state {
             loader.override_global(contract::INET_SOCK_SET_STATE.config, state, true);
         }
@@ -114,19 +130,22 @@ impl Baseline {
         let mut ebpf = loader
             .load(object())
             .map_err(|e| err("loading the eBPF object", &e))?;
+        let mut rings = rings.create(&mut ebpf).map_err(io::Error::other)?;
         for (_, program, on) in programs {
             attach_on(&mut ebpf, program, on).map_err(io::Error::other)?;
         }
-        let ring = RingBuf::try_from(
-            ebpf.take_map(contract::EVENTS)
-                .ok_or_else(|| io::Error::other("no EVENTS map"))?,
-        )
-        .map_err(|e| err("EVENTS", &e))?;
+        rings.push(
+            RingBuf::try_from(
+                ebpf.take_map(contract::EVENTS)
+                    .ok_or_else(|| io::Error::other("no EVENTS map"))?,
+            )
+            .map_err(|e| err("EVENTS", &e))?,
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(AtomicU64::new(0));
         let drain = {
             let (stop, records) = (stop.clone(), records.clone());
-            std::thread::spawn(move || drain(ring, &stop, &records))
+            std::thread::spawn(move || drain(rings, &stop, &records))
         };
         Ok(Self {
             programs: programs.iter().map(|(l, p, _)| (*l, *p)).collect(),
@@ -184,19 +203,24 @@ impl Drop for Baseline {
 #[expect(clippy::cast_possible_truncation, reason = "a few milliseconds")]
 const READ_EVERY_MS: i32 = READ_EVERY.as_millis() as i32;
 
-fn drain(mut ring: RingBuf<MapData>, stop: &AtomicBool, records: &AtomicU64) {
-    let fd = ring.as_raw_fd();
-    while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd,
+fn drain(mut rings: Vec<RingBuf<MapData>>, stop: &AtomicBool, records: &AtomicU64) {
+    let mut pfds: Vec<libc::pollfd> = rings
+        .iter()
+        .map(|ring| libc::pollfd {
+            fd: ring.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd; the timeout bounds how long a stop request waits.
-        unsafe { libc::poll(&raw mut pfd, 1, READ_EVERY_MS) };
+        })
+        .collect();
+    let count = libc::nfds_t::try_from(pfds.len()).expect("a ring per CPU");
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: valid pollfds; the timeout bounds how long a stop request waits.
+        unsafe { libc::poll(pfds.as_mut_ptr(), count, READ_EVERY_MS) };
         let mut n = 0;
-        while ring.next().is_some() {
-            n += 1;
+        for ring in &mut rings {
+            while ring.next().is_some() {
+                n += 1;
+            }
         }
         records.fetch_add(n, Ordering::Relaxed);
     }

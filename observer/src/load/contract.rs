@@ -38,7 +38,7 @@ pub struct Program {
     /// The global the loader fills with this kernel's layout before loading; until then the
     /// program does nothing.
     pub config: &'static str,
-    /// The kinds of record it writes to [`EVENTS`].
+    /// The kinds of record it writes to its CPU's ring in [`RINGS`].
     pub records: &'static [RecordKind],
 }
 
@@ -246,7 +246,12 @@ pub const BASELINE_WAKE_EACH: &str = "baseline_wake_each";
 /// Submits a record and never wakes the reader.
 pub const BASELINE_NO_WAKEUP: &str = "baseline_no_wakeup";
 
-/// The ring buffer every program writes its records to.
+/// The ring buffers the daemon's programs write their records to, one per CPU (an array of
+/// ring buffers indexed by CPU number).
+pub const RINGS: &str = "RINGS";
+
+/// One ring buffer shared by all CPUs, written to by the benchmark's reference programs
+/// ([`BASELINES`], [`FLOORS`]) only.
 pub const EVENTS: &str = "EVENTS";
 
 /// Per-CPU loss counters, indexed by `observer_common::record::Counter`.
@@ -344,7 +349,7 @@ mod tests {
     #[test]
     fn every_map_and_global_is_in_the_object() {
         let obj = object();
-        for map in [EVENTS, COUNTERS] {
+        for map in [RINGS, EVENTS, COUNTERS] {
             assert!(obj.maps.contains_key(map), "the object has no map {map}");
         }
         let elf = object::File::parse(super::super::object()).expect("the eBPF object is ELF");

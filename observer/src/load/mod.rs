@@ -4,6 +4,7 @@
 
 mod configure;
 pub mod contract;
+pub mod cpu_rings;
 pub mod prog_stats;
 mod ring_size;
 
@@ -17,10 +18,13 @@ use aya::{
 use observer_common::record::Counter;
 use thiserror::Error;
 
-pub use self::ring_size::{RingBufferSize, format_size};
 use self::{
     contract::{Hook, PROGRAMS, Part, Program},
     prog_stats::ProgStats,
+};
+pub use self::{
+    cpu_rings::RingPlan,
+    ring_size::{RingBufferSize, format_size},
 };
 use crate::decode::Decoder;
 use crate::kernel::{privileges, tracefs};
@@ -94,6 +98,8 @@ pub enum LoadError {
          size (4096), e.g. 1M, 4M or 16M"
     )]
     RingBufferSize(u32),
+    #[error("counting this host's CPUs (for a ring buffer each) failed: {0}")]
+    Cpus(String),
     #[error("loading the eBPF programs failed: {0}. Run `observer` as root on Linux 5.8 or newer")]
     Load(#[source] EbpfError),
     #[error("program {name}: {source}")]
@@ -249,7 +255,8 @@ pub struct Probes {
     decoder: Decoder,
     features: Features,
     counters: PerCpuArray<MapData, u64>,
-    events: Option<RingBuf<MapData>>,
+    /// Each CPU's ring buffer, in CPU order.
+    rings: Option<Vec<RingBuf<MapData>>>,
 }
 
 impl Probes {
@@ -268,12 +275,13 @@ impl Probes {
         plan.omit(options.reads);
         raise_memlock_limit();
 
-        let wakeup_bytes = ring_wakeup_bytes(size);
+        let rings = RingPlan::for_host(size)?;
+        let wakeup_bytes = ring_wakeup_bytes(rings.bytes_per_cpu);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(contract::INET_SOCK_SET_STATE.config, &plan.state, true)
-            .override_global(contract::RING_WAKEUP_BYTES, &wakeup_bytes, true)
-            .map_max_entries(contract::EVENTS, size);
+            .override_global(contract::RING_WAKEUP_BYTES, &wakeup_bytes, true);
+        rings.configure(&mut loader, false);
         if let Some(cfg) = &plan.send_reset {
             loader.override_global(contract::TCP_SEND_RESET.config, cfg, true);
         }
@@ -294,6 +302,15 @@ impl Probes {
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
         start_ebpf_logger(&mut ebpf);
+        // Before any program runs: a CPU without its ring would count its records as lost.
+        let ring_plan = rings;
+        let rings = ring_plan.create(&mut ebpf)?;
+        log::info!(
+            "ring buffers: one of {} for each of {} CPUs ({} of kernel memory)",
+            format_size(u64::from(ring_plan.bytes_per_cpu)),
+            ring_plan.cpus,
+            format_size(ring_plan.total_bytes())
+        );
 
         let wanted: Vec<&Program> = PROGRAMS.iter().filter(|p| plan.wants(p)).collect();
         let mut features = plan.features;
@@ -327,18 +344,12 @@ impl Probes {
                     source,
                 }
             })?;
-        let events = RingBuf::try_from(take(&mut ebpf, contract::EVENTS)?).map_err(|source| {
-            LoadError::Map {
-                name: contract::EVENTS,
-                source,
-            }
-        })?;
         Ok(Self {
             ebpf,
             decoder: plan.decoder,
             features,
             counters,
-            events: Some(events),
+            rings: Some(rings),
         })
     }
 
@@ -354,9 +365,9 @@ impl Probes {
         &self.features
     }
 
-    /// The ring buffer the programs write to; can be taken once.
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
+    /// The ring buffers the programs write to, one per CPU in CPU order; can be taken once.
+    pub fn take_rings(&mut self) -> Option<Vec<RingBuf<MapData>>> {
+        self.rings.take()
     }
 
     /// The kernel's counters (runs, run time, recursion misses) of every attached program, by

@@ -384,9 +384,10 @@ impl Pipeline {
         }
     }
 
-    /// Applies what is left in the ring buffer (before exiting: nothing observed is dropped).
+    /// Applies what is left in the ring buffers (before exiting: nothing observed is dropped).
     pub fn drain(&mut self) {
         self.reports.clear();
+        self.stream.unbound();
         self.apply(mono_now_ns());
     }
 

@@ -1,13 +1,18 @@
-//! The stream of decoded events: attached probes -> ring buffer -> [`Event`]s.
+//! The stream of decoded events: attached probes -> per-CPU ring buffers -> [`Event`]s, in
+//! time order ([`merge`]).
 //!
 //! Shared by every consumer (`observer watch`, the integration tests) so that all of them read,
 //! decode and count losses the same way.
+
+mod merge;
+mod wakeups;
 
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
+use self::{merge::Heads, wakeups::Wakeups};
 use crate::{
     clock::mono_now_ns,
     decode::{DecodeError, Decoder},
@@ -69,7 +74,14 @@ impl Losses {
 
 pub struct EventStream {
     probes: Probes,
-    ring: AsyncFd<RingBuf<MapData>>,
+    /// Each CPU's ring, in CPU order.
+    rings: Vec<RingBuf<MapData>>,
+    heads: Heads,
+    /// Readable when a program wakes the reader (past a fill level of its ring).
+    wakeups: AsyncFd<Wakeups>,
+    /// Drains take the records written before this time (`CLOCK_MONOTONIC` ns): the last
+    /// wait's end, less [`SUBMIT_MARGIN_NS`].
+    bound: u64,
     decoder: Counting,
     pace: ReadPace,
     /// A wait ended and the drain after it has not yet told the pace what it found.
@@ -106,17 +118,22 @@ struct Counting {
 }
 
 impl Counting {
-    /// Takes up to `limit` records from the ring, handing each decoded event to `each`;
-    /// returns how many records it took, decoded or not.
+    /// Takes up to `limit` records written before `bound` from the rings, in time order
+    /// ([`merge`]), handing each decoded event to `each`; returns how many records it took,
+    /// decoded or not.
     fn drain(
         &mut self,
-        ring: &mut RingBuf<MapData>,
+        rings: &mut [RingBuf<MapData>],
+        heads: &mut Heads,
+        bound: u64,
         limit: usize,
         mut each: impl FnMut(&Event),
     ) -> usize {
+        heads.restart();
         let mut taken = 0;
         while taken < limit
-            && let Some(item) = ring.next()
+            && let Some(cpu) = heads.next(bound, |r| peek_time(&mut rings[r]))
+            && let Some(item) = rings[cpu].next()
         {
             taken += 1;
             // By reference: moving the event out of the result is a copy of it.
@@ -135,16 +152,37 @@ impl Counting {
     }
 }
 
+/// The time of a ring's first unread record, leaving it unread.
+fn peek_time(ring: &mut RingBuf<MapData>) -> Option<u64> {
+    let item = ring.next()?;
+    let time = record_time(&item);
+    // Dropping the item would take it from the ring; it owns no memory.
+    std::mem::forget(item);
+    Some(time)
+}
+
+/// A record's timestamp: every record kind has it right after its header. A record too short
+/// to hold one is taken first, and rejected by the decoder.
+fn record_time(record: &[u8]) -> u64 {
+    const AT: usize = size_of::<observer_common::RecordHeader>();
+    record
+        .get(AT..AT + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_ne_bytes)
+}
+
 impl EventStream {
     /// Loads and attaches the probes. Must run inside a tokio runtime.
     pub fn open(options: &LoadOptions) -> Result<Self, LoadError> {
         let mut probes = Probes::load(options)?;
-        let ring = probes
-            .take_events()
-            .expect("fresh probes still own their ring buffer");
-        // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, until dropped.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| LoadError::Poll(e.into()))?;
+        let rings = probes
+            .take_rings()
+            .expect("fresh probes still own their ring buffers");
+        let wakeups = Wakeups::of(&rings).map_err(LoadError::Poll)?;
+        // SAFETY: `Wakeups` owns its descriptor and keeps it open, unchanged, until dropped.
+        let wakeups =
+            unsafe { AsyncFd::register_with_interest(wakeups, tokio::io::Interest::READABLE) }
+                .map_err(|e| LoadError::Poll(e.into()))?;
         let decoder = Counting {
             layout: probes.decoder(),
             received: 0,
@@ -153,7 +191,10 @@ impl EventStream {
         };
         Ok(Self {
             probes,
-            ring,
+            heads: Heads::new(rings.len()),
+            rings,
+            wakeups,
+            bound: 0,
             decoder,
             pace: ReadPace::new(),
             look_pending: false,
@@ -196,29 +237,38 @@ impl EventStream {
         if at_once {
             tokio::task::yield_now().await;
         } else if let Ok(guard) =
-            tokio::time::timeout(self.pace.wait, self.ring.readable_mut()).await
+            tokio::time::timeout(self.pace.wait, self.wakeups.readable_mut()).await
         {
             // Cleared before draining, so a wakeup during the drain is not lost.
             guard?.clear_ready();
         }
         self.look_pending = true;
-        Ok(mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS))
+        self.bound = mono_now_ns().saturating_sub(SUBMIT_MARGIN_NS);
+        Ok(self.bound)
     }
 
     /// Hands up to `limit` events from the ring to `each`, in order, without waiting and
     /// without copying them anywhere; returns how many records it took (0: the ring was empty).
     pub fn drain_each(&mut self, limit: usize, each: impl FnMut(&Event)) -> usize {
-        let taken = self.decoder.drain(self.ring.get_mut(), limit, each);
+        let taken = self
+            .decoder
+            .drain(&mut self.rings, &mut self.heads, self.bound, limit, each);
         // The first drain after a wait tells whether that look found records.
         if std::mem::take(&mut self.look_pending) {
-            self.pace.looked(taken > 0);
+            self.pace.looked(taken > 0 || self.heads.holds_records());
         }
         taken
     }
 
-    /// Appends what is in the ring buffer now, without waiting (used before exiting so that
+    /// Until the next wait, drains take every record, however young (before exiting, so that
     /// nothing already observed is dropped).
+    pub fn unbound(&mut self) {
+        self.bound = u64::MAX;
+    }
+
+    /// Appends everything in the ring buffers now, without waiting (see [`Self::unbound`]).
     pub fn drain_now(&mut self, out: &mut Vec<Event>) {
+        self.unbound();
         self.drain_each(usize::MAX, |e| out.push(*e));
     }
 

@@ -1,0 +1,158 @@
+//! The order in which records leave the per-CPU rings: by timestamp across the rings, in ring
+//! order within one.
+//!
+//! One socket's transitions come from several CPUs (a process on one, a softirq on another),
+//! and each CPU writes to its own ring, so the rings are merged by the records' timestamps.
+//! Programs read the time after reserving their record, under the socket's lock: a socket's
+//! records are in time order whichever CPU wrote them. A record's timestamp is not more than
+//! the time its ring was last looked at, so a record is taken only once every ring either
+//! shows a later head or was found empty after the time the record's drain began: no record
+//! that an empty ring receives afterwards can be older than the bound of that drain.
+
+/// What is known of a ring's first unread record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    /// Not looked at since its last record was taken, or since the drain began.
+    Unknown,
+    /// Found empty (or its next record not yet submitted) in this drain.
+    Empty,
+    /// A record with this timestamp (`CLOCK_MONOTONIC` ns).
+    At(u64),
+}
+
+/// The heads of a set of rings, and which one to take from next.
+#[derive(Debug)]
+pub struct Heads {
+    heads: Vec<Head>,
+}
+
+impl Heads {
+    #[must_use]
+    pub fn new(rings: usize) -> Self {
+        Self {
+            heads: vec![Head::Unknown; rings],
+        }
+    }
+
+    /// A new drain: rings found empty are looked at again.
+    pub fn restart(&mut self) {
+        for head in &mut self.heads {
+            if *head == Head::Empty {
+                *head = Head::Unknown;
+            }
+        }
+    }
+
+    /// The ring whose head record comes next, if that record's timestamp is at most `bound`.
+    /// `peek(ring)` gives the timestamp of a ring's head record, without taking it (`None`:
+    /// the ring is empty). The caller then takes that ring's head record.
+    pub fn next(
+        &mut self,
+        bound: u64,
+        mut peek: impl FnMut(usize) -> Option<u64>,
+    ) -> Option<usize> {
+        let mut first: Option<(u64, usize)> = None;
+        for (ring, head) in self.heads.iter_mut().enumerate() {
+            if *head == Head::Unknown {
+                *head = peek(ring).map_or(Head::Empty, Head::At);
+            }
+            if let Head::At(ts) = *head
+                && first.is_none_or(|(t, _)| ts < t)
+            {
+                first = Some((ts, ring));
+            }
+        }
+        let (ts, ring) = first?;
+        if ts > bound {
+            return None;
+        }
+        self.heads[ring] = Head::Unknown;
+        Some(ring)
+    }
+
+    /// Whether a ring was found holding a record (one past the bound of the last drain).
+    #[must_use]
+    pub fn holds_records(&self) -> bool {
+        self.heads.iter().any(|h| matches!(h, Head::At(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// Rings of timestamps: takes every record up to `bound`, in the order the heads give.
+    fn drain(heads: &mut Heads, rings: &mut [VecDeque<u64>], bound: u64) -> Vec<u64> {
+        heads.restart();
+        let mut out = Vec::new();
+        while let Some(ring) = heads.next(bound, |r| rings[r].front().copied()) {
+            out.push(rings[ring].pop_front().expect("the head that was peeked"));
+        }
+        out
+    }
+
+    #[test]
+    fn records_leave_in_time_order_across_rings() {
+        let mut rings = [
+            VecDeque::from([1, 4, 5, 9]),
+            VecDeque::from([2, 3, 10]),
+            VecDeque::new(),
+            VecDeque::from([6]),
+        ];
+        let mut heads = Heads::new(rings.len());
+        assert_eq!(
+            drain(&mut heads, &mut rings, u64::MAX),
+            [1, 2, 3, 4, 5, 6, 9, 10]
+        );
+        assert!(!heads.holds_records());
+    }
+
+    #[test]
+    fn records_past_the_bound_wait_for_the_next_drain() {
+        let mut rings = [VecDeque::from([1, 7]), VecDeque::from([3])];
+        let mut heads = Heads::new(rings.len());
+        assert_eq!(drain(&mut heads, &mut rings, 5), [1, 3]);
+        assert!(heads.holds_records());
+        // The ring found empty gets a record meanwhile, later than the bound before.
+        rings[1].push_back(6);
+        assert_eq!(drain(&mut heads, &mut rings, 5), Vec::<u64>::new());
+        assert_eq!(drain(&mut heads, &mut rings, 10), [6, 7]);
+    }
+
+    #[test]
+    fn an_empty_ring_is_looked_at_again_in_the_next_drain_only() {
+        let mut rings = [VecDeque::from([2]), VecDeque::new()];
+        let mut heads = Heads::new(rings.len());
+        heads.restart();
+        assert_eq!(heads.next(10, |r| rings[r].front().copied()), Some(0));
+        rings[0].pop_front();
+        // Submitted during the drain: not looked for until the next one.
+        rings[1].push_back(1);
+        assert_eq!(heads.next(10, |r| rings[r].front().copied()), None);
+        assert_eq!(drain(&mut heads, &mut rings, 10), [1]);
+    }
+
+    #[test]
+    fn within_a_ring_records_keep_the_ring_order() {
+        // A program interrupted between its reserve and its clock read by another one on the
+        // same CPU: the later record in the ring holds the earlier time.
+        let mut rings = [VecDeque::from([5, 4]), VecDeque::from([3, 6])];
+        let mut heads = Heads::new(rings.len());
+        assert_eq!(drain(&mut heads, &mut rings, u64::MAX), [3, 5, 4, 6]);
+    }
+
+    #[test]
+    fn equal_times_go_to_the_lower_cpu_first() {
+        let mut rings = [VecDeque::from([1, 2]), VecDeque::from([1, 2])];
+        let mut heads = Heads::new(rings.len());
+        let mut order = Vec::new();
+        heads.restart();
+        while let Some(ring) = heads.next(u64::MAX, |r| rings[r].front().copied()) {
+            rings[ring].pop_front();
+            order.push(ring);
+        }
+        assert_eq!(order, [0, 1, 0, 1]);
+    }
+}

@@ -102,9 +102,12 @@ impl Baseline {
         observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let ring_bytes = LoadOptions::default().ring_buffer_bytes;
-        // A copy of the state program writes to the per-CPU rings, every other program here to
-        // the shared one: the other kind gets a page.
-        let copies = globals.state.is_some();
+        // Copies of the state program and `baseline_per_cpu` write to the per-CPU rings, every
+        // other program here to the shared one: the other kind gets a page.
+        let copies = globals.state.is_some()
+            || programs
+                .iter()
+                .any(|(_, program, _)| *program == contract::BASELINE_PER_CPU);
         let rings = RingPlan::for_host(if copies {
             ring_bytes
         } else {

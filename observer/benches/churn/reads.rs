@@ -111,6 +111,7 @@ impl Copies {
         }
         wanted.push((NO_SPAN, Some(no_span)));
         wanted.push((contract::BASELINE, None));
+        wanted.push((contract::BASELINE_PER_CPU, None));
         let by = usize::try_from(round).expect("few rounds") % wanted.len();
         wanted.rotate_left(by);
         wanted.insert(0, (WARM_UP, Some(config(KernelReads::ALL)?)));
@@ -118,7 +119,7 @@ impl Copies {
         for (label, state) in wanted {
             attached.push(match state {
                 Some(state) => Baseline::attach_state(label, state)?,
-                None => Baseline::attach(contract::BASELINE)?,
+                None => Baseline::attach(label)?,
             });
         }
         // Last, so that every copy above runs in the same order relative to them each round;

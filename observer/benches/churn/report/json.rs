@@ -76,7 +76,14 @@ impl Level<'_> {
                 .map(|o| (o.key(), self.read_cost_ns(*o)))
                 .chain([
                     ("span_copy", self.copy_difference(Omitted::All.key(), NO_SPAN)),
-                    ("filter_timestamp_task", self.copy_difference(NO_SPAN, contract::BASELINE)),
+                    (
+                        "filter_timestamp_task",
+                        self.copy_difference(NO_SPAN, contract::BASELINE_PER_CPU),
+                    ),
+                    (
+                        "ring_per_cpu_less_shared",
+                        self.copy_difference(contract::BASELINE_PER_CPU, contract::BASELINE),
+                    ),
                 ])
                 .collect::<BTreeMap<_, _>>(),
             "daemon": self.daemon().map(|d| d.json()),

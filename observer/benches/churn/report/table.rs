@@ -321,16 +321,20 @@ impl Bench {
             .map(|o| (o.read(), main.read_cost_ns(*o)))
             .chain([
                 (
-                    "left without them, over baseline (copy, filter, timestamp, task)",
-                    main.copy_difference(Omitted::All.key(), contract::BASELINE),
+                    "left without them, over baseline_per_cpu (copy, filter, time, task)",
+                    main.copy_difference(Omitted::All.key(), contract::BASELINE_PER_CPU),
                 ),
                 (
                     "the span copy, less reading its 2 fields one by one",
                     main.copy_difference(Omitted::All.key(), NO_SPAN),
                 ),
                 (
-                    "no span copy, over baseline (2 field reads, filter, time, task)",
-                    main.copy_difference(NO_SPAN, contract::BASELINE),
+                    "no span copy, over baseline_per_cpu (2 reads, filter, time, task)",
+                    main.copy_difference(NO_SPAN, contract::BASELINE_PER_CPU),
+                ),
+                (
+                    "a ring per CPU (baseline_per_cpu), less one shared (baseline)",
+                    main.copy_difference(contract::BASELINE_PER_CPU, contract::BASELINE),
                 ),
             ])
             .filter(|(_, d)| !d.is_empty())
@@ -341,8 +345,8 @@ impl Bench {
         let _ = writeln!(
             w,
             "\nthe state program's reads: copies of it without each, beside the whole program \
-             ({WHOLE}) and baseline on the same transitions; ns per run, the whole less the \
-             copy (median, then each round; attach order rotating)"
+             ({WHOLE}), baseline and baseline_per_cpu on the same transitions; ns per run, the \
+             whole less the copy (median, then each round; attach order rotating)"
         );
         write_rounds(w, lines);
     }

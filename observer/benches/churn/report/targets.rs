@@ -142,6 +142,16 @@ impl Level<'_> {
                 )
             })
             .unwrap_or_default();
+        let per_cpu = Spread::of(self.copy_ratio(reads::WHOLE, contract::BASELINE_PER_CPU))
+            .map(|s| {
+                format!(
+                    "; to baseline_per_cpu beside it (a ring per CPU, as observer writes): \
+                     {:.2}x ({:.2} to {:.2})",
+                    s.median, s.min, s.max
+                )
+            })
+            .unwrap_or_default();
+        let side_by_side = format!("{side_by_side}{per_cpu}");
         t.push(Target {
             name: "kernel ns/event, inet_sock_set_state / baseline",
             goal: format!("<= {KERNEL_COST_RATIO}x"),

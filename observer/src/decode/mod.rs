@@ -226,6 +226,19 @@ pub(crate) fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
+/// A record's timestamp (`CLOCK_MONOTONIC` ns), which every record kind has right after its
+/// header; `None` unless the header is of this daemon's version and gives the record's length.
+#[must_use]
+pub fn record_time(bytes: &[u8]) -> Option<u64> {
+    const AT: usize = size_of::<observer_common::RecordHeader>();
+    let version = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?);
+    let size = u32::from_ne_bytes(bytes.get(4..8)?.try_into().ok()?);
+    if version != RECORD_VERSION || usize::try_from(size).ok()? != bytes.len() {
+        return None;
+    }
+    Some(u64::from_ne_bytes(bytes.get(AT..AT + 8)?.try_into().ok()?))
+}
+
 /// Checks that `bytes` are a whole record of type `T`, of this daemon's version.
 fn check_header<T>(bytes: &[u8]) -> Result<(), DecodeError> {
     let expected = size_of::<T>();
@@ -449,5 +462,21 @@ mod tests {
             decoder.decode(&99u64.to_ne_bytes()),
             Err(DecodeError::UnknownKind(99))
         );
+    }
+
+    #[test]
+    fn a_record_gives_its_time_only_when_its_header_is_of_this_layout() {
+        let mut rec = empty_span(RecordKind::StateChange);
+        rec.ts_ns = 123_456_789;
+        assert_eq!(super::record_time(bytes_of(&rec)), Some(123_456_789));
+        // Cut short, or longer than its header says.
+        let bytes = bytes_of(&rec);
+        assert_eq!(super::record_time(&bytes[..bytes.len() - 8]), None);
+        assert_eq!(super::record_time(&bytes[..4]), None);
+        let mut longer = bytes.to_vec();
+        longer.extend([0; 8]);
+        assert_eq!(super::record_time(&longer), None);
+        rec.header.version += 1;
+        assert_eq!(super::record_time(bytes_of(&rec)), None);
     }
 }

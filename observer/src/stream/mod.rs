@@ -15,13 +15,15 @@ use tokio::io::unix::AsyncFd;
 use self::{merge::Heads, wakeups::Wakeups};
 use crate::{
     clock::mono_now_ns,
-    decode::{DecodeError, Decoder},
+    decode::{DecodeError, Decoder, record_time},
     event::Event,
     load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY, READ_IDLE_MAX},
 };
 
 /// A program submits its record microseconds after reserving it; a drain stops at the first
-/// record not yet submitted. Records reserved this long before a drain began have been read.
+/// record of a ring not yet submitted. Records reserved this long before a drain began have
+/// been read, and a drain takes no younger ones, so that a record still being written on one
+/// CPU is not overtaken by younger records of another.
 const SUBMIT_MARGIN_NS: u64 = 1_000_000;
 
 /// Everything lost between the kernel and the consumer, so far.
@@ -152,23 +154,14 @@ impl Counting {
     }
 }
 
-/// The time of a ring's first unread record, leaving it unread.
+/// The time of a ring's first unread record, leaving it unread. A record without a time of
+/// this daemon's layout counts as the oldest: it is taken at once, and rejected by the decoder.
 fn peek_time(ring: &mut RingBuf<MapData>) -> Option<u64> {
     let item = ring.next()?;
-    let time = record_time(&item);
+    let time = record_time(&item).unwrap_or(0);
     // Dropping the item would take it from the ring; it owns no memory.
     std::mem::forget(item);
     Some(time)
-}
-
-/// A record's timestamp: every record kind has it right after its header. A record too short
-/// to hold one is taken first, and rejected by the decoder.
-fn record_time(record: &[u8]) -> u64 {
-    const AT: usize = size_of::<observer_common::RecordHeader>();
-    record
-        .get(AT..AT + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_ne_bytes)
 }
 
 impl EventStream {

@@ -161,8 +161,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
-    /// Kernel ring buffer size, shared equally by one ring per CPU: "auto", or a power of two
-    /// from 4K to 256M (overrides kernel.ring_buffer_size).
+    /// Kernel ring buffer size, shared equally by one ring per online CPU: "auto", or a power
+    /// of two from 4K to 256M (overrides kernel.ring_buffer_size).
     #[arg(long, value_name = "BYTES")]
     pub ring_buffer_size: Option<RingBufferSize>,
 
@@ -429,10 +429,10 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 
-    /// Size of the kernel ring buffer: "auto" (enough for the expiry burst of every timewait
-    /// socket the host keeps, net.ipv4.tcp_max_tw_buckets: 4M to 64M), or a power of two from
-    /// 4K to 256M (suffixes K, M, G). Raise it if events are reported lost because the ring
-    /// buffer was full.
+    /// Size of the kernel ring buffers, shared equally by one ring per online CPU: "auto"
+    /// (enough for the expiry burst of every timewait socket the host keeps,
+    /// net.ipv4.tcp_max_tw_buckets: 4M to 64M), or a power of two from 4K to 256M (suffixes K,
+    /// M, G). Raise it if events are reported lost because the ring buffer was full.
     #[arg(long, value_name = "BYTES", default_value_t = RingBufferSize::Auto)]
     pub ring_buffer_size: RingBufferSize,
 

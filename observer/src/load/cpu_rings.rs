@@ -17,28 +17,35 @@ use super::{LoadError, contract, ring_size::RingBufferSize};
 /// How the configured ring-buffer bytes are shared among the CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingPlan {
-    /// Possible CPUs (online or not: a CPU brought online later writes to its own ring).
+    /// Possible CPUs: each has a slot and a ring.
     pub cpus: u32,
-    /// Bytes of each CPU's ring: an equal share of the total, rounded down to a power of two,
-    /// at least [`RingBufferSize::MIN`].
+    /// Online CPUs, which share the configured bytes. A virtual machine may list many more
+    /// possible CPUs than it runs; one brought online later has a ring of
+    /// [`RingBufferSize::MIN`] (its losses counted) until the daemon restarts.
+    pub online: u32,
+    /// Bytes of each online CPU's ring: an equal share of the total, rounded down to a power
+    /// of two, at least [`RingBufferSize::MIN`].
     pub bytes_per_cpu: u32,
+}
+
+fn cpu_list_error((path, e): (&str, std::io::Error)) -> LoadError {
+    LoadError::Cpus(format!("{path}: {e}"))
 }
 
 impl RingPlan {
     /// The plan for `total_bytes` on this host.
     pub fn for_host(total_bytes: u32) -> Result<Self, LoadError> {
-        let cpus =
-            aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
-        Ok(Self::new(
-            total_bytes,
-            u32::try_from(cpus).unwrap_or(u32::MAX),
-        ))
+        let cpus = aya::util::nr_cpus().map_err(cpu_list_error)?;
+        let online = aya::util::online_cpus().map_err(cpu_list_error)?.len();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Self::new(total_bytes, count(cpus), count(online)))
     }
 
     #[must_use]
-    pub fn new(total_bytes: u32, cpus: u32) -> Self {
+    pub fn new(total_bytes: u32, cpus: u32, online: u32) -> Self {
         let cpus = cpus.max(1);
-        let share = total_bytes / cpus;
+        let online = online.clamp(1, cpus);
+        let share = total_bytes / online;
         let bytes_per_cpu = if share < RingBufferSize::MIN {
             RingBufferSize::MIN
         } else {
@@ -46,6 +53,7 @@ impl RingPlan {
         };
         Self {
             cpus,
+            online,
             bytes_per_cpu,
         }
     }
@@ -53,7 +61,8 @@ impl RingPlan {
     /// Kernel memory the rings take.
     #[must_use]
     pub const fn total_bytes(self) -> u64 {
-        self.cpus as u64 * self.bytes_per_cpu as u64
+        self.online as u64 * self.bytes_per_cpu as u64
+            + (self.cpus - self.online) as u64 * RingBufferSize::MIN as u64
     }
 
     /// Sizes the object's maps: a slot per CPU; the shared ring of the benchmark's reference
@@ -80,30 +89,37 @@ impl RingPlan {
         })?;
         let mut slots: ArrayOfMaps<&mut MapData, MapData> =
             ArrayOfMaps::try_from(slots).map_err(map_err)?;
+        let online = aya::util::online_cpus().map_err(cpu_list_error)?;
         let mut rings = Vec::with_capacity(self.cpus as usize);
         for cpu in 0..self.cpus {
-            let ring = MapData::create(self.ring_definition(), &format!("ring{cpu}"), None)
+            let bytes = if online.contains(&cpu) {
+                self.bytes_per_cpu
+            } else {
+                RingBufferSize::MIN
+            };
+            let ring = MapData::create(ring_definition(bytes), &format!("ring{cpu}"), None)
                 .map_err(map_err)?;
             slots.set(cpu, &ring, 0).map_err(map_err)?;
             rings.push(RingBuf::try_from(Map::RingBuf(ring)).map_err(map_err)?);
         }
         Ok(rings)
     }
+}
 
-    fn ring_definition(self) -> aya_obj::Map {
-        aya_obj::Map::Legacy(LegacyMap {
-            def: bpf_map_def {
-                map_type: BPF_MAP_TYPE_RINGBUF as u32,
-                max_entries: self.bytes_per_cpu,
-                ..bpf_map_def::default()
-            },
-            inner_def: None,
-            section_index: 0,
-            section_kind: EbpfSectionKind::Maps,
-            symbol_index: None,
-            data: Vec::new(),
-        })
-    }
+/// A ring buffer of `bytes`.
+fn ring_definition(bytes: u32) -> aya_obj::Map {
+    aya_obj::Map::Legacy(LegacyMap {
+        def: bpf_map_def {
+            map_type: BPF_MAP_TYPE_RINGBUF as u32,
+            max_entries: bytes,
+            ..bpf_map_def::default()
+        },
+        inner_def: None,
+        section_index: 0,
+        section_kind: EbpfSectionKind::Maps,
+        symbol_index: None,
+        data: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -114,7 +130,7 @@ mod tests {
     fn each_cpu_gets_an_equal_power_of_two_share_of_at_least_a_page() {
         let mib = 1 << 20;
         let plan = |total, cpus| {
-            let p = RingPlan::new(total, cpus);
+            let p = RingPlan::new(total, cpus, cpus);
             (p.bytes_per_cpu, p.total_bytes())
         };
         assert_eq!(plan(16 * mib, 1), (16 * mib, 16 << 20));
@@ -125,5 +141,16 @@ mod tests {
         // A page at least, even where that takes more than the total.
         assert_eq!(plan(4096, 2), (4096, 8192));
         assert_eq!(plan(4096, 0), (4096, 4096));
+    }
+
+    #[test]
+    fn online_cpus_share_the_bytes_and_the_others_get_a_page() {
+        let mib = 1 << 20;
+        // A virtual machine running 2 of 64 possible CPUs.
+        let p = RingPlan::new(16 * mib, 64, 2);
+        assert_eq!((p.cpus, p.online, p.bytes_per_cpu), (64, 2, 8 * mib));
+        assert_eq!(p.total_bytes(), (16 << 20) + 62 * 4096);
+        // No more online than possible.
+        assert_eq!(RingPlan::new(16 * mib, 2, 4), RingPlan::new(16 * mib, 2, 2));
     }
 }

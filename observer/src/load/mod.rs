@@ -305,10 +305,16 @@ impl Probes {
         // Before any program runs: a CPU without its ring would count its records as lost.
         let ring_plan = rings;
         let rings = ring_plan.create(&mut ebpf)?;
+        let offline = ring_plan.cpus - ring_plan.online;
         log::info!(
-            "ring buffers: one of {} for each of {} CPUs ({} of kernel memory)",
+            "ring buffers: one of {} for each of {} online CPUs{} ({} of kernel memory)",
             format_size(u64::from(ring_plan.bytes_per_cpu)),
-            ring_plan.cpus,
+            ring_plan.online,
+            if offline > 0 {
+                format!(", 4K for each of {offline} offline")
+            } else {
+                String::new()
+            },
             format_size(ring_plan.total_bytes())
         );
 

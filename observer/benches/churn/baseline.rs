@@ -104,17 +104,17 @@ impl Baseline {
         let ring_bytes = LoadOptions::default().ring_buffer_bytes;
         // Copies of the state program and `baseline_per_cpu` write to the per-CPU rings, every
         // other program here to the shared one: the other kind gets a page.
-        let copies = globals.state.is_some()
+        let per_cpu = globals.state.is_some()
             || programs
                 .iter()
                 .any(|(_, program, _)| *program == contract::BASELINE_PER_CPU);
-        let rings = RingPlan::for_host(if copies {
+        let rings = RingPlan::for_host(if per_cpu {
             ring_bytes
         } else {
             RingBufferSize::MIN
         })
         .map_err(io::Error::other)?;
-        let wakeup = ring_wakeup_bytes(if copies {
+        let wakeup = ring_wakeup_bytes(if per_cpu {
             rings.bytes_per_cpu
         } else {
             ring_bytes
@@ -123,7 +123,7 @@ impl Baseline {
         loader
             .map_max_entries(contract::EVENTS, ring_bytes)
             .override_global(contract::RING_WAKEUP_BYTES, &wakeup, true);
-        rings.configure(&mut loader, !copies);
+        rings.configure(&mut loader, !per_cpu);
         if let Some(state) = globals.state {
             loader.override_global(contract::INET_SOCK_SET_STATE.config, state, true);
         }

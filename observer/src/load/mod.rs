@@ -275,13 +275,13 @@ impl Probes {
         plan.omit(options.reads);
         raise_memlock_limit();
 
-        let rings = RingPlan::for_host(size)?;
-        let wakeup_bytes = ring_wakeup_bytes(rings.bytes_per_cpu);
+        let ring_plan = RingPlan::for_host(size)?;
+        let wakeup_bytes = ring_wakeup_bytes(ring_plan.bytes_per_cpu);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(contract::INET_SOCK_SET_STATE.config, &plan.state, true)
             .override_global(contract::RING_WAKEUP_BYTES, &wakeup_bytes, true);
-        rings.configure(&mut loader, false);
+        ring_plan.configure(&mut loader, false);
         if let Some(cfg) = &plan.send_reset {
             loader.override_global(contract::TCP_SEND_RESET.config, cfg, true);
         }
@@ -303,7 +303,6 @@ impl Probes {
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
         start_ebpf_logger(&mut ebpf);
         // Before any program runs: a CPU without its ring would count its records as lost.
-        let ring_plan = rings;
         let rings = ring_plan.create(&mut ebpf)?;
         let offline = ring_plan.cpus - ring_plan.online;
         log::info!(

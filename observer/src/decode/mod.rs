@@ -231,22 +231,27 @@ pub(crate) fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 #[must_use]
 pub fn record_time(bytes: &[u8]) -> Option<u64> {
     const AT: usize = size_of::<observer_common::RecordHeader>();
-    let version = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?);
-    let size = u32::from_ne_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let (version, size) = version_and_size(bytes)?;
     if version != RECORD_VERSION || usize::try_from(size).ok()? != bytes.len() {
         return None;
     }
     Some(u64::from_ne_bytes(bytes.get(AT..AT + 8)?.try_into().ok()?))
 }
 
+/// The version and the size a record's header gives; `None` when it is too short for them.
+fn version_and_size(bytes: &[u8]) -> Option<(u16, u32)> {
+    Some((
+        u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?),
+        u32::from_ne_bytes(bytes.get(4..8)?.try_into().ok()?),
+    ))
+}
+
 /// Checks that `bytes` are a whole record of type `T`, of this daemon's version.
 fn check_header<T>(bytes: &[u8]) -> Result<(), DecodeError> {
     let expected = size_of::<T>();
-    if bytes.len() < 8 {
+    let Some((version, header_size)) = version_and_size(bytes) else {
         return Err(DecodeError::Short(bytes.len()));
-    }
-    let version = u16::from_ne_bytes([bytes[2], bytes[3]]);
-    let header_size = u32::from_ne_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    };
     if version != RECORD_VERSION {
         return Err(DecodeError::Version { found: version });
     }

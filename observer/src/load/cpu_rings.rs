@@ -15,14 +15,14 @@ use aya_obj::{
 use super::{LoadError, contract, ring_size::RingBufferSize};
 
 /// How the configured ring-buffer bytes are shared among the CPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RingPlan {
     /// Possible CPUs: each has a slot and a ring.
     pub cpus: u32,
     /// Online CPUs, which share the configured bytes. A virtual machine may list many more
     /// possible CPUs than it runs; one brought online later has a ring of
     /// [`RingBufferSize::MIN`] (its losses counted) until the daemon restarts.
-    pub online: u32,
+    pub online: Vec<u32>,
     /// Bytes of each online CPU's ring: an equal share of the total, rounded down to a power
     /// of two, at least [`RingBufferSize::MIN`].
     pub bytes_per_cpu: u32,
@@ -36,16 +36,21 @@ impl RingPlan {
     /// The plan for `total_bytes` on this host.
     pub fn for_host(total_bytes: u32) -> Result<Self, LoadError> {
         let cpus = aya::util::nr_cpus().map_err(cpu_list_error)?;
-        let online = aya::util::online_cpus().map_err(cpu_list_error)?.len();
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(Self::new(total_bytes, count(cpus), count(online)))
+        let online = aya::util::online_cpus().map_err(cpu_list_error)?;
+        Ok(Self::new(
+            total_bytes,
+            u32::try_from(cpus).unwrap_or(u32::MAX),
+            online,
+        ))
     }
 
+    /// `online` lists CPU numbers; those not below `cpus` are left out.
     #[must_use]
-    pub fn new(total_bytes: u32, cpus: u32, online: u32) -> Self {
+    pub fn new(total_bytes: u32, cpus: u32, mut online: Vec<u32>) -> Self {
         let cpus = cpus.max(1);
-        let online = online.clamp(1, cpus);
-        let share = total_bytes / online;
+        online.retain(|cpu| *cpu < cpus);
+        let sharing = u32::try_from(online.len()).unwrap_or(u32::MAX).max(1);
+        let share = total_bytes / sharing;
         let bytes_per_cpu = if share < RingBufferSize::MIN {
             RingBufferSize::MIN
         } else {
@@ -58,16 +63,22 @@ impl RingPlan {
         }
     }
 
+    /// CPUs offline when the plan was made.
+    #[must_use]
+    pub fn offline(&self) -> u32 {
+        self.cpus - u32::try_from(self.online.len()).unwrap_or(self.cpus)
+    }
+
     /// Kernel memory the rings take.
     #[must_use]
-    pub const fn total_bytes(self) -> u64 {
-        self.online as u64 * self.bytes_per_cpu as u64
-            + (self.cpus - self.online) as u64 * RingBufferSize::MIN as u64
+    pub fn total_bytes(&self) -> u64 {
+        self.online.len() as u64 * u64::from(self.bytes_per_cpu)
+            + u64::from(self.offline()) * u64::from(RingBufferSize::MIN)
     }
 
     /// Sizes the object's maps: a slot per CPU; the shared ring of the benchmark's reference
     /// programs to a page unless `keep_events` (the benchmark, which attaches them).
-    pub fn configure(self, loader: &mut EbpfLoader<'_>, keep_events: bool) {
+    pub fn configure(&self, loader: &mut EbpfLoader<'_>, keep_events: bool) {
         loader.map_max_entries(contract::RINGS, self.cpus);
         if !keep_events {
             loader.map_max_entries(contract::EVENTS, RingBufferSize::MIN);
@@ -76,7 +87,7 @@ impl RingPlan {
 
     /// Creates each CPU's ring and puts it in its slot of [`contract::RINGS`]; returns the
     /// rings in CPU order.
-    pub fn create(self, ebpf: &mut Ebpf) -> Result<Vec<RingBuf<MapData>>, LoadError> {
+    pub fn create(&self, ebpf: &mut Ebpf) -> Result<Vec<RingBuf<MapData>>, LoadError> {
         let map_err = |source| LoadError::Map {
             name: contract::RINGS,
             source,
@@ -89,10 +100,9 @@ impl RingPlan {
         })?;
         let mut slots: ArrayOfMaps<&mut MapData, MapData> =
             ArrayOfMaps::try_from(slots).map_err(map_err)?;
-        let online = aya::util::online_cpus().map_err(cpu_list_error)?;
         let mut rings = Vec::with_capacity(self.cpus as usize);
         for cpu in 0..self.cpus {
-            let bytes = if online.contains(&cpu) {
+            let bytes = if self.online.contains(&cpu) {
                 self.bytes_per_cpu
             } else {
                 RingBufferSize::MIN
@@ -130,7 +140,7 @@ mod tests {
     fn each_cpu_gets_an_equal_power_of_two_share_of_at_least_a_page() {
         let mib = 1 << 20;
         let plan = |total, cpus| {
-            let p = RingPlan::new(total, cpus, cpus);
+            let p = RingPlan::new(total, cpus, (0..cpus).collect());
             (p.bytes_per_cpu, p.total_bytes())
         };
         assert_eq!(plan(16 * mib, 1), (16 * mib, 16 << 20));
@@ -147,10 +157,13 @@ mod tests {
     fn online_cpus_share_the_bytes_and_the_others_get_a_page() {
         let mib = 1 << 20;
         // A virtual machine running 2 of 64 possible CPUs.
-        let p = RingPlan::new(16 * mib, 64, 2);
-        assert_eq!((p.cpus, p.online, p.bytes_per_cpu), (64, 2, 8 * mib));
+        let p = RingPlan::new(16 * mib, 64, vec![0, 1]);
+        assert_eq!((p.cpus, p.online.len(), p.bytes_per_cpu), (64, 2, 8 * mib));
         assert_eq!(p.total_bytes(), (16 << 20) + 62 * 4096);
         // No more online than possible.
-        assert_eq!(RingPlan::new(16 * mib, 2, 4), RingPlan::new(16 * mib, 2, 2));
+        assert_eq!(
+            RingPlan::new(16 * mib, 2, vec![0, 1, 2, 3]),
+            RingPlan::new(16 * mib, 2, vec![0, 1])
+        );
     }
 }

@@ -304,11 +304,11 @@ impl Probes {
         start_ebpf_logger(&mut ebpf);
         // Before any program runs: a CPU without its ring would count its records as lost.
         let rings = ring_plan.create(&mut ebpf)?;
-        let offline = ring_plan.cpus - ring_plan.online;
+        let offline = ring_plan.offline();
         log::info!(
             "ring buffers: one of {} for each of {} online CPUs{} ({} of kernel memory)",
             format_size(u64::from(ring_plan.bytes_per_cpu)),
-            ring_plan.online,
+            ring_plan.online.len(),
             if offline > 0 {
                 format!(", 4K for each of {offline} offline")
             } else {

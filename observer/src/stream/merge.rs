@@ -9,38 +9,34 @@
 //! shows a later head or was found empty after the time the record's drain began: no record
 //! that an empty ring receives afterwards can be older than the bound of that drain.
 
-/// What is known of a ring's first unread record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Head {
-    /// Not looked at since its last record was taken, or since the drain began.
-    Unknown,
-    /// Found empty (or its next record not yet submitted) in this drain.
-    Empty,
-    /// A record with this timestamp (`CLOCK_MONOTONIC` ns).
-    At(u64),
-}
+use std::{cmp::Reverse, collections::BinaryHeap};
 
-/// The heads of a set of rings, and which one to take from next.
+/// The heads of a set of rings, and which one to take from next: the rings whose first
+/// unread record is known, by its timestamp (ties to the lower CPU), in a min-heap, so that a
+/// take costs a logarithm of the CPUs holding records rather than a look at every CPU.
 #[derive(Debug)]
 pub struct Heads {
-    heads: Vec<Head>,
+    /// (timestamp, ring) of each ring's first unread record, where it was looked at.
+    known: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Rings not looked at since their last record was taken, or since the drain began.
+    unknown: Vec<usize>,
+    /// Rings found empty (or their next record not yet submitted) in this drain.
+    empty: Vec<usize>,
 }
 
 impl Heads {
     #[must_use]
     pub fn new(rings: usize) -> Self {
         Self {
-            heads: vec![Head::Unknown; rings],
+            known: BinaryHeap::with_capacity(rings),
+            unknown: (0..rings).collect(),
+            empty: Vec::with_capacity(rings),
         }
     }
 
     /// A new drain: rings found empty are looked at again.
     pub fn restart(&mut self) {
-        for head in &mut self.heads {
-            if *head == Head::Empty {
-                *head = Head::Unknown;
-            }
-        }
+        self.unknown.append(&mut self.empty);
     }
 
     /// The ring whose head record comes next, if that record's timestamp is at most `bound`.
@@ -51,29 +47,25 @@ impl Heads {
         bound: u64,
         mut peek: impl FnMut(usize) -> Option<u64>,
     ) -> Option<usize> {
-        let mut first: Option<(u64, usize)> = None;
-        for (ring, head) in self.heads.iter_mut().enumerate() {
-            if *head == Head::Unknown {
-                *head = peek(ring).map_or(Head::Empty, Head::At);
-            }
-            if let Head::At(ts) = *head
-                && first.is_none_or(|(t, _)| ts < t)
-            {
-                first = Some((ts, ring));
+        for ring in self.unknown.drain(..) {
+            match peek(ring) {
+                Some(ts) => self.known.push(Reverse((ts, ring))),
+                None => self.empty.push(ring),
             }
         }
-        let (ts, ring) = first?;
+        let Reverse((ts, ring)) = *self.known.peek()?;
         if ts > bound {
             return None;
         }
-        self.heads[ring] = Head::Unknown;
+        self.known.pop();
+        self.unknown.push(ring);
         Some(ring)
     }
 
     /// Whether a ring was found holding a record (one past the bound of the last drain).
     #[must_use]
     pub fn holds_records(&self) -> bool {
-        self.heads.iter().any(|h| matches!(h, Head::At(_)))
+        !self.known.is_empty()
     }
 }
 

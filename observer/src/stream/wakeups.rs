@@ -23,9 +23,10 @@ impl Wakeups {
         let epoll = Self(unsafe { OwnedFd::from_raw_fd(fd) });
         for ring in rings {
             let ring_fd = ring.as_fd().as_raw_fd();
+            // Its data is never read: any ring's wakeup means a read of them all.
             let mut event = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
-                u64: u64::try_from(ring_fd).unwrap_or_default(),
+                u64: 0,
             };
             // SAFETY: both descriptors are open; the event is a valid pointer for the call.
             if unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, ring_fd, &raw mut event) } < 0 {

@@ -10,7 +10,7 @@ pub mod tcp_state;
 
 pub use probe_config::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
 pub use record::{
-    RAW_CAPACITY, RecordHeader, RecordKind, SocketErrorRecord, SpanRecord, TimerEndRecord,
-    TimerRecord,
+    DIRECT_SPAN_START, RAW_CAPACITY, RecordHeader, RecordKind, SocketErrorRecord, SpanRecord,
+    TimerEndRecord, TimerRecord,
 };
 pub use tcp_state::TcpState;

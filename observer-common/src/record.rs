@@ -12,6 +12,12 @@ pub const RECORD_VERSION: u16 = 4;
 /// 80 today, `inet_sock_set_state` 64).
 pub const RAW_CAPACITY: usize = 96;
 
+/// Where a span copied with plain loads starts: the first byte after a tracepoint record's
+/// common fields. The verifier takes a load from a tracepoint's context only at an offset fixed
+/// in the instruction, so the programs copy a span that starts here word by word, and take a
+/// helper call (which costs more than the copy) for a span that starts anywhere else.
+pub const DIRECT_SPAN_START: usize = 8;
+
 /// Bytes of a socket's `struct sock_common` copied into a [`TimerRecord`] or a
 /// [`SocketErrorRecord`]: addresses, ports and family, decoded in userspace with offsets from BTF.
 pub const COMMON_CAPACITY: usize = 96;

@@ -13,7 +13,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use observer_common::{
-    RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord, TcpState,
+    DIRECT_SPAN_START, RAW_CAPACITY, RecordHeader, RecordKind, SpanProbeConfig, SpanRecord,
+    TcpState,
     probe_config::UNKNOWN,
     record::{
         Counter, FLAG_NO_SK_SOCKET, FLAG_RETRANSMITS_READ, FLAG_SK_SOCKET_READ, RETRANSMITS_SHIFT,
@@ -61,12 +62,17 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
     // through probe-read helpers.
     unsafe {
         let raw = &mut (*rec).raw;
-        let src = ctx
-            .as_ptr()
-            .cast::<u8>()
-            .cast_const()
-            .add(cfg.span_start as usize);
-        if bpf_probe_read_kernel_buf(src, &mut raw[..len]).is_err() {
+        if cfg.span_start as usize == DIRECT_SPAN_START {
+            copy_direct(ctx, raw, len);
+        } else if bpf_probe_read_kernel_buf(
+            ctx.as_ptr()
+                .cast::<u8>()
+                .cast_const()
+                .add(cfg.span_start as usize),
+            &mut raw[..len],
+        )
+        .is_err()
+        {
             count(Counter::ReadFailed);
             entry.discard(NO_WAKEUP);
             warn!(
@@ -137,6 +143,82 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
         (*rec).flags = sk_socket_flags(cfg, sk, states) | retransmits;
     }
     ring.submit(entry);
+}
+
+/// Copies the `len` bytes of the tracepoint record from [`DIRECT_SPAN_START`] into `raw` with
+/// plain loads: no helper call. No load reaches past the span: the kernel refuses to attach a
+/// program whose loads from the context reach past the tracepoint's record.
+#[inline(always)]
+unsafe fn copy_direct(ctx: &TracePointContext, raw: &mut [u8; RAW_CAPACITY], len: usize) {
+    let dst = raw.as_mut_ptr();
+    // Written out, not a loop: each load's offset must be a constant in its instruction, the
+    // only form of context access the verifier accepts. `len` is a constant to the verifier
+    // too (the configuration is read-only), so it keeps only the loads this span makes.
+    macro_rules! words {
+        ($($word:literal)*) => {$(
+            // SAFETY: within the span, and within `raw` (`len` <= RAW_CAPACITY).
+            unsafe {
+                if $word * 8 + 8 > len {
+                    copy_tail::<{ DIRECT_SPAN_START + $word * 8 }>(
+                        ctx,
+                        dst.add($word * 8),
+                        len - $word * 8,
+                    );
+                    return;
+                }
+                store::<u64>(dst.add($word * 8), load::<u64>(ctx, DIRECT_SPAN_START + $word * 8));
+            }
+        )*};
+    }
+    words!(0 1 2 3 4 5 6 7 8 9 10 11);
+}
+
+const _: () = assert!(RAW_CAPACITY == 12 * 8 && DIRECT_SPAN_START % 8 == 0);
+
+/// The last `rest` (< 8) bytes of a span, from the record's offset `AT` (a multiple of 8), in
+/// loads aligned to their size, as the verifier requires of context loads.
+#[inline(always)]
+unsafe fn copy_tail<const AT: usize>(ctx: &TracePointContext, dst: *mut u8, rest: usize) {
+    // SAFETY: `dst` holds 8 bytes, 8-aligned; every load stays within the span.
+    unsafe {
+        if rest >= 4 {
+            store::<u32>(dst, load::<u32>(ctx, AT));
+        }
+        match rest {
+            2 | 3 => store::<u16>(dst, load::<u16>(ctx, AT)),
+            6 | 7 => store::<u16>(dst.add(4), load::<u16>(ctx, AT + 4)),
+            _ => {}
+        }
+        match rest {
+            1 => store::<u8>(dst, load::<u8>(ctx, AT)),
+            3 => store::<u8>(dst.add(2), load::<u8>(ctx, AT + 2)),
+            5 => store::<u8>(dst.add(4), load::<u8>(ctx, AT + 4)),
+            7 => store::<u8>(dst.add(6), load::<u8>(ctx, AT + 6)),
+            _ => {}
+        }
+    }
+}
+
+/// A `T` of the tracepoint record at `offset`, a constant once inlined.
+#[inline(always)]
+unsafe fn load<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: the caller keeps `offset` within the record and aligned to `T`.
+    unsafe {
+        ctx.as_ptr()
+            .cast::<u8>()
+            .cast_const()
+            .add(offset)
+            .cast::<T>()
+            .read_volatile()
+    }
+}
+
+/// Writes `v` at `dst`, aligned to `T`: `raw` is 8-aligned (`SpanRecord` holds `u64`s and
+/// `raw` starts at a multiple of 8), and every store is at a multiple of its size from there.
+#[inline(always)]
+unsafe fn store<T>(dst: *mut u8, v: T) {
+    // SAFETY: the caller's.
+    unsafe { dst.cast::<T>().write(v) }
 }
 
 /// The copied part of a tracepoint record.

@@ -14,7 +14,8 @@ pub mod timewait;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use observer_common::{
-    RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState, record::RECORD_VERSION,
+    DIRECT_SPAN_START, RAW_CAPACITY, RecordKind, SpanProbeConfig, SpanRecord, TcpState,
+    record::RECORD_VERSION,
 };
 use thiserror::Error;
 
@@ -326,10 +327,17 @@ pub(crate) fn read_span(bytes: &[u8], needed: usize) -> Result<SpanView<'_>, Dec
     Ok(view)
 }
 
-/// The smallest span of a tracepoint record that holds `fields`: (start, end).
+/// The span of a tracepoint record that holds `fields`: (start, end). It starts at
+/// [`DIRECT_SPAN_START`] when it fits from there, so that the program copies it without a helper
+/// call; else at the first field.
 pub(crate) fn span_bounds(event: &str, fields: &[Field]) -> Result<(usize, usize), TracefsError> {
-    let start = fields.iter().map(|f| f.offset).min().unwrap_or(0);
+    let first = fields.iter().map(|f| f.offset).min().unwrap_or(0);
     let end = fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
+    let start = if first >= DIRECT_SPAN_START && end - DIRECT_SPAN_START <= RAW_CAPACITY {
+        DIRECT_SPAN_START
+    } else {
+        first
+    };
     if end - start > RAW_CAPACITY {
         return Err(TracefsError::MissingField {
             path: format!("{event}/format").into(),
@@ -467,6 +475,27 @@ mod tests {
             decoder.decode(&99u64.to_ne_bytes()),
             Err(DecodeError::UnknownKind(99))
         );
+    }
+
+    #[test]
+    fn a_span_starts_after_the_common_fields_when_it_fits_from_there() {
+        use crate::kernel::tracefs::Field;
+        let field = |offset, size| Field { offset, size };
+        // Copied with plain loads: from byte 8, even when the first field is further on.
+        assert_eq!(
+            super::span_bounds("e", &[field(16, 8), field(40, 16)]).ok(),
+            Some((8, 56))
+        );
+        assert_eq!(
+            super::span_bounds("e", &[field(8, 8), field(100, 4)]).ok(),
+            Some((8, 104))
+        );
+        // Too long from byte 8: from the first field, by a helper call.
+        assert_eq!(
+            super::span_bounds("e", &[field(16, 8), field(106, 4)]).ok(),
+            Some((16, 110))
+        );
+        assert!(super::span_bounds("e", &[field(8, 8), field(106, 4)]).is_err());
     }
 
     #[test]

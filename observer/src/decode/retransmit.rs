@@ -135,7 +135,7 @@ mod tests {
         assert!(layout.has_err());
         assert_eq!(
             (cfg.span_start, cfg.span_len, cfg.skaddr_offset),
-            (16, 64, 16)
+            (8, 72, 16)
         );
         assert_eq!(
             (cfg.protocol_offset, cfg.icsk_retransmits_offset),
@@ -207,7 +207,7 @@ mod tests {
         let (layout, cfg) =
             RetransmitLayout::from_format(&format, RetransmitKind::Segment).unwrap();
         assert!(!layout.has_err());
-        assert_eq!((cfg.span_start, cfg.span_len), (16, 58));
+        assert_eq!((cfg.span_start, cfg.span_len), (8, 66));
         let mut tp = [0u8; 80];
         tp[24..28].copy_from_slice(&2i32.to_ne_bytes()); // SYN_SENT
         tp[32..34].copy_from_slice(&AF_INET6.to_ne_bytes());

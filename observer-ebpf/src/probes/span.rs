@@ -58,8 +58,8 @@ pub fn emit(ctx: &TracePointContext, cfg: &SpanProbeConfig, kind: RecordKind) {
     let rec = entry.as_mut_ptr();
     // Bounded for the verifier; the daemon never configures more than RAW_CAPACITY.
     let len = (cfg.span_len as usize).min(RAW_CAPACITY);
-    // SAFETY: `rec` points at a reserved record of the right size; kernel memory is read only
-    // through probe-read helpers.
+    // SAFETY: `rec` points at a reserved record of the right size; the tracepoint's record is
+    // read with loads the verifier checks, other kernel memory only through probe-read helpers.
     unsafe {
         let raw = &mut (*rec).raw;
         if cfg.span_start as usize == DIRECT_SPAN_START {

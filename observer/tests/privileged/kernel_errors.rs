@@ -313,10 +313,12 @@ fn unacknowledged(addr: IpAddr) {
         (&pair.client).write_all(b"never acknowledged").unwrap();
         (pair, ends.0, ends.1)
     });
+    // The third timeout's retransmission, or a later one: the kernel at times runs no program
+    // for one retransmission (README, Known limits), which the identity below accounts for.
     rec.until(Duration::from_secs(10), |r| {
         r.retransmits
             .iter()
-            .any(|t| t.local == client && t.unrecovered == Some(3))
+            .any(|t| t.local == client && t.unrecovered.is_some_and(|n| n >= 3))
     });
     rec.assert_no_losses();
     // The kernel's own count, in this namespace where only the client retransmits: every
@@ -368,7 +370,10 @@ fn unacknowledged(addr: IpAddr) {
          and TCPLossProbes; seen {counts:?}"
     );
     assert_eq!(counts.first(), Some(&Some(0)), "the loss probe: {counts:?}");
-    assert_eq!(counts.last(), Some(&Some(3)), "{counts:?}");
+    assert!(
+        counts.last().copied().flatten().is_some_and(|n| n >= 3),
+        "{counts:?}"
+    );
     assert!(
         counts.windows(2).all(|w| w[0] < w[1]),
         "one retransmission per timeout: {counts:?}"

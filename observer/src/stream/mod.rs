@@ -135,22 +135,39 @@ impl Counting {
         let mut taken = 0;
         while taken < limit
             && let Some(cpu) = heads.next(bound, |r| peek_time(&mut rings[r]))
-            && let Some(item) = rings[cpu].next()
         {
-            taken += 1;
-            // By reference: moving the event out of the result is a copy of it.
-            match self.layout.decode(&item) {
-                Ok(ref event) => {
-                    self.received += 1;
-                    each(event);
+            // A run: records are taken from this ring while its head comes first, each read
+            // once, with no look at the other rings' heads (known already).
+            while taken < limit {
+                let Some(item) = rings[cpu].next() else {
+                    heads.found(cpu, None);
+                    break;
+                };
+                let time = record_time(&item).unwrap_or(0);
+                if !heads.comes_first(cpu, time, bound) {
+                    leave(item);
+                    heads.found(cpu, Some(time));
+                    break;
                 }
-                Err(e) => {
-                    self.malformed += 1;
-                    self.last_error = Some(e);
-                }
+                taken += 1;
+                self.decode(&item, &mut each);
             }
         }
         taken
+    }
+
+    fn decode(&mut self, record: &[u8], each: &mut impl FnMut(&Event)) {
+        // By reference: moving the event out of the result is a copy of it.
+        match self.layout.decode(record) {
+            Ok(ref event) => {
+                self.received += 1;
+                each(event);
+            }
+            Err(e) => {
+                self.malformed += 1;
+                self.last_error = Some(e);
+            }
+        }
     }
 }
 
@@ -159,9 +176,14 @@ impl Counting {
 fn peek_time(ring: &mut RingBuf<MapData>) -> Option<u64> {
     let item = ring.next()?;
     let time = record_time(&item).unwrap_or(0);
-    // Dropping the item would take it from the ring; it owns no memory.
-    std::mem::forget(item);
+    leave(item);
     Some(time)
+}
+
+/// Leaves a record read from a ring unread: dropping the item would take it from the ring;
+/// it owns no memory.
+fn leave(item: aya::maps::ring_buf::RingBufItem<'_>) {
+    std::mem::forget(item);
 }
 
 impl EventStream {

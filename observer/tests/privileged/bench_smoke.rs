@@ -71,9 +71,10 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
             return;
         }
         eprintln!(
-            "attempt {attempt}: the daemon counted {} transitions more than the load made: \
-             other traffic on this host; trying again",
-            got.kernel_transitions() - made.transitions()
+            "attempt {attempt}: the daemon counted {} transitions and {} RSTs more than the \
+             load made: other traffic on this host; trying again; {got:?}",
+            got.kernel_transitions() - made.transitions(),
+            resets - traced
         );
     }
     panic!("other TCP traffic on this host disturbed all 3 attempts");

@@ -14,9 +14,10 @@ use observer_common::record::{COUNTER_SLOTS, Counter};
 type CpuRing = CpuRingBuf<u8, 4096>;
 
 /// Records to userspace: one ring buffer per CPU, indexed by CPU number, so that the CPUs never
-/// share a ring's lock and positions (under load that sharing cost a record 71 to 303 ns in
-/// `cargo xtask bench`, against about 54 in a ring of its own). The daemon creates and inserts the rings, one for each possible CPU, and merges
-/// them by time: a record's timestamp is read after it is reserved.
+/// share a ring's lock and positions (under load that sharing cost a record 64 to 333 ns over
+/// the rounds of the day's `cargo xtask bench` runs, against about 54 in a ring of its own).
+/// The daemon creates and inserts the rings, one for each possible CPU, and merges them by
+/// time: a record's timestamp is read after it is reserved.
 #[btf_map]
 pub static RINGS: ArrayOfMaps<CpuRing, 1> = ArrayOfMaps::new();
 

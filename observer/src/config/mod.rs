@@ -176,9 +176,9 @@ impl Default for SocketConfig {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KernelConfig {
     /// Bytes of the event ring buffers, shared equally by one ring per online CPU (each a
-    /// power of two, at least 4K): "auto" (the default: enough for the expiry burst of every timewait
-    /// socket the host keeps, from 4M to 64M), or a power of two from 4K to 256M, written as an
-    /// integer or as a string with a K, M or G suffix ("16M").
+    /// power of two, at least 4K): "auto" (the default: enough for the expiry burst of every
+    /// timewait socket the host keeps, from 4M to 64M), or a power of two from 4K to 256M,
+    /// written as an integer or as a string with a K, M or G suffix ("16M").
     pub ring_buffer_size: RingBufferSize,
 }
 

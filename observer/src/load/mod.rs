@@ -310,7 +310,10 @@ impl Probes {
             format_size(u64::from(ring_plan.bytes_per_cpu)),
             ring_plan.online.len(),
             if offline > 0 {
-                format!(", 4K for each of {offline} offline")
+                format!(
+                    ", {} for each of {offline} offline",
+                    format_size(u64::from(RingBufferSize::MIN))
+                )
             } else {
                 String::new()
             },

@@ -3,8 +3,15 @@
 //! aya exposes run time and run count but not `recursion_misses`: the number of times the
 //! kernel skipped the program because another tracing program was already running on that CPU.
 //! Those are lost transitions, so they are read here.
+//!
+//! Run count and run time are kept only while BPF statistics are enabled ([`enable`]); the
+//! benchmark and the tests read them for any process's programs ([`attached_by`]).
 
-use std::{io, os::fd::BorrowedFd};
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+};
 
 use aya_obj::generated::bpf_prog_info;
 
@@ -54,4 +61,64 @@ pub fn read(fd: BorrowedFd<'_>) -> io::Result<ProgStats> {
         run_time_ns: info.run_time_ns,
         recursion_misses: info.recursion_misses,
     })
+}
+
+/// Keeps BPF run statistics on while alive.
+pub struct StatsEnabled(#[expect(dead_code, reason = "held for its drop")] OwnedFd);
+
+/// Turns on run count and run time for every program. `BPF_ENABLE_STATS` does what `sysctl
+/// kernel.bpf_stats_enabled=1` does, but the kernel turns it off again when the descriptor
+/// closes, so the host's setting is restored even if the caller is killed.
+pub fn enable() -> io::Result<StatsEnabled> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map(StatsEnabled)
+        .map_err(|e| io::Error::other(format!("enabling BPF statistics: {e}")))
+}
+
+/// One program: its kernel name (at most 15 bytes) and counters.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub name: String,
+    pub stats: ProgStats,
+}
+
+/// The programs process `pid` has attached (those its BPF links hold; the programs it holds
+/// when it has no links), by program id.
+pub fn attached_by(pid: u32) -> io::Result<BTreeMap<u32, Program>> {
+    let (mut linked, mut held) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let entry = entry?;
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let list = match target.to_string_lossy().as_ref() {
+            "anon_inode:bpf_link" => &mut linked,
+            "anon_inode:bpf-prog" => &mut held,
+            _ => continue,
+        };
+        let fdinfo = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        if let Some(id) = fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            list.push(id);
+        }
+    }
+    let ids = if linked.is_empty() { held } else { linked };
+    let mut programs = BTreeMap::new();
+    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if !ids.contains(&info.id()) {
+            continue;
+        }
+        let Ok(fd) = info.fd() else { continue };
+        let stats = read(fd.as_fd())?;
+        let name = info.name_as_str().unwrap_or("?").to_owned();
+        programs.insert(info.id(), Program { name, stats });
+    }
+    Ok(programs)
 }

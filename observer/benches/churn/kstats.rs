@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use observer::load::prog_stats::{ProgStats, Program};
-pub use observer::load::prog_stats::{attached_by, enable};
 
 /// Counters of one program over a phase.
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -32,7 +32,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use kstats::Cost;
 use machine_cpu::{BusySince, MachineCpu};
-use observer::load::contract;
+use observer::load::{contract, prog_stats};
 use observer_testkit::{
     churn::{self as generator, KINDS, LISTENER_TRANSITIONS, Load, Made},
     daemon::{self, CpuTime},
@@ -197,7 +197,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?;
 
     remove_stale_namespaces();
-    let _stats = kstats::enable()?;
+    let _stats = prog_stats::enable()?;
     let quiet = Quiet::now();
     eprintln!("bench: calibrating (each kind alone, at a low rate, with observer watch)");
     quiet.wait();
@@ -431,13 +431,13 @@ fn run_phase(
             // The scrape connection's own transitions land before the first scrape.
             std::thread::sleep(Duration::from_millis(300));
             let before = scraper.scrape()?;
-            let programs = kstats::attached_by(daemon.pid())?;
+            let programs = prog_stats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu();
             (phase.made, phase.machine_cpu) = run(Some(daemon.pid()))?;
             scraper.settle()?;
             // The programs' window ends inside the daemon's: a transition between the two
             // reads can only add to what the daemon counted, never pass for a loss.
-            phase.costs = Cost::all_between(&programs, &kstats::attached_by(daemon.pid())?);
+            phase.costs = Cost::all_between(&programs, &prog_stats::attached_by(daemon.pid())?);
             std::thread::sleep(Duration::from_millis(300));
             let after = scraper.scrape()?;
             phase.daemon = Some(DaemonPhase {
@@ -455,11 +455,11 @@ fn run_phase(
         }
         Tracer::Tcpstates => {
             let t = tcpstates::Tcpstates::start()?;
-            let programs = kstats::attached_by(t.pid())?;
+            let programs = prog_stats::attached_by(t.pid())?;
             (phase.made, phase.machine_cpu) = run(Some(t.pid()))?;
             // Its output goes through a perf buffer and a pipe: let the last lines arrive.
             std::thread::sleep(Duration::from_secs(1));
-            phase.costs = Cost::all_between(&programs, &kstats::attached_by(t.pid())?);
+            phase.costs = Cost::all_between(&programs, &prog_stats::attached_by(t.pid())?);
             phase.tcpstates = Some(t.finish(&phase.made.listener_ports)?);
         }
         Tracer::StateReads => {

@@ -10,9 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use observer::load::prog_stats;
 use observer_testkit::{churn::ADDR_PREFIX, daemon::die_with_parent};
 
-use super::kstats;
 
 pub const PATH: &str = "/usr/sbin/tcpstates";
 
@@ -92,7 +92,7 @@ impl Tcpstates {
             stderr: Some(stderr),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !kstats::attached_by(t.pid()).is_ok_and(|p| !p.is_empty()) {
+        while !prog_stats::attached_by(t.pid()).is_ok_and(|p| !p.is_empty()) {
             if Instant::now() >= deadline || t.child.try_wait()?.is_some() {
                 let _ = t.child.kill();
                 let _ = t.child.wait();

@@ -35,14 +35,14 @@ impl Heads {
     }
 
     /// A new drain: rings found empty are looked at again.
-    pub fn restart(&mut self) {
+    fn restart(&mut self) {
         self.unknown.append(&mut self.empty);
     }
 
     /// The ring whose head record comes next, if that record's timestamp is at most `bound`.
     /// `peek(ring)` gives the timestamp of a ring's head record, without taking it (`None`:
     /// the ring is empty). The caller then takes that ring's head record.
-    pub fn next(
+    fn next(
         &mut self,
         bound: u64,
         mut peek: impl FnMut(usize) -> Option<u64>,
@@ -62,12 +62,51 @@ impl Heads {
         Some(ring)
     }
 
+    /// Takes up to `limit` records stamped at most `bound` from `rings`, in time order, and
+    /// returns how many it took. From the ring whose head comes next it takes a run, for as
+    /// long as that ring's head comes first: each record read once, with no look at the other
+    /// rings' heads (known already). `peek(ring)` gives the time of a ring's head record,
+    /// leaving it unread (`None`: empty); `take(ring, turn)` reads the head record and takes
+    /// it only if [`Turn::comes_first`] says so, else leaves it unread.
+    pub fn drain<R>(
+        &mut self,
+        rings: &mut [R],
+        bound: u64,
+        limit: usize,
+        mut peek: impl FnMut(&mut R) -> Option<u64>,
+        mut take: impl FnMut(&mut R, &Turn<'_>) -> Look,
+    ) -> usize {
+        self.restart();
+        let mut taken = 0;
+        while taken < limit
+            && let Some(ring) = self.next(bound, |r| peek(&mut rings[r]))
+        {
+            while taken < limit {
+                let turn = Turn {
+                    heads: self,
+                    ring,
+                    bound,
+                };
+                match take(&mut rings[ring], &turn) {
+                    Look::Taken => taken += 1,
+                    Look::Left(time) => {
+                        self.found(ring, Some(time));
+                        break;
+                    }
+                    Look::Empty => {
+                        self.found(ring, None);
+                        break;
+                    }
+                }
+            }
+        }
+        taken
+    }
+
     /// Whether `ring`'s head, at `time`, is the record to take next: within `bound`, and
     /// before every other ring's known head (ties to the lower CPU). For the ring [`Heads::next`]
-    /// last gave, whose next head the caller read itself: a run of records from one ring then
-    /// costs no heap operation and no second read of each record.
-    #[must_use]
-    pub fn comes_first(&self, ring: usize, time: u64, bound: u64) -> bool {
+    /// last gave, whose next head the caller read itself.
+    fn comes_first(&self, ring: usize, time: u64, bound: u64) -> bool {
         debug_assert!(
             self.unknown.iter().all(|&r| r == ring),
             "other heads unread"
@@ -81,7 +120,7 @@ impl Heads {
 
     /// What the caller found at the head of `ring` and left there: the record's timestamp,
     /// or `None` when the ring was empty.
-    pub fn found(&mut self, ring: usize, head: Option<u64>) {
+    fn found(&mut self, ring: usize, head: Option<u64>) {
         self.unknown.retain(|&r| r != ring);
         match head {
             Some(time) => self.known.push(Reverse((time, ring))),
@@ -94,6 +133,31 @@ impl Heads {
     pub fn holds_records(&self) -> bool {
         !self.known.is_empty()
     }
+}
+
+/// The ring a drain is taking a run from, for the caller's look at its head.
+pub struct Turn<'a> {
+    heads: &'a Heads,
+    ring: usize,
+    bound: u64,
+}
+
+impl Turn<'_> {
+    /// Whether the head record, stamped `time`, is the one to take now.
+    #[must_use]
+    pub fn comes_first(&self, time: u64) -> bool {
+        self.heads.comes_first(self.ring, time, self.bound)
+    }
+}
+
+/// What a look at a ring's head did.
+pub enum Look {
+    /// Took the head record.
+    Taken,
+    /// Left the head record, stamped at this time, unread.
+    Left(u64),
+    /// Found the ring empty (or its next record not yet submitted).
+    Empty,
 }
 
 #[cfg(test)]
@@ -112,24 +176,29 @@ mod tests {
         out
     }
 
-    /// The same, the way the stream takes records: in runs from one ring while its head
-    /// comes first, each head read once.
-    fn drain_in_runs(heads: &mut Heads, rings: &mut [VecDeque<u64>], bound: u64) -> Vec<u64> {
-        heads.restart();
+    /// The same, the way the stream takes records: [`Heads::drain`], in runs.
+    fn drain_in_runs(
+        heads: &mut Heads,
+        rings: &mut [VecDeque<u64>],
+        bound: u64,
+        limit: usize,
+    ) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Some(ring) = heads.next(bound, |r| rings[r].front().copied()) {
-            loop {
-                let Some(&time) = rings[ring].front() else {
-                    heads.found(ring, None);
-                    break;
-                };
-                if !heads.comes_first(ring, time, bound) {
-                    heads.found(ring, Some(time));
-                    break;
+        let taken = heads.drain(
+            rings,
+            bound,
+            limit,
+            |r| r.front().copied(),
+            |r, turn| match r.front() {
+                None => Look::Empty,
+                Some(&time) if !turn.comes_first(time) => Look::Left(time),
+                Some(_) => {
+                    out.extend(r.pop_front());
+                    Look::Taken
                 }
-                out.push(rings[ring].pop_front().expect("the head just read"));
-            }
-        }
+            },
+        );
+        assert_eq!(taken, out.len());
         out
     }
 
@@ -150,13 +219,24 @@ mod tests {
             let (mut a, mut b) = (Heads::new(one.len()), Heads::new(runs.len()));
             for bound in [bound, u64::MAX] {
                 assert_eq!(
-                    drain_in_runs(&mut b, &mut runs, bound),
+                    drain_in_runs(&mut b, &mut runs, bound, usize::MAX),
                     drain(&mut a, &mut one, bound),
                     "{rings:?} up to {bound}"
                 );
                 assert_eq!(a.holds_records(), b.holds_records());
             }
         }
+    }
+
+    #[test]
+    fn a_drain_stopped_by_its_limit_goes_on_where_it_stopped() {
+        let mut rings = [VecDeque::from([1, 4, 5, 9]), VecDeque::from([2, 3, 10])];
+        let mut heads = Heads::new(rings.len());
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.extend(drain_in_runs(&mut heads, &mut rings, u64::MAX, 2));
+        }
+        assert_eq!(out, [1, 2, 3, 4, 5, 9, 10]);
     }
 
     #[test]

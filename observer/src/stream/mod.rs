@@ -12,7 +12,10 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use self::{merge::Heads, wakeups::Wakeups};
+use self::{
+    merge::{Heads, Look},
+    wakeups::Wakeups,
+};
 use crate::{
     clock::mono_now_ns,
     decode::{DecodeError, Decoder, record_time},
@@ -131,29 +134,18 @@ impl Counting {
         limit: usize,
         mut each: impl FnMut(&Event),
     ) -> usize {
-        heads.restart();
-        let mut taken = 0;
-        while taken < limit
-            && let Some(cpu) = heads.next(bound, |r| peek_time(&mut rings[r]))
-        {
-            // A run: records are taken from this ring while its head comes first, each read
-            // once, with no look at the other rings' heads (known already).
-            while taken < limit {
-                let Some(item) = rings[cpu].next() else {
-                    heads.found(cpu, None);
-                    break;
-                };
-                let time = record_time(&item).unwrap_or(0);
-                if !heads.comes_first(cpu, time, bound) {
-                    leave(item);
-                    heads.found(cpu, Some(time));
-                    break;
-                }
-                taken += 1;
-                self.decode(&item, &mut each);
+        heads.drain(rings, bound, limit, peek_time, |ring, turn| {
+            let Some(item) = ring.next() else {
+                return Look::Empty;
+            };
+            let time = record_time(&item).unwrap_or(0);
+            if !turn.comes_first(time) {
+                leave(item);
+                return Look::Left(time);
             }
-        }
-        taken
+            self.decode(&item, &mut each);
+            Look::Taken
+        })
     }
 
     fn decode(&mut self, record: &[u8], each: &mut impl FnMut(&Event)) {

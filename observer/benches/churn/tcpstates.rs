@@ -13,7 +13,6 @@ use std::{
 use observer::load::prog_stats;
 use observer_testkit::{churn::ADDR_PREFIX, daemon::die_with_parent};
 
-
 pub const PATH: &str = "/usr/sbin/tcpstates";
 
 /// What its output said, counted as it arrives.

@@ -42,11 +42,7 @@ impl Heads {
     /// The ring whose head record comes next, if that record's timestamp is at most `bound`.
     /// `peek(ring)` gives the timestamp of a ring's head record, without taking it (`None`:
     /// the ring is empty). The caller then takes that ring's head record.
-    fn next(
-        &mut self,
-        bound: u64,
-        mut peek: impl FnMut(usize) -> Option<u64>,
-    ) -> Option<usize> {
+    fn next(&mut self, bound: u64, mut peek: impl FnMut(usize) -> Option<u64>) -> Option<usize> {
         for ring in self.unknown.drain(..) {
             match peek(ring) {
                 Some(ts) => self.known.push(Reverse((ts, ring))),

@@ -431,6 +431,8 @@ fn a_large_dump_is_complete() {
         return;
     }
     let ns = NetNs::new("sockdiag-many").unwrap();
+    // No early reuse of a TIME_WAIT port on loopback: every connection leaves its own behind.
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0").unwrap();
     let nsref = netns_ref(&ns);
     let (listener, clients) = ns.enter(|| {
         let listener = listen(V4, 128);

@@ -18,7 +18,7 @@ use observer::{
     export::{Exporter, text_format},
     kernel::NetLimits,
     run::{Shared, State, http},
-    track::{Tracker, TransitionCounts},
+    track::Tracker,
 };
 use observer_common::TcpState::{self, Close, CloseWait, Established, SynSent, TimeWait};
 use rustc_hash::FxHashMap;
@@ -71,9 +71,8 @@ fn transition(at: u64, sock: u64, old: TcpState, new: TcpState, i: u64) -> Event
 }
 
 /// A tracker holding `n` sockets in the mix above, all entered about a minute ago.
-fn filled(n: u64) -> (Tracker, TransitionCounts) {
+fn filled(n: u64) -> Tracker {
     let mut tracker = Tracker::new(2 * usize::try_from(n).unwrap());
-    let mut transitions = TransitionCounts::default();
     let mut reports = Vec::new();
     let t0 = mono_now_ns().saturating_sub(60_000_000_000);
     for i in 0..n {
@@ -116,10 +115,9 @@ fn filled(n: u64) -> (Tracker, TransitionCounts) {
                 );
             }
         }
-        transitions.count(&reports);
         reports.clear();
     }
-    (tracker, transitions)
+    tracker
 }
 
 /// The `per_mille`th of `sorted`, nearest rank.
@@ -167,7 +165,7 @@ struct Row {
 }
 
 fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
-    let (tracker, transitions) = filled(sockets);
+    let tracker = filled(sockets);
     let counts = tracker.counts_by_state();
     assert_eq!(
         counts[Established] + counts[CloseWait] + counts[TimeWait],
@@ -184,7 +182,6 @@ fn measure_size(sockets: u64, scrapes: u64) -> anyhow::Result<Row> {
     let mut tracker = tracker;
     tracker.set_limits(&limits);
     let shared = Shared::new(State {
-        transitions,
         limits,
         ..State::new(tracker, observer::track::DEFAULT_HALF_OPEN_AFTER_NS)
     });

@@ -14,7 +14,7 @@ mod state;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -112,6 +112,23 @@ const OWNER_RETRY_NS: u64 = 60_000_000_000;
 const MAX_OWNER_LOOKUPS: usize = 4096;
 const MAX_OWNERS_TRIED: usize = 1 << 16;
 
+/// Whether a pipeline's reports of plain transitions (those without a note) are read. A
+/// front-end that shows every transition always reads them; the daemon only while its socket
+/// has clients. Read before each event is applied, so an event that happens after a reader
+/// arrives is reported to it.
+#[derive(Clone, Debug)]
+pub struct PlainReports(Arc<AtomicBool>);
+
+impl PlainReports {
+    pub fn set(&self, read: bool) {
+        self.0.store(read, Ordering::SeqCst);
+    }
+
+    fn read(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// The timers; each kept across reloads unless its period changed.
 struct Timers {
     losses: Interval,
@@ -128,6 +145,7 @@ pub struct Pipeline {
     /// The last read stopped at [`MAX_PER_READ`]: the next one does not wait.
     behind: bool,
     reports: Vec<Report>,
+    plain_reports: PlainReports,
     engine: Option<Engine>,
     settings: Settings,
     timers: Timers,
@@ -188,6 +206,7 @@ impl Pipeline {
             applied: Arc::new(AtomicU64::new(0)),
             behind: false,
             reports: Vec::with_capacity(1024),
+            plain_reports: PlainReports(Arc::new(AtomicBool::new(true))),
             engine,
             settings,
             timers,
@@ -280,6 +299,13 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Whether plain transitions are reported: every transition is, until the front-end says
+    /// otherwise through this.
+    #[must_use]
+    pub fn plain_reports(&self) -> PlainReports {
+        self.plain_reports.clone()
     }
 
     /// The reports of the events applied in the last [`Pipeline::next`].
@@ -406,9 +432,11 @@ impl Pipeline {
             let s = &mut *guard;
             let first = self.reports.len();
             let reports = &mut self.reports;
-            let n = self
-                .stream
-                .drain_each(CHUNK, |event| s.tracker.apply(event, reports));
+            let plain = &self.plain_reports;
+            let n = self.stream.drain_each(CHUNK, |event| {
+                s.tracker.report_plain_transitions(plain.read());
+                s.tracker.apply(event, reports);
+            });
             s.count_reports(&self.reports[first..]);
             drop(guard);
             taken += n;

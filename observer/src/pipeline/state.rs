@@ -12,7 +12,7 @@ use crate::{
     listen_queues::ListenQueues,
     snapshot::{Breakdown, Selection, Snapshot, Sources},
     stream::Losses,
-    track::{LastReconciliation, Report, Tracker, TransitionCounts},
+    track::{LastReconciliation, Report, Tracker},
 };
 use crate::{
     event::Netns,
@@ -24,7 +24,6 @@ use crate::{
 /// snapshot.
 pub struct State {
     pub tracker: Tracker,
-    pub transitions: TransitionCounts,
     pub received: u64,
     pub losses: Losses,
     pub limits: FxHashMap<Netns, NetLimits>,
@@ -61,7 +60,6 @@ impl State {
     ) -> Self {
         Self {
             tracker,
-            transitions: TransitionCounts::default(),
             received: 0,
             losses: Losses::default(),
             limits: FxHashMap::default(),
@@ -77,10 +75,8 @@ impl State {
         }
     }
 
-    /// Counts what the reports of events just applied tell: transitions by pair, and what
-    /// each workload's sockets did.
+    /// Counts what the reports of events just applied tell of each workload's sockets.
     pub fn count_reports(&mut self, reports: &[Report]) {
-        self.transitions.count(reports);
         self.workload_tally.count(reports, &self.workloads);
     }
 }
@@ -116,7 +112,7 @@ impl State {
     fn sources(&self, now_ns: u64) -> Sources<'_> {
         Sources {
             tracker: &self.tracker,
-            transitions: &self.transitions,
+            transitions: self.tracker.transitions(),
             received: self.received,
             losses: self.losses,
             limits: &self.limits,

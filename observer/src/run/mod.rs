@@ -158,14 +158,23 @@ impl Daemon {
         ));
         http::serve(listener, pipeline.shared(), exporter.clone());
         // Without its socket the daemon still does its main work: metrics and alerts.
+        // Plain transitions are reported only while the socket has clients to read them.
+        let plain_reports = pipeline.plain_reports();
+        plain_reports.set(false);
         let socket = config.socket.path.as_ref().and_then(|path| {
-            SocketServer::start(&config.socket, path, pipeline.shared(), workloads)
-                .map_err(|e| {
-                    log::error!(
-                        "{e}; observer watch and observer top will load the programs themselves"
-                    );
-                })
-                .ok()
+            SocketServer::start(
+                &config.socket,
+                path,
+                pipeline.shared(),
+                workloads,
+                plain_reports,
+            )
+            .map_err(|e| {
+                log::error!(
+                    "{e}; observer watch and observer top will load the programs themselves"
+                );
+            })
+            .ok()
         });
         let seeded = pipeline.seeded();
         log::info!(

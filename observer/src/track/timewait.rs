@@ -8,7 +8,7 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::{
-    GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
+    GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, TransitionCounts, Tuple,
     table::Known,
     timewait_table::{TimewaitTable, Tw},
 };
@@ -312,15 +312,19 @@ impl Tracker {
             } else {
                 Note::TimewaitEntered { timeout_ns }
             };
-            out.push(timewait_report(
-                &updated,
-                timer,
-                now,
-                tw.substate,
-                Some(spent),
-                tw.lower_bound,
-                note,
-            ));
+            push_counted(
+                &mut self.transitions,
+                out,
+                timewait_report(
+                    &updated,
+                    timer,
+                    now,
+                    tw.substate,
+                    Some(spent),
+                    tw.lower_bound,
+                    note,
+                ),
+            );
         }
         if let Some(mut slot) = self.timewaits.table.get_mut(timer) {
             *slot = updated;
@@ -376,17 +380,21 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        out.push(timewait_report(
-            &tw,
-            timer,
-            tw.substate_since_ns,
-            t.old,
-            spent,
-            lower_bound,
-            Note::TimewaitEntered {
-                timeout_ns: tw.timeout_ns,
-            },
-        ));
+        push_counted(
+            &mut self.transitions,
+            out,
+            timewait_report(
+                &tw,
+                timer,
+                tw.substate_since_ns,
+                t.old,
+                spent,
+                lower_bound,
+                Note::TimewaitEntered {
+                    timeout_ns: tw.timeout_ns,
+                },
+            ),
+        );
         true
     }
 
@@ -417,7 +425,7 @@ impl Tracker {
         if let Report::Transition { transition, .. } = &mut report {
             transition.new = TcpState::Close;
         }
-        out.push(report);
+        push_counted(&mut self.transitions, out, report);
     }
 
     /// Concludes cancels that were not followed by a restart or an expiry, and announces
@@ -447,17 +455,21 @@ impl Tracker {
                 continue;
             };
             self.stats.timewait_unlinked += 1;
-            out.push(timewait_report(
-                &tw,
-                timer,
-                at,
-                TcpState::FinWait2,
-                None,
-                false,
-                Note::TimewaitEntered {
-                    timeout_ns: tw.timeout_ns,
-                },
-            ));
+            push_counted(
+                &mut self.transitions,
+                out,
+                timewait_report(
+                    &tw,
+                    timer,
+                    at,
+                    TcpState::FinWait2,
+                    None,
+                    false,
+                    Note::TimewaitEntered {
+                        timeout_ns: tw.timeout_ns,
+                    },
+                ),
+            );
         }
     }
 
@@ -492,17 +504,21 @@ impl Tracker {
         if !was_lower_bound {
             self.durations.record(TcpState::FinWait2, spent);
         }
-        out.push(timewait_report(
-            &tw,
-            key,
-            t.mono_ns,
-            TcpState::FinWait2,
-            Some(spent),
-            was_lower_bound,
-            Note::TimewaitEntered {
-                timeout_ns: tw.timeout_ns,
-            },
-        ));
+        push_counted(
+            &mut self.transitions,
+            out,
+            timewait_report(
+                &tw,
+                key,
+                t.mono_ns,
+                TcpState::FinWait2,
+                Some(spent),
+                was_lower_bound,
+                Note::TimewaitEntered {
+                    timeout_ns: tw.timeout_ns,
+                },
+            ),
+        );
     }
 
     /// Adds a timewait socket known from sock_diag, under a key of its own until its timer
@@ -525,6 +541,19 @@ fn tuple_of(s: &TimewaitSocket) -> Tuple {
         local: s.local,
         remote: s.remote,
     }
+}
+
+/// Appends a timewait socket's report and counts its transition (a restart stays in
+/// TIME_WAIT and is not one).
+fn push_counted(transitions: &mut TransitionCounts, out: &mut Vec<Report>, report: Report) {
+    if let Report::Transition {
+        transition, note, ..
+    } = &report
+        && !matches!(note, Some(Note::TimewaitRestarted { .. }))
+    {
+        transitions.add(transition.old, transition.new);
+    }
+    out.push(report);
 }
 
 /// A TIME_WAIT entry, restart or end, shown as a transition of the connection.

@@ -2,7 +2,6 @@
 
 use observer_common::TcpState;
 
-use super::{Note, Report};
 use crate::event::PerState;
 
 /// Counts by old state, then new state.
@@ -12,18 +11,8 @@ pub struct TransitionCounts {
 }
 
 impl TransitionCounts {
-    /// Counts the transitions among `reports`, including TIME_WAIT's entry and end; a
-    /// timewait timer restart stays in TIME_WAIT and is not a transition.
-    pub fn count(&mut self, reports: &[Report]) {
-        for r in reports {
-            if let Report::Transition {
-                transition, note, ..
-            } = r
-                && !matches!(note, Some(Note::TimewaitRestarted { .. }))
-            {
-                self.counts[transition.old][transition.new] += 1;
-            }
-        }
+    pub fn add(&mut self, old: TcpState, new: TcpState) {
+        self.counts[old][new] += 1;
     }
 
     /// Pairs seen at least once.

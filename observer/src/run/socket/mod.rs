@@ -26,7 +26,7 @@ use self::queue::{LineQueue, Pushed};
 use crate::{
     clock::{WallClock, mono_now_ns},
     config::SocketConfig,
-    pipeline::{Shared, Step},
+    pipeline::{PlainReports, Shared, Step},
     track::Report,
     wire::{
         Filter,
@@ -70,6 +70,8 @@ pub struct SocketServer {
     accept: tokio::task::JoinHandle<()>,
     /// Names the workload of each transition's socket, for the lines and the filters.
     workloads: Arc<Resolver>,
+    /// Read while there are subscribers.
+    plain_reports: PlainReports,
 }
 
 impl SocketServer {
@@ -80,14 +82,18 @@ impl SocketServer {
         path: &Path,
         shared: Shared,
         workloads: Arc<Resolver>,
+        plain_reports: PlainReports,
     ) -> Result<Self, BindError> {
         let listener = bind::listen(config, path)?;
         let subscribers: Subscribers = Arc::default();
         let accept = tokio::spawn(accept(
             listener,
-            shared,
-            Arc::clone(&subscribers),
-            config.client_queue_bytes,
+            Clients {
+                shared,
+                subscribers: Arc::clone(&subscribers),
+                plain_reports: plain_reports.clone(),
+                limit: config.client_queue_bytes,
+            },
         ));
         Ok(Self {
             path: path.to_owned(),
@@ -97,6 +103,7 @@ impl SocketServer {
             drop_logged: false,
             accept,
             workloads,
+            plain_reports,
         })
     }
 
@@ -111,6 +118,7 @@ impl SocketServer {
     pub fn publish(&mut self, reports: &[Report], step: &Step) -> u64 {
         let mut subscribers = lock(&self.subscribers);
         subscribers.retain(|s| !s.queue.is_ended());
+        self.plain_reports.set(!subscribers.is_empty());
         if subscribers.is_empty() || (reports.is_empty() && step.new_losses.is_none()) {
             return 0;
         }
@@ -197,13 +205,23 @@ fn line(record: &impl Serialize) -> Arc<str> {
     Arc::from(text)
 }
 
-async fn accept(listener: UnixListener, shared: Shared, subscribers: Subscribers, limit: usize) {
+/// What serving a client takes.
+#[derive(Clone)]
+struct Clients {
+    shared: Shared,
+    subscribers: Subscribers,
+    plain_reports: PlainReports,
+    /// Bytes a client's queue holds.
+    limit: usize,
+}
+
+async fn accept(listener: UnixListener, clients: Clients) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let (shared, subscribers) = (shared.clone(), Arc::clone(&subscribers));
+                let clients = clients.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve(stream, &shared, &subscribers, limit).await {
+                    if let Err(e) = serve(stream, &clients).await {
                         log::debug!("a socket client: {e}");
                     }
                 });
@@ -217,12 +235,7 @@ async fn accept(listener: UnixListener, shared: Shared, subscribers: Subscribers
 }
 
 /// Answers one client's requests until it goes, or streams events to it.
-async fn serve(
-    stream: UnixStream,
-    shared: &Shared,
-    subscribers: &Subscribers,
-    limit: usize,
-) -> std::io::Result<()> {
+async fn serve(stream: UnixStream, clients: &Clients) -> std::io::Result<()> {
     let (read, mut out) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut text = String::new();
@@ -244,16 +257,23 @@ async fn serve(
                 return Ok(());
             }
             Ok(Request::Snapshot { listed, filter }) => {
-                let (snapshot, breakdown) = shared.lock().snapshot_with_breakdown(listed, &filter);
+                let (snapshot, breakdown) = clients
+                    .shared
+                    .lock()
+                    .snapshot_with_breakdown(listed, &filter);
                 let model = Model::new(&snapshot, &breakdown);
                 out.write_all(line(&model).as_bytes()).await?;
             }
             Ok(Request::Events(filter)) => {
-                let queue = Arc::new(LineQueue::new(limit));
-                lock(subscribers).push(Subscriber {
-                    filter,
-                    queue: Arc::clone(&queue),
-                });
+                let queue = Arc::new(LineQueue::new(clients.limit));
+                {
+                    let mut subscribers = lock(&clients.subscribers);
+                    subscribers.push(Subscriber {
+                        filter,
+                        queue: Arc::clone(&queue),
+                    });
+                    clients.plain_reports.set(true);
+                }
                 // Every event from here on is queued: the client may now make what it
                 // wants to see.
                 out.write_all(SUBSCRIBED.as_bytes()).await?;

@@ -305,3 +305,70 @@ fn sockets_by_cgroup_are_kept_as_a_walk_would_count_them() {
         tracker.sockets_by_cgroup()
     );
 }
+
+/// Without plain reports the counts are the same, and only the reports without a note go:
+/// both runs' counts agree with the full run's reports.
+#[test]
+fn transitions_are_counted_alike_with_or_without_plain_reports() {
+    let mut events = server_until_close_wait();
+    events.extend(client_until_fin_wait2());
+    // Orphaned FIN_WAIT2, then TIME_WAIT by the peer's FIN, a restart, and an expiry.
+    events.extend([
+        start(0x7, 11, FinWait2),
+        tr(0xA, 11, FinWait2, Close, CLIENT, SERVER),
+        tr(0xB, 50, CloseWait, LastAck, SERVER, CLIENT),
+        tr(0xB, 51, LastAck, Close, SERVER, CLIENT),
+        timer(0x7, 500, TimerAction::Cancel),
+        start(0x7, 500, TimeWait),
+        timer(0x7, 60_500, TimerAction::Cancel),
+        expiry(0x7, 60_500),
+        // A connection the peer closed before accept().
+        tr(0xC, 70_000, Listen, SynRecv, SERVER, "127.0.0.1:40001"),
+        tr(0xC, 70_001, SynRecv, Established, SERVER, "127.0.0.1:40001"),
+    ]);
+    if let Event::Transition(t) = tr(
+        0xC,
+        70_010,
+        Established,
+        CloseWait,
+        SERVER,
+        "127.0.0.1:40001",
+    ) {
+        events.push(Event::Transition(Transition {
+            has_socket: Some(false),
+            ..t
+        }));
+    }
+    let mut every = Tracker::new(16);
+    let all = feed(&mut every, &events);
+    let mut noted = Tracker::new(16);
+    noted.report_plain_transitions(false);
+    let kept = feed(&mut noted, &events);
+
+    let mut from_reports = TransitionCounts::default();
+    for (old, new, _, note) in transitions(&all) {
+        if !matches!(note, Some(Note::TimewaitRestarted { .. })) {
+            from_reports.add(old, new);
+        }
+    }
+    assert_eq!(every.transitions().nonzero(), from_reports.nonzero());
+    assert_eq!(noted.transitions().nonzero(), from_reports.nonzero());
+    assert_eq!(
+        from_reports.nonzero().iter().map(|c| c.2).sum::<u64>(),
+        14,
+        "every transition of the three sockets, TIME_WAIT's entry and end included"
+    );
+    let with_notes: Vec<_> = all
+        .iter()
+        .filter(|r| !matches!(r, Report::Transition { note: None, .. }))
+        .copied()
+        .collect();
+    assert_eq!(kept, with_notes);
+    assert!(kept.iter().any(|r| matches!(
+        r,
+        Report::Transition {
+            note: Some(Note::ClosedBeforeAccept),
+            ..
+        }
+    )));
+}

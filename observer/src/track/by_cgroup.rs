@@ -33,6 +33,9 @@ pub struct ByCgroup {
     entries: Vec<Entry>,
     /// Entries pruned, reused before the vector grows.
     free: Vec<Group>,
+    /// The last cgroup looked up and its group: new sockets come in runs from one workload,
+    /// and this spares the hash of each (callgrind). Cleared when groups are pruned.
+    last: Option<(Option<CgroupId>, Group)>,
 }
 
 impl ByCgroup {
@@ -77,7 +80,13 @@ impl ByCgroup {
     }
 
     fn group_of(&mut self, cgroup: Option<CgroupId>) -> Group {
+        if let Some((last, group)) = self.last
+            && last == cgroup
+        {
+            return group;
+        }
         if let Some(&group) = self.index.get(&cgroup) {
+            self.last = Some((cgroup, group));
             return group;
         }
         let entry = Entry {
@@ -92,11 +101,13 @@ impl ByCgroup {
             Group(u32::try_from(self.entries.len() - 1).expect("fewer cgroups than sockets"))
         };
         self.index.insert(cgroup, group);
+        self.last = Some((cgroup, group));
         group
     }
 
     /// Forgets the cgroups left without a socket (no socket then holds their group).
     pub fn prune(&mut self) {
+        self.last = None;
         let entries = &self.entries;
         let free = &mut self.free;
         self.index.retain(|_, group| {
@@ -170,5 +181,24 @@ mod tests {
         assert_eq!(by.cgroup(gc), CgroupId::new(3));
         assert_eq!(by.cgroup(gb), b, "a group still counted keeps its cgroup");
         assert_eq!(by.entries.len(), 2);
+    }
+
+    #[test]
+    fn the_last_cgroup_looked_up_is_looked_up_again_after_a_prune() {
+        let (a, c) = (CgroupId::new(1), CgroupId::new(3));
+        let mut by = ByCgroup::default();
+        let ga = by.enter(a, TcpState::Established);
+        by.leave(ga, TcpState::Established);
+        by.prune();
+        // `a` was the last looked up, and its entry is free now.
+        let ga = by.enter(a, TcpState::Established);
+        let gc = by.enter(c, TcpState::Established);
+        assert_ne!(ga, gc);
+        assert_eq!((by.cgroup(ga), by.cgroup(gc)), (a, c));
+        assert_eq!(
+            counted(&by),
+            [(a, 0, 1, 0), (c, 0, 1, 0)],
+            "each counted in its own entry"
+        );
     }
 }

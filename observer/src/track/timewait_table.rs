@@ -208,6 +208,9 @@ pub struct TimewaitTable {
     usage: TimewaitUsage,
     /// `ip_local_port_range` per namespace, for [`TimewaitUsage::per_destination`].
     port_ranges: FxHashMap<Netns, (u16, u16)>,
+    /// The last namespace's range looked up: timewait sockets come in runs from one
+    /// namespace, and this spares a hash of each (callgrind). Cleared when the ranges change.
+    last_range: Option<(Netns, Option<(u16, u16)>)>,
 }
 
 /// No slot.
@@ -227,6 +230,7 @@ impl TimewaitTable {
             by_cgroup: ByCgroup::default(),
             usage: TimewaitUsage::default(),
             port_ranges: FxHashMap::default(),
+            last_range: None,
         }
     }
 
@@ -289,7 +293,7 @@ impl TimewaitTable {
         TwMut {
             table: self,
             slot: i,
-            before: tw,
+            substate_before: tw.substate,
             tw,
         }
     }
@@ -483,19 +487,34 @@ impl TimewaitTable {
             return;
         }
         self.port_ranges = ranges;
+        self.last_range = None;
         self.usage.per_destination.clear();
         let mut per_destination = FxHashMap::default();
-        for (_, tw) in self.iter() {
-            if let Some(d) = self.destination(&tw.tuple) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].vacant() {
+                continue;
+            }
+            let tuple = self.slots[i].tuple();
+            if let Some(d) = self.destination(&tuple) {
                 *per_destination.entry(d).or_default() += 1;
             }
         }
         self.usage.per_destination = per_destination;
     }
 
-    fn destination(&self, t: &Tuple) -> Option<Destination> {
-        let (low, high) = self.port_ranges.get(&t.netns?)?;
-        (*low..=*high)
+    /// The destination `t` is counted under: none unless its local port is ephemeral.
+    fn destination(&mut self, t: &Tuple) -> Option<Destination> {
+        let netns = t.netns?;
+        let range = match self.last_range {
+            Some((last, range)) if last == netns => range,
+            _ => {
+                let range = self.port_ranges.get(&netns).copied();
+                self.last_range = Some((netns, range));
+                range
+            }
+        };
+        let (low, high) = range?;
+        (low..=high)
             .contains(&t.local.port())
             .then_some(Destination {
                 netns: t.netns,
@@ -505,7 +524,7 @@ impl TimewaitTable {
     }
 
     fn count(&mut self, tw: &Tw, delta: i64) {
-        self.count_state(tw, delta);
+        self.count_state(tw.substate, delta);
         add(&mut self.usage.per_netns, tw.tuple.netns, delta);
         if let Some(d) = self.destination(&tw.tuple) {
             add(&mut self.usage.per_destination, d, delta);
@@ -514,8 +533,8 @@ impl TimewaitTable {
 
     /// The count that follows a socket's substate (its tuple never changes; its cgroup's count
     /// follows its group).
-    fn count_state(&mut self, tw: &Tw, delta: i64) {
-        let slot = if tw.substate == TcpState::FinWait2 {
+    fn count_state(&mut self, substate: TcpState, delta: i64) {
+        let slot = if substate == TcpState::FinWait2 {
             &mut self.fin_wait2
         } else {
             &mut self.time_wait
@@ -538,7 +557,8 @@ pub struct Full;
 pub struct TwMut<'a> {
     table: &'a mut TimewaitTable,
     slot: u32,
-    before: Tw,
+    /// All the write-back needs of the socket as it was: copying all of it cost more.
+    substate_before: TcpState,
     tw: Tw,
 }
 
@@ -558,22 +578,22 @@ impl DerefMut for TwMut<'_> {
 
 impl Drop for TwMut<'_> {
     fn drop(&mut self) {
-        debug_assert_eq!(
-            self.tw.tuple, self.before.tuple,
+        let (before, tw) = (self.substate_before, &self.tw);
+        debug_assert!(
+            self.table.slots[self.slot as usize].holds(&tw.tuple),
             "a timewait socket keeps its tuple"
         );
-        let (before, tw) = (self.before, self.tw);
         // Counts by namespace and destination follow the tuple, which stays.
-        if before.substate != tw.substate {
-            self.table.count_state(&before, -1);
-            self.table.count_state(&tw, 1);
+        if before != tw.substate {
+            self.table.count_state(before, -1);
+            self.table.count_state(tw.substate, 1);
         }
         let slot = &mut self.table.slots[self.slot as usize];
         slot.group = self
             .table
             .by_cgroup
-            .moved((slot.group, before.substate), (tw.cgroup, tw.substate));
-        slot.update(&tw);
+            .moved((slot.group, before), (tw.cgroup, tw.substate));
+        slot.update(tw);
     }
 }
 

@@ -146,7 +146,10 @@ impl Tracer {
 #[derive(Clone, Copy, Debug)]
 pub struct DaemonPhase {
     pub counters: Counters,
+    /// By /proc/PID/stat, in clock ticks.
     pub cpu: CpuTime,
+    /// Exact, by every thread's schedstat; `None` when a thread went during the phase.
+    pub run_ns: Option<u64>,
     pub peak_rss_bytes: u64,
 }
 
@@ -433,6 +436,7 @@ fn run_phase(
             let before = scraper.scrape()?;
             let programs = prog_stats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu();
+            let run_times = daemon.run_times();
             (phase.made, phase.machine_cpu) = run(Some(daemon.pid()))?;
             scraper.settle()?;
             // The programs' window ends inside the daemon's: a transition between the two
@@ -443,6 +447,9 @@ fn run_phase(
             phase.daemon = Some(DaemonPhase {
                 counters: after.counters().since(&before.counters()),
                 cpu: daemon.cpu().since(&cpu),
+                run_ns: run_times
+                    .zip(daemon.run_times())
+                    .and_then(|(before, after)| after.since(&before)),
                 peak_rss_bytes: daemon.peak_rss_bytes(),
             });
             phase.pair_differences = generator::pair_differences(

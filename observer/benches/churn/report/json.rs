@@ -173,6 +173,7 @@ fn phase_json(p: &Phase) -> Value {
             "cpu_seconds": d.cpu.total(),
             "user_cpu_seconds": d.cpu.user,
             "system_cpu_seconds": d.cpu.system,
+            "run_seconds_exact": d.run_ns.map(|ns| ns as f64 / 1e9),
             "peak_rss_bytes": d.peak_rss_bytes,
         })),
         "tcpstates": p.tcpstates.map(|t| json!({

@@ -175,10 +175,14 @@ impl Level<'_> {
         if phases.is_empty() {
             return None;
         }
-        let mut d = DaemonFigures::default();
+        let mut d = DaemonFigures {
+            run_ns: Some(0),
+            ..DaemonFigures::default()
+        };
         for p in phases {
             d.counters = d.counters.plus(&p.counters);
             d.cpu = d.cpu.plus(&p.cpu);
+            d.run_ns = d.run_ns.zip(p.run_ns).map(|(a, b)| a + b);
             d.peak_rss_bytes = d.peak_rss_bytes.max(p.peak_rss_bytes);
         }
         Some(d)
@@ -468,10 +472,18 @@ impl Delivery {
 pub(super) struct DaemonFigures {
     pub(super) counters: Counters,
     pub(super) cpu: CpuTime,
+    /// Exact run time of every thread over all the phases; `None` unless known in each.
+    pub(super) run_ns: Option<u64>,
     pub(super) peak_rss_bytes: u64,
 }
 
 impl DaemonFigures {
+    /// Exact run time per event, ns, when it is known.
+    pub(super) fn run_ns_per_event(&self) -> Option<f64> {
+        self.run_ns
+            .map(|ns| ns as f64 / self.counters.events_received as f64)
+    }
+
     pub(super) fn cpu_secs_per_million_events(&self) -> f64 {
         self.per_million_events(self.cpu.total())
     }
@@ -486,6 +498,8 @@ impl DaemonFigures {
             "cpu_seconds": self.cpu.total(),
             "user_cpu_seconds": self.cpu.user,
             "system_cpu_seconds": self.cpu.system,
+            "run_seconds_exact": self.run_ns.map(|ns| ns as f64 / 1e9),
+            "run_ns_per_event_exact": self.run_ns_per_event(),
             "events": self.counters.events_received,
             "cpu_seconds_per_million_events": self.cpu_secs_per_million_events(),
             "peak_rss_bytes": self.peak_rss_bytes,

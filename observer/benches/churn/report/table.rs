@@ -423,10 +423,19 @@ impl Bench {
         if let Some(d) = main.daemon() {
             let _ = writeln!(
                 w,
-                "\ndaemon ({} threads): {:.3} CPU s per million events: user {:.3}, system {:.3} \
-                 (ticks that caught it in the kernel: interrupts and softirqs included) \
-                 ({} events, {:.2} CPU s); peak RSS {:.1} MiB",
+                "\ndaemon ({} threads): {}; by /proc/PID/stat: {:.3} CPU s per million \
+                 events: user {:.3}, system {:.3} (ticks that caught it in the kernel: interrupts \
+                 and softirqs included) ({} events, {:.2} CPU s); peak RSS {:.1} MiB",
                 main.threads,
+                d.run_ns.map_or_else(
+                    || "exact run time unknown (a thread went during a phase)".to_owned(),
+                    |ns| format!(
+                        "{:.1} ns of run time per event, exact (every thread's schedstat; \
+                         {:.3} s)",
+                        d.run_ns_per_event().unwrap_or_default(),
+                        ns as f64 / 1e9
+                    )
+                ),
                 d.cpu_secs_per_million_events(),
                 d.per_million_events(d.cpu.user),
                 d.per_million_events(d.cpu.system),

@@ -2,7 +2,6 @@
 //! configuration that writes nothing outside a temporary directory, and measured from /proc.
 
 use std::{
-    collections::BTreeMap,
     io::{self, BufRead as _, BufReader},
     net::{SocketAddr, TcpListener},
     path::PathBuf,
@@ -150,10 +149,19 @@ impl Daemon {
         process_cpu(self.pid())
     }
 
-    /// Each thread's exact run time so far.
+    /// Its exact CPU time so far, ns ([`run_ns`]).
     #[must_use]
-    pub fn run_times(&self) -> Option<RunTimes> {
-        RunTimes::of(self.pid())
+    pub fn run_ns(&self) -> Option<u64> {
+        run_ns(self.pid())
+    }
+
+    /// Its main thread's exact CPU time so far, ns: the event loop, where the daemon reads,
+    /// decodes and tracks events (the others run sock_diag dumps and walks of /proc).
+    #[must_use]
+    pub fn main_thread_run_ns(&self) -> Option<u64> {
+        let pid = self.pid();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).ok()?;
+        parse_schedstat(&text)
     }
 
     /// Peak resident set size (VmHWM), bytes.
@@ -259,42 +267,28 @@ impl CpuTime {
     }
 }
 
-/// The run time of each thread of a process, exact: nanoseconds on a CPU from
-/// `/proc/PID/task/TID/schedstat`, where `/proc/PID/stat` rounds to clock ticks (10 ms).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RunTimes(BTreeMap<u32, u64>);
-
-impl RunTimes {
-    /// `None` when a thread's schedstat cannot be read (the process is gone, or the kernel
-    /// lacks `CONFIG_SCHED_INFO`).
-    #[must_use]
-    pub fn of(pid: u32) -> Option<Self> {
-        let mut times = BTreeMap::new();
-        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-            let tid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-            times.insert(tid, parse_schedstat(&text)?);
-        }
-        Some(Self(times))
+/// The CPU time of process `pid` so far, exact: nanoseconds on a CPU of every thread, those
+/// gone included, by its CPU-time clock (`clock_getcpuclockid`), where `/proc/PID/stat`
+/// rounds to clock ticks (10 ms). `None` when the process is gone.
+#[must_use]
+pub fn run_ns(pid: u32) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid clockid_t to write.
+    if unsafe { libc::clock_getcpuclockid(i32::try_from(pid).ok()?, &raw mut clock) } != 0 {
+        return None;
     }
-
-    /// Nanoseconds run since `before`, by every thread. `None` when a thread there before has
-    /// gone: its time between the two readings is unknown.
-    #[must_use]
-    pub fn since(&self, before: &Self) -> Option<u64> {
-        if before.0.keys().any(|tid| !self.0.contains_key(tid)) {
-            return None;
-        }
-        Some(
-            self.0
-                .iter()
-                .map(|(tid, ns)| ns.saturating_sub(before.0.get(tid).copied().unwrap_or(0)))
-                .sum(),
-        )
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write.
+    if unsafe { libc::clock_gettime(clock, &raw mut t) } != 0 {
+        return None;
     }
+    Some(u64::try_from(t.tv_sec).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec).ok()?)
 }
 
-/// The first field of a schedstat line: time on the CPU, ns.
+/// The first field of a schedstat line: time on a CPU, ns.
 fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
@@ -372,21 +366,6 @@ mod tests {
         assert_eq!(parse_stat_cpu("", 100), CpuTime::default());
     }
 
-    #[test]
-    fn run_times_add_every_thread_and_are_unknown_when_one_has_gone() {
-        let before = RunTimes(BTreeMap::from([(1, 100), (2, 50)]));
-        let after = RunTimes(BTreeMap::from([(1, 400), (2, 50), (3, 7)]));
-        assert_eq!(
-            after.since(&before),
-            Some(300 + 7),
-            "a new thread counts whole"
-        );
-        let gone = RunTimes(BTreeMap::from([(1, 400)]));
-        assert_eq!(gone.since(&before), None);
-        assert_eq!(parse_schedstat("123456789 2000 17\n"), Some(123_456_789));
-        assert_eq!(parse_schedstat(""), None);
-    }
-
     /// This thread's CPU time by `CLOCK_THREAD_CPUTIME_ID`, ns.
     fn thread_cpu_ns() -> u64 {
         let mut t = libc::timespec {
@@ -401,24 +380,30 @@ mod tests {
         u64::try_from(t.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap()
     }
 
+    /// A thread born and gone between two readings still counts: the reason for a process
+    /// clock rather than each thread's schedstat, and for it rather than /proc's ticks.
     #[test]
-    fn a_spinning_thread_shows_its_time_exactly() {
+    fn a_process_run_time_holds_its_threads_gone() {
         let pid = std::process::id();
-        let (spun, ran) = std::thread::spawn(move || {
-            let before = RunTimes::of(pid).expect("schedstat readable");
+        let before = run_ns(pid).expect("this process's CPU clock");
+        let spun = std::thread::spawn(|| {
             let start = thread_cpu_ns();
             while thread_cpu_ns() - start < 200_000_000 {}
-            let spun = thread_cpu_ns() - start;
-            // Off the CPU for a moment, so that the kernel brings this thread's figure up to date.
-            std::thread::sleep(Duration::from_millis(20));
-            (spun, RunTimes::of(pid).unwrap().since(&before))
+            thread_cpu_ns() - start
         })
         .join()
         .unwrap();
-        // Other threads of the test binary may have gone meanwhile: then the figure is unknown.
-        if let Some(ns) = ran {
-            assert!(ns >= spun, "{ns} ns counted for {spun} ns spun");
-            assert!(ns - spun < 50_000_000, "{ns} ns counted for {spun} ns spun");
-        }
+        let ran = run_ns(pid).unwrap() - before;
+        assert!(
+            ran >= spun,
+            "{ran} ns counted for {spun} ns spun by a thread now gone"
+        );
+        assert_eq!(run_ns(u32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn schedstat_gives_time_on_a_cpu_first() {
+        assert_eq!(parse_schedstat("123456789 2000 17\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat(""), None);
     }
 }

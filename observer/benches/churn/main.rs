@@ -148,8 +148,10 @@ pub struct DaemonPhase {
     pub counters: Counters,
     /// By /proc/PID/stat, in clock ticks.
     pub cpu: CpuTime,
-    /// Exact, by every thread's schedstat; `None` when a thread went during the phase.
+    /// Exact, by its CPU-time clock; `None` when it could not be read.
     pub run_ns: Option<u64>,
+    /// Its main thread's (the event loop's), exact, by schedstat.
+    pub main_thread_ns: Option<u64>,
     pub peak_rss_bytes: u64,
 }
 
@@ -436,7 +438,7 @@ fn run_phase(
             let before = scraper.scrape()?;
             let programs = prog_stats::attached_by(daemon.pid())?;
             let cpu = daemon.cpu();
-            let run_times = daemon.run_times();
+            let (run_ns, main_thread_ns) = (daemon.run_ns(), daemon.main_thread_run_ns());
             (phase.made, phase.machine_cpu) = run(Some(daemon.pid()))?;
             scraper.settle()?;
             // The programs' window ends inside the daemon's: a transition between the two
@@ -447,9 +449,12 @@ fn run_phase(
             phase.daemon = Some(DaemonPhase {
                 counters: after.counters().since(&before.counters()),
                 cpu: daemon.cpu().since(&cpu),
-                run_ns: run_times
-                    .zip(daemon.run_times())
-                    .and_then(|(before, after)| after.since(&before)),
+                run_ns: run_ns
+                    .zip(daemon.run_ns())
+                    .map(|(before, after)| after - before),
+                main_thread_ns: main_thread_ns
+                    .zip(daemon.main_thread_run_ns())
+                    .map(|(before, after)| after - before),
                 peak_rss_bytes: daemon.peak_rss_bytes(),
             });
             phase.pair_differences = generator::pair_differences(

@@ -174,6 +174,7 @@ fn phase_json(p: &Phase) -> Value {
             "user_cpu_seconds": d.cpu.user,
             "system_cpu_seconds": d.cpu.system,
             "run_seconds_exact": d.run_ns.map(|ns| ns as f64 / 1e9),
+            "main_thread_run_seconds_exact": d.main_thread_ns.map(|ns| ns as f64 / 1e9),
             "peak_rss_bytes": d.peak_rss_bytes,
         })),
         "tcpstates": p.tcpstates.map(|t| json!({

@@ -177,12 +177,14 @@ impl Level<'_> {
         }
         let mut d = DaemonFigures {
             run_ns: Some(0),
+            main_thread_ns: Some(0),
             ..DaemonFigures::default()
         };
         for p in phases {
             d.counters = d.counters.plus(&p.counters);
             d.cpu = d.cpu.plus(&p.cpu);
             d.run_ns = d.run_ns.zip(p.run_ns).map(|(a, b)| a + b);
+            d.main_thread_ns = d.main_thread_ns.zip(p.main_thread_ns).map(|(a, b)| a + b);
             d.peak_rss_bytes = d.peak_rss_bytes.max(p.peak_rss_bytes);
         }
         Some(d)
@@ -472,16 +474,26 @@ impl Delivery {
 pub(super) struct DaemonFigures {
     pub(super) counters: Counters,
     pub(super) cpu: CpuTime,
-    /// Exact run time of every thread over all the phases; `None` unless known in each.
+    /// Exact CPU time over all the phases; `None` unless known in each.
     pub(super) run_ns: Option<u64>,
+    /// The same, of the main thread (the event loop) alone.
+    pub(super) main_thread_ns: Option<u64>,
     pub(super) peak_rss_bytes: u64,
 }
 
 impl DaemonFigures {
-    /// Exact run time per event, ns, when it is known.
+    /// Exact CPU time per event, ns, when it is known.
     pub(super) fn run_ns_per_event(&self) -> Option<f64> {
-        self.run_ns
-            .map(|ns| ns as f64 / self.counters.events_received as f64)
+        self.per_event(self.run_ns)
+    }
+
+    /// The main thread's exact CPU time per event, ns, when it is known.
+    pub(super) fn main_thread_ns_per_event(&self) -> Option<f64> {
+        self.per_event(self.main_thread_ns)
+    }
+
+    fn per_event(&self, ns: Option<u64>) -> Option<f64> {
+        ns.map(|ns| ns as f64 / self.counters.events_received as f64)
     }
 
     pub(super) fn cpu_secs_per_million_events(&self) -> f64 {
@@ -500,6 +512,7 @@ impl DaemonFigures {
             "system_cpu_seconds": self.cpu.system,
             "run_seconds_exact": self.run_ns.map(|ns| ns as f64 / 1e9),
             "run_ns_per_event_exact": self.run_ns_per_event(),
+            "main_thread_run_ns_per_event_exact": self.main_thread_ns_per_event(),
             "events": self.counters.events_received,
             "cpu_seconds_per_million_events": self.cpu_secs_per_million_events(),
             "peak_rss_bytes": self.peak_rss_bytes,

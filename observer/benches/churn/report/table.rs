@@ -428,12 +428,15 @@ impl Bench {
                  and softirqs included) ({} events, {:.2} CPU s); peak RSS {:.1} MiB",
                 main.threads,
                 d.run_ns.map_or_else(
-                    || "exact run time unknown (a thread went during a phase)".to_owned(),
+                    || "exact CPU time unknown".to_owned(),
                     |ns| format!(
-                        "{:.1} ns of run time per event, exact (every thread's schedstat; \
-                         {:.3} s)",
+                        "{:.1} ns of CPU per event, exact (its CPU-time clock: every thread's \
+                         time on a CPU; {:.3} s), {} of them in its event loop (the main \
+                         thread's schedstat; the others run sock_diag dumps and walks of /proc)",
                         d.run_ns_per_event().unwrap_or_default(),
-                        ns as f64 / 1e9
+                        ns as f64 / 1e9,
+                        d.main_thread_ns_per_event()
+                            .map_or_else(|| "unknown".to_owned(), |n| format!("{n:.1}"))
                     )
                 ),
                 d.cpu_secs_per_million_events(),

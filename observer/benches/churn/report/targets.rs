@@ -20,7 +20,8 @@ const KERNEL_COST_RATIO: f64 = 1.5;
 const DAEMON_NS_PER_EVENT: f64 = 150.0;
 /// Least daemon CPU the figure is judged on when only /proc/PID/stat's is known: it counts in
 /// clock ticks (10 ms), so below a second a tick is more than 1% of it (a `--quick` run's
-/// daemon often shows none at all). The exact run time (schedstat) is judged on any amount.
+/// daemon often shows none at all). The exact CPU time (its CPU-time clock) is judged on any
+/// amount.
 const DAEMON_CPU_JUDGED_SECS: f64 = 1.0;
 const EVENTS_PER_CORE: f64 = 10_000_000.0;
 const BYTES_PER_SOCKET: f64 = 200.0;
@@ -190,7 +191,7 @@ impl Level<'_> {
         t
     }
 
-    /// The daemon's CPU per event: its exact run time when known, else /proc/PID/stat's ticks
+    /// The daemon's CPU per event: its exact CPU time when known, else /proc/PID/stat's ticks
     /// when there are enough of them.
     fn daemon_target(&self) -> Target {
         let daemon = self.daemon();
@@ -207,17 +208,19 @@ impl Level<'_> {
                 );
                 match exact_ns {
                     Some(ns) => format!(
-                        "{ns:.0}, exact run time of every thread; {by_ticks}; {} threads",
+                        "{ns:.0}, exact (its CPU-time clock; event loop {}); {by_ticks}; {} threads",
+                        d.main_thread_ns_per_event()
+                            .map_or_else(|| "unknown".to_owned(), |n| format!("{n:.0}")),
                         self.threads
                     ),
                     None if d.cpu.total() < DAEMON_CPU_JUDGED_SECS => format!(
-                        "{by_ticks}; {} threads; not judged: the exact run time is unknown and \
+                        "{by_ticks}; {} threads; not judged: the exact CPU time is unknown and \
                          {:.2} CPU s are counted in 10 ms ticks",
                         self.threads,
                         d.cpu.total()
                     ),
                     None => format!(
-                        "{by_ticks}; {} threads (the exact run time is unknown)",
+                        "{by_ticks}; {} threads (the exact CPU time is unknown)",
                         self.threads
                     ),
                 }

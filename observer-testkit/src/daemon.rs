@@ -277,6 +277,11 @@ pub fn run_ns(pid: u32) -> Option<u64> {
     if unsafe { libc::clock_getcpuclockid(i32::try_from(pid).ok()?, &raw mut clock) } != 0 {
         return None;
     }
+    clock_ns(clock)
+}
+
+/// The time of `clock`, ns; `None` when it cannot be read.
+fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -368,16 +373,7 @@ mod tests {
 
     /// This thread's CPU time by `CLOCK_THREAD_CPUTIME_ID`, ns.
     fn thread_cpu_ns() -> u64 {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `t` is a valid timespec to write.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut t) },
-            0
-        );
-        u64::try_from(t.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap()
+        clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).expect("this thread's CPU clock")
     }
 
     /// A thread born and gone between two readings still counts: the reason for a process

@@ -8,7 +8,7 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::{
-    GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, TransitionCounts, Tuple,
+    GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
     table::Known,
     timewait_table::{TimewaitTable, Tw},
 };
@@ -312,8 +312,7 @@ impl Tracker {
             } else {
                 Note::TimewaitEntered { timeout_ns }
             };
-            push_counted(
-                &mut self.transitions,
+            self.transitions.push(
                 out,
                 timewait_report(
                     &updated,
@@ -380,8 +379,7 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        push_counted(
-            &mut self.transitions,
+        self.transitions.push(
             out,
             timewait_report(
                 &tw,
@@ -425,7 +423,7 @@ impl Tracker {
         if let Report::Transition { transition, .. } = &mut report {
             transition.new = TcpState::Close;
         }
-        push_counted(&mut self.transitions, out, report);
+        self.transitions.push(out, report);
     }
 
     /// Concludes cancels that were not followed by a restart or an expiry, and announces
@@ -455,8 +453,7 @@ impl Tracker {
                 continue;
             };
             self.stats.timewait_unlinked += 1;
-            push_counted(
-                &mut self.transitions,
+            self.transitions.push(
                 out,
                 timewait_report(
                     &tw,
@@ -504,8 +501,7 @@ impl Tracker {
         if !was_lower_bound {
             self.durations.record(TcpState::FinWait2, spent);
         }
-        push_counted(
-            &mut self.transitions,
+        self.transitions.push(
             out,
             timewait_report(
                 &tw,
@@ -541,19 +537,6 @@ fn tuple_of(s: &TimewaitSocket) -> Tuple {
         local: s.local,
         remote: s.remote,
     }
-}
-
-/// Appends a timewait socket's report and counts its transition (a restart stays in
-/// TIME_WAIT and is not one).
-fn push_counted(transitions: &mut TransitionCounts, out: &mut Vec<Report>, report: Report) {
-    if let Report::Transition {
-        transition, note, ..
-    } = &report
-        && !matches!(note, Some(Note::TimewaitRestarted { .. }))
-    {
-        transitions.add(transition.old, transition.new);
-    }
-    out.push(report);
 }
 
 /// A TIME_WAIT entry, restart or end, shown as a transition of the connection.

@@ -2,6 +2,7 @@
 
 use observer_common::TcpState;
 
+use super::{Note, Report};
 use crate::event::PerState;
 
 /// Counts by old state, then new state.
@@ -13,6 +14,19 @@ pub struct TransitionCounts {
 impl TransitionCounts {
     pub fn add(&mut self, old: TcpState, new: TcpState) {
         self.counts[old][new] += 1;
+    }
+
+    /// Appends a report, counting its transition (a timewait timer's restart stays in
+    /// TIME_WAIT and is not one).
+    pub fn push(&mut self, out: &mut Vec<Report>, report: Report) {
+        if let Report::Transition {
+            transition, note, ..
+        } = &report
+            && !matches!(note, Some(Note::TimewaitRestarted { .. }))
+        {
+            self.add(transition.old, transition.new);
+        }
+        out.push(report);
     }
 
     /// Pairs seen at least once.

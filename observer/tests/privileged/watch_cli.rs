@@ -292,6 +292,13 @@ fn each_filter_shows_exactly_what_matches() {
     let _serial = serial();
     let ns = NetNs::new("filters").unwrap();
     let other = NetNs::new("other").unwrap();
+    // Loopback's default lets connect() take over a TIME_WAIT port (tcp_tw_reuse=2): the
+    // second v4 connection to `port` could then end the first's timewait socket, a TIME_WAIT
+    // end each watch reports only after a grace period, so some of them before being stopped
+    // and some not.
+    for n in [&ns, &other] {
+        n.sysctl("net.ipv4.tcp_tw_reuse", "0").unwrap();
+    }
     let inode = ns.inode().to_string();
     let me = std::process::id().to_string();
     let net = ["--netns", inode.as_str()];

@@ -161,6 +161,9 @@ pub struct Snapshot {
     pub connection_ends: EndCounts,
     /// Every listening socket at the last sample of accept queues.
     pub listeners: Vec<Listener>,
+    /// When the listeners' request sockets (`syn_recv`) were last counted (`CLOCK_MONOTONIC`
+    /// ns): not at every sample on a host where that is costly.
+    pub listen_requests_counted_ns: Option<u64>,
     pub listen_queue_highest_usage: f64,
     pub listen_overflows: u64,
     pub listen_drops: u64,
@@ -243,6 +246,7 @@ impl Snapshot {
             workload_counts: s.workload_tally.iter().map(|(who, c)| (who, *c)).collect(),
             connection_ends: t.connection_ends().clone(),
             listeners: s.listen.listeners.clone(),
+            listen_requests_counted_ns: s.listen.requests_counted.map(|r| r.at_ns),
             listen_queue_highest_usage: s.listen.highest_usage(),
             listen_overflows: s.listen.overflows,
             listen_drops: s.listen.drops,
@@ -262,6 +266,13 @@ impl Snapshot {
         self.close_wait
             .first()
             .map(|e| self.mono_ns.saturating_sub(e.since_ns))
+    }
+
+    /// How old the listeners' count of request sockets is.
+    #[must_use]
+    pub fn listen_requests_age_ns(&self) -> Option<u64> {
+        self.listen_requests_counted_ns
+            .map(|at| self.mono_ns.saturating_sub(at))
     }
 
     /// How long the oldest half-open suspect has retransmitted without progress.

@@ -237,9 +237,7 @@ impl Pipeline {
         }
         // What the start-up produced (reports of the events applied meanwhile) is not shown.
         p.reports.clear();
-        if p.settings.listen_every.is_some() {
-            p.pending_listen = Some(tokio::task::spawn_blocking(sockdiag::listeners_all));
-        }
+        p.start_listen_sample();
         Ok(p)
     }
 
@@ -277,12 +275,12 @@ impl Pipeline {
                     return Ok(Step { reconciled: Some(done), ..Step::default() });
                 }
                 _ = self.timers.listen.tick(), if self.pending_listen.is_none() => {
-                    self.pending_listen = Some(tokio::task::spawn_blocking(sockdiag::listeners_all));
+                    self.start_listen_sample();
                 }
                 sample = join(&mut self.pending_listen) => {
                     self.pending_listen = None;
                     let sample = sample.context("the listener sample panicked")?;
-                    self.shared.lock().listen.update(sample);
+                    self.shared.lock().listen.update(sample, mono_now_ns());
                 }
                 _ = self.timers.evaluate.tick(), if self.pending_owners.is_none() => {
                     if let Some(step) = self.begin_evaluation() {
@@ -458,6 +456,17 @@ impl Pipeline {
         if emptied {
             self.applied.store(applied_ns, Ordering::Release);
         }
+    }
+
+    /// Samples the listeners, counting their request sockets when that is due.
+    fn start_listen_sample(&mut self) {
+        let Some(every) = self.settings.listen_every else {
+            return;
+        };
+        let requests = self.shared.lock().listen.requests_due(mono_now_ns(), every);
+        self.pending_listen = Some(tokio::task::spawn_blocking(move || {
+            sockdiag::listeners_all(requests)
+        }));
     }
 
     fn start_reconcile(&mut self) {

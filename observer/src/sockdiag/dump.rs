@@ -7,12 +7,12 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, Nla as _,
+    Emitable as _, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, Nla as _, Parseable as _,
 };
 use netlink_packet_sock_diag::{
-    AF_INET, AF_INET6, IPPROTO_TCP, SockDiagMessage,
-    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, nlas::Nla},
+    AF_INET, AF_INET6, SockDiagMessage,
+    inet::{InetResponse, nlas::Nla},
 };
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use observer_common::TcpState;
@@ -61,15 +61,16 @@ pub(super) struct Entry {
     pub interface: u32,
 }
 
-/// Dumps IPv4 then IPv6 TCP sockets; `netns` is recorded in each entry.
+/// Dumps the IPv4 and IPv6 TCP sockets; `netns` is recorded in each entry.
 pub(super) fn tcp_sockets(netns: Netns) -> Result<Vec<DiagSocket>, SockDiagError> {
     let mut sockets = Vec::new();
     tcp_dump(netns, ALL_STATES, &mut |entry| sockets.push(entry.socket))?;
     Ok(sockets)
 }
 
-/// Dumps IPv4 then IPv6 TCP sockets whose state bit (`1 << TCP_*`) is set in `states`,
-/// handing each to `each`. The kernel filters by state before it copies anything out.
+/// Dumps the IPv4 and IPv6 TCP sockets whose state bit (`1 << TCP_*`) is set in `states`,
+/// handing each to `each`, in the kernel's order (the two families mixed). The kernel filters
+/// by state before it copies anything out.
 pub(super) fn tcp_dump(
     netns: Netns,
     states: u32,
@@ -82,31 +83,30 @@ pub(super) fn tcp_dump(
         .map_err(stage("connect"))?;
     set_receive_timeout(&socket).map_err(stage("setsockopt(SO_RCVTIMEO)"))?;
 
+    let request = request(SEQ, states);
+    let sent = socket.send(&request, 0).map_err(stage("send"))?;
+    if sent != request.len() {
+        return Err(SockDiagError::Io {
+            stage: "send",
+            source: io::Error::other(format!("sent {sent} of {} bytes", request.len())),
+        });
+    }
     let mut buf = vec![0u8; RECV_BUFFER];
-    for (seq, family) in [(1, Family::Ipv4), (2, Family::Ipv6)] {
-        let request = request(family, seq, states);
-        let sent = socket.send(&request, 0).map_err(stage("send"))?;
-        if sent != request.len() {
-            return Err(SockDiagError::Io {
-                stage: "send",
-                source: io::Error::other(format!("sent {sent} of {} bytes", request.len())),
-            });
-        }
-        let mut reply = Reply {
-            netns,
-            family,
-            seq,
-            each: &mut *each,
-        };
-        loop {
-            let len = recv(&socket, &mut buf)?;
-            if reply.feed(&buf[..len])? {
-                break;
-            }
+    let mut reply = Reply {
+        netns,
+        seq: SEQ,
+        each,
+    };
+    loop {
+        let len = recv(&socket, &mut buf)?;
+        if reply.feed(&buf[..len])? {
+            return Ok(());
         }
     }
-    Ok(())
 }
+
+/// The one request a dump socket sends.
+const SEQ: u32 = 1;
 
 /// A kernel that never answers must not hang the caller (reconciliation runs periodically).
 fn set_receive_timeout(socket: &Socket) -> io::Result<()> {
@@ -135,28 +135,32 @@ fn stage(stage: &'static str) -> impl FnOnce(io::Error) -> SockDiagError {
     move |source| SockDiagError::Io { stage, source }
 }
 
-fn request(family: Family, seq: u32, states: u32) -> Vec<u8> {
-    let (af, socket_id) = match family {
-        Family::Ipv4 => (AF_INET, SocketId::new_v4()),
-        Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
-    };
+/// `TCPDIAG_GETSOCK`: the original TCP dump request, which the kernel still serves and answers
+/// with messages of the same type.
+const TCPDIAG_GETSOCK: u16 = 18;
+
+/// Size of `struct inet_diag_req`: family, two address lengths, extensions (4 bytes), the
+/// socket id (48), states and `idiag_dbs` (4 each).
+const INET_DIAG_REQ_LEN: usize = 60;
+
+/// Size of `struct nlmsghdr`.
+const NETLINK_HEADER_LEN: usize = 16;
+
+/// A dump request for both families at once. `SOCK_DIAG_BY_FAMILY` names one family per
+/// request, and the kernel walks its whole established hash (the sockets of every namespace)
+/// for each: twice for every namespace dumped. This older request dumps `AF_UNSPEC`, both
+/// families in one walk, with the same filter by state and the same replies.
+fn request(seq: u32, states: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
+    header.length = u32::try_from(NETLINK_HEADER_LEN + INET_DIAG_REQ_LEN).expect("small");
+    header.message_type = TCPDIAG_GETSOCK;
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
-    let mut packet = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family: af,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(states),
-            socket_id,
-        })
-        .into(),
-    );
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
+    let mut buf = vec![0; NETLINK_HEADER_LEN + INET_DIAG_REQ_LEN];
+    header.emit(&mut buf[..NETLINK_HEADER_LEN]);
+    // idiag_family AF_UNSPEC, no address lengths, no extensions, an empty socket id: all 0.
+    let states_at = NETLINK_HEADER_LEN + 4 + 48;
+    buf[states_at..states_at + 4].copy_from_slice(&states.to_ne_bytes());
     buf
 }
 
@@ -195,7 +199,6 @@ fn recv(socket: &Socket, buf: &mut [u8]) -> Result<usize, SockDiagError> {
 /// Collects the reply to one request, datagram by datagram.
 struct Reply<'a> {
     netns: Netns,
-    family: Family,
     seq: u32,
     each: &'a mut dyn FnMut(Entry),
 }
@@ -204,32 +207,18 @@ impl Reply<'_> {
     /// Takes the messages of one datagram; true once the dump is complete.
     fn feed(&mut self, mut bytes: &[u8]) -> Result<bool, SockDiagError> {
         while !bytes.is_empty() {
-            let nl = NetlinkBuffer::new_checked(bytes).map_err(|e| self.decode(&e))?;
+            let nl = NetlinkBuffer::new_checked(bytes).map_err(|e| decode_error(&e))?;
             let len = nl.length() as usize;
             let raw = nl.payload();
             if nl.sequence_number() == self.seq {
-                let message = NetlinkMessage::<SockDiagMessage>::deserialize(&bytes[..len])
-                    .map_err(|e| self.decode(&e))?;
-                match message.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        if let Some(entry) = self.entry(&response, raw)? {
-                            (self.each)(entry);
-                        }
+                if nl.message_type() == TCPDIAG_GETSOCK {
+                    // The crate parses sockets only under `SOCK_DIAG_BY_FAMILY`'s type.
+                    let response = InetResponse::parse(raw).map_err(|e| decode_error(&e))?;
+                    if let Some(entry) = self.entry(&response, raw)? {
+                        (self.each)(entry);
                     }
-                    NetlinkPayload::Done(done) if done.code < 0 => {
-                        return Err(self.kernel(done.code));
-                    }
-                    NetlinkPayload::Done(_) => return Ok(true),
-                    // A zero code is an acknowledgement, which a dump does not ask for.
-                    NetlinkPayload::Error(error) => {
-                        if let Some(code) = error.code {
-                            return Err(self.kernel(code.get()));
-                        }
-                    }
-                    NetlinkPayload::Overrun(_) => {
-                        return Err(self.decode(&"the kernel reported a netlink overrun"));
-                    }
-                    _ => {}
+                } else if control(&bytes[..len])? {
+                    return Ok(true);
                 }
             }
             // Messages start at 4-byte boundaries; the last one may end the datagram unpadded.
@@ -244,7 +233,7 @@ impl Reply<'_> {
         let (Some(&timer), Some(&retransmits), Some(expires)) =
             (raw.get(TIMER), raw.get(RETRANSMITS), raw.get(EXPIRES))
         else {
-            return Err(self.decode(&format_args!(
+            return Err(decode_error(&format_args!(
                 "inet_diag_msg of {} bytes is too short",
                 raw.len()
             )));
@@ -254,7 +243,9 @@ impl Reply<'_> {
             AF_INET => Family::Ipv4,
             AF_INET6 => Family::Ipv6,
             other => {
-                return Err(self.decode(&format_args!("address family {other} in a TCP dump")));
+                return Err(decode_error(&format_args!(
+                    "address family {other} in a TCP dump"
+                )));
             }
         };
         let Some(state) = TcpState::from_kernel(i32::from(header.state)) else {
@@ -292,19 +283,34 @@ impl Reply<'_> {
             interface: id.interface_id,
         }))
     }
+}
 
-    fn decode(&self, what: &dyn std::fmt::Display) -> SockDiagError {
-        SockDiagError::Decode {
-            family: self.family.name(),
-            message: what.to_string(),
-        }
+/// A message that is not a socket: true for the end of the dump, an error for the kernel's.
+fn control(message: &[u8]) -> Result<bool, SockDiagError> {
+    let message =
+        NetlinkMessage::<SockDiagMessage>::deserialize(message).map_err(|e| decode_error(&e))?;
+    match message.payload {
+        NetlinkPayload::Done(done) if done.code < 0 => Err(kernel_error(done.code)),
+        NetlinkPayload::Done(_) => Ok(true),
+        // A zero code is an acknowledgement, which a dump does not ask for.
+        NetlinkPayload::Error(error) => match error.code {
+            Some(code) => Err(kernel_error(code.get())),
+            None => Ok(false),
+        },
+        NetlinkPayload::Overrun(_) => Err(decode_error(&"the kernel reported a netlink overrun")),
+        _ => Ok(false),
     }
+}
 
-    fn kernel(&self, code: i32) -> SockDiagError {
-        SockDiagError::Kernel {
-            family: self.family.name(),
-            source: io::Error::from_raw_os_error(code.saturating_abs()),
-        }
+fn decode_error(what: &dyn std::fmt::Display) -> SockDiagError {
+    SockDiagError::Decode {
+        message: what.to_string(),
+    }
+}
+
+fn kernel_error(code: i32) -> SockDiagError {
+    SockDiagError::Kernel {
+        source: io::Error::from_raw_os_error(code.saturating_abs()),
     }
 }
 
@@ -343,7 +349,6 @@ mod tests {
 
     const NLMSG_DONE: u16 = 3;
     const NLMSG_ERROR: u16 = 2;
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
     fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
         let len = u32::try_from(16 + payload.len()).unwrap();
@@ -434,20 +439,19 @@ mod tests {
     const INET_DIAG_SHUTDOWN: u16 = 8;
     const INET_DIAG_SKV6ONLY: u16 = 11;
 
-    fn reply(family: Family, seq: u32, each: &mut dyn FnMut(Entry)) -> Reply<'_> {
+    fn reply(seq: u32, each: &mut dyn FnMut(Entry)) -> Reply<'_> {
         Reply {
             netns: Netns::new(4_026_531_840).unwrap(),
-            family,
             seq,
             each,
         }
     }
 
     /// Feeds `datagrams` of the reply to request `seq`; the entries, once it is done.
-    fn parse(family: Family, seq: u32, datagrams: &[Vec<u8>]) -> Vec<Entry> {
+    fn parse(seq: u32, datagrams: &[Vec<u8>]) -> Vec<Entry> {
         let mut entries = Vec::new();
         let mut push = |e| entries.push(e);
-        let mut r = reply(family, seq, &mut push);
+        let mut r = reply(seq, &mut push);
         let (last, rest) = datagrams.split_last().unwrap();
         for datagram in rest {
             assert!(!r.feed(datagram).unwrap());
@@ -462,27 +466,29 @@ mod tests {
     }
 
     #[test]
-    fn request_is_a_tcp_dump_of_the_states_asked() {
+    fn request_is_one_dump_of_both_families_in_the_states_asked() {
         for states in [ALL_STATES, 1 << 10 | 1 << 12] {
-            let bytes = request(Family::Ipv6, 7, states);
-            assert_eq!(bytes.len(), 16 + 56, "nlmsghdr + inet_diag_req_v2");
+            let bytes = request(7, states);
+            assert_eq!(bytes.len(), 16 + 60, "nlmsghdr + inet_diag_req");
             let nl = NetlinkBuffer::new_checked(&bytes[..]).unwrap();
-            assert_eq!(nl.message_type(), SOCK_DIAG_BY_FAMILY);
+            assert_eq!(usize::try_from(nl.length()).unwrap(), bytes.len());
+            assert_eq!(nl.message_type(), TCPDIAG_GETSOCK);
             assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
             assert_eq!(nl.sequence_number(), 7);
             let p = nl.payload();
-            assert_eq!((p[0], p[1]), (AF_INET6, IPPROTO_TCP));
-            assert_eq!(u32::from_ne_bytes(p[4..8].try_into().unwrap()), states);
+            assert_eq!(p[0], 0, "AF_UNSPEC: both families");
+            assert!(p[1..52].iter().all(|&b| b == 0), "no extension, any socket");
+            assert_eq!(u32::from_ne_bytes(p[52..56].try_into().unwrap()), states);
         }
     }
 
     #[test]
     fn parses_a_multipart_reply_up_to_done() {
-        let mut datagram = message(SOCK_DIAG_BY_FAMILY, 1, &time_wait_v4());
+        let mut datagram = message(TCPDIAG_GETSOCK, 1, &time_wait_v4());
         // A stray message of another request is ignored.
-        datagram.extend(message(SOCK_DIAG_BY_FAMILY, 9, &time_wait_v4()));
+        datagram.extend(message(TCPDIAG_GETSOCK, 9, &time_wait_v4()));
         let done = message(NLMSG_DONE, 1, &0i32.to_ne_bytes());
-        let entries = parse(Family::Ipv4, 1, &[datagram, done]);
+        let entries = parse(1, &[datagram, done]);
         let sockets: Vec<_> = entries.iter().map(|e| e.socket.clone()).collect();
         assert_eq!(entries[0].v6only, None);
         assert_eq!(
@@ -510,11 +516,11 @@ mod tests {
     fn an_error_message_fails_the_dump() {
         let mut payload = (-libc::EINVAL).to_ne_bytes().to_vec();
         payload.extend_from_slice(&[0; 16]);
-        let err = reply(Family::Ipv6, 2, &mut |_| {})
+        let err = reply(2, &mut |_| {})
             .feed(&message(NLMSG_ERROR, 2, &payload))
             .unwrap_err();
         assert!(
-            matches!(&err, SockDiagError::Kernel { family: "ipv6", source }
+            matches!(&err, SockDiagError::Kernel { source }
                 if source.raw_os_error() == Some(libc::EINVAL)),
             "{err:?}"
         );
@@ -522,10 +528,8 @@ mod tests {
 
     #[test]
     fn a_truncated_message_is_a_decode_error() {
-        let datagram = message(SOCK_DIAG_BY_FAMILY, 1, &time_wait_v4());
-        let err = reply(Family::Ipv4, 1, &mut |_| {})
-            .feed(&datagram[..40])
-            .unwrap_err();
+        let datagram = message(TCPDIAG_GETSOCK, 1, &time_wait_v4());
+        let err = reply(1, &mut |_| {}).feed(&datagram[..40]).unwrap_err();
         assert!(matches!(err, SockDiagError::Decode { .. }), "{err:?}");
     }
 
@@ -550,10 +554,10 @@ mod tests {
             }
             .bytes()
         };
-        let mut datagram = message(SOCK_DIAG_BY_FAMILY, 2, &listener(8080, 1, 0));
-        datagram.extend(message(SOCK_DIAG_BY_FAMILY, 2, &listener(8081, 0, 3)));
+        let mut datagram = message(TCPDIAG_GETSOCK, 2, &listener(8080, 1, 0));
+        datagram.extend(message(TCPDIAG_GETSOCK, 2, &listener(8081, 0, 3)));
         let done = message(NLMSG_DONE, 2, &0i32.to_ne_bytes());
-        let entries = parse(Family::Ipv6, 2, &[datagram, done]);
+        let entries = parse(2, &[datagram, done]);
         let seen: Vec<_> = entries
             .iter()
             .map(|e| {

@@ -23,7 +23,7 @@ use crate::{
 };
 
 pub use self::{
-    listeners::{ListenSnapshot, Listener, listeners_all, listeners_current},
+    listeners::{ListenSnapshot, Listener, Requests, listeners_all, listeners_current},
     netns::list_netns,
     netstat::{ListenCounters, NETSTAT, NetstatError},
     owners::{Holder, holders_of},
@@ -137,20 +137,16 @@ pub enum SockDiagError {
         source: io::Error,
     },
     #[error(
-        "the kernel refused the {family} TCP socket dump: {source}; check that module tcp_diag is loaded (`modprobe tcp_diag`)"
+        "the kernel refused the TCP socket dump: {source}; check that module tcp_diag is loaded (`modprobe tcp_diag`)"
     )]
     Kernel {
-        family: &'static str,
         #[source]
         source: io::Error,
     },
     #[error("a sock_diag reply of {len} bytes did not fit the {capacity}-byte receive buffer")]
     Truncated { len: usize, capacity: usize },
-    #[error("malformed sock_diag reply for {family}: {message}")]
-    Decode {
-        family: &'static str,
-        message: String,
-    },
+    #[error("malformed sock_diag reply: {message}")]
+    Decode { message: String },
     #[error("cannot read the listen counters: {0}")]
     Netstat(#[from] NetstatError),
 }

@@ -45,6 +45,7 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tcp_listen_queue_length", &["port"]),
     ("observer_tcp_listen_queue_limit", &["port"]),
     ("observer_tcp_listen_syn_recv", &["port"]),
+    ("observer_tcp_listen_syn_recv_age_seconds", &[]),
     ("observer_tcp_listen_queue_usage_ratio", &[]),
     ("observer_tcp_listen_overflows_total", &[]),
     ("observer_tcp_listen_drops_total", &[]),

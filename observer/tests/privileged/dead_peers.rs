@@ -377,6 +377,9 @@ fn a_listener_that_never_accepts_fills_its_queue_and_fires_the_alert() {
     );
     assert!(metric(&body, "observer_tcp_listen_queue_usage_ratio", "{}") >= Some(1.5));
     assert!(metric(&body, "observer_tcp_listen_drops_total", "{}") > Some(0.0));
+    // Counting request sockets costs next to nothing on this host: every sample (1 s) does it.
+    let age = metric(&body, "observer_tcp_listen_syn_recv_age_seconds", "{}");
+    assert!(age.is_some_and(|a| (0.0..2.0).contains(&a)), "{age:?}");
 
     let port_text = port.to_string();
     let alert = wait_for(Duration::from_secs(20), "the alert to fire", || {

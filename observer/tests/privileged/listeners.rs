@@ -18,7 +18,8 @@ use std::{
 };
 
 use observer::sockdiag::{
-    ListenCounters, ListenSnapshot, Listener, dump_current, listeners_all, listeners_current,
+    ListenCounters, ListenSnapshot, Listener, Requests, dump_current, listeners_all,
+    listeners_current,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use support::{V4, V6, netns::NetNs, privileged, serial};
@@ -168,7 +169,7 @@ fn overflowing_listener(ip: IpAddr) {
     // The held ACKs arrive at a full queue: overflows again. The kernel keeps the request
     // sockets (tcp_abort_on_overflow=0) and would resend the SYN-ACK after 1 s.
     ns.enter(|| held.iter().for_each(release_ack));
-    let snapshot = listeners_all();
+    let snapshot = listeners_all(Requests::Count);
     let elapsed = started.elapsed();
     let (listeners, counts) = of_netns(&snapshot, ns.inode());
     assert_eq!(
@@ -387,7 +388,7 @@ fn many_other_sockets_do_not_slow_the_listener_dump() {
     assert_eq!(found, PORTS);
     assert!(listed < full, "{listed:?} vs {full:?}");
 
-    let snapshot = listeners_all();
+    let snapshot = listeners_all(Requests::Count);
     let (mine, _) = of_netns(&snapshot, ns.inode());
     assert_eq!(mine.iter().map(|l| l.local).collect::<HashSet<_>>(), ports);
     eprintln!(

@@ -8,12 +8,9 @@ use std::{
 
 use netlink_packet_core::{
     Emitable as _, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, Nla as _, Parseable as _,
+    NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_sock_diag::{
-    AF_INET, AF_INET6, SockDiagMessage,
-    inet::{InetResponse, nlas::Nla},
-};
+use netlink_packet_sock_diag::{AF_INET, AF_INET6, SockDiagMessage};
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use observer_common::TcpState;
 
@@ -41,13 +38,23 @@ pub(super) const ALL_STATES: u32 = {
     mask
 };
 
-// Offsets into `struct inet_diag_msg` of the fields that `InetResponseHeader` folds into its
-// `Timer` enum: it keeps no expiry for the TIME_WAIT timer, retransmits only for the
-// retransmit timer, and maps unknown timer values to `None`. These three are read from the
-// raw reply; everything else comes from the crate's parse.
+// `struct inet_diag_msg` (uapi linux/inet_diag.h): family, state, timer and retransmits (one
+// byte each), the socket id (ports big-endian, 16 bytes per address, the interface, the
+// cookie as two u32), then expires, rqueue, wqueue, uid and inode (u32 each, host order).
+const INET_DIAG_MSG_LEN: usize = 72;
 const TIMER: usize = 2;
 const RETRANSMITS: usize = 3;
-const EXPIRES: std::ops::Range<usize> = 52..56;
+const SPORT: usize = 4;
+const DPORT: usize = 6;
+const SRC: usize = 8;
+const DST: usize = 24;
+const INTERFACE: usize = 40;
+const COOKIE: usize = 44;
+const EXPIRES: usize = 52;
+const RQUEUE: usize = 56;
+const WQUEUE: usize = 60;
+const UID: usize = 64;
+const INODE: usize = 68;
 
 /// One socket of a dump, with what only some callers need besides [`DiagSocket`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,9 +219,7 @@ impl Reply<'_> {
             let raw = nl.payload();
             if nl.sequence_number() == self.seq {
                 if nl.message_type() == TCPDIAG_GETSOCK {
-                    // The crate parses sockets only under `SOCK_DIAG_BY_FAMILY`'s type.
-                    let response = InetResponse::parse(raw).map_err(|e| decode_error(&e))?;
-                    if let Some(entry) = self.entry(&response, raw)? {
+                    if let Some(entry) = self.entry(raw)? {
                         (self.each)(entry);
                     }
                 } else if control(&bytes[..len])? {
@@ -228,18 +233,18 @@ impl Reply<'_> {
         Ok(false)
     }
 
-    fn entry(&self, response: &InetResponse, raw: &[u8]) -> Result<Option<Entry>, SockDiagError> {
-        let header = &response.header;
-        let (Some(&timer), Some(&retransmits), Some(expires)) =
-            (raw.get(TIMER), raw.get(RETRANSMITS), raw.get(EXPIRES))
-        else {
+    /// One `struct inet_diag_msg` and its attributes, read in place: a reconciliation reads
+    /// every socket of the host, and a general parse of each (every attribute built into a
+    /// list) cost more than the rest of its handling.
+    fn entry(&self, raw: &[u8]) -> Result<Option<Entry>, SockDiagError> {
+        let Some((msg, attrs)) = raw.split_first_chunk::<INET_DIAG_MSG_LEN>() else {
             return Err(decode_error(&format_args!(
                 "inet_diag_msg of {} bytes is too short",
                 raw.len()
             )));
         };
-        let expires = u32::from_ne_bytes(expires.try_into().expect("four bytes"));
-        let family = match header.family {
+        let u32_at = |at: usize| u32::from_ne_bytes(field(msg, at));
+        let family = match msg[0] {
             AF_INET => Family::Ipv4,
             AF_INET6 => Family::Ipv6,
             other => {
@@ -248,39 +253,42 @@ impl Reply<'_> {
                 )));
             }
         };
-        let Some(state) = TcpState::from_kernel(i32::from(header.state)) else {
+        let Some(state) = TcpState::from_kernel(i32::from(msg[1])) else {
             log::warn!(
                 "sock_diag: skipping a TCP socket in unknown state {} (netns {})",
-                header.state,
+                msg[1],
                 self.netns
             );
             return Ok(None);
         };
-        let id = &header.socket_id;
+        let ip = |at: usize| match family {
+            Family::Ipv4 => IpAddr::from(field::<4>(msg, at)),
+            Family::Ipv6 => IpAddr::from(field::<16>(msg, at)),
+        };
+        let port = |at: usize| u16::from_be_bytes(field(msg, at));
+        let (cgroup, v6only) = attributes(attrs);
         let socket = DiagSocket {
             netns: self.netns,
             family,
             state,
-            local: address(id.source_address, id.source_port),
-            remote: address(id.destination_address, id.destination_port),
-            inode: u64::from(header.inode),
-            uid: header.uid,
-            cookie: cookie(id.cookie),
-            timer: DiagTimer::from_kernel(timer),
-            expires_ms: expires,
-            retransmits,
-            rqueue: header.recv_queue,
-            wqueue: header.send_queue,
-            cgroup: cgroup_of(&response.nlas),
+            // Scope ids are left at 0, as the eBPF decoder does, so the two sources compare
+            // equal.
+            local: SocketAddr::new(ip(SRC), port(SPORT)),
+            remote: SocketAddr::new(ip(DST), port(DPORT)),
+            inode: u64::from(u32_at(INODE)),
+            uid: u32_at(UID),
+            cookie: u64::from(u32_at(COOKIE)) | u64::from(u32_at(COOKIE + 4)) << 32,
+            timer: DiagTimer::from_kernel(msg[TIMER]),
+            expires_ms: u32_at(EXPIRES),
+            retransmits: msg[RETRANSMITS],
+            rqueue: u32_at(RQUEUE),
+            wqueue: u32_at(WQUEUE),
+            cgroup,
         };
-        let v6only = response.nlas.iter().find_map(|nla| match nla {
-            Nla::SkV6Only(v6only) => Some(*v6only),
-            _ => None,
-        });
         Ok(Some(Entry {
             socket,
             v6only,
-            interface: id.interface_id,
+            interface: u32_at(INTERFACE),
         }))
     }
 }
@@ -314,31 +322,42 @@ fn kernel_error(code: i32) -> SockDiagError {
     }
 }
 
+/// `INET_DIAG_SKV6ONLY`: an IPv6 listener's `IPV6_V6ONLY`, one byte.
+const INET_DIAG_SKV6ONLY: u16 = 11;
 /// `INET_DIAG_CGROUP_ID` (Linux 5.7+; full sockets only): the socket's cgroup v2 id.
 const INET_DIAG_CGROUP_ID: u16 = 21;
+/// The attribute type's flag bits (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
+const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// The socket's cgroup, from the attribute the kernel adds for full sockets.
-fn cgroup_of(nlas: &[Nla]) -> Option<CgroupId> {
-    nlas.iter().find_map(|nla| match nla {
-        Nla::Other(attr) if attr.kind() == INET_DIAG_CGROUP_ID && attr.value_len() == 8 => {
-            let mut id = [0u8; 8];
-            attr.emit_value(&mut id);
-            CgroupId::new(u64::from_ne_bytes(id))
+/// The socket's cgroup and `IPV6_V6ONLY`, from the attributes after an `inet_diag_msg`; the
+/// others are skipped, and so is what follows an attribute whose length does not fit.
+fn attributes(mut rest: &[u8]) -> (Option<CgroupId>, Option<bool>) {
+    let (mut cgroup, mut v6only) = (None, None);
+    while let Some((head, _)) = rest.split_first_chunk::<4>() {
+        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
+        let kind = u16::from_ne_bytes([head[2], head[3]]) & NLA_TYPE_MASK;
+        let Some(value) = rest.get(4..len) else {
+            break;
+        };
+        match kind {
+            INET_DIAG_CGROUP_ID => {
+                if let Ok(id) = <[u8; 8]>::try_from(value) {
+                    cgroup = CgroupId::new(u64::from_ne_bytes(id));
+                }
+            }
+            INET_DIAG_SKV6ONLY => v6only = value.first().map(|&flag| flag != 0),
+            _ => {}
         }
-        _ => None,
-    })
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    (cgroup, v6only)
 }
 
-fn address(ip: IpAddr, port: u16) -> SocketAddr {
-    // Scope ids are left at 0, as the eBPF decoder does, so the two sources compare equal.
-    SocketAddr::new(ip, port)
-}
-
-/// `idiag_cookie` is two host-order u32 words, low word first.
-fn cookie(raw: [u8; 8]) -> u64 {
-    let low = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
-    let high = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
-    u64::from(low) | u64::from(high) << 32
+/// `N` bytes of the message at `at`, an offset of the fixed layout above.
+fn field<const N: usize>(msg: &[u8; INET_DIAG_MSG_LEN], at: usize) -> [u8; N] {
+    msg[at..at + N]
+        .try_into()
+        .expect("an offset within inet_diag_msg")
 }
 
 #[cfg(test)]
@@ -437,7 +456,6 @@ mod tests {
     }
 
     const INET_DIAG_SHUTDOWN: u16 = 8;
-    const INET_DIAG_SKV6ONLY: u16 = 11;
 
     fn reply(seq: u32, each: &mut dyn FnMut(Entry)) -> Reply<'_> {
         Reply {
@@ -580,5 +598,58 @@ mod tests {
                 (TcpState::Listen, 8081, 5, 4, 777, Some(false), 3),
             ]
         );
+    }
+
+    #[test]
+    fn the_cgroup_attribute_is_read_and_a_cut_attribute_ends_the_list() {
+        let local: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let remote: SocketAddr = "[2001:db8::2]:50000".parse().unwrap();
+        let mut msg = Msg {
+            family: AF_INET6,
+            state: 1,
+            timer: 1,
+            local,
+            remote,
+            interface: 0,
+            expires: 200,
+            rqueue: 7,
+            wqueue: 9,
+            inode: 4242,
+            attrs: vec![
+                (INET_DIAG_SHUTDOWN, vec![0]),
+                // With a flag bit set in its type, as nested attributes have.
+                (
+                    INET_DIAG_CGROUP_ID | 0x8000,
+                    0x0102_0304_0506_0708u64.to_ne_bytes().to_vec(),
+                ),
+            ],
+        }
+        .bytes();
+        // An attribute claiming more bytes than follow: it and anything after it are skipped.
+        msg.extend_from_slice(&64u16.to_ne_bytes());
+        msg.extend_from_slice(&INET_DIAG_SKV6ONLY.to_ne_bytes());
+        let done = message(NLMSG_DONE, 3, &0i32.to_ne_bytes());
+        let entries = parse(3, &[message(TCPDIAG_GETSOCK, 3, &msg), done]);
+        let [entry] = &entries[..] else {
+            panic!("{entries:?}")
+        };
+        let s = &entry.socket;
+        assert_eq!(
+            (
+                s.family, s.state, s.local, s.remote, s.inode, s.rqueue, s.wqueue
+            ),
+            (
+                Family::Ipv6,
+                TcpState::Established,
+                local,
+                remote,
+                4242,
+                7,
+                9
+            )
+        );
+        assert_eq!((s.timer, s.expires_ms), (DiagTimer::Retransmit, 200));
+        assert_eq!(s.cgroup, CgroupId::new(0x0102_0304_0506_0708));
+        assert_eq!(entry.v6only, None);
     }
 }

@@ -25,6 +25,7 @@ use super::{
     list_netns, netns,
     netstat::ListenCounters,
 };
+use crate::clock::thread_cpu_ns;
 use crate::event::{Family, Netns};
 
 /// A LISTEN-only dump reads the listening hash and nothing else.
@@ -138,7 +139,7 @@ fn of_namespace(netns: Netns, requests: Requests) -> Result<Found, SockDiagError
     let mut found_requests = Vec::new();
     let mut requests_cpu = Duration::ZERO;
     if requests == Requests::Count && !listeners.is_empty() {
-        let before = thread_cpu();
+        let before = thread_cpu_ns();
         dump::tcp_dump(netns, REQUESTS, &mut |entry| {
             found_requests.push(Request {
                 family: entry.socket.family,
@@ -146,7 +147,7 @@ fn of_namespace(netns: Netns, requests: Requests) -> Result<Found, SockDiagError
                 interface: entry.interface,
             });
         })?;
-        requests_cpu = thread_cpu().saturating_sub(before);
+        requests_cpu = Duration::from_nanos(thread_cpu_ns().saturating_sub(before));
     }
     let counters = ListenCounters::of_current()?;
     let unmatched = attribute(&mut listeners, &found_requests);
@@ -159,20 +160,6 @@ fn of_namespace(netns: Netns, requests: Requests) -> Result<Found, SockDiagError
         counters,
         requests_cpu,
     })
-}
-
-/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`: exact, kernel time included).
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec to write; it cannot fail for this thread's clock.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or_default(),
-        u32::try_from(ts.tv_nsec).unwrap_or_default(),
-    )
 }
 
 /// A listener with what attributing requests to it needs.

@@ -6,7 +6,7 @@ use observer_common::{
 };
 
 use super::{
-    DecodeError, SplitAddresses, Task, as_u32, check_kind, fixed, read_span, span_bounds,
+    DecodeError, Span, SplitAddresses, Task, as_u32, check_kind, fixed, read_span, span_bounds,
     span_config,
 };
 use crate::{
@@ -94,7 +94,7 @@ impl StateLayout {
     reason = "two per record; a call costs more than the read"
 )]
 #[inline(always)]
-fn state_at(raw: &[u8], offset: usize) -> Result<TcpState, DecodeError> {
+fn state_at(raw: &Span, offset: usize) -> Result<TcpState, DecodeError> {
     let v = i32::from_ne_bytes(fixed(raw, offset));
     TcpState::from_kernel(v).ok_or(DecodeError::UnknownState(i64::from(v.cast_unsigned())))
 }

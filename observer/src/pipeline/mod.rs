@@ -8,13 +8,14 @@
 //! it needs from each [`Step`] and from [`Pipeline::reports`]: `observer run` adds HTTP,
 //! alert delivery, systemd and restart state; `observer watch` adds filters and output.
 
+mod applied;
 mod reconcile;
 mod state;
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -25,6 +26,7 @@ use tokio::{
     time::{Instant, Interval},
 };
 
+use self::applied::Applied;
 pub use self::{
     reconcile::Done as Reconciled,
     state::{Shared, State},
@@ -140,8 +142,9 @@ struct Timers {
 pub struct Pipeline {
     stream: EventStream,
     shared: Shared,
-    /// Every record reserved before this `CLOCK_MONOTONIC` time has been applied.
-    applied: Arc<AtomicU64>,
+    /// Every record reserved before a `CLOCK_MONOTONIC` time has been applied: what a
+    /// reconciliation waits for.
+    applied: Arc<Applied>,
     /// The last read stopped at [`MAX_PER_READ`]: the next one does not wait.
     behind: bool,
     reports: Vec<Report>,
@@ -203,7 +206,7 @@ impl Pipeline {
         let mut p = Self {
             stream,
             shared,
-            applied: Arc::new(AtomicU64::new(0)),
+            applied: Arc::new(Applied::default()),
             behind: false,
             reports: Vec::with_capacity(1024),
             plain_reports: PlainReports(Arc::new(AtomicBool::new(true))),
@@ -227,6 +230,7 @@ impl Pipeline {
                     // Counted in the state; not shown.
                     p.reports.clear();
                 }
+                () = p.applied.wanted() => p.behind = true,
                 done = join(&mut p.pending_reconcile) => {
                     p.pending_reconcile = None;
                     p.seeded = done.context("the start-up sock_diag dump panicked")?;
@@ -259,6 +263,8 @@ impl Pipeline {
                         return Ok(Step::default());
                     }
                 }
+                // A reconciliation waits for the rings to be read: at once, not at the next look.
+                () = self.applied.wanted() => self.behind = true,
                 _ = self.timers.losses.tick() => {
                     if let Some(new) = self.check_losses()? {
                         return Ok(Step { new_losses: Some(new), ..Step::default() });
@@ -454,7 +460,7 @@ impl Pipeline {
         drop(guard);
         self.behind = !emptied;
         if emptied {
-            self.applied.store(applied_ns, Ordering::Release);
+            self.applied.publish(applied_ns);
         }
     }
 

@@ -4,17 +4,11 @@
 //! one part at a time, so events keep flowing; nothing is gathered, so a million sockets cost
 //! no more memory than a thousand.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::Shared;
+use super::{Shared, applied::Applied};
 use crate::event::Netns;
 use crate::{
     clock::{mono_now_ns, nanos},
@@ -51,7 +45,7 @@ pub struct Done {
 
 /// Runs a whole reconciliation. `applied` is the event loop's promise: every record reserved
 /// before that `CLOCK_MONOTONIC` time has been applied to the tracker.
-pub fn run(shared: &Shared, applied: &Arc<AtomicU64>) -> Done {
+pub fn run(shared: &Shared, applied: &Applied) -> Done {
     let began = Instant::now();
     let mut r = shared.lock().tracker.begin_reconcile(mono_now_ns());
     let mut done = Done::default();
@@ -100,18 +94,14 @@ pub fn run(shared: &Shared, applied: &Arc<AtomicU64>) -> Done {
 /// Applies a part of a dump once the events from before it have been applied.
 fn apply_part(
     shared: &Shared,
-    applied: &AtomicU64,
+    applied: &Applied,
     r: &mut Reconciliation,
     part: &mut Vec<SeedSocket>,
 ) {
     if part.is_empty() {
         return;
     }
-    let dumped_by = mono_now_ns();
-    let deadline = Instant::now() + MAX_WAIT;
-    while applied.load(Ordering::Acquire) < dumped_by && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    applied.wait_for(mono_now_ns(), MAX_WAIT);
     let mut s = shared.lock();
     for socket in part.drain(..) {
         s.tracker.reconcile_listed(r, &socket);

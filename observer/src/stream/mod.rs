@@ -27,7 +27,7 @@ use crate::{
 /// record of a ring not yet submitted. Records reserved this long before a drain began have
 /// been read, and a drain takes no younger ones, so that a record still being written on one
 /// CPU is not overtaken by younger records of another.
-const SUBMIT_MARGIN_NS: u64 = 1_000_000;
+pub const SUBMIT_MARGIN_NS: u64 = 1_000_000;
 
 /// Everything lost between the kernel and the consumer, so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

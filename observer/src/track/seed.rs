@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{
     Tracker, Tuple,
     packed::hash_tuple,
-    table::{Conn, ConnFlags},
+    table::{Conn, ConnFlags, SweepEntry},
     timewait_table::Tw,
 };
 use crate::event::Netns;
@@ -356,10 +356,10 @@ impl Tracker {
         dumped: &FxHashSet<Netns>,
         budget: usize,
     ) -> bool {
-        let in_scope = |t: &Tuple, since_ns: u64, mark: u16| {
-            t.netns.is_some_and(|n| dumped.contains(&n))
-                && since_ns < r.started_ns
-                && mark != r.mark
+        let in_scope = |e: SweepEntry| {
+            e.netns.is_some_and(|n| dumped.contains(&n))
+                && e.since_ns < r.started_ns
+                && e.mark != r.mark
         };
         let mut left = budget;
         while left > 0 {
@@ -370,12 +370,13 @@ impl Tracker {
                 }
                 Sweep::Sockets(i) => {
                     r.sweep = Sweep::Sockets(i + 1);
-                    let Some((key, c, mark)) = self.sockets.at(i) else {
-                        continue;
-                    };
-                    if !in_scope(&c.tuple, c.since_ns, mark) {
+                    // Most are in no scope (listed, or changed since): those are not unpacked.
+                    if !self.sockets.sweep_entry(i).is_some_and(in_scope) {
                         continue;
                     }
+                    let Some((key, c, _)) = self.sockets.at(i) else {
+                        continue;
+                    };
                     if c.state == TcpState::SynSent && c.tuple.local.port() == 0 {
                         let k = Connecting {
                             netns: c.tuple.netns,
@@ -395,11 +396,11 @@ impl Tracker {
                 }
                 Sweep::Timewaits(i) => {
                     r.sweep = Sweep::Timewaits(i + 1);
-                    let Some((key, tw, mark)) = self.timewaits.table.at(i) else {
+                    let Some((key, entry)) = self.timewaits.table.sweep_entry(i) else {
                         continue;
                     };
                     // A cancel waiting for its restart or expiry concludes by itself.
-                    if in_scope(&tw.tuple, tw.touched_ns, mark)
+                    if in_scope(entry)
                         && !self.timewaits.is_cancelled(key)
                         && self.timewaits.remove_unseen(key).is_some()
                     {

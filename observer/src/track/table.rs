@@ -177,6 +177,17 @@ impl Slot {
     }
 }
 
+/// A socket as a reconciliation's sweep first looks at it: whether its namespace was dumped,
+/// whether it changed since the dump began, and whether the dump listed it.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepEntry {
+    pub netns: Option<Netns>,
+    /// Since when it is in its state (for a timewait socket: when an event last touched it).
+    pub since_ns: u64,
+    /// The last reconciliation that listed it.
+    pub mark: u16,
+}
+
 /// Where a socket sits in a [`Table`]. Valid only until the table next changes (an insert or a
 /// removal may reuse the slot).
 #[derive(Clone, Copy, Debug)]
@@ -485,6 +496,17 @@ impl Table {
     pub fn at(&self, i: usize) -> Option<(u64, Conn, u16)> {
         let s = self.slots.get(i).filter(|s| !s.vacant())?;
         Some((s.key, self.conn_of(s), s.mark))
+    }
+
+    /// What a reconciliation's sweep reads of slot `i` first, without unpacking the socket
+    /// (which cost most of a sweep: callgrind).
+    pub fn sweep_entry(&self, i: usize) -> Option<SweepEntry> {
+        let s = self.slots.get(i).filter(|s| !s.vacant())?;
+        Some(SweepEntry {
+            netns: s.tuple.netns(),
+            since_ns: s.since_ns,
+            mark: s.mark,
+        })
     }
 
     /// The reconciliation mark of `key`.

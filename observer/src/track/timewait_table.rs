@@ -5,6 +5,7 @@
 //! destination, so that neither a scrape nor an alert evaluation walks them.
 
 use super::by_cgroup::{ByCgroup, Group};
+use super::table::SweepEntry;
 use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
@@ -430,15 +431,23 @@ impl TimewaitTable {
         self.insert(to, tw, mark).is_ok()
     }
 
-    /// Slots in use or vacant: a bound for [`TimewaitTable::at`].
+    /// Slots in use or vacant: a bound for [`TimewaitTable::sweep_entry`].
     pub fn slot_count(&self) -> usize {
         self.slots.len()
     }
 
-    /// The socket in slot `i`, with its reconciliation mark, when one is there.
-    pub fn at(&self, i: usize) -> Option<(u64, Tw, u16)> {
+    /// Slot `i` as a reconciliation's sweep first looks at it (key, and when an event last
+    /// touched it), without unpacking the socket.
+    pub fn sweep_entry(&self, i: usize) -> Option<(u64, SweepEntry)> {
         let s = self.slots.get(i).filter(|s| !s.vacant())?;
-        Some((s.key, self.tw_of(s), s.mark))
+        Some((
+            s.key,
+            SweepEntry {
+                netns: s.tuple.netns(),
+                since_ns: s.touched_ns,
+                mark: s.mark,
+            },
+        ))
     }
 
     /// Records that the reconciliation `mark` found `key` in its dump.

@@ -64,6 +64,7 @@ pub struct Sources<'a> {
     pub alerts: &'a [RuleCounts],
     pub notifications: NotificationCounts,
     pub last_reconciliation: Option<LastReconciliation>,
+    pub reconciliation_cpu_ns: u64,
     /// Clients of the daemon's socket disconnected because they read too slowly.
     pub socket_client_drops: u64,
     pub workload_tally: &'a WorkloadTally,
@@ -173,6 +174,8 @@ pub struct Snapshot {
     pub alerts: Vec<RuleCounts>,
     pub notifications: NotificationCounts,
     pub last_reconciliation: Option<LastReconciliation>,
+    /// The CPU time of every reconciliation so far.
+    pub reconciliation_cpu_ns: u64,
     pub socket_client_drops: u64,
 }
 
@@ -256,6 +259,7 @@ impl Snapshot {
             alerts: s.alerts.to_vec(),
             notifications: s.notifications,
             last_reconciliation: s.last_reconciliation,
+            reconciliation_cpu_ns: s.reconciliation_cpu_ns,
             socket_client_drops: s.socket_client_drops,
         }
     }

@@ -530,6 +530,30 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "observer_reconciliation_cpu_seconds",
+            "CPU time of every reconciliation with sock_diag so far (dumping every namespace's \
+             sockets, in the kernel and here, and comparing them), by its threads' CPU clocks. It \
+             grows with the sockets listed: see observer_reconciliation_listed_sockets and \
+             tracker.reconcile_every.",
+            Counter,
+            [(vec![], seconds(s.reconciliation_cpu_ns))],
+        )?;
+        family(
+            &mut e,
+            "observer_reconciliation_duration_seconds",
+            "How long the last reconciliation took; absent before the first.",
+            Gauge,
+            s.last_reconciliation.map(|r| (vec![], seconds(r.took_ns))),
+        )?;
+        family(
+            &mut e,
+            "observer_reconciliation_listed_sockets",
+            "Sockets the last reconciliation listed, in every namespace; absent before the first.",
+            Gauge,
+            s.last_reconciliation.map(|r| (vec![], f(r.listed))),
+        )?;
+        family(
+            &mut e,
             "observer_tracker_retransmitting",
             "Connections followed for their retransmissions now.",
             Gauge,
@@ -708,6 +732,7 @@ mod tests {
                 alerts: &[],
                 notifications: NotificationCounts::default(),
                 last_reconciliation: None,
+                reconciliation_cpu_ns: 0,
                 socket_client_drops: 0,
                 workload_tally: &crate::workload::tally::WorkloadTally::default(),
                 now_ns: 0,

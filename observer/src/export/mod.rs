@@ -258,6 +258,7 @@ mod tests {
                 alerts: &[],
                 notifications: crate::alerts::NotificationCounts::default(),
                 last_reconciliation: None,
+                reconciliation_cpu_ns: 0,
                 now_ns,
             },
             1,

@@ -11,7 +11,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{Shared, applied::Applied};
 use crate::event::Netns;
 use crate::{
-    clock::{mono_now_ns, nanos},
+    clock::{mono_now_ns, nanos, thread_cpu_ns},
     inventory::seed_of,
     kernel::NetLimits,
     sockdiag,
@@ -47,6 +47,8 @@ pub struct Done {
 /// before that `CLOCK_MONOTONIC` time has been applied to the tracker.
 pub fn run(shared: &Shared, applied: &Applied) -> Done {
     let began = Instant::now();
+    let cpu_began = thread_cpu_ns();
+    let mut dumps_cpu_ns = 0;
     let mut r = shared.lock().tracker.begin_reconcile(mono_now_ns());
     let mut done = Done::default();
     let mut part: Vec<SeedSocket> = Vec::with_capacity(PART);
@@ -62,9 +64,10 @@ pub fn run(shared: &Shared, applied: &Applied) -> Done {
         apply_part(shared, applied, &mut r, &mut part);
         done.listed += listed;
         match result {
-            Ok(limits) => {
+            Ok(dump) => {
                 done.dumped.insert(ns.inode);
-                done.limits.insert(ns.inode, limits);
+                done.limits.insert(ns.inode, dump.limits);
+                dumps_cpu_ns += dump.cpu_ns;
             }
             Err(e) => done.failed.push(format!("{}: {e}", ns.path.display())),
         }
@@ -81,12 +84,15 @@ pub fn run(shared: &Shared, applied: &Applied) -> Done {
     let now = mono_now_ns();
     done.outcome = s.tracker.end_reconcile(r, now);
     done.took = began.elapsed();
+    let cpu_ns = thread_cpu_ns().saturating_sub(cpu_began) + dumps_cpu_ns;
+    s.reconciliation_cpu_ns += cpu_ns;
     s.last_reconciliation = Some(LastReconciliation {
         outcome: done.outcome,
         listed: done.listed,
         namespaces: done.dumped.len(),
         took_ns: nanos(done.took),
         ended_ns: now,
+        cpu_ns,
     });
     done
 }

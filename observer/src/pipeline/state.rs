@@ -35,6 +35,8 @@ pub struct State {
     /// Alerts pending or firing at the last evaluation, for /alerts.
     pub active_alerts: Vec<Alert>,
     pub last_reconciliation: Option<LastReconciliation>,
+    /// The CPU time of every reconciliation so far, all their threads.
+    pub reconciliation_cpu_ns: u64,
     /// Sockets' cgroups -> units, containers, pods: the one resolver (and cache) that alerts,
     /// metrics, watch and the daemon's socket share.
     pub workloads: Arc<Resolver>,
@@ -69,6 +71,7 @@ impl State {
             notifications: NotificationCounts::default(),
             active_alerts: Vec::new(),
             last_reconciliation: None,
+            reconciliation_cpu_ns: 0,
             workloads,
             workload_tally: WorkloadTally::default(),
             socket_client_drops: 0,
@@ -121,6 +124,7 @@ impl State {
             alerts: &self.alert_counts,
             notifications: self.notifications,
             last_reconciliation: self.last_reconciliation,
+            reconciliation_cpu_ns: self.reconciliation_cpu_ns,
             socket_client_drops: self.socket_client_drops,
             workload_tally: &self.workload_tally,
             now_ns,

@@ -18,6 +18,7 @@ use std::{io, net::SocketAddr, path::PathBuf};
 use observer_common::TcpState;
 
 use crate::{
+    clock::thread_cpu_ns,
     event::{CgroupId, Family, Netns},
     kernel::NetLimits,
 };
@@ -171,6 +172,14 @@ pub fn dump_netns(ns: &NetnsRef) -> Result<Vec<DiagSocket>, SockDiagError> {
     netns::run_in(ns, || dump::tcp_sockets(ns.inode))
 }
 
+/// What a dump of a namespace by [`each_in_netns`] found beside its sockets.
+#[derive(Clone, Copy, Debug)]
+pub struct NetnsDump {
+    pub limits: NetLimits,
+    /// The CPU time of the thread that dumped it (the kernel's share included), `each` too.
+    pub cpu_ns: u64,
+}
+
 /// Streams the TCP sockets of `ns` whose state bit (`1 << TCP_*`) is in `states` to `each`,
 /// from a thread inside the namespace (nothing is gathered: a namespace may hold a million),
 /// and reads the namespace's TIME_WAIT limits there.
@@ -178,10 +187,14 @@ pub fn each_in_netns(
     ns: &NetnsRef,
     states: u32,
     each: &mut (dyn FnMut(DiagSocket) + Send),
-) -> Result<NetLimits, SockDiagError> {
+) -> Result<NetnsDump, SockDiagError> {
     netns::run_in(ns, || {
+        let began = thread_cpu_ns();
         dump::tcp_dump(ns.inode, states, &mut |entry| each(entry.socket))?;
-        Ok(NetLimits::of_current())
+        Ok(NetnsDump {
+            limits: NetLimits::of_current(),
+            cpu_ns: thread_cpu_ns().saturating_sub(began),
+        })
     })
 }
 

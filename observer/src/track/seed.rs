@@ -521,4 +521,6 @@ pub struct LastReconciliation {
     /// How long it took, and when it ended (`CLOCK_MONOTONIC` ns).
     pub took_ns: u64,
     pub ended_ns: u64,
+    /// The CPU time of its threads (the dumps, in the kernel and here, and applying them).
+    pub cpu_ns: u64,
 }

@@ -19,6 +19,7 @@ use support::{
     netns::NetNs,
     privileged,
     services::{Process, TempDir, free_port, get, wait_for},
+    ss,
 };
 
 fn start(config: &Path, extra_env: &[(&str, &str)], extra_args: &[&str]) -> Process {
@@ -155,6 +156,81 @@ fn sd_notify_ready_status_watchdog_reload_and_stopping() {
 
 fn observer_pid(p: &Process) -> i32 {
     i32::try_from(p.pid()).unwrap()
+}
+
+/// A process's CPU time (every thread's, those that ended included), by its CPU-time clock.
+fn process_cpu_seconds(pid: i32) -> f64 {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: a valid out-pointer; the result is checked.
+    assert_eq!(unsafe { libc::clock_getcpuclockid(pid, &raw mut clock) }, 0);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a clock id the kernel gave, a valid out-pointer; the result is checked.
+    assert_eq!(unsafe { libc::clock_gettime(clock, &raw mut ts) }, 0);
+    #[expect(clippy::cast_precision_loss, reason = "seconds of CPU")]
+    {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+}
+
+/// A reconciliation's metrics: it listed at least every socket `ss` lists in a namespace the
+/// test filled, it took no longer than the daemon has run, and its CPU, which grows with each
+/// reconciliation, stays within the daemon's whole CPU time as the kernel counts it.
+#[test]
+fn reconciliations_report_what_they_listed_and_what_they_cost() {
+    if !privileged("reconciliations_report_what_they_listed_and_what_they_cost") {
+        return;
+    }
+    let ns = NetNs::new("reconcost").unwrap();
+    let pairs: Vec<support::Pair> =
+        ns.enter(|| (0..200).map(|_| support::connected_pair(V4)).collect());
+    let in_ns = ss::tcp_sockets(&ns).len();
+    assert_eq!(in_ns, 600, "200 listeners and 200 connections, both ends");
+    let dir = TempDir::new("reconcost");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let path = dir.path("observer.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[metrics]\nlisten = \"{addr}\"\n\n[tracker]\nstate_file = \"{}\"\nreconcile_every = \"1s\"\n",
+            dir.path("state.json").display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut observer = start(&path, &[], &[]);
+    wait_serving(&mut observer, addr);
+    let pid = observer_pid(&observer);
+    let listed = wait_for(
+        Duration::from_secs(20),
+        "a reconciliation's metrics",
+        || metric(addr, "observer_reconciliation_listed_sockets"),
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a few hundred sockets")]
+    let in_ns = in_ns as f64;
+    assert!(
+        listed >= in_ns,
+        "{listed} sockets listed, {in_ns} in the test's namespace alone"
+    );
+    let took = metric(addr, "observer_reconciliation_duration_seconds").unwrap();
+    assert!(
+        took > 0.0 && took <= started.elapsed().as_secs_f64(),
+        "the last reconciliation took {took} s"
+    );
+    let first = metric(addr, "observer_reconciliation_cpu_seconds_total").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let then = metric(addr, "observer_reconciliation_cpu_seconds_total").unwrap();
+    // Read after the metric: the process's clock only grows. A clock read and the kernel's
+    // accounting of a thread that just ran may differ by a scheduler tick.
+    let process = process_cpu_seconds(pid);
+    assert!(
+        0.0 < first && first < then && then <= process + 0.005,
+        "reconciliations' CPU {first} s, 3 s later {then} s; the daemon's whole CPU {process} s"
+    );
+    drop(pairs);
+    assert!(observer.terminate().unwrap().success());
 }
 
 #[test]

@@ -379,13 +379,14 @@ pub(super) fn render_text(s: &StateSummary<'_>) -> String {
         let o = &r.outcome;
         let _ = writeln!(
             t,
-            "   last reconciliation {} ago: {} sockets listed in {} network namespaces ({}); \
-             {} ended unseen, {} timewait ended unseen, {} corrected, {} added, {} closed \
-             during the dump and not added",
+            "   last reconciliation {} ago: {} sockets listed in {} network namespaces ({}, {} \
+             of CPU); {} ended unseen, {} timewait ended unseen, {} corrected, {} added, {} \
+             closed during the dump and not added",
             human_duration(age),
             r.listed,
             r.namespaces,
             human_duration(r.took_ns),
+            human_duration(r.cpu_ns),
             o.stale,
             o.stale_timewait,
             o.corrected,

@@ -1,8 +1,9 @@
 //! The event loop's promise to a reconciliation running beside it: every record reserved
 //! before a time has been applied to the tracker. A part of a dump waits for it blocked, woken
 //! when the loop publishes, and asks the loop to read the rings at once rather than at its next
-//! look of its own (up to [`crate::load::READ_IDLE_MAX`] on a quiet host). Polling it in a
-//! sleep loop cost a third of a reconciliation's CPU.
+//! look of its own (up to [`crate::load::READ_IDLE_MAX`] on a quiet host). Polling it every
+//! millisecond cost nearly half of a reconciliation's CPU, and made a dump of a quiet host's
+//! 100,000 sockets last seconds.
 
 use std::{
     sync::{Condvar, Mutex, MutexGuard, PoisonError},

@@ -29,13 +29,42 @@ fn ip(args: &[&str]) -> io::Result<()> {
 
 impl NetNs {
     pub fn new(tag: &str) -> io::Result<Self> {
+        let name = Self::next_name(tag);
+        ip(&["netns", "add", &name])?;
+        Self::named(name)
+    }
+
+    /// A namespace whose established hash has only `buckets` buckets, so that its sockets
+    /// share hash chains (where a sock_diag dump under churn skips sockets). It is created from
+    /// a parent namespace whose `net.ipv4.tcp_child_ehash_entries` (Linux 6.1+) says so; the
+    /// host's own setting is not touched.
+    pub fn with_ehash(tag: &str, buckets: u32) -> io::Result<Self> {
+        let parent = Self::new(&format!("{tag}-parent"))?;
+        parent.sysctl("net.ipv4.tcp_child_ehash_entries", &buckets.to_string())?;
+        let name = Self::next_name(tag);
+        parent.enter(|| {
+            // SAFETY: unshare moves only this thread, which ends once the namespace is named.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            ip(&["netns", "attach", &name, &tid.to_string()])
+        })?;
+        Self::named(name)
+    }
+
+    fn next_name(tag: &str) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
+        format!(
             "obs-{}-{}-{tag}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name])?;
+        )
+    }
+
+    /// Takes over the namespace `ip netns` knows as `name`, and sets its `lo` up.
+    fn named(name: String) -> io::Result<Self> {
         let ns = Self {
             handle: File::open(format!("/run/netns/{name}"))?,
             name,

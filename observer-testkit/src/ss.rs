@@ -60,7 +60,8 @@ fn parse_line(line: &str) -> Option<Listed> {
     })
 }
 
-/// `127.0.0.1:80`, `[::1]:80`, `0.0.0.0:*`, `[::]:*`, `*:80`.
+/// `127.0.0.1:80`, `[::1]:80`, `0.0.0.0:*`, `[::]:*`, `*:80`; bound to a device,
+/// `127.0.0.1%lo:80` or `[::1]%lo:80`.
 fn address(text: &str) -> SocketAddr {
     let (ip, port) = text.rsplit_once(':').expect("address:port");
     let port = if port == "*" {
@@ -68,10 +69,10 @@ fn address(text: &str) -> SocketAddr {
     } else {
         port.parse().unwrap()
     };
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    let ip = match ip {
+    let ip = ip.split('%').next().unwrap();
+    let ip = match ip.trim_start_matches('[').trim_end_matches(']') {
         "*" => "0.0.0.0",
-        other => other.split('%').next().unwrap(),
+        other => other,
     };
     SocketAddr::new(std::net::IpAddr::from_str(ip).unwrap(), port)
 }

@@ -522,6 +522,14 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "observer_tracker_missed_by_dump",
+            "Tracked sockets a sock_diag dump did not list that the kernel still held when looked \
+             up by their addresses (a dump under churn skips sockets), kept rather than dropped.",
+            Counter,
+            [(vec![], f(st.missed_by_dump))],
+        )?;
+        family(
+            &mut e,
             "observer_tracker_corrected",
             "Tracked sockets sock_diag listed in another state (a change was lost), corrected \
              to the kernel's state.",

@@ -606,15 +606,16 @@ fn log_ring_size(bytes: u32) {
 fn log_reconciled(done: &Reconciled) {
     let o = &done.outcome;
     // Sockets not tracked yet mean lost starts too: the kernel can skip a program uncounted.
-    if o.stale + o.stale_timewait + o.corrected + o.added > 0 {
+    if o.stale + o.stale_timewait + o.corrected + o.added + o.missed_by_dump > 0 {
         log::info!(
             "reconciliation: {} sockets and {} timewait sockets had ended unseen, {} had \
-             changed state unseen (corrected); {} sockets were not tracked yet ({} listed in {} \
-             network namespaces, {:.1?})",
+             changed state unseen (corrected); {} sockets were not tracked yet; {} unlisted \
+             sockets were still there ({} listed in {} network namespaces, {:.1?})",
             o.stale,
             o.stale_timewait,
             o.corrected,
             o.added,
+            o.missed_by_dump,
             done.listed,
             done.dumped.len(),
             done.took

@@ -14,7 +14,7 @@ use crate::{
     clock::{mono_now_ns, nanos, thread_cpu_ns},
     inventory::seed_of,
     kernel::NetLimits,
-    sockdiag,
+    sockdiag::{self, NetnsRef, Probe},
     track::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket},
 };
 
@@ -52,9 +52,10 @@ pub fn run(shared: &Shared, applied: &Applied) -> Done {
     let mut r = shared.lock().tracker.begin_reconcile(mono_now_ns());
     let mut done = Done::default();
     let mut part: Vec<SeedSocket> = Vec::with_capacity(PART);
-    for ns in sockdiag::list_netns() {
+    let namespaces = sockdiag::list_netns();
+    for ns in &namespaces {
         let mut listed = 0;
-        let result = sockdiag::each_in_netns(&ns, sockdiag::ALL_STATES, &mut |s| {
+        let result = sockdiag::each_in_netns(ns, sockdiag::ALL_STATES, &mut |s| {
             part.push(seed_of(&s));
             listed += 1;
             if part.len() == PART {
@@ -73,8 +74,14 @@ pub fn run(shared: &Shared, applied: &Applied) -> Done {
         }
     }
     loop {
-        let mut s = shared.lock();
-        if s.tracker.reconcile_sweep(&mut r, &done.dumped, SWEEP_PART) {
+        let swept = shared
+            .lock()
+            .tracker
+            .reconcile_sweep(&mut r, &done.dumped, SWEEP_PART);
+        if swept || r.unlisted_len() >= SWEEP_PART {
+            dumps_cpu_ns += drop_gone(shared, applied, &mut r, &namespaces);
+        }
+        if swept {
             break;
         }
     }
@@ -112,4 +119,52 @@ fn apply_part(
     for socket in part.drain(..) {
         s.tracker.reconcile_listed(r, &socket);
     }
+}
+
+/// Asks the kernel about each socket the sweep found unlisted, namespace by namespace, and
+/// drops those it no longer holds, once the events from before it was asked have been applied
+/// (a close still in the rings ends a socket as seen, not as stale). In a namespace that cannot
+/// be asked, nothing is dropped. Returns the CPU time of the threads that asked.
+fn drop_gone(
+    shared: &Shared,
+    applied: &Applied,
+    r: &mut Reconciliation,
+    namespaces: &[NetnsRef],
+) -> u64 {
+    let mut unlisted = r.take_unlisted();
+    if unlisted.is_empty() {
+        return 0;
+    }
+    unlisted.sort_unstable_by_key(|u| u.tuple.netns);
+    let (mut asked, mut gone, mut cpu_ns) = (Vec::with_capacity(unlisted.len()), Vec::new(), 0);
+    for group in unlisted.chunk_by(|a, b| a.tuple.netns == b.tuple.netns) {
+        let Some(ns) = namespaces
+            .iter()
+            .find(|ns| Some(ns.inode) == group[0].tuple.netns)
+        else {
+            continue;
+        };
+        let probes: Vec<Probe> = group
+            .iter()
+            .map(|u| Probe {
+                local: u.tuple.local,
+                remote: u.tuple.remote,
+            })
+            .collect();
+        match sockdiag::gone_in_netns(ns, &probes) {
+            Ok(answer) => {
+                asked.extend_from_slice(group);
+                gone.extend(answer.gone);
+                cpu_ns += answer.cpu_ns;
+            }
+            Err(e) => log::debug!(
+                "sock_diag: cannot ask {} about {} sockets its dump did not list: {e}",
+                ns.path.display(),
+                group.len()
+            ),
+        }
+    }
+    applied.wait_for(mono_now_ns(), MAX_WAIT);
+    shared.lock().tracker.drop_gone(r, &asked, &gone);
+    cpu_ns
 }

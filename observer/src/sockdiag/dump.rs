@@ -83,24 +83,12 @@ pub(super) fn tcp_dump(
     states: u32,
     each: &mut dyn FnMut(Entry),
 ) -> Result<(), SockDiagError> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
-    socket.bind_auto().map_err(stage("bind"))?;
-    socket
-        .connect(&netlink_sys::SocketAddr::new(0, 0))
-        .map_err(stage("connect"))?;
-    set_receive_timeout(&socket).map_err(stage("setsockopt(SO_RCVTIMEO)"))?;
-
-    let request = request(SEQ, states);
-    let sent = socket.send(&request, 0).map_err(stage("send"))?;
-    if sent != request.len() {
-        return Err(SockDiagError::Io {
-            stage: "send",
-            source: io::Error::other(format!("sent {sent} of {} bytes", request.len())),
-        });
-    }
+    let socket = open()?;
+    send(&socket, &request(SEQ, states))?;
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut reply = Reply {
         netns,
+        kind: TCPDIAG_GETSOCK,
         seq: SEQ,
         each,
     };
@@ -114,6 +102,30 @@ pub(super) fn tcp_dump(
 
 /// The one request a dump socket sends.
 const SEQ: u32 = 1;
+
+/// A `NETLINK_SOCK_DIAG` socket connected to the kernel, whose `recv` gives up after
+/// [`RECV_TIMEOUT_SECS`].
+pub(super) fn open() -> Result<Socket, SockDiagError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
+    socket.bind_auto().map_err(stage("bind"))?;
+    socket
+        .connect(&netlink_sys::SocketAddr::new(0, 0))
+        .map_err(stage("connect"))?;
+    set_receive_timeout(&socket).map_err(stage("setsockopt(SO_RCVTIMEO)"))?;
+    Ok(socket)
+}
+
+/// Sends one whole request.
+pub(super) fn send(socket: &Socket, request: &[u8]) -> Result<(), SockDiagError> {
+    let sent = socket.send(request, 0).map_err(stage("send"))?;
+    if sent != request.len() {
+        return Err(SockDiagError::Io {
+            stage: "send",
+            source: io::Error::other(format!("sent {sent} of {} bytes", request.len())),
+        });
+    }
+    Ok(())
+}
 
 /// A kernel that never answers must not hang the caller (reconciliation runs periodically).
 fn set_receive_timeout(socket: &Socket) -> io::Result<()> {
@@ -151,7 +163,7 @@ const TCPDIAG_GETSOCK: u16 = 18;
 const INET_DIAG_REQ_LEN: usize = 60;
 
 /// Size of `struct nlmsghdr`.
-const NETLINK_HEADER_LEN: usize = 16;
+pub(super) const NETLINK_HEADER_LEN: usize = 16;
 
 /// A dump request for both families at once. `SOCK_DIAG_BY_FAMILY` names one family per
 /// request, and the kernel walks its whole established hash (the sockets of every namespace)
@@ -172,7 +184,7 @@ fn request(seq: u32, states: u32) -> Vec<u8> {
 }
 
 /// One datagram; an error if it did not fit `buf`.
-fn recv(socket: &Socket, buf: &mut [u8]) -> Result<usize, SockDiagError> {
+pub(super) fn recv(socket: &Socket, buf: &mut [u8]) -> Result<usize, SockDiagError> {
     loop {
         // MSG_TRUNC makes recv return the datagram's real length even when it was cut short.
         match socket.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
@@ -204,21 +216,23 @@ fn recv(socket: &Socket, buf: &mut [u8]) -> Result<usize, SockDiagError> {
 }
 
 /// Collects the reply to one request, datagram by datagram.
-struct Reply<'a> {
-    netns: Netns,
-    seq: u32,
-    each: &'a mut dyn FnMut(Entry),
+pub(super) struct Reply<'a> {
+    pub netns: Netns,
+    /// The message type of a socket in the reply (the request's).
+    pub kind: u16,
+    pub seq: u32,
+    pub each: &'a mut dyn FnMut(Entry),
 }
 
 impl Reply<'_> {
     /// Takes the messages of one datagram; true once the dump is complete.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<bool, SockDiagError> {
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<bool, SockDiagError> {
         while !bytes.is_empty() {
             let nl = NetlinkBuffer::new_checked(bytes).map_err(|e| decode_error(&e))?;
             let len = nl.length() as usize;
             let raw = nl.payload();
             if nl.sequence_number() == self.seq {
-                if nl.message_type() == TCPDIAG_GETSOCK {
+                if nl.message_type() == self.kind {
                     if let Some(entry) = self.entry(raw)? {
                         (self.each)(entry);
                     }
@@ -460,6 +474,7 @@ mod tests {
     fn reply(seq: u32, each: &mut dyn FnMut(Entry)) -> Reply<'_> {
         Reply {
             netns: Netns::new(4_026_531_840).unwrap(),
+            kind: TCPDIAG_GETSOCK,
             seq,
             each,
         }

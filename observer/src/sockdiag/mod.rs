@@ -9,6 +9,7 @@
 
 mod dump;
 mod listeners;
+mod lookup;
 mod netns;
 mod netstat;
 mod owners;
@@ -25,6 +26,7 @@ use crate::{
 
 pub use self::{
     listeners::{ListenSnapshot, Listener, Requests, listeners_all, listeners_current},
+    lookup::{Answer, Probe, gone_in_netns},
     netns::list_netns,
     netstat::{ListenCounters, NETSTAT, NetstatError},
     owners::{Holder, holders_of},

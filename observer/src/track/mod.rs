@@ -31,7 +31,7 @@ pub use queries::{
 pub use report::{Note, Observation, Report, RetransmitPhase, TimewaitEnd};
 pub use resets::ResetClass;
 pub use retransmits::{Recovered, RetransmitCounts, Retransmitting};
-pub use seed::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket};
+pub use seed::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket, Unlisted};
 pub use timewait::TimewaitCounts;
 pub use transitions::TransitionCounts;
 pub use usage::{Destination, TimewaitUsage};
@@ -84,6 +84,9 @@ pub struct TrackerStats {
     pub reconciled_stale: u64,
     /// Sockets sock_diag listed in another state than tracked (a change was lost), corrected.
     pub corrected: u64,
+    /// Tracked sockets a dump did not list that the kernel still held when looked up by their
+    /// addresses (a dump under churn skips sockets): kept.
+    pub missed_by_dump: u64,
     /// Timewait sockets whose end was not seen (dropped by reconciliation, or their timer
     /// reused by another).
     pub timewait_end_lost: u64,

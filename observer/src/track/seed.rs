@@ -49,6 +49,22 @@ pub struct ReconcileOutcome {
     pub corrected: u64,
     /// Listed sockets not added because the event stream closed them after the dump began.
     pub closed_during_dump: u64,
+    /// Tracked sockets no dump listed that the kernel still held when asked for them by their
+    /// addresses: a dump under churn skips sockets. Kept as they were.
+    pub missed_by_dump: u64,
+    /// Connections a dump listed twice (it repeats sockets under churn as well): taken once.
+    pub listed_twice: u64,
+}
+
+/// A tracked socket no dump of a reconciliation listed, in a namespace dumped completely and
+/// untouched since the dump began. It is dropped only once the kernel confirms it is gone
+/// ([`Tracker::drop_gone`]): a dump can skip a socket that stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unlisted {
+    pub key: u64,
+    /// In the timewait table rather than the socket table.
+    pub timewait: bool,
+    pub tuple: Tuple,
 }
 
 /// Closes seen while a dump is in flight, so that applying the dump does not add back what has
@@ -89,6 +105,8 @@ pub struct Reconciliation {
     /// Connecting sockets listed, per (namespace, remote end).
     connecting: FxHashMap<Connecting, usize>,
     sweep: Sweep,
+    /// What the sweep found unlisted so far, not yet confirmed gone.
+    unlisted: Vec<Unlisted>,
     pub outcome: ReconcileOutcome,
 }
 
@@ -97,6 +115,17 @@ impl Reconciliation {
     #[must_use]
     pub const fn started_ns(&self) -> u64 {
         self.started_ns
+    }
+
+    /// How many unlisted sockets the sweep has found since they were last taken.
+    #[must_use]
+    pub fn unlisted_len(&self) -> usize {
+        self.unlisted.len()
+    }
+
+    /// The unlisted sockets found so far, for the kernel to confirm (see [`Tracker::drop_gone`]).
+    pub fn take_unlisted(&mut self) -> Vec<Unlisted> {
+        std::mem::take(&mut self.unlisted)
     }
 }
 
@@ -116,6 +145,7 @@ impl Tracker {
             started_ns,
             connecting: FxHashMap::default(),
             sweep: Sweep::Sockets(0),
+            unlisted: Vec::new(),
             outcome: ReconcileOutcome::default(),
         }
     }
@@ -196,6 +226,13 @@ impl Tracker {
             if let Some(key) = self.mark_one(r.mark, &s.tuple) {
                 self.learn_cgroup(key, s.cgroup);
                 self.correct(r, key, s.state);
+                return;
+            }
+            // Only listeners share addresses: a connection this reconciliation has already
+            // marked was listed twice (a dump under churn repeats sockets as well as skipping
+            // them), and is not added a second time.
+            if s.state != TcpState::Listen && self.sockets.keys_of(&s.tuple).next().is_some() {
+                r.outcome.listed_twice += 1;
                 return;
             }
             if let Some(key) = self.timewaits.table.key_of(&s.tuple) {
@@ -349,7 +386,9 @@ impl Tracker {
 
     /// Sweeps up to `budget` tracked sockets for those no dump of this reconciliation listed:
     /// in a namespace that was dumped completely (`dumped`) and untouched since the dump began,
-    /// their end was lost. Returns true once every socket has been looked at.
+    /// their end was lost, unless the dump skipped them. They are gathered for the kernel to
+    /// confirm ([`Reconciliation::take_unlisted`], then [`Tracker::drop_gone`]). Returns true
+    /// once every socket has been looked at.
     pub fn reconcile_sweep(
         &mut self,
         r: &mut Reconciliation,
@@ -387,9 +426,11 @@ impl Tracker {
                             continue;
                         }
                     }
-                    self.sockets.forget(key);
-                    self.retransmits.by_sock.remove(&key);
-                    r.outcome.stale += 1;
+                    r.unlisted.push(Unlisted {
+                        key,
+                        timewait: false,
+                        tuple: c.tuple,
+                    });
                 }
                 Sweep::Timewaits(i) if i >= self.timewaits.table.slot_count() => {
                     r.sweep = Sweep::Done;
@@ -402,15 +443,49 @@ impl Tracker {
                     // A cancel waiting for its restart or expiry concludes by itself.
                     if in_scope(entry)
                         && !self.timewaits.is_cancelled(key)
-                        && self.timewaits.remove_unseen(key).is_some()
+                        && let Some(tw) = self.timewaits.table.get(key)
                     {
-                        r.outcome.stale_timewait += 1;
+                        r.unlisted.push(Unlisted {
+                            key,
+                            timewait: true,
+                            tuple: tw.tuple,
+                        });
                     }
                 }
                 Sweep::Done => return true,
             }
         }
         r.sweep == Sweep::Done
+    }
+
+    /// Drops the unlisted sockets the kernel no longer holds (`gone` true) that nothing has
+    /// touched since they were found: their end was lost. The others were skipped by the dump.
+    pub fn drop_gone(&mut self, r: &mut Reconciliation, unlisted: &[Unlisted], gone: &[bool]) {
+        for (u, &gone) in unlisted.iter().zip(gone) {
+            if !gone {
+                r.outcome.missed_by_dump += 1;
+                continue;
+            }
+            // An event may have changed or ended it since the sweep (the key may even hold a
+            // new socket by now): then it is not stale.
+            let untouched = |e: SweepEntry| e.since_ns < r.started_ns && e.mark != r.mark;
+            if u.timewait {
+                if self
+                    .timewaits
+                    .table
+                    .sweep_entry_of(u.key)
+                    .is_some_and(untouched)
+                    && !self.timewaits.is_cancelled(u.key)
+                    && self.timewaits.remove_unseen(u.key).is_some()
+                {
+                    r.outcome.stale_timewait += 1;
+                }
+            } else if self.sockets.sweep_entry_of(u.key).is_some_and(untouched) {
+                self.sockets.forget(u.key);
+                self.retransmits.by_sock.remove(&u.key);
+                r.outcome.stale += 1;
+            }
+        }
     }
 
     /// Ends a reconciliation: closes are no longer remembered. Returns what it changed.
@@ -423,6 +498,7 @@ impl Tracker {
         self.now_ns = self.now_ns.max(now_ns);
         self.stats.reconciled_stale += r.outcome.stale;
         self.stats.corrected += r.outcome.corrected;
+        self.stats.missed_by_dump += r.outcome.missed_by_dump;
         r.outcome
     }
 
@@ -440,6 +516,9 @@ impl Tracker {
             self.reconcile_listed(&mut r, s);
         }
         while !self.reconcile_sweep(&mut r, dumped, usize::MAX) {}
+        // The dump given is the whole truth: what it does not list is gone.
+        let unlisted = r.take_unlisted();
+        self.drop_gone(&mut r, &unlisted, &vec![true; unlisted.len()]);
         self.end_reconcile(r, now_ns)
     }
 

@@ -509,6 +509,11 @@ impl Table {
         })
     }
 
+    /// [`Table::sweep_entry`] of the socket `key`.
+    pub fn sweep_entry_of(&self, key: u64) -> Option<SweepEntry> {
+        self.sweep_entry(self.slot_of(key)? as usize)
+    }
+
     /// The reconciliation mark of `key`.
     pub fn mark_of(&self, key: u64) -> Option<u16> {
         self.slot_of(key).map(|i| self.slots[i as usize].mark)

@@ -450,6 +450,12 @@ impl TimewaitTable {
         ))
     }
 
+    /// [`TimewaitTable::sweep_entry`] of the socket `key`.
+    pub fn sweep_entry_of(&self, key: u64) -> Option<SweepEntry> {
+        self.sweep_entry(self.slot_of(key)? as usize)
+            .map(|(_, e)| e)
+    }
+
     /// Records that the reconciliation `mark` found `key` in its dump.
     pub fn set_mark(&mut self, key: u64, mark: u16) {
         if let Some(i) = self.slot_of(key) {

@@ -57,6 +57,7 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_tracker_evicted_total", &["table"]),
     ("observer_tracker_seeded_total", &[]),
     ("observer_tracker_stale_total", &[]),
+    ("observer_tracker_missed_by_dump_total", &[]),
     ("observer_reconciliation_cpu_seconds_total", &[]),
     ("observer_reconciliation_duration_seconds", &[]),
     ("observer_reconciliation_listed_sockets", &[]),

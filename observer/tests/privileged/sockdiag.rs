@@ -17,13 +17,13 @@ use std::{
 use observer::{
     event::Family,
     sockdiag::{
-        DiagSocket, DiagTimer, Holder, NetnsRef, SockDiagError, dump_all, dump_current, dump_netns,
-        holders_of, list_netns,
+        DiagSocket, DiagTimer, Holder, NetnsRef, Probe, SockDiagError, dump_all, dump_current,
+        dump_netns, gone_in_netns, holders_of, list_netns,
     },
 };
 use observer_common::TcpState;
 use socket2::{Domain, Protocol, Socket, Type};
-use support::{V4, V6, netns::NetNs};
+use support::{V4, V6, netns::NetNs, privileged, ss};
 
 const UNSPEC4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 const UNSPEC6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
@@ -421,6 +421,108 @@ fn a_vanished_namespace_is_an_error() {
         "{err:?}"
     );
 }
+
+/// Looked up by their addresses, the connections a namespace holds are found (in any state,
+/// bound to a device, or still connecting with no port yet), and those it does not hold are
+/// not, even where a listener holds the local port.
+fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
+    let ns = NetNs::new("lookup").unwrap();
+    let nsref = netns_ref(&ns);
+    let any_port = |a: SocketAddr| SocketAddr::new(a.ip(), 0);
+    let (made, expected) = ns.enter(|| {
+        let listener = listen(ip, 16);
+        let server = addr(&listener);
+        let connect = |bind_to_device: bool| {
+            let client = Socket::new(Domain::for_address(server), Type::STREAM, None).unwrap();
+            if bind_to_device {
+                client.bind_device(Some(b"lo")).unwrap();
+            }
+            client.connect(&server.into()).unwrap();
+            let client: TcpStream = client.into();
+            let (server_side, _) = listener.accept().unwrap();
+            (client, server_side)
+        };
+        let probe = |s: &TcpStream| Probe {
+            local: s.local_addr().unwrap(),
+            remote: s.peer_addr().unwrap(),
+        };
+        let mut expected = Vec::new();
+        let (open_client, open_server) = connect(false);
+        expected.push((probe(&open_client), false, "established"));
+        expected.push((probe(&open_server), false, "its server side"));
+        let (bound_client, bound_server) = connect(true);
+        expected.push((probe(&bound_client), false, "bound to lo"));
+        // Reset (SO_LINGER 0): no TIME_WAIT is left; the listener still holds the server's port.
+        let (reset_client, reset_server) = connect(false);
+        let (reset, reset_other) = (probe(&reset_client), probe(&reset_server));
+        socket2::SockRef::from(&reset_client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(reset_client);
+        drop(reset_server);
+        expected.push((reset, true, "reset"));
+        expected.push((
+            reset_other,
+            true,
+            "reset, server side: the listener is not it",
+        ));
+        // Closed by the client first: its end waits in TIME_WAIT.
+        let (closing_client, mut closing_server) = connect(false);
+        let closing = probe(&closing_client);
+        drop(closing_client);
+        assert_eq!(closing_server.read(&mut [0u8; 1]).unwrap(), 0);
+        drop(closing_server);
+        expected.push((closing, false, "in TIME_WAIT"));
+        // Connecting, to a listener whose accept queue is full: its SYNs are dropped.
+        let full = listen(ip, 0);
+        let first = TcpStream::connect(addr(&full)).unwrap();
+        let connecting = Socket::new(Domain::for_address(server), Type::STREAM, None).unwrap();
+        connecting.set_nonblocking(true).unwrap();
+        let _ = connecting.connect(&addr(&full).into());
+        expected.push((
+            Probe {
+                local: any_port(first.local_addr().unwrap()),
+                remote: addr(&full),
+            },
+            false,
+            "connecting, its port unknown",
+        ));
+        expected.push((
+            Probe {
+                local: any_port(server),
+                remote: SocketAddr::new(ip, 9),
+            },
+            true,
+            "connecting to where nothing connects",
+        ));
+        let made = (
+            listener,
+            open_client,
+            open_server,
+            bound_client,
+            bound_server,
+            full,
+            first,
+            connecting,
+        );
+        (made, expected)
+    });
+    // What ss lists agrees with what was made.
+    let states = ss::tcp_sockets(&ns);
+    assert!(
+        states.iter().any(|s| s.state == TcpState::SynSent),
+        "{states:?}"
+    );
+    let probes: Vec<Probe> = expected.iter().map(|(p, _, _)| *p).collect();
+    let answer = gone_in_netns(&nsref, &probes).unwrap();
+    for ((probe, gone, what), found) in expected.iter().zip(&answer.gone) {
+        assert_eq!(found, gone, "{what}: {probe:?}");
+    }
+    assert!(answer.cpu_ns > 0);
+    drop(made);
+}
+
+both_families!(lookups_find_exactly_what_the_namespace_holds);
 
 const CONNECTIONS: usize = 5_000;
 

@@ -1,7 +1,123 @@
 //! Seeding from a sock_diag dump and reconciling with later ones: lower-bound ages, what
 //! changed during the dump, phantoms dropped.
 
+use rustc_hash::FxHashSet;
+
 use super::*;
+
+/// Sweeps with parts of `budget` sockets; the kernel answers that every unlisted socket is gone.
+fn sweep_all_gone(
+    tracker: &mut Tracker,
+    r: &mut Reconciliation,
+    dumped: &FxHashSet<Netns>,
+    budget: usize,
+) {
+    while !tracker.reconcile_sweep(r, dumped, budget) {}
+    let unlisted = r.take_unlisted();
+    tracker.drop_gone(r, &unlisted, &vec![true; unlisted.len()]);
+}
+
+#[test]
+fn an_unlisted_socket_is_dropped_only_when_the_kernel_no_longer_holds_it() {
+    let mut tracker = Tracker::new(16);
+    feed(
+        &mut tracker,
+        &[1, 2, 3]
+            .map(|k| {
+                let remote = format!("127.0.0.1:4000{k}");
+                [
+                    tr(k, 0, Listen, SynRecv, SERVER, &remote),
+                    tr(k, 1, SynRecv, Established, SERVER, &remote),
+                ]
+            })
+            .concat(),
+    );
+    // A dump that lists none of them (it skipped two under churn; one closed unseen).
+    let mut r = tracker.begin_reconcile(10 * MS);
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 2) {}
+    let mut unlisted = r.take_unlisted();
+    unlisted.sort_unstable_by_key(|u| u.key);
+    assert_eq!(
+        unlisted.iter().map(|u| u.key).collect::<Vec<_>>(),
+        [0x1, 0x2, 0x3]
+    );
+    assert_eq!(unlisted[1].tuple.remote, addr("127.0.0.1:40002"));
+    // Before the answer comes, the third changes state: it was not stale either.
+    feed(
+        &mut tracker,
+        &[tr(
+            0x3,
+            20,
+            Established,
+            CloseWait,
+            SERVER,
+            "127.0.0.1:40003",
+        )],
+    );
+    tracker.drop_gone(&mut r, &unlisted, &[false, true, true]);
+    let outcome = tracker.end_reconcile(r, 30 * MS);
+    assert_eq!(
+        (outcome.stale, outcome.missed_by_dump),
+        (1, 1),
+        "{outcome:?}"
+    );
+    assert_eq!(tracker.stats().missed_by_dump, 1);
+    assert!(
+        tracker.sockets.get(0x1).is_some(),
+        "still in the kernel: kept"
+    );
+    assert!(tracker.sockets.get(0x2).is_none(), "gone: dropped");
+    assert_eq!(tracker.sockets.get(0x3).map(|c| c.state), Some(CloseWait));
+}
+
+#[test]
+fn a_connection_listed_twice_is_taken_once_and_a_listener_per_listing() {
+    let mut tracker = Tracker::new(16);
+    feed(&mut tracker, &server_until_close_wait());
+    let mut r = tracker.begin_reconcile(1_000 * MS);
+    let server_side = listed(SERVER, CLIENT, CloseWait);
+    tracker.reconcile_listed(&mut r, &server_side);
+    tracker.reconcile_listed(&mut r, &server_side);
+    // Listeners with SO_REUSEPORT share their address: two listed are two sockets.
+    let listener = listed(SERVER, "0.0.0.0:0", Listen);
+    tracker.reconcile_listed(&mut r, &listener);
+    tracker.reconcile_listed(&mut r, &listener);
+    let dumped = [NS].into_iter().collect();
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 16);
+    let outcome = tracker.end_reconcile(r, 1_001 * MS);
+    assert_eq!(
+        (outcome.added, outcome.listed_twice, outcome.stale),
+        (2, 1, 0),
+        "{outcome:?}"
+    );
+    assert_eq!(tracker.counts_by_state()[CloseWait], 1);
+    assert_eq!(tracker.counts_by_state()[Listen], 2);
+}
+
+#[test]
+fn an_unlisted_timewait_socket_the_kernel_still_holds_is_kept() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+    feed(&mut tracker, &events);
+    let mut r = tracker.begin_reconcile(1_000 * MS);
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    let unlisted = r.take_unlisted();
+    assert_eq!(unlisted.len(), 1);
+    assert!(unlisted[0].timewait);
+    assert_eq!(
+        (unlisted[0].tuple.local, unlisted[0].tuple.remote),
+        (addr(CLIENT), addr(SERVER))
+    );
+    tracker.drop_gone(&mut r, &unlisted, &[false]);
+    let outcome = tracker.end_reconcile(r, 1_001 * MS);
+    assert_eq!((outcome.stale_timewait, outcome.missed_by_dump), (0, 1));
+    assert_eq!(tracker.stats().tracked_timewait, 1);
+    assert_timewait_identity(&tracker);
+}
 
 #[test]
 fn seeded_sockets_have_lower_bound_ages_are_adopted_and_reconciled() {
@@ -103,7 +219,7 @@ fn a_socket_that_closes_while_the_dump_runs_is_never_added_back() {
     // One the stream never saw, listed too: it is added.
     tracker.reconcile_listed(&mut r, &listed("127.0.0.1:40005", SERVER, Established));
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 1) {}
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 1);
     let outcome = tracker.end_reconcile(r, 40 * MS);
     assert_eq!((outcome.added, outcome.closed_during_dump), (1, 1));
     assert_eq!(tracker.stats().tracked_sockets, 1);
@@ -162,7 +278,7 @@ fn reconciliation_leaves_what_changed_during_the_dump_and_corrects_what_did_not(
         tracker.reconcile_listed(&mut r, &s);
     }
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 2) {}
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 2);
     let outcome = tracker.end_reconcile(r, 200 * MS);
     assert_eq!((outcome.corrected, outcome.stale, outcome.added), (2, 0, 0));
     assert_eq!(tracker.stats().corrected, 2);
@@ -268,7 +384,7 @@ fn a_timewait_socket_made_during_the_dump_stays_though_its_fin_wait2_began_befor
         ],
     );
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 16);
     let outcome = tracker.end_reconcile(r, 70 * MS);
     assert_eq!(outcome.stale_timewait, 0, "{outcome:?}");
     assert_eq!(tracker.stats().tracked_timewait, 1);
@@ -299,7 +415,7 @@ fn a_dump_listing_fin_wait2_before_the_peer_fin_landed_does_not_undo_time_wait()
         },
     );
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 16);
     let outcome = tracker.end_reconcile(r, 40 * MS);
     assert_eq!(outcome.corrected, 0, "{outcome:?}");
     assert_eq!(tracker.counts_by_state()[TimeWait], 1);
@@ -334,7 +450,7 @@ fn a_socket_first_seen_after_its_birth_learns_its_cgroup_from_the_dump() {
         tracker.reconcile_listed(&mut r, &s);
     }
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 1) {}
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 1);
     tracker.end_reconcile(r, 40 * MS);
     let cgroup_of = |sock: u64| tracker.sockets.get(sock).map(|c| c.cgroup);
     assert_eq!(cgroup_of(0xA), Some(b), "learnt from the dump");
@@ -402,7 +518,7 @@ fn a_socket_first_seen_without_a_namespace_learns_it_from_the_dump() {
     let mut r = tracker.begin_reconcile(20 * MS);
     tracker.reconcile_listed(&mut r, &listed(SERVER, CLIENT, CloseWait));
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    sweep_all_gone(&mut tracker, &mut r, &dumped, 16);
     let outcome = tracker.end_reconcile(r, 40 * MS);
     assert_eq!((outcome.added, outcome.stale), (0, 0), "{outcome:?}");
     assert_eq!(netns(&tracker), Some(Some(NS)));

@@ -381,7 +381,7 @@ pub(super) fn render_text(s: &StateSummary<'_>) -> String {
             t,
             "   last reconciliation {} ago: {} sockets listed in {} network namespaces ({}, {} \
              of CPU); {} ended unseen, {} timewait ended unseen, {} corrected, {} added, {} \
-             closed during the dump and not added",
+             closed during the dump and not added, {} unlisted but still there",
             human_duration(age),
             r.listed,
             r.namespaces,
@@ -391,7 +391,8 @@ pub(super) fn render_text(s: &StateSummary<'_>) -> String {
             o.stale_timewait,
             o.corrected,
             o.added,
-            o.closed_during_dump
+            o.closed_during_dump,
+            o.missed_by_dump
         );
     }
     t

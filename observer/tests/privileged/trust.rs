@@ -387,6 +387,7 @@ fn a_dump_that_skips_or_repeats_sockets_changes_nothing(addr: IpAddr) {
         Err(e) => return eprintln!("SKIPPED: no namespace with its own hash size here: {e}"),
     };
     let mut live = Live::start(ns.inode(), LoadOptions::default());
+    raise_open_files(4096);
     let kept = ns.enter(|| {
         let listener = TcpListener::bind((addr, 0)).unwrap();
         let server = listener.local_addr().unwrap();
@@ -453,6 +454,28 @@ fn a_dump_that_skips_or_repeats_sockets_changes_nothing(addr: IpAddr) {
 }
 
 both_families!(a_dump_that_skips_or_repeats_sockets_changes_nothing);
+
+/// Raises this process's limit of open files to at least `wanted` (2,000 connections open at
+/// once need more than the usual 1,024), within the hard limit.
+fn raise_open_files(wanted: libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit to fill, then the same to set.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit), 0);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
+        }
+    }
+    assert!(
+        limit.rlim_cur >= wanted,
+        "open files limited to {} (hard limit): raise it (ulimit -Hn)",
+        limit.rlim_cur
+    );
+}
 
 /// Connections of a few milliseconds, 32 at a time, until `stop`. Returns how many.
 fn churn(addr: IpAddr, stop: &AtomicBool) -> u64 {

@@ -59,8 +59,16 @@ pub struct StreamRun {
 
 /// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`. With
 /// a codec, each batch is first written as records (not timed) and decoded in the timed part.
-pub fn run_stream(stream: &[Event], codec: Option<&Codec>, expected: &Expected) -> StreamRun {
+/// `plain`: every transition is reported, as while a client (`observer watch`) reads them;
+/// else only notable ones, as the daemon does with none.
+pub fn run_stream(
+    stream: &[Event],
+    codec: Option<&Codec>,
+    plain: bool,
+    expected: &Expected,
+) -> StreamRun {
     let mut tracker = Tracker::new(DEFAULT_MAX_SOCKETS);
+    tracker.report_plain_transitions(plain);
     let mut out: Vec<Report> = Vec::with_capacity(2 * BATCH);
     let mut records = Records::default();
     let mut reports = 0;
@@ -97,7 +105,7 @@ pub fn run_stream(stream: &[Event], codec: Option<&Codec>, expected: &Expected) 
     let end = stream.last().map_or(0, Event::mono_ns) + 10 * GRACE_NS;
     tracker.advance(end, &mut out);
     reports += out.len() as u64;
-    check(&tracker, expected, reports);
+    check(&tracker, expected, reports, plain);
     StreamRun {
         elapsed,
         reports,
@@ -107,7 +115,7 @@ pub fn run_stream(stream: &[Event], codec: Option<&Codec>, expected: &Expected) 
 }
 
 /// Panics unless the tracker saw exactly what the stream holds.
-fn check(tracker: &Tracker, expected: &Expected, reports: u64) {
+fn check(tracker: &Tracker, expected: &Expected, reports: u64, plain: bool) {
     let stats = tracker.stats();
     let (gaps, missing) = (stats.gaps, stats.timewait_missing);
     assert_eq!(
@@ -152,5 +160,9 @@ fn check(tracker: &Tracker, expected: &Expected, reports: u64) {
         (expected.linger, expected.linger),
         "RSTs of the SO_LINGER closes"
     );
-    assert_eq!(reports, expected.reports(), "reports");
+    assert_eq!(
+        reports,
+        expected.reports(plain),
+        "reports (plain transitions: {plain})"
+    );
 }

@@ -132,6 +132,7 @@ impl Bench {
             "userspace": self.userspace.as_ref().map(|u| json!({
                 "events_per_s_per_core": u.events_per_s,
                 "figure": u.events_key,
+                "client_events_per_s_per_core": u.client_events_per_s,
                 "sockets": u.sockets,
                 "bytes_per_socket": u.bytes_per_socket.iter().map(|(f, heap, rss)| json!({
                     "family": f,

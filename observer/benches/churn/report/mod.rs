@@ -53,6 +53,8 @@ pub struct Userspace {
     pub events_per_s: f64,
     /// Which figure of that file it is.
     pub events_key: String,
+    /// The same while a client reads every transition (older files lack it).
+    pub client_events_per_s: Option<f64>,
     /// Tracked sockets of the memory runs.
     pub sockets: u64,
     /// (family, heap bytes per socket, RSS growth bytes per socket).
@@ -110,6 +112,9 @@ impl Userspace {
         Ok(Self {
             events_per_s,
             events_key: key.to_owned(),
+            client_events_per_s: v
+                .pointer("/stream/decode_track_client/median_events_per_s")
+                .and_then(Value::as_f64),
             sockets: v
                 .pointer("/memory/sockets")
                 .and_then(Value::as_u64)

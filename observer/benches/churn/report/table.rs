@@ -451,10 +451,14 @@ impl Bench {
             Some(u) => {
                 let _ = writeln!(
                     w,
-                    "\nuserspace (benches/tracker/, one core): {} events/s ({}); per tracked \
+                    "\nuserspace (benches/tracker/, one core): {} events/s ({}){}; per tracked \
                      socket at {} sockets: {}",
                     whole(u.events_per_s),
                     u.events_key,
+                    u.client_events_per_s.map_or(String::new(), |c| format!(
+                        ", {} with a client reading every transition",
+                        whole(c)
+                    )),
                     grouped(u.sockets),
                     u.bytes_per_socket
                         .iter()

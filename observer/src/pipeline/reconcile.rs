@@ -149,6 +149,7 @@ fn drop_gone(
             .map(|u| Probe {
                 local: u.tuple.local,
                 remote: u.tuple.remote,
+                listening: u.listening,
             })
             .collect();
         match sockdiag::gone_in_netns(ns, &probes) {

@@ -21,13 +21,17 @@ use super::{
 };
 use crate::{clock::thread_cpu_ns, event::Netns};
 
-/// A connection to look for, by its addresses as the event stream saw them.
+/// A socket to look for, by its addresses as the event stream saw them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Probe {
     /// Port 0 for a connecting socket whose port connect() had not bound yet: then any socket
     /// connecting to `remote` answers for it.
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// A listener. Only a listener answers for one, and a listener answers for nothing else:
+    /// a connection whose birth was seen before its remote end was set (a server's child,
+    /// LISTEN -> SYN_RECV) has a listener's addresses.
+    pub listening: bool,
 }
 
 impl Probe {
@@ -68,7 +72,11 @@ fn gone(netns: Netns, probes: &[Probe]) -> Result<Vec<bool>, SockDiagError> {
     let mut buf = vec![0u8; REPLY_BUFFER];
     let mut gone = Vec::with_capacity(probes.len());
     for (seq, probe) in (FIRST_SEQ..).zip(probes) {
-        gone.push(!probe.port_known() || !exists(&socket, netns, seq, probe, &mut buf)?);
+        // A lookup answers a listener on the local port when it finds no connection, and it
+        // may be another listener than the one asked for (a wildcard one): listeners are
+        // looked for in the dump only.
+        let lookup = probe.port_known() && !probe.listening;
+        gone.push(!lookup || !exists(&socket, netns, seq, probe, &mut buf)?);
     }
     if !gone.contains(&true) {
         return Ok(gone);
@@ -90,11 +98,13 @@ fn gone(netns: Netns, probes: &[Probe]) -> Result<Vec<bool>, SockDiagError> {
         found(Probe {
             local: s.local,
             remote: s.remote,
+            listening: s.state == TcpState::Listen,
         });
         if s.state == TcpState::SynSent {
             found(match_key(&Probe {
                 local: SocketAddr::new(s.local.ip(), 0),
                 remote: s.remote,
+                listening: false,
             }));
         }
     })?;
@@ -114,6 +124,7 @@ fn match_key(probe: &Probe) -> Probe {
     Probe {
         local: unspecified,
         remote: probe.remote,
+        listening: false,
     }
 }
 
@@ -213,6 +224,7 @@ mod tests {
         let probe = Probe {
             local: "10.0.0.1:40000".parse().unwrap(),
             remote: "10.0.0.2:80".parse().unwrap(),
+            listening: false,
         };
         let r = request(7, &probe);
         assert_eq!(r.len(), 72);
@@ -239,10 +251,12 @@ mod tests {
         let probe = Probe {
             local: "[::1]:0".parse().unwrap(),
             remote: "[::1]:80".parse().unwrap(),
+            listening: false,
         };
         let listed = Probe {
             local: "[::]:0".parse().unwrap(),
             remote: "[::1]:80".parse().unwrap(),
+            listening: false,
         };
         assert_eq!(match_key(&probe), listed);
     }

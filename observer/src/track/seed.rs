@@ -64,6 +64,8 @@ pub struct Unlisted {
     pub key: u64,
     /// In the timewait table rather than the socket table.
     pub timewait: bool,
+    /// A listener.
+    pub listening: bool,
     pub tuple: Tuple,
 }
 
@@ -429,6 +431,7 @@ impl Tracker {
                     r.unlisted.push(Unlisted {
                         key,
                         timewait: false,
+                        listening: c.state == TcpState::Listen,
                         tuple: c.tuple,
                     });
                 }
@@ -448,6 +451,7 @@ impl Tracker {
                         r.unlisted.push(Unlisted {
                             key,
                             timewait: true,
+                            listening: false,
                             tuple: tw.tuple,
                         });
                     }

@@ -445,7 +445,9 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
         let probe = |s: &TcpStream| Probe {
             local: s.local_addr().unwrap(),
             remote: s.peer_addr().unwrap(),
+            listening: false,
         };
+        let unspecified = SocketAddr::new(if ip.is_ipv4() { UNSPEC4 } else { UNSPEC6 }, 0);
         let mut expected = Vec::new();
         let (open_client, open_server) = connect(false);
         expected.push((probe(&open_client), false, "established"));
@@ -483,6 +485,7 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
             Probe {
                 local: any_port(first.local_addr().unwrap()),
                 remote: addr(&full),
+                listening: false,
             },
             false,
             "connecting, its port unknown",
@@ -491,9 +494,27 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
             Probe {
                 local: any_port(server),
                 remote: SocketAddr::new(ip, 9),
+                listening: false,
             },
             true,
             "connecting to where nothing connects",
+        ));
+        let listening_at = |local: SocketAddr| Probe {
+            local,
+            remote: unspecified,
+            listening: true,
+        };
+        expected.push((listening_at(server), false, "the listener"));
+        expected.push((listening_at(reset.local), true, "a listener never made"));
+        // A server's child is born (LISTEN -> SYN_RECV) before its remote end is set: one whose
+        // later events were lost has its listener's addresses, and is not its listener.
+        expected.push((
+            Probe {
+                listening: false,
+                ..listening_at(server)
+            },
+            true,
+            "a child with its listener's addresses",
         ));
         let made = (
             listener,

@@ -447,7 +447,6 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
             remote: s.peer_addr().unwrap(),
             listening: false,
         };
-        let unspecified = SocketAddr::new(if ip.is_ipv4() { UNSPEC4 } else { UNSPEC6 }, 0);
         let mut expected = Vec::new();
         let (open_client, open_server) = connect(false);
         expected.push((probe(&open_client), false, "established"));
@@ -499,23 +498,7 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
             true,
             "connecting to where nothing connects",
         ));
-        let listening_at = |local: SocketAddr| Probe {
-            local,
-            remote: unspecified,
-            listening: true,
-        };
-        expected.push((listening_at(server), false, "the listener"));
-        expected.push((listening_at(reset.local), true, "a listener never made"));
-        // A server's child is born (LISTEN -> SYN_RECV) before its remote end is set: one whose
-        // later events were lost has its listener's addresses, and is not its listener.
-        expected.push((
-            Probe {
-                listening: false,
-                ..listening_at(server)
-            },
-            true,
-            "a child with its listener's addresses",
-        ));
+        expected.extend(listener_probes(server, reset.local));
         let made = (
             listener,
             open_client,
@@ -544,6 +527,38 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
 }
 
 both_families!(lookups_find_exactly_what_the_namespace_holds);
+
+/// Probes about listeners, with whether each is gone: the listener at `listening`, one at
+/// `nothing` (where nothing listens), and a connection with the listener's addresses.
+fn listener_probes(listening: SocketAddr, nothing: SocketAddr) -> [(Probe, bool, &'static str); 3] {
+    let unspecified = SocketAddr::new(
+        if listening.is_ipv4() {
+            UNSPEC4
+        } else {
+            UNSPEC6
+        },
+        0,
+    );
+    let listener_at = |local: SocketAddr| Probe {
+        local,
+        remote: unspecified,
+        listening: true,
+    };
+    [
+        (listener_at(listening), false, "the listener"),
+        (listener_at(nothing), true, "a listener never made"),
+        // A server's child is born (LISTEN -> SYN_RECV) before its remote end is set: one
+        // whose later events were lost has its listener's addresses, and is not its listener.
+        (
+            Probe {
+                listening: false,
+                ..listener_at(listening)
+            },
+            true,
+            "a child with its listener's addresses",
+        ),
+    ]
+}
 
 const CONNECTIONS: usize = 5_000;
 

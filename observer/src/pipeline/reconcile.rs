@@ -14,7 +14,7 @@ use crate::{
     clock::{mono_now_ns, nanos, thread_cpu_ns},
     inventory::seed_of,
     kernel::NetLimits,
-    sockdiag::{self, NetnsRef, Probe},
+    sockdiag::{self, NetnsRef, Probe, ProbeKind},
     track::{LastReconciliation, ReconcileOutcome, Reconciliation, SeedSocket},
 };
 
@@ -149,7 +149,13 @@ fn drop_gone(
             .map(|u| Probe {
                 local: u.tuple.local,
                 remote: u.tuple.remote,
-                listening: u.listening,
+                kind: if u.timewait {
+                    ProbeKind::Timewait
+                } else if u.listening {
+                    ProbeKind::Listener
+                } else {
+                    ProbeKind::Connection
+                },
             })
             .collect();
         match sockdiag::gone_in_netns(ns, &probes) {

@@ -15,7 +15,7 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::{
-    NetnsRef, SockDiagError,
+    DiagSocket, DiagTimer, NetnsRef, SockDiagError,
     dump::{self, Entry, NETLINK_HEADER_LEN, Reply},
     netns,
 };
@@ -28,10 +28,34 @@ pub struct Probe {
     /// connecting to `remote` answers for it.
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// A listener. Only a listener answers for one, and a listener answers for nothing else:
-    /// a connection whose birth was seen before its remote end was set (a server's child,
-    /// LISTEN -> SYN_RECV) has a listener's addresses.
-    pub listening: bool,
+    /// Only a socket of this kind answers for it.
+    pub kind: ProbeKind,
+}
+
+/// What kind of socket a probe looks for. Addresses alone do not tell: a connection whose
+/// birth was seen before its remote end was set (a server's child, LISTEN -> SYN_RECV) has a
+/// listener's addresses, and a full socket whose close was lost has the addresses of the
+/// timewait socket that replaced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// A connection's full socket (or request socket).
+    Connection,
+    /// A timewait socket (TIME_WAIT, or FIN_WAIT2 waiting in one).
+    Timewait,
+    Listener,
+}
+
+impl ProbeKind {
+    /// The kind of a socket sock_diag reports: only timewait sockets have the TIME_WAIT timer.
+    fn of(socket: &DiagSocket) -> Self {
+        if socket.state == TcpState::Listen {
+            Self::Listener
+        } else if socket.timer == DiagTimer::TimeWait {
+            Self::Timewait
+        } else {
+            Self::Connection
+        }
+    }
 }
 
 impl Probe {
@@ -75,7 +99,7 @@ fn gone(netns: Netns, probes: &[Probe]) -> Result<Vec<bool>, SockDiagError> {
         // A lookup answers a listener on the local port when it finds no connection, and it
         // may be another listener than the one asked for (a wildcard one): listeners are
         // looked for in the dump only.
-        let lookup = probe.port_known() && !probe.listening;
+        let lookup = probe.port_known() && probe.kind != ProbeKind::Listener;
         gone.push(!lookup || !exists(&socket, netns, seq, probe, &mut buf)?);
     }
     if !gone.contains(&true) {
@@ -98,13 +122,13 @@ fn gone(netns: Netns, probes: &[Probe]) -> Result<Vec<bool>, SockDiagError> {
         found(Probe {
             local: s.local,
             remote: s.remote,
-            listening: s.state == TcpState::Listen,
+            kind: ProbeKind::of(s),
         });
         if s.state == TcpState::SynSent {
             found(match_key(&Probe {
                 local: SocketAddr::new(s.local.ip(), 0),
                 remote: s.remote,
-                listening: false,
+                kind: ProbeKind::Connection,
             }));
         }
     })?;
@@ -124,7 +148,7 @@ fn match_key(probe: &Probe) -> Probe {
     Probe {
         local: unspecified,
         remote: probe.remote,
-        listening: false,
+        kind: ProbeKind::Connection,
     }
 }
 
@@ -151,8 +175,8 @@ fn exists(
     buf: &mut [u8],
 ) -> Result<bool, SockDiagError> {
     dump::send(socket, &request(seq, probe))?;
-    let state = Cell::new(None);
-    let mut each = |entry: Entry| state.set(Some(entry.socket.state));
+    let kind = Cell::new(None);
+    let mut each = |entry: Entry| kind.set(Some(ProbeKind::of(&entry.socket)));
     let mut reply = Reply {
         netns,
         kind: SOCK_DIAG_BY_FAMILY,
@@ -170,10 +194,10 @@ fn exists(
             }
             Err(e) => return Err(e),
         }
-        if let Some(state) = state.get() {
+        if let Some(kind) = kind.get() {
             // With no connection of these addresses the kernel answers with a listener on the
-            // local port, which is not the one asked for.
-            return Ok(state != TcpState::Listen);
+            // local port; a timewait socket may have taken a full socket's place.
+            return Ok(kind == probe.kind);
         }
     }
 }
@@ -224,7 +248,7 @@ mod tests {
         let probe = Probe {
             local: "10.0.0.1:40000".parse().unwrap(),
             remote: "10.0.0.2:80".parse().unwrap(),
-            listening: false,
+            kind: ProbeKind::Connection,
         };
         let r = request(7, &probe);
         assert_eq!(r.len(), 72);
@@ -251,12 +275,12 @@ mod tests {
         let probe = Probe {
             local: "[::1]:0".parse().unwrap(),
             remote: "[::1]:80".parse().unwrap(),
-            listening: false,
+            kind: ProbeKind::Connection,
         };
         let listed = Probe {
             local: "[::]:0".parse().unwrap(),
             remote: "[::1]:80".parse().unwrap(),
-            listening: false,
+            kind: ProbeKind::Connection,
         };
         assert_eq!(match_key(&probe), listed);
     }

@@ -26,7 +26,7 @@ use crate::{
 
 pub use self::{
     listeners::{ListenSnapshot, Listener, Requests, listeners_all, listeners_current},
-    lookup::{Answer, Probe, gone_in_netns},
+    lookup::{Answer, Probe, ProbeKind, gone_in_netns},
     netns::list_netns,
     netstat::{ListenCounters, NETSTAT, NetstatError},
     owners::{Holder, holders_of},

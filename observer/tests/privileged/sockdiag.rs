@@ -17,8 +17,8 @@ use std::{
 use observer::{
     event::Family,
     sockdiag::{
-        DiagSocket, DiagTimer, Holder, NetnsRef, Probe, SockDiagError, dump_all, dump_current,
-        dump_netns, gone_in_netns, holders_of, list_netns,
+        DiagSocket, DiagTimer, Holder, NetnsRef, Probe, ProbeKind, SockDiagError, dump_all,
+        dump_current, dump_netns, gone_in_netns, holders_of, list_netns,
     },
 };
 use observer_common::TcpState;
@@ -445,7 +445,7 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
         let probe = |s: &TcpStream| Probe {
             local: s.local_addr().unwrap(),
             remote: s.peer_addr().unwrap(),
-            listening: false,
+            kind: ProbeKind::Connection,
         };
         let mut expected = Vec::new();
         let (open_client, open_server) = connect(false);
@@ -473,7 +473,12 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
         drop(closing_client);
         assert_eq!(closing_server.read(&mut [0u8; 1]).unwrap(), 0);
         drop(closing_server);
-        expected.push((closing, false, "in TIME_WAIT"));
+        let timewait = Probe {
+            kind: ProbeKind::Timewait,
+            ..closing
+        };
+        expected.push((timewait, false, "in TIME_WAIT"));
+        expected.push((closing, true, "its full socket, now a timewait socket"));
         // Connecting, to a listener whose accept queue is full: its SYNs are dropped.
         let full = listen(ip, 0);
         let first = TcpStream::connect(addr(&full)).unwrap();
@@ -484,7 +489,7 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
             Probe {
                 local: any_port(first.local_addr().unwrap()),
                 remote: addr(&full),
-                listening: false,
+                kind: ProbeKind::Connection,
             },
             false,
             "connecting, its port unknown",
@@ -493,23 +498,14 @@ fn lookups_find_exactly_what_the_namespace_holds(ip: IpAddr) {
             Probe {
                 local: any_port(server),
                 remote: SocketAddr::new(ip, 9),
-                listening: false,
+                kind: ProbeKind::Connection,
             },
             true,
             "connecting to where nothing connects",
         ));
         expected.extend(listener_probes(server, reset.local));
-        let made = (
-            listener,
-            open_client,
-            open_server,
-            bound_client,
-            bound_server,
-            full,
-            first,
-            connecting,
-        );
-        (made, expected)
+        let streams = [open_client, open_server, bound_client, bound_server, first];
+        ((listener, full, streams, connecting), expected)
     });
     // What ss lists agrees with what was made.
     let states = ss::tcp_sockets(&ns);
@@ -542,7 +538,7 @@ fn listener_probes(listening: SocketAddr, nothing: SocketAddr) -> [(Probe, bool,
     let listener_at = |local: SocketAddr| Probe {
         local,
         remote: unspecified,
-        listening: true,
+        kind: ProbeKind::Listener,
     };
     [
         (listener_at(listening), false, "the listener"),
@@ -551,7 +547,7 @@ fn listener_probes(listening: SocketAddr, nothing: SocketAddr) -> [(Probe, bool,
         // whose later events were lost has its listener's addresses, and is not its listener.
         (
             Probe {
-                listening: false,
+                kind: ProbeKind::Connection,
                 ..listener_at(listening)
             },
             true,

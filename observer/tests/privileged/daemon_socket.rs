@@ -193,10 +193,13 @@ fn the_stream_carries_every_transition_and_the_filters_choose() {
         (ports, (leak.listener, leak.server, leak.conn))
     });
     let leak_port = leak.2.server_port;
+    // Until the last transition of each connection: the leaking client's FIN_WAIT2 comes after
+    // its server's CLOSE_WAIT (it is the ACK of the FIN), possibly in a later read.
     recorder.reports_until(Duration::from_secs(10), |r| {
         let steps = recorded(r);
         count(&steps, |(_, _, new)| new == "CLOSE_WAIT") == 5
             && count(&steps, |(_, old, _)| old == "LAST_ACK") == 4
+            && count(&steps, |(_, _, new)| new == "FIN_WAIT2") == 5
     });
     let expected = recorded(&recorder.reports);
     let got = transitions(all.until("every transition the probes saw", |lines| {

@@ -126,7 +126,7 @@ pub fn find_owners(wanted: &[OwnerWanted]) -> Vec<OwnerFound> {
                 inodes.insert(t, s.inode);
             }
         });
-        if let Err(e) = found {
+        if let Err(e) = found.result {
             log::debug!("sock_diag: {}: {e}", ns.path.display());
         }
     }

@@ -55,7 +55,7 @@ pub fn run(shared: &Shared, applied: &Applied) -> Done {
     let namespaces = sockdiag::list_netns();
     for ns in &namespaces {
         let mut listed = 0;
-        let result = sockdiag::each_in_netns(ns, sockdiag::ALL_STATES, &mut |s| {
+        let dump = sockdiag::each_in_netns(ns, sockdiag::ALL_STATES, &mut |s| {
             part.push(seed_of(&s));
             listed += 1;
             if part.len() == PART {
@@ -64,11 +64,11 @@ pub fn run(shared: &Shared, applied: &Applied) -> Done {
         });
         apply_part(shared, applied, &mut r, &mut part);
         done.listed += listed;
-        match result {
-            Ok(dump) => {
+        dumps_cpu_ns += dump.cpu_ns;
+        match dump.result {
+            Ok(limits) => {
                 done.dumped.insert(ns.inode);
-                done.limits.insert(ns.inode, dump.limits);
-                dumps_cpu_ns += dump.cpu_ns;
+                done.limits.insert(ns.inode, limits);
             }
             Err(e) => done.failed.push(format!("{}: {e}", ns.path.display())),
         }
@@ -158,11 +158,12 @@ fn drop_gone(
                 },
             })
             .collect();
-        match sockdiag::gone_in_netns(ns, &probes) {
+        let answer = sockdiag::gone_in_netns(ns, &probes);
+        cpu_ns += answer.cpu_ns;
+        match answer.result {
             Ok(answer) => {
                 asked.extend_from_slice(group);
-                gone.extend(answer.gone);
-                cpu_ns += answer.cpu_ns;
+                gone.extend(answer);
             }
             Err(e) => log::debug!(
                 "sock_diag: cannot ask {} about {} sockets its dump did not list: {e}",

@@ -15,11 +15,10 @@ use observer_common::TcpState;
 use rustc_hash::FxHashMap;
 
 use super::{
-    DiagSocket, DiagTimer, NetnsRef, SockDiagError,
+    DiagSocket, DiagTimer, NetnsRef, SockDiagError, Timed,
     dump::{self, Entry, NETLINK_HEADER_LEN, Reply},
-    netns,
 };
-use crate::{clock::thread_cpu_ns, event::Netns};
+use crate::event::Netns;
 
 /// A socket to look for, by its addresses as the event stream saw them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,24 +70,9 @@ impl Probe {
 /// bound to one (`SO_BINDTODEVICE`, an IPv6 link-local connection), and a connecting socket
 /// whose port is not known cannot be looked up; so what the lookups do not find is looked for
 /// in one more dump, and only what both miss is gone.
-pub fn gone_in_netns(ns: &NetnsRef, probes: &[Probe]) -> Result<Answer, SockDiagError> {
-    netns::run_in(ns, || {
-        let began = thread_cpu_ns();
-        let gone = gone(ns.inode, probes)?;
-        Ok(Answer {
-            gone,
-            cpu_ns: thread_cpu_ns().saturating_sub(began),
-        })
-    })
-}
-
-/// What [`gone_in_netns`] found.
-#[derive(Debug)]
-pub struct Answer {
-    /// For each probe, whether the namespace no longer holds it.
-    pub gone: Vec<bool>,
-    /// The CPU time of the thread that asked (the kernel's share included).
-    pub cpu_ns: u64,
+/// For each probe, `true` when the namespace no longer holds it.
+pub fn gone_in_netns(ns: &NetnsRef, probes: &[Probe]) -> Timed<Vec<bool>> {
+    Timed::in_netns(ns, || gone(ns.inode, probes))
 }
 
 fn gone(netns: Netns, probes: &[Probe]) -> Result<Vec<bool>, SockDiagError> {

@@ -26,7 +26,7 @@ use crate::{
 
 pub use self::{
     listeners::{ListenSnapshot, Listener, Requests, listeners_all, listeners_current},
-    lookup::{Answer, Probe, ProbeKind, gone_in_netns},
+    lookup::{Probe, ProbeKind, gone_in_netns},
     netns::list_netns,
     netstat::{ListenCounters, NETSTAT, NetstatError},
     owners::{Holder, holders_of},
@@ -174,29 +174,49 @@ pub fn dump_netns(ns: &NetnsRef) -> Result<Vec<DiagSocket>, SockDiagError> {
     netns::run_in(ns, || dump::tcp_sockets(ns.inode))
 }
 
-/// What a dump of a namespace by [`each_in_netns`] found beside its sockets.
-#[derive(Clone, Copy, Debug)]
-pub struct NetnsDump {
-    pub limits: NetLimits,
-    /// The CPU time of the thread that dumped it (the kernel's share included), `each` too.
+/// The outcome of work done on a thread inside a namespace, and that thread's CPU time (the
+/// kernel's share included), counted whether the work succeeded or not: a dump that fails
+/// halfway has still walked the kernel's tables.
+#[derive(Debug)]
+#[must_use]
+pub struct Timed<T> {
+    pub result: Result<T, SockDiagError>,
+    /// 0 when the thread could not enter the namespace.
     pub cpu_ns: u64,
+}
+
+impl<T> Timed<T> {
+    /// Runs `work` on a thread inside `ns`, timing it there.
+    fn in_netns(ns: &NetnsRef, work: impl FnOnce() -> Result<T, SockDiagError> + Send) -> Self
+    where
+        T: Send,
+    {
+        let timed = netns::run_in(ns, || {
+            let began = thread_cpu_ns();
+            let result = work();
+            Ok((result, thread_cpu_ns().saturating_sub(began)))
+        });
+        match timed {
+            Ok((result, cpu_ns)) => Self { result, cpu_ns },
+            Err(e) => Self {
+                result: Err(e),
+                cpu_ns: 0,
+            },
+        }
+    }
 }
 
 /// Streams the TCP sockets of `ns` whose state bit (`1 << TCP_*`) is in `states` to `each`,
 /// from a thread inside the namespace (nothing is gathered: a namespace may hold a million),
-/// and reads the namespace's TIME_WAIT limits there.
+/// and reads the namespace's TIME_WAIT limits there. The time includes `each`.
 pub fn each_in_netns(
     ns: &NetnsRef,
     states: u32,
     each: &mut (dyn FnMut(DiagSocket) + Send),
-) -> Result<NetnsDump, SockDiagError> {
-    netns::run_in(ns, || {
-        let began = thread_cpu_ns();
+) -> Timed<NetLimits> {
+    Timed::in_netns(ns, || {
         dump::tcp_dump(ns.inode, states, &mut |entry| each(entry.socket))?;
-        Ok(NetnsDump {
-            limits: NetLimits::of_current(),
-            cpu_ns: thread_cpu_ns().saturating_sub(began),
-        })
+        Ok(NetLimits::of_current())
     })
 }
 

@@ -174,6 +174,10 @@ pub struct Phase {
     pub pair_differences: Vec<(String, String, u64, u64)>,
     /// CPU time over the load: the machine's, and the load's and tracer's processes'.
     pub machine_cpu: MachineCpu,
+    /// Whether the kernel kept BPF run statistics (run counts and times) during the phase. They
+    /// cost every program run two clock reads, which users do not pay: throughput is also
+    /// measured without them.
+    pub kernel_stats: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -202,7 +206,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?;
 
     remove_stale_namespaces();
-    let _stats = prog_stats::enable()?;
+    let stats = prog_stats::enable()?;
     let quiet = Quiet::now();
     eprintln!("bench: calibrating (each kind alone, at a low rate, with observer watch)");
     quiet.wait();
@@ -219,7 +223,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let levels = plan_levels(&options, have_tcpstates, connections);
-    let phases = run_levels(&levels, rounds, max_time, &quiet)?;
+    let phases = run_levels(&levels, rounds, max_time, &quiet, stats)?;
 
     let bench = report::Bench {
         finished: format!("{:.0}", jiff::Timestamp::now()),
@@ -286,13 +290,37 @@ fn plan_levels(options: &Options, have_tcpstates: bool, connections: u64) -> Vec
         paced: None,
         connections,
         tracers: tracers.clone(),
+        kernel_stats: true,
     }];
+    // Throughput as users run it: without the statistics, which cost observer's several
+    // programs per transition more than the baseline's one.
+    let unmeasured: Vec<Tracer> = [Tracer::None, Tracer::Observer, Tracer::Baseline]
+        .into_iter()
+        .filter(|t| tracers.contains(t))
+        .collect();
+    if unmeasured.len() == 3 {
+        if stats_kept_on() {
+            eprintln!(
+                "\n*** kernel.bpf_stats_enabled is 1 on this host: the phases without BPF \
+                 statistics are skipped ***\n"
+            );
+        } else {
+            levels.push(LevelPlan {
+                threads,
+                paced: None,
+                connections,
+                tracers: unmeasured,
+                kernel_stats: false,
+            });
+        }
+    }
     if peak_threads > 0 && peak_threads != threads {
         levels.push(LevelPlan {
             threads: peak_threads,
             paced: None,
             connections,
             tracers: peak,
+            kernel_stats: true,
         });
     }
     let steady_rate = options
@@ -309,9 +337,15 @@ fn plan_levels(options: &Options, have_tcpstates: bool, connections: u64) -> Vec
             paced: Some(steady_rate),
             connections: (4 * steady_rate).min(connections.max(100)),
             tracers: steady,
+            kernel_stats: true,
         });
     }
     levels
+}
+
+/// Whether the host keeps BPF statistics on whatever the benchmark does.
+fn stats_kept_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() != "0")
 }
 
 /// One level to run: its load and its tracers.
@@ -321,17 +355,27 @@ struct LevelPlan {
     paced: Option<u64>,
     connections: u64,
     tracers: Vec<Tracer>,
+    /// BPF run statistics on during its phases (off: throughput only).
+    kernel_stats: bool,
 }
 
-/// Every level's rounds of phases, in turn.
+/// Every level's rounds of phases, in turn. `stats` keeps BPF statistics on; they are turned
+/// off for a level without them, and on again after it.
 fn run_levels(
     levels: &[LevelPlan],
     rounds: u64,
     max_time: Duration,
     quiet: &Quiet,
+    stats: prog_stats::StatsEnabled,
 ) -> anyhow::Result<Vec<Phase>> {
     let mut phases = Vec::new();
+    let mut stats = Some(stats);
     for level in levels {
+        if !level.kernel_stats {
+            stats = None;
+        } else if stats.is_none() {
+            stats = Some(prog_stats::enable()?);
+        }
         let (threads, tracers) = (level.threads, &level.tracers);
         let load = Load {
             threads,
@@ -341,13 +385,19 @@ fn run_levels(
         let order = phase_order(tracers, rounds);
         for (i, (round, tracer)) in order.iter().enumerate() {
             eprintln!(
-                "bench: {threads} threads, round {}/{rounds}, phase {}/{}: {}",
+                "bench: {threads} threads{}, round {}/{rounds}, phase {}/{}: {}",
+                if level.kernel_stats {
+                    ""
+                } else {
+                    ", no BPF statistics"
+                },
                 round + 1,
                 i + 1,
                 order.len(),
                 tracer.name()
             );
-            let phase = run_phase(*tracer, &load, level.paced, *round, quiet)?;
+            let mut phase = run_phase(*tracer, &load, level.paced, *round, quiet)?;
+            phase.kernel_stats = level.kernel_stats;
             eprintln!(
                 "bench:   {} connections in {:.2} s ({:.0}/s){}",
                 phase.made.connections(),
@@ -427,6 +477,7 @@ fn run_phase(
         costs: Vec::new(),
         pair_differences: Vec::new(),
         machine_cpu: MachineCpu::default(),
+        kernel_stats: true,
     };
     match tracer {
         Tracer::None => (phase.made, phase.machine_cpu) = run(None)?,

@@ -60,6 +60,7 @@ impl Level<'_> {
         json!({
             "threads": self.threads,
             "paced_connections_per_s": self.paced,
+            "bpf_statistics": self.kernel_stats,
             "throughput": throughput,
             "loss": TRACERS
                 .iter()
@@ -168,6 +169,7 @@ fn phase_json(p: &Phase) -> Value {
         "processes_cpu_seconds": p.machine_cpu.processes,
         "machine_cpu_wall_seconds": p.machine_cpu.wall,
         "transitions_expected": p.made.transitions(),
+        "bpf_statistics": p.kernel_stats,
         "programs": p.costs,
         "daemon": p.daemon.map(|d| json!({
             "counters": d.counters,

@@ -81,18 +81,25 @@ pub(super) struct Level<'a> {
     pub(super) paced: Option<u64>,
     pub(super) phases: Vec<&'a Phase>,
     programs: &'a [String],
+    /// BPF run statistics were on: program costs and runs are known.
+    pub(super) kernel_stats: bool,
 }
 
 impl Level<'_> {
     /// The level in words: its threads, and its pace when paced.
     pub(super) fn name(&self) -> String {
-        match self.paced {
+        let load = match self.paced {
             Some(rate) => format!(
                 "{} threads paced at {} connections/s",
                 self.threads,
                 super::grouped(rate)
             ),
             None => format!("{} threads", self.threads),
+        };
+        if self.kernel_stats {
+            load
+        } else {
+            format!("{load}, no BPF stats")
         }
     }
 
@@ -145,13 +152,15 @@ impl Level<'_> {
             expected: self.expected(tracer),
             ..Delivery::default()
         };
+        let mut runs = 0;
         for p in &phases {
-            // The daemon's transitions program; the only program of the others.
+            // The daemon's transitions program; the only program of the others. The kernel
+            // counts skipped runs with or without statistics.
             for c in p.costs.iter().filter(|c| {
                 tracer != Tracer::Observer
                     || full_name(self.programs, &c.program) == "inet_sock_set_state"
             }) {
-                d.runs += c.invocations;
+                runs += c.invocations;
                 d.skipped += c.recursion_misses;
             }
             if let Some(daemon) = p.daemon {
@@ -166,6 +175,7 @@ impl Level<'_> {
             }
             d.delivered += p.baseline_records.unwrap_or(0);
         }
+        d.runs = self.kernel_stats.then_some(runs);
         Some(d)
     }
 
@@ -192,6 +202,9 @@ impl Level<'_> {
 
     /// Every program's cost over the level, with the records it delivered where known.
     pub(super) fn costs(&self) -> Vec<ProgramCost> {
+        if !self.kernel_stats {
+            return Vec::new();
+        }
         let mut out: BTreeMap<(usize, String), ProgramCost> = BTreeMap::new();
         for p in &self.phases {
             for c in &p.costs {
@@ -350,6 +363,9 @@ impl Level<'_> {
 
     /// Kernel time of all of a tracer's programs per transition of the load.
     pub(super) fn all_programs_ns_per_transition(&self, tracer: Tracer) -> Option<f64> {
+        if !self.kernel_stats {
+            return None;
+        }
         let time: u64 = self
             .of(tracer)
             .flat_map(|p| p.costs.iter().map(|c| c.run_time_ns))
@@ -405,8 +421,9 @@ fn add(e: &mut ProgramCost, c: &Cost) {
 pub(super) struct Delivery {
     pub(super) tracer: Tracer,
     pub(super) expected: u64,
-    /// Runs of the tracer's program on `inet_sock_set_state`.
-    pub(super) runs: u64,
+    /// Runs of the tracer's program on `inet_sock_set_state`; `None` without BPF statistics,
+    /// which count them.
+    pub(super) runs: Option<u64>,
     /// Runs the kernel skipped, counted (recursion misses: another BPF program was running
     /// on that CPU).
     pub(super) skipped: u64,
@@ -423,7 +440,7 @@ impl Default for Delivery {
         Self {
             tracer: Tracer::None,
             expected: 0,
-            runs: 0,
+            runs: None,
             skipped: 0,
             delivered: 0,
             lost_counted: 0,
@@ -433,24 +450,33 @@ impl Default for Delivery {
 }
 
 impl Delivery {
-    /// Expected transitions for which the program neither ran nor was counted as skipped.
-    pub(super) const fn not_run(&self) -> u64 {
-        self.expected.saturating_sub(self.runs + self.skipped)
+    /// Expected transitions for which the program neither ran nor was counted as skipped;
+    /// `None` when its runs were not counted.
+    pub(super) fn not_run(&self) -> Option<u64> {
+        Some(self.expected.saturating_sub(self.runs? + self.skipped))
     }
 
-    /// Runs beyond the load's transitions: the host's other TCP traffic.
-    pub(super) const fn extra(&self) -> u64 {
-        (self.runs + self.skipped).saturating_sub(self.expected)
+    /// Runs beyond the load's transitions: the host's other TCP traffic (without statistics,
+    /// what the reader received beyond them).
+    pub(super) fn extra(&self) -> u64 {
+        let reached = self.runs.unwrap_or(self.delivered + self.lost_counted);
+        (reached + self.skipped).saturating_sub(self.expected)
     }
 
-    /// Records lost between the program and the reader that no counter shows.
-    pub(super) const fn lost_uncounted(&self) -> u64 {
-        self.runs.saturating_sub(self.delivered + self.lost_counted)
+    /// Records lost between the program and the reader that no counter shows; without
+    /// statistics, every expected transition neither delivered nor counted lost, wherever it
+    /// was lost.
+    pub(super) fn lost_uncounted(&self) -> u64 {
+        let counted = self.delivered + self.lost_counted;
+        match self.runs {
+            Some(runs) => runs.saturating_sub(counted),
+            None => self.expected.saturating_sub(counted + self.skipped),
+        }
     }
 
     /// Transitions lost in all, counted or not.
-    pub(super) const fn lost(&self) -> u64 {
-        self.not_run() + self.skipped + self.lost_counted + self.lost_uncounted()
+    pub(super) fn lost(&self) -> u64 {
+        self.not_run().unwrap_or(0) + self.skipped + self.lost_counted + self.lost_uncounted()
     }
 
     pub(super) fn json(&self) -> Value {
@@ -523,19 +549,25 @@ impl DaemonFigures {
 
 impl Bench {
     pub(super) fn levels(&self) -> Vec<Level<'_>> {
-        let mut keys: Vec<(usize, Option<u64>)> =
-            self.phases.iter().map(|p| (p.threads, p.paced)).collect();
+        let mut keys: Vec<(usize, Option<u64>, bool)> = self
+            .phases
+            .iter()
+            .map(|p| (p.threads, p.paced, p.kernel_stats))
+            .collect();
         keys.dedup();
         keys.into_iter()
-            .map(|(threads, paced)| Level {
+            .map(|(threads, paced, kernel_stats)| Level {
                 threads,
                 paced,
                 phases: self
                     .phases
                     .iter()
-                    .filter(|p| (p.threads, p.paced) == (threads, paced))
+                    .filter(|p| {
+                        (p.threads, p.paced, p.kernel_stats) == (threads, paced, kernel_stats)
+                    })
                     .collect(),
                 programs: &self.programs,
+                kernel_stats,
             })
             .collect()
     }

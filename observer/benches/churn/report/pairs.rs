@@ -88,6 +88,10 @@ impl Level<'_> {
     /// its whole phases (the drain after the load and the benchmark's scrapes included), per
     /// connection of its phases.
     pub(super) fn attribution(&self, tracer: Tracer) -> Option<Attribution> {
+        // Without statistics the programs' time is not known.
+        if !self.kernel_stats {
+            return None;
+        }
         let added = self.added_cpu_ns(tracer, self.measure())?;
         let connections: u64 = self.of(tracer).map(|p| p.made.connections()).sum();
         let per_connection = |ns: f64| ns / connections as f64;

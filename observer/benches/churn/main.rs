@@ -396,8 +396,14 @@ fn run_levels(
                 order.len(),
                 tracer.name()
             );
-            let mut phase = run_phase(*tracer, &load, level.paced, *round, quiet)?;
-            phase.kernel_stats = level.kernel_stats;
+            let phase = run_phase(
+                *tracer,
+                &load,
+                level.paced,
+                level.kernel_stats,
+                *round,
+                quiet,
+            )?;
             eprintln!(
                 "bench:   {} connections in {:.2} s ({:.0}/s){}",
                 phase.made.connections(),
@@ -452,6 +458,7 @@ fn run_phase(
     tracer: Tracer,
     load: &Load,
     paced: Option<u64>,
+    kernel_stats: bool,
     round: u64,
     quiet: &Quiet,
 ) -> anyhow::Result<Phase> {
@@ -477,7 +484,7 @@ fn run_phase(
         costs: Vec::new(),
         pair_differences: Vec::new(),
         machine_cpu: MachineCpu::default(),
-        kernel_stats: true,
+        kernel_stats,
     };
     match tracer {
         Tracer::None => (phase.made, phase.machine_cpu) = run(None)?,

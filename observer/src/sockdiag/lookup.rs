@@ -70,7 +70,8 @@ impl Probe {
 /// bound to one (`SO_BINDTODEVICE`, an IPv6 link-local connection), and a connecting socket
 /// whose port is not known cannot be looked up; so what the lookups do not find is looked for
 /// in one more dump, and only what both miss is gone.
-/// For each probe, `true` when the namespace no longer holds it.
+///
+/// The answer holds, for each probe, `true` when the namespace no longer holds it.
 pub fn gone_in_netns(ns: &NetnsRef, probes: &[Probe]) -> Timed<Vec<bool>> {
     Timed::in_netns(ns, || gone(ns.inode, probes))
 }

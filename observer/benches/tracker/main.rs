@@ -12,7 +12,9 @@
 //! records the eBPF programs write on Linux 6.18 x86_64 (`observer::decode::encode`), through
 //! `Decoder::decode` (decode+track, what the daemon does per event), once as the daemon runs by
 //! default (only notable transitions reported: TIME_WAIT entries and ends, RSTs) and once as
-//! while a client (`observer watch`, `observer top`) reads every transition. Records are written a batch
+//! while a client (`observer watch`, `observer top`) reads every transition. A fourth series
+//! replays the same connections starting four times as often, with four times the timewait
+//! sockets tracked: what the tables cost once they no longer fit in the caches. Records are written a batch
 //! at a time outside the timed part, as the kernel fills the ring buffer; every record is checked
 //! to decode back to its event first.
 //!
@@ -34,7 +36,7 @@ use observer::{decode::encode::linux_6_18, event::ResetReason};
 use memory::{Held, MemoryFigures, memory_run, memory_run_apart};
 use replay::{check_records, run_stream};
 use report::{StreamFigures, print_table, to_json};
-use stream::{Expected, REASON_TCP_STATE, build_stream};
+use stream::{DENSE_START_EVERY_NS, Expected, REASON_TCP_STATE, START_EVERY_NS, build_stream};
 
 /// Events applied between two `advance` calls, as one ring-buffer drain of the daemon.
 const BATCH: usize = 1024;
@@ -90,21 +92,30 @@ fn main() -> anyhow::Result<()> {
     }
 
     let expected = Expected::of(options.connections);
-    let events = build_stream(options.connections);
-    assert_eq!(events.len() as u64, expected.events());
-    assert!(events.windows(2).all(|w| w[0].mono_ns() <= w[1].mono_ns()));
     let codec = linux_6_18::codec();
-    check_records(&codec, &events);
+    let [events, dense] = [START_EVERY_NS, DENSE_START_EVERY_NS].map(|every| {
+        let events = build_stream(options.connections, every);
+        assert_eq!(events.len() as u64, expected.events());
+        assert!(events.windows(2).all(|w| w[0].mono_ns() <= w[1].mono_ns()));
+        check_records(&codec, &events);
+        events
+    });
     // Alternated, so that a change in the machine's load hits each alike.
-    let (mut track, mut decode_track, mut decode_track_plain) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut track, mut decode_track, mut decode_track_plain, mut decode_track_dense) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         track.push(run_stream(&events, None, false, &expected));
         decode_track.push(run_stream(&events, Some(&codec), false, &expected));
         decode_track_plain.push(run_stream(&events, Some(&codec), true, &expected));
+        decode_track_dense.push(run_stream(&dense, Some(&codec), false, &expected));
     }
-    drop(events);
-    for runs in [&mut track, &mut decode_track, &mut decode_track_plain] {
+    drop((events, dense));
+    for runs in [
+        &mut track,
+        &mut decode_track,
+        &mut decode_track_plain,
+        &mut decode_track_dense,
+    ] {
         runs.sort_by_key(|r| r.elapsed);
     }
     let stream = StreamFigures {
@@ -112,6 +123,7 @@ fn main() -> anyhow::Result<()> {
         track,
         decode_track,
         decode_track_plain,
+        decode_track_dense,
     };
 
     print_table(&stream, options.sockets, &memory);

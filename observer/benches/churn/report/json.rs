@@ -134,6 +134,8 @@ impl Bench {
                 "events_per_s_per_core": u.events_per_s,
                 "figure": u.events_key,
                 "client_events_per_s_per_core": u.client_events_per_s,
+                "dense_events_per_s_per_core": u.dense.as_ref().map(|d| d.events_per_s),
+                "dense_peak_timewait": u.dense.as_ref().map(|d| d.peak_timewait),
                 "sockets": u.sockets,
                 "bytes_per_socket": u.bytes_per_socket.iter().map(|(f, heap, rss)| json!({
                     "family": f,

@@ -55,10 +55,20 @@ pub struct Userspace {
     pub events_key: String,
     /// The same while a client reads every transition (older files lack it).
     pub client_events_per_s: Option<f64>,
+    /// Decode + track of the dense stream (older files lack it).
+    pub dense: Option<Dense>,
     /// Tracked sockets of the memory runs.
     pub sockets: u64,
     /// (family, heap bytes per socket, RSS growth bytes per socket).
     pub bytes_per_socket: Vec<(String, f64, f64)>,
+}
+
+/// The tracker benchmark's dense stream: connections four times as often, four times the
+/// timewait sockets.
+pub struct Dense {
+    pub events_per_s: f64,
+    /// The most timewait sockets tracked at once.
+    pub peak_timewait: u64,
 }
 
 impl Userspace {
@@ -115,6 +125,12 @@ impl Userspace {
             client_events_per_s: v
                 .pointer("/stream/decode_track_client/median_events_per_s")
                 .and_then(Value::as_f64),
+            dense: v.pointer("/stream/decode_track_dense").and_then(|d| {
+                Some(Dense {
+                    events_per_s: d.get("median_events_per_s")?.as_f64()?,
+                    peak_timewait: d.get("peak_tracked_timewait")?.as_u64()?,
+                })
+            }),
             sockets: v
                 .pointer("/memory/sockets")
                 .and_then(Value::as_u64)

@@ -451,13 +451,18 @@ impl Bench {
             Some(u) => {
                 let _ = writeln!(
                     w,
-                    "\nuserspace (benches/tracker/, one core): {} events/s ({}){}; per tracked \
-                     socket at {} sockets: {}",
+                    "\nuserspace (benches/tracker/, one core): {} events/s ({}){}{}; per \
+                     tracked socket at {} sockets: {}",
                     whole(u.events_per_s),
                     u.events_key,
                     u.client_events_per_s.map_or(String::new(), |c| format!(
                         ", {} with a client reading every transition",
                         whole(c)
+                    )),
+                    u.dense.as_ref().map_or(String::new(), |d| format!(
+                        ", {} with connections four times as often ({} timewait sockets)",
+                        whole(d.events_per_s),
+                        grouped(d.peak_timewait)
                     )),
                     grouped(u.sockets),
                     u.bytes_per_socket

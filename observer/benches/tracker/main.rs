@@ -14,9 +14,9 @@
 //! default (only notable transitions reported: TIME_WAIT entries and ends, RSTs) and once as
 //! while a client (`observer watch`, `observer top`) reads every transition. A fourth series
 //! replays the same connections starting four times as often, with four times the timewait
-//! sockets tracked: what the tables cost once they no longer fit in the caches. Records are
-//! written a batch at a time outside the timed part, as the kernel fills the ring buffer; every
-//! record is checked to decode back to its event first.
+//! sockets tracked: what larger tables cost. Records are written a batch at a time outside the
+//! timed part, as the kernel fills the ring buffer; every record is checked to decode back to
+//! its event first.
 //!
 //! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
 

@@ -20,7 +20,7 @@ pub const T0: u64 = 10_000 * MS;
 pub const START_EVERY_NS: u64 = MS;
 /// Four times as often, a busier server: four times the open sockets, and up to four times the
 /// timewait sockets (216,000 once a minute has passed; the default 200,000 connections last
-/// 50 s, so at most 180,000), where the tables no longer fit in the caches.
+/// 50 s, so at most 180,000): what larger tables cost.
 pub const DENSE_START_EVERY_NS: u64 = MS / 4;
 /// Connections stay open 0.5 s to 1.5 s (1 s on average): about 1000 open at a time.
 const OPEN_MIN_NS: u64 = 500 * MS;

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
-    table::Known,
+    table::{Conn, Known},
     timewait_table::{TimewaitTable, Tw},
 };
 use crate::event::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
@@ -449,10 +449,17 @@ impl Tracker {
                 continue;
             }
             self.timewaits.table.link(timer);
-            let Some(tw) = self.timewaits.table.get(timer) else {
+            let Some(mut tw) = self.timewaits.table.get(timer) else {
                 continue;
             };
             self.stats.timewait_unlinked += 1;
+            if let Some(full) = self.forget_replaced_full_socket(&tw.tuple, at)
+                && let Some(mut slot) = self.timewaits.table.get_mut(timer)
+            {
+                slot.owner = slot.owner.or(full.owner);
+                slot.cgroup = slot.cgroup.or(full.cgroup);
+                tw = *slot;
+            }
             self.transitions.push(
                 out,
                 timewait_report(
@@ -468,6 +475,33 @@ impl Tracker {
                 ),
             );
         }
+    }
+
+    /// The timewait socket of `tuple`, started at `started_ns`, took over a full socket whose
+    /// close was lost: the kernel holds one socket per 4-tuple and namespace. A full socket
+    /// still tracked for the tuple, unchanged since before that start, is that socket: it is
+    /// dropped, counted as a gap, rather than left in FIN_WAIT1 or FIN_WAIT2 until the next
+    /// reconciliation. Returns it (its owner is the timewait socket's).
+    fn forget_replaced_full_socket(&mut self, tuple: &Tuple, started_ns: u64) -> Option<Conn> {
+        // A socket of a later connection on the same tuple changed after the start.
+        let replaced: Vec<(u64, Conn)> = self
+            .sockets
+            .keys_of(tuple)
+            .filter_map(|key| Some((key, self.sockets.get(key)?)))
+            .filter(|(_, c)| c.state != TcpState::Listen && c.since_ns <= started_ns)
+            .collect();
+        let mut last = None;
+        if !replaced.is_empty() {
+            // For a reconciliation whose dump may have listed it before it closed.
+            self.note_closed(tuple, started_ns);
+        }
+        for (key, conn) in replaced {
+            self.sockets.forget(key);
+            self.retransmits.by_sock.remove(&key);
+            self.stats.gaps += 1;
+            last = Some(conn);
+        }
+        last
     }
 
     /// The peer of a local connection sent its FIN (CLOSE_WAIT -> LAST_ACK, on `tuple`): if

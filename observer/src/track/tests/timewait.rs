@@ -185,6 +185,59 @@ fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
     assert_eq!(tracker.stats().timewait_missing, 1);
 }
 
+/// The kernel sometimes runs no program for a connection's last transitions (FIN_WAIT1 ->
+/// FIN_WAIT2 -> CLOSE) while its timewait socket's timer start is seen: that socket proves the
+/// close, and the full socket left in FIN_WAIT1 goes with the announcement of its entry, its
+/// owner passed on; a later connection on the same 4-tuple stays.
+#[test]
+fn a_timewait_socket_whose_close_was_lost_replaces_the_full_socket_left_behind() {
+    let mut tracker = Tracker::new(16);
+    let mut events = server_until_close_wait();
+    events.extend(client_until_fin_wait1());
+    events.push(start(0x7, 20, TimeWait));
+    feed(&mut tracker, &events);
+    assert_eq!(tracker.counts_by_state()[FinWait1], 1);
+    let mut out = Vec::new();
+    tracker.advance(20 * MS + GRACE_NS / 2, &mut out);
+    assert!(out.is_empty(), "its close may still come");
+    tracker.advance(20 * MS + GRACE_NS, &mut out);
+    assert_eq!(
+        transitions(&out),
+        vec![(
+            FinWait2,
+            TimeWait,
+            None,
+            Some(Note::TimewaitEntered {
+                timeout_ns: Some(60_000 * MS)
+            })
+        )]
+    );
+    assert_eq!(observation(&out[0]).owner.map(|o| o.pid), Some(100));
+    let counts = tracker.counts_by_state();
+    assert_eq!((counts[FinWait1], counts[TimeWait]), (0, 1));
+    assert_eq!(
+        counts[CloseWait], 1,
+        "the server's socket is another tuple's"
+    );
+    assert_eq!(
+        (tracker.stats().gaps, tracker.stats().timewait_unlinked),
+        (1, 1)
+    );
+
+    // The same, but the 4-tuple is connected again before the announcement: the new
+    // connection is not the one the timewait socket took over.
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait1();
+    events.push(start(0x7, 20, TimeWait));
+    events.push(tr(0xC, 500, Close, SynSent, "127.0.0.1:0", SERVER));
+    events.push(tr(0xC, 501, SynSent, Established, CLIENT, SERVER));
+    feed(&mut tracker, &events);
+    tracker.advance(20 * MS + GRACE_NS, &mut Vec::new());
+    let counts = tracker.counts_by_state();
+    assert_eq!((counts[FinWait1], counts[Established]), (0, 1));
+    assert_eq!(tracker.stats().gaps, 1);
+}
+
 #[test]
 fn simultaneous_close_through_closing_also_enters_time_wait() {
     let mut tracker = Tracker::new(16);

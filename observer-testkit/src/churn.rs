@@ -91,6 +91,15 @@ impl Kind {
         }
     }
 
+    /// Timewait sockets one connection leaves: the closing end's, unless an RST ended it.
+    #[must_use]
+    pub const fn timewait_sockets(self) -> u64 {
+        match self {
+            Self::ClientClosesFirst | Self::ServerClosesFirst => 1,
+            Self::LingerReset | Self::Refused => 0,
+        }
+    }
+
     /// RST tracepoint events: the one sent (`tcp_send_reset`) and the one received.
     #[must_use]
     pub const fn resets(self) -> u64 {
@@ -155,6 +164,12 @@ impl Made {
     #[must_use]
     pub fn resets(&self) -> u64 {
         self.sum_by_kind(Kind::resets)
+    }
+
+    /// Timewait sockets the load left (the kernel counts them as `TcpExt: TW` and `TWKilled`).
+    #[must_use]
+    pub fn timewait_sockets(&self) -> u64 {
+        self.sum_by_kind(Kind::timewait_sockets)
     }
 
     /// Of [`Made::resets`], those sent without a socket.

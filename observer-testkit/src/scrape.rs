@@ -209,6 +209,10 @@ impl Metrics {
             events_received: self.sum("observer_events_received_total", &[]),
             transitions: self.sum("observer_tcp_transitions_total", &[]),
             // Ends seen (as transitions); an end not seen is no transition.
+            timewait_started: self.sum(
+                "observer_tcp_timewait_started_total",
+                &[("source", "timer")],
+            ),
             timewait_ended: self.sum("observer_tcp_timewait_ended_total", &[("cause", "expired")])
                 + self.sum("observer_tcp_timewait_ended_total", &[("cause", "killed")]),
             resets_sent: self.sum("observer_tcp_resets_total", &[("direction", "sent")]),
@@ -252,6 +256,8 @@ pub struct Counters {
     pub events_received: u64,
     /// Every counted transition, TIME_WAIT entries and ends included.
     pub transitions: u64,
+    /// Timewait sockets whose timer's start the daemon saw.
+    pub timewait_started: u64,
     pub timewait_ended: u64,
     pub resets_sent: u64,
     pub resets_received: u64,
@@ -276,6 +282,7 @@ impl Counters {
         Self {
             events_received: self.events_received + other.events_received,
             transitions: self.transitions + other.transitions,
+            timewait_started: self.timewait_started + other.timewait_started,
             timewait_ended: self.timewait_ended + other.timewait_ended,
             resets_sent: self.resets_sent + other.resets_sent,
             resets_received: self.resets_received + other.resets_received,
@@ -299,6 +306,7 @@ impl Counters {
         Self {
             events_received: self.events_received - before.events_received,
             transitions: self.transitions - before.transitions,
+            timewait_started: self.timewait_started - before.timewait_started,
             timewait_ended: self.timewait_ended - before.timewait_ended,
             resets_sent: self.resets_sent - before.resets_sent,
             resets_received: self.resets_received - before.resets_received,

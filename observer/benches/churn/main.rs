@@ -174,6 +174,9 @@ pub struct Phase {
     pub pair_differences: Vec<(String, String, u64, u64)>,
     /// CPU time over the load: the machine's, and the load's and tracer's processes'.
     pub machine_cpu: MachineCpu,
+    /// Timewait sockets the kernel made in the phase's namespace (`TcpExt: TW` + `TWKilled`),
+    /// against which the daemon's count of their starts is checked.
+    pub kernel_timewait: u64,
     /// Whether the kernel kept BPF run statistics (run counts and times) during the phase. They
     /// cost every program run two clock reads, which users do not pay: throughput is also
     /// measured without them.
@@ -484,6 +487,7 @@ fn run_phase(
         costs: Vec::new(),
         pair_differences: Vec::new(),
         machine_cpu: MachineCpu::default(),
+        kernel_timewait: 0,
         kernel_stats,
     };
     match tracer {
@@ -555,6 +559,12 @@ fn run_phase(
             phase.baseline_records = Some(b.records() - records);
         }
     }
+    // The namespace is new: its counters began at zero with the phase.
+    let counter = |name| {
+        ns.snmp_counter("TcpExt", name)
+            .with_context(|| format!("reading TcpExt {name} in the load's namespace"))
+    };
+    phase.kernel_timewait = counter("TW")? + counter("TWKilled")?;
     Ok(phase)
 }
 

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`'s churn generator, at the small size of `--quick`, against `observer
 //! run`: every transition the generator's counts promise is counted by the daemon, nothing is
-//! lost, no gap. Keeps the benchmark's generator and its reading of the metrics honest.
+//! lost, no gap, and the daemon saw the start of every timewait socket the kernel made (its
+//! own count, `TcpExt: TW` + `TWKilled`, which must be the generator's). Keeps the benchmark's
+//! generator and its reading of the metrics honest.
 //!
 //! The kernel's own run counts of the daemon's programs (BPF statistics) are the witness
 //! between the two: what the daemon counted must cover every run of its programs (a shortfall
@@ -28,6 +30,14 @@ fn runs(before: &BTreeMap<u32, Program>, after: &BTreeMap<u32, Program>, names: 
         .filter(|(_, p)| is_one_of(p))
         .map(|(id, p)| p.stats.run_count - before.get(id).map_or(0, |b| b.stats.run_count))
         .sum()
+}
+
+/// Timewait sockets the kernel made in `ns`, by its own count. The namespace is new: its
+/// counters began at zero with the load.
+fn timewait_made(ns: &NetNs) -> u64 {
+    ns.snmp_counter("TcpExt", "TW").expect("TcpExt TW")
+        + ns.snmp_counter("TcpExt", "TWKilled")
+            .expect("TcpExt TWKilled")
 }
 
 #[test]
@@ -72,6 +82,7 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
             &before.kernel_pairs(),
             &after.kernel_pairs(),
         );
+        let kernel_timewait = timewait_made(&ns);
         let state_runs = runs(&programs_before, &programs_after, STATE_PROGRAMS);
         let reset_runs = runs(&programs_before, &programs_after, RESET_PROGRAMS);
         assert!(
@@ -82,6 +93,11 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
             made.connections(),
             load.connections,
             "connections made: {made:?}"
+        );
+        assert_eq!(
+            kernel_timewait,
+            made.timewait_sockets(),
+            "timewait sockets the kernel made (TcpExt TW + TWKilled) against the load's: {made:?}"
         );
         assert_eq!(got.lost(), 0, "events lost: {got:?}");
         assert_eq!(got.gaps, 0, "gaps: {got:?}");
@@ -94,31 +110,44 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
         let counts = format!(
             "the load made {} transitions and {traced} RSTs that this kernel traces; the kernel \
              ran the daemon's state program {state_runs} times and its RST programs \
-             {reset_runs} times; the daemon counted {} and {resets}: {got:?}; (old, new, made, \
-             counted): {pairs:?}",
+             {reset_runs} times; the daemon counted {} and {resets}; the kernel made \
+             {kernel_timewait} timewait sockets and the daemon saw {} start: {got:?}; (old, new, \
+             made, counted): {pairs:?}",
             made.transitions(),
             got.kernel_transitions(),
+            got.timewait_started,
         );
         assert!(
             got.kernel_transitions() >= state_runs && resets >= reset_runs,
             "the daemon counted fewer than its programs ran: {counts}"
         );
-        if got.kernel_transitions() == made.transitions() && resets == traced {
+        if got.kernel_transitions() == made.transitions()
+            && resets == traced
+            && got.timewait_started == kernel_timewait
+        {
             scraper.close();
             daemon.stop().expect("observer run stops cleanly");
             return;
         }
-        if got.kernel_transitions() >= made.transitions() && resets >= traced {
+        if got.kernel_transitions() >= made.transitions()
+            && resets >= traced
+            && got.timewait_started >= kernel_timewait
+        {
             eprintln!("attempt {attempt}: other traffic on this host; trying again; {counts}");
         } else {
             // What the daemon counted covers every run: the missing ones never ran a program.
             eprintln!(
                 "attempt {attempt}: the kernel ran no program for {} of the load's transitions \
-                 and {} of its RSTs (README, Known limits); trying again; {counts}",
+                 and {} of its RSTs (README, Known limits); {} timewait starts not seen; trying \
+                 again; {counts}",
                 made.transitions().saturating_sub(state_runs),
                 traced.saturating_sub(reset_runs),
+                kernel_timewait.saturating_sub(got.timewait_started),
             );
         }
     }
-    panic!("other TCP traffic on this host, or the kernel's skipping, disturbed all 3 attempts");
+    panic!(
+        "other TCP traffic on this host, the kernel's skipping, or timewait starts not seen \
+         disturbed all 3 attempts"
+    );
 }

@@ -171,6 +171,8 @@ fn phase_json(p: &Phase) -> Value {
         "processes_cpu_seconds": p.machine_cpu.processes,
         "machine_cpu_wall_seconds": p.machine_cpu.wall,
         "transitions_expected": p.made.transitions(),
+        "timewait_sockets_expected": p.made.timewait_sockets(),
+        "timewait_sockets_kernel_made": p.kernel_timewait,
         "bpf_statistics": p.kernel_stats,
         "programs": p.costs,
         "daemon": p.daemon.map(|d| json!({

@@ -163,11 +163,14 @@ impl Level<'_> {
                 runs += c.invocations;
                 d.skipped += c.recursion_misses;
             }
+            d.timewait.expected += p.made.timewait_sockets();
+            d.timewait.kernel += p.kernel_timewait;
             if let Some(daemon) = p.daemon {
                 let c = daemon.counters;
                 d.delivered += c.kernel_transitions();
                 d.lost_counted += c.lost_ring_buffer_full + c.lost_unreadable + c.lost_malformed;
                 *d.gaps.get_or_insert(0) += c.gaps;
+                *d.timewait.seen.get_or_insert(0) += c.timewait_started;
             }
             if let Some(t) = p.tcpstates {
                 d.delivered += t.all_lines;
@@ -433,6 +436,26 @@ pub(super) struct Delivery {
     /// Lost between the program and the reader, by the tracer's own counters.
     pub(super) lost_counted: u64,
     pub(super) gaps: Option<u64>,
+    pub(super) timewait: TimewaitCheck,
+}
+
+/// Timewait sockets over a tracer's phases: what the load left, what the kernel counted making,
+/// and (the daemon) how many starts it saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TimewaitCheck {
+    pub(super) expected: u64,
+    pub(super) kernel: u64,
+    pub(super) seen: Option<u64>,
+}
+
+impl TimewaitCheck {
+    fn json(self) -> Value {
+        json!({
+            "expected": self.expected,
+            "kernel_made": self.kernel,
+            "starts_seen": self.seen,
+        })
+    }
 }
 
 impl Default for Delivery {
@@ -445,6 +468,7 @@ impl Default for Delivery {
             delivered: 0,
             lost_counted: 0,
             gaps: None,
+            timewait: TimewaitCheck::default(),
         }
     }
 }
@@ -491,6 +515,7 @@ impl Delivery {
             "lost_after_program_counted": self.lost_counted,
             "lost_after_program_uncounted": self.lost_uncounted(),
             "tracker_gaps": self.gaps,
+            "timewait_sockets": self.timewait.json(),
         })
     }
 }

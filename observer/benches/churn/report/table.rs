@@ -243,6 +243,21 @@ impl Bench {
                 );
             }
         }
+        for level in levels {
+            let Some(d) = level.delivery(Tracer::Observer) else {
+                continue;
+            };
+            let t = d.timewait;
+            let _ = writeln!(
+                w,
+                "  timewait sockets, {}: the load left {}, the kernel made {} (TcpExt TW + \
+                 TWKilled), observer run saw {} start",
+                level.name(),
+                grouped(t.expected),
+                grouped(t.kernel),
+                opt(t.seen, grouped)
+            );
+        }
         for p in levels.iter().flat_map(|l| l.of(Tracer::Observer)) {
             if p.pair_differences.is_empty() {
                 continue;

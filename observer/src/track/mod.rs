@@ -295,6 +295,12 @@ impl Tracker {
             netns,
             ..Tuple::of(t)
         };
+        if matches!(
+            (t.old, t.new),
+            (TcpState::SynSent, TcpState::Established) | (TcpState::Listen, TcpState::SynRecv)
+        ) {
+            self.end_reused_timewait(&tuple, out);
+        }
         let gap = known.is_some_and(|c| c.state != t.old);
         if gap {
             self.stats.gaps += 1;

@@ -477,6 +477,26 @@ impl Tracker {
         }
     }
 
+    /// A new connection on `tuple` (its handshake under way): the kernel holds one socket per
+    /// 4-tuple and namespace, so a timewait socket still tracked for it is gone, killed by the
+    /// reuse (its cancel seen) or ended unseen. Ended now: the new connection's own timewait
+    /// socket may take the old one's memory, and with it its timer, and its start would pass
+    /// for a restart of the old one (a kernel re-arm is a cancel and a start too).
+    pub(super) fn end_reused_timewait(&mut self, tuple: &Tuple, out: &mut Vec<Report>) {
+        if self.timewaits.len() == 0 {
+            return;
+        }
+        let Some(key) = self.timewaits.table.key_of(tuple) else {
+            return;
+        };
+        match self.timewaits.cancelled.get(&key).copied() {
+            Some(at) => self.end_timewait(key, TimewaitEnd::Killed, at, out),
+            None => {
+                self.timewaits.remove_unseen(key);
+            }
+        }
+    }
+
     /// The timewait socket of `tuple`, started at `started_ns`, took over a full socket whose
     /// close was lost: the kernel holds one socket per 4-tuple and namespace. A full socket
     /// still tracked for the tuple, unchanged since before that start, is that socket: it is

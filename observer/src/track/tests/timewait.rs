@@ -224,17 +224,22 @@ fn a_timewait_socket_whose_close_was_lost_replaces_the_full_socket_left_behind()
         (1, 1)
     );
 
-    // The same, but the 4-tuple is connected again before the announcement: the new
-    // connection is not the one the timewait socket took over.
+    // The same, with a later socket on the 4-tuple whose handshake was not seen (else it
+    // would have ended the timewait socket): changed after the start, it is not the one the
+    // timewait socket took over.
     let mut tracker = Tracker::new(16);
     let mut events = client_until_fin_wait1();
     events.push(start(0x7, 20, TimeWait));
-    events.push(tr(0xC, 500, Close, SynSent, "127.0.0.1:0", SERVER));
-    events.push(tr(0xC, 501, SynSent, Established, CLIENT, SERVER));
+    let mut later = tr(0xC, 500, Established, CloseWait, CLIENT, SERVER);
+    if let Event::Transition(t) = &mut later {
+        // Its namespace, as a reconciliation would have given it.
+        t.netns = Some(NS);
+    }
+    events.push(later);
     feed(&mut tracker, &events);
     tracker.advance(20 * MS + GRACE_NS, &mut Vec::new());
     let counts = tracker.counts_by_state();
-    assert_eq!((counts[FinWait1], counts[Established]), (0, 1));
+    assert_eq!((counts[FinWait1], counts[CloseWait]), (0, 1));
     assert_eq!(tracker.stats().gaps, 1);
 }
 
@@ -252,6 +257,53 @@ fn simultaneous_close_through_closing_also_enters_time_wait() {
         transitions(&reports).pop().unwrap().0..=transitions(&reports).pop().unwrap().1,
         Closing..=TimeWait
     );
+}
+
+/// The same 4-tuple connected again while its timewait socket waits (the client reusing its
+/// port, or a SYN to the server's): the kernel kills it, and the new connection's own timewait
+/// socket can take its memory, timer included, tens of microseconds later. That cancel and
+/// start look like a re-arm; the new connection's handshake in between says otherwise.
+#[test]
+fn a_four_tuple_reused_with_the_old_timer_ends_the_old_socket_and_starts_a_new_one() {
+    for (old, new) in [(SynSent, Established), (Listen, SynRecv)] {
+        let mut tracker = Tracker::new(16);
+        let mut events = client_until_fin_wait2();
+        events.push(start(0x7, 20, TimeWait));
+        events.push(tr(0xA, 20, FinWait2, Close, CLIENT, SERVER));
+        events.push(timer(0x7, 1_500, TimerAction::Cancel));
+        if old == SynSent {
+            events.push(tr(0xC, 1_500, Close, SynSent, "127.0.0.1:0", SERVER));
+        }
+        events.push(tr(0xC, 1_500, old, new, CLIENT, SERVER));
+        if old == Listen {
+            // The side ends are swapped here, the tuple alike: only the 4-tuple matters.
+            events.push(tr(0xC, 1_500, SynRecv, Established, CLIENT, SERVER));
+        }
+        events.push(tr(0xC, 1_500, Established, FinWait1, CLIENT, SERVER));
+        events.push(tr(0xC, 1_500, FinWait1, FinWait2, CLIENT, SERVER));
+        events.push(start(0x7, 1_500, TimeWait));
+        events.push(tr(0xC, 1_500, FinWait2, Close, CLIENT, SERVER));
+        let reports = feed(&mut tracker, &events);
+        let notes: Vec<_> = transitions(&reports)
+            .into_iter()
+            .filter_map(|t| t.3)
+            .collect();
+        let entered = Note::TimewaitEntered {
+            timeout_ns: Some(60_000 * MS),
+        };
+        assert_eq!(
+            notes,
+            [entered, Note::TimewaitEnded(TimewaitEnd::Killed), entered],
+            "{old:?} -> {new:?}"
+        );
+        let c = tracker.timewait_counts();
+        assert_eq!((c.started, c.killed, c.unseen), (2, 1, 0));
+        assert_eq!(tracker.stats().timewait_restarted, 0);
+        tracker.advance(1_500 * MS + GRACE_NS, &mut Vec::new());
+        assert_eq!(tracker.stats().timewait_missing, 0);
+        assert_eq!(tracker.counts_by_state()[TimeWait], 1);
+        assert_timewait_identity(&tracker);
+    }
 }
 
 #[test]

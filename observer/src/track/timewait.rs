@@ -478,22 +478,20 @@ impl Tracker {
     }
 
     /// A new connection on `tuple` (its handshake under way): the kernel holds one socket per
-    /// 4-tuple and namespace, so a timewait socket still tracked for it is gone, killed by the
-    /// reuse (its cancel seen) or ended unseen. Ended now: the new connection's own timewait
+    /// 4-tuple and namespace, so a timewait socket of the tuple whose cancel waits for its
+    /// grace period was killed by the reuse. Ended now: the new connection's own timewait
     /// socket may take the old one's memory, and with it its timer, and its start would pass
-    /// for a restart of the old one (a kernel re-arm is a cancel and a start too).
+    /// for a re-arm of the old one (a cancel and a start too).
     pub(super) fn end_reused_timewait(&mut self, tuple: &Tuple, out: &mut Vec<Report>) {
-        if self.timewaits.len() == 0 {
+        // Cancels wait a second at most, and few are waiting: the lookup by tuple is made
+        // only then.
+        if self.timewaits.cancelled.is_empty() {
             return;
         }
-        let Some(key) = self.timewaits.table.key_of(tuple) else {
-            return;
-        };
-        match self.timewaits.cancelled.get(&key).copied() {
-            Some(at) => self.end_timewait(key, TimewaitEnd::Killed, at, out),
-            None => {
-                self.timewaits.remove_unseen(key);
-            }
+        if let Some(key) = self.timewaits.table.key_of(tuple)
+            && let Some(at) = self.timewaits.cancelled.get(&key).copied()
+        {
+            self.end_timewait(key, TimewaitEnd::Killed, at, out);
         }
     }
 

@@ -128,6 +128,12 @@ impl NetNs {
         })
     }
 
+    /// Timewait sockets the kernel made in the namespace, by its own count (`TcpExt: TW` +
+    /// `TWKilled`: every timewait socket scheduled, by its length); from zero in a new one.
+    pub fn timewait_sockets_made(&self) -> io::Result<u64> {
+        Ok(self.snmp_counter("TcpExt", "TW")? + self.snmp_counter("TcpExt", "TWKilled")?)
+    }
+
     /// Runs `f` on a thread inside the namespace. Sockets it creates stay in the namespace
     /// and can be used from any thread afterwards.
     pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

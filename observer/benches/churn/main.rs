@@ -562,11 +562,9 @@ fn run_phase(
         }
     }
     // The namespace is new: its counters began at zero with the phase.
-    let counter = |name| {
-        ns.snmp_counter("TcpExt", name)
-            .with_context(|| format!("reading TcpExt {name} in the load's namespace"))
-    };
-    phase.kernel_timewait = counter("TW")? + counter("TWKilled")?;
+    phase.kernel_timewait = ns
+        .timewait_sockets_made()
+        .context("reading TcpExt TW and TWKilled in the load's namespace")?;
     Ok(phase)
 }
 

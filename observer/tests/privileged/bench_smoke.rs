@@ -37,14 +37,6 @@ fn runs(before: &BTreeMap<u32, Program>, after: &BTreeMap<u32, Program>, names: 
         .sum()
 }
 
-/// Timewait sockets the kernel made in `ns`, by its own count. The namespace is new: its
-/// counters began at zero with the load.
-fn timewait_made(ns: &NetNs) -> u64 {
-    ns.snmp_counter("TcpExt", "TW").expect("TcpExt TW")
-        + ns.snmp_counter("TcpExt", "TWKilled")
-            .expect("TcpExt TWKilled")
-}
-
 /// The kernel made the timewait sockets the load promised, and the daemon saw each start
 /// unless the kernel's gaps took it (they take one only with the transitions around it).
 fn check_timewait(kernel_timewait: u64, made: &Made, got: &Counters, counts: &str) {
@@ -101,7 +93,8 @@ fn quick_churn_is_counted_exactly_and_nothing_is_lost() {
             &before.kernel_pairs(),
             &after.kernel_pairs(),
         );
-        let kernel_timewait = timewait_made(&ns);
+        // The namespace is new: its counters began at zero with the load.
+        let kernel_timewait = ns.timewait_sockets_made().expect("TcpExt TW and TWKilled");
         let state_runs = runs(&programs_before, &programs_after, STATE_PROGRAMS);
         let reset_runs = runs(&programs_before, &programs_after, RESET_PROGRAMS);
         assert!(

@@ -17,19 +17,18 @@ use std::{
     thread::JoinHandle,
 };
 
-use aya::{
-    EbpfLoader,
-    maps::{MapData, RingBuf},
-};
+use aya::{EbpfLoader, maps::Map};
 use observer_common::{SpanProbeConfig, TimerProbeConfig};
 
 use observer::load::{
-    LoadOptions, READ_EVERY, RingBufferSize, RingPlan, attach_on,
+    LoadOptions, READ_EVERY, RingBufferSize, RingMap, RingPlan, attach_on,
     contract::{self, Hook, Program},
     object,
     prog_stats::{self, ProgStats},
     ring_wakeup_bytes,
 };
+
+use observer::stream::ring::Ring;
 
 use crate::kstats::Cost;
 
@@ -137,13 +136,23 @@ impl Baseline {
         for (_, program, on) in programs {
             attach_on(&mut ebpf, program, on).map_err(io::Error::other)?;
         }
-        rings.push(
-            RingBuf::try_from(
-                ebpf.take_map(contract::EVENTS)
-                    .ok_or_else(|| io::Error::other("no EVENTS map"))?,
-            )
-            .map_err(|e| err("EVENTS", &e))?,
-        );
+        let events_bytes = if per_cpu {
+            RingBufferSize::MIN
+        } else {
+            ring_bytes
+        };
+        match ebpf.take_map(contract::EVENTS) {
+            Some(Map::RingBuf(map)) => rings.push(RingMap {
+                map,
+                bytes: events_bytes,
+            }),
+            _ => return Err(io::Error::other("no EVENTS ring buffer")),
+        }
+        // Read as the daemon reads: in place, the reader's position published once a pass.
+        let rings = rings
+            .into_iter()
+            .map(Ring::new)
+            .collect::<io::Result<Vec<_>>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(AtomicU64::new(0));
         let drain = {
@@ -206,11 +215,11 @@ impl Drop for Baseline {
 #[expect(clippy::cast_possible_truncation, reason = "a few milliseconds")]
 const READ_EVERY_MS: i32 = READ_EVERY.as_millis() as i32;
 
-fn drain(mut rings: Vec<RingBuf<MapData>>, stop: &AtomicBool, records: &AtomicU64) {
+fn drain(mut rings: Vec<Ring>, stop: &AtomicBool, records: &AtomicU64) {
     let mut pfds: Vec<libc::pollfd> = rings
         .iter()
         .map(|ring| libc::pollfd {
-            fd: ring.as_raw_fd(),
+            fd: ring.as_fd().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         })
@@ -221,9 +230,11 @@ fn drain(mut rings: Vec<RingBuf<MapData>>, stop: &AtomicBool, records: &AtomicU6
         unsafe { libc::poll(pfds.as_mut_ptr(), count, READ_EVERY_MS) };
         let mut n = 0;
         for ring in &mut rings {
-            while ring.next().is_some() {
+            while ring.head().is_some() {
+                ring.take();
                 n += 1;
             }
+            ring.publish();
         }
         records.fetch_add(n, Ordering::Relaxed);
     }

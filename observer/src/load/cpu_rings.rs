@@ -4,7 +4,7 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, MapError, RingBuf, of_maps::ArrayOfMaps},
+    maps::{MapData, MapError, of_maps::ArrayOfMaps},
 };
 use aya_obj::{
     EbpfSectionKind,
@@ -87,7 +87,7 @@ impl RingPlan {
 
     /// Creates each CPU's ring and puts it in its slot of [`contract::RINGS`]; returns the
     /// rings in CPU order.
-    pub fn create(&self, ebpf: &mut Ebpf) -> Result<Vec<RingBuf<MapData>>, LoadError> {
+    pub fn create(&self, ebpf: &mut Ebpf) -> Result<Vec<RingMap>, LoadError> {
         let map_err = |source| LoadError::Map {
             name: contract::RINGS,
             source,
@@ -110,10 +110,17 @@ impl RingPlan {
             let ring = MapData::create(ring_definition(bytes), &format!("ring{cpu}"), None)
                 .map_err(map_err)?;
             slots.set(cpu, &ring, 0).map_err(map_err)?;
-            rings.push(RingBuf::try_from(Map::RingBuf(ring)).map_err(map_err)?);
+            rings.push(RingMap { map: ring, bytes });
         }
         Ok(rings)
     }
+}
+
+/// A CPU's ring buffer as created: the stream maps it and reads it.
+pub struct RingMap {
+    pub map: MapData,
+    /// Its data area, a power of two.
+    pub bytes: u32,
 }
 
 /// A ring buffer of `bytes`.

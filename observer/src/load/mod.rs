@@ -12,7 +12,7 @@ use std::os::fd::AsFd as _;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{MapData, MapError, PerCpuArray},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use observer_common::record::Counter;
@@ -23,7 +23,7 @@ use self::{
     prog_stats::ProgStats,
 };
 pub use self::{
-    cpu_rings::RingPlan,
+    cpu_rings::{RingMap, RingPlan},
     ring_size::{RingBufferSize, format_size},
 };
 use crate::decode::Decoder;
@@ -125,6 +125,8 @@ pub enum LoadError {
     Stats(#[source] std::io::Error),
     #[error("registering the ring buffer with the event loop: {0}")]
     Poll(#[source] std::io::Error),
+    #[error("mapping a ring buffer into the daemon's memory: {0}")]
+    MapRing(#[source] std::io::Error),
 }
 
 /// What the loader needs from the user.
@@ -256,7 +258,7 @@ pub struct Probes {
     features: Features,
     counters: PerCpuArray<MapData, u64>,
     /// Each CPU's ring buffer, in CPU order.
-    rings: Option<Vec<RingBuf<MapData>>>,
+    rings: Option<Vec<RingMap>>,
 }
 
 impl Probes {
@@ -374,7 +376,7 @@ impl Probes {
     }
 
     /// The ring buffers the programs write to, one per CPU in CPU order; can be taken once.
-    pub fn take_rings(&mut self) -> Option<Vec<RingBuf<MapData>>> {
+    pub fn take_rings(&mut self) -> Option<Vec<RingMap>> {
         self.rings.take()
     }
 

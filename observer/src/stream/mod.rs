@@ -5,15 +5,16 @@
 //! decode and count losses the same way.
 
 mod merge;
+pub mod ring;
 mod wakeups;
 
 use std::time::Duration;
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use self::{
     merge::{Heads, Look},
+    ring::Ring,
     wakeups::Wakeups,
 };
 use crate::{
@@ -80,7 +81,7 @@ impl Losses {
 pub struct EventStream {
     probes: Probes,
     /// Each CPU's ring, in CPU order.
-    rings: Vec<RingBuf<MapData>>,
+    rings: Vec<Ring>,
     heads: Heads,
     /// Readable when a program wakes the reader (past a fill level of its ring).
     wakeups: AsyncFd<Wakeups>,
@@ -128,24 +129,28 @@ impl Counting {
     /// decoded or not.
     fn drain(
         &mut self,
-        rings: &mut [RingBuf<MapData>],
+        rings: &mut [Ring],
         heads: &mut Heads,
         bound: u64,
         limit: usize,
         mut each: impl FnMut(&Event),
     ) -> usize {
-        heads.drain(rings, bound, limit, peek_time, |ring, turn| {
-            let Some(item) = ring.next() else {
+        let taken = heads.drain(rings, bound, limit, peek_time, |ring, turn| {
+            let Some(record) = ring.head() else {
                 return Look::Empty;
             };
-            let time = record_time(&item).unwrap_or(0);
+            let time = record_time(record).unwrap_or(0);
             if !turn.comes_first(time) {
-                leave(item);
                 return Look::Left(time);
             }
-            self.decode(&item, &mut each);
+            self.decode(record, &mut each);
+            ring.take();
             Look::Taken
-        })
+        });
+        for ring in rings {
+            ring.publish();
+        }
+        taken
     }
 
     fn decode(&mut self, record: &[u8], each: &mut impl FnMut(&Event)) {
@@ -165,17 +170,8 @@ impl Counting {
 
 /// The time of a ring's first unread record, leaving it unread. A record without a time of
 /// this daemon's layout counts as the oldest: it is taken at once, and rejected by the decoder.
-fn peek_time(ring: &mut RingBuf<MapData>) -> Option<u64> {
-    let item = ring.next()?;
-    let time = record_time(&item).unwrap_or(0);
-    leave(item);
-    Some(time)
-}
-
-/// Leaves a record read from a ring unread: dropping the item would take it from the ring;
-/// it owns no memory.
-fn leave(item: aya::maps::ring_buf::RingBufItem<'_>) {
-    std::mem::forget(item);
+fn peek_time(ring: &mut Ring) -> Option<u64> {
+    ring.head().map(|record| record_time(record).unwrap_or(0))
 }
 
 impl EventStream {
@@ -184,7 +180,11 @@ impl EventStream {
         let mut probes = Probes::load(options)?;
         let rings = probes
             .take_rings()
-            .expect("fresh probes still own their ring buffers");
+            .expect("fresh probes still own their ring buffers")
+            .into_iter()
+            .map(Ring::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(LoadError::MapRing)?;
         let wakeups = Wakeups::of(&rings).map_err(LoadError::Poll)?;
         // SAFETY: `Wakeups` owns its descriptor and keeps it open, unchanged, until dropped.
         let wakeups =

@@ -6,14 +6,14 @@ use std::{
     os::fd::{AsFd as _, AsRawFd, FromRawFd as _, OwnedFd, RawFd},
 };
 
-use aya::maps::{MapData, RingBuf};
+use super::Ring;
 
 #[derive(Debug)]
 pub struct Wakeups(OwnedFd);
 
 impl Wakeups {
     /// Watches every ring in `rings`.
-    pub fn of(rings: &[RingBuf<MapData>]) -> io::Result<Self> {
+    pub fn of(rings: &[Ring]) -> io::Result<Self> {
         // SAFETY: a plain system call; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {

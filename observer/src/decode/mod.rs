@@ -86,7 +86,7 @@ impl Decoder {
         let kind = RecordKind::from_u16(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
         let off = || DecodeError::NotEnabled(raw_kind);
         match kind {
-            RecordKind::StateChange => self.state.decode(bytes).map(Event::Transition),
+            RecordKind::StateChange => self.state.decode_event(bytes),
             RecordKind::SendReset => self
                 .send_reset
                 .as_ref()

@@ -10,8 +10,8 @@ use super::{
     span_config,
 };
 use crate::{
-    event::Transition,
     event::{CgroupId, Netns},
+    event::{Event, Transition},
     kernel::tracefs::{Field, Format, TracefsError},
 };
 
@@ -56,12 +56,27 @@ impl StateLayout {
         Ok((layout, config))
     }
 
-    /// Decodes one ring-buffer record. Always inlined into [`super::Decoder::decode`], the
-    /// hot path: the transition is then built in place in the returned event, not copied
-    /// into it.
+    /// Decodes one ring-buffer record.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Transition, DecodeError> {
+        self.decode_as(bytes, std::convert::identity)
+    }
+
+    /// Decodes one ring-buffer record into an [`Event`], for [`super::Decoder::decode`], the
+    /// hot path: the transition is built where the event holds it. Through `Result::map` it
+    /// was built apart and then moved (callgrind: 52 instructions a record).
     #[expect(clippy::inline_always, reason = "measured: one copy less per record")]
     #[inline(always)]
-    pub fn decode(&self, bytes: &[u8]) -> Result<Transition, DecodeError> {
+    pub fn decode_event(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        self.decode_as(bytes, Event::Transition)
+    }
+
+    #[expect(clippy::inline_always, reason = "inlined into both of the above")]
+    #[inline(always)]
+    fn decode_as<T>(
+        &self,
+        bytes: &[u8],
+        wrap: impl FnOnce(Transition) -> T,
+    ) -> Result<T, DecodeError> {
         check_kind(bytes, RecordKind::StateChange)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = rec.raw();
@@ -69,7 +84,7 @@ impl StateLayout {
         let new = state_at(raw, self.newstate.offset)?;
         let (family, local, remote) = self.addresses.decode(raw)?;
         let task = Task::from_pid_tgid(rec.pid_tgid(), rec.comm());
-        Ok(Transition {
+        Ok(wrap(Transition {
             mono_ns: rec.ts_ns(),
             sock: u64::from_ne_bytes(fixed(raw, self.skaddr.offset)),
             old,
@@ -83,7 +98,7 @@ impl StateLayout {
             owner_context: TcpState::in_owner_context(old, new),
             has_socket: (rec.flags() & FLAG_SK_SOCKET_READ != 0)
                 .then_some(rec.flags() & FLAG_NO_SK_SOCKET == 0),
-        })
+        }))
     }
 }
 

@@ -27,7 +27,6 @@ use observer::load::{
     prog_stats::{self, ProgStats},
     ring_wakeup_bytes,
 };
-
 use observer::stream::ring::Ring;
 
 use crate::kstats::Cost;

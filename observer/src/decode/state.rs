@@ -10,8 +10,7 @@ use super::{
     span_config,
 };
 use crate::{
-    event::{CgroupId, Netns},
-    event::{Event, Transition},
+    event::{CgroupId, Event, Netns, Transition},
     kernel::tracefs::{Field, Format, TracefsError},
 };
 

@@ -135,16 +135,12 @@ impl Baseline {
         for (_, program, on) in programs {
             attach_on(&mut ebpf, program, on).map_err(io::Error::other)?;
         }
-        let events_bytes = if per_cpu {
-            RingBufferSize::MIN
-        } else {
-            ring_bytes
-        };
         match ebpf.take_map(contract::EVENTS) {
-            Some(Map::RingBuf(map)) => rings.push(RingMap {
-                map,
-                bytes: events_bytes,
-            }),
+            Some(Map::RingBuf(map)) => {
+                // Sized above, or to a page by `configure`: the map says which.
+                let bytes = map.info().map_err(|e| err("EVENTS", &e))?.max_entries();
+                rings.push(RingMap { map, bytes });
+            }
             _ => return Err(io::Error::other("no EVENTS ring buffer")),
         }
         // Read as the daemon reads: in place, the reader's position published once a pass.

@@ -60,7 +60,7 @@ impl Ring {
         let fd = map.map.fd().as_fd();
         let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let producer = Mapping::new(fd, page + 2 * bytes, libc::PROT_READ, page)?;
-        let pos = consumer.position(0).load(Ordering::Acquire);
+        let pos = consumer.position().load(Ordering::Acquire);
         Ok(Self {
             map,
             consumer,
@@ -80,7 +80,7 @@ impl Ring {
     pub fn head(&mut self) -> Option<&[u8]> {
         loop {
             if self.pos == self.reserved {
-                self.reserved = self.producer.position(0).load(Ordering::Acquire);
+                self.reserved = self.producer.position().load(Ordering::Acquire);
                 if self.pos == self.reserved {
                     return None;
                 }
@@ -119,7 +119,7 @@ impl Ring {
     pub fn publish(&mut self) {
         if self.pos != self.published {
             // Pairs with the kernel's acquire load before it reuses the space.
-            self.consumer.position(0).store(self.pos, Ordering::Release);
+            self.consumer.position().store(self.pos, Ordering::Release);
             self.published = self.pos;
         }
     }
@@ -161,12 +161,13 @@ impl Mapping {
         Ok(Self { ptr, len })
     }
 
-    /// The position word at `at`, which the kernel reads and writes atomically.
-    #[expect(clippy::cast_ptr_alignment, reason = "alignment checked")]
-    fn position(&self, at: usize) -> &AtomicUsize {
-        assert!(at + size_of::<usize>() <= self.len && at.is_multiple_of(align_of::<usize>()));
-        // SAFETY: in bounds and aligned (checked); the kernel accesses it only atomically.
-        unsafe { &*self.ptr.as_ptr().add(at).cast::<AtomicUsize>() }
+    /// The position word that starts the mapping (the consumer's or the producer's), which
+    /// the kernel reads and writes atomically.
+    #[expect(clippy::cast_ptr_alignment, reason = "a mapping starts on a page")]
+    fn position(&self) -> &AtomicUsize {
+        // SAFETY: a mapping is page-aligned and at least a page long; the kernel accesses the
+        // word only atomically.
+        unsafe { &*self.ptr.as_ptr().cast::<AtomicUsize>() }
     }
 
     /// A record header at `at`, which the kernel writes atomically.

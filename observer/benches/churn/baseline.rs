@@ -145,7 +145,7 @@ impl Baseline {
         }
         // Read as the daemon reads: in place, the reader's position published once a pass.
         let rings = rings
-            .into_iter()
+            .iter()
             .map(Ring::new)
             .collect::<io::Result<Vec<_>>>()?;
         let stop = Arc::new(AtomicBool::new(false));

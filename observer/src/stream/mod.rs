@@ -181,7 +181,7 @@ impl EventStream {
         let rings = probes
             .take_rings()
             .expect("fresh probes still own their ring buffers")
-            .into_iter()
+            .iter()
             .map(Ring::new)
             .collect::<Result<Vec<_>, _>>()
             .map_err(LoadError::MapRing)?;

@@ -8,7 +8,7 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd},
     ptr::NonNull,
     sync::atomic::{AtomicU32, AtomicUsize, Ordering},
 };
@@ -23,7 +23,8 @@ const HEADER: usize = 8;
 
 /// One CPU's ring: its records are read where the kernel wrote them.
 pub struct Ring {
-    map: RingMap,
+    /// The ring buffer map (a descriptor of its own: the map lives while one is open).
+    fd: OwnedFd,
     /// The consumer page, read and written.
     consumer: Mapping,
     /// The producer page, then the data pages twice over (a record that wraps around the
@@ -47,22 +48,26 @@ pub struct Ring {
 impl Ring {
     /// Maps `map`, a ring buffer of `map.bytes` bytes (a power of two, a multiple of the page
     /// size), and starts reading where its reader left it.
-    pub fn new(map: RingMap) -> io::Result<Self> {
-        // SAFETY: a plain query.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .map_err(|_| io::Error::other("the page size is unknown"))?;
-        let bytes = map.bytes as usize;
+    pub fn new(map: &RingMap) -> io::Result<Self> {
+        Self::map(
+            map.map.fd().as_fd().try_clone_to_owned()?,
+            map.bytes as usize,
+        )
+    }
+
+    /// [`Ring::new`] of any descriptor laid out as the kernel lays out a ring buffer's pages.
+    fn map(fd: OwnedFd, bytes: usize) -> io::Result<Self> {
+        let page = page_size()?;
         if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
             return Err(io::Error::other(format!(
                 "a ring buffer of {bytes} bytes is not a power-of-two number of pages"
             )));
         }
-        let fd = map.map.fd().as_fd();
-        let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapping::new(fd, page + 2 * bytes, libc::PROT_READ, page)?;
+        let consumer = Mapping::new(fd.as_fd(), page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = Mapping::new(fd.as_fd(), page + 2 * bytes, libc::PROT_READ, page)?;
         let pos = consumer.position().load(Ordering::Acquire);
         Ok(Self {
-            map,
+            fd,
             consumer,
             producer,
             data: page,
@@ -127,8 +132,14 @@ impl Ring {
 
 impl AsFd for Ring {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.map.map.fd().as_fd()
+        self.fd.as_fd()
     }
+}
+
+fn page_size() -> io::Result<usize> {
+    // SAFETY: a plain query.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .map_err(|_| io::Error::other("the page size is unknown"))
 }
 
 /// A shared mapping of a ring buffer's pages, unmapped on drop.
@@ -193,5 +204,255 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::FromRawFd as _;
+
+    use super::*;
+
+    /// The kernel's side of a ring, played on a memory file laid out as a ring buffer map's
+    /// pages are: the consumer page, the producer page, then the data twice over (the kernel
+    /// maps the same pages twice; here each byte is written to both copies).
+    struct Producer {
+        file: Mapping,
+        page: usize,
+        bytes: usize,
+        /// The producer position: where the next record will be reserved.
+        at: usize,
+    }
+
+    /// A record reserved and not yet submitted.
+    #[derive(Clone, Copy)]
+    struct Reserved {
+        at: usize,
+        len: usize,
+    }
+
+    impl Producer {
+        /// A ring of `pages` data pages and its reader.
+        fn with_reader(pages: usize) -> (Self, Ring) {
+            let page = page_size().expect("page size");
+            let bytes = pages * page;
+            // SAFETY: plain system calls on a new descriptor; results checked.
+            let fd = unsafe {
+                let fd = libc::memfd_create(c"ring".as_ptr(), libc::MFD_CLOEXEC);
+                assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+                let fd = OwnedFd::from_raw_fd(fd);
+                let len = libc::off_t::try_from(2 * page + 2 * bytes).expect("small");
+                assert_eq!(libc::ftruncate(fd.as_raw_fd(), len), 0);
+                fd
+            };
+            let file = Mapping::new(
+                fd.as_fd(),
+                2 * page + 2 * bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                0,
+            )
+            .expect("mapping the file");
+            let ring = Ring::map(fd, bytes).expect("mapping the ring");
+            let producer = Self {
+                file,
+                page,
+                bytes,
+                at: 0,
+            };
+            (producer, ring)
+        }
+
+        /// Writes `value` at ring position `at`, in both copies of the data.
+        fn put(&mut self, at: usize, value: &[u8]) {
+            for (i, &b) in value.iter().enumerate() {
+                let offset = (at + i) & (self.bytes - 1);
+                for copy in [0, self.bytes] {
+                    // SAFETY: within the file's mapping: 2 pages, then 2 copies of the data.
+                    unsafe { *self.file.ptr.as_ptr().add(2 * self.page + copy + offset) = b };
+                }
+            }
+        }
+
+        /// Reserves a record of `len` bytes, as `bpf_ringbuf_reserve` does: its header
+        /// busy, then the producer position moved past it.
+        fn reserve(&mut self, len: usize) -> Reserved {
+            let r = Reserved { at: self.at, len };
+            let size = (HEADER + len).next_multiple_of(8);
+            assert!(
+                self.at + size - self.consumer() <= self.bytes,
+                "the kernel reserves no more than the reader has handed back"
+            );
+            self.put(
+                r.at,
+                &(u32::try_from(len).expect("small") | BUSY).to_ne_bytes(),
+            );
+            self.at += size;
+            self.position(self.page).store(self.at, Ordering::Release);
+            r
+        }
+
+        /// Writes the record's bytes, then clears its busy bit (`bpf_ringbuf_submit`).
+        fn submit(&mut self, r: Reserved, bytes: &[u8]) {
+            assert_eq!(bytes.len(), r.len);
+            self.put(r.at + HEADER, bytes);
+            self.put(r.at, &u32::try_from(r.len).expect("small").to_ne_bytes());
+        }
+
+        /// Marks the record discarded (`bpf_ringbuf_discard`).
+        fn discard(&mut self, r: Reserved) {
+            self.put(
+                r.at,
+                &(u32::try_from(r.len).expect("small") | DISCARD).to_ne_bytes(),
+            );
+        }
+
+        /// The position the reader last handed back.
+        fn consumer(&self) -> usize {
+            self.position(0).load(Ordering::Acquire)
+        }
+
+        /// The position word that starts the page at `offset` of the file: the consumer's
+        /// (0) or the producer's (one page in).
+        #[expect(clippy::cast_ptr_alignment, reason = "a page starts it")]
+        fn position(&self, offset: usize) -> &AtomicUsize {
+            assert!(offset.is_multiple_of(self.page) && offset < 2 * self.page);
+            // SAFETY: within the mapping, aligned (checked).
+            unsafe { &*self.file.ptr.as_ptr().add(offset).cast::<AtomicUsize>() }
+        }
+
+        fn write(&mut self, bytes: &[u8]) {
+            let r = self.reserve(bytes.len());
+            self.submit(r, bytes);
+        }
+    }
+
+    /// The bytes of record `n`, `len` long: different in every record and at every offset.
+    fn record(n: usize, len: usize) -> Vec<u8> {
+        #[expect(clippy::cast_possible_truncation, reason = "a byte pattern")]
+        (0..len).map(|i| (n * 31 + i) as u8).collect()
+    }
+
+    /// Takes every record the reader gives now.
+    fn read_all(ring: &mut Ring) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(r) = ring.head() {
+            out.push(r.to_vec());
+            ring.take();
+        }
+        out
+    }
+
+    #[test]
+    fn records_are_read_in_order_with_their_exact_bytes() {
+        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let records: Vec<_> = [1, 13, 64, 8, 0]
+            .into_iter()
+            .enumerate()
+            .map(|(n, len)| record(n, len))
+            .collect();
+        for r in &records {
+            kernel.write(r);
+        }
+        assert_eq!(read_all(&mut ring), records);
+        assert_eq!(ring.head(), None);
+    }
+
+    #[test]
+    fn a_record_not_yet_submitted_holds_back_those_after_it() {
+        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (a, b) = (kernel.reserve(16), kernel.reserve(24));
+        kernel.submit(b, &record(1, 24));
+        assert_eq!(ring.head(), None);
+        kernel.submit(a, &record(0, 16));
+        assert_eq!(read_all(&mut ring), [record(0, 16), record(1, 24)]);
+    }
+
+    #[test]
+    fn discarded_records_are_passed_over() {
+        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (a, b, c) = (kernel.reserve(8), kernel.reserve(40), kernel.reserve(8));
+        kernel.discard(b);
+        kernel.submit(c, &record(2, 8));
+        kernel.submit(a, &record(0, 8));
+        assert_eq!(read_all(&mut ring), [record(0, 8), record(2, 8)]);
+        ring.publish();
+        assert_eq!(
+            kernel.consumer(),
+            kernel.at,
+            "the discarded record's space is back"
+        );
+    }
+
+    #[test]
+    fn the_head_stays_until_taken() {
+        let (mut kernel, mut ring) = Producer::with_reader(1);
+        kernel.write(&record(0, 8));
+        kernel.write(&record(1, 8));
+        assert_eq!(ring.head(), Some(&record(0, 8)[..]));
+        assert_eq!(ring.head(), Some(&record(0, 8)[..]));
+        ring.take();
+        assert_eq!(ring.head(), Some(&record(1, 8)[..]));
+    }
+
+    #[test]
+    fn space_goes_back_at_a_publish_or_once_a_quarter_of_the_ring_is_read() {
+        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let quarter = kernel.bytes / 4;
+        // Records of 64 bytes with their headers.
+        for n in 0..3 {
+            kernel.write(&record(n, 56));
+        }
+        assert_eq!(read_all(&mut ring).len(), 3);
+        assert_eq!(
+            kernel.consumer(),
+            0,
+            "nothing handed back before the drain ends"
+        );
+        ring.publish();
+        assert_eq!(kernel.consumer(), 3 * 64);
+        let (from, records) = (kernel.consumer(), quarter / 64);
+        for n in 0..records {
+            kernel.write(&record(n, 56));
+        }
+        for n in 0..records {
+            assert_eq!(kernel.consumer(), from, "handed back early, at record {n}");
+            assert!(ring.head().is_some());
+            ring.take();
+        }
+        assert_eq!(
+            kernel.consumer(),
+            from + quarter,
+            "a quarter read is handed back"
+        );
+    }
+
+    #[test]
+    fn records_across_the_end_of_the_ring_are_read_whole() {
+        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut written, mut read) = (0, Vec::new());
+        // Lengths that leave records at every alignment, and some across the end; about 25
+        // times around the ring.
+        let len = |n: usize| (n * 37) % 200;
+        while written < 1_000 {
+            // At most a few records ahead of the reader, as space allows.
+            for _ in 0..5 {
+                let size = (HEADER + len(written)).next_multiple_of(8);
+                if kernel.at + size - kernel.consumer() > kernel.bytes {
+                    break;
+                }
+                kernel.write(&record(written, len(written)));
+                written += 1;
+            }
+            read.extend(read_all(&mut ring));
+            ring.publish();
+        }
+        assert!(
+            kernel.at > 20 * kernel.bytes,
+            "went around the ring many times"
+        );
+        assert_eq!(read.len(), written);
+        for (n, r) in read.iter().enumerate() {
+            assert_eq!(*r, record(n, len(n)), "record {n}");
+        }
     }
 }

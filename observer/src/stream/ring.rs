@@ -216,9 +216,11 @@ mod tests {
     /// The kernel's side of a ring, played on a memory file laid out as a ring buffer map's
     /// pages are: the consumer page, the producer page, then the data twice over (the kernel
     /// maps the same pages twice; here each byte is written to both copies).
-    struct Producer {
-        file: Mapping,
-        page: usize,
+    struct KernelSide {
+        consumer_page: Mapping,
+        producer_page: Mapping,
+        /// The data pages, twice over.
+        data: Mapping,
         bytes: usize,
         /// The producer position: where the next record will be reserved.
         at: usize,
@@ -231,7 +233,7 @@ mod tests {
         len: usize,
     }
 
-    impl Producer {
+    impl KernelSide {
         /// A ring of `pages` data pages and its reader.
         fn with_reader(pages: usize) -> (Self, Ring) {
             let page = page_size().expect("page size");
@@ -245,21 +247,19 @@ mod tests {
                 assert_eq!(libc::ftruncate(fd.as_raw_fd(), len), 0);
                 fd
             };
-            let file = Mapping::new(
-                fd.as_fd(),
-                2 * page + 2 * bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                0,
-            )
-            .expect("mapping the file");
-            let ring = Ring::map(fd, bytes).expect("mapping the ring");
-            let producer = Self {
-                file,
-                page,
+            let map = |len, offset| {
+                Mapping::new(fd.as_fd(), len, libc::PROT_READ | libc::PROT_WRITE, offset)
+                    .expect("mapping the file")
+            };
+            let kernel = Self {
+                consumer_page: map(page, 0),
+                producer_page: map(page, page),
+                data: map(2 * bytes, 2 * page),
                 bytes,
                 at: 0,
             };
-            (producer, ring)
+            let ring = Ring::map(fd, bytes).expect("mapping the ring");
+            (kernel, ring)
         }
 
         /// Writes `value` at ring position `at`, in both copies of the data.
@@ -267,8 +267,8 @@ mod tests {
             for (i, &b) in value.iter().enumerate() {
                 let offset = (at + i) & (self.bytes - 1);
                 for copy in [0, self.bytes] {
-                    // SAFETY: within the file's mapping: 2 pages, then 2 copies of the data.
-                    unsafe { *self.file.ptr.as_ptr().add(2 * self.page + copy + offset) = b };
+                    // SAFETY: within the data's mapping, two copies of `bytes`.
+                    unsafe { *self.data.ptr.as_ptr().add(copy + offset) = b };
                 }
             }
         }
@@ -287,7 +287,9 @@ mod tests {
                 &(u32::try_from(len).expect("small") | BUSY).to_ne_bytes(),
             );
             self.at += size;
-            self.position(self.page).store(self.at, Ordering::Release);
+            self.producer_page
+                .position()
+                .store(self.at, Ordering::Release);
             r
         }
 
@@ -308,16 +310,7 @@ mod tests {
 
         /// The position the reader last handed back.
         fn consumer(&self) -> usize {
-            self.position(0).load(Ordering::Acquire)
-        }
-
-        /// The position word that starts the page at `offset` of the file: the consumer's
-        /// (0) or the producer's (one page in).
-        #[expect(clippy::cast_ptr_alignment, reason = "a page starts it")]
-        fn position(&self, offset: usize) -> &AtomicUsize {
-            assert!(offset.is_multiple_of(self.page) && offset < 2 * self.page);
-            // SAFETY: within the mapping, aligned (checked).
-            unsafe { &*self.file.ptr.as_ptr().add(offset).cast::<AtomicUsize>() }
+            self.consumer_page.position().load(Ordering::Acquire)
         }
 
         fn write(&mut self, bytes: &[u8]) {
@@ -344,7 +337,7 @@ mod tests {
 
     #[test]
     fn records_are_read_in_order_with_their_exact_bytes() {
-        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut kernel, mut ring) = KernelSide::with_reader(1);
         let records: Vec<_> = [1, 13, 64, 8, 0]
             .into_iter()
             .enumerate()
@@ -359,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_record_not_yet_submitted_holds_back_those_after_it() {
-        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut kernel, mut ring) = KernelSide::with_reader(1);
         let (a, b) = (kernel.reserve(16), kernel.reserve(24));
         kernel.submit(b, &record(1, 24));
         assert_eq!(ring.head(), None);
@@ -369,7 +362,7 @@ mod tests {
 
     #[test]
     fn discarded_records_are_passed_over() {
-        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut kernel, mut ring) = KernelSide::with_reader(1);
         let (a, b, c) = (kernel.reserve(8), kernel.reserve(40), kernel.reserve(8));
         kernel.discard(b);
         kernel.submit(c, &record(2, 8));
@@ -385,7 +378,7 @@ mod tests {
 
     #[test]
     fn the_head_stays_until_taken() {
-        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut kernel, mut ring) = KernelSide::with_reader(1);
         kernel.write(&record(0, 8));
         kernel.write(&record(1, 8));
         assert_eq!(ring.head(), Some(&record(0, 8)[..]));
@@ -396,7 +389,7 @@ mod tests {
 
     #[test]
     fn space_goes_back_at_a_publish_or_once_a_quarter_of_the_ring_is_read() {
-        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut kernel, mut ring) = KernelSide::with_reader(1);
         let quarter = kernel.bytes / 4;
         // Records of 64 bytes with their headers.
         for n in 0..3 {
@@ -428,7 +421,7 @@ mod tests {
 
     #[test]
     fn records_across_the_end_of_the_ring_are_read_whole() {
-        let (mut kernel, mut ring) = Producer::with_reader(1);
+        let (mut kernel, mut ring) = KernelSide::with_reader(1);
         let (mut written, mut read) = (0, Vec::new());
         // Lengths that leave records at every alignment, and some across the end; about 25
         // times around the ring.

@@ -15,6 +15,9 @@ pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
              creates network namespaces (try `sudo -E cargo xtask bench`)"
         );
     }
+    // What the benchmark measures is what `cargo xtask run` and `cargo xtask deb` ship.
+    let release = super::pgo::Release::prepare();
+    eprintln!("xtask: {}", release.describe());
     let dir = super::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tracker = dir.join("tracker.json");
@@ -38,7 +41,8 @@ pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
     eprintln!("xtask: userspace figures: cargo {}", cmd.join(" "));
     // Its own table goes to stderr: stdout carries only the one table of the benchmark.
     let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
-    let status = super::cargo_command(&cmd)
+    let status = release
+        .cargo(&cmd)
         .stdout(Stdio::from(stderr))
         .status()
         .context("running the tracker benchmark")?;
@@ -64,5 +68,5 @@ pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
     }
     cmd.extend(args.iter().map(String::as_str));
     eprintln!("xtask: system benchmark: cargo {}", cmd.join(" "));
-    super::cargo(&cmd)
+    super::run_command(&mut release.cargo(&cmd), "the system benchmark")
 }

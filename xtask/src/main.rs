@@ -3,6 +3,7 @@
 
 mod bench;
 mod package;
+mod pgo;
 mod setup;
 mod vm;
 
@@ -23,7 +24,8 @@ enum Task {
     /// Install what building the eBPF programs needs (rust-src for the nightly toolchain,
     /// bpf-linker built against that toolchain's LLVM), skipping what is present.
     Setup,
-    /// Set up, build in release mode and run the observer (default: `observer watch`).
+    /// Set up, build in release mode (profile-guided, as root: a training run the first time
+    /// and after a source changes) and run the observer (default: `observer watch`).
     Run {
         /// Arguments for `observer`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -67,8 +69,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build the release binary and package it as a .deb with dpkg-deb
-    /// (target/debian/observer_<version>_<arch>.deb).
+    /// Set up, build the release binary (profile-guided, as root) and package it as a .deb
+    /// with dpkg-deb (target/debian/observer_<version>_<arch>.deb).
     Deb {
         /// Directory the .deb is written to (default: target/debian in the workspace).
         #[arg(long, value_name = "DIR")]
@@ -118,13 +120,17 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Run { args } => {
             setup::run()?;
-            cargo(&["build", "--release", "-p", "observer"])?;
+            let release = pgo::Release::prepare();
+            run_command(
+                &mut release.cargo(&["build", "--release", "-p", "observer"]),
+                "the release build",
+            )?;
             let args = if args.is_empty() {
                 vec!["watch".to_owned()]
             } else {
                 args
             };
-            let binary = workspace_root().join("target/release/observer");
+            let binary = release.binary();
             // The probes need root; ask sudo for it rather than fail.
             let mut cmd = if is_root() {
                 Command::new(&binary)
@@ -137,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             let status = cmd
                 .args(&args)
                 .status()
-                .context("starting target/release/observer")?;
+                .with_context(|| format!("starting {}", binary.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { args } => {
@@ -171,12 +177,14 @@ fn main() -> anyhow::Result<()> {
                      namespaces (try `sudo -E cargo xtask stress`)"
                 );
             }
+            let release = pgo::Release::prepare();
+            eprintln!("xtask: {}", release.describe());
             let mut cmd = vec!["bench", "-p", "observer", "--bench", "stress", "--"];
             if quick {
                 cmd.push("--quick");
             }
             cmd.extend(args.iter().map(String::as_str));
-            cargo(&cmd)
+            run_command(&mut release.cargo(&cmd), "the stress run")
         }
         Task::Deb { output, no_build } => package::deb(output, !no_build),
         Task::VmTest {
@@ -280,12 +288,11 @@ fn cargo_command(args: &[&str]) -> Command {
     cmd
 }
 
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let status = cargo_command(args)
-        .status()
-        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+/// Runs `cmd` to its end; an error naming `what` unless it succeeded.
+fn run_command(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
     if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
+        bail!("{what} failed ({status})");
     }
     Ok(())
 }

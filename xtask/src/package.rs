@@ -151,11 +151,18 @@ exit 0
 /// Builds (unless `build` is false) and packages the observer; prints the .deb's path.
 pub fn deb(output: Option<PathBuf>, build: bool) -> anyhow::Result<()> {
     let root = super::workspace_root();
-    if build {
+    let binary = if build {
         super::setup::run()?;
-        super::cargo(&["build", "--release", "-p", PACKAGE])?;
-    }
-    let binary = root.join("target/release/observer");
+        let release = super::pgo::Release::prepare();
+        eprintln!("xtask: packaging the {}", release.describe());
+        super::run_command(
+            &mut release.cargo(&["build", "--release", "-p", PACKAGE]),
+            "the release build",
+        )?;
+        release.binary()
+    } else {
+        root.join("target/release/observer")
+    };
     ensure!(
         binary.exists(),
         "{} does not exist: build it (`cargo build --release -p observer`) or drop --no-build",

@@ -258,21 +258,23 @@ impl Bench {
                 opt(t.seen, grouped)
             );
         }
-        for p in levels.iter().flat_map(|l| l.of(Tracer::Observer)) {
-            if p.pair_differences.is_empty() {
-                continue;
+        for level in levels {
+            for p in level.of(Tracer::Observer) {
+                if p.pair_differences.is_empty() {
+                    continue;
+                }
+                let pairs: Vec<String> = p
+                    .pair_differences
+                    .iter()
+                    .map(|(old, new, e, got)| format!("{old} -> {new} expected {e}, counted {got}"))
+                    .collect();
+                let _ = writeln!(
+                    w,
+                    "  observer run, {}, one phase: {}",
+                    level.name(),
+                    pairs.join("; ")
+                );
             }
-            let pairs: Vec<String> = p
-                .pair_differences
-                .iter()
-                .map(|(old, new, e, got)| format!("{old} -> {new} expected {e}, counted {got}"))
-                .collect();
-            let _ = writeln!(
-                w,
-                "  observer run, {} threads, one phase: {}",
-                p.threads,
-                pairs.join("; ")
-            );
         }
         let _ = writeln!(
             w,

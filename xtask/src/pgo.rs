@@ -50,7 +50,7 @@ const TRAINING_LOAD: [&str; 10] = [
 ];
 
 /// What a profile is made from: when one of these is newer, the profile is made again.
-const SOURCES: [&str; 9] = [
+const SOURCES: [&str; 10] = [
     "Cargo.toml",
     "Cargo.lock",
     "observer/Cargo.toml",
@@ -59,6 +59,7 @@ const SOURCES: [&str; 9] = [
     "observer/benches/churn",
     "observer-common/src",
     "observer-ebpf/src",
+    "observer-testkit/src",
     "xtask/src/pgo.rs",
 ];
 
@@ -334,4 +335,71 @@ fn newest(root: &Path, paths: &[&str]) -> anyhow::Result<SystemTime> {
         }
     }
     Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A directory of its own under the system's temporary directory, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("xtask-pgo-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        /// Writes `path` (under the scratch directory) and dates it `secs` after the epoch.
+        fn file(&self, path: &str, secs: u64) -> PathBuf {
+            let path = self.0.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let file = fs::File::create(&path).unwrap();
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap();
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_newest_profile_comes_first_and_other_files_are_not_profiles() {
+        let s = Scratch::new("profiles");
+        let old = s.file("observer-0001.profdata", 1_000);
+        let new = s.file("observer-0002.profdata", 2_000);
+        s.file("merged.profdata", 3_000);
+        s.file("observer.profdata", 4_000);
+        assert_eq!(profiles(&s.0).unwrap(), vec![new.clone(), old]);
+        assert_eq!(current_profile(&s.0), Some(new));
+        assert_eq!(current_profile(&s.0.join("missing")), None);
+    }
+
+    #[test]
+    fn a_source_deep_in_a_directory_dates_the_sources() {
+        let s = Scratch::new("sources");
+        s.file("Cargo.toml", 1_000);
+        s.file("src/a.rs", 2_000);
+        let deep = s.file("src/inner/b.rs", 5_000);
+        // Directories are dated by their own changes too: date them before every file.
+        for dir in [s.0.join("src/inner"), s.0.join("src")] {
+            fs::File::open(&dir)
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
+                .unwrap();
+        }
+        assert_eq!(
+            newest(&s.0, &["Cargo.toml", "src"]).unwrap(),
+            fs::metadata(deep).unwrap().modified().unwrap()
+        );
+        assert!(newest(&s.0, &["Cargo.toml", "missing"]).is_err());
+    }
 }

@@ -68,5 +68,5 @@ pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
     }
     cmd.extend(args.iter().map(String::as_str));
     eprintln!("xtask: system benchmark: cargo {}", cmd.join(" "));
-    super::run_command(&mut release.cargo(&cmd), "the system benchmark")
+    super::run_command(&mut release.cargo(&cmd))
 }

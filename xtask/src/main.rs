@@ -121,10 +121,7 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => {
             setup::run()?;
             let release = pgo::Release::prepare();
-            run_command(
-                &mut release.cargo(&["build", "--release", "-p", "observer"]),
-                "the release build",
-            )?;
+            run_command(&mut release.cargo(&["build", "--release", "-p", "observer"]))?;
             let args = if args.is_empty() {
                 vec!["watch".to_owned()]
             } else {
@@ -184,7 +181,7 @@ fn main() -> anyhow::Result<()> {
                 cmd.push("--quick");
             }
             cmd.extend(args.iter().map(String::as_str));
-            run_command(&mut release.cargo(&cmd), "the stress run")
+            run_command(&mut release.cargo(&cmd))
         }
         Task::Deb { output, no_build } => package::deb(output, !no_build),
         Task::VmTest {
@@ -288,11 +285,11 @@ fn cargo_command(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `cmd` to its end; an error naming `what` unless it succeeded.
-fn run_command(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {what}"))?;
+/// Runs `cmd` to its end, failing with its command line unless it succeeds.
+fn run_command(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
-        bail!("{what} failed ({status})");
+        bail!("{cmd:?} failed ({status})");
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::setup::output_bytes;
+use crate::{run_command, setup::output_bytes};
 
 const PACKAGE: &str = "observer";
 
@@ -155,10 +155,7 @@ pub fn deb(output: Option<PathBuf>, build: bool) -> anyhow::Result<()> {
         super::setup::run()?;
         let release = super::pgo::Release::prepare();
         eprintln!("xtask: packaging the {}", release.describe());
-        super::run_command(
-            &mut release.cargo(&["build", "--release", "-p", PACKAGE]),
-            "the release build",
-        )?;
+        run_command(&mut release.cargo(&["build", "--release", "-p", PACKAGE]))?;
         release.binary()
     } else {
         root.join("target/release/observer")
@@ -195,11 +192,13 @@ pub fn deb(output: Option<PathBuf>, build: bool) -> anyhow::Result<()> {
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let deb = out_dir.join(format!("{PACKAGE}_{version}_{arch}.deb"));
     // --root-owner-group: every file root:root without fakeroot.
-    run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
-        .arg(&tree)
-        .arg(&deb)
-        .stdout(Stdio::null()))?;
+    run_command(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&tree)
+            .arg(&deb)
+            .stdout(Stdio::null()),
+    )?;
     println!("{}", deb.display());
     Ok(())
 }
@@ -454,7 +453,7 @@ fn install(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
 /// `gzip -9n`: best compression, and no name or time stamp inside, so the output depends
 /// on the content alone.
 fn gzip(path: &Path) -> anyhow::Result<()> {
-    run(Command::new("gzip").arg("-9nf").arg(path))?;
+    run_command(Command::new("gzip").arg("-9nf").arg(path))?;
     let mut gz = path.as_os_str().to_owned();
     gz.push(".gz");
     fs::set_permissions(&gz, fs::Permissions::from_mode(0o644))?;
@@ -520,14 +519,6 @@ fn walk(tree: &Path) -> anyhow::Result<(u64, Vec<String>)> {
 
 fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output_bytes(cmd)?).into_owned())
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }
 
 /// The staging directory, removed when the packaging ends, whether it succeeded or not.

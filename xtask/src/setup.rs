@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use super::run_command as status;
+
 const NIGHTLY: &str = "nightly";
 
 pub fn run() -> anyhow::Result<()> {
@@ -192,14 +194,6 @@ pub fn output_bytes(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
         bail!("{cmd:?} failed ({})", out.status);
     }
     Ok(out.stdout)
-}
-
-fn status(cmd: &mut Command) -> anyhow::Result<()> {
-    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !st.success() {
-        bail!("{cmd:?} failed ({st})");
-    }
-    Ok(())
 }
 
 fn ensure_nightly() -> anyhow::Result<()> {

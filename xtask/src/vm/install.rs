@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::Series;
+use crate::run_command as run;
 
 /// Debian packages and a file each installs: qemu runs the guest, virtme-ng's initramfs is
 /// built from busybox, and depmod indexes the unpacked kernel's modules.
@@ -175,13 +176,4 @@ fn link_modules(modules: &Path, release: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all("/lib/modules")?;
     std::os::unix::fs::symlink(modules, &link)
         .with_context(|| format!("linking {} (needs root)", link.display()))
-}
-
-/// Runs `cmd`, failing with its command line unless it succeeds.
-pub(super) fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }

@@ -14,7 +14,8 @@ use std::{fmt::Write as _, io::Write as _};
 
 use anyhow::{Context as _, bail};
 
-use super::install::{KernelImage, run};
+use super::install::KernelImage;
+use crate::run_command as run;
 
 const SUITE: &str = "bookworm";
 

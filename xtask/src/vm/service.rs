@@ -111,7 +111,7 @@ pub fn run(
     fs::write(input.join("service-check.sh"), CHECK_SCRIPT)?;
     fs::write(input.join("start.sh"), START_SCRIPT)?;
     let in_tar = dir.join("in.tar");
-    super::install::run(
+    crate::run_command(
         Command::new("tar")
             .arg("-cf")
             .arg(&in_tar)

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use super::{
     GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
     table::{Conn, Known},
-    timewait_table::{TimewaitTable, Tw},
+    timewait_table::{TimewaitTable, TupleHash, Tw},
 };
 use crate::event::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
 
@@ -84,8 +84,11 @@ impl Timewaits {
 
     /// Drops the bookkeeping of a socket that left the table.
     fn forget(&mut self, key: u64, tw: &Tw) {
-        self.cancelled.remove(&key);
-        if tw.cookie != 0 && self.seeded.get(&tw.cookie) == Some(&key) {
+        // Both are mostly empty: no hash of the key then.
+        if !self.cancelled.is_empty() {
+            self.cancelled.remove(&key);
+        }
+        if tw.cookie != 0 && !self.seeded.is_empty() && self.seeded.get(&tw.cookie) == Some(&key) {
             self.seeded.remove(&tw.cookie);
         }
     }
@@ -106,8 +109,8 @@ impl Timewaits {
 
     /// [`Timewaits::insert`] of a socket whose timer just started, and whose key and tuple are
     /// not tracked: unlinked until its full socket's close.
-    fn insert_started(&mut self, key: u64, tw: Tw, now: u64) -> bool {
-        if self.table.insert_unlinked(key, tw).is_err() {
+    fn insert_started(&mut self, key: u64, tw: Tw, hash: TupleHash, now: u64) -> bool {
+        if self.table.insert_unlinked(key, tw, hash).is_err() {
             self.counts.untracked += 1;
             return false;
         }
@@ -167,21 +170,29 @@ impl Tracker {
                 }
             }
             TimerAction::Expire { substate } => {
-                if self.timewaits.table.contains(t.timer)
-                    || self.timewaits.adopt_by_cookie(t.timer, t.cookie)
+                // One lookup for the check, the substate and the removal.
+                let Some(at) = self.timewaits.table.find(t.timer).or_else(|| {
+                    self.timewaits
+                        .adopt_by_cookie(t.timer, t.cookie)
+                        .then(|| self.timewaits.table.find(t.timer))
+                        .flatten()
+                }) else {
+                    return;
+                };
+                self.timewaits.cancelled.remove(&t.timer);
+                // The FIN that turns FIN_WAIT2 into TIME_WAIT often moves the timer within its
+                // wheel bucket, which no tracepoint reports: trust the socket.
+                if let Some(s) = substate
+                    && self.timewaits.table.substate_at(at) != s
                 {
-                    self.timewaits.cancelled.remove(&t.timer);
-                    // The FIN that turns FIN_WAIT2 into TIME_WAIT often moves the timer
-                    // within its wheel bucket, which no tracepoint reports: trust the socket.
-                    if let Some(s) = substate
-                        && self.timewaits.table.substate(t.timer) != Some(s)
-                        && let Some(mut tw) = self.timewaits.table.get_mut(t.timer)
-                    {
+                    // A change in place: the socket stays where it was found.
+                    if let Some(mut tw) = self.timewaits.table.get_mut(t.timer) {
                         tw.substate = s;
-                        self.stats.timewait_substate_unseen += 1;
                     }
-                    self.end_timewait(t.timer, TimewaitEnd::Expired, t.mono_ns, out);
+                    self.stats.timewait_substate_unseen += 1;
                 }
+                let tw = self.timewaits.table.remove_at(at);
+                self.ended_timewait(t.timer, tw, TimewaitEnd::Expired, t.mono_ns, out);
             }
         }
     }
@@ -195,10 +206,16 @@ impl Tracker {
     ) {
         let (timer, now) = (t.timer, t.mono_ns);
         let tuple = tuple_of(socket);
-        let cancelled_at = self.timewaits.cancelled.remove(&timer);
+        let cancelled_at = if self.timewaits.cancelled.is_empty() {
+            None
+        } else {
+            self.timewaits.cancelled.remove(&timer)
+        };
         // Nearly always a new timer of a new tuple: nothing below the two lookups applies.
-        let fresh =
-            !self.timewaits.table.contains(timer) && self.timewaits.table.key_of(&tuple).is_none();
+        // The tuple is hashed once, for its lookup and its insertion.
+        let hash = TimewaitTable::hash_of(&tuple);
+        let fresh = !self.timewaits.table.contains(timer)
+            && self.timewaits.table.key_of_hashed(&tuple, hash).is_none();
         if !fresh && self.timewait_start_known(t, socket, timeout_ns, cancelled_at, out) {
             return;
         }
@@ -225,7 +242,7 @@ impl Tracker {
             cookie: t.cookie,
             touched_ns: now,
         };
-        self.timewaits.insert_started(timer, tw, now);
+        self.timewaits.insert_started(timer, tw, hash, now);
     }
 
     /// A start whose timer or tuple is already tracked: a seeded socket's timer becoming
@@ -397,9 +414,20 @@ impl Tracker {
     }
 
     fn end_timewait(&mut self, key: u64, cause: TimewaitEnd, now: u64, out: &mut Vec<Report>) {
-        let Some(tw) = self.timewaits.table.remove(key) else {
-            return;
-        };
+        if let Some(tw) = self.timewaits.table.remove(key) {
+            self.ended_timewait(key, tw, cause, now, out);
+        }
+    }
+
+    /// Counts and reports the end of `tw`, just removed from the table.
+    fn ended_timewait(
+        &mut self,
+        key: u64,
+        tw: Tw,
+        cause: TimewaitEnd,
+        now: u64,
+        out: &mut Vec<Report>,
+    ) {
         self.timewaits.forget(key, &tw);
         self.note_closed(&tw.tuple, now);
         match cause {
@@ -434,7 +462,10 @@ impl Tracker {
                 break;
             }
             self.timewaits.cancel_order.pop_front();
-            if self.timewaits.cancelled.get(&timer) == Some(&at) {
+            // An expiry follows nearly every cancel at once: then nothing waits here.
+            if !self.timewaits.cancelled.is_empty()
+                && self.timewaits.cancelled.get(&timer) == Some(&at)
+            {
                 self.timewaits.cancelled.remove(&timer);
                 self.end_timewait(timer, TimewaitEnd::Killed, at, out);
             }
@@ -444,6 +475,10 @@ impl Tracker {
                 break;
             }
             self.timewaits.unlinked_order.pop_front();
+            // Nearly always every one is linked: then none of these needs a lookup.
+            if self.timewaits.table.unlinked() == 0 {
+                continue;
+            }
             // Nearly always linked by now: one lookup, and no unpacking.
             if self.timewaits.is_linked(timer) {
                 continue;

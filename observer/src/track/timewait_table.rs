@@ -82,9 +82,10 @@ struct Slot {
 const _: () = assert!(size_of::<Slot>() == 112);
 
 impl Slot {
-    /// `tw` under `key`, counted in `group` (its cgroup's).
-    fn new(key: u64, mark: u16, tw: &Tw, group: Group) -> Self {
+    /// `tw` under `key`, counted in `group` (its cgroup's); `hash`: its tuple's, if made.
+    fn new(key: u64, mark: u16, tw: &Tw, group: Group, hash: Option<TupleHash>) -> Self {
         let (tuple, v6) = PackedTuple::pack(&tw.tuple);
+        let tuple_hash = hash.map_or_else(|| fold(hash_packed(&tuple, v6)), |h| fold(h.0));
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         let mut slot = Self {
             key,
@@ -92,7 +93,7 @@ impl Slot {
             since_ns: 0,
             touched_ns: 0,
             group,
-            tuple_hash: fold(hash_packed(&tuple, v6)),
+            tuple_hash,
             timeout_ms: 0,
             owner: Task::new(0, 0, [0; 16]),
             tuple,
@@ -201,6 +202,9 @@ pub struct TimewaitTable {
     vacant: u32,
     len: usize,
     capacity: usize,
+    /// Slots with [`UNLINKED`] set: when none is, the checks for a close that never came
+    /// need no lookup.
+    unlinked: usize,
     /// Sockets now in TIME_WAIT, and orphaned FIN_WAIT2 ones.
     time_wait: u64,
     fin_wait2: u64,
@@ -217,6 +221,16 @@ pub struct TimewaitTable {
 /// No slot.
 const NONE: u32 = u32::MAX;
 
+/// Where a timewait socket sits, found by [`TimewaitTable::find`]: valid until the table
+/// changes. A timer's expiry reads and removes its socket with one lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwSlot(u32);
+
+/// A tuple's hash as the tuple index holds it ([`TimewaitTable::hash_of`]): a timewait
+/// socket's start looks its tuple up and then inserts it, hashing it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TupleHash(u64);
+
 impl TimewaitTable {
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -226,6 +240,7 @@ impl TimewaitTable {
             vacant: NONE,
             len: 0,
             capacity: capacity.clamp(1, NONE as usize),
+            unlinked: 0,
             time_wait: 0,
             fin_wait2: 0,
             by_cgroup: ByCgroup::default(),
@@ -250,6 +265,21 @@ impl TimewaitTable {
         self.slot_of(key).is_some()
     }
 
+    /// Where `key` sits, for [`TimewaitTable::substate_at`] and [`TimewaitTable::remove_at`].
+    pub fn find(&self, key: u64) -> Option<TwSlot> {
+        self.slot_of(key).map(TwSlot)
+    }
+
+    /// The substate of the socket at `at`, found since the table last changed.
+    pub fn substate_at(&self, at: TwSlot) -> TcpState {
+        self.slots[at.0 as usize].substate
+    }
+
+    /// Sockets inserted unlinked and not linked since.
+    pub const fn unlinked(&self) -> usize {
+        self.unlinked
+    }
+
     pub fn get(&self, key: u64) -> Option<Tw> {
         self.slot_of(key).map(|i| self.tw_at(i))
     }
@@ -264,21 +294,30 @@ impl TimewaitTable {
         s.tw(self.by_cgroup.cgroup(s.group))
     }
 
-    /// The substate of `key`, without unpacking the rest.
-    pub fn substate(&self, key: u64) -> Option<TcpState> {
-        self.slot_of(key).map(|i| self.slots[i as usize].substate)
-    }
-
     /// The key of the timewait socket of `tuple`.
     pub fn key_of(&self, tuple: &Tuple) -> Option<u64> {
-        self.slot_of_tuple(tuple)
+        self.key_of_hashed(tuple, Self::hash_of(tuple))
+    }
+
+    /// [`TimewaitTable::key_of`] with the tuple's hash already made.
+    pub fn key_of_hashed(&self, tuple: &Tuple, hash: TupleHash) -> Option<u64> {
+        self.slot_of_hashed(tuple, hash)
             .map(|i| self.slots[i as usize].key)
     }
 
+    /// The hash `tuple` is indexed by.
+    pub fn hash_of(tuple: &Tuple) -> TupleHash {
+        TupleHash(tuple_index_hash(tuple))
+    }
+
     fn slot_of_tuple(&self, tuple: &Tuple) -> Option<u32> {
+        self.slot_of_hashed(tuple, Self::hash_of(tuple))
+    }
+
+    fn slot_of_hashed(&self, tuple: &Tuple, hash: TupleHash) -> Option<u32> {
         let slots = &self.slots;
         self.by_tuple
-            .find(tuple_index_hash(tuple), |&i| slots[i as usize].holds(tuple))
+            .find(hash.0, |&i| slots[i as usize].holds(tuple))
             .copied()
     }
 
@@ -308,7 +347,15 @@ impl TimewaitTable {
     /// Marks `key` linked (its full socket's close was seen, or will not be).
     pub fn link(&mut self, key: u64) {
         if let Some(i) = self.slot_of(key) {
-            self.slots[i as usize].bits &= !UNLINKED;
+            self.link_at(i);
+        }
+    }
+
+    fn link_at(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        if slot.bits & UNLINKED != 0 {
+            slot.bits &= !UNLINKED;
+            self.unlinked -= 1;
         }
     }
 
@@ -316,12 +363,11 @@ impl TimewaitTable {
     /// change. One lookup, by tuple.
     pub fn link_tuple(&mut self, tuple: &Tuple) -> Option<(u64, TwMut<'_>)> {
         let i = self.slot_of_tuple(tuple)?;
-        let slot = &mut self.slots[i as usize];
-        if slot.bits & UNLINKED == 0 {
+        if self.slots[i as usize].bits & UNLINKED == 0 {
             return None;
         }
-        slot.bits &= !UNLINKED;
-        let key = slot.key;
+        self.link_at(i);
+        let key = self.slots[i as usize].key;
         Some((key, self.mut_at(i)))
     }
 
@@ -344,25 +390,34 @@ impl TimewaitTable {
     /// Inserts a timewait socket whose key and tuple are not in the table; an error when the
     /// table is full.
     pub fn insert_new(&mut self, key: u64, tw: Tw, mark: u16) -> Result<(), Full> {
-        self.insert_slot(key, tw, mark, false)
+        self.insert_slot(key, tw, mark, None)
     }
 
     /// [`TimewaitTable::insert_new`] of a socket whose timer just started, until
     /// [`TimewaitTable::link`] or [`TimewaitTable::link_tuple`]: the close of its full socket
     /// is still to come.
-    pub fn insert_unlinked(&mut self, key: u64, tw: Tw) -> Result<(), Full> {
-        self.insert_slot(key, tw, 0, true)
+    /// `hash`: the tuple's, from [`TimewaitTable::hash_of`].
+    pub fn insert_unlinked(&mut self, key: u64, tw: Tw, hash: TupleHash) -> Result<(), Full> {
+        self.insert_slot(key, tw, 0, Some(hash))
     }
 
-    fn insert_slot(&mut self, key: u64, tw: Tw, mark: u16, unlinked: bool) -> Result<(), Full> {
+    /// Inserts `tw`; `unlinked`: its tuple's hash, when it is inserted unlinked.
+    fn insert_slot(
+        &mut self,
+        key: u64,
+        tw: Tw,
+        mark: u16,
+        unlinked: Option<TupleHash>,
+    ) -> Result<(), Full> {
         debug_assert!(!self.contains(key) && self.key_of(&tw.tuple).is_none());
         if self.len >= self.capacity {
             return Err(Full);
         }
         let group = self.by_cgroup.enter(tw.cgroup, tw.substate);
-        let mut slot = Slot::new(key, mark, &tw, group);
-        if unlinked {
+        let mut slot = Slot::new(key, mark, &tw, group, unlinked);
+        if unlinked.is_some() {
             slot.bits |= UNLINKED;
+            self.unlinked += 1;
         }
         let i = match self.vacant {
             NONE => {
@@ -392,14 +447,28 @@ impl TimewaitTable {
     }
 
     pub fn remove(&mut self, key: u64) -> Option<Tw> {
-        let hash = hash_key(key);
         let slots = &self.slots;
         let i = self
             .by_key
-            .find_entry(hash, |&i| slots[i as usize].key == key)
+            .find_entry(hash_key(key), |&i| slots[i as usize].key == key)
             .ok()?
             .remove()
             .0;
+        Some(self.vacate(i))
+    }
+
+    /// Removes the socket at `at`, found since the table last changed.
+    pub fn remove_at(&mut self, at: TwSlot) -> Tw {
+        let i = at.0;
+        let hash = hash_key(self.slots[i as usize].key);
+        if let Ok(entry) = self.by_key.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
+        self.vacate(i)
+    }
+
+    /// Empties slot `i`, already out of the key index; returns the socket it held.
+    fn vacate(&mut self, i: u32) -> Tw {
         let tw = self.tw_at(i);
         let hash = self.slots[i as usize].tuple_hash();
         self.by_cgroup
@@ -408,12 +477,15 @@ impl TimewaitTable {
             entry.remove();
         }
         let slot = &mut self.slots[i as usize];
+        if slot.bits & UNLINKED != 0 {
+            self.unlinked -= 1;
+        }
         slot.bits = VACANT;
         slot.key = u64::from(self.vacant);
         self.vacant = i;
         self.len -= 1;
         self.count(&tw, -1);
-        Some(tw)
+        tw
     }
 
     /// Moves a socket to a new key (a seeded socket whose timer became known).
@@ -717,12 +789,19 @@ mod tests {
         assert_eq!(keys, [10, 40000, 40003, 40005]);
     }
 
+    /// Inserts `tw` unlinked under `key`.
+    fn start(t: &mut TimewaitTable, key: u64, tw: Tw) {
+        let hash = TimewaitTable::hash_of(&tw.tuple);
+        t.insert_unlinked(key, tw, hash).unwrap();
+    }
+
     #[test]
     fn a_started_socket_stays_unlinked_until_linked_once() {
         let mut t = TimewaitTable::new(4);
-        t.insert_unlinked(1, tw(40000, false)).unwrap();
+        start(&mut t, 1, tw(40000, false));
         t.insert_new(2, tw(40001, true), 0).unwrap();
         assert!(t.is_unlinked(1) && !t.is_unlinked(2) && !t.is_unlinked(3));
+        assert_eq!(t.unlinked(), 1);
         // A change in place keeps the mark.
         t.get_mut(1).unwrap().substate = TcpState::FinWait2;
         assert!(t.is_unlinked(1));
@@ -736,6 +815,7 @@ mod tests {
             linked.owner = Some(Task::named(7, "nginx"));
         }
         assert!(!t.is_unlinked(1));
+        assert_eq!(t.unlinked(), 0);
         assert_eq!(t.get(1).unwrap().owner, Some(Task::named(7, "nginx")));
         assert!(
             t.link_tuple(&tw(40000, false).tuple).is_none(),
@@ -743,10 +823,21 @@ mod tests {
         );
         // A slot reused by another socket starts without the mark.
         t.remove(1).unwrap();
-        t.insert_unlinked(3, tw(40002, false)).unwrap();
+        start(&mut t, 3, tw(40002, false));
+        assert_eq!(t.unlinked(), 1);
         t.link(3);
         t.insert_new(4, tw(40003, false), 0).unwrap();
         assert!(!t.is_unlinked(3) && !t.is_unlinked(4));
+        assert_eq!(t.unlinked(), 0);
+        // Removed unlinked, by key or where it sits: no longer counted.
+        start(&mut t, 5, tw(40004, false));
+        assert_eq!((t.unlinked(), t.remove(5).is_some()), (1, true));
+        start(&mut t, 6, tw(40005, false));
+        let at = t.find(6).unwrap();
+        assert_eq!(t.substate_at(at), TcpState::TimeWait);
+        assert_eq!(t.remove_at(at), tw(40005, false));
+        assert_eq!((t.unlinked(), t.len(), t.find(6)), (0, 3, None));
+        assert_eq!(t.key_of(&tw(40005, false).tuple), None);
     }
 
     #[test]

@@ -127,6 +127,34 @@ fn a_peer_fin_seen_before_the_handover_still_enters_time_wait() {
     assert_eq!(tracker.stats().timewait_substate_unseen, 0);
 }
 
+/// A timewait socket that started as FIN_WAIT2 and expires in TIME_WAIT moved there without a
+/// tracepoint (the peer's FIN re-armed its timer within its wheel bucket, and its close was not
+/// seen): the expiry trusts the socket, ends it in TIME_WAIT and counts the unseen change.
+#[test]
+fn an_expiry_in_time_wait_corrects_a_substate_never_seen_to_change() {
+    let mut tracker = Tracker::new(16);
+    let mut events = client_until_fin_wait2();
+    events.push(start(0x7, 11, FinWait2));
+    events.push(tr(0xA, 11, FinWait2, Close, CLIENT, SERVER));
+    feed(&mut tracker, &events);
+    assert_eq!(tracker.counts_by_state()[FinWait2], 1);
+    let end = feed(&mut tracker, &[expiry(0x7, 60_011)]);
+    assert_eq!(
+        transitions(&end),
+        vec![(
+            TimeWait,
+            Close,
+            Some(60_000 * MS),
+            Some(Note::TimewaitEnded(TimewaitEnd::Expired))
+        )]
+    );
+    assert_eq!(tracker.stats().timewait_substate_unseen, 1);
+    let counts = tracker.timewait_counts();
+    assert_eq!((counts.started, counts.expired), (1, 1));
+    assert_eq!(tracker.counts_by_state(), PerState::default());
+    assert_eq!(tracker.durations().of(TimeWait).count, 1);
+}
+
 /// Under load the peer's close (CLOSE_WAIT -> LAST_ACK) can reach the stream even before our
 /// timewait socket starts as FIN_WAIT2: its FIN, on its way, moves that socket to TIME_WAIT
 /// without a tracepoint, so the entry is reported at the handover all the same.

@@ -28,6 +28,11 @@ pub(super) struct Ipv6Ends {
 }
 
 impl PackedTuple {
+    /// Whether the local port is bound (not 0).
+    pub const fn has_local_port(&self) -> bool {
+        self.local_port != 0
+    }
+
     #[inline]
     pub fn pack(tuple: &Tuple) -> (Self, Ipv6Ends) {
         let (local_ip, local) = pack_ip(tuple.local);

@@ -328,7 +328,7 @@ impl Table {
     /// [`Table::store`] of a connection whose tuple changed (a connecting socket's port bound).
     fn store_moved(&mut self, i: u32, conn: &Conn) {
         let old = self.slots[i as usize];
-        self.unindex_tuple(i, old.tuple_hash());
+        self.unindex_tuple(i, &old.tuple, old.v6());
         let group = self.recount(i, (old.state, old.since_ns, old.group), conn);
         self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn, group);
         self.index_tuple(i);
@@ -371,16 +371,29 @@ impl Table {
         }
     }
 
+    /// Indexes slot `i` by its tuple, unless its local port is not bound yet: a connecting
+    /// socket reports SYN_SENT before connect() picks its port, and no lookup by tuple can
+    /// mean that socket (sock_diag lists it with its port). Its next transition carries the
+    /// port and indexes it ([`Table::store_moved`]): one index update per connection less.
     fn index_tuple(&mut self, i: u32) {
         let slots = &self.slots;
+        if !slots[i as usize].tuple.has_local_port() {
+            return;
+        }
         let hash = slots[i as usize].tuple_hash();
         self.by_tuple
             .insert_unique(hash, i, |&j| slots[j as usize].tuple_hash());
     }
 
-    /// Takes slot `i` out of the tuple index, where it sits under `hash` (its tuple's).
-    fn unindex_tuple(&mut self, i: u32, hash: u64) {
-        if let Ok(entry) = self.by_tuple.find_entry(hash, |&j| j == i) {
+    /// Takes slot `i`, with its tuple as the tuple index holds it, out of that index.
+    fn unindex_tuple(&mut self, i: u32, tuple: &PackedTuple, v6: Ipv6Ends) {
+        if !tuple.has_local_port() {
+            return;
+        }
+        if let Ok(entry) = self
+            .by_tuple
+            .find_entry(hash_packed(tuple, v6), |&j| j == i)
+        {
             entry.remove();
         }
     }
@@ -412,9 +425,9 @@ impl Table {
             .0;
         self.unlink(i);
         let slot = &self.slots[i as usize];
-        let (hash, state, since_ns, group) =
-            (slot.tuple_hash(), slot.state, slot.since_ns, slot.group);
-        self.unindex_tuple(i, hash);
+        let (tuple, v6, state, since_ns, group) =
+            (slot.tuple, slot.v6(), slot.state, slot.since_ns, slot.group);
+        self.unindex_tuple(i, &tuple, v6);
         self.count(i, state, since_ns, -1);
         self.by_cgroup.leave(group, state);
         Some(i)
@@ -766,5 +779,30 @@ mod tests {
             .map(|(k, ..)| k)
             .collect();
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_connecting_socket_is_found_by_its_tuple_once_its_port_is_bound() {
+        let mut t = Table::new(4);
+        let mut connecting = conn(0, false);
+        connecting.state = TcpState::SynSent;
+        t.insert_absent(1, connecting);
+        t.insert_absent(2, connecting);
+        assert_eq!(t.keys_of(&connecting.tuple).count(), 0, "no port yet");
+        assert_eq!(t.states()[TcpState::SynSent], 2);
+        // The handshake's end carries the port picked by connect().
+        let bound = Conn {
+            state: TcpState::Established,
+            tuple: conn(40000, false).tuple,
+            ..connecting
+        };
+        t.store_at(t.find(1).expect("socket 1 is tracked"), &bound);
+        assert_eq!(t.keys_of(&bound.tuple).collect::<Vec<_>>(), [1]);
+        assert!(same(&t.get(1).unwrap(), &bound));
+        // One that never got its port leaves as it came.
+        assert!(same(&t.remove(2).unwrap(), &connecting));
+        assert_eq!(t.states().values().sum::<u64>(), 1);
+        t.remove(1);
+        assert_eq!((t.len(), t.keys_of(&bound.tuple).count()), (0, 0));
     }
 }

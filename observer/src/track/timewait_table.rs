@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     Tuple,
-    packed::{Ipv6Ends, PackedTuple, hash_key, hash_packed, hash_tuple},
+    packed::{Ipv6Ends, PackedTuple, hash_key, hash_tuple},
     usage::{Destination, TimewaitUsage},
 };
 use crate::event::{CgroupId, Netns};
@@ -82,10 +82,9 @@ struct Slot {
 const _: () = assert!(size_of::<Slot>() == 112);
 
 impl Slot {
-    /// `tw` under `key`, counted in `group` (its cgroup's); `hash`: its tuple's, if made.
-    fn new(key: u64, mark: u16, tw: &Tw, group: Group, hash: Option<TupleHash>) -> Self {
+    /// `tw` under `key`, counted in `group` (its cgroup's); `hash`: its tuple's.
+    fn new(key: u64, mark: u16, tw: &Tw, group: Group, hash: TupleHash) -> Self {
         let (tuple, v6) = PackedTuple::pack(&tw.tuple);
-        let tuple_hash = hash.map_or_else(|| fold(hash_packed(&tuple, v6)), |h| fold(h.0));
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         let mut slot = Self {
             key,
@@ -93,7 +92,7 @@ impl Slot {
             since_ns: 0,
             touched_ns: 0,
             group,
-            tuple_hash,
+            tuple_hash: fold(hash.0),
             timeout_ms: 0,
             owner: Task::new(0, 0, [0; 16]),
             tuple,
@@ -390,7 +389,8 @@ impl TimewaitTable {
     /// Inserts a timewait socket whose key and tuple are not in the table; an error when the
     /// table is full.
     pub fn insert_new(&mut self, key: u64, tw: Tw, mark: u16) -> Result<(), Full> {
-        self.insert_slot(key, tw, mark, None)
+        let hash = Self::hash_of(&tw.tuple);
+        self.insert_slot(key, tw, mark, hash, false)
     }
 
     /// [`TimewaitTable::insert_new`] of a socket whose timer just started, until
@@ -398,24 +398,26 @@ impl TimewaitTable {
     /// is still to come.
     /// `hash`: the tuple's, from [`TimewaitTable::hash_of`].
     pub fn insert_unlinked(&mut self, key: u64, tw: Tw, hash: TupleHash) -> Result<(), Full> {
-        self.insert_slot(key, tw, 0, Some(hash))
+        self.insert_slot(key, tw, 0, hash, true)
     }
 
-    /// Inserts `tw`; `unlinked`: its tuple's hash, when it is inserted unlinked.
+    /// Inserts `tw`, whose tuple hashes to `hash`; `unlinked`: as a socket whose full socket's
+    /// close is still to come.
     fn insert_slot(
         &mut self,
         key: u64,
         tw: Tw,
         mark: u16,
-        unlinked: Option<TupleHash>,
+        hash: TupleHash,
+        unlinked: bool,
     ) -> Result<(), Full> {
         debug_assert!(!self.contains(key) && self.key_of(&tw.tuple).is_none());
         if self.len >= self.capacity {
             return Err(Full);
         }
         let group = self.by_cgroup.enter(tw.cgroup, tw.substate);
-        let mut slot = Slot::new(key, mark, &tw, group, unlinked);
-        if unlinked.is_some() {
+        let mut slot = Slot::new(key, mark, &tw, group, hash);
+        if unlinked {
             slot.bits |= UNLINKED;
             self.unlinked += 1;
         }

@@ -171,14 +171,13 @@ impl Tracker {
             }
             TimerAction::Expire { substate } => {
                 // One lookup for the check, the substate and the removal.
-                let Some(at) = self.timewaits.table.find(t.timer).or_else(|| {
-                    self.timewaits
-                        .adopt_by_cookie(t.timer, t.cookie)
-                        .then(|| self.timewaits.table.find(t.timer))
-                        .flatten()
-                }) else {
-                    return;
+                let found = match self.timewaits.table.find(t.timer) {
+                    None if self.timewaits.adopt_by_cookie(t.timer, t.cookie) => {
+                        self.timewaits.table.find(t.timer)
+                    }
+                    found => found,
                 };
+                let Some(at) = found else { return };
                 self.timewaits.cancelled.remove(&t.timer);
                 // The FIN that turns FIN_WAIT2 into TIME_WAIT often moves the timer within its
                 // wheel bucket, which no tracepoint reports: trust the socket.

@@ -476,6 +476,19 @@ impl Collector for SnapshotCollector {
             Counter,
             [(vec![], f(k.timer_recursion_misses))],
         )?;
+        family(
+            &mut e,
+            "observer_program_runs_skipped",
+            "Runs of each eBPF program the kernel skipped because a tracing program was \
+             already running on the CPU: that hook's events are short by this many. The same \
+             runs as observer_events_lost_total{reason=\"recursion_miss\"}, and for the timer \
+             programs observer_timer_recursion_misses_total (mostly runs for other timers than \
+             timewait ones).",
+            Counter,
+            k.skipped
+                .by_program()
+                .map(|(p, n)| (vec![("program", p.name)], f(n))),
+        )?;
         let st = &s.stats;
         family(
             &mut e,

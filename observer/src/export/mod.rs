@@ -295,6 +295,31 @@ mod tests {
     }
 
     #[test]
+    fn runs_the_kernel_skipped_are_exported_by_program() {
+        let mut snapshot = empty_snapshot(100 * S);
+        snapshot.losses.kernel.skipped =
+            crate::load::SkippedRuns::new([1, 0, 0, 40, 0, 0, 0, 3, 0]);
+        let text = Exporter::default().openmetrics(snapshot);
+        let value = |program: &str| {
+            let series = format!("observer_program_runs_skipped_total{{program=\"{program}\"}}");
+            text.lines()
+                .find(|l| l.starts_with(&series))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(
+            [
+                value("inet_sock_set_state"),
+                value("timer_start"),
+                value("tcp_retransmit_synack"),
+                value("tcp_send_reset"),
+            ],
+            [Some(1.0), Some(40.0), Some(3.0), Some(0.0)],
+            "{text}"
+        );
+    }
+
+    #[test]
     fn close_wait_by_workload_sums_under_bounded_labels() {
         let group = |cgroup, count, oldest_since_ns| CloseWaitGroup {
             cgroup,

@@ -241,6 +241,8 @@ pub struct KernelLosses {
     /// The same for the timer programs. Most of these runs would have been for other timers
     /// than timewait ones, so this is an upper bound of timewait events missed.
     pub timer_recursion_misses: u64,
+    /// Both of the above by program: which hook's events, and so which counts, are short.
+    pub skipped: SkippedRuns,
 }
 
 impl KernelLosses {
@@ -248,6 +250,33 @@ impl KernelLosses {
     #[must_use]
     pub const fn total(&self) -> u64 {
         self.ring_buffer_full + self.read_failed + self.recursion_misses
+    }
+}
+
+/// Runs the kernel skipped (recursion misses), for each of [`PROGRAMS`], in its order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkippedRuns([u64; PROGRAMS.len()]);
+
+impl SkippedRuns {
+    /// Counts in [`PROGRAMS`] order.
+    #[must_use]
+    pub const fn new(counts: [u64; PROGRAMS.len()]) -> Self {
+        Self(counts)
+    }
+
+    /// Every program and its count, attached or not, in [`PROGRAMS`] order.
+    pub fn by_program(&self) -> impl Iterator<Item = (&'static Program, u64)> + '_ {
+        PROGRAMS.iter().zip(self.0)
+    }
+
+    /// The programs skipped since `before`, with how many runs each.
+    pub fn since<'a>(
+        &'a self,
+        before: &'a Self,
+    ) -> impl Iterator<Item = (&'static Program, u64)> + 'a {
+        self.by_program()
+            .zip(before.0)
+            .filter_map(|((program, now), then)| (now > then).then_some((program, now - then)))
     }
 }
 
@@ -410,7 +439,8 @@ impl Probes {
             Ok(values.iter().sum())
         };
         let (mut recursion_misses, mut timer_recursion_misses) = (0, 0);
-        for program in &PROGRAMS {
+        let mut skipped = SkippedRuns::default();
+        for (program, slot) in PROGRAMS.iter().zip(&mut skipped.0) {
             // Programs this kernel could not attach have no fd and no statistics.
             let Some(Ok(fd)) = self.ebpf.program(program.name).map(|p| p.fd()) else {
                 continue;
@@ -418,6 +448,7 @@ impl Probes {
             let misses = prog_stats::read(fd.as_fd())
                 .map_err(LoadError::Stats)?
                 .recursion_misses;
+            *slot = misses;
             if program.part == Part::Timewait {
                 timer_recursion_misses += misses;
             } else {
@@ -429,6 +460,7 @@ impl Probes {
             read_failed: sum(Counter::ReadFailed)?,
             recursion_misses,
             timer_recursion_misses,
+            skipped,
         })
     }
 }

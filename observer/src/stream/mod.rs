@@ -21,7 +21,10 @@ use crate::{
     clock::mono_now_ns,
     decode::{DecodeError, Decoder, record_time},
     event::Event,
-    load::{Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY, READ_IDLE_MAX},
+    load::{
+        Features, KernelLosses, LoadError, LoadOptions, Probes, READ_EVERY, READ_IDLE_MAX,
+        contract::Part,
+    },
 };
 
 /// A program submits its record microseconds after reserving it; a drain stops at the first
@@ -57,9 +60,18 @@ impl Losses {
             ));
         }
         if k.recursion_misses > b.recursion_misses {
+            // Which programs: an RST or a retransmission skipped stays uncounted, a transition
+            // is repaired by the next reconciliation. Timer runs are an upper bound, apart.
+            let programs: Vec<String> = k
+                .skipped
+                .since(&b.skipped)
+                .filter(|(p, _)| p.part != Part::Timewait)
+                .map(|(p, n)| format!("{} {n}", p.name))
+                .collect();
             why.push(format!(
-                "{} skipped by the kernel while another BPF program ran on the same CPU",
-                k.recursion_misses - b.recursion_misses
+                "{} skipped by the kernel while another BPF program ran on the same CPU ({})",
+                k.recursion_misses - b.recursion_misses,
+                programs.join(", ")
             ));
         }
         if k.read_failed > b.read_failed {
@@ -320,5 +332,38 @@ mod tests {
         assert_eq!(waits, [ms(10), ms(20), ms(40), ms(80), ms(100), ms(100)]);
         pace.looked(true);
         assert_eq!(pace.wait, READ_EVERY);
+    }
+
+    #[test]
+    fn a_loss_line_names_the_programs_skipped_since_the_last_and_not_the_timers() {
+        use crate::load::SkippedRuns;
+        let losses = |state, timer, synack| {
+            let kernel = KernelLosses {
+                recursion_misses: state + synack,
+                timer_recursion_misses: timer,
+                skipped: SkippedRuns::new([state, 0, 0, timer, 0, 0, 0, synack, 0]),
+                ..KernelLosses::default()
+            };
+            Losses {
+                kernel,
+                malformed: 0,
+            }
+        };
+        let why = losses(2, 9, 7).new_since(&losses(2, 1, 4));
+        assert_eq!(
+            why,
+            [
+                "3 skipped by the kernel while another BPF program ran on the same CPU \
+              (tcp_retransmit_synack 3)"
+            ]
+        );
+        let why = losses(5, 1, 7).new_since(&losses(2, 1, 4));
+        assert_eq!(
+            why,
+            [
+                "6 skipped by the kernel while another BPF program ran on the same CPU \
+              (inet_sock_set_state 3, tcp_retransmit_synack 3)"
+            ]
+        );
     }
 }

@@ -52,6 +52,7 @@ const METRICS: &[(&str, &[&str])] = &[
     ("observer_events_received_total", &[]),
     ("observer_events_lost_total", &["reason"]),
     ("observer_timer_recursion_misses_total", &[]),
+    ("observer_program_runs_skipped_total", &["program"]),
     ("observer_tracker_gaps_total", &[]),
     ("observer_tracker_sockets", &["table"]),
     ("observer_tracker_evicted_total", &["table"]),
@@ -138,6 +139,20 @@ const LABEL_VALUES: &[(&str, &[&str])] = &[
     (
         "table",
         &["sockets", "timewait", "connections", "synack_ports"],
+    ),
+    (
+        "program",
+        &[
+            "inet_sock_set_state",
+            "tcp_send_reset",
+            "tcp_receive_reset",
+            "timer_start",
+            "timer_cancel",
+            "timer_expire_entry",
+            "tcp_retransmit_skb",
+            "tcp_retransmit_synack",
+            "inet_sk_error_report",
+        ],
     ),
     ("alertstate", &["pending", "firing"]),
     ("sink", &["alertmanager", "file"]),

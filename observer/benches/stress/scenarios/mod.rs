@@ -17,6 +17,7 @@ mod timewait_expiry;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use observer::load::contract::{PROGRAMS, Part};
 use observer_common::TcpState;
 use observer_testkit::{
     daemon::Daemon,
@@ -181,16 +182,35 @@ impl Watched {
             format!("the log's loss lines add up to {logged}, the metric says {total}"),
         ));
         row.checks.push(timewait_identity(&after));
+        let skipped: Vec<String> = PROGRAMS
+            .iter()
+            .filter(|p| p.part != Part::Timewait)
+            .map(|p| {
+                let n = grew(
+                    "observer_program_runs_skipped_total",
+                    &[("program", p.name)],
+                );
+                (p.name, n)
+            })
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
         row.checks.push(Check::new(
             "recursion misses",
             true,
             format!(
-                "{} runs of the state and RST programs skipped by the kernel (counted as lost), \
-                 {} timer runs (an upper bound of timewait timer events missed)",
+                "{} runs of the state, RST, retransmission and error programs skipped by the \
+                 kernel (counted as lost{}), {} timer runs (an upper bound of timewait timer \
+                 events missed)",
                 grew(
                     "observer_events_lost_total",
                     &[("reason", "recursion_miss")]
                 ),
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", skipped.join(", "))
+                },
                 grew("observer_timer_recursion_misses_total", &[])
             ),
         ));

@@ -480,7 +480,8 @@ impl Collector for SnapshotCollector {
             &mut e,
             "observer_program_runs_skipped",
             "Runs of each eBPF program the kernel skipped because a tracing program was \
-             already running on the CPU: that hook's events are short by this many. The same \
+             already running on the CPU (for the raw tracepoint programs, the same one): that \
+             hook's events are short by this many. The same \
              runs as observer_events_lost_total{reason=\"recursion_miss\"}, and for the timer \
              programs observer_timer_recursion_misses_total (mostly runs for other timers than \
              timewait ones).",

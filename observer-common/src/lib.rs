@@ -8,9 +8,11 @@ pub mod probe_config;
 pub mod record;
 pub mod tcp_state;
 
-pub use probe_config::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
+pub use probe_config::{
+    SockErrorProbeConfig, SpanProbeConfig, SynackProbeConfig, TimerProbeConfig,
+};
 pub use record::{
     DIRECT_SPAN_START, RAW_CAPACITY, RecordHeader, RecordKind, SocketErrorRecord, SpanRecord,
-    TimerEndRecord, TimerRecord,
+    SynackRecord, TimerEndRecord, TimerRecord,
 };
 pub use tcp_state::TcpState;

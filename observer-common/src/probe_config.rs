@@ -193,7 +193,37 @@ impl SockErrorProbeConfig {
     };
 }
 
+/// What the `tcp_retransmit_synack` raw tracepoint program reads from the request socket (its
+/// second argument): its `struct sock_common`, which holds the connection's addresses and
+/// namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynackProbeConfig {
+    /// Non-zero once the daemon has filled this in; an unconfigured program emits nothing.
+    pub configured: u32,
+    /// Offset of `__req_common` (a `struct sock_common`) in `struct request_sock`.
+    pub req_common_offset: u32,
+    /// Bytes of `struct sock_common` to copy, at most [`crate::record::COMMON_CAPACITY`].
+    pub common_len: u32,
+    /// Offset of `skc_net.net` in `struct sock_common`.
+    pub common_net_offset: u32,
+    /// Offset of `ns.inum` in `struct net`.
+    pub net_inum_offset: u32,
+}
+
+impl SynackProbeConfig {
+    /// The value compiled into the eBPF object: the program does nothing until configured.
+    pub const UNSET: Self = Self {
+        configured: 0,
+        req_common_offset: 0,
+        common_len: 0,
+        common_net_offset: UNKNOWN,
+        net_inum_offset: UNKNOWN,
+    };
+}
+
 const _: () = assert!(size_of::<SpanProbeConfig>() == 20 * 4);
+const _: () = assert!(size_of::<SynackProbeConfig>() == 5 * 4);
 const _: () = assert!(size_of::<TimerProbeConfig>() == 8 + 8 * 4);
 const _: () = assert!(size_of::<SockErrorProbeConfig>() == 16 * 4);
 
@@ -206,3 +236,6 @@ unsafe impl aya::Pod for SockErrorProbeConfig {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding (the u64 comes first, the u32s pair up).
 unsafe impl aya::Pod for TimerProbeConfig {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u32 fields, no padding.
+unsafe impl aya::Pod for SynackProbeConfig {}

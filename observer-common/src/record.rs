@@ -2,7 +2,7 @@
 
 /// Version of the record layout. Bumped whenever a record changes shape, so that a daemon never
 /// misreads records from an object built for another layout.
-pub const RECORD_VERSION: u16 = 4;
+pub const RECORD_VERSION: u16 = 5;
 
 /// Bytes of the tracepoint record copied verbatim into a [`SpanRecord`].
 ///
@@ -18,8 +18,8 @@ pub const RAW_CAPACITY: usize = 96;
 /// helper call (which costs more than the copy) for a span that starts anywhere else.
 pub const DIRECT_SPAN_START: usize = 8;
 
-/// Bytes of a socket's `struct sock_common` copied into a [`TimerRecord`] or a
-/// [`SocketErrorRecord`]: addresses, ports and family, decoded in userspace with offsets from BTF.
+/// Bytes of a socket's `struct sock_common` copied into a [`TimerRecord`], a
+/// [`SocketErrorRecord`] or a [`SynackRecord`]: addresses, ports and family, decoded in userspace with offsets from BTF.
 pub const COMMON_CAPACITY: usize = 96;
 
 /// Record kinds. Discriminants are part of the wire format: never reuse one.
@@ -36,7 +36,7 @@ pub enum RecordKind {
     TimewaitTimer = 4,
     /// A `tcp:tcp_retransmit_skb` ([`SpanRecord`]).
     Retransmit = 5,
-    /// A `tcp:tcp_retransmit_synack` ([`SpanRecord`]).
+    /// A `tcp:tcp_retransmit_synack` ([`SynackRecord`]).
     RetransmitSynack = 6,
     /// An error reported on a TCP socket (`inet_sk_error_report`, [`SocketErrorRecord`]).
     SocketError = 7,
@@ -217,7 +217,26 @@ pub struct SocketErrorRecord {
     pub common: [u8; COMMON_CAPACITY],
 }
 
+/// A SYN-ACK sent again (`tcp_retransmit_synack`, a raw tracepoint), read from the request
+/// socket: its `struct sock_common` holds the connection's addresses, ports and namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SynackRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    /// Address of the listening socket's `struct sock` (the tracepoint's `skaddr`).
+    pub listener: u64,
+    /// Inode number of the request's network namespace; 0 when it could not be read.
+    pub netns: u32,
+    /// Bytes of `common` filled.
+    pub common_len: u16,
+    pub pad: u16,
+    /// The request socket's `struct sock_common`, from offset 0.
+    pub common: [u8; COMMON_CAPACITY],
+}
+
 const _: () = assert!(size_of::<RecordHeader>() == 8);
+const _: () = assert!(size_of::<SynackRecord>() == 32 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<SocketErrorRecord>() == 40 + COMMON_CAPACITY);
 const _: () = assert!(size_of::<SocketErrorRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<SpanRecord>() == 56 + RAW_CAPACITY);

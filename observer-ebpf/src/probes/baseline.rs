@@ -113,8 +113,8 @@ pub fn floor_retransmit(_ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "tcp", name = "tcp_retransmit_synack")]
-pub fn floor_retransmit_synack(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn floor_retransmit_synack(_ctx: RawTracePointContext) -> i32 {
     submit(submit_flags());
     0
 }

@@ -9,6 +9,7 @@ pub mod reset;
 pub mod retransmit;
 pub mod sock_error;
 pub mod state;
+pub mod synack;
 pub mod timewait;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,6 +24,7 @@ pub use reset::ResetLayout;
 pub use retransmit::RetransmitLayout;
 pub use sock_error::SocketErrorLayout;
 pub use state::StateLayout;
+pub use synack::SynackLayout;
 pub use timewait::TimerLayout;
 
 use crate::{
@@ -73,7 +75,7 @@ pub struct Decoder {
     pub receive_reset: Option<ResetLayout>,
     pub timer: Option<TimerLayout>,
     pub retransmit: Option<RetransmitLayout>,
-    pub retransmit_synack: Option<RetransmitLayout>,
+    pub retransmit_synack: Option<SynackLayout>,
     pub sock_error: Option<SocketErrorLayout>,
 }
 

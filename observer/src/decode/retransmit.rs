@@ -1,4 +1,5 @@
-//! `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack` records -> [`Retransmit`] events.
+//! `tcp:tcp_retransmit_skb` records -> [`Retransmit`] events of [`RetransmitKind::Segment`].
+//! (SYN-ACKs sent again come from a raw tracepoint: `super::synack`.)
 //!
 //! Seen on Linux 6.18 when nothing is acknowledged: a tail loss probe first (`unrecovered` 0,
 //! no timeout yet), then one retransmission per timeout with 1, 2, 3, ... (the kernel counts
@@ -19,15 +20,12 @@ use crate::{
     kernel::tracefs::{Field, Format, TracefsError},
 };
 
-/// Where each field of `tcp_retransmit_skb` or `tcp_retransmit_synack` sits in the copied span.
-///
-/// Both tracepoints store this host's end as `saddr`/`sport`: the socket's own address for a
-/// segment, the request's local address (`ir_loc_addr`, `ir_num`) for a SYN-ACK.
+/// Where each field of `tcp_retransmit_skb` sits in the copied span. The tracepoint stores
+/// this host's end (the socket's own address) as `saddr`/`sport`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetransmitLayout {
-    kind: RetransmitKind,
     skaddr: Field,
-    state: Option<Field>,
+    state: Field,
     err: Option<Field>,
     addresses: SplitAddresses,
     needed: usize,
@@ -36,29 +34,19 @@ pub struct RetransmitLayout {
 impl RetransmitLayout {
     /// Builds the decoding layout and the eBPF configuration from the tracepoint's format.
     /// Kernel struct offsets (netns, `icsk_retransmits`) are filled in by the loader.
-    pub fn from_format(
-        format: &Format,
-        kind: RetransmitKind,
-    ) -> Result<(Self, SpanProbeConfig), TracefsError> {
+    pub fn from_format(format: &Format) -> Result<(Self, SpanProbeConfig), TracefsError> {
         let skaddr = format.field("skaddr")?;
         let addresses = SplitAddresses::from_format(format)?;
-        let (event, state, err) = match kind {
-            RetransmitKind::Segment => (
-                "tcp_retransmit_skb",
-                Some(format.field("state")?),
-                // Added in Linux 6.13.
-                format.get("err"),
-            ),
-            RetransmitKind::Synack => ("tcp_retransmit_synack", None, None),
-        };
-        let mut all = vec![skaddr];
-        all.extend(state.iter().chain(&err).copied());
+        let state = format.field("state")?;
+        // Added in Linux 6.13.
+        let err = format.get("err");
+        let mut all = vec![skaddr, state];
+        all.extend(err);
         all.extend(addresses.fields());
-        let (start, end) = span_bounds(event, &all)?;
+        let (start, end) = span_bounds("tcp_retransmit_skb", &all)?;
         let layout = Self {
-            kind,
             skaddr: skaddr.relative_to(start),
-            state: state.map(|f| f.relative_to(start)),
+            state: state.relative_to(start),
             err: err.map(|f| f.relative_to(start)),
             addresses: addresses.relative_to(start),
             needed: end - start,
@@ -73,14 +61,10 @@ impl RetransmitLayout {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<Retransmit, DecodeError> {
-        let expected_kind = match self.kind {
-            RetransmitKind::Segment => RecordKind::Retransmit,
-            RetransmitKind::Synack => RecordKind::RetransmitSynack,
-        };
-        check_kind(bytes, expected_kind)?;
+        check_kind(bytes, RecordKind::Retransmit)?;
         let rec = read_span(bytes, self.needed)?;
         let raw = rec.raw();
-        let state = self.state.map(|f| read_state(raw, f)).transpose()?;
+        let state = read_state(raw, self.state)?;
         #[expect(clippy::cast_possible_truncation, reason = "`err` is an int")]
         let err = self
             .err
@@ -90,9 +74,9 @@ impl RetransmitLayout {
             .then_some((rec.flags() >> RETRANSMITS_SHIFT) as u8);
         Ok(Retransmit {
             mono_ns: rec.ts_ns(),
-            kind: self.kind,
+            kind: RetransmitKind::Segment,
             sock: read_int(raw, self.skaddr),
-            state,
+            state: Some(state),
             family,
             local,
             remote,
@@ -113,9 +97,7 @@ mod tests {
         encode::{copy_span, empty_span},
     };
     use crate::event::Family;
-    use crate::kernel::tracefs::known_formats::{
-        TCP_RETRANSMIT_SKB_6_18, TCP_RETRANSMIT_SYNACK_6_18,
-    };
+    use crate::kernel::tracefs::known_formats::TCP_RETRANSMIT_SKB_6_18;
 
     fn span_record(kind: RecordKind, flags: u16, tp: &[u8], cfg: &SpanProbeConfig) -> Vec<u8> {
         let rec = SpanRecord {
@@ -130,8 +112,7 @@ mod tests {
     #[test]
     fn decodes_a_segment_retransmission_with_its_timeout_count() {
         let format = Format::parse("f".into(), TCP_RETRANSMIT_SKB_6_18);
-        let (layout, cfg) =
-            RetransmitLayout::from_format(&format, RetransmitKind::Segment).unwrap();
+        let (layout, cfg) = RetransmitLayout::from_format(&format).unwrap();
         assert!(layout.has_err());
         assert_eq!(
             (cfg.span_start, cfg.span_len, cfg.skaddr_offset),
@@ -204,8 +185,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let format = Format::parse("f".into(), &without);
-        let (layout, cfg) =
-            RetransmitLayout::from_format(&format, RetransmitKind::Segment).unwrap();
+        let (layout, cfg) = RetransmitLayout::from_format(&format).unwrap();
         assert!(!layout.has_err());
         assert_eq!((cfg.span_start, cfg.span_len), (8, 66));
         let mut tp = [0u8; 80];
@@ -219,33 +199,5 @@ mod tests {
             .unwrap();
         assert_eq!((r.err, r.state), (0, Some(TcpState::SynSent)));
         assert_eq!(r.local, "[::1]:0".parse().unwrap());
-    }
-
-    #[test]
-    fn a_synack_retransmission_names_the_listener_and_the_client() {
-        let format = Format::parse("f".into(), TCP_RETRANSMIT_SYNACK_6_18);
-        let (layout, cfg) = RetransmitLayout::from_format(&format, RetransmitKind::Synack).unwrap();
-        assert_eq!(
-            (cfg.span_start, cfg.span_len, cfg.skaddr_offset),
-            (8, 62, 8)
-        );
-        let mut tp = [0u8; 72];
-        tp[8..16].copy_from_slice(&0xabcdu64.to_ne_bytes()); // the listener
-        tp[16..24].copy_from_slice(&0x1234u64.to_ne_bytes()); // the request
-        tp[24..26].copy_from_slice(&8080u16.to_ne_bytes()); // ir_num: the listener's port
-        tp[26..28].copy_from_slice(&40000u16.to_ne_bytes()); // the client's port
-        tp[28..30].copy_from_slice(&AF_INET6.to_ne_bytes());
-        tp[38..54].copy_from_slice(&"::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        tp[54..70].copy_from_slice(&"::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        let r = layout
-            .decode(&span_record(RecordKind::RetransmitSynack, 0, &tp, &cfg))
-            .unwrap();
-        assert_eq!(
-            (r.kind, r.sock, r.state, r.unrecovered, r.err),
-            (RetransmitKind::Synack, 0xabcd, None, None, 0)
-        );
-        assert_eq!(r.local, "[::1]:8080".parse().unwrap());
-        assert_eq!(r.remote, "[::2]:40000".parse().unwrap());
-        assert_eq!(r.family, Family::Ipv6);
     }
 }

@@ -13,7 +13,7 @@ use super::kernel_names::{
 use crate::{
     config::WorkloadsConfig,
     decode::{ResetLayout, StateLayout, retransmit::RetransmitLayout},
-    event::ResetDirection,
+    event::{ResetDirection, RetransmitKind},
     kernel::{
         btf::KernelBtf,
         kallsyms::{self, KallsymsError},
@@ -267,11 +267,15 @@ fn gather_tracepoints(tracefs: &Path) -> TracepointFacts {
                     }
                     Err(e) => Presence::Unusable(e.to_string()),
                 },
-                Role::Timer | Role::SocketError => Presence::PresentRaw,
-                Role::Retransmit(kind) => match RetransmitLayout::from_format(&format, kind) {
-                    Ok(_) => Presence::Usable,
-                    Err(e) => Presence::Unusable(e.to_string()),
-                },
+                Role::Timer | Role::SocketError | Role::Retransmit(RetransmitKind::Synack) => {
+                    Presence::PresentRaw
+                }
+                Role::Retransmit(RetransmitKind::Segment) => {
+                    match RetransmitLayout::from_format(&format) {
+                        Ok(_) => Presence::Usable,
+                        Err(e) => Presence::Unusable(e.to_string()),
+                    }
+                }
             },
         };
         presence.push(found);

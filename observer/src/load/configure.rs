@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use observer_common::{SockErrorProbeConfig, SpanProbeConfig, TimerProbeConfig};
+use observer_common::{SockErrorProbeConfig, SpanProbeConfig, SynackProbeConfig, TimerProbeConfig};
 
 use observer_common::probe_config::UNKNOWN;
 
@@ -13,10 +13,10 @@ use super::{
     contract::{self, Part, Program},
 };
 use crate::decode::{
-    Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout,
+    Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout, SynackLayout,
     timewait::{CommonOffsets, TimerLayout, TimewaitOffsets},
 };
-use crate::event::{ResetDirection, ResetReason, RetransmitKind};
+use crate::event::{ResetDirection, ResetReason};
 use crate::kernel::{
     btf::{BtfError, KernelBtf},
     kallsyms, tick_rate,
@@ -31,7 +31,7 @@ pub(super) struct Plan {
     pub receive_reset: Option<SpanProbeConfig>,
     pub timer: Option<TimerProbeConfig>,
     pub retransmit: Option<SpanProbeConfig>,
-    pub retransmit_synack: Option<SpanProbeConfig>,
+    pub retransmit_synack: Option<SynackProbeConfig>,
     pub sock_error: Option<SockErrorProbeConfig>,
     pub features: Features,
 }
@@ -210,6 +210,7 @@ fn cgroup_offsets(btf: &KernelBtf, state: &mut SpanProbeConfig) -> Result<(), Bt
 }
 
 type RetransmitPlan = (RetransmitLayout, SpanProbeConfig);
+type SynackPlan = (SynackLayout, SynackProbeConfig);
 
 /// Both retransmission programs; `availability` says why one is missing.
 fn retransmit_plans(
@@ -217,41 +218,58 @@ fn retransmit_plans(
     btf: Option<&KernelBtf>,
     net: Option<(u32, u32)>,
     availability: &mut Availability,
-) -> (Option<RetransmitPlan>, Option<RetransmitPlan>) {
-    let icsk_retransmits = btf
-        .ok_or_else(|| "no kernel BTF".to_owned())
-        .and_then(|btf| as_text(btf.offset_of("inet_connection_sock", "icsk_retransmits")));
-    let mut plan = |kind: RetransmitKind, program: Program| {
-        let planned = Format::read(tracefs, program.category, program.name)
-            .and_then(|f| RetransmitLayout::from_format(&f, kind));
-        match planned {
-            Ok((layout, mut cfg)) => {
-                if let Some((sock_net, inum)) = net {
-                    cfg.sock_net_offset = sock_net;
-                    cfg.net_inum_offset = inum;
-                }
-                // A listener's counter says nothing about one of its SYN-ACKs.
-                if kind == RetransmitKind::Segment {
-                    match &icsk_retransmits {
-                        Ok(off) => cfg.icsk_retransmits_offset = *off,
-                        Err(e) => log::info!(
-                            "retransmissions are reported without the count of timeouts in a \
-                             row: {e}"
-                        ),
-                    }
-                }
-                Some((layout, cfg))
+) -> (Option<RetransmitPlan>, Option<SynackPlan>) {
+    let program = contract::TCP_RETRANSMIT_SKB;
+    let segment = Format::read(tracefs, program.category, program.name)
+        .and_then(|f| RetransmitLayout::from_format(&f))
+        .map(|(layout, mut cfg)| {
+            if let Some((sock_net, inum)) = net {
+                cfg.sock_net_offset = sock_net;
+                cfg.net_inum_offset = inum;
             }
-            Err(e) => {
-                *availability = Availability::Unavailable(e.to_string());
-                None
+            let icsk_retransmits = btf
+                .ok_or_else(|| "no kernel BTF".to_owned())
+                .and_then(|btf| as_text(btf.offset_of("inet_connection_sock", "icsk_retransmits")));
+            match icsk_retransmits {
+                Ok(off) => cfg.icsk_retransmits_offset = off,
+                Err(e) => log::info!(
+                    "retransmissions are reported without the count of timeouts in a row: {e}"
+                ),
             }
-        }
+            (layout, cfg)
+        })
+        .map_err(|e| *availability = Availability::Unavailable(e.to_string()))
+        .ok();
+    let synack = synack_plan(tracefs, btf, net)
+        .map_err(|e| *availability = Availability::Unavailable(e))
+        .ok();
+    (segment, synack)
+}
+
+/// The SYN-ACK program reads the request socket (a raw tracepoint's argument): it needs BTF.
+/// `net` is the (`skc_net`, `ns.inum`) pair when known.
+fn synack_plan(
+    tracefs: &Path,
+    btf: Option<&KernelBtf>,
+    net: Option<(u32, u32)>,
+) -> Result<SynackPlan, String> {
+    // The format file only says whether this kernel has the tracepoint.
+    let program = contract::TCP_RETRANSMIT_SYNACK;
+    Format::read(tracefs, program.category, program.name).map_err(|e| e.to_string())?;
+    let btf = btf.ok_or("kernel BTF is needed to read the request socket of a SYN-ACK")?;
+    synack_from_btf(btf, net)
+}
+
+/// The SYN-ACK program's offsets, all from BTF.
+fn synack_from_btf(btf: &KernelBtf, net: Option<(u32, u32)>) -> Result<SynackPlan, String> {
+    let common = common_offsets(btf)?;
+    let config = SynackProbeConfig {
+        req_common_offset: as_text(btf.offset_of("request_sock", "__req_common"))?,
+        common_net_offset: common.net,
+        net_inum_offset: net.map_or(UNKNOWN, |(_, inum)| inum),
+        ..SynackProbeConfig::UNSET
     };
-    (
-        plan(RetransmitKind::Segment, contract::TCP_RETRANSMIT_SKB),
-        plan(RetransmitKind::Synack, contract::TCP_RETRANSMIT_SYNACK),
-    )
+    SynackLayout::new(common, config).map_err(|e| e.to_string())
 }
 
 fn as_text<T>(r: Result<T, BtfError>) -> Result<T, String> {

@@ -119,7 +119,7 @@ pub const TCP_RETRANSMIT_SKB: Program = Program {
 pub const TCP_RETRANSMIT_SYNACK: Program = Program {
     name: "tcp_retransmit_synack",
     category: "tcp",
-    hook: Hook::Tracepoint,
+    hook: Hook::Raw,
     part: Part::Retransmits,
     config: "RETRANSMIT_SYNACK_CONFIG",
     records: &[RecordKind::RetransmitSynack],

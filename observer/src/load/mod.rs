@@ -218,8 +218,8 @@ pub struct Features {
     pub timewait: Availability,
     /// Whether a socket was ever accepted (`sk->sk_socket` from BTF).
     pub closed_before_accept: Availability,
-    /// Retransmitted segments and SYN-ACKs (`tcp:tcp_retransmit_skb`,
-    /// `tcp:tcp_retransmit_synack`).
+    /// Retransmitted segments and SYN-ACKs (`tcp:tcp_retransmit_skb`, and the
+    /// `tcp_retransmit_synack` raw tracepoint, with BTF).
     pub retransmits: Availability,
     /// Errors the kernel reports on TCP sockets: refused, reset, timed out (the
     /// `inet_sk_error_report` raw tracepoint, Linux 5.15+, with BTF).

@@ -1,17 +1,19 @@
 //! Linux 6.18 on x86_64 as the daemon reads it (tracepoint formats, struct offsets from BTF,
 //! HZ): a decoder for every record kind, and the encoder that writes what it reads.
 
-use observer_common::SockErrorProbeConfig;
+use observer_common::{SockErrorProbeConfig, SynackProbeConfig};
 
 use super::{
-    Encoder, ResetEncoder, RetransmitEncoder, SocketErrorEncoder, StateEncoder, TimerEncoder,
+    Encoder, ResetEncoder, RetransmitEncoder, SocketErrorEncoder, StateEncoder, SynackEncoder,
+    TimerEncoder,
 };
 use crate::{
     decode::{
-        Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout, TimerLayout,
+        Decoder, ResetLayout, RetransmitLayout, SocketErrorLayout, StateLayout, SynackLayout,
+        TimerLayout,
         timewait::{CommonOffsets, TimewaitOffsets},
     },
-    event::{ResetDirection, RetransmitKind},
+    event::ResetDirection,
     kernel::tracefs::{Format, known_formats},
 };
 
@@ -61,25 +63,20 @@ pub fn codec() -> Codec {
     let send = format("tcp_send_reset", known_formats::TCP_SEND_RESET_6_18);
     let receive = format("tcp_receive_reset", known_formats::TCP_RECEIVE_RESET_6_18);
     let skb = format("tcp_retransmit_skb", known_formats::TCP_RETRANSMIT_SKB_6_18);
-    let synack = format(
-        "tcp_retransmit_synack",
-        known_formats::TCP_RETRANSMIT_SYNACK_6_18,
-    );
     let complete = "the 6.18 formats hold every field the layouts read";
     let (state_layout, state_cfg) = StateLayout::from_format(&state).expect(complete);
     let (send_layout, send_cfg) =
         ResetLayout::from_format(&send, ResetDirection::Sent).expect(complete);
     let (receive_layout, receive_cfg) =
         ResetLayout::from_format(&receive, ResetDirection::Received).expect(complete);
-    let (skb_layout, skb_cfg) =
-        RetransmitLayout::from_format(&skb, RetransmitKind::Segment).expect(complete);
-    let (synack_layout, synack_cfg) =
-        RetransmitLayout::from_format(&synack, RetransmitKind::Synack).expect(complete);
+    let (skb_layout, skb_cfg) = RetransmitLayout::from_format(&skb).expect(complete);
     let fits = "sock_common's members fit the copy";
     let (timer_layout, timer_cfg) =
         TimerLayout::new(SOCK_COMMON, TIMEWAIT, TW_TIMER_HANDLER, Some(HZ)).expect(fits);
     let (error_layout, error_cfg) =
         SocketErrorLayout::new(SOCK_COMMON, SockErrorProbeConfig::UNSET).expect(fits);
+    let (synack_layout, synack_cfg) =
+        SynackLayout::new(SOCK_COMMON, SynackProbeConfig::UNSET).expect(fits);
     Codec {
         decoder: Decoder {
             state: state_layout,
@@ -99,13 +96,8 @@ pub fn codec() -> Codec {
                 ResetEncoder::new(&receive, ResetDirection::Received, receive_cfg).expect(complete),
             ),
             timer: Some(TimerEncoder::new(SOCK_COMMON, timer_cfg, HZ)),
-            retransmit: Some(
-                RetransmitEncoder::new(&skb, RetransmitKind::Segment, skb_cfg).expect(complete),
-            ),
-            retransmit_synack: Some(
-                RetransmitEncoder::new(&synack, RetransmitKind::Synack, synack_cfg)
-                    .expect(complete),
-            ),
+            retransmit: Some(RetransmitEncoder::new(&skb, skb_cfg).expect(complete)),
+            retransmit_synack: Some(SynackEncoder::new(SOCK_COMMON, synack_cfg)),
             sock_error: Some(SocketErrorEncoder::new(SOCK_COMMON, error_cfg)),
         },
     }

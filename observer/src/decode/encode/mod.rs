@@ -3,7 +3,8 @@
 //! from BTF, and the probe configurations built from them).
 //!
 //! A span record gets its whole tracepoint record written field by field from the format, of
-//! which it keeps the span its program copies; a timer or socket-error record gets the socket's
+//! which it keeps the span its program copies; a timer, socket-error or SYN-ACK record gets the
+//! socket's
 //! `struct sock_common` written from the BTF offsets, of which it keeps the bytes its program
 //! copies. Nothing here reads the decoder's layouts, so a round trip checks them.
 
@@ -15,11 +16,11 @@ mod tests;
 
 use observer_common::{
     RAW_CAPACITY, RecordHeader, RecordKind, SocketErrorRecord, SpanProbeConfig, SpanRecord,
-    TimerEndRecord, TimerRecord,
+    SynackRecord, TimerEndRecord, TimerRecord,
 };
 use thiserror::Error;
 
-pub use sock_common::{SocketErrorEncoder, TimerEncoder};
+pub use sock_common::{SocketErrorEncoder, SynackEncoder, TimerEncoder};
 pub use span::{ResetEncoder, RetransmitEncoder, StateEncoder};
 
 use crate::{
@@ -41,7 +42,7 @@ pub struct Encoder {
     pub receive_reset: Option<ResetEncoder>,
     pub timer: Option<TimerEncoder>,
     pub retransmit: Option<RetransmitEncoder>,
-    pub retransmit_synack: Option<RetransmitEncoder>,
+    pub retransmit_synack: Option<SynackEncoder>,
     pub sock_error: Option<SocketErrorEncoder>,
 }
 
@@ -65,15 +66,18 @@ impl Encoder {
             Event::Timewait(t) => {
                 enabled(self.timer.as_ref(), RecordKind::TimewaitTimer)?.encode(t, out);
             }
-            Event::Retransmit(r) => {
-                let (encoder, kind) = match r.kind {
-                    RetransmitKind::Segment => (&self.retransmit, RecordKind::Retransmit),
-                    RetransmitKind::Synack => {
-                        (&self.retransmit_synack, RecordKind::RetransmitSynack)
-                    }
-                };
-                enabled(encoder.as_ref(), kind)?.encode(r, out);
-            }
+            Event::Retransmit(r) => match r.kind {
+                RetransmitKind::Segment => {
+                    enabled(self.retransmit.as_ref(), RecordKind::Retransmit)?.encode(r, out);
+                }
+                RetransmitKind::Synack => {
+                    enabled(
+                        self.retransmit_synack.as_ref(),
+                        RecordKind::RetransmitSynack,
+                    )?
+                    .encode(r, out);
+                }
+            },
             Event::SocketError(e) => {
                 enabled(self.sock_error.as_ref(), RecordKind::SocketError)?.encode(e, out);
             }
@@ -97,6 +101,8 @@ impl sealed::Sealed for TimerEndRecord {}
 impl Record for TimerEndRecord {}
 impl sealed::Sealed for SocketErrorRecord {}
 impl Record for SocketErrorRecord {}
+impl sealed::Sealed for SynackRecord {}
+impl Record for SynackRecord {}
 
 /// The bytes of a record, as the ring buffer hands them out.
 pub fn bytes_of<R: Record>(rec: &R) -> &[u8] {

@@ -1,11 +1,11 @@
-//! Records that carry a copy of a socket's `struct sock_common`: timewait timers and socket
-//! errors.
+//! Records that carry a copy of a socket's `struct sock_common`: timewait timers, socket
+//! errors and SYN-ACKs sent again (the request socket's).
 
 use std::net::{IpAddr, SocketAddr};
 
 use observer_common::{
-    RecordHeader, RecordKind, SockErrorProbeConfig, SocketErrorRecord, TimerEndRecord,
-    TimerProbeConfig, TimerRecord,
+    RecordHeader, RecordKind, SockErrorProbeConfig, SocketErrorRecord, SynackProbeConfig,
+    SynackRecord, TimerEndRecord, TimerProbeConfig, TimerRecord,
     probe_config::UNKNOWN,
     record::{
         COMMON_CAPACITY, SOCK_ERR_PROBES_OUT_READ, SOCK_ERR_RETRANSMITS_READ, SOCK_ERR_SPORT_READ,
@@ -16,7 +16,7 @@ use observer_common::{
 use super::{Copied, bytes_of};
 use crate::{
     decode::{AF_INET, AF_INET6, timewait::CommonOffsets},
-    event::{Family, Netns, SocketError, TimerAction, TimewaitTimer},
+    event::{Family, Netns, Retransmit, SocketError, TimerAction, TimewaitTimer},
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -94,6 +94,43 @@ impl TimerEncoder {
             substate,
             pad: [0; 6],
         };
+        out.extend_from_slice(bytes_of(&rec));
+    }
+}
+
+/// Writes `tcp_retransmit_synack` records.
+#[derive(Clone, Debug)]
+pub struct SynackEncoder {
+    common: CommonOffsets,
+    config: SynackProbeConfig,
+}
+
+impl SynackEncoder {
+    /// For `struct sock_common` at `common` and the program's configuration.
+    #[must_use]
+    pub fn new(common: CommonOffsets, config: SynackProbeConfig) -> Self {
+        Self { common, config }
+    }
+
+    /// Appends the record of `r` (a [`crate::event::RetransmitKind::Synack`]).
+    pub fn encode(&self, r: &Retransmit, out: &mut Vec<u8>) {
+        let mut rec = SynackRecord {
+            header: RecordHeader::new(RecordKind::RetransmitSynack, size_of::<SynackRecord>()),
+            ts_ns: r.mono_ns,
+            listener: r.sock,
+            netns: Netns::inode_or_zero(r.netns),
+            common_len: common_len(self.config.common_len),
+            pad: 0,
+            common: [0; COMMON_CAPACITY],
+        };
+        let len = usize::from(rec.common_len);
+        put_common(
+            &mut Copied::prefix(&mut rec.common[..len]),
+            &self.common,
+            r.family,
+            r.local,
+            r.remote,
+        );
         out.extend_from_slice(bytes_of(&rec));
     }
 }

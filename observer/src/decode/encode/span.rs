@@ -11,7 +11,7 @@ use observer_common::{
 use super::{Copied, bytes_of, span_context};
 use crate::{
     decode::{AF_INET, AF_INET6, SplitAddresses},
-    event::{CgroupId, Family, Reset, ResetDirection, Retransmit, RetransmitKind, Transition},
+    event::{CgroupId, Family, Reset, ResetDirection, Retransmit, Transition},
     kernel::tracefs::{Field, Format, TracefsError},
 };
 
@@ -132,53 +132,37 @@ impl ResetEncoder {
     }
 }
 
-/// Writes `tcp:tcp_retransmit_skb` or `tcp:tcp_retransmit_synack` records.
+/// Writes `tcp:tcp_retransmit_skb` records.
 #[derive(Clone, Debug)]
 pub struct RetransmitEncoder {
-    kind: RecordKind,
     config: SpanProbeConfig,
     skaddr: Field,
-    state: Option<Field>,
+    state: Field,
     err: Option<Field>,
     addresses: SplitAddresses,
 }
 
 impl RetransmitEncoder {
     /// For the tracepoint's `format` and the configuration its program was given.
-    pub fn new(
-        format: &Format,
-        kind: RetransmitKind,
-        config: SpanProbeConfig,
-    ) -> Result<Self, TracefsError> {
-        let (kind, state, err) = match kind {
-            RetransmitKind::Segment => (
-                RecordKind::Retransmit,
-                Some(format.field("state")?),
-                format.get("err"),
-            ),
-            RetransmitKind::Synack => (RecordKind::RetransmitSynack, None, None),
-        };
+    pub fn new(format: &Format, config: SpanProbeConfig) -> Result<Self, TracefsError> {
         Ok(Self {
-            kind,
             config,
             skaddr: format.field("skaddr")?,
-            state,
-            err,
+            state: format.field("state")?,
+            err: format.get("err"),
             addresses: SplitAddresses::from_format(format)?,
         })
     }
 
     /// Appends the record of `r`. The program runs in softirq: no task is written.
     pub fn encode(&self, r: &Retransmit, out: &mut Vec<u8>) {
-        let mut rec = span_context(self.kind, r.mono_ns, None, r.netns);
+        let mut rec = span_context(RecordKind::Retransmit, r.mono_ns, None, r.netns);
         rec.flags = r.unrecovered.map_or(0, |n| {
             FLAG_RETRANSMITS_READ | (u16::from(n) << RETRANSMITS_SHIFT)
         });
         let mut tp = Copied::span(&mut rec, &self.config);
         tp.int(self.skaddr, r.sock);
-        if let Some(f) = self.state {
-            tp.int(f, r.state.map_or(0, |s| u64::from(s as u8)));
-        }
+        tp.int(self.state, r.state.map_or(0, |s| u64::from(s as u8)));
         if let Some(f) = self.err {
             tp.int(f, u64::from(r.err.cast_unsigned()));
         }

@@ -16,6 +16,7 @@ pub(super) enum Role {
     Reset(ResetDirection),
     /// Attached as a raw tracepoint: its record's fields are not read.
     Timer,
+    /// Segments' records are decoded; SYN-ACKs' program is attached as a raw tracepoint.
     Retransmit(RetransmitKind),
     /// Attached as a raw tracepoint, too.
     SocketError,

@@ -485,6 +485,26 @@ mod tests {
     }
 
     #[test]
+    fn the_synack_program_copies_the_request_socket_s_sock_common() {
+        let Some(btf) = btf_for_test() else {
+            return;
+        };
+        let (_, cfg) = synack_from_btf(&btf, Some((48, 160))).unwrap();
+        assert_eq!(cfg.configured, 1);
+        // A request socket begins with its `struct sock_common`, as a full socket does.
+        assert_eq!(cfg.req_common_offset, 0, "{cfg:?}");
+        assert_eq!(
+            cfg.common_net_offset,
+            btf.offset_of("sock_common", "skc_net.net").unwrap()
+        );
+        assert_eq!(cfg.net_inum_offset, 160);
+        // The namespace's pointer is in the copy: no read of the request for it.
+        assert!(cfg.common_net_offset + 8 <= cfg.common_len, "{cfg:?}");
+        let (_, without_netns) = synack_from_btf(&btf, None).unwrap();
+        assert_eq!(without_netns.net_inum_offset, UNKNOWN);
+    }
+
+    #[test]
     fn the_error_report_program_is_configured_from_btf() {
         let Some(btf) = btf_for_test() else {
             return;

@@ -12,7 +12,7 @@
 use observer_common::{
     RecordKind, SockErrorProbeConfig, SocketErrorRecord, TcpState,
     record::{
-        COMMON_CAPACITY, SOCK_ERR_PROBES_OUT_READ, SOCK_ERR_RETRANSMITS_READ, SOCK_ERR_SPORT_READ,
+        SOCK_ERR_PROBES_OUT_READ, SOCK_ERR_RETRANSMITS_READ, SOCK_ERR_SPORT_READ,
         SOCK_ERR_UNSENT_DATA, SOCK_ERR_WMEM_READ,
     },
 };
@@ -46,11 +46,9 @@ impl SocketErrorLayout {
     pub fn decode(&self, bytes: &[u8]) -> Result<SocketError, DecodeError> {
         check_kind(bytes, RecordKind::SocketError)?;
         let rec: SocketErrorRecord = read_record(bytes)?;
-        let len = rec.common_len as usize;
-        if len < self.needed || len > COMMON_CAPACITY {
-            return Err(DecodeError::Truncated(u32::from(rec.common_len)));
-        }
-        let (family, mut local, remote) = self.common.addresses(&rec.common[..len])?;
+        let (family, mut local, remote) =
+            self.common
+                .addresses_in(&rec.common, rec.common_len, self.needed)?;
         // skc_num is 0 once a failed socket has given its port back; inet_sport keeps it.
         let sport = u16::from_be(rec.sport);
         if rec.flags & SOCK_ERR_SPORT_READ != 0 && sport != 0 {
@@ -77,7 +75,7 @@ impl SocketErrorLayout {
 
 #[cfg(test)]
 mod tests {
-    use observer_common::RecordHeader;
+    use observer_common::{RecordHeader, record::COMMON_CAPACITY};
 
     use super::*;
     use crate::decode::{

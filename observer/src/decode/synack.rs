@@ -6,7 +6,7 @@
 //! `skc_dport` the client's, and `skc_family` is the listener's family (a dual-stack listener's
 //! IPv4 clients come as IPv4-mapped IPv6 addresses, as in the tracepoint's record).
 
-use observer_common::{RecordKind, SynackProbeConfig, SynackRecord, record::COMMON_CAPACITY};
+use observer_common::{RecordKind, SynackProbeConfig, SynackRecord};
 
 use super::{DecodeError, as_u32, check_kind, read_record, timewait::CommonOffsets};
 use crate::{
@@ -37,11 +37,9 @@ impl SynackLayout {
     pub fn decode(&self, bytes: &[u8]) -> Result<Retransmit, DecodeError> {
         check_kind(bytes, RecordKind::RetransmitSynack)?;
         let rec: SynackRecord = read_record(bytes)?;
-        let len = rec.common_len as usize;
-        if len < self.needed || len > COMMON_CAPACITY {
-            return Err(DecodeError::Truncated(u32::from(rec.common_len)));
-        }
-        let (family, local, remote) = self.common.addresses(&rec.common[..len])?;
+        let (family, local, remote) =
+            self.common
+                .addresses_in(&rec.common, rec.common_len, self.needed)?;
         Ok(Retransmit {
             mono_ns: rec.ts_ns,
             kind: RetransmitKind::Synack,
@@ -59,7 +57,7 @@ impl SynackLayout {
 
 #[cfg(test)]
 mod tests {
-    use observer_common::RecordHeader;
+    use observer_common::{RecordHeader, record::COMMON_CAPACITY};
 
     use super::*;
     use crate::decode::{

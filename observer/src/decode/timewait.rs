@@ -145,12 +145,9 @@ impl TimerLayout {
 
     /// Decodes the copied `struct sock_common`.
     fn socket(&self, rec: &TimerRecord) -> Result<TimewaitSocket, DecodeError> {
-        if (rec.common_len as usize) < self.needed || rec.common_len as usize > COMMON_CAPACITY {
-            return Err(DecodeError::Truncated(u32::from(rec.common_len)));
-        }
-        let (family, local, remote) = self
-            .common
-            .addresses(&rec.common[..rec.common_len as usize])?;
+        let (family, local, remote) =
+            self.common
+                .addresses_in(&rec.common, rec.common_len, self.needed)?;
         let substate = TcpState::from_kernel(i32::from(rec.substate))
             .ok_or(DecodeError::UnknownState(i64::from(rec.substate)))?;
         Ok(TimewaitSocket {
@@ -183,6 +180,21 @@ impl CommonOffsets {
             });
         }
         Ok(needed)
+    }
+
+    /// (family, local, remote) from a record's copy of `struct sock_common`, of which `len`
+    /// bytes were filled; refused as truncated unless they hold the `needed` bytes decoded.
+    pub fn addresses_in(
+        &self,
+        copy: &[u8; COMMON_CAPACITY],
+        len: u16,
+        needed: usize,
+    ) -> Result<(Family, SocketAddr, SocketAddr), DecodeError> {
+        let filled = usize::from(len);
+        if filled < needed || filled > COMMON_CAPACITY {
+            return Err(DecodeError::Truncated(u32::from(len)));
+        }
+        self.addresses(&copy[..filled])
     }
 
     /// (family, local, remote) from a copy of `struct sock_common` of at least

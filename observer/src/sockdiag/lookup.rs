@@ -83,8 +83,11 @@ fn gone(netns: Netns, probes: &[Probe]) -> Result<Vec<bool>, SockDiagError> {
     for (seq, probe) in (FIRST_SEQ..).zip(probes) {
         // A lookup answers a listener on the local port when it finds no connection, and it
         // may be another listener than the one asked for (a wildcard one): listeners are
-        // looked for in the dump only.
-        let lookup = probe.port_known() && probe.kind != ProbeKind::Listener;
+        // looked for in the dump only, and so are connections known by their listener's
+        // addresses (a child whose transitions after its first were lost), which a lookup
+        // would answer with that listener.
+        let lookup =
+            probe.port_known() && probe.kind != ProbeKind::Listener && probe.remote.port() != 0;
         gone.push(!lookup || !exists(&socket, netns, seq, probe, &mut buf)?);
     }
     if !gone.contains(&true) {

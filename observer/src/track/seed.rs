@@ -185,12 +185,12 @@ impl Tracker {
                         remote: s.tuple.remote,
                     })
                     .or_default() += 1;
-                self.mark_one(r.mark, &s.tuple);
+                self.mark_one(r.mark, &s.tuple, s.state);
                 return;
             }
             // Request sockets are not full sockets, and a closed one is gone: neither is added.
             TcpState::SynRecv | TcpState::NewSynRecv | TcpState::Close => {
-                self.mark_one(r.mark, &s.tuple);
+                self.mark_one(r.mark, &s.tuple, s.state);
                 return;
             }
             _ => {}
@@ -225,7 +225,7 @@ impl Tracker {
                 return;
             }
         } else {
-            if let Some(key) = self.mark_one(r.mark, &s.tuple) {
+            if let Some(key) = self.mark_one(r.mark, &s.tuple, s.state) {
                 self.learn_cgroup(key, s.cgroup);
                 self.correct(r, key, s.state);
                 return;
@@ -259,12 +259,22 @@ impl Tracker {
         }
     }
 
-    /// Marks one tracked socket with this tuple that this reconciliation has not marked yet;
-    /// returns its key. With none, a socket tracked without a namespace (first seen after its
+    /// Marks one tracked socket with this tuple that this reconciliation has not marked yet, a
+    /// listener if the dump `listed` one in LISTEN and a connection otherwise; returns its key. With none, a socket tracked without a namespace (first seen after its
     /// birth, by a transition that carried none) with these addresses is taken to be it, and
     /// learns its namespace.
-    fn mark_one(&mut self, mark: u16, tuple: &Tuple) -> Option<u64> {
-        let unmarked = |k: &u64| self.sockets.mark_of(*k) != Some(mark);
+    fn mark_one(&mut self, mark: u16, tuple: &Tuple, listed: TcpState) -> Option<u64> {
+        // A listener is never the same socket as a connection, though a connection's first
+        // transition out of its listener carries the listener's addresses (the kernel sets the
+        // child's own just after it): one whose next transition was lost still has them.
+        let listening = listed == TcpState::Listen;
+        let unmarked = |k: &u64| {
+            self.sockets.mark_of(*k) != Some(mark)
+                && self
+                    .sockets
+                    .get(*k)
+                    .is_some_and(|c| (c.state == TcpState::Listen) == listening)
+        };
         let exact = self.sockets.keys_of(tuple).find(unmarked);
         let key = match exact {
             Some(key) => key,

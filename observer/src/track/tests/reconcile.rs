@@ -95,6 +95,47 @@ fn a_connection_listed_twice_is_taken_once_and_a_listener_per_listing() {
     assert_eq!(tracker.counts_by_state()[Listen], 2);
 }
 
+/// The kernel reports a child's first transition (LISTEN -> SYN_RECV) with its listener's
+/// addresses; a child whose later transitions were all lost keeps them. A dump listing the
+/// listener must mark the listener, not take the child for it.
+#[test]
+fn a_child_known_by_its_listener_s_addresses_is_not_taken_for_the_listener() {
+    let mut tracker = Tracker::new(16);
+    feed(
+        &mut tracker,
+        &[
+            // In the table's index the child comes first (the order of sockets with the same
+            // addresses is not fixed: it changes as the index grows).
+            tr(0x10, 0, Listen, SynRecv, SERVER, "0.0.0.0:0"),
+            tr(0x11, 5, Close, Listen, SERVER, "0.0.0.0:0"),
+        ],
+    );
+    let mut r = tracker.begin_reconcile(1_000 * MS);
+    tracker.reconcile_listed(&mut r, &listed(SERVER, "0.0.0.0:0", Listen));
+    tracker.reconcile_listed(&mut r, &listed(SERVER, CLIENT, Established));
+    let dumped = [NS].into_iter().collect();
+    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
+    let unlisted = r.take_unlisted();
+    assert_eq!(
+        unlisted
+            .iter()
+            .map(|u| (u.key, u.listening))
+            .collect::<Vec<_>>(),
+        [(0x10, false)],
+        "the child, not the listener"
+    );
+    tracker.drop_gone(&mut r, &unlisted, &[true]);
+    let outcome = tracker.end_reconcile(r, 1_001 * MS);
+    assert_eq!(
+        (outcome.added, outcome.stale, outcome.corrected),
+        (1, 1, 0),
+        "{outcome:?}"
+    );
+    assert_eq!(tracker.counts_by_state()[Listen], 1);
+    assert_eq!(tracker.counts_by_state()[Established], 1);
+    assert_eq!(tracker.counts_by_state()[SynRecv], 0);
+}
+
 #[test]
 fn an_unlisted_timewait_socket_the_kernel_still_holds_is_kept() {
     let mut tracker = Tracker::new(16);

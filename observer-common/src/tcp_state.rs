@@ -97,9 +97,29 @@ impl TcpState {
     /// not count.
     #[must_use]
     pub const fn in_owner_context(old: Self, new: Self) -> bool {
-        in_owner_context(old as i32, new as i32)
+        OWNER_CONTEXT[old as usize] & (1 << new as u16) != 0
     }
 }
+
+/// [`in_owner_context`] as a table, for the daemon's decoding of every transition: by old
+/// state, a bit per new state. One load and a shift instead of a chain of comparisons.
+const OWNER_CONTEXT: [u16; 13] = {
+    let mut table = [0u16; 13];
+    let mut i = 0;
+    while i < TcpState::ALL.len() {
+        let old = TcpState::ALL[i];
+        let mut j = 0;
+        while j < TcpState::ALL.len() {
+            let new = TcpState::ALL[j];
+            if in_owner_context(old as i32, new as i32) {
+                table[old as usize] |= 1 << new as u16;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    table
+};
 
 /// [`TcpState::in_owner_context`] on the kernel's values, as the eBPF programs read them from a
 /// tracepoint record (which then read the task's `comm` only when it names the owner).
@@ -191,5 +211,22 @@ mod tests {
         assert!(!TcpState::in_owner_context(Established, Close));
         assert!(!TcpState::in_owner_context(FinWait1, FinWait2));
         assert!(!TcpState::in_owner_context(Listen, SynRecv));
+    }
+
+    #[test]
+    fn the_daemon_s_table_agrees_with_the_programs_rule_on_every_pair() {
+        let mut owned = 0;
+        for old in TcpState::ALL {
+            for new in TcpState::ALL {
+                let rule = super::in_owner_context(old as i32, new as i32);
+                assert_eq!(
+                    TcpState::in_owner_context(old, new),
+                    rule,
+                    "{old:?} -> {new:?}"
+                );
+                owned += u32::from(rule);
+            }
+        }
+        assert_eq!(owned, 6, "the six transitions of the rule, no more");
     }
 }

@@ -9,6 +9,7 @@ pub mod durations;
 pub mod ends;
 mod packed;
 mod queries;
+mod recent;
 mod report;
 pub mod resets;
 pub mod retransmits;
@@ -21,7 +22,6 @@ mod usage;
 
 use observer_common::TcpState;
 use rustc_hash::FxHashMap;
-use std::collections::{VecDeque, hash_map::Entry};
 
 pub use ends::{EndCause, EndCount, EndCounts};
 pub use queries::{
@@ -41,6 +41,7 @@ use crate::event::{
     Tuple,
 };
 use durations::StateDurations;
+use recent::{Closed, RecentCloses};
 use resets::{Preceding, classify};
 use retransmits::{Retransmits, StreakChange};
 use seed::DumpWindow;
@@ -54,9 +55,6 @@ pub const DEFAULT_MAX_SOCKETS: usize = 1 << 20;
 /// notice a close that should have left a timewait socket. Also the grace for a timewait
 /// timer's cancel to be followed by its restart or expiry.
 pub const GRACE_NS: u64 = 1_000_000_000;
-
-/// At most this many just-closed sockets are remembered (their entries are small).
-const RECENT_CAPACITY: usize = 1 << 16;
 
 /// Default time a connection retransmits without progress before it is a half-open suspect.
 pub const DEFAULT_HALF_OPEN_AFTER_NS: u64 = 10_000_000_000;
@@ -137,21 +135,6 @@ struct Holder {
     cgroup: Option<CgroupId>,
 }
 
-/// A socket that closed within the last [`GRACE_NS`].
-#[derive(Clone, Copy, Debug)]
-struct Closed {
-    preceding: Preceding,
-    at_ns: u64,
-    owner: Option<Task>,
-    cgroup: Option<CgroupId>,
-    /// Closed from FIN_WAIT2/CLOSING: a timewait socket should exist.
-    expects_timewait: bool,
-    reset: bool,
-    /// Its retransmission streak when it closed, for an error reported just after the close
-    /// (since Linux 6.10 a timeout closes the socket first): (retransmissions, duration).
-    streak: Option<(u32, u64)>,
-}
-
 pub struct Tracker {
     sockets: Table,
     timewaits: Timewaits,
@@ -160,8 +143,7 @@ pub struct Tracker {
     /// The last reconciliation's mark.
     reconcile_mark: u16,
     next_seed_key: u64,
-    recent: FxHashMap<u64, Closed>,
-    recent_order: VecDeque<(u64, u64)>,
+    recent: RecentCloses,
     /// Listening sockets' owners, inherited by the connections they accept.
     listeners: FxHashMap<ListenerKey, Task>,
     durations: StateDurations,
@@ -189,8 +171,7 @@ impl Tracker {
             dump_window: None,
             reconcile_mark: 0,
             next_seed_key: 1,
-            recent: FxHashMap::default(),
-            recent_order: VecDeque::new(),
+            recent: RecentCloses::default(),
             listeners: FxHashMap::default(),
             durations: StateDurations::default(),
             resets: ResetCounts::default(),
@@ -249,23 +230,12 @@ impl Tracker {
             self.sockets.prune_cgroups();
             self.timewaits.table.prune_cgroups();
         }
-        while let Some(&(key, closed_ns)) = self.recent_order.front() {
-            if self.now_ns.saturating_sub(closed_ns) < GRACE_NS
-                && self.recent_order.len() <= RECENT_CAPACITY
-            {
-                break;
+        let missing = &mut self.stats.timewait_missing;
+        self.recent.expire(self.now_ns, |c| {
+            if c.expects_timewait && !c.reset {
+                *missing += 1;
             }
-            self.recent_order.pop_front();
-            // One lookup: the entry is taken only if it is still this close's.
-            if let Entry::Occupied(e) = self.recent.entry(key)
-                && e.get().at_ns == closed_ns
-            {
-                let c = e.remove();
-                if c.expects_timewait && !c.reset {
-                    self.stats.timewait_missing += 1;
-                }
-            }
-        }
+        });
     }
 
     /// The socket `t` changes, and what is known of it; none for a new socket. Found once:
@@ -465,13 +435,12 @@ impl Tracker {
     }
 
     fn remember_closed(&mut self, sock: u64, closed: Closed) {
-        self.recent.insert(sock, closed);
-        self.recent_order.push_back((sock, closed.at_ns));
+        self.recent.remember(sock, closed);
     }
 
     fn reset(&mut self, r: &Reset, out: &mut Vec<Report>) {
         let live = r.sock.and_then(|s| self.sockets.get(s));
-        let closed = r.sock.and_then(|s| self.recent.get_mut(&s));
+        let closed = r.sock.and_then(|s| self.recent.get_mut(s));
         let (preceding, holder) = match (live, closed) {
             (Some(c), _) => (
                 Some(Preceding {
@@ -519,7 +488,7 @@ impl Tracker {
             owner: c.owner,
             cgroup: c.cgroup,
         });
-        let closed = self.recent.get(&sock).map(|c| Holder {
+        let closed = self.recent.get(sock).map(|c| Holder {
             owner: c.owner,
             cgroup: c.cgroup,
         });
@@ -615,7 +584,7 @@ impl Tracker {
     }
 
     fn socket_error(&mut self, e: &SocketError, out: &mut Vec<Report>) {
-        let closed = self.recent.get(&e.sock).copied();
+        let closed = self.recent.get(e.sock).copied();
         let streak = self
             .retransmits
             .by_sock

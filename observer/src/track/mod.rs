@@ -312,7 +312,7 @@ impl Tracker {
                 }
                 note = Some(Note::NoTimewait);
             }
-            self.remember_closed(
+            self.recent.remember(
                 t.sock,
                 Closed {
                     preceding: Preceding {
@@ -432,10 +432,6 @@ impl Tracker {
         } else {
             slot.peer_closed += 1;
         }
-    }
-
-    fn remember_closed(&mut self, sock: u64, closed: Closed) {
-        self.recent.remember(sock, closed);
     }
 
     fn reset(&mut self, r: &Reset, out: &mut Vec<Report>) {

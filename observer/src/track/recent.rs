@@ -3,9 +3,9 @@
 //!
 //! Two closes per connection come and go at the rate of the host's connections, so they are
 //! kept in close order in a ring (appended, and dropped from the front once their grace is
-//! over), found through an index of ring positions that holds 4 bytes per close. A map from
-//! socket to close wrote each close into a random place of a table of 64 K entries of about
-//! 100 bytes, and read it there again to drop it.
+//! over), found through an index of ring positions that holds 4 bytes per close: a map from
+//! socket to close would write each close, about 100 bytes, into a random place of a table of
+//! up to 64 K of them, and read it there again to drop it.
 
 use std::collections::VecDeque;
 

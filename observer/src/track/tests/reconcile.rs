@@ -6,15 +6,17 @@ use rustc_hash::FxHashSet;
 use super::*;
 
 /// Sweeps with parts of `budget` sockets; the kernel answers that every unlisted socket is gone.
+/// Returns the unlisted sockets, all dropped.
 fn sweep_all_gone(
     tracker: &mut Tracker,
     r: &mut Reconciliation,
     dumped: &FxHashSet<Netns>,
     budget: usize,
-) {
+) -> Vec<Unlisted> {
     while !tracker.reconcile_sweep(r, dumped, budget) {}
     let unlisted = r.take_unlisted();
     tracker.drop_gone(r, &unlisted, &vec![true; unlisted.len()]);
+    unlisted
 }
 
 #[test]
@@ -114,8 +116,7 @@ fn a_child_known_by_its_listener_s_addresses_is_not_taken_for_the_listener() {
     tracker.reconcile_listed(&mut r, &listed(SERVER, "0.0.0.0:0", Listen));
     tracker.reconcile_listed(&mut r, &listed(SERVER, CLIENT, Established));
     let dumped = [NS].into_iter().collect();
-    while !tracker.reconcile_sweep(&mut r, &dumped, 16) {}
-    let unlisted = r.take_unlisted();
+    let unlisted = sweep_all_gone(&mut tracker, &mut r, &dumped, 16);
     assert_eq!(
         unlisted
             .iter()
@@ -124,7 +125,6 @@ fn a_child_known_by_its_listener_s_addresses_is_not_taken_for_the_listener() {
         [(0x10, false)],
         "the child, not the listener"
     );
-    tracker.drop_gone(&mut r, &unlisted, &[true]);
     let outcome = tracker.end_reconcile(r, 1_001 * MS);
     assert_eq!(
         (outcome.added, outcome.stale, outcome.corrected),

@@ -6,11 +6,16 @@ use std::time::{Duration, Instant};
 use observer::{
     decode::encode::linux_6_18::Codec,
     event::{Event, PerState, ResetDirection},
+    kernel::NetLimits,
     track::{DEFAULT_MAX_SOCKETS, GRACE_NS, Report, Tracker, resets::ResetClass},
 };
 use observer_common::TcpState::TimeWait;
+use rustc_hash::FxHashMap;
 
-use super::{BATCH, stream::Expected};
+use super::{
+    BATCH,
+    stream::{Expected, NETNS},
+};
 
 /// One batch of records, back to back as a ring-buffer drain reads them.
 #[derive(Default)]
@@ -69,6 +74,15 @@ pub fn run_stream(
 ) -> StreamRun {
     let mut tracker = Tracker::new(DEFAULT_MAX_SOCKETS);
     tracker.report_plain_transitions(plain);
+    // What the daemon reads of each namespace (Linux's defaults): with a port range known,
+    // every timewait socket holding an ephemeral port is also counted by destination.
+    tracker.set_limits(&FxHashMap::from_iter([(
+        NETNS,
+        NetLimits {
+            max_tw_buckets: Some(262_144),
+            local_port_range: Some((32_768, 60_999)),
+        },
+    )]));
     let mut out: Vec<Report> = Vec::with_capacity(2 * BATCH);
     let mut records = Records::default();
     let mut reports = 0;
@@ -97,6 +111,13 @@ pub fn run_stream(
         reports += out.len() as u64;
         out.clear();
         let stats = tracker.stats();
+        // Every timewait socket of the stream is a client's, on an ephemeral port.
+        let by_destination: u64 = tracker.timewait_usage().per_destination.values().sum();
+        assert_eq!(
+            usize::try_from(by_destination),
+            Ok(stats.tracked_timewait),
+            "timewait sockets counted by destination"
+        );
         peak_sockets = peak_sockets.max(stats.tracked_sockets);
         peak_timewait = peak_timewait.max(stats.tracked_timewait);
     }
@@ -149,6 +170,11 @@ fn check(tracker: &Tracker, expected: &Expected, reports: u64, plain: bool) {
         "(started, expired, killed, unseen)"
     );
     assert_eq!(tracker.durations().of(TimeWait).count, expected.close_first);
+    let usage = tracker.timewait_usage();
+    assert!(
+        usage.per_netns.is_empty() && usage.per_destination.is_empty(),
+        "every timewait socket counted in was counted out: {usage:?}"
+    );
     assert_eq!(tracker.counts_by_state(), PerState::default());
     assert!(tracker.closed_before_accept().is_empty());
     let resets = tracker.resets();

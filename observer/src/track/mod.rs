@@ -5,6 +5,7 @@
 //! Third step of the pipeline: load -> decode -> track -> output.
 
 mod by_cgroup;
+mod close_wait;
 pub mod durations;
 pub mod ends;
 mod packed;

@@ -5,15 +5,13 @@
 //! the unpacked view the tracker works with. One job, the packed storage and its indexes,
 //! kept in one file with its tests.
 
-use std::{
-    collections::BTreeSet,
-    ops::{Deref, DerefMut},
-};
+use std::ops::{Deref, DerefMut};
 
 use hashbrown::HashTable;
 use observer_common::TcpState;
 
 use super::by_cgroup::{ByCgroup, Group};
+use super::close_wait::{CloseWaitOrder, Entry, Serial};
 use super::{
     Tuple,
     packed::{Ipv6Ends, PackedTuple, hash_key, hash_packed, hash_tuple},
@@ -108,6 +106,8 @@ struct Slot {
     newer: u32,
     /// The last reconciliation whose sock_diag dump listed this socket.
     mark: u16,
+    /// While in CLOSE_WAIT: its entry's serial in the table's [`CloseWaitOrder`].
+    close_wait: Option<Serial>,
     state: TcpState,
     prev: TcpState,
     flags: ConnFlags,
@@ -132,6 +132,7 @@ impl Slot {
             older,
             newer,
             mark,
+            close_wait: None,
             state: c.state,
             prev: c.prev,
             flags: c.flags,
@@ -209,9 +210,8 @@ pub struct Table {
     capacity: usize,
     /// Sockets in each state (index: kernel value - 1).
     states: PerState<u64>,
-    /// The sockets in CLOSE_WAIT, oldest first, as (since when, slot): the ones alerts and
-    /// owners are about, read oldest first and rarely all.
-    close_wait: BTreeSet<(u64, u32)>,
+    /// The sockets in CLOSE_WAIT, oldest first: the ones alerts and owners are about.
+    close_wait: CloseWaitOrder,
     /// Sockets by cgroup and state.
     by_cgroup: ByCgroup,
 }
@@ -228,7 +228,7 @@ impl Table {
             // Slot indices are u32, NONE excluded.
             capacity: capacity.clamp(1, NONE as usize),
             states: PerState::default(),
-            close_wait: BTreeSet::new(),
+            close_wait: CloseWaitOrder::default(),
             by_cgroup: ByCgroup::default(),
         }
     }
@@ -330,7 +330,11 @@ impl Table {
         let old = self.slots[i as usize];
         self.unindex_tuple(i, &old.tuple, old.v6());
         let group = self.recount(i, (old.state, old.since_ns, old.group), conn);
-        self.slots[i as usize] = Slot::new(old.key, old.older, old.newer, old.mark, conn, group);
+        let close_wait = self.slots[i as usize].close_wait;
+        self.slots[i as usize] = Slot {
+            close_wait,
+            ..Slot::new(old.key, old.older, old.newer, old.mark, conn, group)
+        };
         self.index_tuple(i);
     }
 
@@ -364,10 +368,19 @@ impl Table {
 
     #[inline(never)]
     fn count_close_wait(&mut self, i: u32, since_ns: u64, delta: i64) {
+        let slot = &mut self.slots[i as usize];
         if delta > 0 {
-            self.close_wait.insert((since_ns, i));
-        } else {
-            self.close_wait.remove(&(since_ns, i));
+            slot.close_wait = Some(self.close_wait.enter(since_ns, i));
+        } else if let Some(serial) = slot.close_wait.take() {
+            let slots = &self.slots;
+            self.close_wait.leave(
+                Entry {
+                    since_ns,
+                    slot: i,
+                    serial,
+                },
+                |e| slots[e.slot as usize].close_wait == Some(e.serial),
+            );
         }
     }
 
@@ -462,7 +475,8 @@ impl Table {
     pub fn close_wait(&self) -> impl Iterator<Item = (u64, Conn)> + '_ {
         self.close_wait
             .iter()
-            .map(|&(_, i)| (self.slots[i as usize].key, self.conn_at(i)))
+            .filter(|e| self.slots[e.slot as usize].close_wait == Some(e.serial))
+            .map(|e| (self.slots[e.slot as usize].key, self.conn_at(e.slot)))
     }
 
     /// Sockets in each state (index: kernel value - 1).
@@ -592,8 +606,7 @@ impl Table {
         let index = |t: &HashTable<u32>| buckets(t.capacity()) * (size_of::<u32>() + 1);
         index(&self.index)
             + index(&self.by_tuple)
-            // A B-tree node holds up to 11 entries; count them two-thirds full.
-            + self.close_wait.len() * size_of::<(u64, u32)>() * 3 / 2
+            + self.close_wait.heap_bytes()
             + self.slots.capacity() * size_of::<Slot>()
     }
 }

@@ -183,10 +183,14 @@ fn tuple_index_hash(tuple: &Tuple) -> u64 {
 
 /// Adds `delta` to a count, dropping it at zero so that the map holds only what exists.
 fn add<K: Copy + Eq + std::hash::Hash>(map: &mut FxHashMap<K, u64>, key: K, delta: i64) {
-    let n = map.entry(key).or_default();
-    *n = n.saturating_add_signed(delta);
-    if *n == 0 {
-        map.remove(&key);
+    // Nearly always there already: found in place, with no entry made.
+    if let Some(n) = map.get_mut(&key) {
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            map.remove(&key);
+        }
+    } else if let Ok(n @ 1..) = u64::try_from(delta) {
+        map.insert(key, n);
     }
 }
 

@@ -68,8 +68,14 @@ impl CloseWaitOrder {
             return;
         }
         if self.in_order.front() == Some(&entry) {
-            // Sockets mostly leave in the order they came: nothing is left behind.
+            // Sockets mostly leave in the order they came: nothing is left behind. Stale
+            // entries that reach the front go with it, so that they do not keep every later
+            // leave off this path until a pass (each is looked at once).
             self.in_order.pop_front();
+            while self.stale > 0 && self.in_order.front().is_some_and(|f| !live(f)) {
+                self.in_order.pop_front();
+                self.stale -= 1;
+            }
             self.give_back();
             return;
         }
@@ -198,6 +204,21 @@ mod tests {
             m.order.in_order.capacity() <= 4 * STALE_SLACK,
             "memory given back"
         );
+    }
+
+    #[test]
+    fn stale_entries_reaching_the_front_go_with_it() {
+        let mut m = Model::default();
+        for slot in 0..4 {
+            m.enter(u64::from(slot), slot);
+        }
+        m.leave(1); // out of order: stale
+        assert_eq!(m.order.stale, 1);
+        m.leave(0); // the front: the stale entry behind it goes too
+        assert_eq!((m.order.in_order.len(), m.order.stale), (2, 0));
+        m.leave(2);
+        m.leave(3);
+        assert_eq!((m.order.in_order.len(), m.order.stale), (0, 0));
     }
 
     #[test]

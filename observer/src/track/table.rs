@@ -142,6 +142,11 @@ impl Slot {
         }
     }
 
+    /// Whether `e` is this slot's entry in the CLOSE_WAIT order (else it is stale).
+    fn holds(&self, e: &Entry) -> bool {
+        self.close_wait == Some(e.serial)
+    }
+
     const fn vacant(&self) -> bool {
         self.bits & VACANT != 0
     }
@@ -379,7 +384,7 @@ impl Table {
                     slot: i,
                     serial,
                 },
-                |e| slots[e.slot as usize].close_wait == Some(e.serial),
+                |e| slots[e.slot as usize].holds(e),
             );
         }
     }
@@ -475,7 +480,7 @@ impl Table {
     pub fn close_wait(&self) -> impl Iterator<Item = (u64, Conn)> + '_ {
         self.close_wait
             .iter()
-            .filter(|e| self.slots[e.slot as usize].close_wait == Some(e.serial))
+            .filter(|e| self.slots[e.slot as usize].holds(e))
             .map(|e| (self.slots[e.slot as usize].key, self.conn_at(e.slot)))
     }
 

@@ -47,9 +47,9 @@ pub const REASON_TCP_STATE: u32 = 14;
 const REPORTS_CLOSE_FIRST: u64 = 11;
 /// Every event of an abortive close is shown.
 const REPORTS_LINGER: u64 = 8;
-/// Reports per connection with no such client (the daemon's default): the TIME_WAIT entry and
-/// end.
-const NOTABLE_CLOSE_FIRST: u64 = 2;
+/// Reports per connection with no such client (the daemon's default): none (TIME_WAIT's entry
+/// and end are counted, and reported only to a reader).
+const NOTABLE_CLOSE_FIRST: u64 = 0;
 /// The two RSTs of an abortive close.
 const NOTABLE_LINGER: u64 = 2;
 

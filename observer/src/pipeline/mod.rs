@@ -114,7 +114,8 @@ const OWNER_RETRY_NS: u64 = 60_000_000_000;
 const MAX_OWNER_LOOKUPS: usize = 4096;
 const MAX_OWNERS_TRIED: usize = 1 << 16;
 
-/// Whether a pipeline's reports of plain transitions (those without a note) are read. A
+/// Whether a pipeline's reports of plain transitions (those without a note, and timewait
+/// sockets' entries and ends: nothing but a reader uses them) are read. A
 /// front-end that shows every transition always reads them; the daemon only while its socket
 /// has clients. Read before each event is applied, so an event that happens after a reader
 /// arrives is reported to it.

@@ -188,9 +188,11 @@ impl Tracker {
         }
     }
 
-    /// Whether transitions without a note are reported (they are by default). Building the
-    /// report of every transition is a tenth of the tracker's work per event; a daemon with
-    /// nobody reading its reports skips it. Counts and notes are the same either way.
+    /// Whether transitions without a note, and timewait sockets' entries, restarts and ends,
+    /// are reported (they are by default). Building the report of every transition is a tenth
+    /// of the tracker's work per event; a daemon with nobody reading its reports skips it, and
+    /// keeps only the notes it counts itself (RSTs, closes before accept()). Counts are the same
+    /// either way.
     pub const fn report_plain_transitions(&mut self, on: bool) {
         self.plain_reports = on;
     }

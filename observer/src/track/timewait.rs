@@ -323,23 +323,26 @@ impl Tracker {
             updated.lower_bound = false;
         }
         if linked {
-            let note = if tw.substate == substate {
-                Note::TimewaitRestarted { timeout_ns }
+            let (note, entered) = if tw.substate == substate {
+                (Note::TimewaitRestarted { timeout_ns }, None)
             } else {
-                Note::TimewaitEntered { timeout_ns }
+                (
+                    Note::TimewaitEntered { timeout_ns },
+                    Some((tw.substate, substate)),
+                )
             };
-            self.transitions.push(
-                out,
-                timewait_report(
-                    &updated,
-                    timer,
-                    now,
-                    tw.substate,
-                    Some(spent),
-                    tw.lower_bound,
-                    note,
-                ),
-            );
+            self.transitions
+                .timewait(out, self.plain_reports, entered, || {
+                    timewait_report(
+                        &updated,
+                        timer,
+                        now,
+                        tw.substate,
+                        Some(spent),
+                        tw.lower_bound,
+                        note,
+                    )
+                });
         }
         if let Some(mut slot) = self.timewaits.table.get_mut(timer) {
             *slot = updated;
@@ -395,20 +398,20 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        self.transitions.push(
-            out,
-            timewait_report(
-                &tw,
-                timer,
-                tw.substate_since_ns,
-                t.old,
-                spent,
-                lower_bound,
-                Note::TimewaitEntered {
-                    timeout_ns: tw.timeout_ns,
-                },
-            ),
-        );
+        self.transitions
+            .timewait(out, self.plain_reports, Some((t.old, tw.substate)), || {
+                timewait_report(
+                    &tw,
+                    timer,
+                    tw.substate_since_ns,
+                    t.old,
+                    spent,
+                    lower_bound,
+                    Note::TimewaitEntered {
+                        timeout_ns: tw.timeout_ns,
+                    },
+                )
+            });
         true
     }
 
@@ -438,19 +441,26 @@ impl Tracker {
         if !tw.lower_bound {
             self.durations.record(tw.substate, spent);
         }
-        let mut report = timewait_report(
-            &tw,
-            key,
-            now,
-            tw.substate,
-            Some(spent),
-            tw.lower_bound,
-            Note::TimewaitEnded(cause),
+        self.transitions.timewait(
+            out,
+            self.plain_reports,
+            Some((tw.substate, TcpState::Close)),
+            || {
+                let mut report = timewait_report(
+                    &tw,
+                    key,
+                    now,
+                    tw.substate,
+                    Some(spent),
+                    tw.lower_bound,
+                    Note::TimewaitEnded(cause),
+                );
+                if let Report::Transition { transition, .. } = &mut report {
+                    transition.new = TcpState::Close;
+                }
+                report
+            },
         );
-        if let Report::Transition { transition, .. } = &mut report {
-            transition.new = TcpState::Close;
-        }
-        self.transitions.push(out, report);
     }
 
     /// Concludes cancels that were not followed by a restart or an expiry, and announces
@@ -494,19 +504,23 @@ impl Tracker {
                 slot.cgroup = slot.cgroup.or(full.cgroup);
                 tw = *slot;
             }
-            self.transitions.push(
+            self.transitions.timewait(
                 out,
-                timewait_report(
-                    &tw,
-                    timer,
-                    at,
-                    TcpState::FinWait2,
-                    None,
-                    false,
-                    Note::TimewaitEntered {
-                        timeout_ns: tw.timeout_ns,
-                    },
-                ),
+                self.plain_reports,
+                Some((TcpState::FinWait2, tw.substate)),
+                || {
+                    timewait_report(
+                        &tw,
+                        timer,
+                        at,
+                        TcpState::FinWait2,
+                        None,
+                        false,
+                        Note::TimewaitEntered {
+                            timeout_ns: tw.timeout_ns,
+                        },
+                    )
+                },
             );
         }
     }
@@ -587,19 +601,23 @@ impl Tracker {
         if !was_lower_bound {
             self.durations.record(TcpState::FinWait2, spent);
         }
-        self.transitions.push(
+        self.transitions.timewait(
             out,
-            timewait_report(
-                &tw,
-                key,
-                t.mono_ns,
-                TcpState::FinWait2,
-                Some(spent),
-                was_lower_bound,
-                Note::TimewaitEntered {
-                    timeout_ns: tw.timeout_ns,
-                },
-            ),
+            self.plain_reports,
+            Some((TcpState::FinWait2, tw.substate)),
+            || {
+                timewait_report(
+                    &tw,
+                    key,
+                    t.mono_ns,
+                    TcpState::FinWait2,
+                    Some(spent),
+                    was_lower_bound,
+                    Note::TimewaitEntered {
+                        timeout_ns: tw.timeout_ns,
+                    },
+                )
+            },
         );
     }
 

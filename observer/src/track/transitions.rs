@@ -2,7 +2,7 @@
 
 use observer_common::TcpState;
 
-use super::{Note, Report};
+use super::Report;
 use crate::event::PerState;
 
 /// Counts by old state, then new state.
@@ -16,17 +16,23 @@ impl TransitionCounts {
         self.counts[old][new] += 1;
     }
 
-    /// Appends a report, counting its transition (a timewait timer's restart stays in
-    /// TIME_WAIT and is not one).
-    pub fn push(&mut self, out: &mut Vec<Report>, report: Report) {
-        if let Report::Transition {
-            transition, note, ..
-        } = &report
-            && !matches!(note, Some(Note::TimewaitRestarted { .. }))
-        {
-            self.add(transition.old, transition.new);
+    /// A timewait socket's entry, restart or end: counts its transition (`counted`: its old
+    /// and new state; `None` for a restart, which stays where it was), and appends its report
+    /// when transitions are `reported`. Nothing in the daemon itself reads these reports, so
+    /// without a reader they are not built.
+    pub fn timewait(
+        &mut self,
+        out: &mut Vec<Report>,
+        reported: bool,
+        counted: Option<(TcpState, TcpState)>,
+        report: impl FnOnce() -> Report,
+    ) {
+        if let Some((old, new)) = counted {
+            self.add(old, new);
         }
-        out.push(report);
+        if reported {
+            out.push(report());
+        }
     }
 
     /// Pairs seen at least once.

@@ -306,8 +306,9 @@ fn sockets_by_cgroup_are_kept_as_a_walk_would_count_them() {
     );
 }
 
-/// Without plain reports the counts are the same, and only the reports without a note go:
-/// both runs' counts agree with the full run's reports.
+/// Without plain reports the counts are the same, and only the reports without a note and
+/// those of TIME_WAIT's entry, restart and end go: both runs' counts agree with the full run's
+/// reports.
 #[test]
 fn transitions_are_counted_alike_with_or_without_plain_reports() {
     let mut events = server_until_close_wait();
@@ -360,10 +361,43 @@ fn transitions_are_counted_alike_with_or_without_plain_reports() {
     );
     let with_notes: Vec<_> = all
         .iter()
-        .filter(|r| !matches!(r, Report::Transition { note: None, .. }))
+        .filter(|r| {
+            !matches!(
+                r,
+                Report::Transition {
+                    note: None
+                        | Some(
+                            Note::TimewaitEntered { .. }
+                                | Note::TimewaitRestarted { .. }
+                                | Note::TimewaitEnded(_)
+                        ),
+                    ..
+                }
+            )
+        })
         .copied()
         .collect();
     assert_eq!(kept, with_notes);
+    let timewait_notes = |reports: &[Report]| {
+        reports
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Report::Transition {
+                        note: Some(Note::TimewaitEntered { .. } | Note::TimewaitEnded(_)),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(
+        timewait_notes(&all),
+        2,
+        "TIME_WAIT's entry and end, for a reader"
+    );
+    assert_eq!(timewait_notes(&kept), 0);
     assert!(kept.iter().any(|r| matches!(
         r,
         Report::Transition {

@@ -329,7 +329,7 @@ mod tests {
             waits.push(pace.wait);
         }
         let ms = |n| Duration::from_millis(n);
-        assert_eq!(waits, [ms(10), ms(20), ms(40), ms(80), ms(100), ms(100)]);
+        assert_eq!(waits, [ms(40), ms(80), ms(100), ms(100), ms(100), ms(100)]);
         pace.looked(true);
         assert_eq!(pace.wait, READ_EVERY);
     }

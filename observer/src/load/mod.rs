@@ -71,9 +71,9 @@ pub fn planned() -> Result<Planned, LoadError> {
 /// How often readers of the ring buffer look for records on their own while records come. The
 /// programs wake the reader only once a quarter of the ring is unread ([`ring_wakeup_bytes`]),
 /// so below that rate this interval is the longest a record waits; above it, reads follow the
-/// wakeups. Each wake of the reader costs it tens of microseconds beside the records it reads
-/// (on a busy host: the switch, and the caches the load left cold), so it wakes 25 times a
-/// second, not 100: under churn that took a tenth off the daemon's CPU per event.
+/// wakeups. Each wake of the reader costs it tens of microseconds beyond the records it reads,
+/// so it wakes 25 times a second, not 100: under churn that took a tenth off the daemon's CPU
+/// per event.
 pub const READ_EVERY: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// The longest a reader waits on its own after finding the ring empty again and again (each

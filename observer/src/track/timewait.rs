@@ -11,6 +11,7 @@ use super::{
     GRACE_NS, Note, Observation, Report, TimewaitEnd, Tracker, Tuple,
     table::{Conn, Known},
     timewait_table::{TimewaitTable, TupleHash, Tw},
+    transitions::StateChange,
 };
 use crate::event::{Task, TimerAction, TimewaitSocket, TimewaitTimer, Transition};
 
@@ -328,7 +329,10 @@ impl Tracker {
             } else {
                 (
                     Note::TimewaitEntered { timeout_ns },
-                    Some((tw.substate, substate)),
+                    Some(StateChange {
+                        old: tw.substate,
+                        new: substate,
+                    }),
                 )
             };
             self.transitions
@@ -398,8 +402,14 @@ impl Tracker {
         {
             self.durations.record(t.old, ns);
         }
-        self.transitions
-            .timewait(out, self.plain_reports, Some((t.old, tw.substate)), || {
+        self.transitions.timewait(
+            out,
+            self.plain_reports,
+            Some(StateChange {
+                old: t.old,
+                new: tw.substate,
+            }),
+            || {
                 timewait_report(
                     &tw,
                     timer,
@@ -411,7 +421,8 @@ impl Tracker {
                         timeout_ns: tw.timeout_ns,
                     },
                 )
-            });
+            },
+        );
         true
     }
 
@@ -444,7 +455,10 @@ impl Tracker {
         self.transitions.timewait(
             out,
             self.plain_reports,
-            Some((tw.substate, TcpState::Close)),
+            Some(StateChange {
+                old: tw.substate,
+                new: TcpState::Close,
+            }),
             || {
                 let mut report = timewait_report(
                     &tw,
@@ -507,7 +521,10 @@ impl Tracker {
             self.transitions.timewait(
                 out,
                 self.plain_reports,
-                Some((TcpState::FinWait2, tw.substate)),
+                Some(StateChange {
+                    old: TcpState::FinWait2,
+                    new: tw.substate,
+                }),
                 || {
                     timewait_report(
                         &tw,
@@ -604,7 +621,10 @@ impl Tracker {
         self.transitions.timewait(
             out,
             self.plain_reports,
-            Some((TcpState::FinWait2, tw.substate)),
+            Some(StateChange {
+                old: TcpState::FinWait2,
+                new: tw.substate,
+            }),
             || {
                 timewait_report(
                     &tw,

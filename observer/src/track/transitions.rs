@@ -5,6 +5,13 @@ use observer_common::TcpState;
 use super::Report;
 use crate::event::PerState;
 
+/// A change from one state to another, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub old: TcpState,
+    pub new: TcpState,
+}
+
 /// Counts by old state, then new state.
 #[derive(Clone, Debug, Default)]
 pub struct TransitionCounts {
@@ -16,18 +23,18 @@ impl TransitionCounts {
         self.counts[old][new] += 1;
     }
 
-    /// A timewait socket's entry, restart or end: counts its transition (`counted`: its old
-    /// and new state; `None` for a restart, which stays where it was), and appends its report
-    /// when transitions are `reported`. Nothing in the daemon itself reads these reports, so
-    /// without a reader they are not built.
+    /// A timewait socket's entry, restart or end: counts its transition (`counted`; `None`
+    /// for a restart, which stays where it was), and appends its report when transitions are
+    /// `reported`. Nothing in the daemon itself reads these reports, so without a reader they
+    /// are not built.
     pub fn timewait(
         &mut self,
         out: &mut Vec<Report>,
         reported: bool,
-        counted: Option<(TcpState, TcpState)>,
+        counted: Option<StateChange>,
         report: impl FnOnce() -> Report,
     ) {
-        if let Some((old, new)) = counted {
+        if let Some(StateChange { old, new }) = counted {
             self.add(old, new);
         }
         if reported {

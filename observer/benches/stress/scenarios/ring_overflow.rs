@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use observer::load::READ_EVERY;
 use observer_testkit::{
     churn::{self, Load},
     netns::NetNs,
@@ -43,9 +44,9 @@ pub(super) fn ring_overflow(quick: bool) -> anyhow::Result<Row> {
         &[("reason", "ring_buffer_full")],
     )?;
     // Recovery: a load the small ring can carry, delivered whole. One connection at a time, of
-    // each kind in turn, 10 ms apart (the reader's own period): each makes fewer records than
-    // the ring holds. (A
-    // burst of 40 connections at once overflowed the ring again in 3 runs of 8.)
+    // each kind in turn, one per period of the reader's own looks: each makes fewer records
+    // than the ring holds. (A burst of 40 connections at once overflowed the ring again in 3
+    // runs of 8; one every 10 ms, 1 event in about 10 runs once the reader looked every 40 ms.)
     let before = w.metrics()?.counters();
     let one = Load {
         threads: 1,
@@ -57,7 +58,7 @@ pub(super) fn ring_overflow(quick: bool) -> anyhow::Result<Row> {
         let made = ns.enter(|| churn::run(&one, Some(*kind)))?;
         connections += made.connections();
         expected += made.transitions() + made.resets();
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(READ_EVERY);
     }
     std::thread::sleep(Duration::from_millis(2200));
     let after = w.metrics()?.counters().since(&before);
@@ -92,8 +93,9 @@ pub(super) fn ring_overflow(quick: bool) -> anyhow::Result<Row> {
         "delivers again after the overflow",
         got >= expected && after.lost() == 0,
         format!(
-            "{got} of {expected} events of the next {connections} connections, one every 10 \
+            "{got} of {expected} events of the next {connections} connections, one every {} \
              ms, {} lost",
+            READ_EVERY.as_millis(),
             after.lost()
         ),
     ));

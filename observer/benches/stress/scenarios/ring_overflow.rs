@@ -94,9 +94,11 @@ pub(super) fn ring_overflow(quick: bool) -> anyhow::Result<Row> {
         got >= expected && after.lost() == 0,
         format!(
             "{got} of {expected} events of the next {connections} connections, one every {} \
-             ms, {} lost",
+             ms, {} lost (ring buffer full {}, recursion misses {})",
             READ_EVERY.as_millis(),
-            after.lost()
+            after.lost(),
+            after.lost_ring_buffer_full,
+            after.lost_recursion_miss
         ),
     ));
     std::thread::sleep(Duration::from_secs(3));

@@ -396,33 +396,17 @@ impl Tracker {
             }
             return true;
         }
-        let tw = *tw;
+        let tw = tw.write_back();
         if let Some(ns) = spent
             && !lower_bound
         {
             self.durations.record(t.old, ns);
         }
-        self.transitions.timewait(
-            out,
-            self.plain_reports,
-            Some(StateChange {
-                old: t.old,
-                new: tw.substate,
-            }),
-            || {
-                timewait_report(
-                    &tw,
-                    timer,
-                    tw.substate_since_ns,
-                    t.old,
-                    spent,
-                    lower_bound,
-                    Note::TimewaitEntered {
-                        timeout_ns: tw.timeout_ns,
-                    },
-                )
-            },
-        );
+        let spent = Spent {
+            ns: spent,
+            lower_bound,
+        };
+        self.timewait_entered(out, &tw, timer, tw.substate_since_ns, t.old, spent);
         true
     }
 
@@ -518,27 +502,11 @@ impl Tracker {
                 slot.cgroup = slot.cgroup.or(full.cgroup);
                 tw = *slot;
             }
-            self.transitions.timewait(
-                out,
-                self.plain_reports,
-                Some(StateChange {
-                    old: TcpState::FinWait2,
-                    new: tw.substate,
-                }),
-                || {
-                    timewait_report(
-                        &tw,
-                        timer,
-                        at,
-                        TcpState::FinWait2,
-                        None,
-                        false,
-                        Note::TimewaitEntered {
-                            timeout_ns: tw.timeout_ns,
-                        },
-                    )
-                },
-            );
+            let spent = Spent {
+                ns: None,
+                lower_bound: false,
+            };
+            self.timewait_entered(out, &tw, timer, at, TcpState::FinWait2, spent);
         }
     }
 
@@ -614,31 +582,46 @@ impl Tracker {
             return;
         }
         tw.lower_bound = false;
-        let tw = *tw;
+        let tw = tw.write_back();
         if !was_lower_bound {
             self.durations.record(TcpState::FinWait2, spent);
         }
-        self.transitions.timewait(
-            out,
-            self.plain_reports,
-            Some(StateChange {
-                old: TcpState::FinWait2,
-                new: tw.substate,
-            }),
-            || {
+        let spent = Spent {
+            ns: Some(spent),
+            lower_bound: was_lower_bound,
+        };
+        self.timewait_entered(out, &tw, key, t.mono_ns, TcpState::FinWait2, spent);
+    }
+
+    /// A timewait socket's entry into its substate from `old`, at `at`: counted, and reported
+    /// to a reader.
+    fn timewait_entered(
+        &mut self,
+        out: &mut Vec<Report>,
+        tw: &Tw,
+        key: u64,
+        at: u64,
+        old: TcpState,
+        spent: Spent,
+    ) {
+        let counted = StateChange {
+            old,
+            new: tw.substate,
+        };
+        self.transitions
+            .timewait(out, self.plain_reports, Some(counted), || {
                 timewait_report(
-                    &tw,
+                    tw,
                     key,
-                    t.mono_ns,
-                    TcpState::FinWait2,
-                    Some(spent),
-                    was_lower_bound,
+                    at,
+                    old,
+                    spent.ns,
+                    spent.lower_bound,
                     Note::TimewaitEntered {
                         timeout_ns: tw.timeout_ns,
                     },
                 )
-            },
-        );
+            });
     }
 
     /// Adds a timewait socket known from sock_diag, under a key of its own until its timer
@@ -661,6 +644,14 @@ fn tuple_of(s: &TimewaitSocket) -> Tuple {
         local: s.local,
         remote: s.remote,
     }
+}
+
+/// How long the state before a timewait entry lasted, as far as it is known.
+#[derive(Clone, Copy)]
+struct Spent {
+    ns: Option<u64>,
+    /// `ns` is a lower bound: the state began before the daemon saw it.
+    lower_bound: bool,
 }
 
 /// A TIME_WAIT entry, restart or end, shown as a transition of the connection.

@@ -681,6 +681,13 @@ pub struct TwMut<'a> {
     tw: Tw,
 }
 
+impl TwMut<'_> {
+    /// Writes the socket back now (rather than when the guard goes), and gives it as written.
+    pub fn write_back(self) -> Tw {
+        self.tw
+    }
+}
+
 impl Deref for TwMut<'_> {
     type Target = Tw;
 

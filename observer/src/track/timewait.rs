@@ -323,20 +323,16 @@ impl Tracker {
             updated.substate_since_ns = now;
             updated.lower_bound = false;
         }
-        if linked {
-            let (note, entered) = if tw.substate == substate {
-                (Note::TimewaitRestarted { timeout_ns }, None)
-            } else {
-                (
-                    Note::TimewaitEntered { timeout_ns },
-                    Some(StateChange {
-                        old: tw.substate,
-                        new: substate,
-                    }),
-                )
+        if linked && tw.substate != substate {
+            let spent = Spent {
+                ns: Some(spent),
+                lower_bound: tw.lower_bound,
             };
+            self.timewait_entered(out, &updated, timer, now, tw.substate, spent);
+        } else if linked {
+            // A restart stays where it was: not a transition.
             self.transitions
-                .timewait(out, self.plain_reports, entered, || {
+                .timewait(out, self.plain_reports, None, || {
                     timewait_report(
                         &updated,
                         timer,
@@ -344,7 +340,7 @@ impl Tracker {
                         tw.substate,
                         Some(spent),
                         tw.lower_bound,
-                        note,
+                        Note::TimewaitRestarted { timeout_ns },
                     )
                 });
         }

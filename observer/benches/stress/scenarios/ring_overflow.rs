@@ -46,7 +46,8 @@ pub(super) fn ring_overflow(quick: bool) -> anyhow::Result<Row> {
     // Recovery: a load the small ring can carry, delivered whole. One connection at a time, of
     // each kind in turn, one per period of the reader's own looks: each makes fewer records
     // than the ring holds. (A burst of 40 connections at once overflowed the ring again in 3
-    // runs of 8; one every 10 ms, 1 event in about 10 runs once the reader looked every 40 ms.)
+    // runs of 8. Once the reader looked every 40 ms, one connection every 10 ms lost 1 event in
+    // 2 runs of 10, and one every 40 ms in 1 of 14: why is not known, hence the reasons below.)
     let before = w.metrics()?.counters();
     let one = Load {
         threads: 1,

@@ -494,7 +494,7 @@ impl Collector for SnapshotCollector {
         family(
             &mut e,
             "observer_tracker_gaps",
-            "Transitions proving that an earlier one was missed (the state is repaired).",
+            "Transitions, or new sockets at a tracked socket's kernel address, proving that an earlier transition was missed (the state is repaired).",
             Counter,
             [(vec![], f(st.gaps))],
         )?;

@@ -70,7 +70,8 @@ const LISTENER_PORTS_CAPACITY: usize = 4096;
 /// Counters of what the tracker could not know, and of what it did about it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TrackerStats {
-    /// Transitions proving that an earlier one was missed (the state is repaired).
+    /// Transitions, or new sockets at a tracked socket's kernel address (its close was lost),
+    /// proving that an earlier transition was missed (the state is repaired).
     pub gaps: u64,
     /// Sockets evicted because the table was full (oldest first).
     pub evicted: u64,
@@ -246,8 +247,12 @@ impl Tracker {
     /// back.
     fn socket_of(&mut self, t: &Transition) -> Option<(SlotId, Known)> {
         if t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv) {
-            // A socket address seen again from CLOSE is a new socket (the old one was freed).
-            self.sockets.forget(t.sock);
+            // A socket address seen again from CLOSE is a new socket: the old one was freed, so
+            // one still tracked there closed unseen. Under churn the kernel reuses a socket's
+            // memory within microseconds, so this is often the only sign of a lost close.
+            if self.sockets.forget(t.sock) {
+                self.stats.gaps += 1;
+            }
             self.forget_retransmits(t.sock);
             return None;
         }

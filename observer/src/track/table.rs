@@ -424,11 +424,13 @@ impl Table {
         Some(conn)
     }
 
-    /// Removes `key`, if it is there, without reading it back.
-    pub fn forget(&mut self, key: u64) {
-        if let Some(i) = self.take(key) {
-            self.vacate(i);
-        }
+    /// Removes `key`, if it is there, without reading it back; true when it was there.
+    pub fn forget(&mut self, key: u64) -> bool {
+        let Some(i) = self.take(key) else {
+            return false;
+        };
+        self.vacate(i);
+        true
     }
 
     /// Takes `key` out of the indexes, the eviction chain and the counts; its slot, returned,

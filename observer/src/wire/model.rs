@@ -48,7 +48,8 @@ pub struct Model {
     /// Every event lost, by reason.
     #[serde(flatten)]
     pub losses: LossCounts,
-    /// Transitions proving that an earlier one was missed.
+    /// Transitions, or new sockets at a tracked socket's address, proving that an earlier
+    /// transition was missed.
     pub gaps: u64,
     /// Sockets evicted because the table was full; timewait sockets not followed for the same
     /// reason.

@@ -74,6 +74,7 @@ impl Bench {
             .collect();
         let after: u64 = ours.iter().map(Delivery::lost_uncounted).sum();
         let not_run: u64 = ours.iter().filter_map(Delivery::not_run).sum();
+        let gaps: u64 = ours.iter().filter_map(|d| d.gaps).sum();
         let others = [
             Tracer::Baseline,
             Tracer::BaselineRaw,
@@ -90,7 +91,8 @@ impl Bench {
             goal: "0".to_owned(),
             measured: format!(
                 "{after} after the program (without BPF statistics, which count runs: anywhere); \
-                 {not_run} never reached it (same run, {} threads: {others})",
+                 {not_run} never reached it (same run, {} threads: {others}); the daemon's \
+                 gaps {gaps} (sockets it proved a transition missing from)",
                 main.threads
             ),
             met: Some(after == 0 && not_run == 0),

@@ -42,6 +42,22 @@ fn a_new_socket_at_a_freed_address_is_a_new_connection() {
     assert_eq!((seen.gap, seen.previous_state_ns), (false, None));
     assert_eq!(tracker.counts_by_state()[Listen], 1);
     assert_eq!(tracker.counts_by_state()[Established], 0);
+    assert_eq!(
+        tracker.stats().gaps,
+        1,
+        "the new socket proves that the old one's close was lost"
+    );
+
+    // A close that was seen leaves nothing at the address: its reuse is no gap.
+    feed(
+        &mut tracker,
+        &[
+            tr(0xA, 6, Listen, Close, "0.0.0.0:9000", "0.0.0.0:0"),
+            tr(0xA, 7, Close, SynSent, "127.0.0.1:0", SERVER),
+            tr(0xB, 8, Listen, SynRecv, SERVER, CLIENT),
+        ],
+    );
+    assert_eq!(tracker.stats().gaps, 1);
 }
 
 #[test]

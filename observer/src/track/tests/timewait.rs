@@ -213,6 +213,19 @@ fn a_close_from_fin_wait2_without_a_timewait_socket_is_counted() {
     assert_eq!(tracker.stats().timewait_missing, 1);
 }
 
+/// The entry of a timewait socket whose full socket's close never came, announced a grace
+/// period after its start: the time in FIN_WAIT2 unknown.
+fn announced_unlinked_entry() -> (TcpState, TcpState, Option<u64>, Option<Note>) {
+    (
+        FinWait2,
+        TimeWait,
+        None,
+        Some(Note::TimewaitEntered {
+            timeout_ns: Some(60_000 * MS),
+        }),
+    )
+}
+
 /// The kernel sometimes runs no program for a connection's last transitions (FIN_WAIT1 ->
 /// FIN_WAIT2 -> CLOSE) while its timewait socket's timer start is seen: that socket proves the
 /// close, and the full socket left in FIN_WAIT1 goes with the announcement of its entry, its
@@ -229,17 +242,7 @@ fn a_timewait_socket_whose_close_was_lost_replaces_the_full_socket_left_behind()
     tracker.advance(20 * MS + GRACE_NS / 2, &mut out);
     assert!(out.is_empty(), "its close may still come");
     tracker.advance(20 * MS + GRACE_NS, &mut out);
-    assert_eq!(
-        transitions(&out),
-        vec![(
-            FinWait2,
-            TimeWait,
-            None,
-            Some(Note::TimewaitEntered {
-                timeout_ns: Some(60_000 * MS)
-            })
-        )]
-    );
+    assert_eq!(transitions(&out), vec![announced_unlinked_entry()]);
     assert_eq!(observation(&out[0]).owner.map(|o| o.pid), Some(100));
     let counts = tracker.counts_by_state();
     assert_eq!((counts[FinWait1], counts[TimeWait]), (0, 1));
@@ -269,6 +272,42 @@ fn a_timewait_socket_whose_close_was_lost_replaces_the_full_socket_left_behind()
     let counts = tracker.counts_by_state();
     assert_eq!((counts[FinWait1], counts[CloseWait]), (0, 1));
     assert_eq!(tracker.stats().gaps, 1);
+}
+
+/// The same lost close under churn: the kernel gives the freed full socket's memory to a new
+/// socket within microseconds, long before the second after which the timewait socket would
+/// replace it. That new socket's birth proves the close was lost, and counts it once.
+#[test]
+fn a_full_socket_whose_close_was_lost_and_whose_address_is_reused_is_one_gap() {
+    for birth in [
+        tr(0x7A, 21, Close, SynSent, "127.0.0.1:0", SERVER),
+        tr(0x7A, 21, Listen, SynRecv, SERVER, "127.0.0.1:40001"),
+    ] {
+        let mut tracker = Tracker::new(16);
+        let mut events = client_until_fin_wait1();
+        events.push(start(0x7, 20, TimeWait));
+        // The full socket's address (0xA) reused.
+        let Event::Transition(mut t) = birth else {
+            unreachable!()
+        };
+        t.sock = 0xA;
+        events.push(Event::Transition(t));
+        feed(&mut tracker, &events);
+        assert_eq!(tracker.counts_by_state()[FinWait1], 0);
+        assert_eq!(tracker.stats().gaps, 1);
+        let mut out = Vec::new();
+        tracker.advance(20 * MS + GRACE_NS, &mut out);
+        assert_eq!(
+            transitions(&out),
+            vec![announced_unlinked_entry()],
+            "the timewait socket is still announced"
+        );
+        assert_eq!(
+            (tracker.stats().gaps, tracker.stats().timewait_unlinked),
+            (1, 1),
+            "the close is counted once"
+        );
+    }
 }
 
 #[test]

@@ -249,7 +249,8 @@ impl Tracker {
         if t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv) {
             // A socket address seen again from CLOSE is a new socket: the old one was freed, so
             // one still tracked there closed unseen. Under churn the kernel reuses a socket's
-            // memory within microseconds, so this is often the only sign of a lost close.
+            // memory well within the second a timewait start waits, so this is often the only
+            // sign of a lost close.
             if self.sockets.forget(t.sock) {
                 self.stats.gaps += 1;
             }

@@ -323,26 +323,27 @@ impl Tracker {
             updated.substate_since_ns = now;
             updated.lower_bound = false;
         }
-        if linked && tw.substate != substate {
+        if linked {
             let spent = Spent {
                 ns: Some(spent),
                 lower_bound: tw.lower_bound,
             };
-            self.timewait_entered(out, &updated, timer, now, tw.substate, spent);
-        } else if linked {
-            // A restart stays where it was: not a transition.
-            self.transitions
-                .timewait(out, self.plain_reports, None, || {
-                    timewait_report(
-                        &updated,
-                        timer,
-                        now,
-                        tw.substate,
-                        Some(spent),
-                        tw.lower_bound,
-                        Note::TimewaitRestarted { timeout_ns },
-                    )
-                });
+            if tw.substate == substate {
+                // A restart stays where it was: not a transition.
+                self.transitions
+                    .timewait(out, self.plain_reports, None, || {
+                        timewait_report(
+                            &updated,
+                            timer,
+                            now,
+                            tw.substate,
+                            spent,
+                            Note::TimewaitRestarted { timeout_ns },
+                        )
+                    });
+            } else {
+                self.timewait_entered(out, &updated, timer, now, tw.substate, spent);
+            }
         }
         if let Some(mut slot) = self.timewaits.table.get_mut(timer) {
             *slot = updated;
@@ -440,13 +441,16 @@ impl Tracker {
                 new: TcpState::Close,
             }),
             || {
+                let spent = Spent {
+                    ns: Some(spent),
+                    lower_bound: tw.lower_bound,
+                };
                 let mut report = timewait_report(
                     &tw,
                     key,
                     now,
                     tw.substate,
-                    Some(spent),
-                    tw.lower_bound,
+                    spent,
                     Note::TimewaitEnded(cause),
                 );
                 if let Report::Transition { transition, .. } = &mut report {
@@ -611,8 +615,7 @@ impl Tracker {
                     key,
                     at,
                     old,
-                    spent.ns,
-                    spent.lower_bound,
+                    spent,
                     Note::TimewaitEntered {
                         timeout_ns: tw.timeout_ns,
                     },
@@ -651,15 +654,7 @@ struct Spent {
 }
 
 /// A TIME_WAIT entry, restart or end, shown as a transition of the connection.
-fn timewait_report(
-    tw: &Tw,
-    key: u64,
-    at: u64,
-    old: TcpState,
-    spent: Option<u64>,
-    lower_bound: bool,
-    note: Note,
-) -> Report {
+fn timewait_report(tw: &Tw, key: u64, at: u64, old: TcpState, spent: Spent, note: Note) -> Report {
     Report::Transition {
         transition: Transition {
             mono_ns: at,
@@ -676,8 +671,8 @@ fn timewait_report(
             has_socket: None,
         },
         seen: Observation {
-            previous_state_ns: spent,
-            lower_bound,
+            previous_state_ns: spent.ns,
+            lower_bound: spent.lower_bound,
             owner: tw.owner,
             cgroup: tw.cgroup,
             gap: false,

@@ -275,8 +275,8 @@ fn a_timewait_socket_whose_close_was_lost_replaces_the_full_socket_left_behind()
 }
 
 /// The same lost close under churn: the kernel gives the freed full socket's memory to a new
-/// socket within microseconds, long before the second after which the timewait socket would
-/// replace it. That new socket's birth proves the close was lost, and counts it once.
+/// socket well within the second after which the timewait socket would replace it. That new
+/// socket's birth proves the close was lost, and counts it once.
 #[test]
 fn a_full_socket_whose_close_was_lost_and_whose_address_is_reused_is_one_gap() {
     // The full socket's address (0xA) reused by a connecting socket, or by a listener's child.

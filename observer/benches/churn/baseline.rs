@@ -42,9 +42,7 @@ pub struct Baseline {
     /// Each program: its name in the figures, and in the object.
     programs: Vec<(&'static str, &'static str)>,
     ebpf: aya::Ebpf,
-    stop: Arc<AtomicBool>,
-    records: Arc<AtomicU64>,
-    drain: Option<JoinHandle<()>>,
+    drain: Drain,
 }
 
 impl Baseline {
@@ -71,6 +69,17 @@ impl Baseline {
             ..Globals::default()
         };
         Self::start(&[(label, on.name, on)], globals)
+    }
+
+    /// `baseline` on the state tracepoint and [`contract::FLOORS`] on the daemon's other hooks:
+    /// the least that watching every hook the daemon watches costs, in a phase of its own.
+    pub fn attach_all_hooks() -> io::Result<Self> {
+        let state = contract::OnHook {
+            name: contract::BASELINE,
+            on: contract::INET_SOCK_SET_STATE,
+        };
+        let hooks: Vec<contract::OnHook> = std::iter::once(state).chain(contract::FLOORS).collect();
+        Self::attach_on_hooks(&hooks)
     }
 
     /// Programs on the daemon's hooks ([`contract::FLOORS`], [`contract::HOOK_PIECES`]), in
@@ -148,23 +157,27 @@ impl Baseline {
             .iter()
             .map(Ring::new)
             .collect::<io::Result<Vec<_>>>()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let records = Arc::new(AtomicU64::new(0));
-        let drain = {
-            let (stop, records) = (stop.clone(), records.clone());
-            std::thread::spawn(move || drain(rings, &stop, &records))
-        };
         Ok(Self {
             programs: programs.iter().map(|(l, p, _)| (*l, *p)).collect(),
             ebpf,
-            stop,
-            records,
-            drain: Some(drain),
+            drain: Drain::start(rings),
         })
     }
+}
 
+/// Programs whose records the benchmark's own drain reads and counts.
+pub trait Counted {
+    /// Each program's counters, in a fixed order.
+    fn stats(&self) -> io::Result<Vec<ProgStats>>;
+    /// Each program's cost since `before` (from [`Counted::stats`]).
+    fn costs_since(&self, before: &[ProgStats]) -> io::Result<Vec<Cost>>;
+    /// Records read so far.
+    fn records(&self) -> u64;
+}
+
+impl Counted for Baseline {
     /// Each program's counters, in the order attached.
-    pub fn stats(&self) -> io::Result<Vec<ProgStats>> {
+    fn stats(&self) -> io::Result<Vec<ProgStats>> {
         self.programs
             .iter()
             .map(|(_, name)| {
@@ -178,8 +191,8 @@ impl Baseline {
             .collect()
     }
 
-    /// Each program's cost since `before` (from [`Baseline::stats`]), under its label.
-    pub fn costs_since(&self, before: &[ProgStats]) -> io::Result<Vec<Cost>> {
+    /// Under each program's label.
+    fn costs_since(&self, before: &[ProgStats]) -> io::Result<Vec<Cost>> {
         Ok(self
             .programs
             .iter()
@@ -189,18 +202,45 @@ impl Baseline {
             .collect())
     }
 
-    /// Records read from the ring buffer so far.
+    fn records(&self) -> u64 {
+        self.drain.records()
+    }
+}
+
+/// A thread reading and counting the records of some rings, until dropped.
+pub struct Drain {
+    stop: Arc<AtomicBool>,
+    records: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drain {
+    pub fn start(rings: Vec<Ring>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, records) = (stop.clone(), records.clone());
+            std::thread::spawn(move || drain(rings, &stop, &records))
+        };
+        Self {
+            stop,
+            records,
+            thread: Some(thread),
+        }
+    }
+
+    /// Records read so far.
     #[must_use]
     pub fn records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for Baseline {
+impl Drop for Drain {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(d) = self.drain.take() {
-            let _ = d.join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

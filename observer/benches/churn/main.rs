@@ -21,6 +21,7 @@ mod baseline;
 mod calibrate;
 mod kstats;
 mod machine_cpu;
+mod programs;
 mod reads;
 mod report;
 mod tcpstates;
@@ -31,6 +32,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use baseline::Counted;
 use clap::Parser;
 use kstats::Cost;
 use machine_cpu::{BusySince, MachineCpu};
@@ -70,7 +72,7 @@ struct Options {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50))]
     rounds: Option<u64>,
     /// Tracers of the main level, in turn (default: all; tcpstates when installed).
-    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "state_reads", "tcpstates", "baseline", "baseline_raw", "baseline_wake_each", "baseline_no_wakeup"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "observer", "programs", "hooks", "state_reads", "tcpstates", "baseline", "baseline_raw", "baseline_wake_each", "baseline_no_wakeup"])]
     tracers: Vec<String>,
     /// Longest a phase's load may run, seconds.
     #[arg(long, default_value_t = 20)]
@@ -95,6 +97,14 @@ const OBSERVER: &str = env!("CARGO_BIN_EXE_observer");
 pub enum Tracer {
     None,
     Observer,
+    /// The daemon's own programs, loaded and configured as it loads them, their records read
+    /// and counted by the benchmark and nothing more: against `observer run`, what decoding and
+    /// tracking add; against [`Tracer::Hooks`], what the programs' own work adds.
+    Programs,
+    /// `baseline` on the state tracepoint and a floor (reserve and submit, the timers filtered)
+    /// on each of the daemon's other hooks: against `baseline`, what watching those hooks costs
+    /// before any program's work.
+    Hooks,
     /// Copies of the daemon's state program side by side, each leaving one of its reads out,
     /// beside the whole program: each read's cost on the same transitions.
     StateReads,
@@ -110,6 +120,8 @@ impl Tracer {
         match self {
             Self::None => "none",
             Self::Observer => "observer run",
+            Self::Programs => "observer's programs",
+            Self::Hooks => "observer's hooks",
             Self::StateReads => "state program reads",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
@@ -123,6 +135,8 @@ impl Tracer {
         match self {
             Self::None => "none",
             Self::Observer => "observer",
+            Self::Programs => "programs",
+            Self::Hooks => "hooks",
             Self::StateReads => "state_reads",
             Self::Tcpstates => "tcpstates",
             Self::Baseline => "baseline",
@@ -139,7 +153,12 @@ impl Tracer {
             Self::BaselineRaw => Some(contract::BASELINE_RAW),
             Self::BaselineWakeEach => Some(contract::BASELINE_WAKE_EACH),
             Self::BaselineNoWakeup => Some(contract::BASELINE_NO_WAKEUP),
-            Self::None | Self::Observer | Self::StateReads | Self::Tcpstates => None,
+            Self::None
+            | Self::Observer
+            | Self::Programs
+            | Self::Hooks
+            | Self::StateReads
+            | Self::Tcpstates => None,
         }
     }
 }
@@ -269,7 +288,13 @@ fn plan_levels(options: &Options, have_tcpstates: bool, connections: u64) -> Vec
     } else {
         options.peak_threads.unwrap_or(2 * cpus).min(255)
     };
-    let mut tracers = vec![Tracer::None, Tracer::Observer, Tracer::StateReads];
+    let mut tracers = vec![
+        Tracer::None,
+        Tracer::Observer,
+        Tracer::Programs,
+        Tracer::Hooks,
+        Tracer::StateReads,
+    ];
     if have_tcpstates {
         tracers.push(Tracer::Tcpstates);
     }
@@ -545,12 +570,19 @@ fn run_phase(
             std::thread::sleep(Duration::from_millis(500));
             phase.costs = copies.costs_since(&before)?;
         }
-        Tracer::Baseline
+        Tracer::Programs
+        | Tracer::Hooks
+        | Tracer::Baseline
         | Tracer::BaselineRaw
         | Tracer::BaselineWakeEach
         | Tracer::BaselineNoWakeup => {
-            let program = tracer.baseline_program().expect("a baseline");
-            let b = baseline::Baseline::attach(program)?;
+            let b: Box<dyn Counted> = match tracer.baseline_program() {
+                Some(program) => Box::new(baseline::Baseline::attach(program)?),
+                None if tracer == Tracer::Hooks => {
+                    Box::new(baseline::Baseline::attach_all_hooks()?)
+                }
+                None => Box::new(programs::Programs::attach()?),
+            };
             let (stats, records) = (b.stats()?, b.records());
             (phase.made, phase.machine_cpu) = run(None)?;
             std::thread::sleep(Duration::from_millis(500));

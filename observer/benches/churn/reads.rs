@@ -13,7 +13,10 @@ use std::io;
 use observer::load::{KernelReads, contract, prog_stats::ProgStats, state_config};
 use observer_common::SpanProbeConfig;
 
-use crate::{baseline::Baseline, kstats::Cost};
+use crate::{
+    baseline::{Baseline, Counted as _},
+    kstats::Cost,
+};
 
 /// A read, or all of them, left out of a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -143,8 +143,14 @@ impl Level<'_> {
     /// How the load's transitions fared with `tracer`.
     pub(super) fn delivery(&self, tracer: Tracer) -> Option<Delivery> {
         let phases: Vec<&Phase> = self.of(tracer).collect();
-        // The copies of the state program measure cost, not delivery.
-        if phases.is_empty() || matches!(tracer, Tracer::None | Tracer::StateReads) {
+        // The copies of the state program, the programs without the daemon and the floors on
+        // its hooks measure cost, not delivery (the last two count records of every hook).
+        if phases.is_empty()
+            || matches!(
+                tracer,
+                Tracer::None | Tracer::StateReads | Tracer::Programs | Tracer::Hooks
+            )
+        {
             return None;
         }
         let mut d = Delivery {
@@ -211,7 +217,11 @@ impl Level<'_> {
         let mut out: BTreeMap<(usize, String), ProgramCost> = BTreeMap::new();
         for p in &self.phases {
             for c in &p.costs {
-                let program = if matches!(p.tracer, Tracer::Tcpstates | Tracer::StateReads) {
+                // Named in full by the benchmark (the kernel keeps 15 bytes of a name).
+                let program = if matches!(
+                    p.tracer,
+                    Tracer::Tcpstates | Tracer::StateReads | Tracer::Programs | Tracer::Hooks
+                ) {
                     c.program.clone()
                 } else {
                     full_name(self.programs, &c.program)
@@ -364,6 +374,39 @@ impl Level<'_> {
             .collect()
     }
 
+    /// The tracers from `baseline` to `observer run`, each adding to the one before (the
+    /// hooks observer watches, its programs' work, the daemon), those the level ran.
+    pub(super) fn steps(&self) -> Vec<Step> {
+        [
+            (
+                Tracer::Baseline,
+                "baseline: a record reserved and submitted on inet_sock_set_state",
+            ),
+            (
+                Tracer::Hooks,
+                "observer's hooks: the same on every hook observer watches (timewait timers only)",
+            ),
+            (
+                Tracer::Programs,
+                "observer's programs: its own, configured as it runs them, records only counted",
+            ),
+            (
+                Tracer::Observer,
+                "observer run: the daemon decoding, tracking and exporting the records",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(tracer, what)| {
+            Some(Step {
+                tracer,
+                what,
+                lost: 1.0 - self.ratio(tracer)?,
+                added_ns: self.added_cpu_ns(tracer, self.measure()).map(|s| s.median),
+            })
+        })
+        .collect()
+    }
+
     /// Kernel time of all of a tracer's programs per transition of the load.
     pub(super) fn all_programs_ns_per_transition(&self, tracer: Tracer) -> Option<f64> {
         if !self.kernel_stats {
@@ -376,6 +419,16 @@ impl Level<'_> {
         let expected = self.expected(tracer);
         (expected > 0).then(|| time as f64 / expected as f64)
     }
+}
+
+/// One step of observer's cost (see [`Level::steps`]).
+pub(super) struct Step {
+    pub(super) tracer: Tracer,
+    pub(super) what: &'static str,
+    /// Throughput lost: 1 less the median ratio of its pairs.
+    pub(super) lost: f64,
+    /// CPU added per connection by the level's measure, the median of its pairs.
+    pub(super) added_ns: Option<f64>,
 }
 
 /// Where a tracer's program comes in the cost table.
@@ -404,11 +457,27 @@ fn table_order(tracer: Tracer, program: &str) -> usize {
                 }
             }
         },
-        Tracer::Baseline => 50,
-        Tracer::BaselineRaw => 51,
-        Tracer::BaselineWakeEach => 52,
-        Tracer::BaselineNoWakeup => 53,
-        Tracer::Tcpstates | Tracer::None => 60,
+        Tracer::Programs => {
+            42 + contract::PROGRAMS
+                .iter()
+                .position(|p| p.name == program)
+                .unwrap_or(contract::PROGRAMS.len())
+        }
+        Tracer::Hooks => {
+            if program == contract::BASELINE {
+                55
+            } else {
+                56 + contract::FLOORS
+                    .iter()
+                    .position(|f| f.name == program)
+                    .unwrap_or(contract::FLOORS.len())
+            }
+        }
+        Tracer::Baseline => 70,
+        Tracer::BaselineRaw => 71,
+        Tracer::BaselineWakeEach => 72,
+        Tracer::BaselineNoWakeup => 73,
+        Tracer::Tcpstates | Tracer::None => 80,
     }
 }
 

@@ -163,9 +163,11 @@ pub struct Bench {
 }
 
 /// Every tracer, in the order of the tables.
-const TRACERS: [Tracer; 8] = [
+const TRACERS: [Tracer; 10] = [
     Tracer::None,
     Tracer::Observer,
+    Tracer::Programs,
+    Tracer::Hooks,
     Tracer::StateReads,
     Tracer::Tcpstates,
     Tracer::Baseline,

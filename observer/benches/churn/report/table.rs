@@ -6,7 +6,7 @@ use observer::load::contract;
 
 use super::{
     Bench, TRACERS, grouped,
-    level::Level,
+    level::{Level, Step},
     opt,
     pairs::{Attribution, Measure, Spread},
     whole,
@@ -150,6 +150,7 @@ impl Bench {
                 );
             }
             Self::write_attribution(w, level);
+            Self::write_steps(w, level);
             let _ = writeln!(
                 w,
                 "  CPU per connection over the load, us: machine: every CPU's busy time \
@@ -202,6 +203,43 @@ impl Bench {
              not measured for the others; not attributed: the rest, which no figure here \
              explains)"
         );
+    }
+
+    /// Observer's cost built up from `baseline` in steps, when the level ran the phases between.
+    fn write_steps(w: &mut String, level: &Level<'_>) {
+        let steps = level.steps();
+        if steps.len() <= 2 {
+            return;
+        }
+        let _ = writeln!(
+            w,
+            "  observer run's cost in steps from baseline: throughput lost and CPU added ({}) \
+             per connection, medians of each tracer's pairs; (step: less the row above, a \
+             difference between medians of different phases)",
+            level.measure().key()
+        );
+        let mut before: Option<&Step> = None;
+        for step in &steps {
+            let lost = format!("{:.1}%", step.lost * 100.0);
+            let added = opt(step.added_ns, |a| format!("{:.2} us", a / 1e3));
+            let (lost_step, added_step) = before.map_or_else(
+                || (String::new(), String::new()),
+                |b| {
+                    (
+                        format!("({:+.1})", (step.lost - b.lost) * 100.0),
+                        opt(step.added_ns.zip(b.added_ns), |(a, b)| {
+                            format!("({:+.2})", (a - b) / 1e3)
+                        }),
+                    )
+                },
+            );
+            let _ = writeln!(
+                w,
+                "    {:<86} lost {lost:>6} {lost_step:>8}   added {added:>9} {added_step:>8}",
+                step.what
+            );
+            before = Some(step);
+        }
     }
 
     fn write_loss(w: &mut String, levels: &[Level<'_>]) {

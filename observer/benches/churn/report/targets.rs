@@ -289,11 +289,24 @@ impl Level<'_> {
                 format!("{:.3} to {:.3}", s.min, s.max)
             })
         };
+        // What the hooks alone and the programs without the daemon lost, when measured: how
+        // much of the loss any program on those hooks, or only the daemon, could cut.
+        let between: Vec<String> = self
+            .steps()
+            .iter()
+            .filter(|s| matches!(s.tracer, Tracer::Hooks | Tracer::Programs))
+            .map(|s| format!("{} {:.1}%", s.tracer.name(), s.lost * 100.0))
+            .collect();
+        let between = if between.is_empty() {
+            String::new()
+        } else {
+            format!("; lost by {}", between.join(", "))
+        };
         Some(Target {
             name: "throughput lost with observer run / with baseline",
             goal: format!("<= {THROUGHPUT_LOSS_TO_BASELINE}x"),
             measured: format!(
-                "{:.1}% / {:.1}% = {times} ({}; ratios {ours:.3} ({}) and {floor:.3} ({}))",
+                "{:.1}% / {:.1}% = {times} ({}; ratios {ours:.3} ({}) and {floor:.3} ({})){between}",
                 lost * 100.0,
                 floor_lost * 100.0,
                 self.name(),

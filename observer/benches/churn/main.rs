@@ -2,9 +2,9 @@
 //! churn on loopback, each phase in a fresh network namespace (root needed).
 //!
 //! Phases with the same load alternate, round after round: each tracer's phase (`observer run`,
-//! copies of its state program, bcc's tcpstates when installed, minimal programs that only
-//! reserve and submit a ring-buffer record) between two phases with no tracer, which it is
-//! compared with. Measured per phase: connections/s and CPU time per connection; transitions
+//! its programs without the daemon, the floors on its hooks, copies of its state program, bcc's
+//! tcpstates when installed, minimal programs that only reserve and submit a ring-buffer
+//! record) between two phases with no tracer, which it is compared with. Measured per phase: connections/s and CPU time per connection; transitions
 //! expected (from the generator's counts) against those each tracer received, and the daemon's
 //! loss counters; the timewait sockets the kernel made in the namespace (`TcpExt: TW` +
 //! `TWKilled`) against the load's and the starts the daemon saw; the kernel's run time and run
@@ -186,7 +186,8 @@ pub struct Phase {
     pub made: Made,
     pub daemon: Option<DaemonPhase>,
     pub tcpstates: Option<tcpstates::Received>,
-    /// Records the baseline's ring buffer delivered.
+    /// Records the benchmark's own reader counted: a baseline's, the floors', observer's
+    /// programs' without the daemon.
     pub baseline_records: Option<u64>,
     /// Every program the tracer attached, over the phase.
     pub costs: Vec<Cost>,
@@ -576,12 +577,12 @@ fn run_phase(
         | Tracer::BaselineRaw
         | Tracer::BaselineWakeEach
         | Tracer::BaselineNoWakeup => {
-            let b: Box<dyn Counted> = match tracer.baseline_program() {
-                Some(program) => Box::new(baseline::Baseline::attach(program)?),
-                None if tracer == Tracer::Hooks => {
-                    Box::new(baseline::Baseline::attach_all_hooks()?)
-                }
-                None => Box::new(programs::Programs::attach()?),
+            let b: Box<dyn Counted> = match tracer {
+                Tracer::Programs => Box::new(programs::Programs::attach()?),
+                Tracer::Hooks => Box::new(baseline::Baseline::attach_all_hooks()?),
+                _ => Box::new(baseline::Baseline::attach(
+                    tracer.baseline_program().expect("a baseline"),
+                )?),
             };
             let (stats, records) = (b.stats()?, b.records());
             (phase.made, phase.machine_cpu) = run(None)?;

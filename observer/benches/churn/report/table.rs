@@ -208,7 +208,8 @@ impl Bench {
     /// Observer's cost built up from `baseline` in steps, when the level ran the phases between.
     fn write_steps(w: &mut String, level: &Level<'_>) {
         let steps = level.steps();
-        if steps.len() <= 2 {
+        let between = |s: &Step| matches!(s.tracer, Tracer::Hooks | Tracer::Programs);
+        if steps.len() < 2 || !steps.iter().any(between) {
             return;
         }
         let _ = writeln!(

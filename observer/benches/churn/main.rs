@@ -324,12 +324,22 @@ fn plan_levels(options: &Options, have_tcpstates: bool, connections: u64) -> Vec
         kernel_stats: true,
     }];
     // Throughput as users run it: without the statistics, which cost observer's several
-    // programs per transition more than the baseline's one.
-    let unmeasured: Vec<Tracer> = [Tracer::None, Tracer::Observer, Tracer::Baseline]
-        .into_iter()
-        .filter(|t| tracers.contains(t))
-        .collect();
-    if unmeasured.len() == 3 {
+    // programs per transition more than the baseline's one (and every program on the timer
+    // hooks, which run for every timer of the host): the steps between them too.
+    let unmeasured: Vec<Tracer> = [
+        Tracer::None,
+        Tracer::Observer,
+        Tracer::Programs,
+        Tracer::Hooks,
+        Tracer::Baseline,
+    ]
+    .into_iter()
+    .filter(|t| tracers.contains(t))
+    .collect();
+    if [Tracer::None, Tracer::Observer, Tracer::Baseline]
+        .iter()
+        .all(|t| unmeasured.contains(t))
+    {
         if stats_kept_on() {
             eprintln!(
                 "\n*** kernel.bpf_stats_enabled is 1 on this host: the phases without BPF \

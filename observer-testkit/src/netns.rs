@@ -112,6 +112,25 @@ impl NetNs {
         );
     }
 
+    /// What a command run inside the namespace prints (stdout, then stderr), or why it could
+    /// not run: for a failing test's message, so never a failure itself.
+    #[must_use]
+    pub fn capture(&self, program: &str, args: &[&str]) -> String {
+        match Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+        {
+            Ok(out) => format!(
+                "$ {program} {}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("$ {program} {}: could not run: {e}\n", args.join(" ")),
+        }
+    }
+
     /// The namespace's own value of a kernel SNMP counter, e.g. `("Tcp", "RetransSegs")` or
     /// `("TcpExt", "TCPLossProbes")`, from its `/proc/net/snmp` or `/proc/net/netstat`.
     pub fn snmp_counter(&self, group: &str, name: &str) -> io::Result<u64> {

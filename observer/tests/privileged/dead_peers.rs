@@ -49,12 +49,25 @@ fn addresses(pair: &VethPair, family: Family) -> (IpAddr, IpAddr) {
     }
 }
 
-/// A drop rule for everything from `addr`.
+/// A drop rule for everything from `addr`, counting what it drops.
 fn from(addr: IpAddr) -> String {
     match addr {
-        IpAddr::V4(a) => format!("ip saddr {a} drop"),
-        IpAddr::V6(a) => format!("ip6 saddr {a} drop"),
+        IpAddr::V4(a) => format!("ip saddr {a} counter drop"),
+        IpAddr::V6(a) => format!("ip6 saddr {a} counter drop"),
     }
+}
+
+/// The kernel's view of a connection that did not end as expected: the client's sockets with
+/// their timers, its retransmission counters, and what the server's drop rule dropped.
+fn kernel_view(pair: &VethPair) -> String {
+    [
+        pair.client.capture("ss", &["-tinoe"]),
+        pair.client
+            .capture("nstat", &["-asz", "TcpRetransSegs", "TcpExtTCPTimeouts"]),
+        pair.server
+            .capture("nft", &["list", "table", "inet", "observer_test"]),
+    ]
+    .concat()
 }
 
 /// A connection from the client namespace to the server namespace, with some data
@@ -112,8 +125,14 @@ fn a_peer_that_goes_silent_is_a_half_open_suspect_then_a_retransmit_timeout() {
             let _drop = InputDrop::new(&pair.server, &from(client_addr));
             client.write_all(&[7u8; 1000]).unwrap();
 
-            let reports = recorder.reports_until(Duration::from_secs(30), |r| ended(r, local));
+            let (held, reports) =
+                recorder.reports_within(Duration::from_secs(30), |r| ended(r, local));
             let mine = about(reports, local);
+            assert!(
+                held,
+                "{family:?}: the connection's end was not reported within 30 s: {mine:#?}\n{}",
+                kernel_view(&pair)
+            );
             let phases: Vec<&str> = mine
                 .iter()
                 .filter_map(|r| match r {

@@ -167,22 +167,42 @@ impl Recorder {
         &self.reports
     }
 
+    /// Collects until `done(reports)` holds or `timeout` passes: whether it held, and every
+    /// report so far. For a test that says more than [`Self::reports_until`] when it times out.
+    pub fn reports_within(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Report]) -> bool,
+    ) -> (bool, &[Report]) {
+        let held = self.collect_within(timeout, |r| done(&r.reports));
+        (held, &self.reports)
+    }
+
     fn collect(&mut self, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        assert!(
+            self.collect_within(timeout, done),
+            "timed out; transitions so far: {:#?}\nreports: {:#?}",
+            self.seen,
+            self.reports
+        );
+    }
+
+    /// Whether `done` held before `timeout` passed.
+    fn collect_within(&mut self, timeout: Duration, done: impl Fn(&Self) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut batch: Vec<Event> = Vec::new();
         let mut out = Vec::new();
         // Always read once, so that what has arrived and the passing of time are applied even
         // when `done` already holds.
         let mut polled = false;
+        let mut held = true;
         while !polled || !done(self) {
             polled = true;
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out; transitions so far: {:#?}\nreports: {:#?}",
-                self.seen,
-                self.reports
-            );
+            if left.is_zero() {
+                held = false;
+                break;
+            }
             let stream = &mut self.stream;
             let wait = left.min(Duration::from_millis(200));
             let _ = self.runtime.block_on(async {
@@ -201,8 +221,10 @@ impl Recorder {
             self.reports
                 .extend(out.drain(..).filter(|r| report_netns(r) == Some(netns)));
         }
+        // Checked on a timeout too: a loss is the likeliest reason for one.
         let losses = self.stream.losses().unwrap();
         assert_eq!(losses.total(), 0, "events were lost: {losses:?}");
+        held
     }
 }
 

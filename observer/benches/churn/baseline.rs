@@ -109,12 +109,15 @@ impl Baseline {
         observer::kernel::tracefs::ensure_mounted().map_err(io::Error::other)?;
         let err = |what: &str, e: &dyn std::fmt::Display| io::Error::other(format!("{what}: {e}"));
         let ring_bytes = LoadOptions::default().ring_buffer_bytes;
-        // Copies of the state program and `baseline_per_cpu` write to the per-CPU rings, every
+        // Copies of the state program and `baseline_per_cpu*` write to the per-CPU rings, every
         // other program here to the shared one: the other kind gets a page.
         let per_cpu = globals.state.is_some()
-            || programs
-                .iter()
-                .any(|(_, program, _)| *program == contract::BASELINE_PER_CPU);
+            || programs.iter().any(|(_, program, _)| {
+                matches!(
+                    *program,
+                    contract::BASELINE_PER_CPU | contract::BASELINE_PER_CPU_WRITTEN
+                )
+            });
         let rings = RingPlan::for_host(if per_cpu {
             ring_bytes
         } else {

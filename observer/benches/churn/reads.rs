@@ -115,6 +115,7 @@ impl Copies {
         wanted.push((NO_SPAN, Some(no_span)));
         wanted.push((contract::BASELINE, None));
         wanted.push((contract::BASELINE_PER_CPU, None));
+        wanted.push((contract::BASELINE_PER_CPU_WRITTEN, None));
         let by = usize::try_from(round).expect("few rounds") % wanted.len();
         wanted.rotate_left(by);
         wanted.insert(0, (WARM_UP, Some(config(KernelReads::ALL)?)));

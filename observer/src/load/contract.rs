@@ -150,12 +150,13 @@ pub const PROGRAMS: [Program; 9] = [
 /// Programs on `sock:inet_sock_set_state` that the daemon never attaches: the benchmark's
 /// baselines (a fixed-size record submitted, waking the reader in different ways), against
 /// which the cost of [`INET_SOCK_SET_STATE`] is measured.
-pub const BASELINES: [&str; 5] = [
+pub const BASELINES: [&str; 6] = [
     BASELINE,
     BASELINE_RAW,
     BASELINE_WAKE_EACH,
     BASELINE_NO_WAKEUP,
     BASELINE_PER_CPU,
+    BASELINE_PER_CPU_WRITTEN,
 ];
 
 /// A program of the benchmark on the hook of one of the daemon's programs; the daemon never
@@ -248,6 +249,8 @@ pub const BASELINE_WAKE_EACH: &str = "baseline_wake_each";
 pub const BASELINE_NO_WAKEUP: &str = "baseline_no_wakeup";
 /// [`BASELINE`] writing to its CPU's ring in [`RINGS`], as the daemon's programs do.
 pub const BASELINE_PER_CPU: &str = "baseline_per_cpu";
+/// [`BASELINE_PER_CPU`] writing every byte of its record, as the daemon's state program does.
+pub const BASELINE_PER_CPU_WRITTEN: &str = "baseline_per_cpu_written";
 
 /// The ring buffers the daemon's programs write their records to, one per CPU (an array of
 /// ring buffers indexed by CPU number).

@@ -82,6 +82,13 @@ impl Level<'_> {
                         self.copy_difference(NO_SPAN, contract::BASELINE_PER_CPU),
                     ),
                     (
+                        "record_stores",
+                        self.copy_difference(
+                            contract::BASELINE_PER_CPU_WRITTEN,
+                            contract::BASELINE_PER_CPU,
+                        ),
+                    ),
+                    (
                         "ring_per_cpu_less_shared",
                         self.copy_difference(contract::BASELINE_PER_CPU, contract::BASELINE),
                     ),

@@ -381,6 +381,17 @@ impl Bench {
                     main.copy_difference(Omitted::All.key(), contract::BASELINE_PER_CPU),
                 ),
                 (
+                    "of which storing a whole record (baseline_per_cpu_written, less baseline_per_cpu)",
+                    main.copy_difference(
+                        contract::BASELINE_PER_CPU_WRITTEN,
+                        contract::BASELINE_PER_CPU,
+                    ),
+                ),
+                (
+                    "and the rest, over baseline_per_cpu_written (filter, time, task, loads)",
+                    main.copy_difference(Omitted::All.key(), contract::BASELINE_PER_CPU_WRITTEN),
+                ),
+                (
                     "the span copy, less reading its 2 fields one by one",
                     main.copy_difference(Omitted::All.key(), NO_SPAN),
                 ),

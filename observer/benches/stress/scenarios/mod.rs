@@ -234,9 +234,11 @@ fn timewait_identity(m: &Metrics) -> Check {
 }
 
 /// The tracker's sockets by state against the kernel's (`ss` in the host and every named
-/// namespace), tried a few times: expiries land in bursts, and the two are read apart.
+/// namespace), tried a few times: expiries land in bursts, and the two are read apart. A
+/// failure gives every try's differences: the same shortfall at every try is a socket the
+/// tracker lacks, a moving one the two reads apart.
 fn tracker_matches_kernel(w: &mut Watched) -> anyhow::Result<Check> {
-    let mut last = String::new();
+    let mut tries = Vec::new();
     for _ in 0..8 {
         let m = w.metrics()?;
         let kernel = measure::kernel_sockets_by_state();
@@ -265,13 +267,13 @@ fn tracker_matches_kernel(w: &mut Watched) -> anyhow::Result<Check> {
                 format!("{all} sockets, state by state, as ss lists them"),
             ));
         }
-        last = differences.join("; ");
+        tries.push(differences.join(", "));
         std::thread::sleep(Duration::from_millis(400));
     }
     Ok(Check::new(
         "the tracker holds what the kernel lists",
         false,
-        last,
+        format!("at each of {} tries: {}", tries.len(), tries.join("; ")),
     ))
 }
 

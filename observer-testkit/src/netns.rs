@@ -99,10 +99,8 @@ impl NetNs {
 
     /// Runs a command inside the namespace (`ip netns exec`), failing the test if it fails.
     pub fn exec(&self, program: &str, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
+        let out = self
+            .run(program, args)
             .unwrap_or_else(|e| panic!("running {program}: {e}"));
         assert!(
             out.status.success(),
@@ -116,11 +114,7 @@ impl NetNs {
     /// not run: for a failing test's message, so never a failure itself.
     #[must_use]
     pub fn capture(&self, program: &str, args: &[&str]) -> String {
-        match Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-        {
+        match self.run(program, args) {
             Ok(out) => format!(
                 "$ {program} {}\n{}{}",
                 args.join(" "),
@@ -129,6 +123,14 @@ impl NetNs {
             ),
             Err(e) => format!("$ {program} {}: could not run: {e}\n", args.join(" ")),
         }
+    }
+
+    /// `program args` run inside the namespace (`ip netns exec`), its output collected.
+    fn run(&self, program: &str, args: &[&str]) -> io::Result<std::process::Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
     }
 
     /// The namespace's own value of a kernel SNMP counter, e.g. `("Tcp", "RetransSegs")` or

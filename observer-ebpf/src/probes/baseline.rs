@@ -46,9 +46,8 @@ pub fn baseline_per_cpu(_ctx: TracePointContext) -> u32 {
 }
 
 /// [`baseline_per_cpu`] writing every byte of its record, as the daemon's state program writes
-/// its own: against [`baseline_per_cpu`], what storing a record of this size into the ring costs
-/// (the ring's lines, last read by the daemon on another CPU, taken back for writing); against
-/// the state program, what its work costs beside those stores.
+/// its own: against [`baseline_per_cpu`], what storing a record of this size into the ring
+/// costs; against the state program, what its work costs beside those stores.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline_per_cpu_written(_ctx: TracePointContext) -> u32 {
     if let Some((ring, mut entry)) = Ring::reserve::<SpanRecord>() {

@@ -1,17 +1,17 @@
 //! `cargo xtask bench`: what observing costs and whether anything is lost, under connection
 //! churn on loopback, each phase in a fresh network namespace (root needed).
 //!
-//! Phases with the same load alternate, round after round: each tracer's phase (`observer run`,
-//! its programs without the daemon, the floors on its hooks, copies of its state program, bcc's
-//! tcpstates when installed, minimal programs that only reserve and submit a ring-buffer
-//! record) between two phases with no tracer, which it is compared with. Measured per phase: connections/s and CPU time per connection; transitions
-//! expected (from the generator's counts) against those each tracer received, and the daemon's
-//! loss counters; the timewait sockets the kernel made in the namespace (`TcpExt: TW` +
-//! `TWKilled`) against the load's and the starts the daemon saw; the kernel's run time and run
-//! count of every attached program (BPF statistics on); the daemon's CPU time and peak RSS. A
-//! second level with more threads looks for the highest churn, a third paces the load below
-//! saturation so that costs show as CPU time. The tracker's userspace figures come from
-//! `benches/tracker/` (`--userspace`).
+//! Phases with the same load alternate, round after round: each tracer's phase (`observer run`, its
+//! programs without the daemon, the floors on its hooks, copies of its state program, bcc's
+//! tcpstates when installed, minimal programs that only reserve and submit a ring-buffer record)
+//! between two phases with no tracer, which it is compared with. Measured per phase: connections/s
+//! and CPU time per connection; transitions expected (from the generator's counts) against those
+//! each tracer received, and the daemon's loss counters; the timewait sockets the kernel made in
+//! the namespace (`TcpExt: TW` + `TWKilled`) against the load's and the starts the daemon saw; the
+//! kernel's run time and run count of every attached program (BPF statistics on); the daemon's CPU
+//! time and peak RSS. A second level with more threads looks for the highest churn, a third paces
+//! the load below saturation so that costs show as CPU time. The tracker's userspace figures come
+//! from `benches/tracker/` (`--userspace`).
 //!
 //! Run: `cargo xtask bench [--quick]`; `cargo bench -p observer --bench churn -- --help`.
 

@@ -249,7 +249,8 @@ pub const BASELINE_WAKE_EACH: &str = "baseline_wake_each";
 pub const BASELINE_NO_WAKEUP: &str = "baseline_no_wakeup";
 /// [`BASELINE`] writing to its CPU's ring in [`RINGS`], as the daemon's programs do.
 pub const BASELINE_PER_CPU: &str = "baseline_per_cpu";
-/// [`BASELINE_PER_CPU`] writing every byte of its record, as the daemon's state program does.
+/// [`BASELINE_PER_CPU`] storing the 120 bytes of its record that the daemon's state program
+/// stores (every field, and a 64-byte span).
 pub const BASELINE_PER_CPU_WRITTEN: &str = "baseline_per_cpu_written";
 
 /// The ring buffers the daemon's programs write their records to, one per CPU (an array of

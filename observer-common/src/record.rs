@@ -12,6 +12,11 @@ pub const RECORD_VERSION: u16 = 5;
 /// 80 today, `inet_sock_set_state` 64).
 pub const RAW_CAPACITY: usize = 96;
 
+/// Bytes of its span that the benchmark's `baseline_per_cpu_written` stores: the span the
+/// state program copies from `inet_sock_set_state` (from `skaddr` to `daddr_v6`) on the
+/// kernels observer is tested on, so that it stores what that program stores.
+pub const BASELINE_WRITTEN_SPAN: usize = 64;
+
 /// Where a span copied with plain loads starts: the first byte after a tracepoint record's
 /// common fields. The verifier takes a load from a tracepoint's context only at an offset fixed
 /// in the instruction, so the programs copy a span that starts here word by word, and take a

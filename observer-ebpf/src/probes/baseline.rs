@@ -19,7 +19,10 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use observer_common::SpanRecord;
+use observer_common::{
+    SpanRecord,
+    record::{BASELINE_WRITTEN_SPAN, RAW_CAPACITY},
+};
 
 use super::{
     span::config,
@@ -46,10 +49,9 @@ pub fn baseline_per_cpu(_ctx: TracePointContext) -> u32 {
 }
 
 /// [`baseline_per_cpu`] writing what the daemon's state program writes of its record: every
-/// field and a 64-byte span (`inet_sock_set_state`'s on every kernel observer supports), the
-/// rest of the span left unwritten as the program leaves it. Against [`baseline_per_cpu`],
-/// what those stores into the ring cost; against the state program, what its work costs beside
-/// them.
+/// field and a span of [`BASELINE_WRITTEN_SPAN`] bytes, the rest of the span left unwritten
+/// as the program leaves it. Against [`baseline_per_cpu`], what those stores into the ring
+/// cost; against the state program, what its work costs beside them.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn baseline_per_cpu_written(_ctx: TracePointContext) -> u32 {
     if let Some((ring, mut entry)) = Ring::reserve::<SpanRecord>() {
@@ -67,11 +69,10 @@ pub fn baseline_per_cpu_written(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The words [`baseline_per_cpu_written`] stores: the fields before the span, and the span.
-const STATE_SPAN_BYTES: usize = 64;
+// The 15 words stored above: the fields before the span, and the span.
 const _: () = assert!(
-    core::mem::offset_of!(SpanRecord, raw) + STATE_SPAN_BYTES == 15 * 8
-        && STATE_SPAN_BYTES <= observer_common::RAW_CAPACITY
+    core::mem::offset_of!(SpanRecord, raw) + BASELINE_WRITTEN_SPAN == 15 * 8
+        && BASELINE_WRITTEN_SPAN <= RAW_CAPACITY
 );
 
 /// [`baseline`] attached as a raw tracepoint: the kernel formats no record for it, and guards

@@ -11,7 +11,7 @@
 use std::io;
 
 use observer::load::{KernelReads, contract, prog_stats::ProgStats, state_config};
-use observer_common::SpanProbeConfig;
+use observer_common::{SpanProbeConfig, record::BASELINE_WRITTEN_SPAN};
 
 use crate::{
     baseline::{Baseline, Counted as _},
@@ -107,8 +107,17 @@ impl Copies {
         let config = |reads| state_config(reads).map_err(io::Error::other);
         let mut no_span = config(Omitted::All.reads())?;
         no_span.span_len = 0;
-        let mut wanted: Vec<(&'static str, Option<SpanProbeConfig>)> =
-            vec![(WHOLE, Some(config(KernelReads::ALL)?))];
+        let whole = config(KernelReads::ALL)?;
+        if whole.span_len as usize != BASELINE_WRITTEN_SPAN {
+            eprintln!(
+                "bench: the state program copies {} bytes of span on this kernel, and {} \
+                 stores {BASELINE_WRITTEN_SPAN}: the record's stores are not measured at the \
+                 program's size",
+                whole.span_len,
+                contract::BASELINE_PER_CPU_WRITTEN
+            );
+        }
+        let mut wanted: Vec<(&'static str, Option<SpanProbeConfig>)> = vec![(WHOLE, Some(whole))];
         for o in Omitted::ALL {
             wanted.push((o.key(), Some(config(o.reads())?)));
         }

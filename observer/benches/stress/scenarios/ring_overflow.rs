@@ -47,7 +47,10 @@ pub(super) fn ring_overflow(quick: bool) -> anyhow::Result<Row> {
     // each kind in turn, one per period of the reader's own looks: each makes fewer records
     // than the ring holds. (A burst of 40 connections at once overflowed the ring again in 3
     // runs of 8. Once the reader looked every 40 ms, one connection every 10 ms lost 1 event in
-    // 2 runs of 10, and one every 40 ms in 1 of 14: why is not known, hence the reasons below.)
+    // 2 runs of 10, and one every 40 ms in 1 of 14: why is not known, hence the reasons below.
+    // Not the reconciliations: with none in the window, 1 or 2 events were lost in 2 runs of
+    // 30; nor the records of the scrape that takes `before` (the host's namespace is observed
+    // too): with the reader given 120 ms to take them first, in 4 of 30.)
     let before = w.metrics()?.counters();
     let one = Load {
         threads: 1,

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use observer::load::contract;
+use observer_common::{SpanRecord, record::BASELINE_WRITTEN_SPAN};
 
 use super::{
     Bench, TRACERS, grouped,
@@ -16,6 +17,9 @@ use crate::{
     reads::{NO_SPAN, Omitted, WHOLE},
     transitions_per_connection,
 };
+
+// The bytes the stores' row names: what `baseline_per_cpu_written` stores of its record.
+const _: () = assert!(std::mem::offset_of!(SpanRecord, raw) + BASELINE_WRITTEN_SPAN == 120);
 
 impl Bench {
     /// The human table.

@@ -134,7 +134,11 @@ fn describe(ns: &NetnsRef) -> String {
 fn of_namespace(netns: Netns, requests: Requests) -> Result<Found, SockDiagError> {
     let mut listeners = Vec::new();
     dump::tcp_dump(netns, LISTENING, &mut |entry| {
-        listeners.push(Candidate::from(entry));
+        // A listener closing while the dump runs may be listed with its port already released
+        // (the kernel fills replies after letting go of the hash): it is no longer listening.
+        if entry.socket.local.port() != 0 {
+            listeners.push(Candidate::from(entry));
+        }
     })?;
     let mut found_requests = Vec::new();
     let mut requests_cpu = Duration::ZERO;

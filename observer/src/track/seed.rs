@@ -47,7 +47,8 @@ pub struct ReconcileOutcome {
     /// Tracked sockets sock_diag lists in another state: a change was lost. Now in the
     /// kernel's state, with a lower-bound age.
     pub corrected: u64,
-    /// Listed sockets not added because the event stream closed them after the dump began.
+    /// Listed sockets not added because they closed after the dump began: the event stream
+    /// closed them, or the dump listed them closing (without their local port).
     pub closed_during_dump: u64,
     /// Tracked sockets no dump listed that the kernel still held when asked for them by their
     /// addresses: a dump under churn skips sockets. Kept as they were.
@@ -177,6 +178,13 @@ impl Tracker {
     pub fn reconcile_listed(&mut self, r: &mut Reconciliation, s: &SeedSocket) {
         let started_ns = r.started_ns;
         let untouched = |since_ns: u64| since_ns < started_ns;
+        // The kernel fills a dump's replies after it has let go of the hash chain, and a
+        // socket closing meanwhile releases its local port before its state becomes CLOSE:
+        // listed in its last state with port 0, it is a socket that has just gone.
+        if s.tuple.local.port() == 0 {
+            r.outcome.closed_during_dump += 1;
+            return;
+        }
         match s.state {
             TcpState::SynSent => {
                 *r.connecting

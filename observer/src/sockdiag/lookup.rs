@@ -5,6 +5,12 @@
 //! replies, resumes a chain by position; a socket that closes ahead of that position makes the
 //! dump skip one that stays. A lookup by the connection's addresses resumes nothing: it finds
 //! the socket or answers `ENOENT`.
+//!
+//! A socket that closes while it is being reported is reported in its last state without its
+//! local port (released first). A reconciliation does not add such a socket, but here it
+//! still answers: it has not finished closing, and its close is on its way through the event
+//! stream. So a tracked socket it answers for is kept one more reconciliation, at worst;
+//! counted gone, it would end as unseen whenever its close arrived after the answer.
 
 use std::{cell::Cell, collections::hash_map::Entry as MapEntry, net::SocketAddr};
 

@@ -14,7 +14,10 @@
 //! default (only notable transitions reported: TIME_WAIT entries and ends, RSTs) and once as
 //! while a client (`observer watch`, `observer top`) reads every transition. A fourth series
 //! replays the same connections starting four times as often, with four times the timewait
-//! sockets tracked: what larger tables cost. Records are written a batch at a time outside the
+//! sockets tracked: what larger tables cost. A fifth has each batch of records written by a
+//! thread on another CPU, as the programs write a record on the CPU where its transition
+//! happens: what taking the records from another CPU's cache costs the reader (none with one
+//! CPU). Records are written a batch at a time outside the
 //! timed part, as the kernel fills the ring buffer; every record is checked to decode back to
 //! its event first.
 //!
@@ -34,7 +37,7 @@ use clap::Parser;
 use observer::{decode::encode::linux_6_18, event::ResetReason};
 
 use memory::{Held, MemoryFigures, memory_run, memory_run_apart};
-use replay::{check_records, run_stream};
+use replay::{CpuPair, Feed, check_records, run_stream};
 use report::{StreamFigures, print_table, to_json};
 use stream::{DENSE_START_EVERY_NS, Expected, REASON_TCP_STATE, START_EVERY_NS, build_stream};
 
@@ -101,18 +104,29 @@ fn main() -> anyhow::Result<()> {
         events
     });
     // Alternated, so that a change in the machine's load hits each alike.
+    let cpus = CpuPair::find();
     let (mut track, mut decode_track, mut decode_track_plain, mut decode_track_dense) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut decode_track_other_cpu = Vec::new();
     for _ in 0..RUNS {
-        track.push(run_stream(&events, None, false, &expected));
-        decode_track.push(run_stream(&events, Some(&codec), false, &expected));
-        decode_track_plain.push(run_stream(&events, Some(&codec), true, &expected));
-        decode_track_dense.push(run_stream(&dense, Some(&codec), false, &expected));
+        track.push(run_stream(&events, Feed::Events, false, &expected));
+        decode_track.push(run_stream(&events, Feed::Records(&codec), false, &expected));
+        if let Some(cpus) = cpus {
+            decode_track_other_cpu.push(run_stream(
+                &events,
+                Feed::RecordsFromAnotherCpu(&codec, cpus),
+                false,
+                &expected,
+            ));
+        }
+        decode_track_plain.push(run_stream(&events, Feed::Records(&codec), true, &expected));
+        decode_track_dense.push(run_stream(&dense, Feed::Records(&codec), false, &expected));
     }
     drop((events, dense));
     for runs in [
         &mut track,
         &mut decode_track,
+        &mut decode_track_other_cpu,
         &mut decode_track_plain,
         &mut decode_track_dense,
     ] {
@@ -122,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         expected,
         track,
         decode_track,
+        decode_track_other_cpu,
         decode_track_plain,
         decode_track_dense,
     };

@@ -1,7 +1,10 @@
 //! Feeding the stream to the tracker as the daemon does, as decoded events or as the records
 //! the eBPF programs write, and checking what the tracker made of it.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use observer::{
     decode::encode::linux_6_18::Codec,
@@ -62,16 +65,79 @@ pub struct StreamRun {
     pub peak_timewait: usize,
 }
 
-/// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`. With
-/// a codec, each batch is first written as records (not timed) and decoded in the timed part.
+/// Two CPUs this process may run on: one writes records, the other decodes them.
+#[derive(Clone, Copy)]
+pub struct CpuPair {
+    reader: usize,
+    writer: usize,
+}
+
+impl CpuPair {
+    /// The first two CPUs of this thread's affinity mask; `None` with fewer than two.
+    pub fn find() -> Option<Self> {
+        let mut cpus = (0..libc::CPU_SETSIZE as usize).filter({
+            let set = affinity()?;
+            // SAFETY: a set the kernel filled, read within its size.
+            move |&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }
+        });
+        Some(Self {
+            reader: cpus.next()?,
+            writer: cpus.next()?,
+        })
+    }
+}
+
+/// The calling thread's affinity mask.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: an all-zero `cpu_set_t` is an empty set, and the kernel writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) == 0).then_some(set)
+    }
+}
+
+/// Binds the calling thread to `set`.
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: a valid set of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Binds the calling thread to `cpu` alone.
+fn pin(cpu: usize) {
+    // SAFETY: an all-zero `cpu_set_t` is an empty set; `cpu` is below `CPU_SETSIZE`.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    set_affinity(&set);
+}
+
+/// How the stream reaches the tracker.
+#[derive(Clone, Copy)]
+pub enum Feed<'a> {
+    /// As decoded events: the tracker alone.
+    Events,
+    /// As records, each batch written by the thread that decodes it, just before: in its
+    /// cache, as a record a program wrote on the reader's CPU.
+    Records(&'a Codec),
+    /// As records, each batch written by a thread on another CPU while the reader waits, as
+    /// the programs write a transition's record on the CPU where it happens: the reader takes
+    /// every record's cache lines from the other CPU's cache.
+    RecordsFromAnotherCpu(&'a Codec, CpuPair),
+}
+
+/// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`.
+/// Records are written outside the timed part and decoded in it.
 /// `plain`: every transition is reported, as while a client (`observer watch`) reads them;
 /// else only notable ones, as the daemon does with none.
-pub fn run_stream(
-    stream: &[Event],
-    codec: Option<&Codec>,
-    plain: bool,
-    expected: &Expected,
-) -> StreamRun {
+pub fn run_stream(stream: &[Event], feed: Feed, plain: bool, expected: &Expected) -> StreamRun {
     let mut tracker = Tracker::new(DEFAULT_MAX_SOCKETS);
     tracker.report_plain_transitions(plain);
     // What the daemon reads of each namespace (Linux's defaults): with a port range known,
@@ -83,33 +149,75 @@ pub fn run_stream(
             local_port_range: Some((32_768, 60_999)),
         },
     )]));
-    let mut out: Vec<Report> = Vec::with_capacity(2 * BATCH);
-    let mut records = Records::default();
-    let mut reports = 0;
-    let (mut peak_sockets, mut peak_timewait) = (0, 0);
-    let mut elapsed = Duration::ZERO;
-    for batch in stream.chunks(BATCH) {
-        if let Some(codec) = codec {
-            records.fill(codec, batch);
+    let mut feeding = Feeding {
+        tracker,
+        out: Vec::with_capacity(2 * BATCH),
+        run: StreamRun {
+            elapsed: Duration::ZERO,
+            reports: 0,
+            peak_sockets: 0,
+            peak_timewait: 0,
+        },
+    };
+    match feed {
+        Feed::Events => {
+            for batch in stream.chunks(BATCH) {
+                feeding.batch(batch, None);
+            }
         }
+        Feed::Records(codec) => {
+            let mut records = Records::default();
+            for batch in stream.chunks(BATCH) {
+                records.fill(codec, batch);
+                feeding.batch(batch, Some((codec, &records)));
+            }
+        }
+        Feed::RecordsFromAnotherCpu(codec, cpus) => {
+            feed_from_another_cpu(&mut feeding, stream, codec, cpus);
+        }
+    }
+    let Feeding {
+        mut tracker,
+        mut out,
+        mut run,
+    } = feeding;
+    // Long after the last event: every grace period is over.
+    let end = stream.last().map_or(0, Event::mono_ns) + 10 * GRACE_NS;
+    tracker.advance(end, &mut out);
+    run.reports += out.len() as u64;
+    check(&tracker, expected, run.reports, plain);
+    run
+}
+
+/// A tracker being fed, and what its feeding measured so far.
+struct Feeding {
+    tracker: Tracker,
+    out: Vec<Report>,
+    run: StreamRun,
+}
+
+impl Feeding {
+    /// Applies one batch, as events or decoded from its records (timed), then checks it.
+    fn batch(&mut self, batch: &[Event], records: Option<(&Codec, &Records)>) {
+        let tracker = &mut self.tracker;
         let start = Instant::now();
-        match codec {
+        match records {
             None => {
                 for e in batch {
-                    tracker.apply(e, &mut out);
+                    tracker.apply(e, &mut self.out);
                 }
             }
-            Some(codec) => {
+            Some((codec, records)) => {
                 for record in records.iter() {
                     let e = codec.decoder.decode(record).expect("checked records");
-                    tracker.apply(&e, &mut out);
+                    tracker.apply(&e, &mut self.out);
                 }
             }
         }
-        tracker.advance(batch.last().map_or(0, Event::mono_ns), &mut out);
-        elapsed += start.elapsed();
-        reports += out.len() as u64;
-        out.clear();
+        tracker.advance(batch.last().map_or(0, Event::mono_ns), &mut self.out);
+        self.run.elapsed += start.elapsed();
+        self.run.reports += self.out.len() as u64;
+        self.out.clear();
         let stats = tracker.stats();
         // Every timewait socket of the stream is a client's, on an ephemeral port.
         let by_destination: u64 = tracker.timewait_usage().per_destination.values().sum();
@@ -118,21 +226,40 @@ pub fn run_stream(
             Ok(stats.tracked_timewait),
             "timewait sockets counted by destination"
         );
-        peak_sockets = peak_sockets.max(stats.tracked_sockets);
-        peak_timewait = peak_timewait.max(stats.tracked_timewait);
+        self.run.peak_sockets = self.run.peak_sockets.max(stats.tracked_sockets);
+        self.run.peak_timewait = self.run.peak_timewait.max(stats.tracked_timewait);
     }
+}
 
-    // Long after the last event: every grace period is over.
-    let end = stream.last().map_or(0, Event::mono_ns) + 10 * GRACE_NS;
-    tracker.advance(end, &mut out);
-    reports += out.len() as u64;
-    check(&tracker, expected, reports, plain);
-    StreamRun {
-        elapsed,
-        reports,
-        peak_sockets,
-        peak_timewait,
-    }
+/// [`Feed::RecordsFromAnotherCpu`]: one buffer passed back and forth, so that the writer
+/// never runs while the reader is timed.
+fn feed_from_another_cpu(feeding: &mut Feeding, stream: &[Event], codec: &Codec, cpus: CpuPair) {
+    let before = affinity().expect("the affinity read when the pair was found");
+    pin(cpus.reader);
+    let (to_writer, writer_gets) = mpsc::sync_channel::<Records>(1);
+    let (to_reader, reader_gets) = mpsc::sync_channel::<Records>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            pin(cpus.writer);
+            for batch in stream.chunks(BATCH) {
+                let mut records = writer_gets.recv().expect("the reader waits for each batch");
+                records.fill(codec, batch);
+                to_reader
+                    .send(records)
+                    .expect("the reader waits for each batch");
+            }
+        });
+        to_writer
+            .send(Records::default())
+            .expect("the writer waits for a buffer");
+        for batch in stream.chunks(BATCH) {
+            let records = reader_gets.recv().expect("the writer fills every batch");
+            feeding.batch(batch, Some((codec, &records)));
+            // After the last batch the writer is gone, and the buffer with it.
+            let _ = to_writer.send(records);
+        }
+    });
+    set_affinity(&before);
 }
 
 /// Panics unless the tracker saw exactly what the stream holds.

@@ -55,6 +55,9 @@ pub struct Userspace {
     pub events_key: String,
     /// The same while a client reads every transition (older files lack it).
     pub client_events_per_s: Option<f64>,
+    /// The same as the daemon runs, each batch of records written on another CPU, as the
+    /// programs write a transition's record on its CPU (older files, and one CPU, lack it).
+    pub other_cpu_events_per_s: Option<f64>,
     /// Decode + track of the dense stream (older files lack it).
     pub dense: Option<Dense>,
     /// Tracked sockets of the memory runs.
@@ -124,6 +127,9 @@ impl Userspace {
             events_key: key.to_owned(),
             client_events_per_s: v
                 .pointer("/stream/decode_track_client/median_events_per_s")
+                .and_then(Value::as_f64),
+            other_cpu_events_per_s: v
+                .pointer("/stream/decode_track_other_cpu/median_events_per_s")
                 .and_then(Value::as_f64),
             dense: v.pointer("/stream/decode_track_dense").and_then(|d| {
                 Some(Dense {

@@ -132,6 +132,12 @@ impl Bench {
                         whole(client)
                     );
                 }
+                if let Some(other) = u.other_cpu_events_per_s {
+                    text = format!(
+                        "{text}; {} with each batch of records written on another CPU",
+                        whole(other)
+                    );
+                }
                 if let Some(d) = &u.dense {
                     text = format!(
                         "{text}; {} with connections four times as often ({} timewait sockets)",

@@ -1,5 +1,5 @@
 //! How fast the connection tracker digests a recorded-like event stream, and how much memory it
-//! holds per tracked socket. Pure userspace on one thread: no eBPF, no root.
+//! holds per tracked socket. Pure userspace: no eBPF, no root; one thread decodes and tracks.
 //!
 //! The stream is what Linux 6.18 emits for loopback connections where the client closes first
 //! (13 events each), with one connection in ten closed by `SO_LINGER {on, 0}` instead (8 events,
@@ -14,12 +14,12 @@
 //! default (only notable transitions reported: TIME_WAIT entries and ends, RSTs) and once as
 //! while a client (`observer watch`, `observer top`) reads every transition. A fourth series
 //! replays the same connections starting four times as often, with four times the timewait
-//! sockets tracked: what larger tables cost. A fifth has each batch of records written by a
-//! thread on another CPU, as the programs write a record on the CPU where its transition
-//! happens: what taking the records from another CPU's cache costs the reader (none with one
-//! CPU). Records are written a batch at a time outside the
+//! sockets tracked: what larger tables cost. Records are written a batch at a time outside the
 //! timed part, as the kernel fills the ring buffer; every record is checked to decode back to
-//! its event first.
+//! its event first. They are written by the thread that decodes them, except in a fifth series
+//! (not run with one CPU), where a thread on another CPU writes each batch, as the programs
+//! write a record on the CPU where its transition happens: what taking the records from
+//! another CPU's cache costs the reader.
 //!
 //! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
 

@@ -75,7 +75,7 @@ pub fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures
     } else {
         "release"
     };
-    println!("tracker benchmark (single thread; {build} build)");
+    println!("tracker benchmark (one thread decodes and tracks; {build} build)");
     println!(
         "stream: {} connections ({} closed with SO_LINGER 0), {} events, {} reports ({} with \
          a client reading every transition)",

@@ -364,11 +364,17 @@ fn each_filter_shows_exactly_what_matches() {
     let traffic_done_ns = monotonic_ns();
     let outputs: Vec<(&str, Vec<Value>)> =
         watches.into_iter().map(|(n, w)| (n, w.stop())).collect();
+    // A timewait socket's timer re-armed (the peer's FIN turning the orphaned client's
+    // FIN_WAIT2 into TIME_WAIT) is reported only when its new deadline falls in another bucket
+    // of the kernel's timer wheel: now and then in an emulated machine (seen on 6.12, 3.8 ms
+    // after the timewait socket started). It is no state change of the traffic: not counted.
     let transitions = |lines: &[Value]| -> Vec<Value> {
         lines
             .iter()
             .filter(|v| {
-                v["type"] == "transition" && v["mono_ns"].as_u64().unwrap() <= traffic_done_ns
+                v["type"] == "transition"
+                    && v["note"] != "timewait_restarted"
+                    && v["mono_ns"].as_u64().unwrap() <= traffic_done_ns
             })
             .cloned()
             .collect()

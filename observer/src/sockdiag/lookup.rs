@@ -10,7 +10,7 @@
 //! local port (released first). A reconciliation does not add such a socket, but here it
 //! still answers: it has not finished closing, and its close is on its way through the event
 //! stream. So a tracked socket it answers for is kept one more reconciliation, at worst;
-//! counted gone, it would end as unseen whenever its close arrived after the answer.
+//! counted gone, it would end as unseen if its close reached the daemon after it was dropped.
 
 use std::{cell::Cell, collections::hash_map::Entry as MapEntry, net::SocketAddr};
 

@@ -60,13 +60,40 @@ pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
         "--",
         "--userspace",
         &tracker_arg,
-        "--output",
-        &output,
     ];
+    // The benchmark takes one `--output`: the caller's, when given, else the default.
+    if !names_output(args) {
+        cmd.extend(["--output", &output]);
+    }
     if quick {
         cmd.push("--quick");
     }
     cmd.extend(args.iter().map(String::as_str));
     eprintln!("xtask: system benchmark: cargo {}", cmd.join(" "));
     super::run_command(&mut release.cargo(&cmd))
+}
+
+/// Whether the benchmark's own arguments choose where its JSON goes.
+fn names_output(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| a == "--output" || a.starts_with("--output="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_output;
+
+    #[test]
+    fn the_callers_output_replaces_the_default() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(names_output(&args(&[
+            "--rounds",
+            "8",
+            "--output",
+            "/tmp/a.json"
+        ])));
+        assert!(names_output(&args(&["--output=/tmp/a.json"])));
+        assert!(!names_output(&args(&["--rounds", "8"])));
+        assert!(!names_output(&args(&["--outputs"])));
+    }
 }

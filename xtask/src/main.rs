@@ -44,7 +44,8 @@ enum Task {
     /// churn with no tracer, `observer run`, bcc's tcpstates (Debian's libbpf-tools, installed
     /// if missing) and a minimal ring-buffer program, alternating; the kernel's run time per
     /// program; the daemon's CPU and memory; the tracker's throughput and bytes per socket.
-    /// Prints one table; the figures go to target/bench/bench.json.
+    /// Prints one table; the figures go to target/bench/bench.json (or where `--output`
+    /// after `--` says).
     Bench {
         /// A few seconds instead of minutes: one small round, fewer sockets.
         #[arg(long)]

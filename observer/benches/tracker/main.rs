@@ -19,7 +19,9 @@
 //! its event first. They are written by the thread that decodes them, except in a fifth series
 //! (not run with one CPU), where a thread on another CPU writes each batch, as the programs
 //! write a record on the CPU where its transition happens: what taking the records from
-//! another CPU's cache costs the reader.
+//! another CPU's cache costs the reader; and in a sixth, the same with each batch pushed out
+//! of the writer's caches before it is read, as the daemon finds records tens of milliseconds
+//! after they were written.
 //!
 //! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
 
@@ -37,7 +39,7 @@ use clap::Parser;
 use observer::{decode::encode::linux_6_18, event::ResetReason};
 
 use memory::{Held, MemoryFigures, memory_run, memory_run_apart};
-use replay::{CpuPair, Feed, check_records, run_stream};
+use replay::{CpuPair, Feed, WriterCache, check_records, run_stream};
 use report::{StreamFigures, print_table, to_json};
 use stream::{DENSE_START_EVERY_NS, Expected, REASON_TCP_STATE, START_EVERY_NS, build_stream};
 
@@ -107,17 +109,22 @@ fn main() -> anyhow::Result<()> {
     let cpus = CpuPair::find();
     let (mut track, mut decode_track, mut decode_track_plain, mut decode_track_dense) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut decode_track_other_cpu = Vec::new();
+    let (mut decode_track_other_cpu, mut decode_track_other_cpu_evicted) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         track.push(run_stream(&events, Feed::Events, false, &expected));
         decode_track.push(run_stream(&events, Feed::Records(&codec), false, &expected));
         if let Some(cpus) = cpus {
-            decode_track_other_cpu.push(run_stream(
-                &events,
-                Feed::RecordsFromAnotherCpu(&codec, cpus),
-                false,
-                &expected,
-            ));
+            for (cache, runs) in [
+                (WriterCache::Kept, &mut decode_track_other_cpu),
+                (WriterCache::Evicted, &mut decode_track_other_cpu_evicted),
+            ] {
+                runs.push(run_stream(
+                    &events,
+                    Feed::RecordsFromAnotherCpu(&codec, cpus, cache),
+                    false,
+                    &expected,
+                ));
+            }
         }
         decode_track_plain.push(run_stream(&events, Feed::Records(&codec), true, &expected));
         decode_track_dense.push(run_stream(&dense, Feed::Records(&codec), false, &expected));
@@ -127,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         &mut track,
         &mut decode_track,
         &mut decode_track_other_cpu,
+        &mut decode_track_other_cpu_evicted,
         &mut decode_track_plain,
         &mut decode_track_dense,
     ] {
@@ -137,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         track,
         decode_track,
         decode_track_other_cpu,
+        decode_track_other_cpu_evicted,
         decode_track_plain,
         decode_track_dense,
     };

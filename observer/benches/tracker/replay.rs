@@ -129,9 +129,24 @@ pub enum Feed<'a> {
     Records(&'a Codec),
     /// As records, each batch written by a thread on another CPU while the reader waits, as
     /// the programs write a transition's record on the CPU where it happens: the reader takes
-    /// every record's cache lines from the other CPU's cache.
-    RecordsFromAnotherCpu(&'a Codec, CpuPair),
+    /// every record's cache lines from the other CPU, from its cache or from beyond it.
+    RecordsFromAnotherCpu(&'a Codec, CpuPair, WriterCache),
 }
+
+/// Where the records written on another CPU are when the reader takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterCache {
+    /// In the writer's cache, just written.
+    Kept,
+    /// Pushed out of the writer's cache by [`EVICT_BYTES`] of other writes: as the daemon
+    /// finds them, read tens of milliseconds after a program wrote them, while the load wrote
+    /// on that CPU.
+    Evicted,
+}
+
+/// What the writer writes after each batch to push the batch out of its own caches: four
+/// times the 2 MiB L2 per core of the machines measured here.
+const EVICT_BYTES: usize = 8 << 20;
 
 /// Feeds the stream to a fresh tracker the way the daemon does: a batch, then `advance`.
 /// Records are written outside the timed part and decoded in it.
@@ -172,8 +187,8 @@ pub fn run_stream(stream: &[Event], feed: Feed, plain: bool, expected: &Expected
                 feeding.batch(batch, Some((codec, &records)));
             }
         }
-        Feed::RecordsFromAnotherCpu(codec, cpus) => {
-            feed_from_another_cpu(&mut feeding, stream, codec, cpus);
+        Feed::RecordsFromAnotherCpu(codec, cpus, cache) => {
+            feed_from_another_cpu(&mut feeding, stream, codec, cpus, cache);
         }
     }
     let Feeding {
@@ -233,7 +248,13 @@ impl Feeding {
 
 /// [`Feed::RecordsFromAnotherCpu`]: one buffer passed back and forth, so that the writer
 /// never runs while the reader is timed.
-fn feed_from_another_cpu(feeding: &mut Feeding, stream: &[Event], codec: &Codec, cpus: CpuPair) {
+fn feed_from_another_cpu(
+    feeding: &mut Feeding,
+    stream: &[Event],
+    codec: &Codec,
+    cpus: CpuPair,
+    cache: WriterCache,
+) {
     let before = affinity().expect("the affinity read when the pair was found");
     pin(cpus.reader);
     let (to_writer, writer_gets) = mpsc::sync_channel::<Records>(1);
@@ -241,9 +262,19 @@ fn feed_from_another_cpu(feeding: &mut Feeding, stream: &[Event], codec: &Codec,
     std::thread::scope(|scope| {
         scope.spawn(move || {
             pin(cpus.writer);
+            let mut other_writes = match cache {
+                WriterCache::Kept => Vec::new(),
+                WriterCache::Evicted => vec![0u8; EVICT_BYTES],
+            };
             for batch in stream.chunks(BATCH) {
                 let mut records = writer_gets.recv().expect("the reader waits for each batch");
                 records.fill(codec, batch);
+                // A write to every cache line: the batch's lines leave this CPU's caches
+                // before the reader takes them.
+                for line in other_writes.chunks_mut(64) {
+                    line[0] = line[0].wrapping_add(1);
+                }
+                std::hint::black_box(&other_writes);
                 to_reader
                     .send(records)
                     .expect("the reader waits for each batch");

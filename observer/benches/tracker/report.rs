@@ -33,6 +33,8 @@ pub struct StreamFigures {
     pub decode_track: Vec<StreamRun>,
     /// The same, the records written on another CPU; empty with one CPU.
     pub decode_track_other_cpu: Vec<StreamRun>,
+    /// The same, each batch pushed out of the writer's caches first; empty with one CPU.
+    pub decode_track_other_cpu_evicted: Vec<StreamRun>,
     /// The same, every transition reported (a client reads them).
     pub decode_track_plain: Vec<StreamRun>,
     /// Records decoded, then applied, of the dense stream (connections four times as often).
@@ -99,23 +101,27 @@ pub fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures
         grouped(dense.peak_timewait as u64),
     );
     println!(
-        "  {:<23} {:<8} {:>12} {:>9}",
+        "  {:<32} {:<8} {:>12} {:>9}",
         "input", "run", "events/s", "ns/event"
     );
     for (input, runs) in [
         ("track only", &stream.track),
         ("decode+track", &stream.decode_track),
         ("decode+track, other CPU", &stream.decode_track_other_cpu),
+        (
+            "decode+track, other CPU, evicted",
+            &stream.decode_track_other_cpu_evicted,
+        ),
         ("decode+track, a client", &stream.decode_track_plain),
         ("decode+track, dense", &stream.decode_track_dense),
     ] {
         if runs.is_empty() {
-            println!("  {input:<23} (one CPU: not run)");
+            println!("  {input:<32} (one CPU: not run)");
             continue;
         }
         for (name, r) in [("best", best(runs)), ("median", median(runs))] {
             println!(
-                "  {input:<23} {name:<8} {:>12} {:>9.1}",
+                "  {input:<32} {name:<8} {:>12} {:>9.1}",
                 grouped(whole(stream.rate(r))),
                 stream.ns_per_event(r)
             );
@@ -144,7 +150,8 @@ pub fn print_table(stream: &StreamFigures, sockets: u64, memory: &[MemoryFigures
 
 /// The track-only figures stay where they were (`stream.best_events_per_s`, ...); the
 /// decode+track ones are under `stream.decode_track`, with the records written on another CPU
-/// under `stream.decode_track_other_cpu` (absent with one CPU), with a client reading every
+/// under `stream.decode_track_other_cpu` and, pushed out of that CPU's caches first,
+/// `stream.decode_track_other_cpu_evicted` (both absent with one CPU), with a client reading every
 /// transition under `stream.decode_track_client`, and of the dense stream under
 /// `stream.decode_track_dense` (with its peaks).
 pub fn to_json(
@@ -169,6 +176,8 @@ pub fn to_json(
     figures["decode_track"] = stream.json(&stream.decode_track);
     if !stream.decode_track_other_cpu.is_empty() {
         figures["decode_track_other_cpu"] = stream.json(&stream.decode_track_other_cpu);
+        figures["decode_track_other_cpu_evicted"] =
+            stream.json(&stream.decode_track_other_cpu_evicted);
     }
     figures["decode_track_client"] = stream.json(&stream.decode_track_plain);
     figures["reports_client"] = best(&stream.decode_track_plain).reports.into();

@@ -58,6 +58,10 @@ pub struct Userspace {
     /// The same as the daemon runs, each batch of records written on another CPU, as the
     /// programs write a transition's record on its CPU (older files, and one CPU, lack it).
     pub other_cpu_events_per_s: Option<f64>,
+    /// The same, each batch pushed out of the writing CPU's caches before it is read, as the
+    /// daemon finds records tens of milliseconds after they were written (older files, and
+    /// one CPU, lack it).
+    pub other_cpu_evicted_events_per_s: Option<f64>,
     /// Decode + track of the dense stream (older files lack it).
     pub dense: Option<Dense>,
     /// Tracked sockets of the memory runs.
@@ -130,6 +134,9 @@ impl Userspace {
                 .and_then(Value::as_f64),
             other_cpu_events_per_s: v
                 .pointer("/stream/decode_track_other_cpu/median_events_per_s")
+                .and_then(Value::as_f64),
+            other_cpu_evicted_events_per_s: v
+                .pointer("/stream/decode_track_other_cpu_evicted/median_events_per_s")
                 .and_then(Value::as_f64),
             dense: v.pointer("/stream/decode_track_dense").and_then(|d| {
                 Some(Dense {

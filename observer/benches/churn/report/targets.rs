@@ -3,7 +3,7 @@
 use observer::load::contract;
 
 use super::{
-    Bench, grouped,
+    Bench, Userspace, grouped,
     level::{Delivery, Level},
     opt,
     pairs::Spread,
@@ -123,30 +123,7 @@ impl Bench {
         t.push(Target {
             name: "decode + track events/s per core",
             goal: format!(">= {}", whole(EVENTS_PER_CORE)),
-            measured: opt(u, |u| {
-                let mut text = whole(u.events_per_s);
-                if let Some(client) = u.client_events_per_s {
-                    text = format!(
-                        "{text} as the daemon runs (notable transitions reported); {} with a \
-                         client reading every transition",
-                        whole(client)
-                    );
-                }
-                if let Some(other) = u.other_cpu_events_per_s {
-                    text = format!(
-                        "{text}; {} with each batch of records written on another CPU",
-                        whole(other)
-                    );
-                }
-                if let Some(d) = &u.dense {
-                    text = format!(
-                        "{text}; {} with connections four times as often ({} timewait sockets)",
-                        whole(d.events_per_s),
-                        grouped(d.peak_timewait)
-                    );
-                }
-                text
-            }),
+            measured: opt(u, Userspace::decode_track_text),
             met: u.map(|u| u.events_per_s >= EVENTS_PER_CORE),
         });
         t.push(Target {
@@ -362,4 +339,35 @@ pub(super) struct Target {
     pub(super) goal: String,
     pub(super) measured: String,
     pub(super) met: Option<bool>,
+}
+
+impl Userspace {
+    /// The decode + track target's figures: as the daemon runs, then each other series.
+    fn decode_track_text(&self) -> String {
+        let mut text = whole(self.events_per_s);
+        if let Some(client) = self.client_events_per_s {
+            text = format!(
+                "{text} as the daemon runs (notable transitions reported); {} with a \
+                 client reading every transition",
+                whole(client)
+            );
+        }
+        if let Some(other) = self.other_cpu_events_per_s {
+            text = format!(
+                "{text}; {} with each batch of records written on another CPU",
+                whole(other)
+            );
+        }
+        if let Some(evicted) = self.other_cpu_evicted_events_per_s {
+            text = format!("{text}, {} out of that CPU's caches", whole(evicted));
+        }
+        if let Some(d) = &self.dense {
+            text = format!(
+                "{text}; {} with connections four times as often ({} timewait sockets)",
+                whole(d.events_per_s),
+                grouped(d.peak_timewait)
+            );
+        }
+        text
+    }
 }

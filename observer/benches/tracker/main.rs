@@ -20,8 +20,8 @@
 //! (not run with one CPU), where a thread on another CPU writes each batch, as the programs
 //! write a record on the CPU where its transition happens: what taking the records from
 //! another CPU's cache costs the reader; and in a sixth, the same with each batch pushed out
-//! of the writer's caches before it is read, as the daemon finds records tens of milliseconds
-//! after they were written.
+//! of the writer's caches before it is read, as the daemon finds records up to tens of
+//! milliseconds after they were written.
 //!
 //! Run: `cargo bench -p observer --bench tracker [-- --connections N --sockets N --output FILE]`.
 

@@ -139,8 +139,8 @@ pub enum WriterCache {
     /// In the writer's cache, just written.
     Kept,
     /// Pushed out of the writer's cache by [`EVICT_BYTES`] of other writes: as the daemon
-    /// finds them, read tens of milliseconds after a program wrote them, while the load wrote
-    /// on that CPU.
+    /// finds them, read up to tens of milliseconds after a program wrote them, while the load
+    /// wrote on that CPU.
     Evicted,
 }
 

@@ -59,8 +59,8 @@ pub struct Userspace {
     /// programs write a transition's record on its CPU (older files, and one CPU, lack it).
     pub other_cpu_events_per_s: Option<f64>,
     /// The same, each batch pushed out of the writing CPU's caches before it is read, as the
-    /// daemon finds records tens of milliseconds after they were written (older files, and
-    /// one CPU, lack it).
+    /// daemon finds records up to tens of milliseconds after they were written (older files,
+    /// and one CPU, lack it).
     pub other_cpu_evicted_events_per_s: Option<f64>,
     /// Decode + track of the dense stream (older files lack it).
     pub dense: Option<Dense>,
